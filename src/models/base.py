@@ -28,6 +28,14 @@ from scipy.special import logsumexp
 Data = dict[str, np.ndarray]
 Params = dict[str, np.ndarray]
 
+class ModelWarning(UserWarning):
+    """A model's advice to the user (e.g. a component regularised against singularity).
+
+    Models emit it with ``warnings.warn(sentence, ModelWarning)``; the EM driver collects
+    the distinct sentences into the fit result.
+    """
+
+
 #: constraint kinds a parameter may declare
 CONSTRAINTS = ("simplex", "real", "positive", "covariance", "probability")
 
@@ -281,6 +289,14 @@ class MixtureModel(ABC):
                         yield _entry_name(spec, k, idx), spec, k, tuple(idx), True
 
     # ------------------------------------------------------ conveniences
+    def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
+        """E-step of one chunk fused with its sufficient statistics: ``(stats, loglik)``.
+
+        Override for speed; the default is ``suff_stats(data, e_step(...)[0])``.
+        """
+        resp, ll = self.e_step(data, params)
+        return self.suff_stats(data, resp), ll
+
     def e_step(self, data: Data, params: Params) -> tuple[np.ndarray, float]:
         """Responsibilities (n, K) and the observed log-likelihood of these rows."""
         lj = self.log_joint(data, params)

@@ -1,0 +1,48 @@
+"""Messages to the user in English or Chinese.
+
+Each module that talks to the user registers its own templates with :func:`register`
+(``{key: {"en": ..., "zh": ...}}``) and renders them with :func:`t`.  The language is set
+once at the edge (``--lang``); the default is ``zh`` when ``LANG`` starts with ``zh``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+__all__ = ["register", "t", "set_language", "get_language", "default_language"]
+
+_TEMPLATES: dict[str, dict[str, str]] = {}
+_LANG: list[str] = []
+
+
+def default_language() -> str:
+    """``zh`` when the LANG environment variable starts with ``zh``, else ``en``."""
+    return "zh" if os.environ.get("LANG", "").lower().startswith("zh") else "en"
+
+
+def set_language(lang: str | None) -> None:
+    if lang not in (None, "en", "zh"):
+        raise ValueError(f"--lang must be en or zh, got {lang!r}")
+    _LANG[:] = [lang or default_language()]
+
+
+def get_language() -> str:
+    return _LANG[0] if _LANG else default_language()
+
+
+def register(templates: Mapping[str, Mapping[str, str]]) -> None:
+    """Add message templates; a key registered twice must not change its text."""
+    for key, texts in templates.items():
+        if "en" not in texts:
+            raise ValueError(f"message {key!r} has no English text")
+        _TEMPLATES[key] = dict(texts)
+
+
+def t(key: str, **fields: Any) -> str:
+    """The message ``key`` in the current language, with ``fields`` filled in."""
+    texts = _TEMPLATES.get(key)
+    if texts is None:
+        return key + (": " + ", ".join(f"{k}={v}" for k, v in fields.items()) if fields else "")
+    template = texts.get(get_language()) or texts["en"]
+    return template.format(**fields)
