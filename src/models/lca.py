@@ -1,0 +1,314 @@
+"""Latent class analysis (``--model lca``): categorical indicators, local independence.
+
+``log p(y_i, z_i = k) = log w_k + sum_j [y_ij observed] log prob[k, j, y_ij]``.
+
+* Items may have any number of categories; each column's distinct codes are read as text
+  (``1`` stays ``1``, ``x`` stays ``x``).  Category order within an item: codes that read
+  as numbers first, in numeric order, then the other codes in lexicographic order.
+* A missing answer (empty cell / NaN, stored as ``-1``) contributes nothing to its row's
+  likelihood; the M-step divides each item's counts by that item's *observed*
+  responsibility mass, so the chunk statistics carry per-item masses.
+* Zero probabilities: exact maximum likelihood, no floor.  ``log 0 = -inf`` is handled
+  explicitly (a class that gives an observed answer probability 0 gets log-density
+  ``-inf`` for that row, never NaN).  Estimates of exactly 0 or 1 are boundary estimates;
+  their standard errors are reported as NaN by the inference layer.
+* Canonical order: decreasing weight (the base-class default).
+* Free parameterisation: K-1 weights, then class by class the first C_j - 1
+  probabilities of each item (the last category is 1 - the sum).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.special import logsumexp
+
+from src.utils.errors import DataError
+from src.utils.messages import register, t
+
+from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
+
+__all__ = ["LatentClassModel", "order_codes"]
+
+register({
+    "lca.no_items": {
+        "en": "The latent class model needs at least one item column; select some columns.",
+        "zh": "潜在类别模型至少需要一个题目列；请选择列。"},
+    "lca.empty_item": {
+        "en": "Column {column!r} has no answers at all; remove it from the selected columns.",
+        "zh": "列 {column!r} 没有任何回答；请将其从所选列中移除。"},
+    "lca.all_missing_rows": {
+        "en": "{count} rows have every answer missing (the first is data row {row}); "
+              "remove them, since such a row carries no information about the classes.",
+        "zh": "有 {count} 行所有回答都缺失（第一行是数据第 {row} 行）；请删除这些行，"
+              "它们不含任何关于类别的信息。"},
+    "lca.empty_class": {
+        "en": "Latent class {k} is empty (no responsibility mass); use fewer classes or more starts.",
+        "zh": "潜在类别 {k} 为空（责任权重为零）；请减少类别数或增加随机起点。"},
+})
+
+
+def order_codes(codes: set[str]) -> list[str]:
+    """Documented category order: numeric-looking codes numerically, then the rest as text."""
+    numeric, other = [], []
+    for c in codes:
+        try:
+            v = float(c)
+        except ValueError:
+            v = np.nan
+        if np.isfinite(v):
+            numeric.append((v, c))
+        else:
+            other.append(c)
+    return [c for _, c in sorted(numeric)] + sorted(other)
+
+
+def _as_text(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(codes as stripped text, missing mask) of one column; whole floats lose their ``.0``."""
+    import pandas as pd
+
+    missing = col.isna().to_numpy()
+    values = col.to_numpy(dtype=object)
+    out = np.empty(len(col), dtype=object)
+    present = ~missing
+    if pd.api.types.is_float_dtype(col.dtype) and present.any():
+        v = values[present].astype(float)
+        whole = np.all(np.isfinite(v) & (v == np.round(v)))
+        out[present] = [str(int(x)) if whole else repr(float(x)) for x in v]
+    else:
+        out[present] = [str(x).strip() for x in values[present]]
+    missing = missing | np.array([o is None or o == "" for o in out], dtype=bool)
+    out[missing] = ""
+    return out, missing
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b with 0 wherever a == 0 (so 0/0 is 0; a > 0 with b == 0 stays inf)."""
+    out = np.zeros(np.broadcast(a, b).shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(a, b, out=out, where=np.broadcast_to(a != 0, out.shape))
+    return out
+
+
+class LatentClassModel(MixtureModel):
+    """Latent class model for categorical items; data ``{"Y": (N, J) int64}``, -1 = missing."""
+
+    name = "lca"
+    has_closed_form_m_step = True
+
+    # ------------------------------------------------------------------ data
+    @classmethod
+    def prepare_data(cls, frame: Any, options: Mapping[str, Any]) -> tuple[Data, dict[str, Any]]:
+        """Every column of ``frame`` is an item; codes become 0-based indices, -1 missing."""
+        import pandas as pd
+
+        if frame.shape[1] == 0:
+            raise DataError(t("lca.no_items"))
+        n, J = frame.shape
+        Y = np.full((n, J), -1, dtype=np.int64)
+        categories: list[list[str]] = []
+        for j, column in enumerate(frame.columns):
+            text, missing = _as_text(frame.iloc[:, j])
+            codes = order_codes(set(text[~missing]))
+            if not codes:
+                raise DataError(t("lca.empty_item", column=str(column)))
+            idx = pd.Categorical(text[~missing], categories=codes).codes
+            Y[~missing, j] = idx
+            categories.append(codes)
+        empty = np.flatnonzero((Y < 0).all(axis=1))
+        if empty.size:
+            raise DataError(t("lca.all_missing_rows", count=int(empty.size), row=int(empty[0]) + 1))
+        return {"Y": Y}, {"items": [str(c) for c in frame.columns], "categories": categories}
+
+    @staticmethod
+    def meta_from_array(Y: np.ndarray) -> dict[str, Any]:
+        """Meta for an integer array already coded 0..C_j-1 (-1 missing): codes "1".."C_j"."""
+        Y = np.asarray(Y)
+        sizes = [max(int(Y[:, j].max()) + 1, 1) for j in range(Y.shape[1])]
+        return {"items": [f"item{j + 1}" for j in range(Y.shape[1])],
+                "categories": [[str(c + 1) for c in range(s)] for s in sizes]}
+
+    def setup(self, meta: Mapping[str, Any]) -> None:
+        """Fix items, categories and the flat one-hot layout used by every computation."""
+        super().setup(meta)
+        self.items = [str(x) for x in meta["items"]]
+        self.categories = [[str(c) for c in cats] for cats in meta["categories"]]
+        sizes = np.array([len(c) for c in self.categories], dtype=np.int64)
+        self.sizes = sizes
+        self.cmax = int(sizes.max())
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.n_flat = int(sizes.sum())
+        self.flat_item = np.repeat(np.arange(sizes.size), sizes)
+        self.flat_cat = np.arange(self.n_flat) - self.offsets[self.flat_item]
+        is_free = self.flat_cat < sizes[self.flat_item] - 1
+        self.free_flat = np.flatnonzero(is_free)
+        self.last_of_free = self.offsets[self.flat_item[self.free_flat]] + \
+            sizes[self.flat_item[self.free_flat]] - 1
+        self.valid = np.arange(self.cmax)[None, :] < sizes[:, None]   # (J, Cmax)
+
+    def _require_setup(self) -> None:
+        if not hasattr(self, "sizes"):
+            raise ValueError("call setup(meta) with the meta from prepare_data (or "
+                             "LatentClassModel.meta_from_array) before using the model")
+
+    # ------------------------------------------------------------- the model
+    def param_specs(self) -> list[ParamSpec]:
+        self._require_setup()
+        padded = [str(c + 1) for c in range(self.cmax)]
+        return [ParamSpec("weight", (), "simplex"),
+                ParamSpec("prob", (len(self.items), self.cmax), "probability",
+                          labels=(self.items, padded), sizes=tuple(int(s) for s in self.sizes))]
+
+    def one_hot(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(O, observed): O (n, sum C_j) float one-hot of the answers, zero rows for missing."""
+        self._require_setup()
+        Y = np.asarray(Y)
+        n = Y.shape[0]
+        observed = Y >= 0
+        O = np.zeros((n, self.n_flat))
+        flat = np.arange(n)[:, None] * self.n_flat + self.offsets[None, :] + Y
+        O.ravel()[flat[observed]] = 1.0
+        return O, observed
+
+    def _log_joint_onehot(self, O: np.ndarray, params: Params) -> np.ndarray:
+        prob = np.asarray(params["prob"], dtype=float)
+        w = np.asarray(params["weight"], dtype=float)
+        pf = prob[:, self.flat_item, self.flat_cat]                 # (K, n_flat)
+        zero = pf <= 0.0
+        with np.errstate(divide="ignore"):
+            lp = np.log(np.where(zero, 1.0, pf))
+            lw = np.log(w)
+        lj = O @ lp.T + lw[None, :]
+        if zero.any():  # an observed answer of probability 0: log-density -inf, not NaN
+            lj[(O @ zero.T.astype(float)) > 0] = -np.inf
+        return lj
+
+    def log_joint(self, data: Data, params: Params) -> np.ndarray:
+        O, _ = self.one_hot(data["Y"])
+        return self._log_joint_onehot(O, params)
+
+    def init_params(self, data: Data, rng: np.random.Generator) -> Params:
+        """Equal weights; each item's probabilities in each class drawn from Dirichlet(1)."""
+        self._require_setup()
+        K = self.n_components
+        g = rng.standard_gamma(1.0, size=(K, len(self.items), self.cmax)) * self.valid[None]
+        g = np.maximum(g, 1e-12) * self.valid[None]
+        return {"weight": np.full(K, 1.0 / K), "prob": g / g.sum(axis=2, keepdims=True)}
+
+    # ------------------------------------------------------ closed-form M-step
+    def _stats(self, O: np.ndarray, observed: np.ndarray, resp: np.ndarray) -> dict[str, np.ndarray]:
+        K = self.n_components
+        counts = np.zeros((K, len(self.items), self.cmax))
+        counts[:, self.flat_item, self.flat_cat] = resp.T @ O
+        return {"nk": resp.sum(axis=0), "counts": counts,
+                "mass": resp.T @ observed.astype(float)}
+
+    def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
+        """``nk`` (K,), ``counts`` (K, J, Cmax), ``mass`` (K, J) observed mass per item."""
+        O, observed = self.one_hot(data["Y"])
+        return self._stats(O, observed, resp)
+
+    def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
+        """Fused E-step: one one-hot matrix serves the densities and the statistics."""
+        O, observed = self.one_hot(data["Y"])
+        lj = self._log_joint_onehot(O, params)
+        lse = logsumexp(lj, axis=1)
+        resp = np.exp(lj - lse[:, None])
+        return self._stats(O, observed, resp), float(lse.sum())
+
+    def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
+        """weight = nk / N; prob[k,j,c] = counts / observed mass (uniform when the mass is 0)."""
+        self._require_setup()
+        nk = np.asarray(stats["nk"], dtype=float)
+        mass = np.asarray(stats["mass"], dtype=float)
+        counts = np.asarray(stats["counts"], dtype=float)
+        for k in np.flatnonzero(nk <= 0):
+            warnings.warn(t("lca.empty_class", k=int(k) + 1), ModelWarning, stacklevel=2)
+        ok = mass > 0
+        prob = np.zeros_like(counts)
+        np.divide(counts, mass[:, :, None], out=prob, where=ok[:, :, None] & self.valid[None])
+        uniform = self.valid / self.sizes[:, None]
+        prob = np.where(ok[:, :, None], prob, uniform[None])
+        return {"weight": nk / nk.sum(), "prob": prob}
+
+    # -------------------------------------------------------------- simulation
+    def sample(self, params: Params, data: Data, rng: np.random.Generator) -> Data:
+        """New answers from the model; each row keeps its pattern of missing answers."""
+        Y = np.asarray(data["Y"])
+        n, J = Y.shape
+        w = np.asarray(params["weight"], dtype=float)
+        z = np.minimum(np.searchsorted(np.cumsum(w), rng.random(n) * w.sum(), side="right"),
+                       w.size - 1)
+        u = rng.random((n, J))
+        cum = np.cumsum(np.asarray(params["prob"], dtype=float)[z], axis=2)   # (n, J, Cmax)
+        cat = np.minimum((u[:, :, None] >= cum).sum(axis=2), self.sizes[None, :] - 1)
+        return {"Y": np.where(Y >= 0, cat, -1).astype(np.int64)}
+
+    # ------------------------------------------------------ analytic derivatives
+    def _n_free_prob(self) -> int:
+        return int(self.free_flat.size)
+
+    def complete_score(self, data: Data, params: Params) -> np.ndarray:
+        """d log p(y_i, z_i=k) / d theta_free, (n, K, P); a missing answer contributes 0."""
+        O, _ = self.one_hot(data["Y"])
+        K = self.n_components
+        w = np.asarray(params["weight"], dtype=float)
+        prob = np.asarray(params["prob"], dtype=float)
+        m = self._n_free_prob()
+        S = np.zeros((O.shape[0], K, K - 1 + K * m))
+        with np.errstate(divide="ignore"):
+            if K > 1:
+                S[:, np.arange(K - 1), np.arange(K - 1)] = 1.0 / w[: K - 1]
+                S[:, K - 1, : K - 1] = -1.0 / w[K - 1]
+        for k in range(K):
+            pf = prob[k, self.flat_item, self.flat_cat]
+            col = K - 1 + k * m
+            S[:, k, col:col + m] = (_ratio(O[:, self.free_flat], pf[self.free_flat])
+                                    - _ratio(O[:, self.last_of_free], pf[self.last_of_free]))
+        return S
+
+    def complete_information(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
+        """sum_ik resp_ik (-Hessian of log p(y_i, z_i=k)) in the free parameters, (P, P)."""
+        O, _ = self.one_hot(data["Y"])
+        K = self.n_components
+        w = np.asarray(params["weight"], dtype=float)
+        prob = np.asarray(params["prob"], dtype=float)
+        resp = np.asarray(resp, dtype=float)
+        nk = resp.sum(axis=0)
+        m = self._n_free_prob()
+        info = np.zeros((K - 1 + K * m,) * 2)
+        if K > 1:
+            info[: K - 1, : K - 1] = np.diag(_ratio(nk[: K - 1], w[: K - 1] ** 2)) \
+                + _ratio(nk[K - 1], w[K - 1] ** 2)
+        counts = resp.T @ O                                            # (K, n_flat)
+        item = self.flat_item[self.free_flat]
+        same_item = item[:, None] == item[None, :]
+        for k in range(K):
+            pf = prob[k, self.flat_item, self.flat_cat]
+            diag = _ratio(counts[k, self.free_flat], pf[self.free_flat] ** 2)
+            last = _ratio(counts[k, self.last_of_free], pf[self.last_of_free] ** 2)
+            col = K - 1 + k * m
+            info[col:col + m, col:col + m] = np.diag(diag) + same_item * last[:, None]
+        return info
+
+    # ------------------------------------------------------- reported names
+    def _reported_entries(self):
+        """As the base class, but ``prob[k,item,code]`` with each item's own codes."""
+        for name, spec, k, idx, free in super()._reported_entries():
+            if spec.constraint == "probability":
+                j, c = idx
+                name = f"prob[{k + 1},{self.items[j]},{self.categories[j][c]}]"
+            yield name, spec, k, idx, free
+
+    def reported_jacobian(self) -> np.ndarray:
+        """d reported / d free: exact columns, since every reported value is affine in theta."""
+        P = self.n_free_parameters()
+        base = self.reported_values(self.from_free(np.zeros(P)))
+        J = np.empty((base.size, P))
+        for i in range(P):
+            e = np.zeros(P)
+            e[i] = 1.0
+            J[:, i] = self.reported_values(self.from_free(e)) - base
+        return J
