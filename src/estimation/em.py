@@ -1,0 +1,331 @@
+"""The one EM driver: random starts, the iteration loop, convergence, acceleration, checkpoints.
+
+A model supplies the maths (:class:`~src.models.base.MixtureModel`); this module supplies
+everything else, once for every model:
+
+* the **EM map** ``params -> (M(params), loglik(params))``: rows in chunks of ``chunk_size``,
+  each chunk's fused E-step returning additive sufficient statistics that are summed in a
+  fixed order (bitwise reproducible for a given chunk size; other chunk sizes agree to
+  rounding), then the closed-form M-step; or the generic numerical M-step
+  (:mod:`src.estimation.numeric_mstep`) for models without one;
+* a start as a **state machine advanced one EM-map evaluation at a time** (plain EM or
+  SQUAREM), so a checkpoint can be taken after any evaluation and a resumed run continues
+  bitwise-identically;
+* several starts (in process, or one per worker through an executor), the best kept.
+
+The reported estimate of a start is the last *accepted* point whose log-likelihood was
+evaluated, so ``loglik`` is exactly the log-likelihood of ``params``.
+Convergence: ``|l_t - l_{t-1}| < tol * |l_t|`` between consecutive accepted points.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from src.models.base import Data, MixtureModel, ModelWarning, Params
+from src.utils.checkpointing import Checkpointer, NullCheckpointer
+from src.utils.messages import register, t
+from src.utils.rng import stream
+
+from . import squarem
+from .numeric_mstep import generic_em_map, generic_init_params
+from .results import FitResult
+
+__all__ = ["fit_em", "run_start", "em_map", "start_params"]
+
+register({
+    "em.not_converged": {
+        "en": "start {start} did not converge in {max_iter} iterations (last relative change "
+              "{change:.3g}, tol {tol:g}); increase --max-iter or loosen --tol",
+        "zh": "第 {start} 个起点在 {max_iter} 次迭代内未收敛（最后的相对变化 {change:.3g}，"
+              "容差 {tol:g}）；请增大 --max-iter 或放宽 --tol",
+    },
+    "em.starts_not_converged": {
+        "en": "{count} of {total} random starts did not converge within --max-iter",
+        "zh": "{total} 个随机起点中有 {count} 个未在 --max-iter 内收敛",
+    },
+})
+
+ACCELERATIONS = ("none", "squarem")
+
+
+# ------------------------------------------------------------------ the EM map
+def _slice(data: Data, a: int, b: int) -> Data:
+    return {k: v[a:b] for k, v in data.items()}
+
+
+def _n_rows(data: Data) -> int:
+    return int(next(iter(data.values())).shape[0])
+
+
+def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 4096,
+           pool: ThreadPoolExecutor | None = None) -> tuple[Params, float]:
+    """One evaluation of the EM map: ``(M(params), loglik(params))``.
+
+    Closed-form models: chunk statistics summed in chunk order (``pool`` only computes
+    chunks concurrently; the sum order is fixed).  Others: the generic numerical M-step.
+    """
+    if not model.has_closed_form_m_step:
+        return generic_em_map(model, data, params)
+    n = _n_rows(data)
+    bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+
+    def one(b: tuple[int, int]) -> tuple[Mapping[str, Any], float]:
+        return model.e_step_stats(_slice(data, *b), params)
+
+    results = pool.map(one, bounds) if pool is not None and len(bounds) > 1 else map(one, bounds)
+    total: dict[str, Any] | None = None
+    ll = 0.0
+    for stats, chunk_ll in results:
+        ll += float(chunk_ll)
+        total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
+    return model.m_step(total), ll
+
+
+def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Params:
+    """Random starting values of start ``start``, drawn from ``stream(seed, "start", start)``."""
+    rng = stream(seed, "start", start)
+    overrides = type(model).init_params is not MixtureModel.init_params
+    if model.has_closed_form_m_step or overrides:
+        return model.init_params(data, rng)
+    return generic_init_params(model, data, rng)
+
+
+# ------------------------------------------------- one start, one evaluation at a time
+def _as_params(d: Mapping[str, Any]) -> Params:
+    return {k: np.asarray(v, dtype=float) for k, v in d.items()}
+
+
+def _new_start_state(start: int, params: Params, accelerate: str) -> dict[str, Any]:
+    st: dict[str, Any] = {"start": start, "phase": "em" if accelerate == "none" else "sq0",
+                          "params": params, "n_eval": 0, "prev_ll": None, "trace": [],
+                          "best_params": params, "best_ll": None, "change": None,
+                          "done": False, "converged": False, "warnings": []}
+    if accelerate == "squarem":
+        st["sq"] = {"step_max": squarem.STEP_MAX0}
+    return st
+
+
+def _accept(st: dict[str, Any], params: Params, ll: float, tol: float) -> None:
+    """Record an accepted evaluation (new lists: states already handed out stay intact)."""
+    prev = st["prev_ll"]
+    if prev is not None:
+        change = abs(ll - prev) / abs(ll) if ll != 0 else abs(ll - prev)
+        st["change"] = change
+        if change < tol:
+            st["done"] = st["converged"] = True
+    st["trace"] = st["trace"] + [ll]
+    st["prev_ll"] = ll
+    st["best_params"] = params
+    st["best_ll"] = ll
+
+
+def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mapping[str, Any],
+             pool: ThreadPoolExecutor | None) -> dict[str, Any]:
+    """Evaluate the EM map once at ``st["params"]`` and return the next state (a new dict)."""
+    st = dict(st)
+    params = st["params"]
+    new_params, ll = em_map(model, data, params, opts["chunk_size"], pool)
+    st["n_eval"] = st["n_eval"] + 1
+    phase = st["phase"]
+    tol = opts["tol"]
+    if phase == "em":
+        _accept(st, params, ll, tol)
+        st["params"] = new_params
+    elif phase == "sq0":
+        _accept(st, params, ll, tol)
+        st["sq"] = {**st["sq"], "p0": params}
+        st["params"] = new_params
+        st["phase"] = "sq1"
+    elif phase == "sq1":
+        _accept(st, params, ll, tol)
+        sq = st["sq"]
+        a0 = squarem.first_step(model, sq["p0"], params, new_params, sq["step_max"])
+        a, cand = squarem.propose(model, sq["p0"], params, new_params, a0)
+        st["sq"] = {"step_max": sq["step_max"], "p0": sq["p0"], "p1": params, "p2": new_params,
+                    "l1": ll, "a_first": a0, "a": a}
+        st["params"] = cand
+        st["phase"] = "sq2"
+    elif phase == "sq2":
+        sq = st["sq"]
+        if sq["a"] > 1.0 and not (np.isfinite(ll) and ll >= sq["l1"]):
+            a, cand = squarem.propose(model, sq["p0"], sq["p1"], sq["p2"], 0.5 * (sq["a"] + 1.0))
+            st["sq"] = {**sq, "a": a}
+            st["params"] = cand
+        else:
+            _accept(st, params, ll, tol)
+            failed = sq["a"] < sq["a_first"]
+            st["sq"] = {"step_max": squarem.update_step_max(sq["step_max"], sq["a_first"], failed)}
+            st["params"] = new_params
+            st["phase"] = "sq0"
+    else:
+        raise ValueError(f"unknown EM phase {phase!r} in the saved state")
+    if not st["done"] and st["n_eval"] >= opts["max_iter"]:
+        st["done"] = True
+    return st
+
+
+def _collect(st: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
+    """Keep the distinct ModelWarning sentences; re-issue any other warning."""
+    for w in caught:
+        if issubclass(w.category, ModelWarning):
+            text = str(w.message)
+            if text not in st["warnings"]:
+                st["warnings"] = st["warnings"] + [text]
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start: int,
+              state: Mapping[str, Any] | None = None,
+              on_state: Callable[[dict[str, Any]], None] | None = None,
+              on_iteration: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Run random start ``start`` to the end (top level, picklable: workers call it too).
+
+    ``options``: tol, max_iter, seed, accelerate, chunk_size, n_threads, init_params.
+    ``state`` resumes a start saved by ``on_state`` (called after every evaluation with a
+    fresh dict).  Returns the start's result: params (model order), loglik, n_iter,
+    converged, trace, warnings, change.
+    """
+    if state is None:
+        init = options.get("init_params")
+        with threadpool_limits(limits=1, user_api="blas"):
+            p = _as_params(init) if init is not None else start_params(
+                model, data, options["seed"], start)
+        st = _new_start_state(start, p, options["accelerate"])
+    else:
+        st = dict(state)
+    n_threads = int(options.get("n_threads", 1))
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            while not st["done"]:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    st = _advance(model, data, st, options, pool)
+                _collect(st, caught)
+                if on_iteration is not None and st["best_ll"] is not None:
+                    on_iteration(start, st["n_eval"], st["best_ll"])
+                if on_state is not None:
+                    on_state(st)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return {"start": start, "params": st["best_params"], "loglik": float(st["best_ll"]),
+            "n_iter": int(st["n_eval"]), "converged": bool(st["converged"]),
+            "trace": list(st["trace"]), "warnings": list(st["warnings"]),
+            "change": st["change"]}
+
+
+# -------------------------------------------------------------------- the driver
+def _restore(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved start state or result with its parameter dicts as float arrays."""
+    out = dict(d)
+    for key in ("params", "best_params"):
+        if key in out and out[key] is not None:
+            out[key] = _as_params(out[key])
+    if "sq" in out:
+        out["sq"] = {k: (_as_params(v) if isinstance(v, Mapping) else v) for k, v in out["sq"].items()}
+    return out
+
+
+def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10, tol: float = 1e-8,
+           max_iter: int = 1000, seed: int = 0, accelerate: str = "none",
+           chunk_size: int = 4096, init_params: Params | None = None,
+           checkpoint: Checkpointer | None = None, executor: Any = None,
+           on_iteration: Callable[[int, int, float], None] | None = None,
+           n_threads: int = 1) -> FitResult:
+    """Fit ``model`` to ``data`` by EM from several random starts; keep the best.
+
+    ``init_params`` given: one start from those values.  ``checkpoint``: resume from its
+    state and checkpoint after every evaluation (every finished start with ``force``).
+    ``executor``: run each start on a worker (``map_unordered``).  ``n_threads``: chunks
+    of one EM map computed on that many threads (BLAS stays at 1 thread).
+    """
+    if accelerate not in ACCELERATIONS:
+        raise ValueError(f"accelerate must be one of {ACCELERATIONS}, got {accelerate!r}")
+    for name, value, low in (("n_starts", n_starts, 1), ("max_iter", max_iter, 1),
+                             ("chunk_size", chunk_size, 1), ("n_threads", n_threads, 1)):
+        if int(value) < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol}")
+    checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
+    n_starts = 1 if init_params is not None else int(n_starts)
+    options = {"tol": float(tol), "max_iter": int(max_iter), "seed": int(seed),
+               "accelerate": accelerate, "chunk_size": int(chunk_size),
+               "n_threads": int(n_threads),
+               "init_params": None if init_params is None else _as_params(init_params)}
+    config = {k: v for k, v in options.items() if k not in ("init_params", "n_threads")}
+    config["n_starts"] = n_starts
+    t0 = time.perf_counter()
+
+    saved = checkpoint.resume_state()
+    finished: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    seconds_before = 0.0
+    if saved:
+        if dict(saved.get("config", {})) != config:
+            raise ValueError("the saved EM progress was made with other EM options; "
+                             "clean the progress or rerun with the same options")
+        finished = {str(k): _restore(v) for k, v in saved.get("finished", {}).items()}
+        current = _restore(saved["current"]) if saved.get("current") else None
+        seconds_before = float(saved.get("seconds", 0.0))
+
+    def save(cur: dict[str, Any] | None, force: bool = False) -> None:
+        checkpoint.checkpoint({"kind": "em_fit", "config": config, "finished": dict(finished),
+                               "current": cur,
+                               "seconds": seconds_before + time.perf_counter() - t0},
+                              force=force)
+
+    missing = [s for s in range(n_starts) if str(s) not in finished]
+    if executor is not None and missing:
+        tasks = [(model, data, options, s) for s in missing]
+        for idx, res in executor.map_unordered(run_start, tasks):
+            finished[str(missing[idx])] = res
+            save(None, force=True)
+    else:
+        for s in missing:
+            resume = current if current is not None and int(current["start"]) == s else None
+            res = run_start(model, data, options, s, state=resume,
+                            on_state=lambda st: save(st), on_iteration=on_iteration)
+            finished[str(s)] = res
+            save(None, force=True)
+
+    return _assemble(model, data, finished, n_starts, options,
+                     seconds_before + time.perf_counter() - t0)
+
+
+def _assemble(model: MixtureModel, data: Data, finished: Mapping[str, Mapping[str, Any]],
+              n_starts: int, options: Mapping[str, Any], seconds: float) -> FitResult:
+    """Best start (highest finite loglik, ties: lowest index) in canonical class order."""
+    results = [finished[str(s)] for s in range(n_starts)]
+    lls = [float(r["loglik"]) for r in results]
+    finite = [s for s in range(n_starts) if np.isfinite(lls[s])]
+    if not finite:
+        raise ValueError("every random start ended with a non-finite log-likelihood; "
+                         "check the data or the model's starting values")
+    best = max(finite, key=lambda s: (lls[s], -s))
+    res = results[best]
+    params = _as_params(res["params"])
+    params = model.permute(params, model.canonical_order(params))
+    notes = list(res["warnings"])
+    if not res["converged"]:
+        notes.append(t("em.not_converged", start=best, max_iter=options["max_iter"],
+                       change=float(res["change"]) if res["change"] is not None else float("nan"),
+                       tol=options["tol"]))
+    others = sum(1 for s in range(n_starts) if s != best and not results[s]["converged"])
+    if others:
+        notes.append(t("em.starts_not_converged", count=others, total=n_starts))
+    return FitResult(params=params, loglik=lls[best], n_iter=int(res["n_iter"]),
+                     converged=bool(res["converged"]), best_start=best, start_logliks=lls,
+                     start_n_iter=[int(r["n_iter"]) for r in results],
+                     start_converged=[bool(r["converged"]) for r in results],
+                     loglik_trace=list(res["trace"]), n_obs=_n_rows(data),
+                     n_params=model.n_free_parameters(), seconds=seconds, warnings=notes)
