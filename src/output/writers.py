@@ -1,0 +1,181 @@
+"""Result files of a run: ``estimates.csv``, ``covariance.csv``, ``fit.json``, ``report.md``.
+
+Numbers are written at full precision (the shortest text that reads back to the same
+float, Python's ``repr``), so a resumed run's ``estimates.csv`` can be compared byte for
+byte with an uninterrupted run's.  Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..models.base import MixtureModel
+from ..utils.atomic import atomic_write_bytes
+
+__all__ = ["write_all", "format_number", "estimates_rows", "disagreements"]
+
+SE_ORDER = ("louis", "numerical", "bootstrap")
+
+
+def format_number(x: Any) -> str:
+    """Shortest round-trip text of a float; empty for None."""
+    if x is None:
+        return ""
+    f = float(x)
+    if math.isnan(f):
+        return "nan"
+    return repr(f)
+
+
+def _primary(se: Mapping[str, Any], options: Any) -> str | None:
+    if not se:
+        return None
+    if options.se_method in se:
+        return options.se_method
+    return options.primary_se if options.primary_se in se else next(iter(se))
+
+
+def estimates_rows(model: MixtureModel, fit: Mapping[str, Any], se: Mapping[str, Any],
+                   options: Any) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of estimates.csv."""
+    params = {k: np.asarray(v) for k, v in fit["params"].items()}
+    names = model.reported_names()
+    values = model.reported_values(params)
+    primary = _primary(se, options)
+    header = ["parameter", "estimate", "se", "ci_lower", "ci_upper"]
+    extra = [m for m in SE_ORDER if m in se] if options.se_method == "all" else []
+    header += [f"se_{m}" for m in extra]
+    rows = []
+    for i, name in enumerate(names):
+        row = [name, format_number(values[i])]
+        if primary is not None:
+            p = se[primary]
+            row += [format_number(np.asarray(p["se"])[i]), format_number(np.asarray(p["ci_lower"])[i]),
+                    format_number(np.asarray(p["ci_upper"])[i])]
+        else:
+            row += ["", "", ""]
+        row += [format_number(np.asarray(se[m]["se"])[i]) for m in extra]
+        rows.append(row)
+    return header, rows
+
+
+def _csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def disagreements(se: Mapping[str, Any], n_bootstrap: int) -> list[str]:
+    """Parameters whose standard errors disagree beyond what chance explains.
+
+    Louis vs numerical: more than 1e-3 relative (both are deterministic).  Bootstrap vs
+    Louis: more than 3 Monte-Carlo standard deviations (SE/sqrt(2B)) plus a 10%
+    finite-sample allowance.
+    """
+    out: list[str] = []
+    if "louis" not in se:
+        return out
+    names = se["louis"]["names"]
+    lo = np.asarray(se["louis"]["se"], dtype=float)
+    if "numerical" in se:
+        nu = np.asarray(se["numerical"]["se"], dtype=float)
+        for i, n in enumerate(names):
+            if np.isfinite(lo[i]) and np.isfinite(nu[i]) and abs(lo[i] - nu[i]) > 1e-3 * max(lo[i], 1e-300):
+                out.append(f"{n}: Louis {lo[i]:.6g} vs numerical {nu[i]:.6g}")
+    if "bootstrap" in se:
+        bo = np.asarray(se["bootstrap"]["se"], dtype=float)
+        for i, n in enumerate(names):
+            if np.isfinite(lo[i]) and np.isfinite(bo[i]) and lo[i] > 0:
+                allowed = 3 * lo[i] / math.sqrt(2 * n_bootstrap) + 0.10 * lo[i]
+                if abs(bo[i] - lo[i]) > allowed:
+                    out.append(f"{n}: Louis {lo[i]:.6g} vs bootstrap {bo[i]:.6g}")
+    return out
+
+
+def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
+    n, p, ll = int(fit["n_obs"]), int(fit["n_params"]), float(fit["loglik"])
+    out = {
+        "loglik": ll, "n_obs": n, "n_params": p,
+        "aic": -2 * ll + 2 * p, "bic": -2 * ll + p * math.log(n),
+        "n_iter": int(fit["n_iter"]), "converged": bool(fit["converged"]),
+        "seconds": float(fit["seconds"]), "se_method": options.se_method,
+        "se_primary": _primary(se, options),
+        "model": options.model, "components": options.components,
+        "best_start": int(fit["best_start"]), "start_logliks": list(fit["start_logliks"]),
+        "warnings": list(fit.get("warnings", [])),
+        "data": {k: record.get(k) for k in ("source", "path", "sha256", "n_rows", "columns")},
+        "fingerprint": fingerprint,
+    }
+    for m, r in se.items():
+        extra = dict(r.get("extra", {}))
+        out[f"se_{m}"] = {"notes": list(r.get("notes", [])), **extra}
+        if "max_fraction_missing_info" in extra:
+            out["max_fraction_missing_info"] = extra["max_fraction_missing_info"]
+    return out
+
+
+def _report(model, record, fit, se, options, fitj, header, rows) -> str:
+    lines = [f"# Estimation report: {options.task_name}", "",
+             f"- Data: {record.get('source')} ({fitj['n_obs']} rows, columns {', '.join(record.get('columns') or [])})",
+             f"- Model: {options.model} with {options.components} classes"
+             + (f", {options.covariance} covariances" if options.model == "gmm" else ""),
+             f"- Log-likelihood: {fitj['loglik']:.6f}; AIC {fitj['aic']:.4f}; BIC {fitj['bic']:.4f} (lower is better)",
+             f"- EM: {fitj['n_iter']} iterations, {'converged' if fitj['converged'] else 'NOT converged'}"
+             f" (tol {options.tol}, {options.n_starts} random starts, acceleration {options.accelerate})",
+             f"- Standard errors: {options.se_method}", ""]
+    for w in fitj["warnings"]:
+        lines.append(f"> Warning: {w}")
+    for m, r in se.items():
+        for note in r.get("notes", []):
+            lines.append(f"> {m}: {note}")
+    if "max_fraction_missing_info" in fitj:
+        lines.append(f"- Largest fraction of missing information: {fitj['max_fraction_missing_info']:.4f}")
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_short(c) for c in row) + " |")
+    if options.se_method == "all":
+        dis = disagreements(se, options.n_bootstrap)
+        lines += ["", "## Agreement of the three standard errors", ""]
+        lines += [f"- {d}" for d in dis] if dis else [
+            "Louis, numerical and bootstrap standard errors agree within Monte-Carlo error."]
+    lines += ["", "Classes are in the model's canonical order (see docs/architecture.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def _short(cell: str) -> str:
+    try:
+        return f"{float(cell):.6g}"
+    except ValueError:
+        return cell
+
+
+def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
+              se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any]) -> list[str]:
+    """Write every result file into ``options.results_dir``; return their paths."""
+    out_dir = Path(options.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, rows = estimates_rows(model, fit, se, options)
+    files = {"estimates.csv": _csv_bytes(header, rows)}
+    primary = _primary(se, options)
+    if primary is not None:
+        names = list(se[primary]["free_names"])
+        cov = np.asarray(se[primary]["cov_free"], dtype=float)
+        crow = [[names[i]] + [format_number(v) for v in cov[i]] for i in range(len(names))]
+        files["covariance.csv"] = _csv_bytes(["parameter"] + names, crow)
+    fitj = _fit_json(model, record, fit, se, options, dict(fingerprint))
+    files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str) + "\n").encode()
+    files["report.md"] = _report(model, record, fit, se, options, fitj, header, rows).encode()
+    written = []
+    for name, data in files.items():
+        atomic_write_bytes(out_dir / name, data)
+        written.append(str(out_dir / name))
+    return written
