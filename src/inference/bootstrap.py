@@ -1,0 +1,170 @@
+"""Bootstrap standard errors: refit replicates by EM from the estimate, align, take SDs.
+
+Replicate ``r`` draws every random number from ``stream(seed, "bootstrap", r)``: resampled
+rows (``nonparametric``) or data simulated from the estimate by ``model.sample``
+(``parametric``: an LCA replicate keeps each row's missing answers, a regression mixture its
+predictors).  It is refitted by EM from the estimate (one start), its classes are matched to
+the estimate's (:mod:`.align`), and its free parameters are kept.  SE = the replicates'
+standard deviation (ddof=1) of each reported parameter; 95% percentile intervals.
+
+Replicates that do not converge or raise are counted, left out and reported.  A checkpoint
+after every replicate records the finished ones; a resumed run computes only the missing
+ones, and since each replicate depends only on (seed, r) and the results are combined in
+index order, the output does not depend on order, worker count or interruptions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from ..models.base import Data, MixtureModel, Params
+from ..utils.checkpointing import Checkpointer, NullCheckpointer
+from ..utils.rng import stream
+from .align import align_params
+from .results import SEResult
+
+__all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS"]
+
+BOOTSTRAP_KINDS = ("nonparametric", "parametric")
+#: share of failed replicates above which the notes carry a warning
+FAIL_WARNING_SHARE = 0.05
+
+
+def replicate_data(model: MixtureModel, data: Data, params: Params, kind: str,
+                   rng: np.random.Generator) -> Data:
+    """One bootstrap data set: rows drawn with replacement, or simulated from ``params``."""
+    if kind == "nonparametric":
+        n = next(iter(data.values())).shape[0]
+        idx = rng.integers(0, n, size=n)
+        return {k: np.asarray(v)[idx] for k, v in data.items()}
+    return model.sample(params, data, rng)
+
+
+def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
+                        opts: dict[str, Any], r: int) -> dict[str, Any]:
+    """Replicate ``r`` (top level, so workers can run it): status, aligned free params, ...
+
+    Never raises: an exception becomes ``status="error"`` with its message.
+    """
+    from ..estimation.em import fit_em
+    try:
+        rng = stream(opts["seed"], "bootstrap", r)
+        data_b = replicate_data(model, data, params, opts["kind"], rng)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_em(model, data_b, n_starts=1, tol=opts["tol"], max_iter=opts["max_iter"],
+                         seed=opts["seed"], accelerate=opts["accelerate"],
+                         chunk_size=opts["chunk_size"], init_params=params)
+        free = model.to_free(align_params(model, params, fit.params))
+        if not np.all(np.isfinite(free)):
+            status = "error"
+            message = "the refitted parameters are not finite"
+        else:
+            status = "ok" if fit.converged else "not_converged"
+            message = "" if fit.converged else f"no convergence in {fit.n_iter} iterations"
+        return {"status": status, "free": free, "loglik": float(fit.loglik),
+                "n_iter": int(fit.n_iter), "message": message}
+    except Exception as exc:  # a replicate's failure is data, not a crash of the bootstrap
+        return {"status": "error", "free": None, "loglik": float("nan"), "n_iter": 0,
+                "message": f"{type(exc).__name__}: {exc}"}
+
+
+def _estimate_digest(model: MixtureModel, params: Params) -> str:
+    return hashlib.sha256(np.ascontiguousarray(model.to_free(params)).tobytes()).hexdigest()[:16]
+
+
+def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap: int = 200,
+                 kind: str = "nonparametric", seed: int = 0, tol: float = 1e-8,
+                 max_iter: int = 1000, accelerate: str = "none", chunk_size: int = 4096,
+                 checkpoint: Checkpointer | None = None, executor: Any = None,
+                 on_replicate: Callable[[int, str, int, int], None] | None = None) -> SEResult:
+    """Bootstrap standard errors and percentile intervals from ``n_bootstrap`` replicates.
+
+    ``checkpoint``: resumed from its state, checkpointed after every replicate.
+    ``executor``: runs replicates (``map_unordered``); default in process.
+    ``on_replicate(index, status, n_done, n_total)`` is called as each replicate finishes.
+    """
+    if kind not in BOOTSTRAP_KINDS:
+        raise ValueError(f"bootstrap kind must be one of {BOOTSTRAP_KINDS}, got {kind!r}")
+    if int(n_bootstrap) < 2:
+        raise ValueError(f"n_bootstrap must be at least 2, got {n_bootstrap}")
+    B = int(n_bootstrap)
+    checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
+    opts = {"kind": kind, "seed": int(seed), "tol": float(tol), "max_iter": int(max_iter),
+            "accelerate": accelerate, "chunk_size": int(chunk_size)}
+    config = dict(opts, estimate=_estimate_digest(model, params))
+
+    done: dict[str, dict[str, Any]] = {}
+    saved = checkpoint.resume_state()
+    if saved:
+        if dict(saved.get("config", {})) != config:
+            raise ValueError("the saved bootstrap progress was made with other options or "
+                             "another estimate; clean the progress or rerun with the same options")
+        done = {str(k): dict(v) for k, v in saved.get("replicates", {}).items() if int(k) < B}
+
+    missing = [r for r in range(B) if str(r) not in done]
+    if missing:
+        fn = functools.partial(bootstrap_replicate, model, data, params, opts)
+        results = (executor.map_unordered(fn, [(r,) for r in missing]) if executor is not None
+                   else ((i, fn(r)) for i, r in enumerate(missing)))
+        try:
+            for i, rec in results:
+                r = missing[i]
+                done[str(r)] = rec
+                checkpoint.checkpoint({"kind": "bootstrap", "config": config,
+                                       "replicates": dict(done)})
+                if on_replicate is not None:
+                    on_replicate(r, rec["status"], len(done), B)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        checkpoint.checkpoint({"kind": "bootstrap", "config": config, "replicates": dict(done)},
+                              force=True)
+    return _summarise(model, params, done, B, kind)
+
+
+def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, Any]],
+               B: int, kind: str) -> SEResult:
+    """SDs and percentile intervals over the successful replicates, in index order."""
+    order = sorted(done, key=int)
+    ok = [r for r in order if done[r]["status"] == "ok"]
+    n_nc = sum(done[r]["status"] == "not_converged" for r in order)
+    errors = [r for r in order if done[r]["status"] == "error"]
+    est = model.reported_values(params)
+    R, P = est.size, model.n_free_parameters()
+    notes: list[str] = []
+    if len(ok) >= 2:
+        free = np.array([np.asarray(done[r]["free"], dtype=float) for r in ok])
+        rep = np.array([model.reported_values(model.from_free(f)) for f in free])
+        se = rep.std(axis=0, ddof=1)
+        lo, hi = np.percentile(rep, [2.5, 97.5], axis=0)
+        cov = np.cov(free, rowvar=False, ddof=1).reshape(P, P)
+    else:
+        se = lo = hi = np.full(R, np.nan)
+        cov = np.full((P, P), np.nan)
+        notes.append(f"All standard errors are NaN because only {len(ok)} of {B} bootstrap "
+                     "replicates succeeded (at least 2 are needed).")
+    n_failed = B - len(ok)
+    if n_failed:
+        parts = []
+        if n_nc:
+            parts.append(f"{n_nc} did not converge within max_iter")
+        if errors:
+            parts.append(f"{len(errors)} raised an error (first, replicate {errors[0]}: "
+                         f"{done[errors[0]]['message']})")
+        notes.append(f"{n_failed} of {B} bootstrap replicates were left out: {'; '.join(parts)}.")
+        if n_failed > FAIL_WARNING_SHARE * B:
+            notes.append(f"Warning: {100.0 * n_failed / B:.1f}% of the bootstrap replicates "
+                         "failed (more than 5%), so the bootstrap standard errors may be "
+                         "biased; raise max_iter or check the model.")
+    extra = {"n_bootstrap": B, "n_ok": len(ok), "n_failed": n_failed,
+             "n_not_converged": n_nc, "n_errors": len(errors), "bootstrap_kind": kind}
+    return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,
+                    ci_lower=np.asarray(lo, dtype=float), ci_upper=np.asarray(hi, dtype=float),
+                    free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra)

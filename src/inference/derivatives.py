@@ -1,0 +1,169 @@
+"""Complete-data score and information: the model's closed forms, else finite differences.
+
+Every derivative is taken in the free parameterisation of :meth:`MixtureModel.to_free`.
+Numerical derivatives difference ``model.log_joint`` through ``from_free``; their step for
+free parameter j is a fixed fraction of its *natural scale* ``u_j = sqrt(N / I_c,jj)`` (the
+spread of one observation's information: sigma/sqrt(w) for a mean, sqrt(p(1-p)/w) for a
+probability), shrunk until the perturbed point stays in the parameter space.  So steps
+suit data on any scale without tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..models.base import Data, MixtureModel, Params
+
+__all__ = ["complete_score", "complete_information", "natural_scales", "feasible_steps",
+           "iter_chunks", "n_rows", "has_analytic_score", "EPS"]
+
+EPS = float(np.finfo(float).eps)
+
+
+def n_rows(data: Data) -> int:
+    return int(next(iter(data.values())).shape[0])
+
+
+def iter_chunks(data: Data, chunk_size: int) -> Iterator[Data]:
+    """Consecutive row slices of every array (memory bounded by ``chunk_size``)."""
+    n = n_rows(data)
+    step = max(int(chunk_size), 1)
+    for start in range(0, n, step):
+        yield {k: v[start:start + step] for k, v in data.items()}
+
+
+def has_analytic_score(model: MixtureModel, data: Data, params: Params) -> bool:
+    """True when the model's ``complete_score`` returns an array (tried on one row)."""
+    one = {k: v[:1] for k, v in data.items()}
+    return model.complete_score(one, params) is not None
+
+
+def feasible_steps(model: MixtureModel, theta: np.ndarray, steps: np.ndarray,
+                   factor: float = 2.0, skip: set[int] | frozenset = frozenset()) -> np.ndarray:
+    """Halve each step until ``theta +- factor * step`` along its axis is in the space."""
+    h = np.array(steps, dtype=float)
+    for j in range(theta.size):
+        if j in skip:
+            continue
+        for _ in range(60):
+            ok = True
+            for sign in (1.0, -1.0):
+                t = theta.copy()
+                t[j] += sign * factor * h[j]
+                if not model.in_parameter_space(model.from_free(t)):
+                    ok = False
+                    break
+            if ok:
+                break
+            h[j] *= 0.5
+    return h
+
+
+def _q_value(model: MixtureModel, data: Data, theta: np.ndarray, resp: np.ndarray) -> float:
+    """Q(theta) = sum_ik resp_ik log p(y_i, z_i=k | theta) with resp held fixed."""
+    lj = model.log_joint(data, model.from_free(theta))
+    mask = resp > 0  # 0 * (-inf) would be NaN; such terms contribute nothing
+    return float(np.sum(resp[mask] * lj[mask]))
+
+
+def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_size: int = 4096,
+                   skip: set[int] | frozenset = frozenset()) -> np.ndarray:
+    """``u_j = sqrt(N / I_c,jj)``: each free parameter's natural scale (see module doc).
+
+    I_c's diagonal comes from the model's analytic complete information when it has one,
+    otherwise from crude second differences of Q (step 1e-4 * max(|theta_j|, 1)), which is
+    accurate enough for a scale.  Falls back to max(|theta_j|, 1) where the diagonal is not
+    positive.
+    """
+    theta = model.to_free(params)
+    P = theta.size
+    N = n_rows(data)
+    diag = np.zeros(P)
+    analytic = True
+    for chunk in iter_chunks(data, chunk_size):
+        resp, _ = model.e_step(chunk, params)
+        info = model.complete_information(chunk, params, resp)
+        if info is None:
+            analytic = False
+            break
+        diag += np.diag(info)
+    if not analytic:
+        h = feasible_steps(model, theta, 1e-4 * np.maximum(np.abs(theta), 1.0), factor=1.0,
+                           skip=skip)
+        diag = np.zeros(P)
+        for chunk in iter_chunks(data, chunk_size):
+            resp, _ = model.e_step(chunk, params)
+            q0 = _q_value(model, chunk, theta, resp)
+            for j in range(P):
+                if j in skip:
+                    continue
+                e = np.zeros(P)
+                e[j] = h[j]
+                qp = _q_value(model, chunk, theta + e, resp)
+                qm = _q_value(model, chunk, theta - e, resp)
+                diag[j] -= (qp - 2.0 * q0 + qm) / h[j] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.sqrt(N / diag)
+    fallback = np.maximum(np.abs(theta), 1.0)
+    return np.where(np.isfinite(u) & (diag > 0), u, fallback)
+
+
+def complete_score(model: MixtureModel, data: Data, params: Params,
+                   steps: np.ndarray | None = None) -> np.ndarray:
+    """d log p(y_i, z_i=k) / d theta_free, array of shape (n, K, P).
+
+    The model's closed form when it returns one; otherwise central differences of
+    ``log_joint`` with ``steps`` (default: eps^(1/3) times the natural scales of ``data``).
+    """
+    s = model.complete_score(data, params)
+    if s is not None:
+        return np.asarray(s, dtype=float)
+    theta = model.to_free(params)
+    if steps is None:
+        steps = feasible_steps(model, theta,
+                               EPS ** (1 / 3) * natural_scales(model, data, params), factor=1.0)
+    n = n_rows(data)
+    out = np.empty((n, model.n_components, theta.size))
+    for j in range(theta.size):
+        e = np.zeros(theta.size)
+        e[j] = steps[j]
+        lp = model.log_joint(data, model.from_free(theta + e))
+        lm = model.log_joint(data, model.from_free(theta - e))
+        with np.errstate(invalid="ignore"):
+            out[:, :, j] = (lp - lm) / (2.0 * steps[j])
+    return out
+
+
+def complete_information(model: MixtureModel, data: Data, params: Params, resp: np.ndarray,
+                         steps: np.ndarray | None = None) -> np.ndarray:
+    """sum_ik resp_ik * (-d2 log p(y_i, z_i=k) / d theta d theta'), shape (P, P).
+
+    The model's closed form when it returns one; otherwise minus the central-difference
+    Hessian of Q(theta) = sum_ik resp_ik log_joint_ik(theta) with ``resp`` fixed, with
+    ``steps`` (default: eps^(1/4) times the natural scales).
+    """
+    info = model.complete_information(data, params, resp)
+    if info is not None:
+        return np.asarray(info, dtype=float)
+    theta = model.to_free(params)
+    P = theta.size
+    if steps is None:
+        steps = feasible_steps(model, theta,
+                               EPS ** (1 / 4) * natural_scales(model, data, params), factor=1.0)
+    resp = np.asarray(resp, dtype=float)
+
+    def q(t: np.ndarray) -> float:
+        return _q_value(model, data, t, resp)
+
+    q0 = q(theta)
+    H = np.empty((P, P))
+    E = np.diag(steps)
+    for j in range(P):
+        H[j, j] = (q(theta + E[j]) - 2.0 * q0 + q(theta - E[j])) / steps[j] ** 2
+        for k in range(j):
+            v = (q(theta + E[j] + E[k]) - q(theta + E[j] - E[k])
+                 - q(theta - E[j] + E[k]) + q(theta - E[j] - E[k])) / (4.0 * steps[j] * steps[k])
+            H[j, k] = H[k, j] = v
+    return -H

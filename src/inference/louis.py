@@ -1,0 +1,99 @@
+"""Observed information by Louis' method (Louis 1982, JRSS B 44:226-233).
+
+    I_obs = sum_i sum_k r_ik (-H_ik)  -  sum_i [ sum_k r_ik s_ik s_ik'  -  g_i g_i' ],
+    g_i = sum_k r_ik s_ik,
+
+with s_ik and H_ik the score and Hessian of log p(y_i, z_i=k | theta) in the free
+parameterisation and r_ik the responsibilities at the estimate.  The first term is the
+complete information I_c; the second the conditional variance of the complete score.  Rows
+are processed in chunks with two GEMMs each, so memory is bounded by the chunk size
+(chunk x K x P), not by N.  The largest eigenvalue of I_c^{-1}(I_c - I_obs) is the largest
+fraction of missing information (EM's rate of convergence).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+from threadpoolctl import threadpool_limits
+
+from ..models.base import Data, MixtureModel, Params
+from . import derivatives as dv
+from .results import SEResult, boundary_parameters, invert_information, wald_result
+
+__all__ = ["louis_information", "louis_se", "max_fraction_missing_info"]
+
+
+def louis_information(model: MixtureModel, data: Data, params: Params, *,
+                      chunk_size: int = 4096,
+                      skip: set[int] | frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """``(I_obs, I_c)``, each (P, P), accumulated chunk by chunk.
+
+    Parameters in ``skip`` (on the boundary) have their score columns zeroed and their rows
+    and columns set to NaN, so a non-finite derivative there cannot spread to the others.
+    """
+    theta = model.to_free(params)
+    P = theta.size
+    K = model.n_components
+    I_c = np.zeros((P, P))
+    V = np.zeros((P, P))
+    steps_s = steps_h = None
+    if not dv.has_analytic_score(model, data, params) or \
+            model.complete_information({k: v[:1] for k, v in data.items()}, params,
+                                       np.full((1, K), 1.0 / K)) is None:
+        u = dv.natural_scales(model, data, params, chunk_size=chunk_size, skip=skip)
+        steps_s = dv.feasible_steps(model, theta, dv.EPS ** (1 / 3) * u, factor=1.0, skip=skip)
+        steps_h = dv.feasible_steps(model, theta, dv.EPS ** (1 / 4) * u, factor=2.0, skip=skip)
+        for j in skip:  # never used: the columns are discarded
+            steps_s[j] = steps_h[j] = max(abs(theta[j]), 1.0)
+    cols = np.ones(P, dtype=bool)
+    cols[list(skip)] = False
+    for chunk in dv.iter_chunks(data, chunk_size):
+        resp, _ = model.e_step(chunk, params)
+        S = dv.complete_score(model, chunk, params, steps_s)  # (n, K, P)
+        S = np.where(cols, S, 0.0)
+        S = np.where(resp[:, :, None] > 0, S, 0.0)  # r=0 terms vanish even if s is infinite
+        n = S.shape[0]
+        Sw = (np.sqrt(resp)[:, :, None] * S).reshape(n * K, P)
+        G = np.einsum("nk,nkp->np", resp, S)
+        V += Sw.T @ Sw - G.T @ G
+        Ic_chunk = dv.complete_information(model, chunk, params, resp, steps_h)
+        I_c += np.where(np.outer(cols, cols), Ic_chunk, 0.0)
+    I_c = 0.5 * (I_c + I_c.T)
+    I_obs = I_c - 0.5 * (V + V.T)
+    for j in skip:
+        I_obs[j, :] = I_obs[:, j] = np.nan
+        I_c[j, :] = I_c[:, j] = np.nan
+    return I_obs, I_c
+
+
+def max_fraction_missing_info(I_obs: np.ndarray, I_c: np.ndarray, keep: np.ndarray) -> float:
+    """Largest eigenvalue of I_c^{-1}(I_c - I_obs) on the identified parameters ``keep``."""
+    if keep.size == 0:
+        return float("nan")
+    A = I_c[np.ix_(keep, keep)]
+    B = I_obs[np.ix_(keep, keep)]
+    try:
+        evals = linalg.eigh(A - B, A, eigvals_only=True)
+    except (linalg.LinAlgError, ValueError):
+        return float("nan")
+    return float(evals[-1])
+
+
+def louis_se(model: MixtureModel, data: Data, params: Params, *,
+             chunk_size: int = 4096) -> SEResult:
+    """Standard errors from the inverse of Louis' observed information.
+
+    Boundary parameters and directions where I_obs is singular or not positive definite
+    get NaN standard errors with a note naming them; ``extra["max_fraction_missing_info"]``
+    holds EM's rate of convergence.
+    """
+    with threadpool_limits(1):
+        bnd = boundary_parameters(model, params)
+        I_obs, I_c = louis_information(model, data, params, chunk_size=chunk_size,
+                                       skip=set(bnd))
+        cov, dropped = invert_information(I_obs, bnd)
+        keep = np.array([i for i in range(I_obs.shape[0]) if i not in dropped], dtype=int)
+        frac = max_fraction_missing_info(I_obs, I_c, keep)
+    return wald_result("louis", model, params, cov, dropped,
+                       extra={"max_fraction_missing_info": frac})

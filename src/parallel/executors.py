@@ -1,0 +1,153 @@
+"""Where independent units of work run: in process, in local processes, on a Dask cluster.
+
+Every executor has ``map_unordered(fn, args_list)``, which runs ``fn(*args)`` for each tuple
+in ``args_list`` and yields ``(index, result)`` as tasks finish, and ``close()``; each is a
+context manager.  Inside every task BLAS is limited to one thread (threadpoolctl), so a
+task's numbers do not depend on where it ran.  The function travels to workers as
+cloudpickle bytes, serialised once per ``map_unordered`` call, so a user model loaded from a
+file (registered with ``cloudpickle.register_pickle_by_value``) reaches them by value.
+Leaving the context (or an exception in the consumer) cancels the tasks not yet started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sys
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterator, Sequence
+
+import cloudpickle
+from threadpoolctl import threadpool_limits
+
+__all__ = ["InProcessExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
+
+_FN_CACHE: dict[bytes, Callable] = {}
+
+
+def _load_fn(payload: bytes) -> Callable:
+    """Unpickle a task function once per worker process (keyed by a digest of the bytes)."""
+    key = hashlib.blake2b(payload, digest_size=16).digest()
+    fn = _FN_CACHE.get(key)
+    if fn is None:
+        if len(_FN_CACHE) > 8:
+            _FN_CACHE.clear()
+        fn = _FN_CACHE[key] = cloudpickle.loads(payload)
+    return fn
+
+
+def _run_task(payload: bytes, args: bytes) -> Any:
+    """Worker-side entry: one BLAS thread, then ``fn(*args)``."""
+    fn = _load_fn(payload)
+    with threadpool_limits(1):
+        return fn(*cloudpickle.loads(args))
+
+
+class InProcessExecutor:
+    """Runs tasks one after another in this process, in order (workers = 1)."""
+
+    workers = 1
+
+    def map_unordered(self, fn: Callable, args_list: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+        for i, args in enumerate(args_list):
+            with threadpool_limits(1):
+                result = fn(*args)
+            yield i, result
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "InProcessExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProcessExecutor(InProcessExecutor):
+    """A pool of local worker processes (forkserver on Linux, spawn elsewhere).
+
+    At most ``2 * workers`` tasks are submitted ahead of the consumer, so a driver that stops
+    early (interruption) leaves few tasks to cancel.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = int(workers)
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                         mp_context=multiprocessing.get_context(method))
+
+    def map_unordered(self, fn: Callable, args_list: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+        payload = cloudpickle.dumps(fn)
+        pending: dict[Any, int] = {}
+        todo = iter(enumerate(args_list))
+        try:
+            while True:
+                while len(pending) < 2 * self.workers:
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        break
+                    i, args = nxt
+                    pending[self._pool.submit(_run_task, payload, cloudpickle.dumps(tuple(args)))] = i
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f]):
+                    i = pending.pop(fut)
+                    yield i, fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor(InProcessExecutor):
+    """Tasks on an existing Dask distributed cluster (``scheduler`` address or a Client).
+
+    The function is scattered to every worker once per ``map_unordered`` call; results are
+    gathered as they complete.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        from distributed import Client
+        if isinstance(scheduler, Client):
+            self.client, self._own = scheduler, False
+        else:
+            self.client, self._own = Client(scheduler, set_as_default=False), True
+        self.workers = max(sum(self.client.nthreads().values()), 1)
+
+    def map_unordered(self, fn: Callable, args_list: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+        from distributed import as_completed
+        payload = self.client.scatter(cloudpickle.dumps(fn), broadcast=True, hash=False)
+        futures = {}
+        tag = uuid.uuid4().hex
+        for i, args in enumerate(args_list):
+            fut = self.client.submit(_run_task, payload, cloudpickle.dumps(tuple(args)),
+                                     pure=False, key=f"task-{tag}-{i}")
+            futures[fut.key] = (i, fut)
+        try:
+            for fut in as_completed([f for _, f in futures.values()]):
+                i, _ = futures.pop(fut.key)
+                yield i, fut.result()
+        finally:
+            if futures:
+                self.client.cancel([f for _, f in futures.values()])
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+
+def make_executor(workers: int | None = None, scheduler: Any = None) -> InProcessExecutor:
+    """An executor: Dask when ``scheduler`` is given, local processes when ``workers > 1``,
+    otherwise in-process."""
+    if scheduler:
+        return DaskExecutor(scheduler)
+    if workers is None or int(workers) <= 1:
+        if workers is not None and int(workers) < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        return InProcessExecutor()
+    return ProcessExecutor(int(workers))
