@@ -1,0 +1,505 @@
+"""Gaussian mixture: full, diagonal or spherical covariances.
+
+Parameters (first axis the class): ``weight`` (K,), ``mean`` (K, D) and ``cov`` (K, D, D)
+for ``full``, ``cov`` (K, D) holding the variances for ``diag`` (reported ``cov[k,j,j]``),
+``var`` (K,) for ``spherical``.  ``reg_covar`` is added to the diagonal of every covariance
+in the M-step, as in scikit-learn.
+
+Speed: the K precision-Cholesky factors are stacked into one D x (K*D) matrix, so the
+E-step of a block of rows is one matrix product, and the K weighted scatter matrices of
+the M-step are one more.  Accuracy: data are centred on a fixed ``shift`` (the column
+means, from ``meta``) before any sum, so data far from zero keep their digits.
+
+Sufficient statistics (additive over chunks of rows), centred on ``shift``:
+``nk`` (K,) responsibility sums, ``sx`` (K, D) weighted sums of ``x - shift``, ``sxx``
+weighted sums of ``(x - shift)(x - shift)'`` as (K, D, D) / its diagonal (K, D) / its
+trace (K,) for full / diag / spherical.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from src.data.loading import check_enough_rows, numeric_matrix
+from src.utils.messages import register, t
+
+from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
+
+__all__ = ["GaussianMixtureModel", "COVARIANCE_TYPES", "gmm_n_free_parameters"]
+
+COVARIANCE_TYPES = ("full", "diag", "spherical")
+_LOG_2PI = float(np.log(2.0 * np.pi))
+_BLOCK = 1024            # rows per internal block: keeps the (K*D x rows) work arrays in cache
+_EMPTY = 1e-10           # a class with nk below this fraction of the rows is "empty"
+_SINGULAR = 1e-10        # smallest eigenvalue, relative to the data's scale, of a singular cov
+
+register({
+    "gmm.empty_component": {
+        "en": "Gaussian component {k} has almost no rows assigned to it; use fewer components "
+              "or more random starts.",
+        "zh": "高斯分量 {k} 几乎没有分到任何数据行；请减少分量数或增加随机起点。"},
+    "gmm.singular": {
+        "en": "Gaussian component {k} has collapsed onto too few distinct points (singular "
+              "covariance) and is kept valid only by reg_covar={reg:g}; use fewer components, "
+              "increase reg_covar or scale the data.",
+        "zh": "高斯分量 {k} 坍缩到过少的不同数据点上（协方差奇异），仅靠 reg_covar={reg:g} 维持有效；"
+              "请减少分量数、增大 reg_covar 或对数据做缩放。"},
+    "gmm.singular_after_reg": {
+        "en": "Gaussian component {k} has a singular covariance even after adding reg_covar={reg:g}, "
+              "so a larger value was added; increase reg_covar, use fewer components or scale the data.",
+        "zh": "高斯分量 {k} 的协方差在加上 reg_covar={reg:g} 后仍然奇异，已自动加大对角线；"
+              "请增大 reg_covar、减少分量数或对数据做缩放。"},
+})
+
+
+def gmm_n_free_parameters(n_components: int, n_features: int, covariance: str) -> int:
+    """Free parameters of a K-class, D-column Gaussian mixture (for AIC/BIC, row checks)."""
+    K, D = int(n_components), int(n_features)
+    per_class = {"full": D * (D + 1) // 2, "diag": D, "spherical": 1}[covariance]
+    return K - 1 + K * D + K * per_class
+
+
+class GaussianMixtureModel(MixtureModel):
+    """Mixture of K multivariate normal distributions.
+
+    Options: ``covariance`` in ``full`` (default), ``diag``, ``spherical``; ``reg_covar``
+    (default 1e-6) added to every covariance's diagonal in the M-step.
+    """
+
+    name = "gmm"
+    has_closed_form_m_step = True
+
+    def __init__(self, n_components: int, covariance: str = "full", reg_covar: float = 1e-6,
+                 **options: Any) -> None:
+        if covariance not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_TYPES)}, "
+                             f"got {covariance!r}")
+        reg_covar = float(reg_covar)
+        if not (np.isfinite(reg_covar) and reg_covar >= 0):
+            raise ValueError(f"reg_covar must be a number >= 0, got {reg_covar!r}")
+        super().__init__(n_components, covariance=covariance, reg_covar=reg_covar, **options)
+        self.covariance = covariance
+        self.reg_covar = reg_covar
+        self.columns: list[str] = []
+        self.shift = np.zeros(0)
+
+    # ----------------------------------------------------------------- data
+    @classmethod
+    def prepare_data(cls, frame: Any, options: Mapping[str, Any]) -> tuple[Data, dict[str, Any]]:
+        """Every column of ``frame`` as a float matrix ``X``; meta holds columns and shift.
+
+        Missing values are an error unless ``options["drop_missing"]``; constant columns
+        are an error.  When ``options`` names ``n_components``, too few rows are too.
+        """
+        source = str(options.get("source") or "the data")
+        columns = [str(c) for c in frame.columns]
+        X, keep = numeric_matrix(frame, columns, drop_missing=bool(options.get("drop_missing", False)),
+                                 source=source, reject_constant=True)
+        if options.get("n_components") is not None:
+            check_enough_rows(X.shape[0], gmm_n_free_parameters(
+                options["n_components"], X.shape[1], options.get("covariance", "full")), source)
+        return {"X": X}, cls.meta_for_array(X, columns, n_dropped=int((~keep).sum()))
+
+    @staticmethod
+    def meta_for_array(X: np.ndarray, columns: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        """``meta`` for a float matrix: column names (default x1..xD) and the centring shift."""
+        X = np.asarray(X, dtype=float)
+        names = list(columns) if columns is not None else [f"x{j + 1}" for j in range(X.shape[1])]
+        return {"columns": names, "shift": [float(v) for v in X.mean(axis=0)], **extra}
+
+    def setup(self, meta: Mapping[str, Any]) -> None:
+        self.meta = dict(meta)
+        self.columns = [str(c) for c in meta["columns"]]
+        self.shift = np.asarray(meta["shift"], dtype=float).reshape(len(self.columns))
+
+    @property
+    def n_features(self) -> int:
+        if not self.columns:
+            raise ValueError("the Gaussian mixture has no columns yet: call setup(meta) with the "
+                             "meta returned by prepare_data (or meta_for_array)")
+        return len(self.columns)
+
+    # ----------------------------------------------------------- the model
+    def param_specs(self) -> list[ParamSpec]:
+        D = self.n_features
+        specs = [ParamSpec("weight", (), "simplex"), ParamSpec("mean", (D,), "real")]
+        if self.covariance == "full":
+            specs.append(ParamSpec("cov", (D, D), "covariance"))
+        elif self.covariance == "diag":  # labels make the names cov[k,j,j]
+            specs.append(ParamSpec("cov", (D,), "positive",
+                                   labels=([f"{j + 1},{j + 1}" for j in range(D)],)))
+        else:
+            specs.append(ParamSpec("var", (), "positive"))
+        return specs
+
+    def _factors(self, params: Params) -> tuple[np.ndarray, np.ndarray]:
+        """Whitening factors and their log-determinants.
+
+        full: U (K, D, D) upper triangular with U U' = inverse covariance; diag: inverse
+        standard deviations (K, D); spherical: (K,).  Second value: log det U, shape (K,).
+        """
+        if self.covariance == "full":
+            cov = np.asarray(params["cov"], dtype=float)
+            K, D = cov.shape[0], cov.shape[1]
+            U = np.empty_like(cov)
+            logdet = np.empty(K)
+            for k in range(K):
+                try:
+                    L = np.linalg.cholesky(cov[k])
+                except np.linalg.LinAlgError:
+                    raise ValueError(f"the covariance of component {k + 1} is not positive definite; "
+                                     "increase reg_covar or use fewer components") from None
+                U[k] = solve_triangular(L, np.eye(D), lower=True).T
+                logdet[k] = -np.log(np.diag(L)).sum()
+            return U, logdet
+        var = np.asarray(params["cov" if self.covariance == "diag" else "var"], dtype=float)
+        if np.any(~(var > 0)):
+            raise ValueError("a variance of the Gaussian mixture is not positive; "
+                             "increase reg_covar or use fewer components")
+        isd = 1.0 / np.sqrt(var)
+        logdet = np.log(isd).sum(axis=1) if self.covariance == "diag" else self.n_features * np.log(isd)
+        return isd, logdet
+
+    class _Work:
+        """Per-call constants and reusable buffers of the block computations.
+
+        Rows are processed transposed: ``XA`` (D+1, n) holds ``(x - shift)'`` with a last
+        row of ones, so for full covariances ``Y = [U_1'..U_K' | -b] XA`` is one GEMM giving
+        the whitened residuals of every class, and the scatter matrices (with the weighted
+        sums in their last row) are one more.  Long axes are contiguous, which keeps the
+        per-row softmax over K classes vectorised.
+        """
+
+        def __init__(self, model: "GaussianMixtureModel", params: Params | None, n_rows: int):
+            K, D = model.n_components, model.n_features
+            B = min(_BLOCK, max(n_rows, 1))
+            self.K, self.D, self.shift, self.cov_type = K, D, model.shift, model.covariance
+            self.xa = np.empty((D + 1) * B)
+            self.buf = np.empty(K * (D + 1) * B)
+            if params is None:
+                return
+            fac, logdet = model._factors(params)
+            with np.errstate(divide="ignore"):
+                logw = np.log(np.asarray(params["weight"], dtype=float))
+            self.const = (logw + logdet - 0.5 * D * _LOG_2PI)[:, None]
+            self.muc = (np.asarray(params["mean"], dtype=float) - model.shift)[:, :, None]
+            self.fac = fac
+            if self.cov_type == "full":
+                b = np.einsum("kd,kde->ke", self.muc[:, :, 0], fac).reshape(K * D, 1)
+                self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b])
+            elif self.cov_type == "diag":
+                self.fac = fac[:, :, None]
+            else:
+                self.fac2 = (fac * fac)[:, None]
+
+        def rows(self, X: np.ndarray) -> np.ndarray:
+            """``XA`` (D+1, n) for the rows ``X`` (n, D), in the reusable buffer."""
+            n = X.shape[0]
+            XA = self.xa[: (self.D + 1) * n].reshape(self.D + 1, n)
+            np.subtract(X.T, self.shift[:, None], out=XA[: self.D])
+            XA[self.D] = 1.0
+            return XA
+
+        def log_joint(self, XA: np.ndarray) -> np.ndarray:
+            """log p(x_i, z_i=k) transposed, shape (K, n)."""
+            K, D, n = self.K, self.D, XA.shape[1]
+            Y = self.buf[: K * D * n].reshape(K, D, n)
+            if self.cov_type == "full":
+                np.matmul(self.stacked, XA, out=Y.reshape(K * D, n))
+            else:
+                np.subtract(XA[None, :D], self.muc, out=Y)
+                if self.cov_type == "diag":
+                    Y *= self.fac
+            np.square(Y, out=Y)
+            maha = Y.sum(axis=1)
+            if self.cov_type == "spherical":
+                maha *= self.fac2
+            maha *= -0.5
+            maha += self.const
+            return maha
+
+        def stats(self, XA: np.ndarray, respT: np.ndarray) -> dict[str, np.ndarray]:
+            """Additive statistics of these rows given responsibilities transposed (K, n)."""
+            K, D, n = self.K, self.D, XA.shape[1]
+            Xc = XA[:D]
+            out = {"nk": respT.sum(axis=1)}
+            if self.cov_type == "full":
+                W = self.buf[: K * (D + 1) * n].reshape(K, D + 1, n)
+                np.multiply(respT[:, None, :], XA[None], out=W)
+                G = (W.reshape(K * (D + 1), n) @ Xc.T).reshape(K, D + 1, D)
+                out["sx"] = np.ascontiguousarray(G[:, D])
+                out["sxx"] = np.ascontiguousarray(G[:, :D])
+            else:
+                out["sx"] = respT @ Xc.T
+                sq = Xc * Xc
+                out["sxx"] = respT @ (sq.T if self.cov_type == "diag" else sq.sum(axis=0))
+            return out
+
+    def log_joint(self, data: Data, params: Params) -> np.ndarray:
+        X = np.asarray(data["X"], dtype=float)
+        work = self._Work(self, params, X.shape[0])
+        out = np.empty((X.shape[0], self.n_components))
+        for s in range(0, X.shape[0], _BLOCK):
+            out[s:s + _BLOCK] = work.log_joint(work.rows(X[s:s + _BLOCK])).T
+        return out
+
+    @staticmethod
+    def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if total is None:
+            return part
+        for key, value in part.items():
+            total[key] += value
+        return total
+
+    def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
+        X = np.asarray(data["X"], dtype=float)
+        resp = np.asarray(resp, dtype=float)
+        work = self._Work(self, None, X.shape[0])
+        total = None
+        for s in range(0, X.shape[0], _BLOCK):
+            part = work.stats(work.rows(X[s:s + _BLOCK]), np.ascontiguousarray(resp[s:s + _BLOCK].T))
+            total = self._add(total, part)
+        return total
+
+    def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
+        """Fused E-step: statistics of these rows and their log-likelihood, block by block."""
+        X = np.asarray(data["X"], dtype=float)
+        work = self._Work(self, params, X.shape[0])
+        total, ll = None, 0.0
+        for s in range(0, X.shape[0], _BLOCK):
+            XA = work.rows(X[s:s + _BLOCK])
+            lj = work.log_joint(XA)           # (K, n); becomes the responsibilities in place
+            mx = lj.max(axis=0)
+            lj -= mx
+            np.exp(lj, out=lj)
+            total_k = lj.sum(axis=0)
+            lj /= total_k
+            ll += float((mx + np.log(total_k)).sum())
+            total = self._add(total, work.stats(XA, lj))
+        return total, ll
+
+    def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
+        """Weights, means and regularised covariances from summed statistics.
+
+        An empty class gets the overall mean and covariance; a covariance that is singular
+        (before or after regularisation) is reported with a ModelWarning and kept valid.
+        """
+        nk = np.asarray(stats["nk"], dtype=float)
+        sx = np.asarray(stats["sx"], dtype=float)
+        sxx = np.asarray(stats["sxx"], dtype=float)
+        K, D = sx.shape
+        n = float(nk.sum())
+        nk_safe = nk + 10 * np.finfo(float).eps  # as scikit-learn: no division by zero
+        weight = nk_safe / nk_safe.sum()
+        d = sx / nk_safe[:, None]
+        d_tot = sx.sum(axis=0) / n
+        empty = nk < _EMPTY * n
+        for k in np.flatnonzero(empty):
+            warnings.warn(t("gmm.empty_component", k=int(k) + 1), ModelWarning, stacklevel=2)
+        d[empty] = d_tot
+        reg = self.reg_covar
+        params: Params = {"weight": weight, "mean": self.shift + d}
+        if self.covariance == "full":
+            raw = sxx / nk_safe[:, None, None] - d[:, :, None] * d[:, None, :]
+            tot = sxx.sum(axis=0) / n - np.outer(d_tot, d_tot)
+            raw[empty] = tot
+            raw = 0.5 * (raw + raw.transpose(0, 2, 1))
+            scale = np.sqrt(np.clip(np.diag(tot), np.finfo(float).tiny, None))
+            cov = raw + reg * np.eye(D)
+            for k in range(K):
+                if not empty[k]:
+                    lam = np.linalg.eigvalsh(raw[k] / np.outer(scale, scale))[0]
+                    if lam <= _SINGULAR and reg > 0:
+                        warnings.warn(t("gmm.singular", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
+                cov[k] = self._make_definite(cov[k], k, float(np.mean(scale ** 2)))
+            params["cov"] = cov
+            return params
+        if self.covariance == "diag":
+            raw = sxx / nk_safe[:, None] - d * d
+            tot = sxx.sum(axis=0) / n - d_tot * d_tot
+            raw[empty] = tot
+            small = (raw / np.clip(tot, np.finfo(float).tiny, None)).min(axis=1)
+            name, floor = "cov", np.clip(tot, np.finfo(float).tiny, None) * 1e-10
+        else:
+            raw = (sxx / nk_safe - np.einsum("kd,kd->k", d, d)) / D
+            tot = (sxx.sum() / n - d_tot @ d_tot) / D
+            raw[empty] = tot
+            small = raw / max(tot, np.finfo(float).tiny)
+            name, floor = "var", max(tot, np.finfo(float).tiny) * 1e-10
+        raw = np.maximum(raw, 0.0)
+        var = raw + reg
+        for k in range(K):
+            if empty[k]:
+                continue
+            if small[k] <= _SINGULAR and reg > 0:
+                warnings.warn(t("gmm.singular", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
+            if np.any(var[k] <= 0):
+                warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
+                var[k] = np.maximum(var[k], floor)
+        params[name] = var
+        return params
+
+    def _make_definite(self, cov: np.ndarray, k: int, scale: float) -> np.ndarray:
+        """``cov`` itself when Cholesky works, else with a growing ridge (and a warning)."""
+        try:
+            np.linalg.cholesky(cov)
+            return cov
+        except np.linalg.LinAlgError:
+            pass
+        warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=self.reg_covar), ModelWarning,
+                      stacklevel=3)
+        ridge = 1e-10 * scale
+        eye = np.eye(cov.shape[0])
+        while True:
+            try:
+                np.linalg.cholesky(cov + ridge * eye)
+                return cov + ridge * eye
+            except np.linalg.LinAlgError:
+                ridge *= 10.0
+
+    # --------------------------------------------------------- starting values
+    def init_params(self, data: Data, rng: np.random.Generator) -> Params:
+        """K distinct random rows as means, the data's covariance for every class, equal weights.
+
+        Starting every class with the overall covariance makes the first E-step a soft
+        nearest-mean assignment, which EM then sharpens; distinct rows avoid two identical
+        classes, which EM could never separate.
+        """
+        X = np.asarray(data["X"], dtype=float)
+        n, D = X.shape
+        K = self.n_components
+        cand = rng.permutation(n)[: min(n, 20 * K)]
+        _, first = np.unique(X[cand], axis=0, return_index=True)
+        chosen = cand[np.sort(first)][:K]
+        if chosen.size < K:  # fewer distinct rows than classes: repeat some
+            chosen = np.concatenate([chosen, rng.choice(n, size=K - chosen.size)])
+        Xc = X - self.shift
+        m = Xc.mean(axis=0)
+        tot = (Xc - m).T @ (Xc - m) / n
+        params: Params = {"weight": np.full(K, 1.0 / K), "mean": X[chosen].copy()}
+        if self.covariance == "full":
+            params["cov"] = np.repeat((tot + self.reg_covar * np.eye(D))[None], K, axis=0)
+        elif self.covariance == "diag":
+            params["cov"] = np.repeat((np.diag(tot) + self.reg_covar)[None], K, axis=0)
+        else:
+            params["var"] = np.full(K, np.trace(tot) / D + self.reg_covar)
+        return params
+
+    # ------------------------------------------------------------- simulation
+    def sample(self, params: Params, data: Data, rng: np.random.Generator) -> Data:
+        """As many rows as ``data``: classes drawn by weight, then normal draws."""
+        n = np.asarray(data["X"]).shape[0]
+        w = np.asarray(params["weight"], dtype=float)
+        z = rng.choice(self.n_components, size=n, p=w / w.sum())
+        e = rng.standard_normal((n, self.n_features))
+        X = np.asarray(params["mean"], dtype=float)[z]
+        if self.covariance == "full":
+            for k in range(self.n_components):
+                rows = z == k
+                X[rows] += e[rows] @ np.linalg.cholesky(params["cov"][k]).T
+        elif self.covariance == "diag":
+            X += e * np.sqrt(np.asarray(params["cov"], dtype=float)[z])
+        else:
+            X += e * np.sqrt(np.asarray(params["var"], dtype=float)[z])[:, None]
+        return {"X": X}
+
+    def canonical_order(self, params: Params) -> np.ndarray:
+        """Increasing mean of the first column; ties broken by the next columns, then index."""
+        mean = np.asarray(params["mean"], dtype=float)
+        keys = [np.arange(mean.shape[0])] + [mean[:, j] for j in range(mean.shape[1] - 1, -1, -1)]
+        return np.lexsort(keys)
+
+    # ------------------------------------------------- analytic derivatives
+    def _precisions(self, params: Params) -> np.ndarray:
+        """Inverse covariances (K, D, D) for every covariance type."""
+        fac, _ = self._factors(params)
+        if self.covariance == "full":
+            return fac @ fac.transpose(0, 2, 1)
+        D = self.n_features
+        isd2 = fac * fac if self.covariance == "diag" else (fac * fac)[:, None] * np.ones(D)
+        return isd2[:, :, None] * np.eye(D)[None]
+
+    def _cov_directions(self) -> np.ndarray:
+        """V (D*D, Pc): column p is vec of the symmetric direction of free covariance entry p."""
+        D = self.n_features
+        if self.covariance == "full":
+            a, b = np.triu_indices(D)
+            V = np.zeros((D * D, a.size))
+            V[a * D + b, np.arange(a.size)] = 1.0
+            V[b * D + a, np.arange(a.size)] = 1.0
+        elif self.covariance == "diag":
+            V = np.zeros((D * D, D))
+            V[np.arange(D) * (D + 1), np.arange(D)] = 1.0
+        else:
+            V = np.eye(D).reshape(D * D, 1)
+        return V
+
+    def complete_score(self, data: Data, params: Params) -> np.ndarray:
+        """d log p(x_i, z_i=k) / d theta_free, shape (n, K, P), on any subset of rows.
+
+        Weights: 1/w_k for the class's own free weight, -1/w_K for every free weight in the
+        last class.  Means: Lambda r.  Covariance entry p with direction E_p:
+        tr(G E_p) with G = (Lambda r r' Lambda - Lambda) / 2, r = x - mean.
+        """
+        X = np.asarray(data["X"], dtype=float)
+        K, D = self.n_components, self.n_features
+        w = np.asarray(params["weight"], dtype=float)
+        muc = np.asarray(params["mean"], dtype=float) - self.shift
+        lam = self._precisions(params)
+        V = self._cov_directions()
+        Pc = V.shape[1]
+        om, oc = K - 1, K - 1 + K * D
+        out = np.zeros((X.shape[0], K, self.n_free_parameters()))
+        Xc = X - self.shift
+        for k in range(K):
+            if k < K - 1:
+                out[:, k, k] = 1.0 / w[k]
+            else:
+                out[:, k, :K - 1] = -1.0 / w[K - 1]
+            u = (Xc - muc[k]) @ lam[k]
+            out[:, k, om + k * D: om + (k + 1) * D] = u
+            G = 0.5 * (u[:, :, None] * u[:, None, :] - lam[k][None])
+            out[:, k, oc + k * Pc: oc + (k + 1) * Pc] = G.reshape(-1, D * D) @ V
+        return out
+
+    def complete_information(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
+        """sum_i sum_k resp_ik * (-Hessian of log p(x_i, z_i=k)) in the free parameters (P, P).
+
+        Per class it needs only R = sum resp, s = sum resp r and M = sum resp r r'; with
+        A = Lambda M Lambda: mean-mean R Lambda; mean-cov Lambda E_q Lambda s;
+        cov-cov (tr(E_p Lambda E_q A) + tr(E_p A E_q Lambda) - R tr(E_p Lambda E_q Lambda)) / 2.
+        """
+        X = np.asarray(data["X"], dtype=float)
+        resp = np.asarray(resp, dtype=float)
+        K, D = self.n_components, self.n_features
+        w = np.asarray(params["weight"], dtype=float)
+        muc = np.asarray(params["mean"], dtype=float) - self.shift
+        lam = self._precisions(params)
+        V = self._cov_directions()
+        Pc = V.shape[1]
+        om, oc = K - 1, K - 1 + K * D
+        info = np.zeros((self.n_free_parameters(),) * 2)
+        Xc = X - self.shift
+        R = resp.sum(axis=0)
+        if K > 1:
+            info[:K - 1, :K - 1] = np.diag(R[:K - 1] / w[:K - 1] ** 2) + R[K - 1] / w[K - 1] ** 2
+        for k in range(K):
+            diff = Xc - muc[k]
+            s = resp[:, k] @ diff
+            M = (diff * resp[:, k][:, None]).T @ diff
+            L = lam[k]
+            A = L @ M @ L
+            mk = slice(om + k * D, om + (k + 1) * D)
+            ck = slice(oc + k * Pc, oc + (k + 1) * Pc)
+            info[mk, mk] = R[k] * L
+            cross = np.einsum("ja,b->jab", L, L @ s).reshape(D, D * D) @ V
+            info[mk, ck] = cross
+            info[ck, mk] = cross.T
+            T = 0.5 * (np.einsum("bc,da->abcd", L, A) + np.einsum("bc,da->abcd", A, L)
+                       - R[k] * np.einsum("bc,da->abcd", L, L))
+            info[ck, ck] = V.T @ T.reshape(D * D, D * D) @ V
+        return info
