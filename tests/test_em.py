@@ -292,3 +292,73 @@ class TestGenericMStep:
         tr = np.array(res.loglik_trace)
         assert np.all(np.diff(tr) >= -1e-10 * np.abs(tr[1:]))
         assert np.isfinite(res.loglik)
+
+
+class TestProcessExecutor:
+    def test_worker_processes_give_in_process_numbers(self):
+        """Starts run in worker processes (the project's ProcessExecutor) match the in-process fit."""
+        from src.parallel.executors import ProcessExecutor
+
+        data = poisson_data()
+        with ProcessExecutor(2) as ex:
+            a = fit_em(PoissonMixture(2), data, n_starts=3, executor=ex)
+        assert _same(a, fit_em(PoissonMixture(2), data, n_starts=3))
+
+
+def _gmm(n_components, X, **options):
+    from src.models.gmm import GaussianMixtureModel
+
+    m = GaussianMixtureModel(n_components, **options)
+    m.setup(GaussianMixtureModel.meta_for_array(X))
+    return m
+
+
+def _sklearn_from(params, reg_covar, max_iter, tol):
+    from sklearn.mixture import GaussianMixture
+
+    prec = np.linalg.inv(params["cov"])
+    return GaussianMixture(len(params["weight"]), covariance_type="full", reg_covar=reg_covar,
+                           max_iter=max_iter, tol=tol, weights_init=params["weight"],
+                           means_init=params["mean"], precisions_init=prec,
+                           init_params="random_from_data", random_state=0)
+
+
+class TestAgainstScikitLearn:
+    """Our gmm fit against scikit-learn's GaussianMixture from the same starting values."""
+
+    @staticmethod
+    def _data():
+        rng = stream(11, "test-data", 3)
+        means = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.5, 3.0, 1.0]])
+        z = rng.integers(0, 3, 600)
+        return means[z] + rng.normal(size=(600, 3)) @ np.array([[1, .3, 0], [0, 1, .2], [0, 0, .8]])
+
+    def test_same_iterate_same_loglik(self):
+        """After n EM steps both tools hold the same iterate and its log-likelihood (1e-8)."""
+        import warnings as _w
+
+        X = self._data()
+        m = _gmm(3, X, reg_covar=1e-4)
+        init = start_params(m, {"X": X}, 0, 0)
+        n = 25
+        ours = fit_em(m, {"X": X}, init_params=init, tol=0.0, max_iter=n + 1)
+        with _w.catch_warnings():
+            _w.simplefilter("ignore")
+            sk = _sklearn_from(init, 1e-4, n, 0.0).fit(X)
+        sk_params = {"weight": sk.weights_, "mean": sk.means_, "cov": sk.covariances_}
+        sk_params = m.permute(sk_params, m.canonical_order(sk_params))
+        assert ours.loglik == pytest.approx(sk.score(X) * X.shape[0], rel=1e-8)
+        for k in ("weight", "mean", "cov"):
+            np.testing.assert_allclose(ours.params[k], sk_params[k], rtol=1e-6, atol=1e-9)
+
+    @pytest.mark.parametrize("accelerate", ["none", "squarem"])
+    def test_converged_loglik_matches(self, accelerate):
+        """Converged to a tight tolerance (translated to sklearn's criterion) both agree to 1e-8."""
+        X = self._data()
+        m = _gmm(3, X)
+        init = start_params(m, {"X": X}, 0, 1)
+        ours = fit_em(m, {"X": X}, init_params=init, tol=1e-13, max_iter=5000, accelerate=accelerate)
+        sk_tol = 1e-13 * abs(ours.loglik) / X.shape[0]
+        sk = _sklearn_from(init, 1e-6, 5000, sk_tol).fit(X)
+        assert ours.converged and sk.converged_
+        assert ours.loglik == pytest.approx(sk.score(X) * X.shape[0], rel=1e-8)
