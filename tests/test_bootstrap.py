@@ -1,0 +1,170 @@
+"""Bootstrap standard errors: agreement with Louis, failures, alignment, bitwise resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from src.inference.align import align_params, align_to
+from src.inference.bootstrap import bootstrap_se
+from src.inference.louis import louis_se
+from src.utils.rng import stream
+from tests.test_louis import Gauss1D, simple_em
+
+
+class MemoryCheckpointer:
+    """A real Checkpointer that keeps every state in memory (what the tracker would write)."""
+
+    def __init__(self, resume=None):
+        self._resume = resume
+        self.states = []
+
+    def resume_state(self):
+        return self._resume
+
+    def checkpoint(self, state, *, force=False):
+        self.states.append(state)
+        return True
+
+
+class ReversedExecutor:
+    """Runs tasks in process, last first (shows results do not depend on completion order)."""
+
+    def map_unordered(self, fn, args_list):
+        for i in reversed(range(len(args_list))):
+            yield i, fn(*args_list[i])
+
+
+class FlakySample(Gauss1D):
+    """Parametric simulation that fails when the replicate's first uniform draw is < 0.3."""
+
+    def sample(self, params, data, rng):
+        if rng.random() < 0.3:
+            raise RuntimeError("simulated failure")
+        return super().sample(params, data, rng)
+
+
+def separated(n=1500, seed=11):
+    rng = stream(seed, "test-data")
+    z = rng.random(n) < 0.4
+    x = np.where(z, rng.normal(-2.0, 1.0, n), rng.normal(2.0, 0.8, n))
+    model = Gauss1D(2)
+    init = {"weight": np.array([0.5, 0.5]), "mean": np.array([-1.0, 1.0]),
+            "var": np.array([1.0, 1.0])}
+    return model, {"x": x}, simple_em(model, {"x": x}, init)
+
+
+def small(n=300, seed=12):
+    return separated(n, seed)
+
+
+def same(a, b):
+    for key in ("se", "ci_lower", "ci_upper", "cov_free", "estimates"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert a.notes == b.notes and a.extra == b.extra
+
+
+class TestAgainstLouis:
+    @pytest.mark.parametrize("kind", ["nonparametric", "parametric"])
+    def test_within_monte_carlo_error(self, kind):
+        """B=200 bootstrap SEs are within 3 Monte-Carlo SDs (SE/sqrt(2B)) plus 10% of Louis'."""
+        model, data, params = separated()
+        B = 200
+        boot = bootstrap_se(model, data, params, n_bootstrap=B, kind=kind, seed=5)
+        ref = louis_se(model, data, params).se
+        free = ref > 0  # weight[1] and weight[2] share one free parameter; all SEs positive here
+        allowance = 3 * ref / np.sqrt(2 * B) + 0.10 * ref  # 10%: finite-sample difference (n=1500)
+        assert np.all(np.abs(boot.se - ref)[free] <= allowance[free])
+        assert boot.extra["n_ok"] == B and not boot.notes
+        assert np.all(boot.ci_lower < boot.estimates) and np.all(boot.estimates < boot.ci_upper)
+
+
+class TestFailures:
+    def test_failed_replicates_counted_and_warned(self):
+        """Failing replicates are left out, counted exactly, and a >5% share is a warning."""
+        model, data, params = small()
+        model = FlakySample(2)
+        B, seed = 40, 3
+        expect = sum(stream(seed, "bootstrap", r).random() < 0.3 for r in range(B))
+        res = bootstrap_se(model, data, params, n_bootstrap=B, kind="parametric", seed=seed)
+        assert res.extra["n_failed"] == res.extra["n_errors"] == expect > 0
+        assert res.extra["n_ok"] == B - expect
+        assert any(f"{expect} of {B} bootstrap replicates were left out" in n for n in res.notes)
+        assert any(n.startswith("Warning:") for n in res.notes)
+        assert np.all(np.isfinite(res.se))
+
+    def test_no_convergence_gives_nan_and_note(self):
+        """max_iter=1 with tol=0: no replicate converges; NaN SEs and notes, no crash."""
+        model, data, params = small()
+        res = bootstrap_se(model, data, params, n_bootstrap=5, tol=0.0, max_iter=1)
+        assert np.all(np.isnan(res.se)) and res.extra["n_not_converged"] == 5
+        assert any("did not converge" in n for n in res.notes)
+
+    def test_bad_kind_rejected(self):
+        model, data, params = small()
+        with pytest.raises(ValueError, match="bootstrap kind"):
+            bootstrap_se(model, data, params, n_bootstrap=5, kind="wild")
+
+
+class TestAlignment:
+    def test_permuted_classes_are_recovered(self):
+        """A relabelled, slightly perturbed copy of the estimate is mapped back to its labels."""
+        model = Gauss1D(3)
+        ref = {"weight": np.array([0.2, 0.3, 0.5]), "mean": np.array([-5.0, 0.0, 400.0]),
+               "var": np.array([1.0, 2.0, 900.0])}
+        perm = np.array([2, 0, 1])
+        rep = model.permute(ref, perm)
+        rep["mean"] = rep["mean"] + np.array([3.0, -0.5, 0.4])  # within-class noise
+        assert list(align_to(ref, rep)) == [1, 2, 0]
+        back = align_params(model, ref, rep)
+        np.testing.assert_allclose(back["var"], ref["var"])
+
+
+class TestResume:
+    def test_resume_from_every_state_is_identical(self):
+        """Resuming from any checkpointed state computes only missing replicates, same output."""
+        model, data, params = small()
+        kw = dict(n_bootstrap=12, seed=9)
+        full_ck = MemoryCheckpointer()
+        full = bootstrap_se(model, data, params, checkpoint=full_ck, **kw)
+        assert len(full_ck.states) == 13  # one per replicate plus the final forced one
+        for cut in (0, 4, 11):
+            state = full_ck.states[cut]
+            calls = []
+            res = bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(state),
+                               on_replicate=lambda r, *a: calls.append(r), **kw)
+            same(res, full)
+            assert sorted(calls) == [r for r in range(12) if str(r) not in state["replicates"]]
+
+    def test_interrupted_run_resumes_identically(self):
+        """A run stopped by an exception after 5 replicates resumes to the same result."""
+        model, data, params = small()
+        kw = dict(n_bootstrap=10, seed=4)
+        full = bootstrap_se(model, data, params, **kw)
+        ck = MemoryCheckpointer()
+
+        def stop(r, status, n_done, n_total):
+            if n_done == 5:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            bootstrap_se(model, data, params, checkpoint=ck, on_replicate=stop, **kw)
+        resumed = bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]),
+                               **kw)
+        same(resumed, full)
+
+    def test_order_does_not_matter(self):
+        """Completing replicates in reverse order gives bitwise the same result."""
+        model, data, params = small()
+        a = bootstrap_se(model, data, params, n_bootstrap=8, seed=2)
+        b = bootstrap_se(model, data, params, n_bootstrap=8, seed=2, executor=ReversedExecutor())
+        same(a, b)
+
+    def test_other_options_refuse_to_resume(self):
+        """A state saved with another seed is refused with a sentence, not silently reused."""
+        model, data, params = small()
+        ck = MemoryCheckpointer()
+        bootstrap_se(model, data, params, n_bootstrap=3, seed=1, checkpoint=ck)
+        with pytest.raises(ValueError, match="other options"):
+            bootstrap_se(model, data, params, n_bootstrap=3, seed=2,
+                         checkpoint=MemoryCheckpointer(ck.states[-1]))

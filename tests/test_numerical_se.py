@@ -1,0 +1,143 @@
+"""Numerical-Hessian standard errors, and Louis against them on every built-in model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from src.estimation.em import fit_em
+from src.inference.louis import louis_se
+from src.inference.numerical import numerical_hessian, numerical_se
+from src.models.gmm import GaussianMixtureModel
+from src.models.lca import LatentClassModel
+from src.models.mixreg import MixtureRegressionModel
+from src.utils.rng import stream
+from tests.test_louis import Gauss1D, Gauss1DNumeric, fitted_1d
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+def gmm_case(covariance):
+    rng = stream(21, "test-data")
+    X = np.vstack([rng.multivariate_normal([0.0, 0.0], [[1.0, 0.4], [0.4, 0.8]], 260),
+                   rng.multivariate_normal([2.5, 1.5], [[0.6, -0.2], [-0.2, 1.2]], 190)])
+    X = X * np.array([1.0, 100.0]) + np.array([0.0, 5000.0])  # far from zero, unequal scales
+    model = GaussianMixtureModel(2, covariance=covariance, reg_covar=0.0)
+    model.setup(GaussianMixtureModel.meta_for_array(X))
+    return model, {"X": X}
+
+
+def lca_case():
+    rng = stream(22, "test-data")
+    n, K = 900, 2
+    probs = [np.array([[0.8, 0.2], [0.25, 0.75]]) for _ in range(5)]
+    probs.append(np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5]]))
+    z = (rng.random(n) < 0.4).astype(int)
+    Y = np.column_stack([[rng.choice(p.shape[1], p=p[k]) for k in z] for p in probs])
+    Y[rng.random(Y.shape) < 0.05] = -1  # some missing answers
+    Y[(Y < 0).all(axis=1), 0] = 0
+    model = LatentClassModel(K)
+    model.setup(LatentClassModel.meta_from_array(Y))
+    return model, {"Y": Y.astype(np.int64)}
+
+
+def mixreg_case():
+    rng = stream(23, "test-data")
+    n = 500
+    x = rng.normal(10.0, 2.0, n)
+    z = rng.random(n) < 0.45
+    y = np.where(z, 1.0 + 2.0 * x, 8.0 - 0.5 * x) + rng.normal(0, np.where(z, 1.0, 0.7))
+    X = np.column_stack([np.ones(n), x])
+    meta = {"predictors": ["intercept", "x"], "target": "y", "intercept": True}
+    meta.update(MixtureRegressionModel.shifts_of(X, y, True))
+    model = MixtureRegressionModel(2)
+    model.setup(meta)
+    return model, {"X": X, "y": y}
+
+
+CASES = {"gmm-full": lambda: gmm_case("full"), "gmm-diag": lambda: gmm_case("diag"),
+         "gmm-spherical": lambda: gmm_case("spherical"), "lca": lca_case, "mixreg": mixreg_case}
+
+
+class TestLouisAgainstNumerical:
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_builtin_models_agree(self, case):
+        """Louis and the numerical Hessian agree to 1e-4 relative at a tol=1e-10 estimate."""
+        model, data = CASES[case]()
+        fit = fit_em(model, data, n_starts=3, tol=1e-10, max_iter=20000, seed=1)
+        assert fit.converged
+        a = louis_se(model, data, fit.params, chunk_size=128)
+        b = numerical_se(model, data, fit.params)
+        assert not a.notes and not b.notes
+        positive = a.se > 0
+        assert positive.sum() >= model.n_free_parameters()
+        assert _rel(a.se[positive], b.se[positive]) < 1e-4
+        assert 0.0 < a.extra["max_fraction_missing_info"] < 1.0
+
+
+class TestClosedForms:
+    def test_one_class_gaussian(self):
+        """One full-covariance class: SE(mean_j)=sqrt(s_jj/n), SE(s_ij)=sqrt((s_ij^2+s_ii s_jj)/n)."""
+        X = stream(24, "test-data").multivariate_normal(
+            [1.0, -2.0, 3.0], [[2.0, 0.6, 0.1], [0.6, 0.5, 0.0], [0.1, 0.0, 1.0]], 400)
+        n = X.shape[0]
+        model = GaussianMixtureModel(1, covariance="full", reg_covar=0.0)
+        model.setup(GaussianMixtureModel.meta_for_array(X))
+        S = np.cov(X.T, bias=True)
+        params = {"weight": np.array([1.0]), "mean": X.mean(0)[None], "cov": S[None]}
+        expect = {"weight[1]": 0.0}
+        for j in range(3):
+            expect[f"mean[1,{j + 1}]"] = np.sqrt(S[j, j] / n)
+            for i in range(j + 1):
+                expect[f"cov[1,{i + 1},{j + 1}]"] = np.sqrt((S[i, j] ** 2 + S[i, i] * S[j, j]) / n)
+        for fn in (louis_se, numerical_se):
+            res = fn(model, {"X": X}, params)
+            got = dict(zip(res.names, res.se))
+            assert set(got) == set(expect)
+            for name, value in expect.items():
+                assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-14), (fn.__name__, name)
+
+    def test_one_class_regression_is_ols(self):
+        """One-class regression: coefficient SEs are OLS's sigma_ml^2 (X'X)^-1; sigma's is sigma/sqrt(2n)."""
+        model, data = mixreg_case()
+        one = MixtureRegressionModel(1)
+        one.setup(model.meta)
+        X, y = data["X"], data["y"]
+        beta = np.linalg.lstsq(X, y, rcond=None)[0]
+        s2 = np.mean((y - X @ beta) ** 2)
+        params = {"weight": np.array([1.0]), "coef": beta[None], "sigma": np.array([np.sqrt(s2)])}
+        res = louis_se(one, data, params)
+        expect = np.concatenate([[0.0], np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X))),
+                                 [np.sqrt(s2 / (2 * y.size))]])
+        np.testing.assert_allclose(res.se, expect, rtol=1e-8)
+
+
+class TestNumericalPaths:
+    def test_numdifftools_path_matches_gradient_path(self):
+        """Without analytic scores numdifftools differences the log-likelihood: same SEs."""
+        model, data, params = fitted_1d(Gauss1D)
+        a = numerical_se(model, data, params)
+        b = numerical_se(Gauss1DNumeric(2), data, params)
+        assert a.extra["hessian_method"] != b.extra["hessian_method"]
+        assert _rel(b.se, a.se) < 1e-5
+
+    def test_hessian_symmetric_and_negative_definite(self):
+        model, data, params = fitted_1d(Gauss1D)
+        H = numerical_hessian(model, data, params)
+        np.testing.assert_array_equal(H, H.T)
+        assert np.all(np.linalg.eigvalsh(H) < 0)
+
+    def test_boundary_probability_is_named(self):
+        """An LCA probability of exactly 0: NaN for that item in that class and a note."""
+        model, data = lca_case()
+        fit = fit_em(model, data, n_starts=2, tol=1e-10, max_iter=20000, seed=1)
+        params = {k: v.copy() for k, v in fit.params.items()}
+        params["prob"][0, 0, :2] = [1.0, 0.0]
+        for fn in (louis_se, numerical_se):
+            res = fn(model, data, params)
+            se = dict(zip(res.names, res.se))
+            bad = [n for n in res.names if np.isnan(se[n])]
+            assert bad and all(n.startswith("prob[1,item1,") for n in bad), bad
+            assert any("boundary" in n and "prob[1,item1,1]" in n for n in res.notes)
