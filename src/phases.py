@@ -215,7 +215,7 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
                           accelerate=options.accelerate, chunk_size=options.chunk_size,
                           checkpoint=_MethodCheckpoint(checkpoint, method, done),
                           executor=executor,
-                          on_replicate=(lambda d, n: reporter.unit("bootstrap", d, n))
+                          on_replicate=(lambda r, status, d, n: reporter.unit("bootstrap", d, n))
                           if reporter is not None else None)
         elif method == "louis":
             kwargs = dict(chunk_size=options.chunk_size)
