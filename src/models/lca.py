@@ -23,7 +23,6 @@ import warnings
 from typing import Any, Mapping
 
 import numpy as np
-from scipy.special import logsumexp
 
 from src.utils.errors import DataError
 from src.utils.messages import register, t
@@ -82,6 +81,17 @@ def _as_text(col: Any) -> tuple[np.ndarray, np.ndarray]:
     missing = missing | np.array([o is None or o == "" for o in out], dtype=bool)
     out[missing] = ""
     return out, missing
+
+
+def _responsibilities(lj: np.ndarray) -> tuple[np.ndarray, float]:
+    """(resp, loglik) from log-joint densities (n, K); faster than scipy's logsumexp."""
+    m = lj.max(axis=1, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    e = np.exp(lj - m)
+    s = e.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        ll = float((np.log(s) + m).sum())
+    return e / s, ll
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -214,9 +224,8 @@ class LatentClassModel(MixtureModel):
         """Fused E-step: one one-hot matrix serves the densities and the statistics."""
         O, observed = self.one_hot(data["Y"])
         lj = self._log_joint_onehot(O, params)
-        lse = logsumexp(lj, axis=1)
-        resp = np.exp(lj - lse[:, None])
-        return self._stats(O, observed, resp), float(lse.sum())
+        resp, ll = _responsibilities(lj)
+        return self._stats(O, observed, resp), ll
 
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
         """weight = nk / N; prob[k,j,c] = counts / observed mass (uniform when the mass is 0)."""
