@@ -195,7 +195,10 @@ def phase_fingerprints(options: RunOptions, *, data_sha256: str, model_file_sha2
            "reg_covar": options.reg_covar, "tol": options.tol, "max_iter": options.max_iter,
            "n_starts": options.n_starts, "seed": options.seed,
            "accelerate": options.accelerate, "chunk_size": options.chunk_size}
-    se = {**est, "se_method": options.se_method, "primary_se": options.primary_se,
-          "n_bootstrap": options.n_bootstrap, "bootstrap": options.bootstrap}
+    se = {**est, "se_method": options.se_method}
+    if options.se_method == "all":
+        se["primary_se"] = options.primary_se
+    if options.se_method in ("bootstrap", "all"):
+        se.update(n_bootstrap=options.n_bootstrap, bootstrap=options.bootstrap)
     return {"data_preparation": data, "model_estimation": est,
             "standard_error_computation": se, "result_output": dict(se)}

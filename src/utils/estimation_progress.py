@@ -183,6 +183,10 @@ class EstimationProgressTracker:
             else:
                 self._load_existing()
                 self._check_fingerprints()
+                if self.is_resumed:
+                    self.notify(t("progress.resumed", task=self.task_name,
+                                  path=self.paths["progress"],
+                                  done=", ".join(self.completed_phases) or "-"))
             self.status = "running"
             self.end_reason = None
             self._write_owner()
@@ -422,8 +426,6 @@ class EstimationProgressTracker:
         if ck:
             refs.update(f["file"] for f in ck["state"].get("files", []))
         self._refs_current = refs
-        self.notify(t("progress.resumed", task=self.task_name, path=self.paths["progress"],
-                      done=", ".join(self.completed_phases) or "-"))
 
     def _check_fingerprints(self) -> None:
         """Refuse (or, with recompute_changed, drop) results whose inputs changed."""
@@ -434,9 +436,9 @@ class EstimationProgressTracker:
         stored = dict(self.phase_fingerprints)
         if self._checkpoint_phase and getattr(self, "_checkpoint_fingerprint", None) is not None:
             stored.setdefault(self._checkpoint_phase, self._checkpoint_fingerprint)
-        for phase, old in stored.items():
-            new = self.fingerprints.get(phase)
-            if new is None:
+        for phase, new in self.fingerprints.items():  # in phase order
+            old = stored.get(phase)
+            if old is None:
                 continue
             diff = diff_fingerprints(old, new)
             if diff:
