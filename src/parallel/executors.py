@@ -129,7 +129,7 @@ class DaskExecutor(InProcessExecutor):
                                      pure=False, key=f"task-{tag}-{i}")
             futures[fut.key] = (i, fut)
         try:
-            for fut in as_completed([f for _, f in futures.values()]):
+            for fut in as_completed([f for _, f in futures.values()], loop=self.client.loop):
                 i, _ = futures.pop(fut.key)
                 yield i, fut.result()
         finally:
