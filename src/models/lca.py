@@ -107,6 +107,8 @@ class LatentClassModel(MixtureModel):
 
     name = "lca"
     has_closed_form_m_step = True
+    #: the data layer reads the columns as text (so code ``1`` stays ``1``)
+    reads_text = True
 
     # ------------------------------------------------------------------ data
     @classmethod
