@@ -104,7 +104,7 @@ class MixtureRegressionModel(MixtureModel):
             raise DataError(t("mixreg.intercept_name"))
         if not predictors and not intercept:
             raise DataError(t("mixreg.no_predictors"))
-        values, _ = numeric_matrix(frame, [target] + predictors,
+        values, keep = numeric_matrix(frame, [target] + predictors,
                                    drop_missing=bool(options.get("drop_missing", False)),
                                    source=str(options.get("source", "the data")))
         y, Z = values[:, 0].copy(), values[:, 1:]
@@ -119,7 +119,7 @@ class MixtureRegressionModel(MixtureModel):
         if rank < X.shape[1]:
             raise DataError(t("mixreg.collinear", rank=rank, p=X.shape[1]))
         meta = {"predictors": (["intercept"] if intercept else []) + predictors,
-                "target": target, "intercept": intercept}
+                "target": target, "intercept": intercept, "n_dropped": int((~keep).sum())}
         meta.update(cls.shifts_of(X, y, intercept))
         return {"X": X, "y": y}, meta
 
