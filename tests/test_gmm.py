@@ -96,6 +96,19 @@ class TestAgainstScikitLearn:
         expected = to_sklearn(params, "full")._estimate_weighted_log_prob(data["X"])
         np.testing.assert_allclose(model.log_joint(data, params), expected, rtol=1e-10)
 
+    @pytest.mark.parametrize("cov", COV_TYPES)
+    def test_best_of_starts_reaches_sklearn_maximum_on_faithful(self, cov):
+        """On Old Faithful (K=2) our random starts reach scikit-learn's fitted maximum."""
+        frame, _ = load_table(None)
+        model = GaussianMixtureModel(2, covariance=cov)
+        data, meta = model.prepare_data(frame, {})
+        model.setup(meta)
+        best = max(em_steps(model, data, model.init_params(data, stream(0, "start", s)), 400)[1][-1]
+                   for s in range(4))
+        gm = GaussianMixture(2, covariance_type=cov, reg_covar=1e-6, tol=1e-12, max_iter=2000,
+                             n_init=4, random_state=0).fit(data["X"])
+        assert best == pytest.approx(gm.score(data["X"]) * 272, rel=1e-9)
+
     def test_parameter_count_matches(self):
         """The free-parameter count equals scikit-learn's for every covariance type."""
         for cov in COV_TYPES:

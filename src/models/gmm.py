@@ -377,9 +377,14 @@ class GaussianMixtureModel(MixtureModel):
         chosen = cand[np.sort(first)][:K]
         if chosen.size < K:  # fewer distinct rows than classes: repeat some
             chosen = np.concatenate([chosen, rng.choice(n, size=K - chosen.size)])
-        Xc = X - self.shift
-        m = Xc.mean(axis=0)
-        tot = (Xc - m).T @ (Xc - m) / n
+        work = self._Work(self, None, n)  # the data's covariance, block by block (no n x D copy)
+        S, m = np.zeros((D, D)), np.zeros(D)
+        for s in range(0, n, _BLOCK):
+            Xc = work.rows(X[s:s + _BLOCK])[:D]
+            S += Xc @ Xc.T
+            m += Xc.sum(axis=1)
+        m /= n
+        tot = S / n - np.outer(m, m)
         params: Params = {"weight": np.full(K, 1.0 / K), "mean": X[chosen].copy()}
         if self.covariance == "full":
             params["cov"] = np.repeat((tot + self.reg_covar * np.eye(D))[None], K, axis=0)
