@@ -180,8 +180,9 @@ class LatentClassModel(MixtureModel):
         n = Y.shape[0]
         observed = Y >= 0
         O = np.zeros((n, self.n_flat))
-        flat = np.arange(n)[:, None] * self.n_flat + self.offsets[None, :] + Y
-        O.ravel()[flat[observed]] = 1.0
+        # a missing answer writes 0 into its own item's first cell: no boolean gather needed
+        flat = np.arange(n)[:, None] * self.n_flat + self.offsets[None, :] + np.maximum(Y, 0)
+        O.ravel()[flat.ravel()] = observed.ravel()
         return O, observed
 
     def _log_joint_onehot(self, O: np.ndarray, params: Params) -> np.ndarray:
