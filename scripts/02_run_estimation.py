@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--target", help="mixreg: the response column")
     d.add_argument("--no-intercept", dest="intercept", action="store_false", default=None,
                    help="mixreg: no intercept")
+    d.add_argument("--sigma-floor", type=float, help="mixreg: smallest error SD (default 1e-4 x SD of target)")
     e = p.add_argument_group("estimation")
     e.add_argument("--n-starts", type=int, help="random starts (default 10)")
     e.add_argument("--tol", type=float, help="relative log-likelihood change to stop (default 1e-8)")

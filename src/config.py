@@ -55,6 +55,7 @@ class RunOptions:
     reg_covar: float = 1e-6
     target: str | None = None
     intercept: bool = True
+    sigma_floor: float | None = None     # mixreg: None = 1e-4 x the target's SD
     # estimation
     n_starts: int = 10
     tol: float = 1e-8
@@ -116,6 +117,8 @@ class RunOptions:
             opts.update(covariance=self.covariance, reg_covar=self.reg_covar)
         elif self.model == "mixreg":
             opts.update(target=self.target, intercept=self.intercept)
+            if self.sigma_floor is not None:
+                opts["sigma_floor"] = self.sigma_floor
         elif self.model != "lca":  # a user model: give it everything it might read
             opts.update(covariance=self.covariance, reg_covar=self.reg_covar,
                         target=self.target, intercept=self.intercept)
@@ -190,7 +193,7 @@ def phase_fingerprints(options: RunOptions, *, data_sha256: str, model_file_sha2
     data = {**base, "data_sha256": data_sha256, "columns": options.columns,
             "model": options.model, "model_file_sha256": model_file_sha256,
             "drop_missing": options.drop_missing, "target": options.target,
-            "intercept": options.intercept}
+            "intercept": options.intercept, "sigma_floor": options.sigma_floor}
     est = {**data, "components": options.components, "covariance": options.covariance,
            "reg_covar": options.reg_covar, "tol": options.tol, "max_iter": options.max_iter,
            "n_starts": options.n_starts, "seed": options.seed,
