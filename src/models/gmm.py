@@ -63,6 +63,11 @@ def gmm_n_free_parameters(n_components: int, n_features: int, covariance: str) -
     return K - 1 + K * D + K * per_class
 
 
+def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sum statistics in a fixed order (block by block)."""
+    return part if total is None else {key: total[key] + part[key] for key in total}
+
+
 class GaussianMixtureModel(MixtureModel):
     """Mixture of K multivariate normal distributions.
 
@@ -82,8 +87,7 @@ class GaussianMixtureModel(MixtureModel):
         if not (np.isfinite(reg_covar) and reg_covar >= 0):
             raise ValueError(f"reg_covar must be a number >= 0, got {reg_covar!r}")
         super().__init__(n_components, covariance=covariance, reg_covar=reg_covar, **options)
-        self.covariance = covariance
-        self.reg_covar = reg_covar
+        self.covariance, self.reg_covar = covariance, reg_covar
         self.columns: list[str] = []
         self.shift = np.zeros(0)
 
@@ -247,14 +251,6 @@ class GaussianMixtureModel(MixtureModel):
             out[s:s + _BLOCK] = work.log_joint(work.rows(X[s:s + _BLOCK])).T
         return out
 
-    @staticmethod
-    def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if total is None:
-            return part
-        for key, value in part.items():
-            total[key] += value
-        return total
-
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         X = np.asarray(data["X"], dtype=float)
         resp = np.asarray(resp, dtype=float)
@@ -262,7 +258,7 @@ class GaussianMixtureModel(MixtureModel):
         total = None
         for s in range(0, X.shape[0], _BLOCK):
             part = work.stats(work.rows(X[s:s + _BLOCK]), np.ascontiguousarray(resp[s:s + _BLOCK].T))
-            total = self._add(total, part)
+            total = _add(total, part)
         return total
 
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
@@ -279,7 +275,7 @@ class GaussianMixtureModel(MixtureModel):
             total_k = lj.sum(axis=0)
             lj /= total_k
             ll += float((mx + np.log(total_k)).sum())
-            total = self._add(total, work.stats(XA, lj))
+            total = _add(total, work.stats(XA, lj))
         return total, ll
 
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
@@ -288,9 +284,7 @@ class GaussianMixtureModel(MixtureModel):
         An empty class gets the overall mean and covariance; a covariance that is singular
         (before or after regularisation) is reported with a ModelWarning and kept valid.
         """
-        nk = np.asarray(stats["nk"], dtype=float)
-        sx = np.asarray(stats["sx"], dtype=float)
-        sxx = np.asarray(stats["sxx"], dtype=float)
+        nk, sx, sxx = (np.asarray(stats[key], dtype=float) for key in ("nk", "sx", "sxx"))
         K, D = sx.shape
         n = float(nk.sum())
         nk_safe = nk + 10 * np.finfo(float).eps  # as scikit-learn: no division by zero
@@ -330,14 +324,11 @@ class GaussianMixtureModel(MixtureModel):
             raw[empty] = tot
             small = raw / max(tot, np.finfo(float).tiny)
             name, floor = "var", max(tot, np.finfo(float).tiny) * 1e-10
-        raw = np.maximum(raw, 0.0)
-        var = raw + reg
+        var = np.maximum(raw, 0.0) + reg
         for k in range(K):
-            if empty[k]:
-                continue
-            if small[k] <= _SINGULAR and reg > 0:
+            if not empty[k] and small[k] <= _SINGULAR and reg > 0:
                 warnings.warn(t("gmm.singular", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
-            if np.any(var[k] <= 0):
+            if not empty[k] and np.any(var[k] <= 0):
                 warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
                 var[k] = np.maximum(var[k], floor)
         params[name] = var
@@ -345,21 +336,19 @@ class GaussianMixtureModel(MixtureModel):
 
     def _make_definite(self, cov: np.ndarray, k: int, scale: float) -> np.ndarray:
         """``cov`` itself when Cholesky works, else with a growing ridge (and a warning)."""
-        try:
-            np.linalg.cholesky(cov)
-            return cov
-        except np.linalg.LinAlgError:
-            pass
-        warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=self.reg_covar), ModelWarning,
-                      stacklevel=3)
-        ridge = 1e-10 * scale
         eye = np.eye(cov.shape[0])
-        while True:
+        for m in range(-1, 30):
+            ridge = 0.0 if m < 0 else scale * 10.0 ** (m - 10)
             try:
                 np.linalg.cholesky(cov + ridge * eye)
-                return cov + ridge * eye
             except np.linalg.LinAlgError:
-                ridge *= 10.0
+                continue
+            if ridge:
+                warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=self.reg_covar), ModelWarning,
+                              stacklevel=3)
+            return cov + ridge * eye
+        raise ValueError(f"the covariance of component {k + 1} cannot be made positive definite; "
+                         "scale the data")
 
     # --------------------------------------------------------- starting values
     def init_params(self, data: Data, rng: np.random.Generator) -> Params:
@@ -424,9 +413,8 @@ class GaussianMixtureModel(MixtureModel):
         fac, _ = self._factors(params)
         if self.covariance == "full":
             return fac @ fac.transpose(0, 2, 1)
-        D = self.n_features
-        isd2 = fac * fac if self.covariance == "diag" else (fac * fac)[:, None] * np.ones(D)
-        return isd2[:, :, None] * np.eye(D)[None]
+        isd2 = fac * fac if self.covariance == "diag" else np.outer(fac * fac, np.ones(self.n_features))
+        return isd2[:, :, None] * np.eye(self.n_features)[None]
 
     def _cov_directions(self) -> np.ndarray:
         """V (D*D, Pc): column p is vec of the symmetric direction of free covariance entry p."""
