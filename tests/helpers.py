@@ -1,0 +1,179 @@
+"""Shared helpers for tests that run the scripts as real subprocesses.
+
+Every run gets its own working directory (a pytest ``tmp_path``), ``sys.executable`` and
+the real script path, a clean environment (English messages, no fault injected unless
+asked) and a timeout.  Reference runs that several tests compare against are made once per
+test session and copied, never shared in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "02_run_estimation.py"
+MANAGE = ROOT / "scripts" / "manage_progress.py"
+TASK = "main_estimation"
+
+#: small, fast settings every full run uses (built-in Old Faithful data)
+FAST = ("--n-starts", "2")
+#: the configuration whose crash/resume behaviour is compared byte for byte
+ALL_SE = FAST + ("--se-method", "all", "--n-bootstrap", "20", "--save-interval", "0")
+#: the same with --debug, so the progress writes of each phase can be counted in stderr
+ALL_SE_DEBUG = ALL_SE + ("--debug",)
+
+
+def script_env(*, fault: str | None = None, lang: str = "C.UTF-8",
+               extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a scripted run: LANG fixed, fault hook only when asked."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EM_PIPELINE_FAULT", "LANGUAGE", "LC_ALL")}
+    env["LANG"] = lang
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if fault is not None:
+        env["EM_PIPELINE_FAULT"] = fault
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_script(cwd: Path, *args: str, fault: str | None = None, lang: str = "C.UTF-8",
+               script: Path = SCRIPT, timeout: float = 180,
+               env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``script args`` in ``cwd`` and wait; stdout/stderr captured as text."""
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout,
+                          env=script_env(fault=fault, lang=lang, extra=env_extra))
+
+
+def run_manage(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return run_script(cwd, *args, script=MANAGE, timeout=timeout)
+
+
+def start_script(cwd: Path, *args: str, fault: str | None = None) -> subprocess.Popen:
+    """Start the main script without waiting (for external signals and lock tests)."""
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=script_env(fault=fault))
+
+
+def progress_path(cwd: Path, task: str = TASK, progress_dir: str = "progress") -> Path:
+    return Path(cwd) / progress_dir / f"{task}_progress.json"
+
+
+def read_progress(cwd: Path, task: str = TASK, progress_dir: str = "progress") -> dict[str, Any]:
+    return json.loads(progress_path(cwd, task, progress_dir).read_text(encoding="utf-8"))
+
+
+def try_read_progress(path: Path) -> dict[str, Any] | None:
+    """The progress JSON, or None while it does not exist yet (writes are atomic)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, proc: subprocess.Popen | None = None,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until it is truthy; fail if ``proc`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended (rc={proc.returncode}) before {what}:\n{out}\n{err}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGKILL a process we started (if still running) and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def results_dir(cwd: Path, task: str = TASK) -> Path:
+    return Path(cwd) / "results" / task
+
+
+def strip_timings(obj: Any) -> Any:
+    """A JSON value with every ``seconds`` entry removed (timings differ between runs)."""
+    if isinstance(obj, dict):
+        return {k: strip_timings(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [strip_timings(v) for v in obj]
+    return obj
+
+
+def fit_json(cwd: Path, task: str = TASK) -> dict[str, Any]:
+    return json.loads((results_dir(cwd, task) / "fit.json").read_text(encoding="utf-8"))
+
+
+def assert_same_results(run_dir: Path, ref_dir: Path, task: str = TASK) -> None:
+    """estimates.csv byte-identical, fit.json identical but for timings."""
+    got = (results_dir(run_dir, task) / "estimates.csv").read_bytes()
+    want = (results_dir(ref_dir, task) / "estimates.csv").read_bytes()
+    assert got == want, f"estimates.csv differs:\n{got.decode()}\n---\n{want.decode()}"
+    assert strip_timings(fit_json(run_dir, task)) == strip_timings(fit_json(ref_dir, task))
+
+
+def assert_one_sentence(stderr: str) -> None:
+    """The user-facing error contract: one line, no traceback."""
+    text = stderr.strip()
+    assert text, "expected an error message on stderr"
+    assert "Traceback" not in stderr, stderr
+    assert "\n" not in text, f"expected one sentence, got:\n{stderr}"
+
+
+def check_rc(proc: subprocess.CompletedProcess, expected: int) -> None:
+    assert proc.returncode == expected, (
+        f"exit {proc.returncode}, expected {expected}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+_REFERENCES: dict[tuple[str, ...], tuple[Path, subprocess.CompletedProcess]] = {}
+
+
+def reference_run(base: Path, args: Sequence[str]) -> Path:
+    """An uninterrupted run of ``args``, made once per session under ``base``; returns its folder."""
+    return reference_proc(base, args)[0]
+
+
+def reference_proc(base: Path, args: Sequence[str]) -> tuple[Path, subprocess.CompletedProcess]:
+    """Like :func:`reference_run`, with the finished process (its output) too."""
+    key = tuple(args)
+    if key not in _REFERENCES:
+        folder = Path(base) / f"ref{len(_REFERENCES)}"
+        folder.mkdir(parents=True)
+        proc = run_script(folder, *args)
+        check_rc(proc, 0)
+        _REFERENCES[key] = (folder, proc)
+    return _REFERENCES[key]
+
+
+def writes_in_phase(stderr: str, phase: str) -> int:
+    """Progress writes made while ``phase`` was current, counted from ``--debug`` output."""
+    return len(re.findall(rf"progress written: phase={re.escape(phase)} ", stderr))
+
+
+def copy_run(src: Path, dst: Path, *, results: bool = True) -> None:
+    """Copy a run's progress (and results) folders into another working directory."""
+    shutil.copytree(Path(src) / "progress", Path(dst) / "progress", dirs_exist_ok=True)
+    if results and (Path(src) / "results").exists():
+        shutil.copytree(Path(src) / "results", Path(dst) / "results", dirs_exist_ok=True)
+
+
+def skip_line(phase: str, lang: str = "en") -> str:
+    if lang == "zh":
+        return f"阶段 '{phase}' 已完成，跳过执行"
+    return f"Phase '{phase}' already completed, skipping"
