@@ -84,6 +84,8 @@ register({
     "reason.artifact": {"en": "refers to a missing or damaged artifact ({detail})",
                         "zh": "引用的附属文件缺失或损坏（{detail}）"},
     "reason.missing": {"en": "is missing", "zh": "不存在"},
+    "reason.future": {"en": "was written by a newer version of this pipeline (schema {found}, this version reads {ours})",
+                      "zh": "由更新版本的程序写入（格式版本 {found}，本版本支持 {ours}）"},
 })
 
 
@@ -179,7 +181,8 @@ class EstimationProgressTracker:
         self._acquire_lock()
         try:
             if self.restart:
-                self._remove_task_files(keep_lock=True)
+                self._set_aside_unusable()
+                self._remove_task_files(keep_lock=True, keep_damaged=True)
             else:
                 self._load_existing()
                 self._check_fingerprints()
@@ -354,23 +357,42 @@ class EstimationProgressTracker:
             return
         try:
             doc = self._read_valid(main)
-        except _FutureSchema as exc:
-            raise ProgressCorrupt(t("progress.future", path=main, found=exc.found, ours=SCHEMA_VERSION))
-        except _Damaged as damaged:
+        except (_Damaged, _FutureSchema) as problem:
+            # A newer version's file is unusable here just like a damaged one: fall back on
+            # a good backup (the newer file is kept aside), else refuse naming the version.
+            future = problem if isinstance(problem, _FutureSchema) else None
+            reason = (t("reason.future", found=future.found, ours=SCHEMA_VERSION) if future
+                      else problem.reason)
             try:
                 doc = self._read_valid(backup)
             except _FutureSchema as exc:
-                raise ProgressCorrupt(t("progress.future", path=backup, found=exc.found, ours=SCHEMA_VERSION))
+                path, found = (main, future.found) if future else (backup, exc.found)
+                raise ProgressCorrupt(t("progress.future", path=path, found=found,
+                                        ours=SCHEMA_VERSION)) from None
             except _Damaged:
-                raise ProgressCorrupt(t("progress.damaged", path=main, reason=damaged.reason,
+                if future:
+                    raise ProgressCorrupt(t("progress.future", path=main, found=future.found,
+                                            ours=SCHEMA_VERSION)) from None
+                raise ProgressCorrupt(t("progress.damaged", path=main, reason=reason,
                                         task=self.task_name)) from None
             kept = self.paths["damaged"]
             if main.exists():
                 os.replace(main, kept)
                 fsync_dir(main.parent)
-            self.notify(t("progress.damaged_backup_used", path=main, reason=damaged.reason,
+            self.notify(t("progress.damaged_backup_used", path=main, reason=reason,
                           kept=kept, backup=backup))
         self._adopt(doc)
+
+    def _set_aside_unusable(self) -> None:
+        """On --restart, keep an unreadable progress file as ``.damaged`` (as promised)."""
+        main = self.paths["progress"]
+        if not main.exists():
+            return
+        try:
+            self._read_valid(main)
+        except (_Damaged, _FutureSchema):
+            os.replace(main, self.paths["damaged"])
+            fsync_dir(main.parent)
 
     def _read_valid(self, path: Path) -> dict:
         if not path.exists():
@@ -486,9 +508,11 @@ class EstimationProgressTracker:
             self._lock.release()
             self._lock = None
 
-    def _remove_task_files(self, *, keep_lock: bool) -> None:
+    def _remove_task_files(self, *, keep_lock: bool, keep_damaged: bool = False) -> None:
         for key, path in self.paths.items():
             if keep_lock and key in ("lock", "owner"):
+                continue
+            if keep_damaged and key == "damaged":
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
