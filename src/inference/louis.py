@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
 from ..models.base import Data, MixtureModel, Params
@@ -24,9 +25,44 @@ from .results import SEResult, boundary_parameters, invert_information, wald_res
 __all__ = ["louis_information", "louis_se", "max_fraction_missing_info"]
 
 
+def _score_rows(chunk_size: int, K: int, P: int) -> int:
+    """Rows per score block: at most ``chunk_size``, and about 8 MB of scores (cache-sized)."""
+    return int(max(16, min(int(chunk_size), (1 << 20) // max(K * P, 1))))
+
+
+class _ScoreVariance:
+    """Accumulates sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'] block by block of rows.
+
+    Class k's score is usually zero outside its own parameters and the weights; the
+    columns that are nonzero somewhere in a block are found per class, so the first term
+    costs K n c_k^2 instead of K n P^2.  g g' is one symmetric rank-n update (BLAS syrk,
+    upper triangle, accumulated in place).
+    """
+
+    def __init__(self, P: int) -> None:
+        self.first = np.zeros((P, P))
+        self.ggt = np.zeros((P, P), order="F")
+
+    def add(self, S: np.ndarray, resp: np.ndarray) -> None:
+        K = S.shape[1]
+        nz = np.any(S, axis=0)  # (K, P)
+        for k in range(K):
+            cols = np.flatnonzero(nz[k])
+            if cols.size:
+                A = S[:, k, cols]
+                self.first[np.ix_(cols, cols)] += (resp[:, k, None] * A).T @ A
+        G = np.einsum("nk,nkp->np", resp, S)
+        self.ggt = blas.dsyrk(1.0, G.T, beta=1.0, c=self.ggt, trans=0, lower=0, overwrite_c=1)
+
+    def total(self) -> np.ndarray:
+        upper = np.triu(self.ggt)
+        return self.first - (upper + np.triu(upper, 1).T)
+
+
 def louis_information(model: MixtureModel, data: Data, params: Params, *,
                       chunk_size: int = 4096,
-                      skip: set[int] | frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+                      skip: set[int] | frozenset = frozenset(),
+                      mask_zero_resp: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(I_obs, I_c)``, each (P, P), accumulated chunk by chunk.
 
     Parameters in ``skip`` (on the boundary) have their score columns zeroed and their rows
@@ -36,7 +72,6 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
     P = theta.size
     K = model.n_components
     I_c = np.zeros((P, P))
-    V = np.zeros((P, P))
     steps_s = steps_h = None
     if not dv.has_analytic_score(model, data, params) or \
             model.complete_information({k: v[:1] for k, v in data.items()}, params,
@@ -46,19 +81,29 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
         steps_h = dv.feasible_steps(model, theta, dv.EPS ** (1 / 4) * u, factor=2.0, skip=skip)
         for j in skip:  # never used: the columns are discarded
             steps_s[j] = steps_h[j] = max(abs(theta[j]), 1.0)
-    cols = np.ones(P, dtype=bool)
-    cols[list(skip)] = False
+    skip_idx = np.array(sorted(skip), dtype=int)
+    rows = _score_rows(chunk_size, K, P)
+    acc = _ScoreVariance(P)
     for chunk in dv.iter_chunks(data, chunk_size):
         resp, _ = model.e_step(chunk, params)
-        S = dv.complete_score(model, chunk, params, steps_s)  # (n, K, P)
-        S = np.where(cols, S, 0.0)
-        S = np.where(resp[:, :, None] > 0, S, 0.0)  # r=0 terms vanish even if s is infinite
-        n = S.shape[0]
-        Sw = (np.sqrt(resp)[:, :, None] * S).reshape(n * K, P)
-        G = np.einsum("nk,nkp->np", resp, S)
-        V += Sw.T @ Sw - G.T @ G
-        Ic_chunk = dv.complete_information(model, chunk, params, resp, steps_h)
-        I_c += np.where(np.outer(cols, cols), Ic_chunk, 0.0)
+        for a in range(0, resp.shape[0], rows):
+            block = {key: v[a:a + rows] for key, v in chunk.items()}
+            r = resp[a:a + rows]
+            S = dv.complete_score(model, block, params, steps_s)  # (n, K, P)
+            if skip_idx.size:
+                S[:, :, skip_idx] = 0.0
+            if mask_zero_resp:  # r_ik = 0 terms vanish even where s_ik is infinite
+                S = np.where(r[:, :, None] > 0, S, 0.0)
+            acc.add(S, r)
+        Ic_chunk = np.array(dv.complete_information(model, chunk, params, resp, steps_h))
+        if skip_idx.size:
+            Ic_chunk[skip_idx, :] = 0.0
+            Ic_chunk[:, skip_idx] = 0.0
+        I_c += Ic_chunk
+    V = acc.total()
+    if not mask_zero_resp and not np.all(np.isfinite(V)):
+        return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
+                                 mask_zero_resp=True)
     I_c = 0.5 * (I_c + I_c.T)
     I_obs = I_c - 0.5 * (V + V.T)
     for j in skip:

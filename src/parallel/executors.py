@@ -24,6 +24,9 @@ from threadpoolctl import threadpool_limits
 __all__ = ["InProcessExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
 
 _FN_CACHE: dict[bytes, Callable] = {}
+#: imported once by the forkserver, so each worker starts with them (spawn: ignored)
+PRELOAD = ["numpy", "scipy.linalg", "scipy.special", "scipy.optimize", "threadpoolctl",
+           "cloudpickle", "src.estimation.em", "src.inference.bootstrap"]
 
 
 def _load_fn(payload: bytes) -> Callable:
@@ -75,8 +78,10 @@ class ProcessExecutor(InProcessExecutor):
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-        self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                         mp_context=multiprocessing.get_context(method))
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":  # workers fork from a server that imported these once
+            ctx.set_forkserver_preload(PRELOAD)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
 
     def map_unordered(self, fn: Callable, args_list: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         payload = cloudpickle.dumps(fn)
