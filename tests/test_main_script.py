@@ -1,0 +1,200 @@
+"""The main script's flags, run as a real subprocess in a fresh working directory.
+
+Fingerprints (a changed option or data file is refused with exit 3 naming the change;
+``--recompute-changed`` keeps what still matches; ``--restart`` starts over), task names
+that try to leave the progress folder, ``--progress-dir``, ``--no-progress-tracking``,
+``--auto-cleanup-progress``, ``--check-progress``, ``--clean-progress`` and the language.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (FAST, ROOT, TASK, assert_one_sentence, check_rc, copy_run, fit_json,
+                           progress_path, read_progress, reference_run, results_dir, run_script,
+                           skip_line)
+
+PHASES = ["data_preparation", "model_estimation", "standard_error_computation", "result_output"]
+LOUIS = FAST + ("--se-method", "louis")
+QUICK = FAST + ("--se-method", "none")
+
+
+@pytest.fixture(scope="module")
+def louis_run(tmp_path_factory):
+    """A completed run with Louis standard errors (copied, never changed in place)."""
+    return reference_run(tmp_path_factory.getbasetemp() / "refs", LOUIS)
+
+
+def test_rerun_of_completed_run_skips_every_phase(tmp_path, louis_run):
+    copy_run(louis_run, tmp_path)
+    before = (results_dir(tmp_path) / "estimates.csv").read_bytes()
+    proc = run_script(tmp_path, *LOUIS)
+    check_rc(proc, 0)
+    for phase in PHASES:
+        assert skip_line(phase) in proc.stdout
+    assert "started" not in proc.stdout
+    assert (results_dir(tmp_path) / "estimates.csv").read_bytes() == before
+    zh = run_script(tmp_path, *LOUIS, lang="zh_CN.UTF-8")  # default language from LANG
+    check_rc(zh, 0)
+    for phase in PHASES:
+        assert skip_line(phase, "zh") in zh.stdout
+
+
+# ------------------------------------------------------------------------ fingerprints
+@pytest.mark.parametrize("flags,names,affected", [
+    (("--components", "3"), ["components: 2 -> 3"], "model_estimation"),
+    (("--se-method", "numerical"), ["se_method: 'louis' -> 'numerical'"], "standard_error_computation"),
+    (("--tol", "1e-6", "--seed", "7"), ["tol: 1e-08 -> 1e-06", "seed: 20241101 -> 7"], "model_estimation"),
+])
+def test_changed_option_is_refused_naming_it(tmp_path, louis_run, flags, names, affected):
+    copy_run(louis_run, tmp_path)
+    before = progress_path(tmp_path).read_bytes()
+    args = list(LOUIS)
+    for i in range(0, len(flags), 2):
+        if flags[i] in args:
+            args[args.index(flags[i]) + 1] = flags[i + 1]
+        else:
+            args += flags[i:i + 2]
+    proc = run_script(tmp_path, *args)
+    check_rc(proc, 3)
+    assert_one_sentence(proc.stderr)
+    for name in names:
+        assert name in proc.stderr
+    assert f"affects {affected}" in proc.stderr
+    assert "data_preparation" not in proc.stderr.split("affects")[1]
+    assert progress_path(tmp_path).read_bytes() == before  # refused runs change nothing
+
+
+def test_options_that_do_not_change_numbers_are_not_fingerprinted(tmp_path, louis_run):
+    copy_run(louis_run, tmp_path)
+    proc = run_script(tmp_path, *LOUIS, "--save-interval", "3", "--workers", "1", "--lang", "en",
+                      "--output-dir", "elsewhere")
+    check_rc(proc, 0)
+    assert skip_line("result_output") in proc.stdout
+
+
+def test_recompute_changed_reuses_the_estimation(tmp_path, tmp_path_factory, louis_run):
+    numerical = FAST + ("--se-method", "numerical")
+    fresh = reference_run(tmp_path_factory.getbasetemp() / "refs", numerical)
+    copy_run(louis_run, tmp_path)
+    proc = run_script(tmp_path, *numerical, "--recompute-changed")
+    check_rc(proc, 0)
+    assert "se_method" in proc.stdout  # says what changed
+    assert skip_line("data_preparation") in proc.stdout
+    assert skip_line("model_estimation") in proc.stdout
+    assert skip_line("standard_error_computation") not in proc.stdout
+    assert "Phase 'standard_error_computation' started" in proc.stdout
+    assert (results_dir(tmp_path) / "estimates.csv").read_bytes() == \
+        (results_dir(fresh) / "estimates.csv").read_bytes()
+    assert fit_json(tmp_path)["se_method"] == "numerical"
+    assert read_progress(tmp_path)["phase_fingerprints"]["standard_error_computation"]["se_method"] \
+        == "numerical"
+
+
+def test_restart_starts_over(tmp_path, louis_run):
+    copy_run(louis_run, tmp_path)
+    proc = run_script(tmp_path, *LOUIS, "--components", "3", "--restart")
+    check_rc(proc, 0)
+    assert "skipping" not in proc.stdout and "Resuming" not in proc.stdout
+    fit = fit_json(tmp_path)
+    assert fit["components"] == 3 and fit["n_params"] == 2 + 3 * 2 + 3 * 3
+    doc = read_progress(tmp_path)
+    assert doc["is_resumed"] is False and doc["status"] == "completed"
+
+
+def test_changed_data_file_is_refused(tmp_path):
+    data = tmp_path / "data.csv"
+    rows = list(csv.reader((ROOT / "src" / "data" / "builtin" / "faithful.csv").open()))
+    data.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    check_rc(run_script(tmp_path, *QUICK, "--data", "data.csv"), 0)
+    rows[5][0] = str(float(rows[5][0]) + 0.5)  # one value edited
+    data.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    proc = run_script(tmp_path, *QUICK, "--data", "data.csv")
+    check_rc(proc, 3)
+    assert_one_sentence(proc.stderr)
+    assert "data_sha256" in proc.stderr and "affects data_preparation" in proc.stderr
+
+
+# ------------------------------------------------------------------------- task names
+HOSTILE = ["../x", "/abs/path/x", "", "a" * 101, "a/b", ".hidden", "x\\..\\y", "-dash"]
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=["dotdot", "absolute", "empty", "101chars", "slash",
+                                               "hidden", "backslash", "dash"])
+def test_hostile_task_name_is_refused(tmp_path, name):
+    work = tmp_path / "work"
+    work.mkdir()
+    if name.startswith("/"):
+        name = str(tmp_path / "abs" / "x")
+    proc = run_script(work, *QUICK, f"--task-name={name}")
+    check_rc(proc, 2)
+    assert_one_sentence(proc.stderr)
+    assert "Task name" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["work"]
+    assert list(work.iterdir()) == []
+
+
+def test_hostile_task_name_message_in_chinese(tmp_path):
+    proc = run_script(tmp_path, *QUICK, "--task-name", "../x", lang="zh_CN.UTF-8")
+    check_rc(proc, 2)
+    assert "任务名" in proc.stderr
+
+
+def test_relative_progress_dir_and_longest_task_name(tmp_path):
+    name = "T" + "x" * 98 + "9"  # 100 characters: the longest allowed
+    proc = run_script(tmp_path, *QUICK, "--task-name", name, "--progress-dir", "sub/prog")
+    check_rc(proc, 0)
+    assert progress_path(tmp_path, name, "sub/prog").is_file()
+    assert not (tmp_path / "progress").exists()
+    assert (results_dir(tmp_path, name) / "estimates.csv").is_file()
+
+
+def test_absolute_progress_dir_check_and_clean(tmp_path):
+    work, store = tmp_path / "work", tmp_path / "store"
+    work.mkdir()
+    proc = run_script(work, *QUICK, "--progress-dir", str(store))
+    check_rc(proc, 0)
+    assert (store / f"{TASK}_progress.json").is_file()
+    assert not (work / "progress").exists()
+    check = run_script(work, "--check-progress", "--progress-dir", str(store))
+    check_rc(check, 0)
+    assert f"Task '{TASK}'" in check.stdout and "completed" in check.stdout
+    assert "running now:       no" in check.stdout
+    clean = run_script(work, "--clean-progress", "--progress-dir", str(store))
+    check_rc(clean, 0)
+    assert list(store.iterdir()) == []
+    empty = run_script(work, "--check-progress", "--progress-dir", str(store))
+    assert "No progress files" in empty.stdout
+
+
+def test_no_progress_tracking_writes_no_file(tmp_path):
+    proc = run_script(tmp_path, *QUICK, "--no-progress-tracking")
+    check_rc(proc, 0)
+    assert not (tmp_path / "progress").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert (results_dir(tmp_path) / "fit.json").is_file()
+
+
+def test_auto_cleanup_removes_the_task_files(tmp_path):
+    other = tmp_path / "progress" / "other_task_progress.json"
+    other.parent.mkdir()
+    other.write_text("{}")  # another task's file is not touched
+    proc = run_script(tmp_path, *QUICK, "--auto-cleanup-progress")
+    check_rc(proc, 0)
+    assert "removed" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "progress").iterdir()) == ["other_task_progress.json"]
+    assert (results_dir(tmp_path) / "estimates.csv").is_file()
+
+
+def test_help_lists_every_spec_flag(tmp_path):
+    proc = run_script(tmp_path, "--help")
+    check_rc(proc, 0)
+    for flag in ("--no-progress-tracking", "--auto-cleanup-progress", "--check-progress",
+                 "--clean-progress", "--config", "--data", "--columns", "--model", "--components",
+                 "--se-method", "--n-bootstrap", "--n-starts", "--tol", "--max-iter", "--seed",
+                 "--task-name", "--progress-dir", "--save-interval", "--output-dir", "--restart",
+                 "--recompute-changed", "--debug", "--lang"):
+        assert flag in proc.stdout
