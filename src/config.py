@@ -29,14 +29,14 @@ register({
                        "zh": "配置文件 {path} 不存在；请检查 --config 的路径。"},
     "config.toml": {"en": "Config file {path} is not valid TOML ({detail}); fix the file.",
                     "zh": "配置文件 {path} 不是有效的 TOML（{detail}）；请修正该文件。"},
-    "config.unknown": {"en": "Config file {path} has an unknown key '{key}'; valid keys are the option names with underscores (e.g. n_starts).",
-                       "zh": "配置文件 {path} 含有未知的键 '{key}'；有效的键为下划线形式的选项名（如 n_starts）。"},
-    "config.type": {"en": "Option '{key}' must be {expected}, got {value!r}.",
-                    "zh": "选项 '{key}' 应为{expected}，实际为 {value!r}。"},
-    "config.choice": {"en": "Option '{key}' must be one of {choices}, got {value!r}.",
-                      "zh": "选项 '{key}' 必须是 {choices} 之一，实际为 {value!r}。"},
-    "config.range": {"en": "Option '{key}' must be {rule}, got {value!r}.",
-                     "zh": "选项 '{key}' 必须{rule}，实际为 {value!r}。"},
+    "config.unknown": {"en": "Config file {path} has an unknown key '{option}'; valid keys are the option names with underscores (e.g. n_starts).",
+                       "zh": "配置文件 {path} 含有未知的键 '{option}'；有效的键为下划线形式的选项名（如 n_starts）。"},
+    "config.type": {"en": "Option '{option}' must be {expected}, got {value!r}.",
+                    "zh": "选项 '{option}' 应为{expected}，实际为 {value!r}。"},
+    "config.choice": {"en": "Option '{option}' must be one of {choices}, got {value!r}.",
+                      "zh": "选项 '{option}' 必须是 {choices} 之一，实际为 {value!r}。"},
+    "config.range": {"en": "Option '{option}' must be {rule}, got {value!r}.",
+                     "zh": "选项 '{option}' 必须{rule}，实际为 {value!r}。"},
 })
 
 
@@ -143,17 +143,17 @@ def _check_type(key: str, value: Any, annotation: str) -> None:
     else:
         return
     if not ok:
-        raise UsageError(t("config.type", key=key, expected=expected, value=value))
+        raise UsageError(t("config.type", option=key, expected=expected, value=value))
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise UsageError(t("config.choice", key=key, choices=", ".join(choices), value=value))
+        raise UsageError(t("config.choice", option=key, choices=", ".join(choices), value=value))
 
 
 def _range(key: str, value: Any, ok: bool, rule: str) -> None:
     if not ok:
-        raise UsageError(t("config.range", key=key, rule=rule, value=value))
+        raise UsageError(t("config.range", option=key, rule=rule, value=value))
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -170,7 +170,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     for key, value in raw.items():
         key_u = key.replace("-", "_")
         if key_u not in names:
-            raise UsageError(t("config.unknown", path=p, key=key))
+            raise UsageError(t("config.unknown", path=p, option=key))
         if key_u == "columns" and isinstance(value, str):
             value = [c.strip() for c in value.split(",") if c.strip()]
         if isinstance(value, int) and not isinstance(value, bool) and key_u in ("tol", "reg_covar", "save_interval"):
