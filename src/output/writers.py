@@ -169,6 +169,7 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
     if primary is not None:
         names = list(se[primary]["free_names"])
         cov = np.asarray(se[primary]["cov_free"], dtype=float)
+        cov = 0.5 * (cov + cov.T)  # an inverse from a solver can differ from symmetric in the last bit
         crow = [[names[i]] + [format_number(v) for v in cov[i]] for i in range(len(names))]
         files["covariance.csv"] = _csv_bytes(["parameter"] + names, crow)
     fitj = _fit_json(model, record, fit, se, options, dict(fingerprint))

@@ -1,0 +1,161 @@
+"""Result files of a real run: estimates.csv, covariance.csv, fit.json, report.md.
+
+Checked against what the run itself stored (the fitted parameters in its progress
+artifacts), against formulas (AIC, BIC, the number of free parameters) and against an
+independent computation: the Old Faithful log-likelihood at the written estimates, by scipy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from src.config import RunOptions
+from src.output.writers import estimates_rows, format_number
+from src.utils.artifacts import decode
+from src.utils.rng import stream
+from tests.helpers import ALL_SE_DEBUG, ROOT, fit_json, reference_run, results_dir
+
+K, D = 2, 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return reference_run(tmp_path_factory.getbasetemp() / "refs", ALL_SE_DEBUG)
+
+
+@pytest.fixture(scope="module")
+def stored(run):
+    """Phase results as the run stored them (decoded from the progress file and artifacts)."""
+    doc = json.loads((run / "progress" / "main_estimation_progress.json").read_text())
+    folder = run / "progress" / "main_estimation_artifacts"
+    return {p: decode(r, folder) for p, r in doc["phase_results"].items()}
+
+
+def _table(run):
+    text = (results_dir(run) / "estimates.csv").read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+def expected_names():
+    names = [f"weight[{k}]" for k in range(1, K + 1)]
+    names += [f"mean[{k},{j}]" for k in range(1, K + 1) for j in range(1, D + 1)]
+    names += [f"cov[{k},{i},{j}]" for k in range(1, K + 1) for i in range(1, D + 1)
+              for j in range(i, D + 1)]
+    return names
+
+
+def test_estimates_columns_and_names(run):
+    header, rows = _table(run)
+    assert header == ["parameter", "estimate", "se", "ci_lower", "ci_upper",
+                      "se_louis", "se_numerical", "se_bootstrap"]
+    assert [r[0] for r in rows] == expected_names()
+    assert all(len(r) == len(header) for r in rows)
+
+
+def test_numbers_are_shortest_round_trip_text_equal_to_the_stored_values(run, stored):
+    header, rows = _table(run)
+    for row in rows:
+        for cell in row[1:]:
+            assert repr(float(cell)) == cell  # shortest text that reads back to the same float
+    params = {k: np.asarray(v) for k, v in stored["model_estimation"]["params"].items()}
+    value = {r[0]: float(r[1]) for r in rows}
+    for name, x in value.items():
+        idx = [int(i) - 1 for i in re.findall(r"\d+", name)]
+        kind = name.split("[")[0]
+        assert x == params[kind][tuple(idx)], name  # exact, not approximate
+    louis = stored["standard_error_computation"]["louis"]
+    assert [float(r[2]) for r in rows] == [float(s) for s in np.asarray(louis["se"])]
+    assert [r[2] for r in rows] == [r[header.index("se_louis")] for r in rows]
+
+
+def test_canonical_order_and_intervals(run):
+    _, rows = _table(run)
+    v = {r[0]: [float(c) for c in r[1:]] for r in rows}
+    assert v["mean[1,1]"][0] < v["mean[2,1]"][0]  # gmm: increasing mean of the first column
+    assert math.isclose(v["weight[1]"][0] + v["weight[2]"][0], 1.0, rel_tol=0, abs_tol=1e-12)
+    for est, se, lo, hi, *_ in v.values():
+        assert se > 0 and lo < est < hi
+
+
+def test_loglik_matches_an_independent_computation(run):
+    """The written estimates reproduce fit.json's log-likelihood, computed here by scipy."""
+    _, rows = _table(run)
+    v = {r[0]: float(r[1]) for r in rows}
+    data = np.loadtxt(ROOT / "src" / "data" / "builtin" / "faithful.csv", delimiter=",", skiprows=1)
+    parts = []
+    for k in range(1, K + 1):
+        mean = [v[f"mean[{k},{j}]"] for j in range(1, D + 1)]
+        cov = np.array([[v[f"cov[{k},{min(i, j)},{max(i, j)}]"] for j in range(1, D + 1)]
+                        for i in range(1, D + 1)])
+        parts.append(math.log(v[f"weight[{k}]"]) + multivariate_normal(mean, cov).logpdf(data))
+    loglik = float(logsumexp(np.stack(parts), axis=0).sum())
+    assert math.isclose(fit_json(run)["loglik"], loglik, rel_tol=1e-11)
+
+
+def test_fit_json_fields_and_criteria(run):
+    fit = fit_json(run)
+    for field in ("loglik", "n_obs", "n_params", "aic", "bic", "n_iter", "converged", "seconds",
+                  "se_method", "fingerprint"):
+        assert field in fit, field
+    n_rows = len((ROOT / "src" / "data" / "builtin" / "faithful.csv").read_text().strip().splitlines()) - 1
+    assert fit["n_obs"] == n_rows == 272
+    assert fit["n_params"] == (K - 1) + K * D + K * D * (D + 1) // 2 == 11
+    ll, p, n = fit["loglik"], fit["n_params"], fit["n_obs"]
+    assert math.isclose(fit["aic"], -2 * ll + 2 * p, rel_tol=1e-14)
+    assert math.isclose(fit["bic"], -2 * ll + p * math.log(n), rel_tol=1e-14)
+    assert fit["converged"] is True and isinstance(fit["n_iter"], int) and fit["n_iter"] > 0
+    assert fit["seconds"] > 0 and fit["se_method"] == "all"
+    fp = fit["fingerprint"]
+    assert fp["components"] == K and fp["se_method"] == "all" and fp["n_bootstrap"] == 20
+    assert "environment" in fp and "data_sha256" in fp
+
+
+def test_covariance_csv_matches_the_standard_errors(run, stored):
+    rows = list(csv.reader((results_dir(run) / "covariance.csv").open()))
+    names = rows[0][1:]
+    cov = np.array([[float(c) for c in r[1:]] for r in rows[1:]])
+    assert [r[0] for r in rows[1:]] == names and cov.shape == (len(names), len(names))
+    assert np.array_equal(cov, cov.T)  # exactly symmetric, as a covariance matrix file must be
+    se = dict(zip(stored["standard_error_computation"]["louis"]["names"],
+                  np.asarray(stored["standard_error_computation"]["louis"]["se"])))
+    for i, name in enumerate(names):
+        assert math.isclose(math.sqrt(cov[i, i]), se[name], rel_tol=1e-12)
+
+
+def test_report_is_written(run):
+    text = (results_dir(run) / "report.md").read_text()
+    fit = fit_json(run)
+    assert f"{fit['loglik']:.6f}" in text
+    assert "| parameter | estimate | se |" in text and "cov[2,2,2]" in text
+
+
+def test_without_standard_errors_the_se_columns_are_empty(stored):
+    from src.phases import build_model
+
+    options = RunOptions(se_method="none").validate()
+    model = build_model(options, stored["data_preparation"]["meta"])
+    header, rows = estimates_rows(model, stored["model_estimation"], {}, options)
+    assert header == ["parameter", "estimate", "se", "ci_lower", "ci_upper"]
+    assert [r[0] for r in rows] == expected_names()
+    assert all(r[2:] == ["", "", ""] for r in rows)
+
+
+def test_format_number_round_trips():
+    rng = stream(1, "test", 0)
+    values = list(rng.standard_normal(200) * 10.0 ** rng.integers(-300, 300, 200))
+    values += [0.0, -0.0, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3, 1e16, -2.5e-8]
+    for x in values:
+        text = format_number(x)
+        assert float(text) == x and text == repr(float(x))
+    assert format_number(np.float64(0.1)) == "0.1"
+    assert format_number(None) == "" and format_number(float("nan")) == "nan"
