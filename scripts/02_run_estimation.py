@@ -114,6 +114,11 @@ def _run_estimation_with_tracking(tracker, options, reporter: Reporter) -> dict[
                                  _phase(reporter, "standard_error_computation",
                                         phases.compute_standard_errors),
                                  prepared, fit, options, tracker, reporter)
+    if tracker.is_completed("result_output"):  # the files it wrote must still be there
+        done = tracker.get_phase_result("result_output")
+        if (Path(done["output_dir"]) != options.results_dir
+                or not all(Path(f).is_file() for f in done["files"])):
+            tracker.invalidate_phase("result_output")
     output = resume_estimation_phase(tracker, "result_output",
                                      _phase(reporter, "result_output", phases.write_results),
                                      prepared, fit, se, options,

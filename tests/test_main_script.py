@@ -70,10 +70,24 @@ def test_changed_option_is_refused_naming_it(tmp_path, louis_run, flags, names, 
 
 def test_options_that_do_not_change_numbers_are_not_fingerprinted(tmp_path, louis_run):
     copy_run(louis_run, tmp_path)
-    proc = run_script(tmp_path, *LOUIS, "--save-interval", "3", "--workers", "1", "--lang", "en",
-                      "--output-dir", "elsewhere")
+    proc = run_script(tmp_path, *LOUIS, "--save-interval", "3", "--workers", "1", "--lang", "en")
     check_rc(proc, 0)
+    assert skip_line("standard_error_computation") in proc.stdout
     assert skip_line("result_output") in proc.stdout
+
+
+def test_result_files_are_written_again_when_missing_or_wanted_elsewhere(tmp_path, louis_run):
+    copy_run(louis_run, tmp_path)
+    want = (results_dir(louis_run) / "estimates.csv").read_bytes()
+    proc = run_script(tmp_path, *LOUIS, "--output-dir", "elsewhere")
+    check_rc(proc, 0)
+    assert skip_line("standard_error_computation") in proc.stdout
+    assert skip_line("result_output") not in proc.stdout
+    assert (tmp_path / "elsewhere" / "estimates.csv").read_bytes() == want
+    for f in results_dir(tmp_path).iterdir():
+        f.unlink()
+    check_rc(run_script(tmp_path, *LOUIS), 0)
+    assert (results_dir(tmp_path) / "estimates.csv").read_bytes() == want
 
 
 def test_recompute_changed_reuses_the_estimation(tmp_path, tmp_path_factory, louis_run):

@@ -241,6 +241,13 @@ class EstimationProgressTracker:
         log.debug("phase %s completed", phase)
         self._write()
 
+    def invalidate_phase(self, phase: str) -> None:
+        """Forget a completed phase so that it runs again (e.g. its output files are gone)."""
+        if phase in self.completed_phases:
+            self.completed_phases.remove(phase)
+        for store in (self.phase_results, self._stored_results, self.phase_fingerprints):
+            store.pop(phase, None)
+
     # --------------------------------------------------- Checkpointer protocol
     def resume_state(self) -> dict[str, Any] | None:
         """The last checkpointed state of the current phase (None when fresh)."""
