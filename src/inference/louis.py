@@ -62,11 +62,16 @@ class _ScoreVariance:
 def louis_information(model: MixtureModel, data: Data, params: Params, *,
                       chunk_size: int = 4096,
                       skip: set[int] | frozenset = frozenset(),
-                      mask_zero_resp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      mask_zero_resp: bool = False,
+                      use_fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(I_obs, I_c)``, each (P, P), accumulated chunk by chunk.
 
     Parameters in ``skip`` (on the boundary) have their score columns zeroed and their rows
     and columns set to NaN, so a non-finite derivative there cannot spread to the others.
+    Optional model methods ``score_variance_moments(data, params, resp)`` (additive over
+    chunks; None: not available) and ``score_variance_from_moments(params, moments)`` give
+    the second term without per-row scores; when it is not finite outside ``skip``, the
+    per-row path below is used instead (as with ``use_fast=False``).
     """
     theta = model.to_free(params)
     P = theta.size
@@ -84,9 +89,22 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
     skip_idx = np.array(sorted(skip), dtype=int)
     rows = _score_rows(chunk_size, K, P)
     acc = _ScoreVariance(P)
+    fast = getattr(model, "score_variance_moments", None) if use_fast and steps_s is None else None
+    if not hasattr(model, "score_variance_from_moments"):
+        fast = None
+    moments, n_fast = None, 0
     for chunk in dv.iter_chunks(data, chunk_size):
         resp, _ = model.e_step(chunk, params)
-        for a in range(0, resp.shape[0], rows):
+        part = fast(chunk, params, resp) if fast is not None else None
+        if part is not None:
+            moments = part if moments is None else moments + part
+            n_fast += 1
+        elif n_fast:  # declined after all: start again on the per-row path
+            return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
+                                     use_fast=False)
+        else:
+            fast = None
+        for a in range(0, resp.shape[0] if fast is None else 0, rows):
             block = {key: v[a:a + rows] for key, v in chunk.items()}
             r = resp[a:a + rows]
             S = dv.complete_score(model, block, params, steps_s)  # (n, K, P)
@@ -100,7 +118,16 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
             Ic_chunk[skip_idx, :] = 0.0
             Ic_chunk[:, skip_idx] = 0.0
         I_c += Ic_chunk
-    V = acc.total()
+    if fast is not None:
+        V_fast = np.array(model.score_variance_from_moments(params, moments), dtype=float)
+        V_fast[skip_idx, :] = 0.0
+        V_fast[:, skip_idx] = 0.0
+        if not np.all(np.isfinite(V_fast)):
+            return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
+                                     use_fast=False)
+        V = V_fast
+    else:
+        V = acc.total()
     if not mask_zero_resp and not np.all(np.isfinite(V)):
         return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
                                  mask_zero_resp=True)
