@@ -135,3 +135,13 @@ def test_progress_dir_option_and_empty_folder(tmp_path):
     assert "No progress files" in run_manage(tmp_path, "list").stdout  # default folder: none
     check_rc(run_manage(tmp_path, "clean", "--progress-dir", str(tmp_path / "custom")), 0)
     assert list((tmp_path / "custom").iterdir()) == []
+
+
+def test_check_shows_a_damaged_file_from_its_backup(store):
+    path = store / "progress" / "second_progress.json"
+    path.write_bytes(path.read_bytes()[:40])
+    proc = run_manage(store, "check", "--task", "second")
+    check_rc(proc, 0)
+    assert "not valid JSON" in proc.stdout and "shown from its backup" in proc.stdout
+    assert "current phase:     data_preparation" in proc.stdout
+    assert path.read_bytes()  # looking never changes anything

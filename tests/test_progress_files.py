@@ -177,3 +177,13 @@ def test_second_run_refused_then_killed_run_does_not_block(tmp_path):
     third = run_script(tmp_path, *FAST, "--se-method", "none", "--recompute-changed")
     check_rc(third, 0)
     assert "Phase 'model_estimation' already completed, skipping" in third.stdout
+
+
+def test_deleted_progress_file_resumes_from_backup(tmp_path, killed_template, reference):
+    copy_run(killed_template, tmp_path)
+    progress_path(tmp_path).unlink()
+    proc = run_script(tmp_path, *ALL_SE)
+    check_rc(proc, 0)
+    assert "is missing; the run resumes from its backup" in proc.stdout
+    assert not progress_path(tmp_path).with_name(f"{TASK}_progress.json.damaged").exists()
+    assert_same_results(tmp_path, reference)

@@ -59,6 +59,9 @@ register({
     "progress.damaged_backup_used": {
         "en": "Warning: progress file {path} {reason}; it was kept as {kept} and the run resumes from its backup {backup}.",
         "zh": "警告：进度文件 {path} {reason}；已保留为 {kept}，并从备份 {backup} 继续运行。"},
+    "progress.missing_backup_used": {
+        "en": "Warning: progress file {path} is missing; the run resumes from its backup {backup}.",
+        "zh": "警告：进度文件 {path} 不存在；从备份 {backup} 继续运行。"},
     "progress.damaged": {
         "en": "Progress file {path} {reason} and no usable backup exists; rerun with --restart to start over (the damaged file is kept) or remove it with 'python scripts/manage_progress.py clean --task {task}'.",
         "zh": "进度文件 {path} {reason}，且没有可用的备份；请使用 --restart 重新开始（损坏的文件会被保留），或用 'python scripts/manage_progress.py clean --task {task}' 删除。"},
@@ -180,6 +183,7 @@ class EstimationProgressTracker:
         self.progress_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
+            self._write_owner()  # at once: a second run refused from now on can name us
             if self.restart:
                 self._set_aside_unusable()
                 self._remove_task_files(keep_lock=True, keep_damaged=True)
@@ -192,7 +196,6 @@ class EstimationProgressTracker:
                                   done=", ".join(self.completed_phases) or "-"))
             self.status = "running"
             self.end_reason = None
-            self._write_owner()
             self._write()
         except BaseException:
             self._release_lock()
@@ -386,8 +389,10 @@ class EstimationProgressTracker:
             if main.exists():
                 os.replace(main, kept)
                 fsync_dir(main.parent)
-            self.notify(t("progress.damaged_backup_used", path=main, reason=reason,
-                          kept=kept, backup=backup))
+                self.notify(t("progress.damaged_backup_used", path=main, reason=reason,
+                              kept=kept, backup=backup))
+            else:
+                self.notify(t("progress.missing_backup_used", path=main, backup=backup))
         self._adopt(doc)
 
     def _set_aside_unusable(self) -> None:
