@@ -1,0 +1,234 @@
+"""This engine's Gaussian mixture against scikit-learn's GaussianMixture, side by side.
+
+Same data (D=10, K=5, full covariances, generated from a seed in every process), same
+starting values (our ``gmm`` start 0), same ``reg_covar``.  Every measurement runs in its
+own subprocess, so peak memory is that process's peak resident set (``ru_maxrss``).
+
+* time per iteration: median over timed EM iterations (ours: one ``em_map``; scikit-learn:
+  its own loop body ``_e_step`` + ``_m_step``);
+* time to converge: one ``fit`` call each, to the same criterion.  Ours stops when
+  ``|l_t - l_{t-1}| < tol |l_t|``; scikit-learn when the change of the *mean* log-likelihood
+  is below its ``tol``, so it gets ``tol * |l*| / N`` with ``l*`` our converged log-likelihood;
+* thread settings: ``1`` (threadpoolctl limits BLAS to one thread in the whole process) and
+  ``default`` (no limit).  Our driver always runs BLAS at one thread (the project's policy);
+  ``ours-2t`` also computes chunks on 2 threads.
+
+Usage: ``python benchmarks/bench_gmm_vs_sklearn.py [--sizes 1e4 1e5 1e6] [--repeats 3]``.
+``--unset-openblas-coretype`` removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the
+workers' environment (both tools alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D, K, SEED, REG = 10, 5, 20261128, 1e-6
+
+
+def make_data(n: int) -> np.ndarray:
+    """N rows of a 5-component, 10-dimensional mixture (generated in blocks: small peak).
+
+    The components overlap (means ~ N(0, 0.8^2), covariances I + 0.2 A A'/D), so EM needs
+    about 150 iterations at tol 1e-8: a slow-converging problem, as real data often are.
+    """
+    rng = np.random.default_rng(SEED)
+    means = rng.normal(0.0, 0.8, size=(K, D))
+    chols = []
+    for _ in range(K):
+        A = rng.normal(size=(D, D))
+        chols.append(np.linalg.cholesky(0.2 * A @ A.T / D + np.eye(D)))
+    weights = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    X = np.empty((n, D))
+    block = 100_000
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        z = rng.choice(K, size=b - a, p=weights)
+        e = rng.normal(size=(b - a, D))
+        for k in range(K):
+            rows = z == k
+            X[a:b][rows] = means[k] + e[rows] @ chols[k].T
+    return X
+
+
+def _our_model(X: np.ndarray):
+    sys.path.insert(0, str(ROOT))
+    from src.models.gmm import GaussianMixtureModel
+
+    m = GaussianMixtureModel(K, covariance="full", reg_covar=REG)
+    m.setup(GaussianMixtureModel.meta_for_array(X))
+    return m
+
+
+def _init(model, X):
+    from src.estimation.em import start_params
+
+    return start_params(model, {"X": X}, SEED, 0)
+
+
+def _sklearn(init, max_iter, tol):
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(K, covariance_type="full", reg_covar=REG, max_iter=max_iter, tol=tol,
+                           weights_init=init["weight"], means_init=init["mean"],
+                           precisions_init=np.linalg.inv(init["cov"]),
+                           init_params="random_from_data", random_state=0)
+
+
+def worker(cfg: dict) -> dict:
+    """One measurement in this process; returns figures and the peak RSS."""
+    import warnings
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    X = make_data(cfg["n"])
+    with np.load(cfg["init"]) as f:  # computed by the parent: scikit-learn's process imports no
+        init = {k: f[k] for k in f.files}  # module of ours, so its peak RSS is its own
+    if cfg["tool"] == "sklearn":  # load every library before threadpoolctl sets its limits
+        import sklearn.mixture  # noqa: F401
+    else:
+        model = _our_model(X)
+    limit = threadpool_limits(1) if cfg["threads"] == "1" else None
+    tool, out = cfg["tool"], {}
+    n_threads = 2 if tool == "ours-2t" else 1
+    if cfg["mode"] == "periter":
+        n_timed = int(max(5, min(40, 4e5 / cfg["n"])))
+        times = []
+        if tool.startswith("ours"):
+            from concurrent.futures import ThreadPoolExecutor
+            from src.estimation.em import em_map
+
+            pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+            with threadpool_limits(1):
+                p = init
+                for i in range(n_timed + 2):
+                    t0 = time.perf_counter()
+                    p, _ = em_map(model, {"X": X}, p, 4096, pool)
+                    times.append(time.perf_counter() - t0)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm = _sklearn(init, 1, 0.0).fit(X)
+            for i in range(n_timed + 2):
+                t0 = time.perf_counter()
+                _, log_resp = gm._e_step(X)
+                gm._m_step(X, log_resp)
+                times.append(time.perf_counter() - t0)
+        out["ms_per_iter"] = 1e3 * statistics.median(times[2:])
+    else:
+        warm = X[:500]  # first calls import lazily (both tools): keep that out of the timing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if tool.startswith("ours"):
+                from src.estimation.em import fit_em
+                fit_em(model, {"X": warm}, init_params=init, max_iter=2, n_threads=n_threads)
+            else:
+                _sklearn(init, 2, 0.0).fit(warm)
+        if tool.startswith("ours"):
+            t0 = time.perf_counter()
+            res = fit_em(model, {"X": X}, init_params=init, tol=cfg["tol"], max_iter=cfg["max_iter"],
+                         accelerate=cfg["accelerate"], n_threads=n_threads)
+            out.update(seconds=time.perf_counter() - t0, n_iter=res.n_iter, loglik=res.loglik,
+                       converged=res.converged)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                gm = _sklearn(init, cfg["max_iter"], cfg["sk_tol"]).fit(X)
+                out["seconds"] = time.perf_counter() - t0
+            out.update(n_iter=int(gm.n_iter_), loglik=float(gm.score(X) * X.shape[0]),
+                       converged=bool(gm.converged_))
+    out["blas"] = [f"{i['prefix']}:{i.get('architecture')}:{i['num_threads']}" for i in threadpool_info()]
+    if limit is not None:
+        limit.restore_original_limits()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return out
+
+
+def run(cfg: dict, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {cfg} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tol", type=float, default=1e-8)
+    ap.add_argument("--max-iter", type=int, default=3000)
+    ap.add_argument("--converge-max-n", type=float, default=1e5,
+                    help="run the time-to-converge comparison only up to this N")
+    ap.add_argument("--memory-iters", type=int, default=10,
+                    help="above --converge-max-n, peak memory comes from a fit of this many iterations")
+    ap.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
+    ap.add_argument("--unset-openblas-coretype", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    env = dict(os.environ)
+    if args.unset_openblas_coretype:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  "
+          f"nproc {os.cpu_count()}  OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}  "
+          f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')}")
+    tools = ["ours", "ours-2t", "sklearn"]
+    tmp = tempfile.mkdtemp(prefix="bench_gmm_")
+    for n in [int(s) for s in args.sizes]:
+        X = make_data(n)
+        init_path = os.path.join(tmp, f"init_{n}.npz")
+        np.savez(init_path, **_init(_our_model(X), X))
+        del X
+        for threads in args.threads:
+            base = {"n": n, "threads": threads, "init": init_path}
+            per = {t: [run({**base, "tool": t, "mode": "periter"}, env) for _ in range(args.repeats)]
+                   for t in tools}
+            sk = med(per["sklearn"], "ms_per_iter")
+            print(f"\nN={n:.0e} threads={threads}  blas={per['sklearn'][0]['blas']}")
+            for t in tools:
+                print(f"  per-iteration {t:8s} {med(per[t], 'ms_per_iter'):9.2f} ms   "
+                      f"ratio to sklearn {med(per[t], 'ms_per_iter') / sk:6.3f}")
+            converge = n <= args.converge_max_n
+            fit_cfg = {**base, "mode": "fit", "tol": args.tol if converge else 0.0,
+                       "max_iter": args.max_iter if converge else args.memory_iters}
+            fits = {}
+            for t, acc in (("ours", "none"), ("ours", "squarem"), ("ours-2t", "squarem")):
+                fits[(t, acc)] = [run({**fit_cfg, "tool": t, "accelerate": acc}, env)
+                                  for _ in range(args.repeats)]
+            ll = fits[("ours", "none")][0]["loglik"]
+            sk_tol = args.tol * abs(ll) / n if converge else 0.0
+            fits[("sklearn", "none")] = [run({**fit_cfg, "tool": "sklearn", "sk_tol": sk_tol}, env)
+                                         for _ in range(args.repeats)]
+            skf = fits[("sklearn", "none")]
+            what = "converge" if converge else f"{args.memory_iters} iterations"
+            for (t, acc), rows in fits.items():
+                print(f"  fit ({what}) {t:8s} {acc:8s} {med(rows, 'seconds'):8.2f} s "
+                      f"({rows[0]['n_iter']} it, ll {rows[0]['loglik']:.6f}, conv {rows[0]['converged']})"
+                      f"  time ratio {med(rows, 'seconds') / med(skf, 'seconds'):6.3f}"
+                      f"  peak RSS {med(rows, 'peak_rss_mb'):7.1f} MB"
+                      f"  ratio {med(rows, 'peak_rss_mb') / med(skf, 'peak_rss_mb'):5.2f}")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
