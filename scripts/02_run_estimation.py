@@ -38,6 +38,8 @@ register({
                          "zh": "被 {sig} 中断；进度已保存，重新运行同一命令即可继续。"},
     "main.unexpected": {"en": "Unexpected error: {err}; rerun with --debug to see the traceback.",
                         "zh": "意外错误：{err}；使用 --debug 重新运行以查看详细信息。"},
+    "main.not_a_folder": {"en": "{flag} {path} cannot be a folder because {blocker} is a file; choose another path.",
+                          "zh": "{flag} {path} 无法作为文件夹，因为 {blocker} 是一个文件；请选择其他路径。"},
     "main.cleaned_after": {"en": "Progress files of task '{task}' removed (--auto-cleanup-progress).",
                            "zh": "已删除任务 '{task}' 的进度文件（--auto-cleanup-progress）。"},
 })
@@ -126,6 +128,15 @@ def _run_estimation_with_tracking(tracker, options, reporter: Reporter) -> dict[
     return {"fit": fit, "output": output}
 
 
+def _check_folder(flag: str, path: Path) -> None:
+    """UsageError unless ``path`` is, or can be made, a folder (no file in the way)."""
+    blocker = Path(path)
+    while not blocker.exists() and blocker != blocker.parent:
+        blocker = blocker.parent
+    if blocker.exists() and not blocker.is_dir():
+        raise UsageError(t("main.not_a_folder", flag=flag, path=path, blocker=blocker))
+
+
 def _options_from_args(args: argparse.Namespace):
     config = load_config(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items()
@@ -153,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         options = _options_from_args(args)
         set_language(options.lang)
         validate_task_name(options.task_name)
+        if not options.no_progress_tracking:
+            _check_folder("--progress-dir", Path(options.progress_dir))
         if args.check_progress:
             print(progress_files.render_check(options.progress_dir, None))
             return 0
         if args.clean_progress:
             print(progress_files.clean(options.progress_dir, None))
             return 0
+        _check_folder("--output-dir", options.results_dir)
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=1)  # thread policy: BLAS single-threaded, parallel over units
         fingerprints = phase_fingerprints(options, **phases.input_hashes(options))

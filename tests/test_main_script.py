@@ -212,3 +212,13 @@ def test_help_lists_every_spec_flag(tmp_path):
                  "--task-name", "--progress-dir", "--save-interval", "--output-dir", "--restart",
                  "--recompute-changed", "--debug", "--lang"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("flag,value", [("--progress-dir", "afile"), ("--output-dir", "afile/sub")])
+def test_folder_option_blocked_by_a_file_is_a_usage_error(tmp_path, flag, value):
+    (tmp_path / "afile").write_text("not a folder")
+    proc = run_script(tmp_path, *QUICK, flag, value)
+    check_rc(proc, 2)
+    assert_one_sentence(proc.stderr)
+    assert flag in proc.stderr and "afile" in proc.stderr
+    assert (tmp_path / "afile").read_text() == "not a folder"
