@@ -2,8 +2,9 @@
 
 1. Louis' method against the numerical Hessian on a Gaussian mixture, N=1e5, D=10, K=5,
    full covariances (P=329); Louis' time in units of one EM iteration (target <= 20).
-   The numerical Hessian needs 2P gradient evaluations; by default 20 of them are timed and
-   the total extrapolated (``--full-numerical`` runs all 658).
+   (``bench_louis_gmm.py`` times Louis alone, in interleaved rounds, and checks it against
+   the per-row path.)  The numerical Hessian needs 2P gradient evaluations; by default 20
+   of them are timed and the total extrapolated (``--full-numerical`` runs all 658).
 2. A 100-replicate nonparametric bootstrap of a 3-class LCA (10 binary items, N=1e4)
    against StepMix 3.0's ``bootstrap_stats`` on the same data (target <= 0.2 of StepMix's
    time, ours on 2 worker processes).
