@@ -39,7 +39,7 @@ def register(templates: Mapping[str, Mapping[str, str]]) -> None:
         _TEMPLATES[key] = dict(texts)
 
 
-def t(key: str, **fields: Any) -> str:
+def t(key: str, /, **fields: Any) -> str:
     """The message ``key`` in the current language, with ``fields`` filled in."""
     texts = _TEMPLATES.get(key)
     if texts is None:

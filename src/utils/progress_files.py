@@ -167,7 +167,11 @@ def clean(progress_dir: str | Path, task: str | None) -> str:
             owner = read_owner(task_paths(progress_dir, name)["owner"])
             raise TaskRunning(t("manage.running", task=name, pid=owner.get("pid", "?")))
     n = 0
+    folder = Path(progress_dir)
     for name in tasks:
+        if folder.is_dir():  # temporary files left by a write that was killed half-way
+            for stray in folder.glob(f".tmp-{name}_progress.json*"):
+                stray.unlink(missing_ok=True)
         for key, path in task_paths(progress_dir, name).items():
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
