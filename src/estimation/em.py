@@ -13,6 +13,12 @@ everything else, once for every model:
   bitwise-identically;
 * several starts (in process, or one per worker through an executor), the best kept.
 
+Threads: BLAS runs at one thread during the fit (threadpoolctl; numpy and scipy load two
+OpenBLAS copies here that otherwise compete for the cores).  ``n_threads > 1`` computes the
+chunks of one EM map on a thread pool (summed in chunk order, so bitwise the same); it did
+not pay on the 2-core benchmark machine (benchmarks/README.md), so the default is 1 and the
+cores go to random starts and bootstrap replicates (processes, through an executor).
+
 The reported estimate of a start is the last *accepted* point whose log-likelihood was
 evaluated, so ``loglik`` is exactly the log-likelihood of ``params``.
 Convergence: ``|l_t - l_{t-1}| < tol * |l_t|`` between consecutive accepted points.
