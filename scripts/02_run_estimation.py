@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if not options.no_progress_tracking:
             _check_folder("--progress-dir", Path(options.progress_dir))
         if args.check_progress:
-            print(progress_files.render_check(options.progress_dir, None))
+            print(progress_files.render_check(options.progress_dir, args.task_name))
             return 0
         if args.clean_progress:
             print(progress_files.clean(options.progress_dir, None))
