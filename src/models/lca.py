@@ -28,6 +28,7 @@ from src.utils.errors import DataError
 from src.utils.messages import register, t
 
 from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
+from .base import responsibilities as _responsibilities
 
 __all__ = ["LatentClassModel", "order_codes"]
 
@@ -83,15 +84,6 @@ def _as_text(col: Any) -> tuple[np.ndarray, np.ndarray]:
     return out, missing
 
 
-def _responsibilities(lj: np.ndarray) -> tuple[np.ndarray, float]:
-    """(resp, loglik) from log-joint densities (n, K); faster than scipy's logsumexp."""
-    m = lj.max(axis=1, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    e = np.exp(lj - m)
-    s = e.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore"):
-        ll = float((np.log(s) + m).sum())
-    return e / s, ll
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

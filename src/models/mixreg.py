@@ -27,6 +27,7 @@ from src.utils.errors import DataError
 from src.utils.messages import register, t
 
 from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
+from .base import responsibilities as _responsibilities
 
 __all__ = ["MixtureRegressionModel"]
 
@@ -68,15 +69,6 @@ register({
 })
 
 
-def _responsibilities(lj: np.ndarray) -> tuple[np.ndarray, float]:
-    """(resp, loglik) from log-joint densities (n, K); faster than scipy's logsumexp."""
-    m = lj.max(axis=1, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    e = np.exp(lj - m)
-    s = e.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore"):
-        ll = float((np.log(s) + m).sum())
-    return e / s, ll
 
 
 class MixtureRegressionModel(MixtureModel):
