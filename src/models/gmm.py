@@ -18,7 +18,6 @@ trace (K,) for full / diag / spherical.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Any, Mapping
 
@@ -29,6 +28,7 @@ from src.data.loading import check_enough_rows, numeric_matrix
 from src.utils.messages import register, t
 
 from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
+from .gmm_derivatives import GaussianDerivatives
 
 __all__ = ["GaussianMixtureModel", "COVARIANCE_TYPES", "gmm_n_free_parameters"]
 
@@ -69,7 +69,7 @@ def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> di
     return part if total is None else {key: total[key] + part[key] for key in total}
 
 
-class GaussianMixtureModel(MixtureModel):
+class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
     """Mixture of K multivariate normal distributions.
 
     Options: ``covariance`` in ``full`` (default), ``diag``, ``spherical``; ``reg_covar``
@@ -407,229 +407,3 @@ class GaussianMixtureModel(MixtureModel):
         mean = np.asarray(params["mean"], dtype=float)
         keys = [np.arange(mean.shape[0])] + [mean[:, j] for j in range(mean.shape[1] - 1, -1, -1)]
         return np.lexsort(keys)
-
-    # ------------------------------------------------- analytic derivatives
-    def _precisions(self, params: Params) -> np.ndarray:
-        """Inverse covariances (K, D, D) for every covariance type."""
-        fac, _ = self._factors(params)
-        if self.covariance == "full":
-            return fac @ fac.transpose(0, 2, 1)
-        isd2 = fac * fac if self.covariance == "diag" else np.outer(fac * fac, np.ones(self.n_features))
-        return isd2[:, :, None] * np.eye(self.n_features)[None]
-
-    def _cov_directions(self) -> np.ndarray:
-        """V (D*D, Pc): column p is vec of the symmetric direction of free covariance entry p."""
-        D = self.n_features
-        if self.covariance == "full":
-            a, b = np.triu_indices(D)
-            V = np.zeros((D * D, a.size))
-            V[a * D + b, np.arange(a.size)] = 1.0
-            V[b * D + a, np.arange(a.size)] = 1.0
-        elif self.covariance == "diag":
-            V = np.zeros((D * D, D))
-            V[np.arange(D) * (D + 1), np.arange(D)] = 1.0
-        else:
-            V = np.eye(D).reshape(D * D, 1)
-        return V
-
-    def complete_score(self, data: Data, params: Params) -> np.ndarray:
-        """d log p(x_i, z_i=k) / d theta_free, shape (n, K, P), on any subset of rows.
-
-        Weights: 1/w_k for the class's own free weight, -1/w_K for every free weight in the
-        last class.  Means: Lambda r.  Covariance entry p with direction E_p:
-        tr(G E_p) with G = (Lambda r r' Lambda - Lambda) / 2, r = x - mean.
-        """
-        X = np.asarray(data["X"], dtype=float)
-        K, D = self.n_components, self.n_features
-        w = np.asarray(params["weight"], dtype=float)
-        muc = np.asarray(params["mean"], dtype=float) - self.shift
-        lam = self._precisions(params)
-        V = self._cov_directions()
-        Pc = V.shape[1]
-        om, oc = K - 1, K - 1 + K * D
-        out = np.zeros((X.shape[0], K, self.n_free_parameters()))
-        Xc = X - self.shift
-        for k in range(K):
-            if k < K - 1:
-                out[:, k, k] = 1.0 / w[k]
-            else:
-                out[:, k, :K - 1] = -1.0 / w[K - 1]
-            u = (Xc - muc[k]) @ lam[k]
-            out[:, k, om + k * D: om + (k + 1) * D] = u
-            G = 0.5 * (u[:, :, None] * u[:, None, :] - lam[k][None])
-            out[:, k, oc + k * Pc: oc + (k + 1) * Pc] = G.reshape(-1, D * D) @ V
-        return out
-
-    def complete_information(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
-        """sum_i sum_k resp_ik * (-Hessian of log p(x_i, z_i=k)) in the free parameters (P, P).
-
-        Per class it needs only R = sum resp, s = sum resp r and M = sum resp r r'; with
-        A = Lambda M Lambda: mean-mean R Lambda; mean-cov Lambda E_q Lambda s;
-        cov-cov (tr(E_p Lambda E_q A) + tr(E_p A E_q Lambda) - R tr(E_p Lambda E_q Lambda)) / 2.
-        """
-        X = np.asarray(data["X"], dtype=float)
-        resp = np.asarray(resp, dtype=float)
-        K, D = self.n_components, self.n_features
-        w = np.asarray(params["weight"], dtype=float)
-        muc = np.asarray(params["mean"], dtype=float) - self.shift
-        lam = self._precisions(params)
-        V = self._cov_directions()
-        Pc = V.shape[1]
-        om, oc = K - 1, K - 1 + K * D
-        info = np.zeros((self.n_free_parameters(),) * 2)
-        Xc = X - self.shift
-        R = resp.sum(axis=0)
-        if K > 1:
-            info[:K - 1, :K - 1] = np.diag(R[:K - 1] / w[:K - 1] ** 2) + R[K - 1] / w[K - 1] ** 2
-        for k in range(K):
-            diff = Xc - muc[k]
-            s = resp[:, k] @ diff
-            M = (diff * resp[:, k][:, None]).T @ diff
-            L = lam[k]
-            A = L @ M @ L
-            mk = slice(om + k * D, om + (k + 1) * D)
-            ck = slice(oc + k * Pc, oc + (k + 1) * Pc)
-            info[mk, mk] = R[k] * L
-            cross = np.einsum("ja,b->jab", L, L @ s).reshape(D, D * D) @ V
-            info[mk, ck] = cross
-            info[ck, mk] = cross.T
-            T = 0.5 * (np.einsum("bc,da->abcd", L, A) + np.einsum("bc,da->abcd", A, L)
-                       - R[k] * np.einsum("bc,da->abcd", L, L))
-            info[ck, ck] = V.T @ T.reshape(D * D, D * D) @ V
-        return info
-
-    def score_variance_moments(self, data: Data, params: Params,
-                               resp: np.ndarray) -> np.ndarray | None:
-        """Additive statistics of Louis' second term: (K(K-1)/2, C(D+4, 4)) weighted moments.
-
-        s_ik = S_k phi(x_i) is linear in phi = [1, x, x_a x_b (a <= b)] (centred data), so
-        sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'] = sum_kl S_k M_kl S_l' with
-        M_kl = sum_i r_ik (delta_kl - r_il) phi_i phi_i'.  As the r_i sum to one,
-        M_kk = -sum_{l != k} M_kl, so only the K(K-1)/2 moments weighted by r_ik r_il (k < l)
-        are kept: the entries of those M_kl are weighted moments of degree <= 4, one GEMM per
-        block of rows, about 7x fewer multiply-adds than the (n, K, P) scores at D=10, K=5.
-        None when the per-row scores are cheaper (few parameters per class, large D).
-        """
-        K, D = self.n_components, self.n_features
-        P = self.n_free_parameters()
-        Pk = (P - K + 1) // K
-        pairs, n_mono = K * (K - 1) // 2, (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
-        if pairs * n_mono > K * Pk * Pk + P * P // 2:
-            return None  # the scores themselves are cheaper (diagonal covariances, large D)
-        X = np.asarray(data["X"], dtype=float)
-        resp = np.asarray(resp, dtype=float)
-        starts, _ = _moment_plan(D)
-        m = 1 + D + D * (D + 1) // 2
-        ku, lu = np.triu_indices(K, 1)
-        mom = np.zeros((ku.size, n_mono))
-        if ku.size == 0:
-            return mom
-        phi = np.empty(m * _MOMENT_BLOCK)
-        mono = np.empty(n_mono * _MOMENT_BLOCK)
-        a, b = np.triu_indices(D)
-        for s in range(0, X.shape[0], _MOMENT_BLOCK):
-            xc = (X[s:s + _MOMENT_BLOCK] - self.shift).T          # (D, n)
-            r = resp[s:s + _MOMENT_BLOCK]
-            n = xc.shape[1]
-            F = phi[: m * n].reshape(m, n)                         # phi' (m, n)
-            F[0] = 1.0
-            F[1:D + 1] = xc
-            np.multiply(xc[a], xc[b], out=F[D + 1:])
-            Mo = mono[: n_mono * n].reshape(n_mono, n)             # monomials' (n_mono, n)
-            for p in range(m):
-                lo, hi = starts[p], starts[p + 1]
-                np.multiply(F[p], F[m - (hi - lo):], out=Mo[lo:hi])
-            W = r[:, ku] * r[:, lu]                                # (n, pairs), k < l
-            mom += W.T @ Mo.T
-        return mom
-
-    def score_variance_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
-        """sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'] (P, P) from summed ``score_variance_moments``."""
-        K = self.n_components
-        ku, lu = np.triu_indices(K, 1)
-        full = np.zeros((K, K, np.asarray(moments).shape[1]))  # moments of r_ik (delta_kl - r_il)
-        full[ku, lu] = full[lu, ku] = -np.asarray(moments, dtype=float)
-        full[np.arange(K), np.arange(K)] = -full.sum(axis=1)
-        D = self.n_features
-        _, mono_index = _moment_plan(D)
-        S = self._score_maps(params)                               # (K, P, m)
-        om, Pk = K - 1, (S.shape[1] - K + 1) // K
-        Dc = Pk - D
-        rows = [np.r_[np.arange(om), om + k * D + np.arange(D),
-                      om + K * D + k * Dc + np.arange(Dc)] for k in range(K)]
-        V = np.zeros((S.shape[1],) * 2)
-        ku, lu = np.triu_indices(K)
-        for j in range(ku.size):
-            k, l = ku[j], lu[j]
-            part = S[k][rows[k]] @ full[k, l][mono_index] @ S[l][rows[l]].T
-            V[np.ix_(rows[k], rows[l])] += part
-            if k != l:
-                V[np.ix_(rows[l], rows[k])] += part.T
-        return V
-
-    def complete_score_variance(self, data: Data, params: Params,
-                                resp: np.ndarray) -> np.ndarray | None:
-        """sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'], g_i = sum_k r_ik s_ik, shape (P, P)."""
-        mom = self.score_variance_moments(data, params, resp)
-        return None if mom is None else self.score_variance_from_moments(params, mom)
-
-    def _score_maps(self, params: Params) -> np.ndarray:
-        """S (K, P, m): the complete score of class k is S[k] @ phi(x), phi = [1, x, vech xx']."""
-        K, D = self.n_components, self.n_features
-        w = np.asarray(params["weight"], dtype=float)
-        muc = np.asarray(params["mean"], dtype=float) - self.shift
-        lam = self._precisions(params)
-        V = self._cov_directions()
-        Pc = V.shape[1]
-        om, oc = K - 1, K - 1 + K * D
-        a, b = np.triu_indices(D)
-        m = 1 + D + a.size
-        S = np.zeros((K, self.n_free_parameters(), m))
-        with np.errstate(divide="ignore"):
-            for k in range(K):
-                if k < K - 1:
-                    S[k, k, 0] = 1.0 / w[k]
-                else:
-                    S[k, :K - 1, 0] = -1.0 / w[K - 1]
-                L = lam[k]
-                nu = L @ muc[k]
-                S[k, om + k * D: om + (k + 1) * D, 0] = -nu
-                S[k, om + k * D: om + (k + 1) * D, 1:D + 1] = L
-                # G = (L (x - mu)(x - mu)' L - L) / 2 as a (D, D, m) map of phi
-                G = np.empty((D, D, m))
-                G[:, :, 0] = 0.5 * (np.outer(nu, nu) - L)
-                lin = -0.5 * (L[:, None, :] * nu[None, :, None] + nu[:, None, None] * L[None, :, :])
-                G[:, :, 1:D + 1] = lin
-                A = L[:, a][:, None, :] * L[:, b][None, :, :]      # A[p,q,t] = L[p,a_t] L[q,b_t]
-                G[:, :, D + 1:] = 0.5 * (A + A.transpose(1, 0, 2)) * np.where(a == b, 0.5, 1.0)
-                S[k, oc + k * Pc: oc + (k + 1) * Pc] = V.T @ G.reshape(D * D, m)
-        return S
-
-
-_MOMENT_BLOCK = 512     # rows per block of the degree-4 moments (a (C(D+4,4), rows) array)
-
-
-@functools.lru_cache(maxsize=8)
-def _moment_plan(D: int) -> tuple[np.ndarray, np.ndarray]:
-    """Layout of the degree-<=4 monomials of x as products of two entries of phi.
-
-    phi = [1, x_1..x_D, x_a x_b (a <= b, row-major)] lists the multisets {i <= j} of
-    {0..D} (0 standing for the constant) in lexicographic order.  A monomial {i<=j<=k<=l}
-    is phi_(i,j) * phi_(k,l), and for a fixed first factor (i, j) the second runs over the
-    suffix of phi starting at (j, j); ``starts[p]`` is where factor p's run begins in the
-    monomial list.  ``mono_index[p, q]`` is the monomial of phi_p * phi_q.
-    """
-    pairs = [(i, j) for i in range(D + 1) for j in range(i, D + 1)]
-    pos = {pq: t for t, pq in enumerate(pairs)}
-    starts, index, n = [0], {}, 0
-    for i, j in pairs:
-        for k, l in pairs[pos[(j, j)]:]:
-            index[(i, j, k, l)] = n
-            n += 1
-        starts.append(n)
-    m = len(pairs)
-    mono_index = np.empty((m, m), dtype=np.intp)
-    for p, (i, j) in enumerate(pairs):
-        for q, (k, l) in enumerate(pairs):
-            mono_index[p, q] = index[tuple(sorted((i, j, k, l)))]
-    return np.array(starts), mono_index
