@@ -202,30 +202,31 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
     state = checkpoint.resume_state() or {}
     done: dict[str, Any] = dict(state.get("done", {}))
     params = {k: np.asarray(v) for k, v in fit["params"].items()}
-    for method in methods:
-        if method in done:
-            continue
+    todo = [m for m in methods if m not in done]
+    for method in todo:
         if method not in SE_METHODS:
             raise ModelError(t("phase.se_unavailable", method=method))
-        kwargs: dict[str, Any] = {}
-        if method == "bootstrap":
-            executor = _executor(options)
-            kwargs = dict(n_bootstrap=options.n_bootstrap, kind=options.bootstrap,
-                          seed=options.seed, tol=options.tol, max_iter=options.max_iter,
-                          accelerate=options.accelerate, chunk_size=options.chunk_size,
-                          checkpoint=_MethodCheckpoint(checkpoint, method, done),
-                          executor=executor,
-                          on_replicate=(lambda r, status, d, n: reporter.unit("bootstrap", d, n))
-                          if reporter is not None else None)
-        elif method == "louis":
-            kwargs = dict(chunk_size=options.chunk_size)
-        try:
+    # Started first, so the workers come up while Louis and the numerical Hessian run.
+    executor = _executor(options) if "bootstrap" in todo else None
+    try:
+        for method in todo:
+            kwargs: dict[str, Any] = {}
+            if method == "bootstrap":
+                kwargs = dict(n_bootstrap=options.n_bootstrap, kind=options.bootstrap,
+                              seed=options.seed, tol=options.tol, max_iter=options.max_iter,
+                              accelerate=options.accelerate, chunk_size=options.chunk_size,
+                              checkpoint=_MethodCheckpoint(checkpoint, method, done),
+                              executor=executor,
+                              on_replicate=(lambda r, status, d, n: reporter.unit("bootstrap", d, n))
+                              if reporter is not None else None)
+            elif method == "louis":
+                kwargs = dict(chunk_size=options.chunk_size)
             result = compute(method, prepared.model, prepared.data, params, **kwargs)
-        finally:
-            if method == "bootstrap" and kwargs.get("executor") is not None:
-                kwargs["executor"].close()
-        done[method] = result.to_dict()
-        checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
+            done[method] = result.to_dict()
+            checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
+    finally:
+        if executor is not None:
+            executor.close()
     return done
 
 
