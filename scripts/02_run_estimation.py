@@ -109,18 +109,20 @@ def _run_estimation_with_tracking(tracker, options, reporter: Reporter) -> dict[
     record = resume_estimation_phase(tracker, "data_preparation",
                                      _phase(reporter, "data_preparation", phases.prepare_data), options)
     prepared = phases.materialise(record, options)
-    fit = resume_estimation_phase(tracker, "model_estimation",
-                                  _phase(reporter, "model_estimation", phases.estimate_model),
-                                  prepared, options, tracker, reporter)
-    se = resume_estimation_phase(tracker, "standard_error_computation",
-                                 _phase(reporter, "standard_error_computation",
-                                        phases.compute_standard_errors),
-                                 prepared, fit, options, tracker, reporter)
-    if tracker.is_completed("result_output"):  # the files it wrote must still be there
-        done = tracker.get_phase_result("result_output")
-        if (Path(done["output_dir"]) != options.results_dir
-                or not all(Path(f).is_file() for f in done["files"])):
-            tracker.invalidate_phase("result_output")
+    needed = not tracker.is_completed("model_estimation") or (
+        "bootstrap" in phases.se_methods(options)
+        and not tracker.is_completed("standard_error_computation"))
+    with phases.run_executor(options, needed) as executor:  # workers warm up during the fit
+        fit = resume_estimation_phase(tracker, "model_estimation",
+                                      _phase(reporter, "model_estimation", phases.estimate_model),
+                                      prepared, options, tracker, reporter, executor)
+        se = resume_estimation_phase(tracker, "standard_error_computation",
+                                     _phase(reporter, "standard_error_computation",
+                                            phases.compute_standard_errors),
+                                     prepared, fit, options, tracker, reporter, executor)
+    if tracker.is_completed("result_output") and not phases.output_is_current(
+            tracker.get_phase_result("result_output"), options):
+        tracker.invalidate_phase("result_output")  # its files were removed or moved
     output = resume_estimation_phase(tracker, "result_output",
                                      _phase(reporter, "result_output", phases.write_results),
                                      prepared, fit, se, options,

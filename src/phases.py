@@ -13,8 +13,9 @@ import hashlib
 import inspect
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -136,29 +137,45 @@ def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
 
 
 # ------------------------------------------------------------ estimation
-def _executor(options: RunOptions):
-    if options.workers <= 1 and not options.scheduler:
-        return None
+@contextmanager
+def run_executor(options: RunOptions, needed: bool = True) -> Iterator[Any]:
+    """One executor for a whole run (None in process), so worker processes start while
+    the data are read and stay warm for the random starts and the bootstrap."""
+    if not needed or (options.workers <= 1 and not options.scheduler):
+        yield None
+        return
     from .parallel.executors import make_executor
-    return make_executor(workers=options.workers, scheduler=options.scheduler)
+    executor = make_executor(workers=options.workers, scheduler=options.scheduler)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def estimate_model(prepared: Prepared, options: RunOptions,
-                   checkpoint: Checkpointer | None = None, reporter: Any = None) -> dict[str, Any]:
-    """Phase ``model_estimation``: EM from several random starts; returns FitResult.to_dict()."""
+                   checkpoint: Checkpointer | None = None, reporter: Any = None,
+                   executor: Any = None) -> dict[str, Any]:
+    """Phase ``model_estimation``: EM from several random starts; returns FitResult.to_dict().
+
+    ``executor`` runs the starts (default: one made from ``--workers``/``--scheduler``)."""
     from .estimation.em import fit_em
 
-    executor = _executor(options)
-    try:
+    with _own_executor(options, executor) as executor:
         fit = fit_em(prepared.model, prepared.data, n_starts=options.n_starts, tol=options.tol,
                      max_iter=options.max_iter, seed=options.seed, accelerate=options.accelerate,
                      chunk_size=options.chunk_size, checkpoint=checkpoint or NullCheckpointer(),
                      executor=executor,
                      on_iteration=reporter.iteration if reporter is not None else None)
-    finally:
-        if executor is not None:
-            executor.close()
     return fit.to_dict()
+
+
+@contextmanager
+def _own_executor(options: RunOptions, given: Any, needed: bool = True) -> Iterator[Any]:
+    if given is not None:
+        yield given
+    else:
+        with run_executor(options, needed) as executor:
+            yield executor
 
 
 # ------------------------------------------------------- standard errors
@@ -189,8 +206,10 @@ def se_methods(options: RunOptions) -> list[str]:
 
 def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: RunOptions,
                             checkpoint: Checkpointer | None = None,
-                            reporter: Any = None) -> dict[str, Any]:
-    """Phase ``standard_error_computation``: ``{method: SEResult.to_dict()}``."""
+                            reporter: Any = None, executor: Any = None) -> dict[str, Any]:
+    """Phase ``standard_error_computation``: ``{method: SEResult.to_dict()}``.
+
+    ``executor`` runs bootstrap replicates (default: one made from the options)."""
     methods = se_methods(options)
     if not methods:
         return {}
@@ -207,8 +226,7 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
         if method not in SE_METHODS:
             raise ModelError(t("phase.se_unavailable", method=method))
     # Started first, so the workers come up while Louis and the numerical Hessian run.
-    executor = _executor(options) if "bootstrap" in todo else None
-    try:
+    with _own_executor(options, executor, "bootstrap" in todo) as executor:
         for method in todo:
             kwargs: dict[str, Any] = {}
             if method == "bootstrap":
@@ -224,9 +242,6 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
             result = compute(method, prepared.model, prepared.data, params, **kwargs)
             done[method] = result.to_dict()
             checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
-    finally:
-        if executor is not None:
-            executor.close()
     return done
 
 
@@ -239,6 +254,14 @@ def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
     files = write_all(prepared.model, prepared.record, fit, se, options,
                       fingerprint=fingerprint or {})
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
+
+
+def output_is_current(result: dict[str, Any], options: RunOptions) -> bool:
+    """True while the files a completed ``result_output`` wrote are still where asked."""
+    from pathlib import Path
+
+    return (Path(result["output_dir"]) == options.results_dir
+            and all(Path(f).is_file() for f in result["files"]))
 
 
 # ----------------------------------------------------------- fingerprints
