@@ -64,3 +64,13 @@ class TestModelsThroughScript:
         r = run(tmp_path, "--model", "lca")
         assert r.returncode == 2
         assert "--data" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_workers_do_not_change_results(tmp_path):
+    """Random starts and bootstrap replicates on 2 worker processes give the 1-worker bytes."""
+    common = ["--se-method", "bootstrap", "--n-bootstrap", "16", "--n-starts", "4",
+              "--no-progress-tracking"]
+    one = run(tmp_path, *common, "--output-dir", "one")
+    two = run(tmp_path, *common, "--workers", "2", "--output-dir", "two")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert (tmp_path / "one/estimates.csv").read_bytes() == (tmp_path / "two/estimates.csv").read_bytes()
