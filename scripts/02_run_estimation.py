@@ -127,7 +127,7 @@ def _run_estimation_with_tracking(tracker, options, reporter: Reporter) -> dict[
                                      _phase(reporter, "result_output", phases.write_results),
                                      prepared, fit, se, options,
                                      tracker.fingerprints.get("result_output"))
-    return {"fit": fit, "output": output}
+    return {"fit": fit, "se": se, "output": output}
 
 
 def _check_folder(flag: str, path: Path) -> None:
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             progress_files.clean(options.progress_dir, options.task_name)
             reporter.message(t("main.cleaned_after", task=options.task_name))
         fit = result["fit"]
+        for note in [*fit.get("warnings", []),
+                     *(n for r in result["se"].values() for n in r.get("notes", []))]:
+            reporter.message(note)
         reporter.message(t("main.done", out=result["output"]["output_dir"], ll=fit["loglik"],
                            n_iter=fit["n_iter"]))
         return 0

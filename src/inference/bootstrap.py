@@ -24,6 +24,7 @@ import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer
+from ..utils.messages import register, t
 from ..utils.rng import stream
 from .align import align_params
 from .results import SEResult
@@ -31,6 +32,18 @@ from .results import SEResult
 __all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS"]
 
 BOOTSTRAP_KINDS = ("nonparametric", "parametric")
+register({
+    "boot.all_nan": {"en": "All standard errors are NaN because only {ok} of {B} bootstrap replicates succeeded (at least 2 are needed).",
+                     "zh": "所有标准误均为 NaN：{B} 次自助法重复中只有 {ok} 次成功（至少需要 2 次）。"},
+    "boot.nc": {"en": "{n} did not converge within max_iter", "zh": "{n} 次未在 max_iter 内收敛"},
+    "boot.err": {"en": "{n} raised an error (first, replicate {r}: {msg})",
+                 "zh": "{n} 次出错（第一次为第 {r} 次重复：{msg}）"},
+    "boot.left_out": {"en": "{n} of {B} bootstrap replicates were left out: {parts}.",
+                      "zh": "{B} 次自助法重复中有 {n} 次被排除：{parts}。"},
+    "boot.warn": {"en": "Warning: {pct:.1f}% of the bootstrap replicates failed (more than 5%), so the bootstrap standard errors may be biased; raise max_iter or check the model.",
+                  "zh": "警告：{pct:.1f}% 的自助法重复失败（超过 5%），自助法标准误可能有偏；请增大 max_iter 或检查模型。"},
+})
+
 #: share of failed replicates above which the notes carry a warning
 FAIL_WARNING_SHARE = 0.05
 
@@ -148,21 +161,17 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
     else:
         se = lo = hi = np.full(R, np.nan)
         cov = np.full((P, P), np.nan)
-        notes.append(f"All standard errors are NaN because only {len(ok)} of {B} bootstrap "
-                     "replicates succeeded (at least 2 are needed).")
+        notes.append(t("boot.all_nan", ok=len(ok), B=B))
     n_failed = B - len(ok)
     if n_failed:
         parts = []
         if n_nc:
-            parts.append(f"{n_nc} did not converge within max_iter")
+            parts.append(t("boot.nc", n=n_nc))
         if errors:
-            parts.append(f"{len(errors)} raised an error (first, replicate {errors[0]}: "
-                         f"{done[errors[0]]['message']})")
-        notes.append(f"{n_failed} of {B} bootstrap replicates were left out: {'; '.join(parts)}.")
+            parts.append(t("boot.err", n=len(errors), r=errors[0], msg=done[errors[0]]["message"]))
+        notes.append(t("boot.left_out", n=n_failed, B=B, parts="; ".join(parts)))
         if n_failed > FAIL_WARNING_SHARE * B:
-            notes.append(f"Warning: {100.0 * n_failed / B:.1f}% of the bootstrap replicates "
-                         "failed (more than 5%), so the bootstrap standard errors may be "
-                         "biased; raise max_iter or check the model.")
+            notes.append(t("boot.warn", pct=100.0 * n_failed / B))
     extra = {"n_bootstrap": B, "n_ok": len(ok), "n_failed": n_failed,
              "n_not_converged": n_nc, "n_errors": len(errors), "bootstrap_kind": kind}
     return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,

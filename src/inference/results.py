@@ -17,12 +17,29 @@ import numpy as np
 from scipy import stats
 
 from ..models.base import MixtureModel, Params
+from ..utils.messages import register, t
+
+register({
+    "se.reason.empty": {"en": "class {k} is empty", "zh": "第 {k} 类为空"},
+    "se.reason.weight": {"en": "a class weight is on the boundary (0 or 1)",
+                         "zh": "某个类别权重位于边界（0 或 1）"},
+    "se.reason.prob": {"en": "a probability is on the boundary (0 or 1)",
+                       "zh": "某个概率位于边界（0 或 1）"},
+    "se.reason.not_finite": {"en": "the information about them is not finite",
+                             "zh": "关于它们的信息量不是有限值"},
+    "se.reason.not_pd": {"en": "the information matrix is not positive definite along them",
+                         "zh": "信息矩阵在这些方向上不是正定的"},
+    "se.reason.singular": {"en": "the information matrix is singular along them (not identified)",
+                           "zh": "信息矩阵在这些方向上奇异（不可识别）"},
+    "se.nan": {"en": "Standard errors of {names} (and derived parameters) are NaN because {reason}.",
+               "zh": "{names}（及其派生参数）的标准误为 NaN，原因：{reason}。"},
+})
 
 __all__ = ["SEResult", "wald_result", "invert_information", "boundary_parameters"]
 
 #: 95% two-sided normal quantile for Wald intervals
 Z95 = float(stats.norm.ppf(0.975))
-NOT_FINITE = "the information about them is not finite"
+NOT_FINITE = "se.reason.not_finite"  # reasons are message keys, rendered in _nan_notes
 
 
 @dataclass
@@ -92,9 +109,9 @@ def boundary_parameters(model: MixtureModel, params: Params, tol: float = 1e-8) 
         if not is_free or K == 1:
             continue
         if k in empty:
-            out[index[name]] = f"class {k + 1} is empty"
+            out[index[name]] = t("se.reason.empty", k=k + 1)
         elif spec.constraint == "simplex" and empty:
-            out[index[name]] = "a class weight is on the boundary (0 or 1)"
+            out[index[name]] = t("se.reason.weight")
     for spec in model.param_specs():
         if spec.constraint != "probability":
             continue
@@ -105,7 +122,7 @@ def boundary_parameters(model: MixtureModel, params: Params, tol: float = 1e-8) 
                 if np.any(row <= tol) or np.any(row >= 1 - tol):
                     for name, s2, k2, idx, is_free in model._reported_entries():
                         if is_free and s2.name == spec.name and k2 == k and idx[0] == j:
-                            out.setdefault(index[name], "a probability is on the boundary (0 or 1)")
+                            out.setdefault(index[name], t("se.reason.prob"))
     return out
 
 
@@ -140,9 +157,7 @@ def invert_information(info: np.ndarray, dropped: dict[int, str] | None = None,
             cov[np.ix_(keep, keep)] = (evecs / evals) @ evecs.T
             break
         worst = keep[int(np.argmax(np.abs(evecs[:, 0])))]
-        reason = ("the information matrix is not positive definite along them"
-                  if evals[0] < -rcond * scale else
-                  "the information matrix is singular along them (not identified)")
+        reason = t("se.reason.not_pd" if evals[0] < -rcond * scale else "se.reason.singular")
         dropped[int(worst)] = reason
     return cov, dropped
 
@@ -152,8 +167,9 @@ def _nan_notes(free_names: list[str], dropped: dict[int, str]) -> list[str]:
     by_reason: dict[str, list[str]] = {}
     for i in sorted(dropped):
         by_reason.setdefault(dropped[i], []).append(free_names[i])
-    return [f"Standard errors of {', '.join(names)} (and derived parameters) are NaN "
-            f"because {reason}." for reason, names in by_reason.items()]
+    return [t("se.nan", names=", ".join(names),
+              reason=t(reason) if reason == NOT_FINITE else reason)
+            for reason, names in by_reason.items()]
 
 
 def wald_result(method: str, model: MixtureModel, params: Params, cov_free: np.ndarray,
