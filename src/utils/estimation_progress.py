@@ -190,7 +190,7 @@ class EstimationProgressTracker:
             else:
                 self._load_existing()
                 self._check_fingerprints()
-                if self.is_resumed:
+                if self.completed_phases or self._checkpoint_state is not None:
                     self.notify(t("progress.resumed", task=self.task_name,
                                   path=self.paths["progress"],
                                   done=", ".join(self.completed_phases) or "-"))
