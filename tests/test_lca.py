@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
-from scipy.special import logsumexp
 
+from tests.derivative_checks import assert_information_matches_fd, assert_score_matches_fd
 from src.estimation import fit_em
 from src.models.lca import LatentClassModel, order_codes
 from src.models.registry import get_model_class
@@ -234,33 +234,11 @@ class TestDerivatives:
 
     def test_score_matches_finite_differences(self):
         """Analytic complete score = central differences of log_joint through from_free."""
-        model, data, params = self._setup()
-        theta = model.to_free(params)
-        S = model.complete_score(data, params)
-        h = 1e-6
-        for p in range(theta.size):
-            e = np.zeros_like(theta)
-            e[p] = h
-            fd = (model.log_joint(data, model.from_free(theta + e))
-                  - model.log_joint(data, model.from_free(theta - e))) / (2 * h)
-            np.testing.assert_allclose(S[:, :, p], fd, rtol=1e-6, atol=1e-6)
+        assert_score_matches_fd(*self._setup())
 
     def test_information_matches_finite_differences(self):
         """Analytic complete information = -differences of the resp-weighted score."""
-        model, data, params = self._setup()
-        theta = model.to_free(params)
-        resp, _ = model.e_step(data, params)
-        info = model.complete_information(data, params, resp)
-        h = 1e-6
-        fd = np.empty_like(info)
-        for p in range(theta.size):
-            e = np.zeros_like(theta)
-            e[p] = h
-            up = np.einsum("nk,nkp->p", resp, model.complete_score(data, model.from_free(theta + e)))
-            dn = np.einsum("nk,nkp->p", resp, model.complete_score(data, model.from_free(theta - e)))
-            fd[:, p] = -(up - dn) / (2 * h)
-        np.testing.assert_allclose(info, fd, rtol=1e-5, atol=1e-5 * np.abs(info).max())
-        np.testing.assert_allclose(info, info.T)
+        assert_information_matches_fd(*self._setup())
 
     def test_reported_jacobian_and_round_trip(self):
         """from_free(to_free) is the identity; derived entries get -1 per free sibling."""
