@@ -64,13 +64,27 @@ USER_MODEL = textwrap.dedent('''
 @pytest.fixture(scope="session")
 def dask_cluster():
     """One real Dask LocalCluster for the session: 2 processes x 1 thread, no dashboard."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None)
+    started = [p for p in me.children(recursive=True) if p.pid not in before]
     try:
         yield cluster
     finally:
         cluster.close()
+        # no worker (nor anything it started) may outlive the session
+        for proc in started:
+            try:
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(started, timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -51,16 +51,25 @@ def _run_task(payload: bytes, args: bytes) -> Any:
         return fn(*cloudpickle.loads(args))
 
 
-def _run_task_from_file(key: bytes, path: str, args: bytes) -> Any:
-    """Worker-side entry for local processes: the function is read from ``path`` only the
-    first time this worker meets ``key``, so large data bound into it cross once per worker."""
+_BLAS_LIMITED: list[bool] = []
+
+
+def _run_batch_from_file(key: bytes, path: str, batch: bytes) -> list[Any]:
+    """Worker-side entry for local processes: ``fn(*args)`` for each args of the batch.
+
+    The function is read from ``path`` only the first time this worker meets ``key``, so
+    large data bound into it cross once per worker.  These workers serve this pipeline
+    only, so BLAS is limited to one thread once for the whole process.
+    """
+    if not _BLAS_LIMITED:
+        threadpool_limits(1)
+        _BLAS_LIMITED.append(True)
     fn = _FN_CACHE.get(key)
     if fn is None:
         with open(path, "rb") as fh:
             fn = _load_fn(fh.read())
         _FN_CACHE[key] = fn
-    with threadpool_limits(1):
-        return fn(*cloudpickle.loads(args))
+    return [fn(*args) for args in cloudpickle.loads(batch)]
 
 
 class InProcessExecutor:
@@ -87,8 +96,9 @@ class InProcessExecutor:
 class ProcessExecutor(InProcessExecutor):
     """A pool of local worker processes (forkserver on Linux, spawn elsewhere).
 
-    At most ``2 * workers`` tasks are submitted ahead of the consumer, so a driver that stops
-    early (interruption) leaves few tasks to cancel.
+    At most ``2 * workers`` tasks (each a batch of at most 8 units, one unit when there are
+    few) are submitted ahead of the consumer, so a driver that stops early (interruption)
+    loses only the units in flight and leaves few tasks to cancel.
     """
 
     def __init__(self, workers: int) -> None:
@@ -113,23 +123,27 @@ class ProcessExecutor(InProcessExecutor):
         fd, path = tempfile.mkstemp(prefix="em-task-", suffix=".pkl", dir=_TMP_DIR)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
-        pending: dict[Any, int] = {}
-        todo = iter(enumerate(args_list))
+        # Small batches of units per task cut the per-task cost (a round trip through the
+        # pool) for many short units; few units (random starts) still go one by one.
+        size = max(1, min(8, len(args_list) // (8 * self.workers)))
+        batches = iter([list(range(lo, min(lo + size, len(args_list))))
+                        for lo in range(0, len(args_list), size)])
+        pending: dict[Any, list[int]] = {}
         try:
             while True:
                 while len(pending) < 2 * self.workers:
-                    nxt = next(todo, None)
-                    if nxt is None:
+                    idx = next(batches, None)
+                    if idx is None:
                         break
-                    i, args = nxt
-                    pending[self._pool.submit(_run_task_from_file, key, path,
-                                              cloudpickle.dumps(tuple(args)))] = i
+                    blob = cloudpickle.dumps([tuple(args_list[i]) for i in idx])
+                    pending[self._pool.submit(_run_batch_from_file, key, path, blob)] = idx
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: pending[f]):
-                    i = pending.pop(fut)
-                    yield i, fut.result()
+                for fut in sorted(done, key=lambda f: pending[f][0]):
+                    idx = pending.pop(fut)
+                    for i, result in zip(idx, fut.result()):
+                        yield i, result
         finally:
             for fut in pending:
                 fut.cancel()
