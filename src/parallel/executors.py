@@ -124,17 +124,16 @@ class ProcessExecutor(InProcessExecutor):
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
         # Small batches of units per task cut the per-task cost (a round trip through the
-        # pool) for many short units; few units (random starts) still go one by one.
-        size = max(1, min(8, len(args_list) // (8 * self.workers)))
-        batches = iter([list(range(lo, min(lo + size, len(args_list))))
-                        for lo in range(0, len(args_list), size)])
+        # pool) for many short units; batches shrink as the work runs out (guided
+        # scheduling) so no worker idles at the end, and few units go one by one.
+        n_units, nxt = len(args_list), 0
         pending: dict[Any, list[int]] = {}
         try:
             while True:
-                while len(pending) < 2 * self.workers:
-                    idx = next(batches, None)
-                    if idx is None:
-                        break
+                while len(pending) < 2 * self.workers and nxt < n_units:
+                    size = max(1, min(8, (n_units - nxt) // (4 * self.workers)))
+                    idx = list(range(nxt, min(nxt + size, n_units)))
+                    nxt += len(idx)
                     blob = cloudpickle.dumps([tuple(args_list[i]) for i in idx])
                     pending[self._pool.submit(_run_batch_from_file, key, path, blob)] = idx
                 if not pending:
