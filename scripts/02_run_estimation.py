@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from src import phases  # noqa: E402
 from src.config import build_options, load_config, phase_fingerprints  # noqa: E402
-from src.utils import progress_files  # noqa: E402
+from src.progress import files as progress_files  # noqa: E402
 from src.utils.console import Reporter  # noqa: E402
 from src.utils.errors import PipelineError, UsageError  # noqa: E402
 from src.utils.estimation_progress import (Terminated, estimation_progress,  # noqa: E402

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from src.utils import progress_files  # noqa: E402
+from src.progress import files as progress_files  # noqa: E402
 from src.utils.errors import PipelineError  # noqa: E402
 from src.utils.estimation_progress import validate_task_name  # noqa: E402
 from src.utils.messages import set_language  # noqa: E402

@@ -271,7 +271,7 @@ def input_hashes(options: RunOptions) -> dict[str, Any]:
 
     from .data.loading import DEFAULT_SOURCE, builtin_path, file_sha256
     from .models.registry import model_source_hash
-    from .utils.fingerprint import environment_fingerprint
+    from .progress.fingerprint import environment_fingerprint
 
     source = options.data or DEFAULT_SOURCE
     if source.startswith("builtin:"):

@@ -20,7 +20,7 @@ from scipy.stats import multivariate_normal
 
 from src.config import RunOptions
 from src.output.writers import estimates_rows, format_number
-from src.utils.artifacts import decode
+from src.progress.artifacts import decode
 from src.utils.rng import stream
 from tests.helpers import ALL_SE_DEBUG, ROOT, fit_json, reference_run, results_dir
 

@@ -20,7 +20,7 @@ from src.utils.errors import FingerprintMismatch, TaskRunning, UsageError
 from src.utils.estimation_progress import (SCHEMA_VERSION, EstimationProgressTracker,
                                            estimation_progress, resume_estimation_phase,
                                            task_paths, validate_task_name)
-from src.utils.save_policy import IntervalPolicy
+from src.progress.save_policy import IntervalPolicy
 from tests.helpers import ALL_SE_DEBUG, reference_run
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..models.base import MixtureModel
-from ..utils.atomic import atomic_write_bytes
+from ..progress.atomic import atomic_write_bytes
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements"]
 

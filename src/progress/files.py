@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from .errors import TaskRunning
-from .estimation_progress import read_owner, task_paths
-from .messages import register, t
+from ..utils.errors import TaskRunning
+from ..utils.messages import register, t
+from .lock import lock_is_held, read_owner
+from .paths import task_paths
 
 __all__ = ["list_tasks", "task_info", "render_check", "render_list", "clean", "is_running"]
 
@@ -47,16 +46,7 @@ def list_tasks(progress_dir: str | Path) -> list[str]:
 
 
 def is_running(progress_dir: str | Path, task: str) -> bool:
-    lock_path = task_paths(progress_dir, task)["lock"]
-    if not lock_path.exists():
-        return False
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
+    return lock_is_held(task_paths(progress_dir, task)["lock"])
 
 
 def _size(path: Path) -> int:
