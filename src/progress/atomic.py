@@ -11,7 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "fsync_dir", "sha256_bytes", "sha256_file", "TMP_PREFIX"]
+__all__ = ["atomic_write_bytes", "replace_with_link", "fsync_dir", "sha256_bytes", "sha256_file",
+           "TMP_PREFIX"]
 
 TMP_PREFIX = ".tmp-"
 
@@ -46,6 +47,19 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
     os.replace(tmp, path)
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def replace_with_link(main: Path, backup: Path) -> None:
+    """Make ``backup`` a copy of the current ``main`` (a hard link when possible), atomically,
+    without ever leaving ``main`` absent."""
+    tmp = backup.with_name(f"{TMP_PREFIX}{backup.name}.{os.getpid()}")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(main, tmp)
+        os.replace(tmp, backup)
+    except OSError:
+        atomic_write_bytes(backup, main.read_bytes(), sync_dir=False)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -28,7 +28,7 @@ from ..utils.errors import FingerprintMismatch, ProgressCorrupt
 from ..utils.messages import register, t
 from . import faults
 from .artifacts import ArtifactError, Unstorable, decode, encode
-from .atomic import TMP_PREFIX, atomic_write_bytes, fsync_dir
+from .atomic import atomic_write_bytes, fsync_dir, replace_with_link
 from .document import SCHEMA_VERSION, Damaged, FutureSchema, parse, serialise
 from .fingerprint import describe_changes, diff_fingerprints
 from .lock import TaskLock
@@ -273,7 +273,7 @@ class EstimationProgressTracker:
             data = serialise(doc)
             main, backup = self.paths["progress"], self.paths["backup"]
             if main.exists():
-                _replace_backup(main, backup)
+                replace_with_link(main, backup)
             atomic_write_bytes(main, data)
             self._refs_previous, self._refs_current = self._refs_current, refs
             self._collect_garbage()
@@ -423,18 +423,6 @@ class EstimationProgressTracker:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists():
                 path.unlink()
-
-
-def _replace_backup(main: Path, backup: Path) -> None:
-    """Make ``backup`` a copy of the current ``main`` without ever leaving main absent."""
-    tmp = backup.with_name(f"{TMP_PREFIX}{backup.name}.{os.getpid()}")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(main, tmp)
-        os.replace(tmp, backup)
-    except OSError:
-        atomic_write_bytes(backup, main.read_bytes(), sync_dir=False)
 
 
 @contextmanager
