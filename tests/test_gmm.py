@@ -339,19 +339,65 @@ class TestDegenerateComponents:
             params = model.m_step(model.suff_stats(data, resp))
         assert model.in_parameter_space(params)
 
-    def test_singular_without_regularisation_is_repaired(self):
-        """With reg_covar=0 a singular covariance is ridged, with a warning saying so."""
-        X = np.vstack([clusters(n=50, D=2, K=1), np.full((5, 2), 3.0)])
-        model, data = model_for(X, 2, "full", reg_covar=0.0)
+    @staticmethod
+    def collapsed(cov, scatter="roundoff", scale=1.0, reg_covar=0.0):
+        """Class 1: 50 spread rows; class 2: 5 copies of one point, its scatter exactly zero
+        (integer rows around a zero mean) or zero plus rounding (the point off the mean)."""
+        if scatter == "roundoff":
+            X = np.vstack([clusters(n=50, D=2, K=1), np.full((5, 2), 3.0)])
+        else:
+            Y = np.round(clusters(n=25, D=2, K=1) * 4)
+            X = np.vstack([Y, -Y, np.zeros((5, 2))])
+        X = X * scale
+        model, data = model_for(X, 2, cov, reg_covar=reg_covar)
         resp = np.zeros((55, 2))
         resp[:50, 0] = 1.0
         resp[50:, 1] = 1.0
-        with pytest.warns(ModelWarning, match="singular covariance even after adding reg_covar=0"):
-            params = model.m_step(model.suff_stats(data, resp))
+        return model, data, model.suff_stats(data, resp)
+
+    @pytest.mark.parametrize("scatter", ["roundoff", "zero"])
+    @pytest.mark.parametrize("cov", COV_TYPES)
+    def test_singular_without_regularisation_is_repaired(self, cov, scatter):
+        """With reg_covar=0 a collapsed class is ridged with a warning, whether its scatter is exactly zero or rounding."""
+        model, data, stats = self.collapsed(cov, scatter)
+        with pytest.warns(ModelWarning, match="component 2 has a singular covariance even after "
+                                              "adding reg_covar=0") as record:
+            params = model.m_step(stats)
+        assert len(record) == 1
         assert model.in_parameter_space(params)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert np.isfinite(model.loglik(data, params))
+        # ridged up to 1e-9 of the data's variances (the smallest scaled eigenvalue)
+        var = data["X"].var(axis=0)
+        c = params[COV_KEY[cov]][1]
+        scaled = {"full": lambda: np.linalg.eigvalsh(c / np.sqrt(np.outer(var, var)))[0],
+                  "diag": lambda: np.min(c / var), "spherical": lambda: c / var.mean()}[cov]()
+        assert scaled == pytest.approx(1e-9, rel=1e-4)
+
+    @pytest.mark.parametrize("cov", COV_TYPES)
+    def test_collapse_is_judged_in_the_data_units(self, cov):
+        """Rescaling the data by 1e-6 or 1e6 gives the same warning and a covariance scaled by the square."""
+        ref = None
+        for scale in (1e-6, 1.0, 1e6):
+            model, data, stats = self.collapsed(cov, "roundoff", scale=scale)
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                params = model.m_step(stats)
+            got = ([str(w.message) for w in record], params[COV_KEY[cov]] / scale ** 2)
+            if ref is None:
+                ref = got
+            assert got[0] == ref[0] and len(got[0]) == 1
+            # rounding of the collapsed scatter (1e-15 of the data's variance) differs with the units
+            np.testing.assert_allclose(got[1], ref[1], rtol=1e-6, atol=1e-13)
+
+    def test_reg_covar_negligible_for_the_units_is_not_enough(self):
+        """reg_covar=1e-6 on data in units of 1e6 cannot keep a collapsed class valid: it is ridged, and the warning says so."""
+        model, data, stats = self.collapsed("full", "roundoff", scale=1e6, reg_covar=1e-6)
+        with pytest.warns(ModelWarning, match="component 2 has a singular covariance even after "
+                                              "adding reg_covar=1e-06"):
+            params = model.m_step(stats)
+        assert np.linalg.eigvalsh(params["cov"][1])[0] > 1e-10 * np.diag(params["cov"][0]).min()
 
 
 class TestPrepareData:

@@ -36,7 +36,8 @@ COVARIANCE_TYPES = ("full", "diag", "spherical")
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _BLOCK = 1024            # rows per internal block: keeps the (K*D x rows) work arrays in cache
 _EMPTY = 1e-10           # a class with nk below this fraction of the rows is "empty"
-_SINGULAR = 1e-10        # smallest eigenvalue, relative to the data's scale, of a singular cov
+_SINGULAR = 1e-10        # a covariance whose smallest scaled eigenvalue is below this is singular
+_FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the data's variances)
 
 register({
     "gmm.empty_component": {
@@ -62,6 +63,12 @@ def gmm_n_free_parameters(n_components: int, n_features: int, covariance: str) -
     K, D = int(n_components), int(n_features)
     per_class = {"full": D * (D + 1) // 2, "diag": D, "spherical": 1}[covariance]
     return K - 1 + K * D + K * per_class
+
+
+def _smallest_scaled_eigenvalue(cov: np.ndarray, var_scale: np.ndarray) -> float:
+    """Smallest eigenvalue of ``S^-1/2 cov S^-1/2``, S = diag(var_scale): units do not matter."""
+    isd = 1.0 / np.sqrt(var_scale)
+    return float(np.linalg.eigvalsh(cov * np.outer(isd, isd))[0])
 
 
 def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -282,8 +289,11 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
         """Weights, means and regularised covariances from summed statistics.
 
-        An empty class gets the overall mean and covariance; a covariance that is singular
-        (before or after regularisation) is reported with a ModelWarning and kept valid.
+        An empty class gets the overall mean and covariance.  Singularity is decided from the
+        eigenvalues scaled by the data's variances (below ``_SINGULAR``), never from whether a
+        factorisation fails, which depends on the LAPACK build: a class whose own scatter is
+        singular is reported (kept valid by ``reg_covar``); one still singular after
+        ``reg_covar`` is ridged up to ``_FLOOR``, with a warning.
         """
         nk, sx, sxx = (np.asarray(stats[key], dtype=float) for key in ("nk", "sx", "sxx"))
         K, D = sx.shape
@@ -298,56 +308,68 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         d[empty] = d_tot
         reg = self.reg_covar
         params: Params = {"weight": weight, "mean": self.shift + d}
+        tiny = np.finfo(float).tiny
         if self.covariance == "full":
             raw = sxx / nk_safe[:, None, None] - d[:, :, None] * d[:, None, :]
             tot = sxx.sum(axis=0) / n - np.outer(d_tot, d_tot)
             raw[empty] = tot
             raw = 0.5 * (raw + raw.transpose(0, 2, 1))
-            scale = np.sqrt(np.clip(np.diag(tot), np.finfo(float).tiny, None))
+            var_scale = np.clip(np.diag(tot), tiny, None)       # the data's variance per column
             cov = raw + reg * np.eye(D)
             for k in range(K):
-                if not empty[k]:
-                    lam = np.linalg.eigvalsh(raw[k] / np.outer(scale, scale))[0]
-                    if lam <= _SINGULAR and reg > 0:
-                        warnings.warn(t("gmm.singular", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
-                cov[k] = self._make_definite(cov[k], k, float(np.mean(scale ** 2)))
+                lam_raw = _smallest_scaled_eigenvalue(raw[k], var_scale)
+                lam = _smallest_scaled_eigenvalue(cov[k], var_scale)
+                self._warn_singular(k, lam, lam_raw, bool(empty[k]))
+                if lam <= _SINGULAR:
+                    cov[k] = self._ridge(cov[k], lam, var_scale, k)
             params["cov"] = cov
             return params
         if self.covariance == "diag":
             raw = sxx / nk_safe[:, None] - d * d
             tot = sxx.sum(axis=0) / n - d_tot * d_tot
             raw[empty] = tot
-            small = (raw / np.clip(tot, np.finfo(float).tiny, None)).min(axis=1)
-            name, floor = "cov", np.clip(tot, np.finfo(float).tiny, None) * 1e-10
+            var_scale, name = np.clip(tot, tiny, None), "cov"
         else:
             raw = (sxx / nk_safe - np.einsum("kd,kd->k", d, d)) / D
             tot = (sxx.sum() / n - d_tot @ d_tot) / D
             raw[empty] = tot
-            small = raw / max(tot, np.finfo(float).tiny)
-            name, floor = "var", max(tot, np.finfo(float).tiny) * 1e-10
+            var_scale, name = max(float(tot), tiny), "var"
         var = np.maximum(raw, 0.0) + reg
-        for k in range(K):
-            if not empty[k] and small[k] <= _SINGULAR and reg > 0:
-                warnings.warn(t("gmm.singular", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
-            if not empty[k] and np.any(var[k] <= 0):
-                warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=reg), ModelWarning, stacklevel=2)
-                var[k] = np.maximum(var[k], floor)
+        for k in range(K):  # a diagonal covariance's scaled eigenvalues are var / var_scale
+            lam_raw = float(np.min(raw[k] / var_scale))
+            lam = float(np.min(var[k] / var_scale))
+            if lam <= _SINGULAR:
+                var[k] = np.maximum(var[k], _FLOOR * var_scale)
+            self._warn_singular(k, lam, lam_raw, bool(empty[k]))
         params[name] = var
         return params
 
-    def _make_definite(self, cov: np.ndarray, k: int, scale: float) -> np.ndarray:
-        """``cov`` itself when Cholesky works, else with a growing ridge (and a warning)."""
-        eye = np.eye(cov.shape[0])
-        for m in range(-1, 30):
-            ridge = 0.0 if m < 0 else scale * 10.0 ** (m - 10)
+    def _warn_singular(self, k: int, lam: float, lam_raw: float, empty: bool) -> None:
+        """The one warning that says how class ``k``'s covariance was kept valid, if any.
+
+        ``lam_raw`` / ``lam``: smallest scaled eigenvalue before / after ``reg_covar``.
+        """
+        if lam <= _SINGULAR:
+            warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=self.reg_covar), ModelWarning,
+                          stacklevel=3)
+        elif lam_raw <= _SINGULAR and not empty:
+            warnings.warn(t("gmm.singular", k=k + 1, reg=self.reg_covar), ModelWarning, stacklevel=3)
+
+    @staticmethod
+    def _ridge(cov: np.ndarray, lam: float, var_scale: np.ndarray, k: int) -> np.ndarray:
+        """``cov + r diag(var_scale)``, ``r`` lifting the smallest scaled eigenvalue ``lam`` to _FLOOR.
+
+        So the decision and the repair are the same in any units and whatever LAPACK does
+        with a singular matrix; the Cholesky check is only a safety net (tenfold ridge).
+        """
+        ridge = (_FLOOR - lam) * np.diag(var_scale)
+        for _ in range(12):
             try:
-                np.linalg.cholesky(cov + ridge * eye)
+                np.linalg.cholesky(cov + ridge)
             except np.linalg.LinAlgError:
+                ridge = ridge * 10.0
                 continue
-            if ridge:
-                warnings.warn(t("gmm.singular_after_reg", k=k + 1, reg=self.reg_covar), ModelWarning,
-                              stacklevel=3)
-            return cov + ridge * eye
+            return cov + ridge
         raise ValueError(f"the covariance of component {k + 1} cannot be made positive definite; "
                          "scale the data")
 
