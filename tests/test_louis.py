@@ -13,7 +13,7 @@ import pytest
 from src.inference import compute_standard_errors
 from src.inference.louis import louis_information, louis_se
 from src.inference.numerical import numerical_se
-from src.inference.results import SEResult
+from src.inference.results import SEResult, invert_information
 from src.models.base import MixtureModel, ParamSpec
 from src.utils.rng import stream
 
@@ -261,6 +261,45 @@ class TestSingular:
         assert np.isnan(se["mean[2]"]) and np.isnan(se["var[2]"])
         assert np.isfinite(se["mean[1]"])
         assert any("class 2 is empty" in n for n in res.notes)
+
+
+class TestInvertInformation:
+    @staticmethod
+    def spd(P=6, seed=8):
+        A = stream(seed, "test-data").normal(size=(P, P))
+        return A @ A.T + P * np.eye(P)
+
+    def test_units_do_not_decide_identification(self):
+        """A well-conditioned information in units spanning 1e-8..1e8 is inverted whole, to rounding."""
+        A = self.spd()
+        d = np.logspace(-8, 8, A.shape[0])
+        cov, dropped = invert_information(d[:, None] * A * d[None, :])
+        assert dropped == {}
+        np.testing.assert_allclose(cov, np.linalg.inv(A) / np.outer(d, d), rtol=1e-10)
+
+    def test_null_direction_found_in_any_units(self):
+        """A rank-deficient information is still singular along one parameter once rescaled by 1e-8..1e8."""
+        B = stream(9, "test-data").normal(size=(6, 5))
+        A = B @ B.T                              # rank 5
+        d = np.logspace(-8, 8, 6)
+        for scale in (np.ones(6), d):
+            cov, dropped = invert_information(scale[:, None] * A * scale[None, :])
+            assert len(dropped) == 1 and "singular" in next(iter(dropped.values()))
+            keep = [i for i in range(6) if i not in dropped]
+            assert np.all(np.isfinite(cov[np.ix_(keep, keep)]))
+
+    def test_zero_and_negative_diagonal(self):
+        """A parameter with no information is singular, one with negative information not positive definite."""
+        A = self.spd()
+        A[1, :] = A[:, 1] = 0.0
+        A[4, :] = A[:, 4] = 0.0
+        A[4, 4] = -1.0
+        cov, dropped = invert_information(A)
+        assert sorted(dropped) == [1, 4]
+        assert "singular" in dropped[1] and "positive definite" in dropped[4]
+        keep = [0, 2, 3, 5]
+        np.testing.assert_allclose(cov[np.ix_(keep, keep)], np.linalg.inv(A[np.ix_(keep, keep)]),
+                                   rtol=1e-12)
 
 
 class TestResultAndDispatch:

@@ -141,3 +141,71 @@ class TestNumericalPaths:
             bad = [n for n in res.names if np.isnan(se[n])]
             assert bad and all(n.startswith("prob[1,item1,") for n in bad), bad
             assert any("boundary" in n and "prob[1,item1,1]" in n for n in res.notes)
+
+
+def unit_factors(names: list[str], c: np.ndarray) -> np.ndarray:
+    """How each reported Gaussian-mixture parameter scales when column j is multiplied by c_j."""
+    out = []
+    for name in names:
+        idx = [int(v) - 1 for v in name[name.index("[") + 1:-1].split(",")[1:]]
+        if name.startswith("var["):
+            out.append(c[0] ** 2)              # spherical: every column scaled alike
+        else:
+            out.append(float(np.prod(c[idx])) if idx else 1.0)
+    return np.array(out)
+
+
+def rescaled(model, data, params, c):
+    """The same model, data and estimate with column j measured in units c_j times smaller."""
+    X = data["X"] * c
+    other = GaussianMixtureModel(model.n_components, covariance=model.covariance, reg_covar=0.0)
+    other.setup(GaussianMixtureModel.meta_for_array(X, model.columns))
+    key = {"full": "cov", "diag": "cov", "spherical": "var"}[model.covariance]
+    factor = {"full": np.outer(c, c), "diag": c ** 2, "spherical": c[0] ** 2}[model.covariance]
+    return other, {"X": X}, {"weight": params["weight"], "mean": params["mean"] * c,
+                             key: params[key] * factor}
+
+
+class TestUnits:
+    """What is identified, and the standard errors, do not depend on the data's units."""
+
+    WINE = ["alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "proline"]
+
+    @pytest.mark.parametrize("covariance", ["full", "diag"])
+    def test_wine_with_proline_in_its_own_units(self, covariance):
+        """Six wine columns with proline (values ~1e3) give finite SEs, and dividing proline by 1000 divides its SEs by 1000 (cov by 1e6)."""
+        from sklearn.datasets import load_wine
+        X = load_wine(as_frame=True).frame[self.WINE].to_numpy()
+        model = GaussianMixtureModel(2, covariance=covariance, reg_covar=0.0)
+        model.setup(GaussianMixtureModel.meta_for_array(X, self.WINE))
+        fit = fit_em(model, {"X": X}, n_starts=2, tol=1e-10, max_iter=5000, seed=1)
+        c = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1e-3])
+        other, data_c, params_c = rescaled(model, {"X": X}, fit.params, c)
+        f = unit_factors(model.reported_names(), c)
+        # Louis: analytic, so equal to rounding (1e-14 reached); numerical: 2e-10 reached
+        for fn, rtol in ((louis_se, 1e-12), (numerical_se, 1e-8)):
+            a = fn(model, {"X": X}, fit.params)
+            b = fn(other, data_c, params_c)
+            assert not a.notes and not b.notes, (fn.__name__, a.notes, b.notes)
+            free = model.reported_jacobian().any(axis=1)
+            assert np.all(a.se[free] > 0)
+            np.testing.assert_allclose(b.se, a.se * f, rtol=rtol, err_msg=fn.__name__)
+
+    @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
+    def test_simulated_columns_of_very_different_units(self, covariance):
+        """Columns in units 1e-3, 1 and 1e4 (all 1e4 for spherical) give the SEs of unit columns times the units."""
+        rng = stream(25, "test-data")
+        Z = np.vstack([rng.multivariate_normal([0, 0, 0], np.eye(3) + 0.3, 250),
+                       rng.multivariate_normal([2.5, -1, 1], np.eye(3) * 0.5, 200)])
+        model = GaussianMixtureModel(2, covariance=covariance, reg_covar=0.0)
+        model.setup(GaussianMixtureModel.meta_for_array(Z))
+        fit = fit_em(model, {"X": Z}, n_starts=2, tol=1e-10, max_iter=5000, seed=1)
+        c = np.full(3, 1e4) if covariance == "spherical" else np.array([1e-3, 1.0, 1e4])
+        other, data_c, params_c = rescaled(model, {"X": Z}, fit.params, c)
+        f = unit_factors(model.reported_names(), c)
+        # reached: Louis 2e-15 (analytic), numerical 5e-11 (steps follow the natural scales)
+        for fn, rtol in ((louis_se, 1e-12), (numerical_se, 1e-8)):
+            a = fn(model, {"X": Z}, fit.params)
+            b = fn(other, data_c, params_c)
+            assert not a.notes and not b.notes, (fn.__name__, a.notes, b.notes)
+            np.testing.assert_allclose(b.se, a.se * f, rtol=rtol, err_msg=fn.__name__)

@@ -4,6 +4,8 @@ An information matrix of the free parameters is inverted on the parameters it id
 free parameters on the boundary of their space (a probability of 0 or 1, a class whose
 weight is 0), with a non-finite row, or loading on a null direction of the matrix are
 dropped; their variances are NaN and one sentence in ``notes`` names them and says why.
+Null directions are judged after scaling the matrix by its diagonal, so the data's units
+(a column in grams or in tonnes) never decide what is identified.
 Reported standard errors follow by the exact delta method ``J C J'`` with
 ``J = model.reported_jacobian()``.
 """
@@ -131,9 +133,12 @@ def invert_information(info: np.ndarray, dropped: dict[int, str] | None = None,
     """Covariance = inverse of ``info`` on the identified parameters; NaN elsewhere.
 
     ``dropped`` are parameters already known to be unidentified (index -> reason).  Rows with
-    non-finite entries are dropped, then, while the rest is not positive definite (smallest
-    eigenvalue <= rcond * largest), the parameter loading most on the weakest direction is
-    dropped.  Returns ``(cov, dropped)``.
+    non-finite entries are dropped.  Then the rest is judged in units that do not matter:
+    scaled by its diagonal, ``C = D^-1/2 I D^-1/2`` (a parameter with a diagonal <= 0 is
+    dropped at once), and while C is not positive definite (smallest eigenvalue <= rcond *
+    largest) the parameter loading most on C's weakest direction is dropped.  Since
+    measuring a column in other units rescales I by a diagonal matrix, which C does not
+    see, what is identified never depends on the data's units.  Returns ``(cov, dropped)``.
     """
     info = np.asarray(info, dtype=float)
     P = info.shape[0]
@@ -151,10 +156,17 @@ def invert_information(info: np.ndarray, dropped: dict[int, str] | None = None,
             bad = keep[int(np.argmax((~np.isfinite(sub)).sum(axis=1)))]
             dropped[int(bad)] = NOT_FINITE
             continue
-        evals, evecs = np.linalg.eigh(sub)
-        scale = max(float(np.max(np.abs(evals))), np.finfo(float).tiny)
+        diag = np.diag(sub)
+        if np.any(diag <= 0):  # no information (or negative) about a parameter on its own
+            worst = int(np.argmin(diag))
+            dropped[int(keep[worst])] = t("se.reason.not_pd" if diag[worst] < 0
+                                          else "se.reason.singular")
+            continue
+        isd = 1.0 / np.sqrt(diag)
+        evals, evecs = np.linalg.eigh(sub * np.outer(isd, isd))
+        scale = float(evals[-1])  # >= 1: the largest eigenvalue of a matrix with unit diagonal
         if evals[0] > rcond * scale:
-            cov[np.ix_(keep, keep)] = (evecs / evals) @ evecs.T
+            cov[np.ix_(keep, keep)] = isd[:, None] * ((evecs / evals) @ evecs.T) * isd[None, :]
             break
         worst = keep[int(np.argmax(np.abs(evecs[:, 0])))]
         reason = t("se.reason.not_pd" if evals[0] < -rcond * scale else "se.reason.singular")
