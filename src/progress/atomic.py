@@ -206,14 +206,15 @@ def write_file_set(folder: Path, files: Mapping[str, bytes], *, manifest: tuple[
             changed.append(mname)
             fsync_dir(folder)
         for name in files:
-            os.replace(temps.pop(name), folder / name)
+            os.replace(temps[name], folder / name)
+            del temps[name]
             changed.append(name)
         for name in stale:
             if kept[name] is not None and not stat.S_ISDIR(os.lstat(folder / name).st_mode):
                 os.unlink(folder / name)
                 changed.append(name)
         fsync_dir(folder)
-        os.replace(temps.pop(mname), folder / mname)
+        os.replace(temps[mname], folder / mname)
     except BaseException:
         for name in reversed(changed):
             old = kept.pop(name, None)
