@@ -159,3 +159,59 @@ def test_format_number_round_trips():
         assert float(text) == x and text == repr(float(x))
     assert format_number(np.float64(0.1)) == "0.1"
     assert format_number(None) == "" and format_number(float("nan")) == "nan"
+
+
+def _write_in_process(stored, folder, se):
+    from src.output.writers import write_all
+    from src.phases import build_model
+
+    options = RunOptions(n_starts=2, se_method="all", n_bootstrap=20,
+                         output_dir=str(folder)).validate()
+    record = stored["data_preparation"]
+    model = build_model(options, record["meta"])
+    write_all(model, record, stored["model_estimation"], se, options, fingerprint={"a": 1, "b": 2})
+    return folder
+
+
+def test_fit_json_bytes_do_not_depend_on_the_order_results_come_in(tmp_path, stored):
+    """fit.json is the same bytes whatever order the SE methods and their figures are held in (as after a resume)."""
+    se = stored["standard_error_computation"]
+    shuffled = {m: {**r, "extra": dict(reversed(list(r.get("extra", {}).items())))}
+                for m, r in reversed(list(se.items()))}
+    assert list(shuffled["bootstrap"]["extra"]) != list(se["bootstrap"]["extra"])
+    a = _write_in_process(stored, tmp_path / "a", se)
+    b = _write_in_process(stored, tmp_path / "b", shuffled)
+    assert (a / "fit.json").read_bytes() == (b / "fit.json").read_bytes()
+
+
+def test_best_start_counts_from_one(run, stored):
+    """fit.json names the best random start counting from 1, as everything a user sees."""
+    fit = fit_json(run)
+    assert fit["best_start"] == stored["model_estimation"]["best_start"] + 1
+    assert 1 <= fit["best_start"] <= len(fit["start_logliks"])
+
+
+def test_nan_standard_errors_are_not_counted_as_agreement(tmp_path, stored):
+    """Parameters with a NaN SE in any method are listed as not comparable, and agreement is claimed only for the rest."""
+    se = {m: dict(r) for m, r in stored["standard_error_computation"].items()}
+    names = list(se["louis"]["names"])
+    numerical = np.array(se["louis"]["se"], dtype=float)  # equal to Louis but for one NaN
+    numerical[names.index("cov[1,1,2]")] = np.nan
+    bootstrap = np.array(se["louis"]["se"], dtype=float)
+    bootstrap[names.index("weight[1]")] = np.nan
+    se["numerical"]["se"], se["bootstrap"]["se"] = numerical, bootstrap
+    report = (_write_in_process(stored, tmp_path, se) / "report.md").read_text()
+    section = report.split("## Agreement of the three standard errors", 1)[1]
+    assert "Not comparable (a standard error is NaN in at least one method): weight[1], cov[1,1,2]." in section
+    assert (f"agree within Monte-Carlo error for the other {len(names) - 2} parameters."
+            in section), section
+
+
+def test_full_agreement_is_claimed_when_every_parameter_was_compared(tmp_path, stored):
+    """With every SE finite and equal across methods, the report claims agreement for all and lists nothing as not comparable."""
+    se = {m: dict(r) for m, r in stored["standard_error_computation"].items()}
+    for m in ("numerical", "bootstrap"):
+        se[m]["se"] = np.array(se["louis"]["se"], dtype=float)
+    report = (_write_in_process(stored, tmp_path, se) / "report.md").read_text()
+    assert "Louis, numerical and bootstrap standard errors agree within Monte-Carlo error.\n" in report
+    assert "Not comparable" not in report

@@ -2,7 +2,10 @@
 
 Numbers are written at full precision (the shortest text that reads back to the same
 float, Python's ``repr``), so a resumed run's ``estimates.csv`` can be compared byte for
-byte with an uninterrupted run's.  Every file is written atomically.
+byte with an uninterrupted run's, and ``fit.json`` (keys sorted) likewise but for its
+``seconds``.  The files of one run appear together or not at all: they are written as one
+set (``write_file_set``) with ``manifest.json`` last, naming each file's SHA-256 and the
+task, so a reader can tell a complete set (:func:`result_set_is_complete`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..models.base import MixtureModel
-from ..progress.atomic import atomic_write_bytes
+from ..progress.atomic import sha256_bytes, sha256_file, write_file_set
 
-__all__ = ["write_all", "format_number", "estimates_rows", "disagreements"]
+__all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
+           "result_set_is_complete", "MANIFEST", "RESULT_FILES"]
+
+MANIFEST = "manifest.json"
+#: every result file a run may write (a later run without one removes the earlier one's)
+RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "report.md")
 
 SE_ORDER = ("louis", "numerical", "bootstrap")
 
@@ -101,6 +109,37 @@ def disagreements(se: Mapping[str, Any], n_bootstrap: int) -> list[str]:
     return out
 
 
+def not_comparable(se: Mapping[str, Any]) -> list[str]:
+    """Parameters whose standard error is NaN (or infinite) in at least one of the methods
+    compared by :func:`disagreements`: they cannot count as agreeing."""
+    methods = [m for m in ("louis", "numerical", "bootstrap") if m in se]
+    if not methods:
+        return []
+    names = list(se[methods[0]]["names"])
+    bad = np.zeros(len(names), dtype=bool)
+    for m in methods:
+        bad |= ~np.isfinite(np.asarray(se[m]["se"], dtype=float))
+    return [n for n, b in zip(names, bad) if b]
+
+
+def _agreement(se: Mapping[str, Any], n_bootstrap: int) -> list[str]:
+    """The report's lines on agreement: disagreements, parameters not comparable, and a
+    claim of agreement only for the parameters that were compared."""
+    dis = disagreements(se, n_bootstrap)
+    nan = not_comparable(se)
+    total = len(se["louis"]["names"]) if "louis" in se else 0
+    lines = [f"- {d}" for d in dis]
+    if nan:
+        lines.append(f"Not comparable (a standard error is NaN in at least one method): {', '.join(nan)}.")
+    if not dis:
+        if not nan:
+            lines.append("Louis, numerical and bootstrap standard errors agree within Monte-Carlo error.")
+        elif total > len(nan):
+            lines.append("Louis, numerical and bootstrap standard errors agree within Monte-Carlo "
+                         f"error for the other {total - len(nan)} parameters.")
+    return lines
+
+
 def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
     n, p, ll = int(fit["n_obs"]), int(fit["n_params"]), float(fit["loglik"])
     out = {
@@ -110,7 +149,8 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
         "seconds": float(fit["seconds"]), "se_method": options.se_method,
         "se_primary": _primary(se, options),
         "model": options.model, "components": options.components,
-        "best_start": int(fit["best_start"]), "start_logliks": list(fit["start_logliks"]),
+        # starts count from 1 for the user (fit["best_start"] is the 0-based index)
+        "best_start": int(fit["best_start"]) + 1, "start_logliks": list(fit["start_logliks"]),
         "warnings": list(fit.get("warnings", [])),
         "data": {k: record.get(k) for k in ("source", "path", "sha256", "n_rows", "columns")},
         "fingerprint": fingerprint,
@@ -143,10 +183,8 @@ def _report(model, record, fit, se, options, fitj, header, rows) -> str:
     for row in rows:
         lines.append("| " + " | ".join(_short(c) for c in row) + " |")
     if options.se_method == "all":
-        dis = disagreements(se, options.n_bootstrap)
         lines += ["", "## Agreement of the three standard errors", ""]
-        lines += [f"- {d}" for d in dis] if dis else [
-            "Louis, numerical and bootstrap standard errors agree within Monte-Carlo error."]
+        lines += _agreement(se, options.n_bootstrap)
     lines += ["", "Classes are in the model's canonical order (see docs/architecture.md)."]
     return "\n".join(lines) + "\n"
 
@@ -173,10 +211,30 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
         crow = [[names[i]] + [format_number(v) for v in cov[i]] for i in range(len(names))]
         files["covariance.csv"] = _csv_bytes(["parameter"] + names, crow)
     fitj = _fit_json(model, record, fit, se, options, dict(fingerprint))
-    files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str) + "\n").encode()
+    # keys sorted: the same bytes (but for "seconds") however the results were gathered or resumed
+    files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
+                         + "\n").encode()
     files["report.md"] = _report(model, record, fit, se, options, fitj, header, rows).encode()
-    written = []
-    for name, data in files.items():
-        atomic_write_bytes(out_dir / name, data)
-        written.append(str(out_dir / name))
-    return written
+    manifest = _manifest(options.task_name, files)
+    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=RESULT_FILES)
+    return [str(p) for p in written]
+
+
+def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:
+    entries = {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()}
+    return (json.dumps({"task_name": task_name, "files": entries}, indent=2, sort_keys=True)
+            + "\n").encode()
+
+
+def result_set_is_complete(folder: str | Path, task_name: str) -> bool:
+    """True when ``folder`` holds a complete result set of ``task_name``: its manifest is
+    there and every file it names is there with the recorded SHA-256."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("task_name") != task_name or not manifest.get("files"):
+            return False
+        return all(sha256_file(folder / name) == entry["sha256"]
+                   for name, entry in manifest["files"].items())
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
