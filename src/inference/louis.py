@@ -22,7 +22,8 @@ from ..models.base import Data, MixtureModel, Params
 from . import derivatives as dv
 from .results import SEResult, boundary_parameters, invert_information, wald_result
 
-__all__ = ["louis_information", "louis_se", "max_fraction_missing_info"]
+__all__ = ["louis_information", "louis_se", "max_fraction_missing_info", "MOMENTS", "SCORES",
+           "MASKED_SCORES"]
 
 
 def _score_rows(chunk_size: int, K: int, P: int) -> int:
@@ -59,6 +60,73 @@ class _ScoreVariance:
         return self.first - (upper + np.triu(upper, 1).T)
 
 
+#: the ways to Louis' second term, tried in this order until one gives a finite matrix
+MOMENTS = "moments"            # the model's weighted moments (no per-row scores), when it has them
+SCORES = "scores"              # per-row complete scores
+MASKED_SCORES = "masked scores"  # per-row scores with every r_ik = 0 term dropped
+
+
+def _strategies(model: MixtureModel, analytic: bool, use_fast: bool,
+                mask_zero_resp: bool) -> list[str]:
+    """The strategies :func:`louis_information` tries, in order.
+
+    Moments first when the model offers them (and its derivatives are analytic); then the
+    per-row scores; then, if those are not finite, the scores with the r_ik = 0 terms
+    masked, which vanish even where s_ik is infinite (an impossible class for a row).
+    """
+    plan = []
+    if use_fast and analytic and hasattr(model, "score_variance_moments") \
+            and hasattr(model, "score_variance_from_moments"):
+        plan.append(MOMENTS)
+    if not mask_zero_resp:
+        plan.append(SCORES)
+    plan.append(MASKED_SCORES)
+    return plan
+
+
+def _one_pass(model: MixtureModel, data: Data, params: Params, strategy: str, *,
+              chunk_size: int, steps_s: np.ndarray | None, steps_h: np.ndarray | None,
+              skip_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(I_c, V)`` from one pass over the rows, V the second term by ``strategy``.
+
+    None when the model declines the moments for some chunk (its
+    ``score_variance_moments`` returned None): the caller goes on to the next strategy.
+    """
+    P = model.to_free(params).size
+    I_c = np.zeros((P, P))
+    acc = _ScoreVariance(P)
+    moments = None
+    rows = _score_rows(chunk_size, model.n_components, P)
+    for chunk in dv.iter_chunks(data, chunk_size):
+        resp, _ = model.e_step(chunk, params)
+        if strategy == MOMENTS:
+            part = model.score_variance_moments(chunk, params, resp)
+            if part is None:
+                return None
+            moments = part if moments is None else moments + part
+        else:
+            for a in range(0, resp.shape[0], rows):
+                block = {key: v[a:a + rows] for key, v in chunk.items()}
+                r = resp[a:a + rows]
+                S = dv.complete_score(model, block, params, steps_s)  # (n, K, P)
+                if skip_idx.size:
+                    S[:, :, skip_idx] = 0.0
+                if strategy == MASKED_SCORES:  # r_ik = 0 terms vanish even where s_ik is infinite
+                    S = np.where(r[:, :, None] > 0, S, 0.0)
+                acc.add(S, r)
+        Ic_chunk = np.array(dv.complete_information(model, chunk, params, resp, steps_h))
+        if skip_idx.size:
+            Ic_chunk[skip_idx, :] = 0.0
+            Ic_chunk[:, skip_idx] = 0.0
+        I_c += Ic_chunk
+    if strategy != MOMENTS:
+        return I_c, acc.total()
+    V = np.array(model.score_variance_from_moments(params, moments), dtype=float)
+    V[skip_idx, :] = 0.0
+    V[:, skip_idx] = 0.0
+    return I_c, V
+
+
 def louis_information(model: MixtureModel, data: Data, params: Params, *,
                       chunk_size: int = 4096,
                       skip: set[int] | frozenset = frozenset(),
@@ -68,69 +136,34 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
 
     Parameters in ``skip`` (on the boundary) have their score columns zeroed and their rows
     and columns set to NaN, so a non-finite derivative there cannot spread to the others.
-    Optional model methods ``score_variance_moments(data, params, resp)`` (additive over
-    chunks; None: not available) and ``score_variance_from_moments(params, moments)`` give
-    the second term without per-row scores; when it is not finite outside ``skip``, the
-    per-row path below is used instead (as with ``use_fast=False``).
+    The second term is computed by the first of :func:`_strategies` that gives a finite
+    matrix (the last one's result is kept whatever it is): the model's optional
+    ``score_variance_moments(data, params, resp)`` (additive over chunks; None: declined) and
+    ``score_variance_from_moments(params, moments)`` unless ``use_fast`` is False, then the
+    per-row scores, then the per-row scores with zero-responsibility terms masked (at once
+    when ``mask_zero_resp``).
     """
     theta = model.to_free(params)
-    P = theta.size
     K = model.n_components
-    I_c = np.zeros((P, P))
     steps_s = steps_h = None
-    if not dv.has_analytic_score(model, data, params) or \
-            model.complete_information({k: v[:1] for k, v in data.items()}, params,
-                                       np.full((1, K), 1.0 / K)) is None:
+    analytic = dv.has_analytic_score(model, data, params) and model.complete_information(
+        {k: v[:1] for k, v in data.items()}, params, np.full((1, K), 1.0 / K)) is not None
+    if not analytic:
         u = dv.natural_scales(model, data, params, chunk_size=chunk_size, skip=skip)
         steps_s = dv.feasible_steps(model, theta, dv.EPS ** (1 / 3) * u, factor=1.0, skip=skip)
         steps_h = dv.feasible_steps(model, theta, dv.EPS ** (1 / 4) * u, factor=2.0, skip=skip)
         for j in skip:  # never used: the columns are discarded
             steps_s[j] = steps_h[j] = max(abs(theta[j]), 1.0)
     skip_idx = np.array(sorted(skip), dtype=int)
-    rows = _score_rows(chunk_size, K, P)
-    acc = _ScoreVariance(P)
-    fast = getattr(model, "score_variance_moments", None) if use_fast and steps_s is None else None
-    if not hasattr(model, "score_variance_from_moments"):
-        fast = None
-    moments, n_fast = None, 0
-    for chunk in dv.iter_chunks(data, chunk_size):
-        resp, _ = model.e_step(chunk, params)
-        part = fast(chunk, params, resp) if fast is not None else None
-        if part is not None:
-            moments = part if moments is None else moments + part
-            n_fast += 1
-        elif n_fast:  # declined after all: start again on the per-row path
-            return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
-                                     use_fast=False)
-        else:
-            fast = None
-        for a in range(0, resp.shape[0] if fast is None else 0, rows):
-            block = {key: v[a:a + rows] for key, v in chunk.items()}
-            r = resp[a:a + rows]
-            S = dv.complete_score(model, block, params, steps_s)  # (n, K, P)
-            if skip_idx.size:
-                S[:, :, skip_idx] = 0.0
-            if mask_zero_resp:  # r_ik = 0 terms vanish even where s_ik is infinite
-                S = np.where(r[:, :, None] > 0, S, 0.0)
-            acc.add(S, r)
-        Ic_chunk = np.array(dv.complete_information(model, chunk, params, resp, steps_h))
-        if skip_idx.size:
-            Ic_chunk[skip_idx, :] = 0.0
-            Ic_chunk[:, skip_idx] = 0.0
-        I_c += Ic_chunk
-    if fast is not None:
-        V_fast = np.array(model.score_variance_from_moments(params, moments), dtype=float)
-        V_fast[skip_idx, :] = 0.0
-        V_fast[:, skip_idx] = 0.0
-        if not np.all(np.isfinite(V_fast)):
-            return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
-                                     use_fast=False)
-        V = V_fast
-    else:
-        V = acc.total()
-    if not mask_zero_resp and not np.all(np.isfinite(V)):
-        return louis_information(model, data, params, chunk_size=chunk_size, skip=skip,
-                                 mask_zero_resp=True)
+    result = None
+    for strategy in _strategies(model, analytic, use_fast, mask_zero_resp):
+        out = _one_pass(model, data, params, strategy, chunk_size=chunk_size, steps_s=steps_s,
+                        steps_h=steps_h, skip_idx=skip_idx)
+        if out is not None:
+            result = out
+            if np.all(np.isfinite(out[1])):
+                break
+    I_c, V = result
     I_c = 0.5 * (I_c + I_c.T)
     I_obs = I_c - 0.5 * (V + V.T)
     for j in skip:
