@@ -3,18 +3,50 @@
 Every problem a user can fix is a :class:`~src.utils.errors.DataError` (exit 2) whose
 message is one sentence, in the user's language, naming the file or column and the fix.
 Rows are counted from 1 without the header line ("data row 5").
+
+What is read (:func:`load_table`), and what it says when it cannot:
+
+* **sources** (:mod:`src.data.sources`): ``builtin:NAME`` or one file.  A folder or a
+  file pattern is recognised and its CSV/Parquet files counted, then refused: partitioned
+  input is not supported yet (a folder/glob of Parquet files is the next source kind).
+* **format** from the extension: .csv/.txt, .tsv, .parquet/.pq (.gz/.bz2/.xz/.zip/.zst
+  after a text extension are decompressed).
+* **text files** (:mod:`src.data.sniffing`, from the first 64 KiB), unless ``sep`` /
+  ``encoding`` are given, which override detection:
+
+  - *encoding*: UTF-8 when the bytes are valid UTF-8 (a byte-order mark is dropped), UTF-16
+    with a UTF-16 byte-order mark, otherwise cp1252 (Windows Latin-1; Latin-1 when cp1252
+    cannot decode a byte).  If a later part of the file is not valid UTF-8 the file is read
+    again as cp1252.
+  - *separator*: the extension's (``,``; tab for .tsv), unless the header line has a single
+    field with it and several with ``;``, tab or ``,``: then the one giving most fields.
+  - *decimal comma*: with ``;`` as separator, numbers are read with ``decimal=","`` when
+    the sampled data lines have numbers like ``1,5`` and none like ``1.5``.
+  - each detection adds a one-line note to ``record["notes"]`` for the caller to print.
+  - a given ``sep`` that leaves one column whose name splits with another separator (and the
+    first data line splits the same way) is an error saying which separator to use; a given
+    ``encoding`` that cannot decode the file names the byte, its line and an encoding that can.
+* **refused, one sentence each**: a missing file, a folder, a pattern, an unreadable file
+  (permissions), an empty file, binary content (NUL or control bytes; Parquet, ZIP/xlsx,
+  gzip, PDF signatures are named), a header with no data rows, a line with a different
+  number of fields than the header, a .parquet file that is not Parquet or is truncated, a
+  column name twice in the header (pandas would rename it ``a.1``) or twice in ``columns``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from src.utils.errors import DataError
+from src.data.sniffing import (FALLBACK_ENCODINGS, TextDialect, content_kind, first_decode_error,
+                               looks_binary, sniff_text)
+from src.data.sources import SourceInfo, classify_source
+from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
 
 __all__ = ["BUILTIN_DATASETS", "DEFAULT_SOURCE", "load_table", "file_sha256", "builtin_path",
@@ -27,11 +59,35 @@ DEFAULT_SOURCE = "builtin:faithful"
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 register({
     "data.file_missing": {
         "en": "The data file {path} does not exist; check the path.",
         "zh": "数据文件 {path} 不存在，请检查路径。"},
+    "data.folder": {
+        "en": "{path} is a folder holding {n_parquet} Parquet and {n_text} CSV/TSV files (such as "
+              "{example}), not a single file; partitioned input (a folder) is not supported yet, "
+              "so give one file with --data.",
+        "zh": "{path} 是一个文件夹，其中有 {n_parquet} 个 Parquet 文件和 {n_text} 个 CSV/TSV 文件（如 "
+              "{example}），而不是单个文件；目前尚不支持分区输入（文件夹），请用 --data 指定一个文件。"},
+    "data.folder_no_data": {
+        "en": "{path} is a folder with no CSV, TSV or Parquet file in it, not a data file; give "
+              "one file with --data.",
+        "zh": "{path} 是一个文件夹，其中没有 CSV、TSV 或 Parquet 文件，不是数据文件；请用 --data 指定一个文件。"},
+    "data.glob": {
+        "en": "{path} is a file pattern matching {n_parquet} Parquet and {n_text} CSV/TSV files; "
+              "reading several files at once is not supported yet, so give one file with --data.",
+        "zh": "{path} 是一个文件名模式，匹配 {n_parquet} 个 Parquet 文件和 {n_text} 个 CSV/TSV 文件；"
+              "目前尚不支持一次读取多个文件，请用 --data 指定一个文件。"},
+    "data.not_regular": {
+        "en": "{path} is not a regular file (it is a device, pipe or socket); give a CSV, TSV or "
+              "Parquet file.",
+        "zh": "{path} 不是普通文件（而是设备、管道或套接字）；请指定 CSV、TSV 或 Parquet 文件。"},
+    "data.cannot_open": {
+        "en": "Cannot read the data file {path} ({reason}); check that it is there and that you "
+              "may read it.",
+        "zh": "无法读取数据文件 {path}（{reason}）；请检查文件是否存在以及是否有读取权限。"},
     "data.unknown_builtin": {
         "en": "There is no built-in data set {name!r}; the built-in data sets are: {available}.",
         "zh": "没有名为 {name!r} 的内置数据集；可用的内置数据集：{available}。"},
@@ -41,9 +97,37 @@ register({
     "data.unreadable": {
         "en": "Could not read {path} as {kind}: {reason}.",
         "zh": "无法按 {kind} 格式读取 {path}：{reason}。"},
+    "data.ragged_line": {
+        "en": "Line {line} of {path} has {saw} fields but the header has {expected}; check the "
+              "separator and the quoting on that line.",
+        "zh": "{path} 第 {line} 行有 {saw} 个字段，而表头有 {expected} 个；请检查该行的分隔符和引号。"},
+    "data.not_parquet": {
+        "en": "The data file {path} is not a Parquet file: it holds {what}; export it again as "
+              "Parquet or give it the extension that matches its format.",
+        "zh": "数据文件 {path} 不是 Parquet 文件，其中是{what}；请重新导出为 Parquet，或使用与其格式相符的扩展名。"},
+    "data.parquet_truncated": {
+        "en": "The Parquet file {path} is truncated or damaged (its closing 'PAR1' signature is "
+              "missing); write it again.",
+        "zh": "Parquet 文件 {path} 不完整或已损坏（缺少结尾的 'PAR1' 标记）；请重新写出该文件。"},
     "data.no_rows": {
         "en": "{source} has no data rows.",
         "zh": "{source} 中没有数据行。"},
+    "data.header_only": {
+        "en": "{source} has a header (columns: {columns}) but no data rows; check that the file "
+              "was written completely.",
+        "zh": "{source} 只有表头（列：{columns}），没有数据行；请检查文件是否完整写出。"},
+    "data.duplicate_header": {
+        "en": "{source} has the column name {column!r} {count} times in its header (columns "
+              "{positions}); rename the copies so that every column name is unique.",
+        "zh": "{source} 的表头中列名 {column!r} 出现了 {count} 次（第 {positions} 列）；请重命名，使每个列名唯一。"},
+    "data.duplicate_selection": {
+        "en": "Column {column!r} is selected {count} times (columns: {columns}); list each "
+              "column once.",
+        "zh": "列 {column!r} 被选择了 {count} 次（所选列：{columns}）；每列只需列出一次。"},
+    "data.note.text_options_ignored": {
+        "en": "--sep and --encoding apply to CSV/TSV files only, so they were not used for the "
+              "Parquet file {path}.",
+        "zh": "--sep 和 --encoding 只适用于 CSV/TSV 文件，因此读取 Parquet 文件 {path} 时未使用。"},
     "data.missing_column": {
         "en": "Column {column!r} is not in {source}; the available columns are: {available}.",
         "zh": "{source} 中没有列 {column!r}；可用的列：{available}。"},
@@ -92,12 +176,23 @@ def builtin_path(name: str) -> Path:
     return _BUILTIN_DIR / BUILTIN_DATASETS[name]
 
 
+def _open_error(path: Path | str, exc: OSError) -> DataError:
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(t("data.cannot_open", path=str(path), reason=reason.rstrip(".")))
+
+
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in chunks (the data part of a run's fingerprint)."""
+    """SHA-256 of a file's bytes, read in chunks (the data part of a run's fingerprint).
+
+    A file that cannot be opened (permissions) is a DataError naming it.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk_size), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
     return digest.hexdigest()
 
 
@@ -111,17 +206,56 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
+def _unsupported(info: SourceInfo) -> DataError:
+    """The sentence for a source that exists but is not one readable file."""
+    if info.kind in ("folder", "glob") and (info.n_parquet or info.n_text):
+        example = info.files[0] if info.files else "-"
+        if info.kind == "folder" and info.path is not None and info.files:
+            example = info.files[0].relative_to(info.path)
+        return DataError(t(f"data.{info.kind}", path=info.text, n_parquet=info.n_parquet,
+                           n_text=info.n_text, example=str(example)))
+    if info.kind == "folder":
+        return DataError(t("data.folder_no_data", path=info.text))
+    if info.kind == "other":
+        return DataError(t("data.not_regular", path=info.text))
+    return DataError(t("data.file_missing", path=info.text))
+
+
 def _resolve(source: str | Path | None) -> tuple[str, Path]:
-    """(display name, path) of a data source; a missing file is a DataError."""
+    """(display name, path) of a data source; anything but one existing file is a DataError."""
     if source is None or str(source) == "":
         source = DEFAULT_SOURCE
-    text = str(source)
-    if text.startswith("builtin:"):
-        return text, builtin_path(text[len("builtin:"):])
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise DataError(t("data.file_missing", path=text))
-    return text, path.resolve()
+    info = classify_source(source)
+    if info.kind == "builtin":
+        return info.text, builtin_path(info.name or "")
+    if info.kind == "file" and info.path is not None:
+        return info.text, info.path
+    raise _unsupported(info)
+
+
+def _check_unique(columns: Sequence[str]) -> None:
+    """A DataError when the selection names a column twice (pandas would return a frame for it)."""
+    for col in dict.fromkeys(columns):
+        count = list(columns).count(col)
+        if count > 1:
+            raise DataError(t("data.duplicate_selection", column=col, count=count,
+                              columns=", ".join(columns)))
+
+
+def _check_header(raw_names: Sequence[str], columns: list[str] | None, source: str) -> None:
+    """A DataError for a name repeated in the header when it matters (all columns, or selected).
+
+    pandas renames the second ``a`` of a CSV header to ``a.1``, so selecting ``a.1`` counts.
+    """
+    names = [str(n) for n in raw_names]
+    for name in dict.fromkeys(names):
+        positions = [i + 1 for i, n in enumerate(names) if n == name]
+        if len(positions) < 2 or name == "":
+            continue
+        mangled = re.compile(re.escape(name) + r"(\.\d+)?")
+        if columns is None or any(mangled.fullmatch(c) for c in columns):
+            raise DataError(t("data.duplicate_header", source=source, column=name,
+                              count=len(positions), positions=", ".join(map(str, positions))))
 
 
 def _check_columns(available: Sequence[str], columns: Sequence[str], source: str) -> None:
@@ -132,24 +266,99 @@ def _check_columns(available: Sequence[str], columns: Sequence[str], source: str
                               available=", ".join(names) or "-"))
 
 
-def _read(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source: str) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None, source: str) -> pd.DataFrame:
+    """A Parquet file, after checking its signatures (so a CSV named .parquet is said to be one)."""
+    import pyarrow.parquet as pq
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(max(size - 4, 0))
+        tail = fh.read(4)
+    if size == 0:
+        raise DataError(t("data.empty_file", path=str(path)))
+    if not head.startswith(b"PAR1"):
+        kind = content_kind(head) or ("binary" if looks_binary(head) else "text")
+        raise DataError(t("data.not_parquet", path=str(path), what=t(f"data.looks.{kind}")))
+    if size < 12 or tail != b"PAR1":
+        raise DataError(t("data.parquet_truncated", path=str(path)))
+    header = list(pq.read_schema(path).names)
+    _check_header(header, columns, source)
+    if columns is not None:
+        _check_columns(header, columns, source)
+    return pd.read_parquet(path, columns=columns)
+
+
+def _encodings_to_try(dialect: TextDialect) -> list[str]:
+    """The detected encoding, then the later fallbacks (a file may turn non-UTF-8 after 64 KiB)."""
+    if dialect.encoding_explicit or dialect.encoding not in FALLBACK_ENCODINGS:
+        return [dialect.encoding]
+    return list(FALLBACK_ENCODINGS[FALLBACK_ENCODINGS.index(dialect.encoding):])
+
+
+def _read_text_as(path: Path, dialect: TextDialect, encoding: str, columns: list[str] | None,
+                  as_text: bool, source: str) -> pd.DataFrame:
+    opts: dict[str, Any] = {"sep": dialect.sep, "encoding": encoding, "decimal": dialect.decimal}
+    try:
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **opts)
+    except pd.errors.EmptyDataError:
+        raise DataError(t("data.empty_file", path=str(path))) from None
+    _check_header(list(first.iloc[0]) if len(first) else [], columns, source)
+    if columns is not None:
+        _check_columns(list(pd.read_csv(path, nrows=0, **opts).columns), columns, source)
+    text_args: dict[str, Any] = (
+        {"dtype": str, "keep_default_na": False, "na_values": [""]} if as_text else {})
+    try:
+        return pd.read_csv(path, usecols=columns, **opts, **text_args)
+    except pd.errors.ParserError as exc:
+        ragged = _RAGGED.search(str(exc))
+        if ragged is None:
+            raise
+        expected, line, saw = ragged.groups()
+        raise DataError(t("data.ragged_line", path=str(path), line=line, saw=saw,
+                          expected=expected)) from None
+
+
+def _read_text(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source: str,
+               sep: str | None, encoding: str | None) -> tuple[pd.DataFrame, TextDialect]:
+    """A CSV/TSV file read as sniffed (or as told), falling back to cp1252 on a late bad byte."""
+    dialect = sniff_text(path, default_sep="\t" if fmt == "tsv" else ",", sep=sep,
+                         encoding=encoding)
+    tries = _encodings_to_try(dialect)
+    for i, enc in enumerate(tries):
+        try:
+            frame = _read_text_as(path, dialect, enc, columns, as_text, source)
+        except UnicodeDecodeError:
+            if i + 1 < len(tries):
+                continue
+            if not dialect.encoding_explicit:
+                raise
+            found = first_decode_error(path, enc) or (0, 0)
+            guess = next((e for e in FALLBACK_ENCODINGS if first_decode_error(path, e) is None),
+                         "latin-1")
+            raise DataError(t("data.wrong_encoding", path=str(path), encoding=enc, byte=found[0],
+                              line=found[1], guess=guess)) from None
+        if enc != dialect.encoding:
+            old = t("data.note.not_utf8", path=str(path), encoding=dialect.encoding)
+            dialect.notes = [n for n in dialect.notes if n != old]
+            dialect.notes.append(t("data.note.not_utf8", path=str(path), encoding=enc))
+            dialect.encoding = enc
+        return frame, dialect
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source: str,
+          sep: str | None, encoding: str | None) -> tuple[pd.DataFrame, TextDialect | None]:
+    """The file's frame and, for text files, how it was read; read errors become DataErrors."""
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-            header = list(pq.read_schema(path).names)
-            if columns is not None:
-                _check_columns(header, columns, source)
-            return pd.read_parquet(path, columns=columns)
-        sep = "\t" if fmt == "tsv" else ","
-        header = list(pd.read_csv(path, sep=sep, nrows=0).columns)
-        if columns is not None:
-            _check_columns(header, columns, source)
-        text_args: dict[str, Any] = (
-            {"dtype": str, "keep_default_na": False, "na_values": [""]} if as_text else {})
-        return pd.read_csv(path, sep=sep, usecols=columns, **text_args)
-    except DataError:
+            return _read_parquet(path, columns, source), None
+        return _read_text(path, fmt, columns, as_text, source, sep, encoding)
+    except PipelineError:  # already one sentence (DataError, or UsageError for a bad sep/encoding)
         raise
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError,
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError,
             pd.errors.EmptyDataError, ImportError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(t("data.unreadable", path=str(path), kind=fmt.upper(),
@@ -178,26 +387,40 @@ def _as_text_column(col: pd.Series) -> pd.Series:
 
 
 def load_table(source: str | Path | None, *, columns: list[str] | None = None,
-               as_text: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+               as_text: bool = False, sep: str | None = None,
+               encoding: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a CSV/TSV/Parquet file or ``builtin:NAME`` (``None``: ``builtin:faithful``).
 
     Returns the frame restricted to ``columns`` (all when None, in the requested order)
-    and a JSON-able record of where it came from (source, absolute path, SHA-256 of the
-    file's bytes, row count, columns).  ``as_text`` reads every cell as text (for
-    categorical models, so the code ``1`` stays ``1``) with empty cells missing.
+    and a JSON-able record of where it came from and how it was read (source, absolute
+    path, format, SHA-256 of the file's bytes, row count, columns, ``sep``/``encoding``/
+    ``decimal`` for text files (None for Parquet), and ``notes``: one-line sentences on
+    what was detected, for the caller to print).  ``as_text`` reads every cell as text
+    (for categorical models, so the code ``1`` stays ``1``) with empty cells missing.
+    ``sep`` / ``encoding`` override detection for text files (see the module docstring);
+    ``sep`` may also be ``tab``, ``\\t``, ``comma``, ``semicolon``.
     """
     name, path = _resolve(source)
     fmt = _format_of(path)
     cols = None if columns is None else [str(c) for c in columns]
-    frame = _read(path, fmt, cols, as_text, name)
+    if cols is not None:
+        _check_unique(cols)
+    frame, dialect = _read(path, fmt, cols, as_text, name, sep, encoding)
+    notes = list(dialect.notes) if dialect is not None else []
+    if dialect is None and (sep is not None or encoding is not None):
+        notes.append(t("data.note.text_options_ignored", path=str(path)))
     if cols is not None:
         frame = frame[cols]
     if as_text and fmt == "parquet":
         frame = pd.DataFrame({c: _as_text_column(frame[c]) for c in frame.columns})
     if len(frame) == 0:
-        raise DataError(t("data.no_rows", source=name))
+        raise DataError(t("data.header_only", source=name,
+                          columns=", ".join(str(c) for c in frame.columns) or "-"))
     record = {"source": name, "path": str(path), "format": fmt, "sha256": file_sha256(path),
-              "n_rows": int(len(frame)), "columns": [str(c) for c in frame.columns]}
+              "n_rows": int(len(frame)), "columns": [str(c) for c in frame.columns],
+              "sep": dialect.sep if dialect else None,
+              "encoding": dialect.encoding if dialect else None,
+              "decimal": dialect.decimal if dialect else None, "notes": notes}
     return frame, record
 
 
@@ -229,6 +452,7 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing:
     column with a single value an error naming it.
     """
     columns = [str(c) for c in columns]
+    _check_unique(columns)
     _check_columns(list(frame.columns), columns, source)
     if len(frame) == 0:
         raise DataError(t("data.no_rows", source=source))
