@@ -293,6 +293,13 @@ class TestDetection:
         assert len(record["notes"]) == 1
         assert record["notes"][0].startswith(f"Read {tmp_path / 's.csv'} as semicolon-separated")
 
+    def test_single_column_with_semicolon_in_its_name(self, tmp_path):
+        """A single column named with a semicolon stays one column when its values have none."""
+        frame, record = load_table(write_csv(tmp_path / "one.csv", "score (0;10)\n5\n7\n"))
+        assert list(frame.columns) == ["score (0;10)"] and record["notes"] == []
+        frame, _ = load_table(str(tmp_path / "one.csv"), sep=",")
+        assert frame["score (0;10)"].tolist() == [5, 7]
+
     def test_tabs_in_csv_and_commas_in_tsv(self, tmp_path):
         """A .csv that is tab-separated and a .tsv that is comma-separated are both read by their header."""
         frame, record = load_table(write_csv(tmp_path / "t.csv", "a\tb\n1\t2\n"))
@@ -347,9 +354,12 @@ class TestDetection:
 
     def test_explicit_sep_overrides_detection(self, tmp_path):
         """An explicit separator wins over detection, and 'tab' names the tab."""
-        path = write_csv(tmp_path / "one.csv", "a;b\n1\n2\n")
-        frame, record = load_table(path, sep=",")
-        assert list(frame.columns) == ["a;b"] and record["notes"] == [] and record["sep"] == ","
+        path = write_csv(tmp_path / "mixed.csv", "a;b,c\n1;2,5\n")
+        frame, record = load_table(path)
+        assert list(frame.columns) == ["a;b", "c"] and record["notes"] == []
+        frame, record = load_table(path, sep=";")
+        assert list(frame.columns) == ["a", "b,c"] and frame["b,c"].iloc[0] == 2.5
+        assert record["sep"] == ";" and record["decimal"] == ","
         frame, record = load_table(write_csv(tmp_path / "t.csv", "a\tb\n1\t2\n"), sep="tab")
         assert list(frame.columns) == ["a", "b"] and record["notes"] == []
 

@@ -19,12 +19,13 @@ What is read (:func:`load_table`), and what it says when it cannot:
     cannot decode a byte).  If a later part of the file is not valid UTF-8 the file is read
     again as cp1252.
   - *separator*: the extension's (``,``; tab for .tsv), unless the header line has a single
-    field with it and several with ``;``, tab or ``,``: then the one giving most fields.
+    field with it and several with ``;``, tab or ``,`` (and the first data line splits with
+    that one too): then the one giving most header fields.
   - *decimal comma*: with ``;`` as separator, numbers are read with ``decimal=","`` when
     the sampled data lines have numbers like ``1,5`` and none like ``1.5``.
   - each detection adds a one-line note to ``record["notes"]`` for the caller to print.
-  - a given ``sep`` that leaves one column whose name splits with another separator (and the
-    first data line splits the same way) is an error saying which separator to use; a given
+  - a given ``sep`` that leaves one column whose name splits with another separator (by the
+    rule above) is an error saying which separator to use; a given
     ``encoding`` that cannot decode the file names the byte, its line and an encoding that can.
 * **refused, one sentence each**: a missing file, a folder, a pattern, an unreadable file
   (permissions), an empty file, binary content (NUL or control bytes; Parquet, ZIP/xlsx,
@@ -356,9 +357,9 @@ def _read(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source
         return _read_text(path, fmt, columns, as_text, source, sep, encoding)
     except PipelineError:  # already one sentence (DataError, or UsageError for a bad sep/encoding)
         raise
-    except OSError as exc:
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
         raise _open_error(path, exc) from None
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError,
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError,
             pd.errors.EmptyDataError, ImportError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(t("data.unreadable", path=str(path), kind=fmt.upper(),

@@ -9,12 +9,13 @@ The rules (they are also in :mod:`src.data.loading`'s docstring, which users rea
   or Latin-1 when cp1252 cannot decode it, with a note.
 * **separator** (unless given): the extension's (``,`` for .csv/.txt, tab for .tsv), except
   when the header line splits into a single field with it but into several with ``;``, tab
-  or ``,``: then the one giving the most fields, with a note.
+  or ``,`` (and the first data line splits with that one too): then the one giving the most
+  header fields, with a note.
 * **decimal mark**: with ``;`` as separator (found or given), numbers are read with a
   decimal comma when the sampled data lines have numbers like ``1,5`` and none like ``1.5``.
 
-A given separator that leaves a single column whose name splits with another separator,
-with the first data line splitting the same way, is an error naming both.
+A given separator that leaves a single column whose name would be detected as above as
+split by another separator is an error naming both.
 """
 
 from __future__ import annotations
@@ -241,13 +242,16 @@ def _split(line: str, sep: str) -> list[str]:
 
 
 def _other_separator(lines: list[str], sep: str) -> str | None:
-    """The candidate separator splitting the header into the most fields (>1), else None."""
-    header = lines[0]
+    """The candidate separator splitting the header into the most fields (>1), else None.
+
+    The first data line (when sampled) must split with it too, so that a single column
+    named like ``score (0;10)`` is left alone.
+    """
     best, best_n = None, 1
     for cand in _CANDIDATES:
-        if cand != sep and cand in header:
-            n = len(_split(header, cand))
-            if n > best_n:
+        if cand != sep and cand in lines[0]:
+            n = len(_split(lines[0], cand))
+            if n > best_n and (len(lines) < 2 or len(_split(lines[1], cand)) > 1):
                 best, best_n = cand, n
     return best
 
@@ -320,8 +324,7 @@ def sniff_text(path: Path, *, default_sep: str, sep: str | None = None,
         use_sep = explicit_sep
         fields = _split(lines[0], use_sep)
         other = _other_separator(lines, use_sep) if len(fields) == 1 else None
-        if other is not None and (len(lines) < 2 or
-                                  len(_split(lines[1], other)) == len(_split(lines[0], other))):
+        if other is not None:
             raise DataError(t("data.wrong_sep", path=shown, sep=sep_label(use_sep),
                               column=fields[0], guess=sep_label(other),
                               guess_name=_sep_name(other)))
