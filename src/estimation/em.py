@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from src.models.base import Data, MixtureModel, ModelWarning, Params
-from src.utils.checkpointing import Checkpointer, NullCheckpointer
+from src.utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from src.utils.messages import register, t
 from src.utils.rng import stream
 
@@ -242,6 +242,55 @@ def _restore(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_starts: int) -> None:
+    """CheckpointInvalid unless ``saved`` is an EM state this fit can resume (same options,
+    starts in range, every field present with the model's parameter shapes)."""
+    shapes = {s.name: (model.n_components, *s.shape) for s in model.param_specs()}
+    number = (int, float)
+    require(isinstance(saved, Mapping) and saved.get("kind") == "em_fit", "it is not an EM state")
+    require(saved.get("config") == dict(config), "it was made with other EM options")
+    require(isinstance(saved.get("seconds", 0.0), number), "its time is not a number")
+    finished = saved.get("finished", {})
+    require(isinstance(finished, Mapping), "its finished starts are not a mapping")
+    for key, res in finished.items():
+        require(isinstance(key, str) and key.isdigit() and int(key) < n_starts,
+                f"finished start {key!r} is out of range")
+        require(isinstance(res, Mapping) and {"params", "loglik", "n_iter", "converged", "trace",
+                                               "warnings", "change"} <= set(res),
+                f"finished start {key} lacks fields")
+        check_arrays(res["params"], shapes, f"start {key} params")
+        require(isinstance(res["loglik"], number) and isinstance(res["n_iter"], int)
+                and isinstance(res["trace"], list) and isinstance(res["warnings"], list),
+                f"finished start {key} has fields of the wrong type")
+    cur = saved.get("current")
+    if cur:
+        require(isinstance(cur, Mapping) and {"start", "phase", "params", "n_eval", "prev_ll",
+                                              "trace", "best_params", "best_ll", "change", "done",
+                                              "converged", "warnings"} <= set(cur),
+                "its current start lacks fields")
+        require(isinstance(cur["start"], int) and 0 <= cur["start"] < n_starts
+                and str(cur["start"]) not in finished, "its current start is out of range")
+        phases = ("em",) if config["accelerate"] == "none" else ("sq0", "sq1", "sq2")
+        require(cur["phase"] in phases, f"its current start is in step {cur['phase']!r}")
+        check_arrays(cur["params"], shapes, "current params")
+        check_arrays(cur["best_params"], shapes, "current best params")
+        require(isinstance(cur["n_eval"], int) and isinstance(cur["trace"], list)
+                and isinstance(cur["warnings"], list)
+                and all(cur[k] is None or isinstance(cur[k], number)
+                        for k in ("prev_ll", "best_ll", "change")),
+                "its current start has fields of the wrong type")
+        if config["accelerate"] != "none":
+            sq = cur.get("sq")
+            require(isinstance(sq, Mapping) and isinstance(sq.get("step_max"), number),
+                    "its SQUAREM state is missing")
+            for k in ("p0", "p1", "p2"):
+                if cur["phase"] != "sq0" and (k == "p0" or cur["phase"] == "sq2"):
+                    check_arrays(sq.get(k), shapes, f"SQUAREM {k}")
+            for k in ("l1", "a_first", "a"):
+                require(cur["phase"] != "sq2" or isinstance(sq.get(k), number),
+                        f"SQUAREM {k} is missing")
+
+
 def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10, tol: float = 1e-8,
            max_iter: int = 1000, seed: int = 0, accelerate: str = "none",
            chunk_size: int = 4096, init_params: Params | None = None,
@@ -278,9 +327,7 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10, tol: float = 
     current: dict[str, Any] | None = None
     seconds_before = 0.0
     if saved:
-        if dict(saved.get("config", {})) != config:
-            raise ValueError("the saved EM progress was made with other EM options; "
-                             "clean the progress or rerun with the same options")
+        _check_saved(saved, config, model, n_starts)  # CheckpointInvalid: the phase starts over
         finished = {str(k): _restore(v) for k, v in saved.get("finished", {}).items()}
         current = _restore(saved["current"]) if saved.get("current") else None
         seconds_before = float(saved.get("seconds", 0.0))

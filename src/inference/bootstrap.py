@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
-from ..utils.checkpointing import Checkpointer, NullCheckpointer
+from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from ..utils.messages import register, t
 from ..utils.rng import stream
 from .align import align_params
@@ -91,6 +91,22 @@ def _estimate_digest(model: MixtureModel, params: Params) -> str:
     return hashlib.sha256(np.ascontiguousarray(model.to_free(params)).tobytes()).hexdigest()[:16]
 
 
+def _check_saved(saved: Any, config: dict[str, Any], n_free: int) -> None:
+    """CheckpointInvalid unless ``saved`` is a bootstrap state of these options and this
+    estimate whose replicates have a status and ``n_free`` free parameters each."""
+    require(isinstance(saved, dict) and saved.get("kind") == "bootstrap", "it is not a bootstrap state")
+    require(saved.get("config") == config, "it was made with other options or another estimate")
+    reps = saved.get("replicates", {})
+    require(isinstance(reps, dict), "its replicates are not a mapping")
+    for key, rec in reps.items():
+        require(isinstance(key, str) and key.isdigit(), f"replicate {key!r} is not numbered")
+        require(isinstance(rec, dict) and rec.get("status") in ("ok", "not_converged", "error")
+                and {"free", "loglik", "n_iter", "message"} <= set(rec),
+                f"replicate {key} lacks fields")
+        if rec["status"] != "error":
+            check_arrays({"free": rec["free"]}, {"free": (n_free,)}, f"replicate {key}")
+
+
 def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap: int = 200,
                  kind: str = "nonparametric", seed: int = 0, tol: float = 1e-8,
                  max_iter: int = 1000, accelerate: str = "none", chunk_size: int = 4096,
@@ -115,9 +131,7 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     done: dict[str, dict[str, Any]] = {}
     saved = checkpoint.resume_state()
     if saved:
-        if dict(saved.get("config", {})) != config:
-            raise ValueError("the saved bootstrap progress was made with other options or "
-                             "another estimate; clean the progress or rerun with the same options")
+        _check_saved(saved, config, model.n_free_parameters())  # CheckpointInvalid: start over
         done = {str(k): dict(v) for k, v in saved.get("replicates", {}).items() if int(k) < B}
 
     missing = [r for r in range(B) if str(r) not in done]
