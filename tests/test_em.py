@@ -227,7 +227,10 @@ class TestEMDriver:
         p1 = start_params(PoissonMixture(2), data, 5, 1)
         assert np.array_equal(p0["rate"], p1["rate"])
         assert b.loglik == max(b.start_logliks)
-        assert len(set(b.start_logliks)) >= 1 and len(b.start_n_iter) == 3
+        assert len(b.start_logliks) == len(b.start_n_iter) == 3
+        assert np.all(np.isfinite(b.start_logliks)) and min(b.start_n_iter) >= 1
+        p2 = start_params(PoissonMixture(2), data, 5, 2)
+        assert not np.array_equal(p2["rate"], p0["rate"])  # other starts draw other values
 
     def test_non_convergence_is_a_warning(self):
         """Hitting max_iter is reported in warnings, not raised."""

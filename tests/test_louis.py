@@ -199,23 +199,26 @@ class TestClosedForm:
 
 
 class TestAgreement:
-    @pytest.mark.parametrize("model_cls", [Gauss1D, Gauss1DNumeric])
-    def test_louis_matches_numerical(self, model_cls):
-        """Louis and the numerical Hessian agree to 1e-4 relative at a converged estimate."""
+    # Relative SE differences reached (numpy 2.4, scipy 1.17) and the tolerance, ~20x above:
+    #   Gauss1D, analytic on both sides (Louis; differences of the analytic score): 4.7e-10
+    #   Gauss1DNumeric, numerical on both sides (differenced log_joint; numdifftools): 1.6e-7
+    @pytest.mark.parametrize("model_cls, rtol", [(Gauss1D, 1e-8), (Gauss1DNumeric, 3e-6)])
+    def test_louis_matches_numerical(self, model_cls, rtol):
+        """Louis and the numerical Hessian agree to 1e-8 relative with analytic derivatives, 3e-6 without."""
         model, data, params = fitted_1d(model_cls)
         a = louis_se(model, data, params)
         b = numerical_se(model, data, params)
         assert np.all(np.isfinite(a.se)) and not a.notes
-        assert _rel(a.se, b.se) < 1e-4
+        assert _rel(a.se, b.se) < rtol
         assert 0.0 < a.extra["max_fraction_missing_info"] < 1.0
 
     def test_analytic_matches_numeric_derivatives(self):
-        """The analytic and generic numerical Louis paths give the same information."""
+        """The analytic and generic numerical Louis paths give the same information (3e-8 of its largest entry reached)."""
         model, data, params = fitted_1d(Gauss1D)
         I_a, Ic_a = louis_information(model, data, params)
         I_n, Ic_n = louis_information(Gauss1DNumeric(2), data, params)
-        np.testing.assert_allclose(I_n, I_a, rtol=1e-5, atol=1e-6 * np.abs(I_a).max())
-        np.testing.assert_allclose(Ic_n, Ic_a, rtol=1e-5, atol=1e-6 * np.abs(Ic_a).max())
+        np.testing.assert_allclose(I_n, I_a, rtol=0, atol=5e-7 * np.abs(I_a).max())
+        np.testing.assert_allclose(Ic_n, Ic_a, rtol=0, atol=5e-7 * np.abs(Ic_a).max())
 
     def test_chunking_does_not_change_result(self):
         """Accumulating over chunks of 37 rows gives the information of one chunk."""
@@ -225,7 +228,7 @@ class TestAgreement:
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-9)
 
     def test_full_covariance_two_classes(self):
-        """Two full-covariance classes (numerical derivatives): Louis and numdifftools agree."""
+        """Two full-covariance classes, numerical derivatives only: Louis and numdifftools agree to 3e-6."""
         rng = stream(5, "test-data")
         X = np.vstack([rng.multivariate_normal([0, 0], [[1, 0.3], [0.3, 1]], 200),
                        rng.multivariate_normal([3, 1], [[0.5, 0], [0, 2]], 150)])
@@ -235,7 +238,7 @@ class TestAgreement:
         params = simple_em(model, {"X": X}, init)
         a = louis_se(model, {"X": X}, params)
         b = numerical_se(model, {"X": X}, params)
-        assert _rel(a.se, b.se) < 1e-4
+        assert _rel(a.se, b.se) < 3e-6  # numerical on both sides: 2.2e-7 reached
 
 
 class TestSingular:
