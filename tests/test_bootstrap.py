@@ -101,6 +101,7 @@ class TestFailures:
         assert any("did not converge" in n for n in res.notes)
 
     def test_bad_kind_rejected(self):
+        """An unknown bootstrap kind is a ValueError naming the option."""
         model, data, params = small()
         with pytest.raises(ValueError, match="bootstrap kind"):
             bootstrap_se(model, data, params, n_bootstrap=5, kind="wild")

@@ -107,6 +107,7 @@ class TestData:
             LatentClassModel.prepare_data(pd.DataFrame({"a": ["1", "2"], "b": [None, None]}), {})
 
     def test_registry(self):
+        """The name "lca" finds the latent class model."""
         assert get_model_class("lca") is LatentClassModel
 
 

@@ -119,6 +119,7 @@ class TestClosedForms:
         assert np.max(np.abs(grad)) < 1e-3
 
     def test_em_never_lowers_the_loglik(self):
+        """Plain EM iterations of a three-line mixture from a random start never lower the log-likelihood."""
         model, data = build(two_lines(500, seed=6), 3)
         params = model.init_params(data, stream(0, "start", 0))
         prev = -np.inf
@@ -139,6 +140,7 @@ class TestClosedForms:
         assert params["sigma"][1] == 0.01 and params["sigma"][0] > 0.01
 
     def test_sample_keeps_predictors(self):
+        """Simulation keeps the predictors and draws residuals with the model's mean 0 and sigma."""
         model, data = build(two_lines(20000, seed=8), 1)
         params = {"weight": np.array([1.0]), "coef": np.array([[1.0, 2.0, -1.0]]), "sigma": np.array([0.5])}
         new = model.sample(params, data, stream(0, "bootstrap", 1))
@@ -165,6 +167,7 @@ class TestDerivatives:
         assert_information_matches_fd(*self._setup())
 
     def test_canonical_order_sorts_first_coefficient(self):
+        """Classes sort by increasing first coefficient (the intercept)."""
         model, _, params = self._setup()
         order = model.canonical_order(params)
         assert order.tolist() == [1, 2, 0]

@@ -131,6 +131,7 @@ class TestNumericalPaths:
         assert _rel(b.se, a.se) < 1e-5
 
     def test_hessian_symmetric_and_negative_definite(self):
+        """At a maximum the numerical Hessian is symmetric and negative definite."""
         model, data, params = fitted_1d(Gauss1D)
         H = numerical_hessian(model, data, params)
         np.testing.assert_array_equal(H, H.T)
