@@ -16,6 +16,8 @@ from src.models.registry import get_model_class
 from src.parallel.executors import (DaskExecutor, InProcessExecutor, ProcessExecutor,
                                     make_executor)
 from tests.test_bootstrap import MemoryCheckpointer, same, small
+from tests.test_parallel_map_reduce import (BROADCASTS, fail_on_second, identical, moments,
+                                            order_sensitive_partitions, reference)
 
 
 def blas_threads(x):
@@ -135,6 +137,20 @@ class TestDask:
             assert ex.workers == 2
             out = dict(ex.map_unordered(blas_threads, [(i,) for i in range(5)]))
         assert out == {i: (i, 1) for i in range(5)}
+
+    def test_map_reduce_bitwise_identical_in_process_processes_and_dask(self, dask_cluster):
+        """An order-sensitive reduction over persisted partitions is bitwise the same with 1 worker, 2 processes and Dask."""
+        parts = order_sensitive_partitions()
+        with make_executor(1) as one, make_executor(2) as two, \
+                make_executor(scheduler=dask_cluster.scheduler_address) as dask:
+            assert isinstance(dask, DaskExecutor)
+            handles = [(ex, ex.persist_partitions(parts)) for ex in (one, two, dask)]
+            for broadcast in BROADCASTS:  # each call sends only the broadcast value
+                ref = reference(parts, broadcast)
+                for ex, handle in handles:
+                    assert identical(ex.map_reduce(moments, handle, broadcast=broadcast), ref)
+            with pytest.raises(ArithmeticError, match="partition one"):
+                dask.map_reduce(fail_on_second, [{"i": np.array(i)} for i in range(3)])
 
     def test_bootstrap_identical_everywhere_and_after_interruption(self, dask_cluster, user_model):
         """In process, 2 local processes, the Dask cluster, and Dask after an interruption agree."""

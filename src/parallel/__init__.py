@@ -1,5 +1,7 @@
-"""Executors for independent units of work (EM random starts, bootstrap replicates)."""
+"""Executors: in process, local processes and Dask, for independent units and ordered map-reduce."""
 
-from .executors import DaskExecutor, InProcessExecutor, ProcessExecutor, make_executor
+from .executors import (DaskExecutor, Executor, InProcessExecutor, Partitions, ProcessExecutor,
+                        make_executor)
 
-__all__ = ["DaskExecutor", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "Partitions", "ProcessExecutor",
+           "make_executor"]

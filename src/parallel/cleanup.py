@@ -1,0 +1,116 @@
+"""Task files: what local workers read (functions, data partitions), and removing what a dead run left.
+
+Files live in memory (``/dev/shm`` on Linux) and are named ``em-{kind}-{pid}-{random}.pkl``
+(created exclusively with ``mkstemp``), so after a crash (SIGKILL, power cut of a container)
+the creating process is known and ``remove_stale_task_files`` can delete the files of runs
+that no longer exist without touching those of runs still going.  Files of the earlier
+format without a pid are removed once an hour old (workers read them within seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from typing import BinaryIO
+
+import psutil
+
+__all__ = ["task_dir", "create_task_file", "write_task_file", "task_files_of",
+           "remove_stale_task_files"]
+
+KINDS = ("task", "part")
+_NAME = re.compile(r"^em-(?:task|part)-(\d+)-[^/]*\.pkl$")
+#: the earlier format without the pid (``em-task-{random}.pkl``): removed once this old
+_LEGACY = re.compile(r"^em-task-[a-z0-9_]{8}\.pkl$")
+_LEGACY_AGE = 3600.0
+#: a process that started this long after a file was written cannot have written it
+_CLOCK_SLACK = 2.0
+
+
+def task_dir() -> str:
+    """The folder of task files: memory-backed ``/dev/shm`` when writable, else the temp dir."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+def create_task_file(kind: str = "task") -> tuple[BinaryIO, str]:
+    """A new, exclusively created task file of this process, open for writing, and its path."""
+    if kind not in KINDS:
+        raise ValueError(f"task file kind must be one of {KINDS}, got {kind!r}")
+    fd, path = tempfile.mkstemp(prefix=f"em-{kind}-{os.getpid()}-", suffix=".pkl",
+                                dir=task_dir())
+    return os.fdopen(fd, "wb"), path
+
+
+def write_task_file(payload: bytes, kind: str = "task") -> str:
+    """Write ``payload`` to a new task file of this process; its path."""
+    fh, path = create_task_file(kind)
+    try:
+        with fh:
+            fh.write(payload)
+    except BaseException:
+        _unlink(path)
+        raise
+    return path
+
+
+def task_files_of(pid: int, directory: str | None = None) -> list[str]:
+    """The task files created by process ``pid`` (sorted paths)."""
+    directory = directory or task_dir()
+    return sorted(os.path.join(directory, name) for name in _names(directory)
+                  if int(_NAME.match(name).group(1)) == pid)
+
+
+def remove_stale_task_files(directory: str | None = None) -> list[str]:
+    """Delete task files whose creating process is gone (pid dead, a zombie, or reused).
+
+    Cheap (one directory listing); files of live runs are kept.  Returns the removed paths.
+    """
+    directory = directory or task_dir()
+    removed: list[str] = []
+    for name in _names(directory, legacy=True):
+        path = os.path.join(directory, name)
+        try:
+            written = os.stat(path).st_mtime
+        except OSError:
+            continue
+        match = _NAME.match(name)
+        stale = (not _creator_alive(int(match.group(1)), written) if match
+                 else time.time() - written > _LEGACY_AGE)
+        if stale and _unlink(path):
+            removed.append(path)
+    return removed
+
+
+def _names(directory: str, legacy: bool = False) -> list[str]:
+    try:
+        return [n for n in os.listdir(directory)
+                if _NAME.match(n) or (legacy and _LEGACY.match(n))]
+    except OSError:
+        return []
+
+
+def _creator_alive(pid: int, written: float) -> bool:
+    """Whether process ``pid`` may still be the one that wrote a file at time ``written``."""
+    if pid == os.getpid():
+        return True
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.create_time() <= written + _CLOCK_SLACK  # else: the pid was reused
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's live process
+        return True
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,135 @@
+"""Local worker processes never outlive their run, and what a killed run left is removed.
+
+A driver subprocess creates a ``ProcessExecutor`` with 2 workers, keeps both busy, and is
+killed with SIGKILL; every process it started (forkserver, workers, resource tracker) must
+then go, and the next executor removes the task file the driver left in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from src.parallel.executors import ProcessExecutor
+from src.parallel import cleanup
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DRIVER = textwrap.dedent('''
+    import functools, os, sys, threading, time
+    sys.path.insert(0, {root!r})
+    import numpy as np
+    from src.parallel.executors import ProcessExecutor
+
+    def busy(marker_dir, data, i):
+        open(os.path.join(marker_dir, f"started-{{os.getpid()}}"), "w").close()
+        time.sleep(300)
+        return float(data.sum())
+
+    def make():
+        return ProcessExecutor(2)
+
+    def main():
+        if sys.argv[2] == "thread":   # the executor is made in a thread that then ends
+            box = []
+            t = threading.Thread(target=lambda: box.append(make()))
+            t.start(); t.join()
+            ex = box[0]
+        else:
+            ex = make()
+        assert dict(ex.map_unordered(pow, [(2, 3), (3, 2)])) == {{0: 8, 1: 9}}
+        fn = functools.partial(busy, sys.argv[1], np.ones(100_000))
+        print("mapping", flush=True)
+        for _ in ex.map_unordered(fn, [(i,) for i in range(2)]):
+            pass
+
+    if __name__ == "__main__":
+        main()
+''')
+
+
+def _wait_for(condition, what: str, limit: float = 120.0) -> None:
+    """Poll ``condition`` until true (the limit only guards against a hung test)."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def _run_and_kill(tmp_path: Path, where: str) -> tuple[list[str], list[psutil.Process]]:
+    """Start the driver, wait until both workers are busy, SIGKILL it; its task files and descendants."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(ROOT)))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(markers), where], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(list(markers.iterdir())) == 2 or proc.poll() is not None,
+                  "both workers busy")
+        assert proc.poll() is None, proc.stderr.read()
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        files = cleanup.task_files_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    return files, descendants
+
+
+def _assert_all_gone(descendants: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(descendants, timeout=15)
+    for p in alive:  # leave nothing behind, even when failing
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    assert not alive, [(p.pid, p.name()) for p in alive]
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_sigkilled_driver_leaves_no_process_and_its_task_file_is_removed(tmp_path, where):
+    """After SIGKILL of a driver with 2 busy workers nothing it started survives, and the next executor deletes its task file."""
+    files, descendants = _run_and_kill(tmp_path, where)
+    assert len(descendants) >= 4  # forkserver, 2 workers, resource tracker
+    assert files, "the driver's task files should carry its pid"
+    _assert_all_gone(descendants)
+    with ProcessExecutor(2):  # (another run's new executor may have removed them already)
+        assert not [f for f in files if os.path.exists(f)]
+
+
+def test_only_files_of_dead_or_reused_pids_are_removed(tmp_path):
+    """remove_stale_task_files deletes files of dead pids, reused pids and old unnamed files, never a live run's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = Path(cleanup.task_dir())
+    files = {"mine": Path(cleanup.write_task_file(b"x")),
+             "live": folder / f"em-part-{live.pid}-test.pkl",
+             "dead": folder / f"em-task-{dead.pid}-test.pkl",
+             "reused": folder / f"em-task-{live.pid}-old.pkl",  # written before `live` began
+             "legacy": folder / "em-task-0ld_test.pkl"}     # the old unnamed format, old
+    try:
+        for name in ("live", "dead", "reused", "legacy"):
+            files[name].write_bytes(b"x")
+        for name in ("reused", "legacy"):
+            os.utime(files[name], (1e9, 1e9))
+        removed = cleanup.remove_stale_task_files()
+        assert {files["dead"], files["reused"], files["legacy"]} <= {Path(p) for p in removed}
+        assert [n for n, f in files.items() if f.exists()] == ["mine", "live"]
+    finally:
+        live.kill()
+        live.wait()
+        for f in files.values():
+            f.unlink(missing_ok=True)
