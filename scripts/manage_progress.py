@@ -5,13 +5,16 @@
     python scripts/manage_progress.py list [--json]                  # every progress file
     python scripts/manage_progress.py clean [--task NAME]            # remove progress files
 
-``--progress-dir DIR`` works with every sub-command (default ``progress``).  ``clean``
-refuses a task that is running.  Exit codes: 0 done, 2 usage, 3 a task is running.
+``--progress-dir DIR`` (default ``progress``) and ``--lang en|zh`` work before or after the
+sub-command.  ``clean`` works under each task's lock, so it refuses a task that is running;
+it leaves the lock files in place.  Exit codes: 0 done, 2 usage, 3 a task is running or its
+files are symbolic links, 141 when the reader of the output went away (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,26 +27,36 @@ from src.utils.errors import PipelineError  # noqa: E402
 from src.utils.estimation_progress import validate_task_name  # noqa: E402
 from src.utils.messages import set_language  # noqa: E402
 
+DEFAULT_PROGRESS_DIR = "progress"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
+
+
+def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every position accepts.  Only the top-level parser has defaults: a
+    sub-parser's default would overwrite a value given before the sub-command."""
+    default = DEFAULT_PROGRESS_DIR if top else argparse.SUPPRESS
+    parser.add_argument("--progress-dir", default=default,
+                        help=f"progress folder (default {DEFAULT_PROGRESS_DIR})")
+    parser.add_argument("--lang", default=None if top else argparse.SUPPRESS, help="en or zh")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--progress-dir", default="progress", help="progress folder (default progress)")
-    common.add_argument("--lang", help="en or zh")
-    p = argparse.ArgumentParser(prog="manage_progress.py", description=__doc__.splitlines()[0],
-                                parents=[common])
+    p = argparse.ArgumentParser(prog="manage_progress.py", description=__doc__.splitlines()[0])
+    _add_common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", parents=[common], help="status of current progress")
+    c = sub.add_parser("check", help="status of current progress")
     c.add_argument("--task", help="one task (default: all)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    li = sub.add_parser("list", parents=[common], help="list all progress files")
+    li = sub.add_parser("list", help="list all progress files")
     li.add_argument("--json", action="store_true", help="machine-readable output")
-    cl = sub.add_parser("clean", parents=[common], help="remove progress files")
+    cl = sub.add_parser("clean", help="remove progress files (not the lock files)")
     cl.add_argument("--task", help="only this task (default: all)")
+    for parser in (c, li, cl):
+        _add_common(parser, top=False)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     try:
         set_language(args.lang)
         task = getattr(args, "task", None)
@@ -55,10 +68,23 @@ def main(argv: list[str] | None = None) -> int:
             print(progress_files.render_list(args.progress_dir, as_json=args.json))
         else:
             print(progress_files.clean(args.progress_dir, task))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return 0
     except (PipelineError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (`list | head`): stop quietly.  Point stdout at devnull so
+        # the interpreter's final flush does not fail again (Python's documented recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,21 +1,28 @@
 """Inspecting and removing progress files (``manage_progress.py``, ``--check-progress``).
 
-Reads progress JSON without trusting it: a damaged file is reported, not raised.  A task
-whose OS lock is held is running now; ``clean`` refuses to touch it.
+Reads progress JSON without trusting it: each file is validated as the tracker does
+(:func:`document.parse`, then the SHA-256 of every artifact it refers to), and a damaged
+file is reported, not raised.  ``clean`` works under the task's own lock (taken with
+timeout 0, so a running task is refused), never deletes the lock file a run may be
+holding, and never follows a symbolic link.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ..utils.errors import TaskRunning
+from ..utils.errors import ProgressError, TaskRunning
 from ..utils.messages import register, t
-from .lock import lock_is_held, read_owner
-from .paths import task_paths
+from .atomic import TMP_PREFIX, sha256_file, temp_pattern
+from .document import SCHEMA_VERSION, Damaged, FutureSchema, parse
+from .lock import TaskLock, lock_is_held, read_owner
+from .paths import check_task_paths, task_paths
 
 __all__ = ["list_tasks", "task_info", "render_check", "render_list", "clean", "is_running"]
 
@@ -25,21 +32,38 @@ register({
                        "zh": "已从 {dir} 删除 {tasks} 的 {n} 个进度文件。"},
     "manage.running": {"en": "Task '{task}' is running now (process {pid}); stop it before cleaning its progress.",
                        "zh": "任务 '{task}' 正在运行（进程 {pid}）；请先停止它再清理其进度。"},
+    "manage.remove_failed": {"en": "Could not remove {path} ({err}); remove it by hand or fix its permissions, then clean again.",
+                             "zh": "无法删除 {path}（{err}）；请手动删除或修正其权限后再次清理。"},
     "manage.header": {"en": "Task '{task}'", "zh": "任务 '{task}'"},
+    "manage.missing": {"en": "missing", "zh": "不存在"},
+    "manage.damaged": {"en": "damaged ({reason})", "zh": "已损坏（{reason}）"},
+    "manage.future": {"en": "written by a newer version (schema {found}; this version reads {ours})",
+                      "zh": "由更新的版本写入（模式版本 {found}；本版本读取 {ours}）"},
+    "manage.artifact": {"en": "refers to a missing or changed artifact {name}",
+                        "zh": "引用的附属文件 {name} 缺失或已被修改"},
+    "manage.from_backup": {"en": "(progress file {problem}; shown from its backup, which passes its checks)",
+                           "zh": "（进度文件{problem}；以下内容来自其备份，备份通过了校验）"},
+    "manage.no_file": {"en": "progress file: {problem}", "zh": "进度文件：{problem}"},
+    "manage.backup": {"en": "backup:        {problem}", "zh": "备份：{problem}"},
 })
 
-_SUFFIXES = ("_progress.json", "_progress.json.bak", "_progress.json.damaged", "_artifacts",
-             ".lock", ".owner.json")
+#: files that mean a task has progress (a lone ``{task}.lock`` does not: clean leaves it)
+_PROGRESS_SUFFIXES = ("_progress.json", "_progress.json.bak", "_progress.json.damaged",
+                      "_artifacts", ".owner.json")
+#: the task's files ``clean`` removes, in this order (the lock and owner file are the lock's)
+_CLEANED = ("progress", "backup", "damaged", "artifacts")
+#: files whose interrupted atomic writes can leave temporaries in the progress folder
+_TEMP_OF = ("progress", "backup", "owner")
 
 
 def list_tasks(progress_dir: str | Path) -> list[str]:
-    """Names of every task with a file in ``progress_dir``."""
+    """Names of every task with progress in ``progress_dir`` (a lone lock file is none)."""
     d = Path(progress_dir)
     if not d.is_dir():
         return []
     names = set()
     for f in d.iterdir():
-        for suffix in _SUFFIXES:
+        for suffix in _PROGRESS_SUFFIXES:
             if f.name.endswith(suffix) and not f.name.startswith("."):
                 names.add(f.name[: -len(suffix)])
     return sorted(n for n in names if n)
@@ -50,35 +74,68 @@ def is_running(progress_dir: str | Path, task: str) -> bool:
 
 
 def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+    """Bytes of a file or of a folder's files, never following a symbolic link."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    total = 0
+    for root, _dirs, names in os.walk(path):  # os.walk does not descend into linked folders
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
-def _read(path: Path) -> tuple[dict | None, str | None]:
+def _referenced(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = [f for r in doc["phase_results"].values() if isinstance(r, dict)
+               for f in r.get("files", [])]
+    ck = doc.get("checkpoint")
+    if isinstance(ck, dict) and isinstance(ck.get("state"), dict):
+        entries += ck["state"].get("files", [])
+    return entries
+
+
+def _read_valid(path: Path, task: str, artifacts: Path) -> tuple[dict | None, str | None]:
+    """The checked document at ``path``, or None and why it cannot be used (as the tracker
+    decides: its checksum, its fields, its task, the artifacts it refers to)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or "completed_phases" not in doc:
-            return None, "not a progress file"
-        return doc, None
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return None, "missing"
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None, "damaged (not valid JSON)"
+        return None, t("manage.missing")
+    except OSError as exc:
+        return None, t("manage.damaged", reason=exc.strerror or exc)
+    try:
+        doc = parse(raw, task)
+    except Damaged as exc:
+        return None, t("manage.damaged", reason=exc.reason)
+    except FutureSchema as exc:
+        return None, t("manage.future", found=exc.found, ours=SCHEMA_VERSION)
+    name = "?"
+    try:
+        for entry in _referenced(doc):
+            name = Path(entry["file"]).name  # a name only: never a path out of the folder
+            if sha256_file(artifacts / name) != entry["sha256"]:
+                raise ValueError(name)
+    except (OSError, KeyError, TypeError, AttributeError, ValueError):
+        return None, t("manage.damaged", reason=t("manage.artifact", name=name))
+    return doc, None
 
 
 def task_info(progress_dir: str | Path, task: str) -> dict[str, Any]:
     """Status of one task: phases, steps, times, how the last run ended, running now."""
     paths = task_paths(progress_dir, task)
-    doc, problem = _read(paths["progress"])
-    source = "progress"
-    if doc is None and paths["backup"].exists():
-        doc, _ = _read(paths["backup"])
-        source = "backup"
+    doc, problem = _read_valid(paths["progress"], task, paths["artifacts"])
+    source = "progress" if doc is not None else None
+    backup_problem = None
+    if doc is None and os.path.lexists(paths["backup"]):
+        doc, backup_problem = _read_valid(paths["backup"], task, paths["artifacts"])
+        source = "backup" if doc is not None else None
     now = time.time()
     running = is_running(progress_dir, task)
     info: dict[str, Any] = {"task_name": task, "running": running, "read_from": source,
-                            "problem": problem}
+                            "problem": problem, "backup_problem": backup_problem}
     if running:
         info["owner"] = read_owner(paths["owner"])
     if doc is not None:
@@ -99,8 +156,16 @@ def task_info(progress_dir: str | Path, task: str) -> dict[str, Any]:
         })
         if info["status"] == "running" and not running:
             info["status"] = "killed"  # it said running, but nobody holds the lock
-    info["files"] = [{"path": str(p), "bytes": _size(p), "age_seconds": now - p.stat().st_mtime}
-                     for key, p in paths.items() if p.exists() and key != "lock"]
+    files = []
+    for key, p in paths.items():
+        if key == "lock":
+            continue
+        try:
+            files.append({"path": str(p), "bytes": _size(p),
+                          "age_seconds": now - os.lstat(p).st_mtime})
+        except OSError:
+            continue
+    info["files"] = files
     return info
 
 
@@ -119,7 +184,9 @@ def render_check(progress_dir: str | Path, task: str | None, *, as_json: bool = 
     for i in infos:
         lines.append(t("manage.header", task=i["task_name"]))
         if "current_phase" not in i:
-            lines.append(f"  progress file: {i.get('problem')}")
+            lines.append("  " + t("manage.no_file", problem=i.get("problem")))
+            if i.get("backup_problem"):
+                lines.append("  " + t("manage.backup", problem=i["backup_problem"]))
         else:
             lines += [
                 f"  current phase:     {i['current_phase']}",
@@ -130,7 +197,7 @@ def render_check(progress_dir: str | Path, task: str | None, *, as_json: bool = 
                 f"  last run ended:    {i['status']}" + (f" ({i['end_reason']})" if i.get("end_reason") else ""),
             ]
             if i["read_from"] == "backup":
-                lines.append(f"  (progress file {i['problem']}; shown from its backup)")
+                lines.append("  " + t("manage.from_backup", problem=i["problem"]))
         lines.append(f"  running now:       {'yes, pid ' + str(i.get('owner', {}).get('pid', '?')) if i['running'] else 'no'}")
     return "\n".join(lines)
 
@@ -149,24 +216,80 @@ def render_list(progress_dir: str | Path, *, as_json: bool = False) -> str:
                      for r in rows)
 
 
-def clean(progress_dir: str | Path, task: str | None) -> str:
-    """Remove every file of ``task`` (or of every task); refuse a task that is running."""
-    tasks = [task] if task else list_tasks(progress_dir)
-    for name in tasks:
-        if is_running(progress_dir, name):
-            owner = read_owner(task_paths(progress_dir, name)["owner"])
-            raise TaskRunning(t("manage.running", task=name, pid=owner.get("pid", "?")))
-    n = 0
+def _stray_temporaries(folder: Path, paths: dict[str, Path]) -> list[Path]:
+    """Temporary files an interrupted write of this task's progress, backup or owner file
+    left in ``folder`` (any naming this project has used; no other task's)."""
+    patterns = [temp_pattern(paths[key].name) for key in _TEMP_OF]
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TMP_PREFIX)]
+    except OSError:
+        return []
+    return [folder / n for n in sorted(names) if any(p.match(n) for p in patterns)]
+
+
+def _remove(path: Path) -> bool:
+    """Remove a file or folder, never following a symbolic link: a link is removed itself
+    (shutil.rmtree removes links inside a folder, never their targets)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ProgressError(t("manage.remove_failed", path=path, err=exc.strerror or exc)) from None
+    return True
+
+
+def _has_files(folder: Path, paths: dict[str, Path]) -> bool:
+    return (any(os.path.lexists(p) for key, p in paths.items() if key != "lock")
+            or bool(_stray_temporaries(folder, paths)))
+
+
+def clean(progress_dir: str | Path, task: str | None, *,
+          while_locked: Callable[[list[str]], None] | None = None) -> str:
+    """Remove every file of ``task`` (or of every task) but its lock file, under its lock.
+
+    Each task's lock is taken with timeout 0 before anything is deleted, so a task that is
+    running is refused (exit 3 naming the process, nothing removed) and no run can start
+    while its files go; the lock file stays (a run may be waiting on it).  A task whose
+    files are symbolic links is refused (exit 3).  ``while_locked(tasks)`` is called once
+    every lock is held, before the first deletion (tests start a run there).
+    """
     folder = Path(progress_dir)
+    tasks = [task] if task else list_tasks(folder)
+    todo = []
     for name in tasks:
-        if folder.is_dir():  # temporary files left by a write that was killed half-way
-            for stray in folder.glob(f".tmp-{name}_progress.json*"):
-                stray.unlink(missing_ok=True)
-        for key, path in task_paths(progress_dir, name).items():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                n += 1
-            elif path.exists():
-                path.unlink()
-                n += 1
+        paths = task_paths(folder, name)
+        check_task_paths(paths)
+        if folder.is_dir() and _has_files(folder, paths):
+            todo.append((name, paths))
+    locks: list[TaskLock] = []
+    try:
+        for name, paths in todo:
+            lock = TaskLock(name, paths["lock"], paths["owner"])
+            try:
+                lock.acquire()
+            except TaskRunning:
+                owner = read_owner(paths["owner"])
+                raise TaskRunning(t("manage.running", task=name, pid=owner.get("pid", "?"))) from None
+            locks.append(lock)
+            lock.write_owner()  # a run refused meanwhile names this process
+        if while_locked is not None:
+            while_locked([name for name, _ in todo])
+        n = 0
+        for name, paths in todo:
+            check_task_paths(paths)  # again, right before deleting
+            for key in _CLEANED:
+                n += _remove(paths[key])
+            for stray in _stray_temporaries(folder, paths):
+                n += _remove(stray)
+    finally:
+        for lock in reversed(locks):
+            lock.release()  # also removes the owner file this clean wrote
     return t("manage.cleaned", n=n, tasks=", ".join(tasks) or "-", dir=progress_dir)
