@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from src.estimation.em import fit_em
 from src.inference.align import align_params, align_to
-from src.inference.bootstrap import bootstrap_se
+from src.inference.bootstrap import bootstrap_se, message_kind
 from src.inference.louis import louis_se
+from src.models.gmm import GaussianMixtureModel
+from src.utils.messages import set_language, t
 from src.utils.rng import stream
 from tests.test_louis import Gauss1D, simple_em
 
@@ -58,6 +61,30 @@ def small(n=300, seed=12):
     return separated(n, seed)
 
 
+N_MAIN, FAR = 120, np.array([[10.0, 10.0], [10.6, 10.1], [10.2, 10.7]])
+
+
+def collapsing():
+    """120 rows around 0 and a second component on 3 far points: a resample that draws only
+    1 or 2 of them makes that component singular, one that draws none leaves it empty."""
+    X = np.vstack([stream(31, "test-data").normal(size=(N_MAIN, 2)), FAR])
+    model = GaussianMixtureModel(2)
+    model.setup(model.meta_for_array(X))
+    fit = fit_em(model, {"X": X}, n_starts=3, seed=1, tol=1e-10)
+    assert not fit.warnings and fit.params["weight"][1] == pytest.approx(3 / 123)
+    return model, {"X": X}, fit.params
+
+
+def far_points_drawn(seed, B):
+    """How many distinct far points each nonparametric replicate draws (its own stream)."""
+    n = N_MAIN + len(FAR)
+    out = []
+    for r in range(B):
+        idx = stream(seed, "bootstrap", r).integers(0, n, size=n)
+        out.append(len(set(idx[idx >= N_MAIN].tolist())))
+    return np.array(out)
+
+
 def same(a, b):
     for key in ("se", "ci_lower", "ci_upper", "cov_free", "estimates"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
@@ -99,6 +126,79 @@ class TestFailures:
         res = bootstrap_se(model, data, params, n_bootstrap=5, tol=0.0, max_iter=1)
         assert np.all(np.isnan(res.se)) and res.extra["n_not_converged"] == 5
         assert any("did not converge" in n for n in res.notes)
+        assert res.extra["n_warned"] == 5
+        assert res.extra["n_warned_by_kind"] == {"em.not_converged": 5}
+
+
+class TestWarnedReplicates:
+    def test_collapsing_replicates_are_counted_by_kind(self):
+        """Replicates whose refit collapses or empties a component are counted by kind, exactly as their resamples predict."""
+        set_language("en")
+        try:
+            model, data, params = collapsing()
+            B, seed = 40, 3
+            drawn = far_points_drawn(seed, B)
+            res = bootstrap_se(model, data, params, n_bootstrap=B, seed=seed)
+        finally:
+            set_language(None)
+        singular, empty = int(np.sum((drawn == 1) | (drawn == 2))), int(np.sum(drawn == 0))
+        assert singular > 0 and empty > 0 and singular + empty < B  # some, not all, warn
+        assert res.extra["n_warned"] == singular + empty
+        assert res.extra["n_warned_by_kind"] == {"gmm.singular": singular,
+                                                 "gmm.empty_component": empty}
+        assert res.extra["n_ok"] == B  # warned replicates converged: they are kept
+        note = [n for n in res.notes if "warned" in n]
+        assert len(note) == 1 and note[0].startswith(f"{singular + empty} of {B} bootstrap replicates")
+        assert f"{singular} × “Gaussian component 2 has collapsed" in note[0]
+
+    def test_counts_survive_an_interruption(self):
+        """Stopped after 15 replicates and resumed, the warning counts and notes equal the uninterrupted run's."""
+        model, data, params = collapsing()
+        kw = dict(n_bootstrap=30, seed=3)
+        full = bootstrap_se(model, data, params, **kw)
+        ck = MemoryCheckpointer()
+
+        def stop(r, status, n_done, n_total):
+            if n_done == 15:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            bootstrap_se(model, data, params, checkpoint=ck, on_replicate=stop, **kw)
+        saved = ck.states[-1]["replicates"]
+        assert any(rec["warnings"] for rec in saved.values())  # in the checkpointed state
+        resumed = bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]),
+                               **kw)
+        assert full.extra["n_warned"] > 0
+        same(resumed, full)
+
+    def test_kinds_do_not_depend_on_the_language(self):
+        """Replicates warned in English and resumed in Chinese give the same counts and a Chinese note."""
+        model, data, params = collapsing()
+        kw = dict(n_bootstrap=20, seed=3)
+        ck = MemoryCheckpointer()
+
+        def stop(r, status, n_done, n_total):
+            if n_done == 10:
+                raise KeyboardInterrupt
+
+        try:
+            set_language("en")
+            english = bootstrap_se(model, data, params, **kw)
+            with pytest.raises(KeyboardInterrupt):
+                bootstrap_se(model, data, params, checkpoint=ck, on_replicate=stop, **kw)
+            set_language("zh")
+            mixed = bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]),
+                                 **kw)
+            zh_text = t("gmm.singular", k=2, reg=1e-6)
+            set_language("en")
+            en_text = t("gmm.singular", k=2, reg=1e-6)
+        finally:
+            set_language(None)
+        assert mixed.extra == english.extra and english.extra["n_warned"] > 0
+        note = [n for n in mixed.notes if "自助法" in n and "警告" in n]
+        assert len(note) == 1 and zh_text.rstrip("。") in note[0]
+        assert message_kind(zh_text)[0] == message_kind(en_text)[0] == "gmm.singular"
+        assert message_kind("a user model's own sentence") == ("a user model's own sentence",) * 2
 
     def test_bad_kind_rejected(self):
         """An unknown bootstrap kind is a ValueError naming the option."""

@@ -7,7 +7,10 @@ predictors).  It is refitted by EM from the estimate (one start), its classes ar
 the estimate's (:mod:`.align`), and its free parameters are kept.  SE = the replicates'
 standard deviation (ddof=1) of each reported parameter; 95% percentile intervals.
 
-Replicates that do not converge or raise are counted, left out and reported.  A checkpoint
+Replicates that do not converge or raise are counted, left out and reported.  Replicates
+whose refit warned (a ridged, collapsed or empty component, no convergence) are counted by
+kind of warning (its message key, whatever the language it was written in) and reported in
+one note and in ``extra``; the warnings are part of each replicate's checkpointed record.  A checkpoint
 after every replicate records the finished ones; a resumed run computes only the missing
 ones, and since each replicate depends only on (seed, r) and the results are combined in
 index order, the output does not depend on order, worker count or interruptions.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import warnings
 from typing import Any, Callable
 
@@ -24,12 +28,13 @@ import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
+from ..utils import messages
 from ..utils.messages import register, t
 from ..utils.rng import stream
 from .align import align_params
 from .results import SEResult
 
-__all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS"]
+__all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS", "message_kind"]
 
 BOOTSTRAP_KINDS = ("nonparametric", "parametric")
 register({
@@ -40,6 +45,10 @@ register({
                  "zh": "{n} 次出错（第一次为第 {r} 次重复：{msg}）"},
     "boot.left_out": {"en": "{n} of {B} bootstrap replicates were left out: {parts}.",
                       "zh": "{B} 次自助法重复中有 {n} 次被排除：{parts}。"},
+    "boot.warned": {"en": "{n} of {B} bootstrap replicates warned while being refitted (those that converged are kept): {parts}.",
+                    "zh": "{B} 次自助法重复中有 {n} 次在重新拟合时发出警告（其中收敛的仍被保留）：{parts}。"},
+    "boot.warned_kind": {"en": "{n} × “{text}”", "zh": "{n} 次“{text}”"},
+    "boot.warned_sep": {"en": "; ", "zh": "；"},
     "boot.warn": {"en": "Warning: {pct:.1f}% of the bootstrap replicates failed (more than 5%), so the bootstrap standard errors may be biased; raise max_iter or check the model.",
                   "zh": "警告：{pct:.1f}% 的自助法重复失败（超过 5%），自助法标准误可能有偏；请增大 max_iter 或检查模型。"},
 })
@@ -62,7 +71,9 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
                         opts: dict[str, Any], r: int) -> dict[str, Any]:
     """Replicate ``r`` (top level, so workers can run it): status, aligned free params, ...
 
-    Never raises: an exception becomes ``status="error"`` with its message.
+    Never raises: an exception becomes ``status="error"`` with its message.  ``warnings``:
+    the refit's warnings (model warnings and non-convergence, as FitResult.warnings); other
+    Python warnings of the refit are not shown.
     """
     from ..estimation.em import fit_em
     try:
@@ -81,10 +92,11 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
             status = "ok" if fit.converged else "not_converged"
             message = "" if fit.converged else f"no convergence in {fit.n_iter} iterations"
         return {"status": status, "free": free, "loglik": float(fit.loglik),
-                "n_iter": int(fit.n_iter), "message": message}
+                "n_iter": int(fit.n_iter), "message": message,
+                "warnings": [str(w) for w in fit.warnings]}
     except Exception as exc:  # a replicate's failure is data, not a crash of the bootstrap
         return {"status": "error", "free": None, "loglik": float("nan"), "n_iter": 0,
-                "message": f"{type(exc).__name__}: {exc}"}
+                "message": f"{type(exc).__name__}: {exc}", "warnings": []}
 
 
 def _estimate_digest(model: MixtureModel, params: Params) -> str:
@@ -186,8 +198,91 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
         notes.append(t("boot.left_out", n=n_failed, B=B, parts="; ".join(parts)))
         if n_failed > FAIL_WARNING_SHARE * B:
             notes.append(t("boot.warn", pct=100.0 * n_failed / B))
+    n_warned, by_kind, examples = _warning_counts(done, order)
+    if n_warned:
+        parts = t("boot.warned_sep").join(t("boot.warned_kind", n=by_kind[k], text=examples[k])
+                                          for k in by_kind)
+        notes.append(t("boot.warned", n=n_warned, B=B, parts=parts))
     extra = {"n_bootstrap": B, "n_ok": len(ok), "n_failed": n_failed,
-             "n_not_converged": n_nc, "n_errors": len(errors), "bootstrap_kind": kind}
+             "n_not_converged": n_nc, "n_errors": len(errors), "bootstrap_kind": kind,
+             "n_warned": n_warned, "n_warned_by_kind": by_kind}
     return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,
                     ci_lower=np.asarray(lo, dtype=float), ci_upper=np.asarray(hi, dtype=float),
                     free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra)
+
+
+def _warning_counts(done: dict[str, dict[str, Any]],
+                    order: list[str]) -> tuple[int, dict[str, int], dict[str, str]]:
+    """Replicates that warned; per kind, how many (each once) and the first one's sentence.
+
+    Kinds are in order of first appearance (replicates in index order); the sentence is
+    rendered again in the current language when its message is known.
+    """
+    n_warned, by_kind, examples = 0, {}, {}
+    for r in order:
+        texts = [str(w) for w in done[r].get("warnings", [])]
+        n_warned += bool(texts)
+        kinds = {}
+        for text in texts:
+            kinds.setdefault(*message_kind(text))
+        for kind, text in kinds.items():
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            examples.setdefault(kind, text.rstrip(".。"))
+    return n_warned, by_kind, examples
+
+
+_FIELD = re.compile(r"\{(\w+)(?:![rsa])?(?::[^{}]*)?\}")
+_PATTERNS: list[tuple[int, str, re.Pattern[str]]] = []
+_PATTERNS_OF: list[int] = [-1]  # the number of registered messages _PATTERNS was built from
+
+
+def _patterns() -> list[tuple[int, str, re.Pattern[str]]]:
+    """(literal length, key, regex) of every registered template, in every language."""
+    registered = messages._TEMPLATES
+    if _PATTERNS_OF[0] != len(registered):
+        _PATTERNS.clear()
+        for key, texts in registered.items():
+            for template in texts.values():
+                regex, literal, names, pos = "", 0, [], 0
+                for m in _FIELD.finditer(template):
+                    text = template[pos:m.start()].replace("{{", "{").replace("}}", "}")
+                    regex += re.escape(text)
+                    literal += len(text)
+                    name = m.group(1)
+                    regex += f"(?P={name})" if name in names else f"(?P<{name}>.+?)"
+                    names.append(name)
+                    pos = m.end()
+                text = template[pos:].replace("{{", "{").replace("}}", "}")
+                _PATTERNS.append((literal + len(text), key, re.compile(regex + re.escape(text), re.S)))
+        _PATTERNS.sort(key=lambda p: -p[0])
+        _PATTERNS_OF[0] = len(registered)
+    return _PATTERNS
+
+
+def _number(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def message_kind(text: str) -> tuple[str, str]:
+    """``(key, text)``: the message key whose template (in any language) gives ``text``, and
+    the sentence rendered again in the current language; ``(text, text)`` when unknown.
+
+    The most specific template (most fixed characters) that matches wins; one whose fixed
+    text is under half of ``text`` is not trusted.  Used to count warnings by kind whatever
+    the language a worker wrote them in.
+    """
+    for literal, key, pattern in _patterns():
+        m = pattern.fullmatch(text)
+        if m is None or 2 * literal < len(text):  # mostly filled-in fields: too generic to trust
+            continue
+        try:
+            again = t(key, **{k: _number(v) for k, v in m.groupdict().items()})
+        except (ValueError, KeyError, IndexError, TypeError):
+            again = text
+        return key, again
+    return text, text
