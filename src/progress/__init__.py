@@ -5,9 +5,9 @@ phases call it, it imports none of them.  Modules, one concern each:
 
     tracker.py      EstimationProgressTracker, estimation_progress(), resume_estimation_phase()
     document.py     the progress file's fields, checksum and validation
-    paths.py        task names and the files of a task
+    paths.py        task and phase names, the files of a task, refusing symbolic links
     lock.py         one run per task (OS lock + owner file)
-    signals.py      SIGTERM/SIGINT as exceptions, deferred during a write
+    signals.py      SIGTERM/SIGHUP/SIGINT as exceptions, deferred during a write
     artifacts.py    arrays and data frames beside the JSON (.npz / Parquet, never pickle)
     atomic.py       atomic, durable file writes
     fingerprint.py  what a phase's result depends on
@@ -19,10 +19,13 @@ phases call it, it imports none of them.  Modules, one concern each:
 user's document).
 """
 
-from .paths import DEFAULT_TASK, task_paths, validate_task_name
+from ..utils.checkpointing import CheckpointInvalid
+from .paths import (DEFAULT_TASK, ProgressPathUnsafe, check_task_paths, task_paths,
+                    validate_task_name)
 from .signals import Terminated
 from .tracker import (SCHEMA_VERSION, EstimationProgressTracker, estimation_progress,
                       resume_estimation_phase)
 
 __all__ = ["EstimationProgressTracker", "estimation_progress", "resume_estimation_phase",
-           "Terminated", "SCHEMA_VERSION", "DEFAULT_TASK", "task_paths", "validate_task_name"]
+           "Terminated", "CheckpointInvalid", "SCHEMA_VERSION", "DEFAULT_TASK", "task_paths",
+           "validate_task_name", "check_task_paths", "ProgressPathUnsafe"]

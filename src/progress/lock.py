@@ -2,15 +2,23 @@
 
 The lock is released by the OS when its holder dies, so a killed run never blocks the
 next one; the owner file (pid, host, start time) lets a refused run name the holder.
+:func:`lock_is_held` only reads (a shared ``flock`` probe on a read-only descriptor), so
+``--check-progress`` works on a folder that cannot be written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 from filelock import FileLock, Timeout
 
@@ -50,6 +58,11 @@ class TaskLock:
         return self._lock is not None
 
     def acquire(self) -> None:
+        """Take the lock, or TaskRunning naming the holder; OSError when the folder cannot
+        hold a lock file at all (read-only, full, not a folder), so that is never mistaken
+        for another run holding it."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        os.close(fd)
         lock = FileLock(str(self.lock_path))
         try:
             lock.acquire(timeout=0)
@@ -76,8 +89,24 @@ class TaskLock:
 
 
 def lock_is_held(lock_path: Path) -> bool:
-    """True while another process holds the lock at ``lock_path``."""
-    if not Path(lock_path).exists():
+    """True while another process holds the lock at ``lock_path`` (reads only)."""
+    if fcntl is not None:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # missing or a symbolic link (never followed): no lock of a run there
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return True
+            raise
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+    if not Path(lock_path).exists():  # pragma: no cover - not POSIX
         return False
     lock = FileLock(str(lock_path))
     try:

@@ -1,8 +1,19 @@
-"""Turning SIGTERM and SIGINT into exceptions, deferred while a progress write is under way.
+"""SIGTERM, SIGHUP and SIGINT as exceptions, deferred while a progress write is under way.
 
-SIGTERM becomes :class:`Terminated` and SIGINT ``KeyboardInterrupt`` (both BaseException),
-so the ``estimation_progress`` context saves the state on the way out.  A signal that
-arrives while the guard says a write is under way is remembered and raised right after it.
+SIGTERM and SIGHUP become :class:`Terminated` (carrying the signal's name and exit code:
+143 and 129) and SIGINT ``KeyboardInterrupt`` (exit 130), all BaseException, so the
+``estimation_progress`` context saves the state on the way out.
+
+The :class:`WriteGuard` is the only thing the handlers touch:
+
+* inside ``with guard:`` (a progress write, or a change of the tracker's state) a signal is
+  remembered and raised when the outermost block ends, never half-way through;
+* the *first* signal decides how the run ends: from then on every further SIGTERM, SIGHUP
+  or SIGINT is ignored, so a second signal can neither interrupt nor relabel the final
+  save, and :func:`restore_handlers` then leaves the three signals ignored (the process is
+  on its way out; a signal arriving after the handlers were put back would otherwise kill
+  it before it reports its exit code);
+* once the run is ending for another reason (``guard.closing``), signals are ignored too.
 """
 
 from __future__ import annotations
@@ -10,53 +21,98 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-__all__ = ["Terminated", "WriteGuard", "install_handlers", "restore_handlers"]
+__all__ = ["Terminated", "WriteGuard", "install_handlers", "restore_handlers", "HANDLED",
+           "exception_for"]
+
+#: the signals turned into exceptions, by name
+HANDLED = tuple(name for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
 
 
 class Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler so that state is saved on the way out."""
+    """Raised in the main thread by the SIGTERM/SIGHUP handler so that state is saved on the
+    way out.  ``signame`` names the signal, ``exit_code`` is ``128 + signal number``."""
+
+    def __init__(self, signame: str = "SIGTERM") -> None:
+        super().__init__(signame)
+        self.signame = signame
+        number = getattr(signal, signame, signal.SIGTERM)
+        self.exit_code = 128 + int(number)
+
+
+def exception_for(signame: str) -> BaseException:
+    """The exception a signal becomes: KeyboardInterrupt for SIGINT, else Terminated."""
+    if signame == "SIGINT":
+        return KeyboardInterrupt()
+    return Terminated(signame)
 
 
 class WriteGuard:
-    """Marks the critical section of a write; signals inside it are deferred to its end."""
+    """Critical sections and the run's first signal; the interface between handlers and tracker.
+
+    ``with guard:`` nests; the signal that arrived inside is raised by :meth:`raise_pending`
+    (the tracker calls it after the outermost block).  ``signal`` is the name of the first
+    signal received (None before), ``closing`` is set when the run's end is being recorded.
+    """
 
     def __init__(self) -> None:
-        self.active = False
-        self.pending: type[BaseException] | None = None
+        self.depth = 0
+        self.signal: str | None = None
+        self.pending = False
+        self.closing = False
+
+    @property
+    def active(self) -> bool:
+        return self.depth > 0
 
     def __enter__(self) -> "WriteGuard":
-        self.active = True
+        self.depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.active = False
+        self.depth -= 1
+
+    def notice(self, signame: str) -> None:
+        """Called by a handler: record the first signal, raise it now or after the write."""
+        if self.signal is not None or self.closing:
+            return  # the run is already ending: ignore
+        self.signal = signame
+        if self.active:
+            self.pending = True
+            return
+        raise exception_for(signame)
 
     def raise_pending(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            raise pending()
+        """Raise the signal that arrived during a critical section (outermost level only)."""
+        if self.pending and not self.active:
+            self.pending = False
+            raise exception_for(self.signal or "SIGTERM")
 
 
 def install_handlers(guard: WriteGuard) -> Any:
-    """SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt; returns what to restore."""
-    def make(exc: type[BaseException]):
-        def handler(signum, frame):  # runs in the main thread, between bytecodes
-            if guard.active:
-                guard.pending = exc
-                return
-            raise exc()
-        return handler
+    """SIGTERM/SIGHUP -> Terminated, SIGINT -> KeyboardInterrupt; returns what to restore."""
+    def handler(signum, frame):  # runs in the main thread, between bytecodes
+        guard.notice(signal.Signals(signum).name)
+
+    previous = {}
     try:
-        return (signal.signal(signal.SIGTERM, make(Terminated)),
-                signal.signal(signal.SIGINT, make(KeyboardInterrupt)))
+        for name in HANDLED:
+            number = getattr(signal, name)
+            previous[number] = signal.signal(number, handler)
     except ValueError:  # not the main thread: leave signals alone
+        for number, old in previous.items():
+            signal.signal(number, old)
         return None
+    return previous
 
 
-def restore_handlers(previous: Any) -> None:
-    if previous is not None:
-        try:
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
-        except ValueError:
-            pass
+def restore_handlers(previous: Any, guard: WriteGuard | None = None) -> None:
+    """Put the previous handlers back, or, when the run ends by a signal (``guard.signal``),
+    ignore the handled signals so that the process reports its exit code."""
+    if previous is None:
+        return
+    ending = guard is not None and guard.signal is not None
+    try:
+        for number, old in previous.items():
+            signal.signal(number, signal.SIG_IGN if ending else old)
+    except ValueError:
+        pass

@@ -6,8 +6,9 @@
 The implementation lives in the :mod:`src.progress` package.
 """
 
-from ..progress import (SCHEMA_VERSION, EstimationProgressTracker, Terminated, estimation_progress,
-                        resume_estimation_phase, task_paths, validate_task_name)
+from ..progress import (SCHEMA_VERSION, CheckpointInvalid, EstimationProgressTracker, Terminated,
+                        estimation_progress, resume_estimation_phase, task_paths,
+                        validate_task_name)
 
 __all__ = ["EstimationProgressTracker", "estimation_progress", "resume_estimation_phase",
-           "Terminated", "SCHEMA_VERSION", "task_paths", "validate_task_name"]
+           "Terminated", "CheckpointInvalid", "SCHEMA_VERSION", "task_paths", "validate_task_name"]
