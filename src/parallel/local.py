@@ -10,12 +10,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_
 from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
-from threadpoolctl import threadpool_limits
 
 from . import cleanup, lifetime
 from .protocol import Executor, Partitions, add_stats, check_handle, fold_in_order
 from .shared import dump_shared
-from .tasks import digest, init_local_worker, run_batch, run_partition_file
+from .tasks import digest, init_local_worker, one_blas_thread, run_batch, run_partition_file
 
 __all__ = ["InProcessExecutor", "ProcessExecutor", "PRELOAD"]
 
@@ -31,7 +30,7 @@ class InProcessExecutor(Executor):
 
     def map_unordered(self, fn: Callable, args_list: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         for i, args in enumerate(args_list):
-            with threadpool_limits(1):
+            with one_blas_thread():
                 result = fn(*args)
             yield i, result
 
@@ -44,7 +43,7 @@ class InProcessExecutor(Executor):
         if isinstance(partitions, Partitions):
             check_handle(self, partitions)
             partitions = partitions.ref
-        with threadpool_limits(1):
+        with one_blas_thread():
             return fold_in_order(((i, fn(p, *broadcast)) for i, p in enumerate(partitions)),
                                  len(partitions), reduce)
 

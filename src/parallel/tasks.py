@@ -9,11 +9,12 @@ into the function are unpickled once per worker.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import cloudpickle
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from .lifetime import watch_driver
 from .shared import load_shared
@@ -23,6 +24,21 @@ _FN_CACHE_SIZE = 8
 #: persisted partitions this worker has mapped: handle id -> {index: partition}
 _PARTS: "OrderedDict[str, dict[int, Any]]" = OrderedDict()
 _PARTS_HANDLES = 2
+
+
+#: (controller, len(sys.modules) when made): finding the BLAS libraries costs milliseconds
+_CONTROLLER: list[Any] = [None, -1]
+
+
+def one_blas_thread() -> ContextManager:
+    """``threadpool_limits(1)`` without rescanning the loaded libraries on every task.
+
+    The controller is made again whenever modules were imported since (a new BLAS library
+    can only arrive with an import).
+    """
+    if _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0].limit(limits=1)
 
 
 def digest(payload: bytes) -> bytes:
@@ -80,12 +96,12 @@ def run_partition_file(key: bytes, path: str, handle: str, index: int, part_path
 def run_task(key: bytes, payload: bytes, args: bytes) -> Any:
     """Dask worker: one BLAS thread, then ``fn(*args)``."""
     fn = load_fn(key, payload)
-    with threadpool_limits(1):
+    with one_blas_thread():
         return fn(*cloudpickle.loads(args))
 
 
 def run_partition(key: bytes, payload: bytes, partition: Any, broadcast: bytes) -> Any:
     """Dask worker: one BLAS thread, then ``fn(partition, *broadcast)``."""
     fn = load_fn(key, payload)
-    with threadpool_limits(1):
+    with one_blas_thread():
         return fn(partition, *cloudpickle.loads(broadcast))
