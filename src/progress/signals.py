@@ -14,10 +14,16 @@ The :class:`WriteGuard` is the only thing the handlers touch:
   on its way out; a signal arriving after the handlers were put back would otherwise kill
   it before it reports its exit code);
 * once the run is ending for another reason (``guard.closing``), signals are ignored too.
+
+"First" means first to arrive: Python runs the handlers of signals that arrived during one
+long C call (a write, an fsync) in signal-number order, so the handlers read the order of
+arrival from the wakeup file descriptor (``signal.set_wakeup_fd``), where the C-level
+handler writes each signal's number as it arrives.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -88,10 +94,47 @@ class WriteGuard:
             raise exception_for(self.signal or "SIGTERM")
 
 
+class _ArrivalOrder:
+    """A non-blocking pipe set as the wakeup fd: the C-level handler writes each signal's
+    number into it on arrival, so a Python handler can tell which handled signal came first."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+        self.previous = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.numbers = {int(getattr(signal, name)) for name in HANDLED}
+
+    def first(self, default: int) -> int:
+        """The earliest handled signal still unread in the pipe, else ``default``."""
+        try:
+            data = os.read(self.read_fd, 4096)
+        except (BlockingIOError, OSError):
+            return default
+        return next((n for n in data if n in self.numbers), default)
+
+    def close(self) -> None:
+        try:
+            signal.set_wakeup_fd(self.previous)
+        except (ValueError, OSError):
+            pass
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def install_handlers(guard: WriteGuard) -> Any:
     """SIGTERM/SIGHUP -> Terminated, SIGINT -> KeyboardInterrupt; returns what to restore."""
+    try:
+        order: _ArrivalOrder | None = _ArrivalOrder()
+    except (ValueError, OSError):  # not the main thread, or no pipe: numbers only
+        order = None
+
     def handler(signum, frame):  # runs in the main thread, between bytecodes
-        guard.notice(signal.Signals(signum).name)
+        first = order.first(signum) if order is not None else signum
+        guard.notice(signal.Signals(first).name)
 
     previous = {}
     try:
@@ -101,8 +144,10 @@ def install_handlers(guard: WriteGuard) -> Any:
     except ValueError:  # not the main thread: leave signals alone
         for number, old in previous.items():
             signal.signal(number, old)
+        if order is not None:
+            order.close()
         return None
-    return previous
+    return previous, order
 
 
 def restore_handlers(previous: Any, guard: WriteGuard | None = None) -> None:
@@ -110,9 +155,12 @@ def restore_handlers(previous: Any, guard: WriteGuard | None = None) -> None:
     ignore the handled signals so that the process reports its exit code."""
     if previous is None:
         return
+    handlers, order = previous
     ending = guard is not None and guard.signal is not None
     try:
-        for number, old in previous.items():
+        for number, old in handlers.items():
             signal.signal(number, signal.SIG_IGN if ending else old)
     except ValueError:
         pass
+    if order is not None:
+        order.close()
