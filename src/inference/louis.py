@@ -7,8 +7,11 @@ with s_ik and H_ik the score and Hessian of log p(y_i, z_i=k | theta) in the fre
 parameterisation and r_ik the responsibilities at the estimate.  The first term is the
 complete information I_c; the second the conditional variance of the complete score.  Rows
 are processed in chunks with two GEMMs each, so memory is bounded by the chunk size
-(chunk x K x P), not by N.  The largest eigenvalue of I_c^{-1}(I_c - I_obs) is the largest
-fraction of missing information (EM's rate of convergence).
+(chunk x K x P), not by N.  The second term comes from the first strategy of a fixed list
+that gives a finite matrix: the model's weighted moments (no per-row scores), the per-row
+scores, the per-row scores without their zero-responsibility terms.  The largest eigenvalue
+of I_c^{-1}(I_c - I_obs) is the largest fraction of missing information (EM's rate of
+convergence).
 """
 
 from __future__ import annotations
