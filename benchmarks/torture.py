@@ -19,9 +19,10 @@ new folder (a new *cycle*).  At the end it checks:
   survivors are reported, then killed;
 * **temporary files**: no ``.tmp-*`` under the run folders (progress and results); nothing
   left in the runs' own ``TMPDIR`` (a folder of the work folder; e.g. multiprocessing's
-  ``pymp-*``); no ``em-task-*`` task file in ``/dev/shm`` left by our runs: one named
-  ``em-task-{pid}-...`` whose pid is one of our runs' processes, or one without a pid in its
-  name that was last written while one of our runs was alive; and no other file of
+  ``pymp-*``); no ``em-*`` file in ``/dev/shm`` left by our runs: one named
+  ``em-{kind}-{pid}-...`` (task files, semaphore records) whose pid is one of our runs'
+  processes, or an ``em-task-*`` without a pid in its name that was last written while one
+  of our runs was alive; and no other file of
   ``/dev/shm`` that a run's driver had mapped (sampled from ``/proc/PID/maps`` while it ran:
   multiprocessing's named semaphores ``sem.mp-*``);
 * the progress file, when there is one, says ``completed``.
@@ -85,7 +86,9 @@ JSON_FILE = "fit.json"
 #: fit.json keys that hold wall-clock values (removed before comparing), besides --ignore-key
 TIMING_KEY = re.compile(r"(?:^|_)(?:seconds|secs|elapsed|duration|walltime|time|times|"
                         r"timestamp|date|at)$")
-TASK_FILE = re.compile(r"^em-task-(?:(\d+)-)?.*")
+#: the pipeline's files in /dev/shm: em-{kind}-{pid}-{random}.{pkl,json} (kind: task, part,
+#: sems), or the earlier em-task-{random}.pkl without the creator's pid
+TASK_FILE = re.compile(r"^em-(?:[a-z]+-(\d+)-.*|task-.*)$")
 SHM_DIRS = [d for d in ("/dev/shm",) if os.path.isdir(d)]
 
 
@@ -111,6 +114,7 @@ class Report:
     seed: int
     kills_wanted: int
     kill_mode: str
+    grace: float = 5.0
     reference_seconds: float = 0.0
     delay_range: tuple[float, float] = (0.0, 0.0)
     kills: int = 0
@@ -126,6 +130,7 @@ class Report:
     temp_files_left: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     other_failures: list[str] = dataclasses.field(default_factory=list)
     ignored_keys: list[str] = dataclasses.field(default_factory=list)
+    orphan_seconds: float = 0.0       # longest wait for a run's processes to go (all went)
     seconds: float = 0.0
     machine: str = ""
     load_before: str = ""
@@ -358,7 +363,7 @@ class Torture:
         self.env.update(LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(self.tmp))
         self.rng = np.random.default_rng(opts.seed)
         self.report = Report(command=self.command, seed=opts.seed, kills_wanted=opts.kills,
-                             kill_mode=opts.kill_mode, machine=_machine())
+                             kill_mode=opts.kill_mode, grace=opts.grace, machine=_machine())
         self.runs: list[Run] = []
         self.our_pids: set[int] = set()
         self.our_shm: set[str] = set()
@@ -425,12 +430,14 @@ class Torture:
         return True
 
     def _check_processes(self, watch: Watch, label: str) -> None:
-        deadline = time.monotonic() + self.opts.grace
+        t0 = time.monotonic()
         while True:
             left = watch.survivors()
-            if not left or time.monotonic() > deadline:
+            if not left or time.monotonic() > t0 + self.opts.grace:
                 break
             time.sleep(0.1)
+        if not left:  # how long the slowest orphans took to go
+            self.report.orphan_seconds = max(self.report.orphan_seconds, time.monotonic() - t0)
         self.our_pids |= watch.pids
         self.our_shm |= watch.shm
         for p in left:
@@ -504,7 +511,7 @@ class Torture:
                     {"path": path, "why": "shared memory mapped by one of our runs"})
         spans = [(r.started - 0.5, r.ended + 0.5) for r in self.runs]
         for folder in SHM_DIRS:
-            for path in sorted(Path(folder).glob("em-task-*")):
+            for path in sorted(Path(folder).glob("em-*")):
                 m = TASK_FILE.match(path.name)
                 try:
                     mtime = path.stat().st_mtime
@@ -513,7 +520,7 @@ class Torture:
                 if m and m.group(1):
                     if int(m.group(1)) in self.our_pids:
                         self.report.temp_files_left.append(
-                            {"path": str(path), "why": f"task file of our process {m.group(1)}"})
+                            {"path": str(path), "why": f"file of our process {m.group(1)}"})
                 elif mtime >= self.started and any(a <= mtime <= b for a, b in spans):
                     self.report.temp_files_left.append(
                         {"path": str(path), "why": "task file (no pid in its name) last written "
@@ -630,7 +637,8 @@ def render(rep: Report, work: Path, keep: bool) -> str:
         lines.append(f"  cycle {m['cycle']}: {m['file']}\n    " + m["diff"].replace("\n", "\n    "))
     if len(rep.mismatches) > 10:
         lines.append(f"  ... and {len(rep.mismatches) - 10} more")
-    lines.append(f"processes left: {len(rep.processes_left)}")
+    lines.append(f"processes left: {len(rep.processes_left)} (after up to {rep.grace:.1f} s; "
+                 f"the slowest run's processes that did go took {rep.orphan_seconds:.1f} s)")
     for p in rep.processes_left[:20]:
         lines.append(f"  {p.get('run')}: pid {p['pid']} {p.get('name', '')} {p.get('cmdline', '')}")
     lines.append(f"temporary files left: {len(rep.temp_files_left)}")
