@@ -220,6 +220,14 @@ class TestAlignment:
         back = align_params(model, ref, rep)
         np.testing.assert_allclose(back["var"], ref["var"])
 
+    def test_entries_in_tiny_units_still_count(self):
+        """Classes told apart only by variances of order 1e-16 (data in tiny units) are still matched."""
+        model = Gauss1D(3)
+        ref = {"weight": np.full(3, 1 / 3), "mean": np.zeros(3), "var": np.array([1.0, 4.0, 9.0]) * 1e-16}
+        rep = model.permute(ref, np.array([2, 0, 1]))
+        rep["var"] = rep["var"] * 1.05
+        assert list(align_to(ref, rep)) == [1, 2, 0]
+
 
 class TestResume:
     def test_resume_from_every_state_is_identical(self):

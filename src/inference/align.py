@@ -9,8 +9,9 @@ since every parameter array's first axis is the class):
 where ``s[p, e]`` is the standard deviation of entry ``e`` across the estimate's classes.
 Standardising by the spread *between classes* makes each entry count by how well it tells
 the classes apart, whatever its unit (a mean in thousands, a probability, a weight).
-Entries equal in every class (s = 0, e.g. padding of LCA items) carry no information and
-are left out.  The permutation minimising the total distance is found by the Hungarian
+Entries equal in every class (s = 0 or within rounding of it, e.g. padding of LCA items)
+carry no information and are left out; "within rounding" is relative to the entry's size,
+so an entry in tiny units still counts.  The permutation minimising the total distance is found by the Hungarian
 algorithm (``scipy.optimize.linear_sum_assignment``), exact for any K in O(K^3), instead of
 trying all K! permutations.
 """
@@ -33,8 +34,7 @@ def class_distance(reference: Params, replicate: Params) -> np.ndarray:
         ref = np.asarray(ref, dtype=float).reshape(K, -1)
         rep = np.asarray(replicate[name], dtype=float).reshape(K, -1)
         spread = ref.std(axis=0)
-        scale = np.maximum(np.abs(ref).max(axis=0), 1.0)
-        use = spread > 1e-12 * scale
+        use = spread > 1e-12 * np.abs(ref).max(axis=0)  # relative: any units
         if not np.any(use):
             continue
         r = ref[:, use] / spread[use]
