@@ -65,26 +65,51 @@ def _wait_for(condition, what: str, limit: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def _run_and_kill(tmp_path: Path, where: str) -> tuple[list[str], list[psutil.Process]]:
-    """Start the driver, wait until both workers are busy, SIGKILL it; its task files and descendants."""
+def _mapped_semaphores(pid: int) -> set[str]:
+    """The named semaphores (``/dev/shm/sem.*``) process ``pid`` has mapped.
+
+    glibc maps a semaphore through a temporary name and links the real name to it, so the
+    names are found by the inodes of the mappings.
+    """
+    with open(f"/proc/{pid}/maps") as fh:
+        inodes = {int(line.split()[4]) for line in fh if "/dev/shm/sem." in line}
+    found = set()
+    for entry in os.scandir("/dev/shm"):
+        try:
+            if entry.name.startswith("sem.") and entry.inode() in inodes:
+                found.add(entry.path)
+        except OSError:
+            pass
+    return found
+
+
+def _run_and_kill(tmp_path: Path, where: str, group: bool = False
+                  ) -> tuple[list[str], list[psutil.Process], set[str]]:
+    """Start the driver, wait until both workers are busy, SIGKILL it (or its whole process
+    group); its task files, descendants and mapped semaphores."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=str(ROOT)))
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = subprocess.Popen([sys.executable, str(script), str(markers), where], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     try:
         _wait_for(lambda: len(list(markers.iterdir())) == 2 or proc.poll() is not None,
                   "both workers busy")
         assert proc.poll() is None, proc.stderr.read()
         descendants = psutil.Process(proc.pid).children(recursive=True)
         files = cleanup.task_files_of(proc.pid)
+        semaphores = _mapped_semaphores(proc.pid) if sys.platform.startswith("linux") else set()
     finally:
-        proc.send_signal(signal.SIGKILL)
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-    return files, descendants
+    return files, descendants, semaphores
 
 
 def _assert_all_gone(descendants: list[psutil.Process]) -> None:
@@ -101,12 +126,22 @@ def _assert_all_gone(descendants: list[psutil.Process]) -> None:
 @pytest.mark.parametrize("where", ["main", "thread"])
 def test_sigkilled_driver_leaves_no_process_and_its_task_file_is_removed(tmp_path, where):
     """After SIGKILL of a driver with 2 busy workers nothing it started survives, and the next executor deletes its task file."""
-    files, descendants = _run_and_kill(tmp_path, where)
+    files, descendants, _ = _run_and_kill(tmp_path, where)
     assert len(descendants) >= 4  # forkserver, 2 workers, resource tracker
     assert files, "the driver's task files should carry its pid"
     _assert_all_gone(descendants)
     with ProcessExecutor(2):  # (another run's new executor may have removed them already)
         assert not [f for f in files if os.path.exists(f)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and /dev/shm")
+def test_semaphores_of_a_killed_process_group_are_unlinked_by_the_next_executor(tmp_path):
+    """When the whole process group dies (resource tracker included) the next executor unlinks the named semaphores the driver had."""
+    files, descendants, semaphores = _run_and_kill(tmp_path, "main", group=True)
+    _assert_all_gone(descendants)
+    assert semaphores and all(os.path.exists(p) for p in semaphores)  # nobody left to unlink them
+    with ProcessExecutor(2):
+        assert not [p for p in semaphores | set(files) if os.path.exists(p)]
 
 
 def test_only_files_of_dead_or_reused_pids_are_removed(tmp_path):

@@ -3,25 +3,29 @@
 Files live in memory (``/dev/shm`` on Linux) and are named ``em-{kind}-{pid}-{random}.pkl``
 (created exclusively with ``mkstemp``), so after a crash (SIGKILL, power cut of a container)
 the creating process is known and ``remove_stale_task_files`` can delete the files of runs
-that no longer exist without touching those of runs still going.  Files of the earlier
+that no longer exist without touching those of runs still going.  A pool also records the
+names of its named semaphores (``em-sems-{pid}-{random}.json``): multiprocessing's resource
+tracker unlinks them when only the driver is killed, but when the whole process group is
+killed the tracker dies too and only this record lets the next run unlink them.  Files of the earlier
 format without a pid are removed once an hour old (workers read them within seconds).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 import time
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 import psutil
 
-__all__ = ["task_dir", "create_task_file", "write_task_file", "task_files_of",
-           "remove_stale_task_files"]
+__all__ = ["task_dir", "create_task_file", "write_task_file", "record_semaphores",
+           "task_files_of", "remove_stale_task_files"]
 
 KINDS = ("task", "part")
-_NAME = re.compile(r"^em-(?:task|part)-(\d+)-[^/]*\.pkl$")
+_NAME = re.compile(r"^em-(task|part|sems)-(\d+)-[^/]*\.(?:pkl|json)$")
 #: the earlier format without the pid (``em-task-{random}.pkl``): removed once this old
 _LEGACY = re.compile(r"^em-task-[a-z0-9_]{8}\.pkl$")
 _LEGACY_AGE = 3600.0
@@ -57,11 +61,22 @@ def write_task_file(payload: bytes, kind: str = "task") -> str:
     return path
 
 
+def record_semaphores(names: Iterable[str]) -> str | None:
+    """Record the names of this process's named semaphores; the record's path (None: none)."""
+    names = [n for n in names if n]
+    if not names:
+        return None
+    fd, path = tempfile.mkstemp(prefix=f"em-sems-{os.getpid()}-", suffix=".json", dir=task_dir())
+    with os.fdopen(fd, "w") as fh:
+        json.dump(names, fh)
+    return path
+
+
 def task_files_of(pid: int, directory: str | None = None) -> list[str]:
     """The task files created by process ``pid`` (sorted paths)."""
     directory = directory or task_dir()
     return sorted(os.path.join(directory, name) for name in _names(directory)
-                  if int(_NAME.match(name).group(1)) == pid)
+                  if int(_NAME.match(name).group(2)) == pid)
 
 
 def remove_stale_task_files(directory: str | None = None) -> list[str]:
@@ -78,8 +93,10 @@ def remove_stale_task_files(directory: str | None = None) -> list[str]:
         except OSError:
             continue
         match = _NAME.match(name)
-        stale = (not _creator_alive(int(match.group(1)), written) if match
+        stale = (not _creator_alive(int(match.group(2)), written) if match
                  else time.time() - written > _LEGACY_AGE)
+        if stale and match and match.group(1) == "sems":
+            _unlink_semaphores(path)
         if stale and _unlink(path):
             removed.append(path)
     return removed
@@ -106,6 +123,21 @@ def _creator_alive(pid: int, written: float) -> bool:
         return False
     except psutil.AccessDenied:  # another user's live process
         return True
+
+
+def _unlink_semaphores(record: str) -> None:
+    """Unlink the named semaphores listed in ``record`` (those already gone are skipped)."""
+    try:
+        from _multiprocessing import sem_unlink
+        with open(record) as fh:
+            names = json.load(fh)
+    except (ImportError, OSError, ValueError):
+        return
+    for name in names if isinstance(names, list) else []:
+        try:
+            sem_unlink(str(name))
+        except OSError:
+            pass
 
 
 def _unlink(path: str) -> bool:

@@ -79,6 +79,7 @@ class ProcessExecutor(Executor):
         # Start the workers now, in the background: the forkserver's imports (about a
         # second) then overlap with whatever the driver does before the first map.
         self._warm = [self._pool.submit(os.getpid) for _ in range(self.workers)]
+        self._sem_record = cleanup.record_semaphores(_semaphore_names(self._pool))
         self._fn_files: dict[bytes, str] = {}
         self._handles: list[Partitions] = []
         self._closed = False
@@ -164,6 +165,19 @@ class ProcessExecutor(Executor):
         self._handles.clear()
         _unlink_all(self._fn_files.values())  # now that no task can still read them
         self._fn_files.clear()
+        if self._sem_record:  # the pool's own finalizers unlink the semaphores
+            _unlink_all([self._sem_record])
+
+
+def _semaphore_names(pool: ProcessPoolExecutor) -> list[str]:
+    """Names of the named semaphores of the pool's queues (empty where there are none)."""
+    from multiprocessing.synchronize import SemLock
+    names = []
+    for queue in (getattr(pool, "_call_queue", None), getattr(pool, "_result_queue", None)):
+        for value in vars(queue).values() if queue is not None else ():
+            if isinstance(value, SemLock):
+                names.append(getattr(value._semlock, "name", None))
+    return [n for n in names if n]
 
 
 def _unlink_all(paths: Any) -> None:
