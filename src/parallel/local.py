@@ -76,10 +76,10 @@ class ProcessExecutor(Executor):
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                          initializer=init_local_worker,
                                          initargs=(self._lifeline.reader, os.getpid()))
+        self._sem_record = cleanup.record_semaphores(_semaphore_names(self._pool))
         # Start the workers now, in the background: the forkserver's imports (about a
         # second) then overlap with whatever the driver does before the first map.
         self._warm = [self._pool.submit(os.getpid) for _ in range(self.workers)]
-        self._sem_record = cleanup.record_semaphores(_semaphore_names(self._pool))
         self._fn_files: dict[bytes, str] = {}
         self._handles: list[Partitions] = []
         self._closed = False
