@@ -68,14 +68,37 @@ def _q_value(model: MixtureModel, data: Data, theta: np.ndarray, resp: np.ndarra
     return float(np.sum(resp[mask] * lj[mask]))
 
 
+def _crude_diagonal(model: MixtureModel, data: Data, params: Params, theta: np.ndarray,
+                    h: np.ndarray, which: list[int], chunk_size: int) -> np.ndarray:
+    """-d2 Q / d theta_j2 for j in ``which`` by second differences with steps ``h`` (else 0)."""
+    diag = np.zeros(theta.size)
+    for chunk in iter_chunks(data, chunk_size):
+        resp, _ = model.e_step(chunk, params)
+        q0 = _q_value(model, chunk, theta, resp)
+        for j in which:
+            e = np.zeros(theta.size)
+            e[j] = h[j]
+            qp = _q_value(model, chunk, theta + e, resp)
+            qm = _q_value(model, chunk, theta - e, resp)
+            diag[j] -= (qp - 2.0 * q0 + qm) / h[j] ** 2
+    return diag
+
+
+#: crude steps are 1e-4 of the natural scale they find; one within 10x of that is kept
+_CRUDE, _ROUNDS = 1e-4, 8
+
+
 def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_size: int = 4096,
                    skip: set[int] | frozenset = frozenset()) -> np.ndarray:
     """``u_j = sqrt(N / I_c,jj)``: each free parameter's natural scale (see module doc).
 
     I_c's diagonal comes from the model's analytic complete information when it has one,
-    otherwise from crude second differences of Q (step 1e-4 * max(|theta_j|, 1)), which is
-    accurate enough for a scale.  Falls back to max(|theta_j|, 1) where the diagonal is not
-    positive.
+    otherwise from crude second differences of Q, which are accurate enough for a scale.
+    Their first step, 1e-4 * max(|theta_j|, 1), can be far off the parameter's scale (a
+    mean near 0 of data in units of 1e6: the difference is lost in rounding), so the step
+    is redone at 1e-4 of the scale found (grown 1000x where the curvature came out <= 0)
+    until it is within 10x of that, at most 8 rounds: the scale then does not depend on
+    the data's units.  Falls back to max(|theta_j|, 1) where the diagonal is not positive.
     """
     theta = model.to_free(params)
     P = theta.size
@@ -90,20 +113,23 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
             break
         diag += np.diag(info)
     if not analytic:
-        h = feasible_steps(model, theta, 1e-4 * np.maximum(np.abs(theta), 1.0), factor=1.0,
+        h = feasible_steps(model, theta, _CRUDE * np.maximum(np.abs(theta), 1.0), factor=1.0,
                            skip=skip)
-        diag = np.zeros(P)
-        for chunk in iter_chunks(data, chunk_size):
-            resp, _ = model.e_step(chunk, params)
-            q0 = _q_value(model, chunk, theta, resp)
-            for j in range(P):
-                if j in skip:
-                    continue
-                e = np.zeros(P)
-                e[j] = h[j]
-                qp = _q_value(model, chunk, theta + e, resp)
-                qm = _q_value(model, chunk, theta - e, resp)
-                diag[j] -= (qp - 2.0 * q0 + qm) / h[j] ** 2
+        which = [j for j in range(P) if j not in skip]
+        for _ in range(_ROUNDS):
+            part = _crude_diagonal(model, data, params, theta, h, which, chunk_size)
+            diag[which] = part[which]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                target = np.where(diag > 0, _CRUDE * np.sqrt(N / diag), 1e3 * h)
+            which = [j for j in which
+                     if np.isfinite(target[j]) and not 0.1 <= target[j] / h[j] <= 10.0]
+            if not which:
+                break
+            new = h.copy()
+            new[which] = target[which]
+            new = feasible_steps(model, theta, new, factor=1.0, skip=skip)
+            which = [j for j in which if new[j] != h[j]]  # shrunk back: nothing more to learn
+            h = new
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.sqrt(N / diag)
     fallback = np.maximum(np.abs(theta), 1.0)
