@@ -1,4 +1,5 @@
-"""Executors: in process, local processes and a real Dask cluster give identical results.
+"""Executors: in process, local processes and a real Dask cluster give identical results
+(independent units and the ordered map-reduce over persisted partitions).
 
 One Dask ``LocalCluster`` (2 worker processes, 1 thread each, no dashboard) is started for
 the whole test session by the ``dask_cluster`` fixture and closed at the end.

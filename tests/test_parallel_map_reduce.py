@@ -28,7 +28,7 @@ def order_sensitive_partitions(n: int = N_PARTS, rows: int = 50) -> list[dict[st
     parts = []
     for i in range(n):
         x = rng.normal(size=(rows, 3)) * MAGNITUDES[i % len(MAGNITUDES)]
-        parts.append({"X": x, "delay": np.array(0.2 * (n - 1 - i) / n)})
+        parts.append({"X": x, "delay": np.array(0.1 * (n - 1 - i) / n)})
     return parts
 
 
