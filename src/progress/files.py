@@ -1,8 +1,8 @@
 """Inspecting and removing progress files (``manage_progress.py``, ``--check-progress``).
 
 Reads progress JSON without trusting it: each file is validated as the tracker does
-(:func:`document.parse`, then the SHA-256 of every artifact it refers to), and a damaged
-file is reported, not raised.  ``clean`` works under the task's own lock (taken with
+(:func:`document.parse`, then every artifact it refers to decoded with its SHA-256
+checked), never through a symbolic link, and a damaged file is reported, not raised.  ``clean`` works under the task's own lock (taken with
 timeout 0, so a running task is refused), never deletes the lock file a run may be
 holding, and never follows a symbolic link.
 """
@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from ..utils.errors import ProgressError, TaskRunning
 from ..utils.messages import register, t
-from .atomic import TMP_PREFIX, sha256_file, temp_pattern
+from .artifacts import decode
+from .atomic import TMP_PREFIX, temp_pattern
 from .document import SCHEMA_VERSION, Damaged, FutureSchema, parse
 from .lock import TaskLock, lock_is_held, read_owner
 from .paths import check_task_paths, task_paths
@@ -39,8 +40,8 @@ register({
     "manage.damaged": {"en": "damaged ({reason})", "zh": "已损坏（{reason}）"},
     "manage.future": {"en": "written by a newer version (schema {found}; this version reads {ours})",
                       "zh": "由更新的版本写入（模式版本 {found}；本版本读取 {ours}）"},
-    "manage.artifact": {"en": "refers to a missing or changed artifact {name}",
-                        "zh": "引用的附属文件 {name} 缺失或已被修改"},
+    "manage.artifact": {"en": "refers to a missing or changed artifact: {detail}",
+                        "zh": "引用的附属文件缺失或已被修改：{detail}"},
     "manage.from_backup": {"en": "(progress file {problem}; shown from its backup, which passes its checks)",
                            "zh": "（进度文件{problem}；以下内容来自其备份，备份通过了校验）"},
     "manage.no_file": {"en": "progress file: {problem}", "zh": "进度文件：{problem}"},
@@ -88,38 +89,40 @@ def _size(path: Path) -> int:
     return total
 
 
-def _referenced(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = [f for r in doc["phase_results"].values() if isinstance(r, dict)
-               for f in r.get("files", [])]
-    ck = doc.get("checkpoint")
-    if isinstance(ck, dict) and isinstance(ck.get("state"), dict):
-        entries += ck["state"].get("files", [])
-    return entries
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path``: never through a symbolic link, never blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Damaged(t("reason.shape"))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _read_valid(path: Path, task: str, artifacts: Path) -> tuple[dict | None, str | None]:
-    """The checked document at ``path``, or None and why it cannot be used (as the tracker
-    decides: its checksum, its fields, its task, the artifacts it refers to)."""
+    """The checked document at ``path``, or None and why it cannot be used, decided as the
+    tracker decides: :func:`document.parse` (checksum, schema, task), then every artifact
+    of its completed phases and checkpoint decoded with its SHA-256 checked."""
     try:
-        raw = path.read_bytes()
+        doc = parse(_read_regular(path), task)
+        for phase in doc["completed_phases"]:
+            stored = doc["phase_results"].get(phase)
+            if isinstance(stored, dict) and "value" in stored:
+                decode(stored, artifacts)
+        if doc.get("checkpoint") is not None:
+            decode(doc["checkpoint"]["state"], artifacts)
     except FileNotFoundError:
         return None, t("manage.missing")
     except OSError as exc:
-        return None, t("manage.damaged", reason=exc.strerror or exc)
-    try:
-        doc = parse(raw, task)
+        return None, t("manage.damaged", reason=exc.strerror or type(exc).__name__)
     except Damaged as exc:
         return None, t("manage.damaged", reason=exc.reason)
     except FutureSchema as exc:
         return None, t("manage.future", found=exc.found, ours=SCHEMA_VERSION)
-    name = "?"
-    try:
-        for entry in _referenced(doc):
-            name = Path(entry["file"]).name  # a name only: never a path out of the folder
-            if sha256_file(artifacts / name) != entry["sha256"]:
-                raise ValueError(name)
-    except (OSError, KeyError, TypeError, AttributeError, ValueError):
-        return None, t("manage.damaged", reason=t("manage.artifact", name=name))
+    except Exception as exc:  # untrusted content: any failure to decode is damage, as in the tracker
+        return None, t("manage.damaged", reason=t("manage.artifact", detail=exc))
     return doc, None
 
 
