@@ -31,7 +31,7 @@ class TestSquaremPieces:
         data, p0 = _overlapping_problem()
         p1, _ = em_map(m, data, p0)
         p2, _ = em_map(m, data, p1)
-        a, cand = squarem.propose(squarem.FreeMap(m), p0, p1, p2, 1.5)
+        a, cand = squarem.propose(m, p0, p1, p2, 1.5)
         f0, f1, f2 = m.to_free(p0), m.to_free(p1), m.to_free(p2)
         expected = f0 + 2 * a * (f1 - f0) + a * a * (f2 - 2 * f1 + f0)
         assert a == 1.5
@@ -44,12 +44,12 @@ class TestSquaremPieces:
         p1 = {"weight": np.array([0.3, 0.7]), "mean": np.array([0.0, 1.0]), "var": np.ones(2)}
         p2 = {"weight": np.array([0.2, 0.8]), "mean": np.array([0.0, 1.0]), "var": np.ones(2)}
         # w1 = 0.5 - 0.4 a + 0.1 a^2 exceeds 1 (so w2 < 0) for a > 5: 64 -> ... -> 4.9375
-        a, cand = squarem.propose(squarem.FreeMap(m), p0, p1, p2, 64.0)
+        a, cand = squarem.propose(m, p0, p1, p2, 64.0)
         assert m.in_parameter_space(cand)
         assert a == pytest.approx(4.9375)
         f = 0.5 + 2 * a * (-0.2) + a * a * 0.1
         assert cand["weight"][0] == pytest.approx(f)
-        assert squarem.propose(squarem.FreeMap(m), p0, p1, p2, 1.001) == (1.0, p2)
+        assert squarem.propose(m, p0, p1, p2, 1.001) == (1.0, p2)
 
     def test_step_bound_adapts(self):
         """step_max grows x4 after a full-length accepted step and shrinks after a failure."""
@@ -131,36 +131,3 @@ class TestSquaremGmm:
                            checkpoint=MemoryCheckpointer(rec.states[i + 5]))
             assert again.loglik == full.loglik
             assert all(np.array_equal(again.params[k], full.params[k]) for k in full.params)
-
-
-class TestFreeMap:
-    """The cached free-parameter map equals the model's own to_free / from_free."""
-
-    def _check(self, model, params):
-        fm = squarem.FreeMap(model)
-        f = fm.to_free(params)
-        np.testing.assert_array_equal(f, model.to_free(params))
-        back, ref = fm.from_free(f), model.from_free(f)
-        assert set(back) == set(ref)
-        for k in ref:
-            np.testing.assert_allclose(back[k], ref[k], rtol=0, atol=1e-15)
-
-    def test_gmm_full_and_diag(self):
-        """Covariance (vech) and positive specs round-trip exactly as in the base class."""
-        from tests.test_em import TestAgainstScikitLearn, _gmm
-        from src.estimation import start_params
-
-        X = TestAgainstScikitLearn._data()
-        for cov in ("full", "diag", "spherical"):
-            m = _gmm(3, X, covariance=cov)
-            self._check(m, start_params(m, {"X": X}, 0, 0))
-
-    def test_lca_uneven_categories(self):
-        """Probability rows with different numbers of categories (padding stays 0)."""
-        from src.models.lca import LatentClassModel
-
-        rng = np.random.default_rng(0)
-        Y = np.column_stack([rng.integers(0, 2, 50), rng.integers(0, 4, 50), rng.integers(0, 3, 50)])
-        m = LatentClassModel(2)
-        m.setup(LatentClassModel.meta_from_array(Y))
-        self._check(m, m.init_params({"Y": Y}, rng))

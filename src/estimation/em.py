@@ -133,7 +133,7 @@ def _accept(st: dict[str, Any], params: Params, ll: float, tol: float) -> None:
 
 
 def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mapping[str, Any],
-             pool: ThreadPoolExecutor | None, fm: squarem.FreeMap) -> dict[str, Any]:
+             pool: ThreadPoolExecutor | None) -> dict[str, Any]:
     """Evaluate the EM map once at ``st["params"]`` and return the next state (a new dict)."""
     st = dict(st)
     params = st["params"]
@@ -152,8 +152,8 @@ def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mappi
     elif phase == "sq1":
         _accept(st, params, ll, tol)
         sq = st["sq"]
-        a0 = squarem.first_step(fm, sq["p0"], params, new_params, sq["step_max"])
-        a, cand = squarem.propose(fm, sq["p0"], params, new_params, a0)
+        a0 = squarem.first_step(model, sq["p0"], params, new_params, sq["step_max"])
+        a, cand = squarem.propose(model, sq["p0"], params, new_params, a0)
         st["sq"] = {"step_max": sq["step_max"], "p0": sq["p0"], "p1": params, "p2": new_params,
                     "l1": ll, "a_first": a0, "a": a}
         st["params"] = cand
@@ -161,7 +161,7 @@ def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mappi
     elif phase == "sq2":
         sq = st["sq"]
         if sq["a"] > 1.0 and not (np.isfinite(ll) and ll >= sq["l1"]):
-            a, cand = squarem.propose(fm, sq["p0"], sq["p1"], sq["p2"], 0.5 * (sq["a"] + 1.0))
+            a, cand = squarem.propose(model, sq["p0"], sq["p1"], sq["p2"], 0.5 * (sq["a"] + 1.0))
             st["sq"] = {**sq, "a": a}
             st["params"] = cand
         else:
@@ -209,13 +209,12 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
         st = dict(state)
     n_threads = int(options.get("n_threads", 1))
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
-    fm = squarem.FreeMap(model)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             while not st["done"]:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    st = _advance(model, data, st, options, pool, fm)
+                    st = _advance(model, data, st, options, pool)
                 _collect(st, caught)
                 if on_iteration is not None and st["best_ll"] is not None:
                     on_iteration(start, st["n_eval"], st["best_ll"])

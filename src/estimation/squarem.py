@@ -3,7 +3,9 @@
 One cycle from ``p0``: ``p1 = M(p0)``, ``p2 = M(p1)``, ``r = p1 - p0``, ``v = p2 - 2 p1 + p0``,
 step ``alpha = -||r|| / ||v||`` (kept at most -1), extrapolation
 ``p' = p0 - 2 alpha r + alpha^2 v``, then a stabilising EM step ``M(p')`` that starts the
-next cycle.  Vectors are the model's free parameters (:meth:`MixtureModel.to_free`).
+next cycle.  Vectors are the model's natural-scale free parameters
+(:meth:`MixtureModel.to_free`, i.e. :class:`src.models.parameterisation.FreeParameterisation`,
+built once per model and cached).
 
 Here ``a = -alpha >= 1`` is stored (as in the SQUAREM R package); ``a = 1`` gives ``p2``, the
 plain EM step.  A candidate outside the parameter space, or whose log-likelihood is below
@@ -22,7 +24,7 @@ import numpy as np
 
 from src.models.base import MixtureModel, Params
 
-__all__ = ["STEP_MAX0", "MSTEP", "MIN_EXCESS", "FreeMap", "step_length", "first_step", "propose",
+__all__ = ["STEP_MAX0", "MSTEP", "MIN_EXCESS", "step_length", "first_step", "propose",
            "update_step_max"]
 
 #: initial upper bound of a (the first cycle is two plain EM steps)
@@ -43,107 +45,31 @@ def step_length(r: np.ndarray, v: np.ndarray, step_max: float) -> float:
     return float(min(max(a, 1.0), step_max))
 
 
-class FreeMap:
-    """Fast :meth:`MixtureModel.to_free` / ``from_free`` with the index layout computed once.
-
-    Used when the model keeps the generic free parameterisation (the common case); a model
-    that overrides either method is called directly.  Same order and semantics as the base
-    class: spec by spec, class by class; the last weight and last categories are derived.
-    """
-
-    def __init__(self, model: MixtureModel) -> None:
-        self.model = model
-        base = MixtureModel
-        self.generic = (type(model).to_free is base.to_free and type(model).from_free is base.from_free)
-        self.specs = model.param_specs()
-        self.K = model.n_components
-        self.index: dict[str, tuple[np.ndarray, ...]] = {}
-        for spec in self.specs:
-            if spec.constraint == "covariance":
-                self.index[spec.name] = np.triu_indices(spec.shape[0])
-            elif spec.constraint == "probability":
-                jj = [j for j, size in enumerate(spec.sizes) for _ in range(size - 1)]
-                cc = [c for size in spec.sizes for c in range(size - 1)]
-                self.index[spec.name] = (np.array(jj, dtype=int), np.array(cc, dtype=int))
-
-    def to_free(self, params: Params) -> np.ndarray:
-        if not self.generic:
-            return self.model.to_free(params)
-        K = self.K
-        parts = []
-        for spec in self.specs:
-            v = np.asarray(params[spec.name], dtype=float)
-            if spec.constraint == "simplex":
-                parts.append(v[: K - 1])
-            elif spec.name in self.index:
-                a, b = self.index[spec.name]
-                parts.append(v[:, a, b].ravel())
-            else:
-                parts.append(v.reshape(K, -1).ravel())
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    def from_free(self, theta: np.ndarray) -> Params:
-        if not self.generic:
-            return self.model.from_free(theta)
-        K = self.K
-        out: Params = {}
-        pos = 0
-        for spec in self.specs:
-            if spec.constraint == "simplex":
-                w = np.empty(K)
-                w[: K - 1] = theta[pos : pos + K - 1]
-                w[K - 1] = 1.0 - w[: K - 1].sum()
-                out[spec.name] = w
-                pos += K - 1
-                continue
-            if spec.name in self.index:
-                a, b = self.index[spec.name]
-                n = a.size
-            else:
-                n = int(np.prod(spec.shape, dtype=int))
-            block = theta[pos : pos + K * n].reshape(K, n)
-            pos += K * n
-            if spec.constraint == "covariance":
-                arr = np.zeros((K,) + tuple(spec.shape))
-                arr[:, a, b] = block
-                arr[:, b, a] = block
-            elif spec.constraint == "probability":
-                arr = np.zeros((K,) + tuple(spec.shape))
-                arr[:, a, b] = block
-                for j, size in enumerate(spec.sizes):
-                    arr[:, j, size - 1] = 1.0 - arr[:, j, : size - 1].sum(axis=1)
-            else:
-                arr = block.reshape((K,) + tuple(spec.shape)).copy()
-            out[spec.name] = arr
-        if pos != theta.size:
-            raise ValueError(f"expected {pos} free parameters, got {theta.size}")
-        return out
-
-
-def _vectors(fm: FreeMap, p0: Params, p1: Params, p2: Params) -> tuple[np.ndarray, ...]:
-    f0, f1, f2 = fm.to_free(p0), fm.to_free(p1), fm.to_free(p2)
+def _vectors(model: MixtureModel, p0: Params, p1: Params, p2: Params) -> tuple[np.ndarray, ...]:
+    f0, f1, f2 = model.to_free(p0), model.to_free(p1), model.to_free(p2)
     return f0, f1 - f0, f2 - 2.0 * f1 + f0
 
 
-def first_step(fm: FreeMap, p0: Params, p1: Params, p2: Params, step_max: float) -> float:
+def first_step(model: MixtureModel, p0: Params, p1: Params, p2: Params, step_max: float) -> float:
     """The cycle's S3 step length from its three iterates, clipped to [1, step_max]."""
-    _, r, v = _vectors(fm, p0, p1, p2)
+    _, r, v = _vectors(model, p0, p1, p2)
     return step_length(r, v, step_max)
 
 
-def propose(fm: FreeMap, p0: Params, p1: Params, p2: Params, a: float) -> tuple[float, Params]:
+def propose(model: MixtureModel, p0: Params, p1: Params, p2: Params,
+            a: float) -> tuple[float, Params]:
     """The candidate for step ``a``, backtracked halfway toward p2 while outside the space.
 
     Returns ``(a_used, candidate)``; ``a_used == 1.0`` means the candidate is ``p2`` itself.
     """
     if a < 1.0 + MIN_EXCESS:
         return 1.0, p2
-    f0, r, v = _vectors(fm, p0, p1, p2)
+    f0, r, v = _vectors(model, p0, p1, p2)
     while a >= 1.0 + MIN_EXCESS:
         theta = f0 + 2.0 * a * r + a * a * v
         if np.all(np.isfinite(theta)):
-            cand = fm.from_free(theta)
-            if fm.model.in_parameter_space(cand):
+            cand = model.from_free(theta)
+            if model.in_parameter_space(cand):
                 return a, cand
         a = 0.5 * (a + 1.0)
     return 1.0, p2

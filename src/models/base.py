@@ -13,7 +13,9 @@ Conventions
 -----------
 * data : ``dict[str, ndarray]``; every array's first axis is the row (observation).
 * params : ``dict[str, ndarray]``; every array's first axis is the latent class.
-* free parameters : one vector on the natural scale; see :meth:`MixtureModel.to_free`.
+* free parameters : one vector on the natural scale; see :meth:`MixtureModel.to_free` and
+  :mod:`src.models.parameterisation` (the one implementation, also used by SQUAREM and the
+  generic M-step).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
+
+from .parameterisation import FreeParameterisation
 
 Data = dict[str, np.ndarray]
 Params = dict[str, np.ndarray]
@@ -164,70 +168,29 @@ class MixtureModel(ABC):
 
     def in_parameter_space(self, params: Params) -> bool:
         """True when every constraint holds (used to backtrack accelerated steps)."""
-        for spec in self.param_specs():
-            v = np.asarray(params[spec.name], dtype=float)
-            if not np.all(np.isfinite(v)):
-                return False
-            if spec.constraint == "simplex":
-                if np.any(v < 0) or abs(v.sum() - 1.0) > 1e-8:
-                    return False
-            elif spec.constraint == "positive":
-                if np.any(v <= 0):
-                    return False
-            elif spec.constraint == "covariance":
-                for c in v:
-                    try:
-                        np.linalg.cholesky(c)
-                    except np.linalg.LinAlgError:
-                        return False
-            elif spec.constraint == "probability":
-                if np.any(v < 0) or np.any(v > 1):
-                    return False
-        return True
+        return self.parameterisation().violation(params) is None
 
     # -------------------------------------- free parameterisation (generic)
+    def parameterisation(self) -> FreeParameterisation:
+        """The free parameterisation of :meth:`param_specs`, built once and cached."""
+        specs = self.param_specs()
+        cached = self.__dict__.get("_parameterisation")
+        if cached is None or not cached.same_as(specs, self.n_components):
+            cached = FreeParameterisation(specs, self.n_components)
+            self.__dict__["_parameterisation"] = cached
+        return cached
+
     def to_free(self, params: Params) -> np.ndarray:
         """Free parameter vector: spec by spec, class by class (see ParamSpec)."""
-        out: list[np.ndarray] = []
-        K = self.n_components
-        for spec in self.param_specs():
-            v = np.asarray(params[spec.name], dtype=float)
-            if spec.constraint == "simplex":
-                out.append(v[: K - 1])
-                continue
-            for k in range(K):
-                out.append(_free_of_class(spec, v[k]))
-        return np.concatenate(out) if out else np.zeros(0)
+        return self.parameterisation().to_free(params)
 
     def from_free(self, theta: np.ndarray) -> Params:
         """Inverse of :meth:`to_free` (fills derived entries: last weight, last category)."""
-        theta = np.asarray(theta, dtype=float)
-        K = self.n_components
-        params: Params = {}
-        pos = 0
-        for spec in self.param_specs():
-            if spec.constraint == "simplex":
-                w = np.empty(K)
-                w[: K - 1] = theta[pos : pos + K - 1]
-                w[K - 1] = 1.0 - w[: K - 1].sum()
-                pos += K - 1
-                params[spec.name] = w
-                continue
-            arr = np.zeros((K,) + spec.shape)
-            for k in range(K):
-                n = _n_free_of_class(spec)
-                arr[k] = _class_of_free(spec, theta[pos : pos + n])
-                pos += n
-            params[spec.name] = arr
-        if pos != theta.size:
-            raise ValueError(f"expected {pos} free parameters, got {theta.size}")
-        return params
+        return self.parameterisation().from_free(theta)
 
     def n_free_parameters(self) -> int:
         """Number of free parameters P (for AIC/BIC and the information matrix)."""
-        K = self.n_components
-        return sum((K - 1) if s.constraint == "simplex" else K * _n_free_of_class(s)
-                   for s in self.param_specs())
+        return self.parameterisation().size
 
     def free_names(self) -> list[str]:
         """Names of the free parameters, same order as :meth:`to_free`."""
@@ -236,6 +199,39 @@ class MixtureModel(ABC):
             if free:
                 names.append(name)
         return names
+
+    # ------------------------------------------- class weights' derivatives
+    def weight_score(self, params: Params) -> np.ndarray:
+        """d log weight_k / d (free weights), shape (K, K-1): the same for every row.
+
+        Free weights are the first K-1; the last is 1 - their sum, so class k < K-1 has
+        1/w_k in its own column and the last class -1/w_K in every column.  This is the
+        class-weight part of every model's complete score (``log_joint`` holds ``log w_k``).
+        """
+        w = np.asarray(params["weight"], dtype=float)
+        K = w.size
+        out = np.zeros((K, K - 1))
+        with np.errstate(divide="ignore"):
+            if K > 1:
+                out[np.arange(K - 1), np.arange(K - 1)] = 1.0 / w[: K - 1]
+                out[K - 1, :] = -1.0 / w[K - 1]
+        return out
+
+    def weight_information(self, params: Params, nk: np.ndarray) -> np.ndarray:
+        """sum_ik resp_ik (-d2 log weight_k / d w d w'), (K-1, K-1), from nk = sum_i resp_ik.
+
+        ``diag(nk_k / w_k^2) + nk_K / w_K^2``; a class with no mass contributes 0 (even at
+        weight 0).
+        """
+        w = np.asarray(params["weight"], dtype=float)
+        nk = np.asarray(nk, dtype=float)
+        K = w.size
+        if K < 2:
+            return np.zeros((0, 0))
+        ratio = np.zeros(K)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(nk, w ** 2, out=ratio, where=nk != 0)
+        return np.diag(ratio[: K - 1]) + ratio[K - 1]
 
     # ------------------------------------------------ reported parameters
     def reported_names(self) -> list[str]:
@@ -268,25 +264,8 @@ class MixtureModel(ABC):
 
     def _reported_entries(self):
         """(name, spec, class, index within class, is_free) for every reported entry."""
-        K = self.n_components
-        for spec in self.param_specs():
-            if spec.constraint == "simplex":
-                for k in range(K):
-                    yield _entry_name(spec, k, ()), spec, k, (), k < K - 1
-                continue
-            for k in range(K):
-                if spec.constraint == "covariance":
-                    D = spec.shape[0]
-                    for i in range(D):
-                        for j in range(i, D):
-                            yield _entry_name(spec, k, (i, j)), spec, k, (i, j), True
-                elif spec.constraint == "probability":
-                    for j, size in enumerate(spec.sizes):
-                        for c in range(size):
-                            yield _entry_name(spec, k, (j, c)), spec, k, (j, c), c < size - 1
-                else:
-                    for idx in np.ndindex(*spec.shape):
-                        yield _entry_name(spec, k, idx), spec, k, tuple(idx), True
+        for spec, k, idx, is_free in self.parameterisation().entries():
+            yield _entry_name(spec, k, idx), spec, k, idx, is_free
 
     # ------------------------------------------------------ conveniences
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
@@ -334,40 +313,3 @@ def _entry_name(spec: ParamSpec, k: int, idx: tuple[int, ...]) -> str:
     labels = spec.axis_labels()
     parts = [str(k + 1)] + [labels[a][i] for a, i in enumerate(idx)]
     return f"{spec.name}[{','.join(parts)}]"
-
-
-def _n_free_of_class(spec: ParamSpec) -> int:
-    if spec.constraint == "covariance":
-        D = spec.shape[0]
-        return D * (D + 1) // 2
-    if spec.constraint == "probability":
-        return int(sum(s - 1 for s in spec.sizes))
-    return int(np.prod(spec.shape, dtype=int))
-
-
-def _free_of_class(spec: ParamSpec, v: np.ndarray) -> np.ndarray:
-    if spec.constraint == "covariance":
-        return v[np.triu_indices(spec.shape[0])]
-    if spec.constraint == "probability":
-        return np.concatenate([v[j, : s - 1] for j, s in enumerate(spec.sizes)]) \
-            if spec.sizes else np.zeros(0)
-    return np.ravel(v)
-
-
-def _class_of_free(spec: ParamSpec, t: np.ndarray) -> np.ndarray:
-    if spec.constraint == "covariance":
-        D = spec.shape[0]
-        c = np.zeros((D, D))
-        iu = np.triu_indices(D)
-        c[iu] = t
-        c.T[iu] = t
-        return c
-    if spec.constraint == "probability":
-        out = np.zeros(spec.shape)
-        pos = 0
-        for j, s in enumerate(spec.sizes):
-            out[j, : s - 1] = t[pos : pos + s - 1]
-            out[j, s - 1] = 1.0 - t[pos : pos + s - 1].sum()
-            pos += s - 1
-        return out
-    return np.reshape(t, spec.shape)

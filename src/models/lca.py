@@ -258,14 +258,10 @@ class LatentClassModel(MixtureModel):
         """d log p(y_i, z_i=k) / d theta_free, (n, K, P); a missing answer contributes 0."""
         O, _ = self.one_hot(data["Y"])
         K = self.n_components
-        w = np.asarray(params["weight"], dtype=float)
         prob = np.asarray(params["prob"], dtype=float)
         m = self._n_free_prob()
         S = np.zeros((O.shape[0], K, K - 1 + K * m))
-        with np.errstate(divide="ignore"):
-            if K > 1:
-                S[:, np.arange(K - 1), np.arange(K - 1)] = 1.0 / w[: K - 1]
-                S[:, K - 1, : K - 1] = -1.0 / w[K - 1]
+        S[:, :, : K - 1] = self.weight_score(params)[None]
         for k in range(K):
             pf = prob[k, self.flat_item, self.flat_cat]
             col = K - 1 + k * m
@@ -277,15 +273,12 @@ class LatentClassModel(MixtureModel):
         """sum_ik resp_ik (-Hessian of log p(y_i, z_i=k)) in the free parameters, (P, P)."""
         O, _ = self.one_hot(data["Y"])
         K = self.n_components
-        w = np.asarray(params["weight"], dtype=float)
         prob = np.asarray(params["prob"], dtype=float)
         resp = np.asarray(resp, dtype=float)
         nk = resp.sum(axis=0)
         m = self._n_free_prob()
         info = np.zeros((K - 1 + K * m,) * 2)
-        if K > 1:
-            info[: K - 1, : K - 1] = np.diag(_ratio(nk[: K - 1], w[: K - 1] ** 2)) \
-                + _ratio(nk[K - 1], w[K - 1] ** 2)
+        info[: K - 1, : K - 1] = self.weight_information(params, nk)
         counts = resp.T @ O                                            # (K, n_flat)
         item = self.flat_item[self.free_flat]
         same_item = item[:, None] == item[None, :]

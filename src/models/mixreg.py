@@ -253,14 +253,10 @@ class MixtureRegressionModel(MixtureModel):
         """d log p(y_i, z_i=k) / d theta_free, (n, K, P_free)."""
         K, P, nfree = self._layout()
         X = np.asarray(data["X"], dtype=float)
-        w = np.asarray(params["weight"], dtype=float)
         sigma = np.asarray(params["sigma"], dtype=float)
         r = self.residuals(data, params)
         S = np.zeros((X.shape[0], K, nfree))
-        with np.errstate(divide="ignore"):
-            if K > 1:
-                S[:, np.arange(K - 1), np.arange(K - 1)] = 1.0 / w[: K - 1]
-                S[:, K - 1, : K - 1] = -1.0 / w[K - 1]
+        S[:, :, : K - 1] = self.weight_score(params)[None]
         base = K - 1
         for k in range(K):
             S[:, k, base + k * P: base + (k + 1) * P] = X * (r[:, k] / sigma[k] ** 2)[:, None]
@@ -271,15 +267,12 @@ class MixtureRegressionModel(MixtureModel):
         """sum_ik resp_ik (-Hessian of log p(y_i, z_i=k)) in the free parameters."""
         K, P, nfree = self._layout()
         X = np.asarray(data["X"], dtype=float)
-        w = np.asarray(params["weight"], dtype=float)
         sigma = np.asarray(params["sigma"], dtype=float)
         resp = np.asarray(resp, dtype=float)
         r = self.residuals(data, params)
         nk = resp.sum(axis=0)
         info = np.zeros((nfree, nfree))
-        if K > 1:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                info[: K - 1, : K - 1] = np.diag(nk[: K - 1] / w[: K - 1] ** 2) + nk[K - 1] / w[K - 1] ** 2
+        info[: K - 1, : K - 1] = self.weight_information(params, nk)
         base = K - 1
         for k in range(K):
             c = slice(base + k * P, base + (k + 1) * P)
