@@ -131,6 +131,7 @@ class Report:
     other_failures: list[str] = dataclasses.field(default_factory=list)
     ignored_keys: list[str] = dataclasses.field(default_factory=list)
     orphan_seconds: float = 0.0       # longest wait for a run's processes to go (all went)
+    runs_log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     machine: str = ""
     load_before: str = ""
@@ -484,6 +485,10 @@ class Torture:
         run.stderr_tail = "\n".join(err.strip().splitlines()[-8:])
         self._check_processes(watch, label)
         self.runs.append(run)
+        self.report.runs_log.append({
+            "run": label, "delay": delay, "mode": mode if delay is not None else None,
+            "exit": run.rc, "seconds": round(run.ended - run.started, 3),
+            "killed_at": run.where or None})
         return run
 
     # -- checks -------------------------------------------------------------------
