@@ -34,8 +34,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from src.models import checks
 from src.models.base import Data, MixtureModel, ModelWarning, Params
 from src.utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
+from src.utils.errors import ModelError
 from src.utils.messages import register, t
 from src.utils.rng import stream
 
@@ -56,6 +58,11 @@ register({
         "en": "{count} of {total} random starts did not converge within --max-iter",
         "zh": "{total} 个随机起点中有 {count} 个未在 --max-iter 内收敛",
     },
+    "em.no_finite_start": {
+        "en": "Every random start of {model} ended with a non-finite log-likelihood; check the "
+              "data, or the model's log_joint and starting values.",
+        "zh": "{model} 的所有随机起点都以非有限的对数似然结束；请检查数据，或模型的 log_joint 和初始值。",
+    },
 })
 
 ACCELERATIONS = ("none", "squarem")
@@ -71,27 +78,47 @@ def _n_rows(data: Data) -> int:
 
 
 def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 4096,
-           pool: ThreadPoolExecutor | None = None) -> tuple[Params, float]:
+           pool: ThreadPoolExecutor | None = None, check: bool = False) -> tuple[Params, float]:
     """One evaluation of the EM map: ``(M(params), loglik(params))``.
 
     Closed-form models: chunk statistics summed in chunk order (``pool`` only computes
     chunks concurrently; the sum order is fixed).  Others: the generic numerical M-step.
+    ``check`` (the first evaluation of a start): the model's outputs are checked
+    (:mod:`src.models.checks`) so a broken model stops here with one sentence; a user
+    model's ``log_joint`` is then evaluated once more per chunk to be checked in full.
+    Exceptions raised inside a user model always become a ModelError naming the method.
     """
     if not model.has_closed_form_m_step:
-        return generic_em_map(model, data, params)
+        with checks.guarded(model, "log_joint"):
+            return generic_em_map(model, data, params, check=check)
     n = _n_rows(data)
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+    strict = check and not checks.is_builtin(model)
 
     def one(b: tuple[int, int]) -> tuple[Mapping[str, Any], float]:
-        return model.e_step_stats(_slice(data, *b), params)
+        chunk = _slice(data, *b)
+        with checks.guarded(model, "e_step_stats"):
+            if strict:
+                checks.check_log_joint(model, model.log_joint(chunk, params), b[1] - b[0], b[0])
+            return model.e_step_stats(chunk, params)
 
     results = pool.map(one, bounds) if pool is not None and len(bounds) > 1 else map(one, bounds)
     total: dict[str, Any] | None = None
     ll = 0.0
-    for stats, chunk_ll in results:
+    for b, out in zip(bounds, results):
+        if check:
+            stats, chunk_ll = checks.check_e_step_stats(model, out, b, total)
+            if not np.isfinite(chunk_ll):
+                checks.diagnose_loglik(model, _slice(data, *b), params, b, chunk_ll)
+        else:
+            stats, chunk_ll = out
         ll += float(chunk_ll)
         total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
-    return model.m_step(total), ll
+    with checks.guarded(model, "m_step"):
+        new = model.m_step(total)
+    if check:
+        checks.check_params(model, new, "m_step")
+    return new, ll
 
 
 def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Params:
@@ -99,8 +126,12 @@ def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Para
     rng = stream(seed, "start", start)
     overrides = type(model).init_params is not MixtureModel.init_params
     if model.has_closed_form_m_step or overrides:
-        return model.init_params(data, rng)
-    return generic_init_params(model, data, rng)
+        with checks.guarded(model, "init_params"):
+            params = model.init_params(data, rng)
+        checks.check_params(model, params, "init_params" if overrides else "m_step")
+        return params
+    with checks.guarded(model, "log_joint"):
+        return generic_init_params(model, data, rng)
 
 
 # ------------------------------------------------- one start, one evaluation at a time
@@ -134,10 +165,14 @@ def _accept(st: dict[str, Any], params: Params, ll: float, tol: float) -> None:
 
 def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mapping[str, Any],
              pool: ThreadPoolExecutor | None) -> dict[str, Any]:
-    """Evaluate the EM map once at ``st["params"]`` and return the next state (a new dict)."""
+    """Evaluate the EM map once at ``st["params"]`` and return the next state (a new dict).
+
+    The first evaluation of a start checks the model's outputs (see :func:`em_map`).
+    """
     st = dict(st)
     params = st["params"]
-    new_params, ll = em_map(model, data, params, opts["chunk_size"], pool)
+    new_params, ll = em_map(model, data, params, opts["chunk_size"], pool,
+                            check=st["n_eval"] == 0)
     st["n_eval"] = st["n_eval"] + 1
     phase = st["phase"]
     tol = opts["tol"]
@@ -177,15 +212,23 @@ def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mappi
     return st
 
 
-def _collect(st: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
-    """Keep the distinct ModelWarning sentences; re-issue any other warning."""
+def _collect(st: dict[str, Any], caught: list[warnings.WarningMessage],
+             seen: set[tuple[Any, ...]]) -> None:
+    """Keep the distinct ModelWarning sentences; re-issue any other warning once per start.
+
+    ``seen`` (one set per start) holds the warnings already re-issued, so a warning raised
+    at every evaluation (e.g. NumPy's invalid value) is shown once, not thousands of times.
+    """
     for w in caught:
         if issubclass(w.category, ModelWarning):
             text = str(w.message)
             if text not in st["warnings"]:
                 st["warnings"] = st["warnings"] + [text]
         else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            key = (w.category, str(w.message), w.filename, w.lineno)
+            if key not in seen:
+                seen.add(key)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start: int,
@@ -209,13 +252,14 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
         st = dict(state)
     n_threads = int(options.get("n_threads", 1))
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    seen: set[tuple[Any, ...]] = set()
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             while not st["done"]:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     st = _advance(model, data, st, options, pool)
-                _collect(st, caught)
+                _collect(st, caught, seen)
                 if on_iteration is not None and st["best_ll"] is not None:
                     on_iteration(start, st["n_eval"], st["best_ll"])
                 if on_state is not None:
@@ -362,8 +406,7 @@ def _assemble(model: MixtureModel, data: Data, finished: Mapping[str, Mapping[st
     lls = [float(r["loglik"]) for r in results]
     finite = [s for s in range(n_starts) if np.isfinite(lls[s])]
     if not finite:
-        raise ValueError("every random start ended with a non-finite log-likelihood; "
-                         "check the data or the model's starting values")
+        raise ModelError(t("em.no_finite_start", model=type(model).__name__))
     best = max(finite, key=lambda s: (lls[s], -s))
     res = results[best]
     params = _as_params(res["params"])

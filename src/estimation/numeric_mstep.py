@@ -18,6 +18,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
+from src.models import checks
 from src.models.base import Data, MixtureModel, Params, ParamSpec
 
 __all__ = ["generic_em_map", "generic_init_params"]
@@ -49,16 +50,24 @@ def _maximise_q(model: MixtureModel, data: Data, resp: np.ndarray, weights: np.n
     f0 = negq(u0)
     best = u0
     if u0.size:
-        res = minimize(negq, u0, method="L-BFGS-B", jac="3-point",
-                       options={"maxiter": 500, "ftol": 1e-15, "gtol": 1e-10})
+        with np.errstate(all="ignore"):  # inf - inf in finite differences at impossible points
+            res = minimize(negq, u0, method="L-BFGS-B", jac="3-point",
+                           options={"maxiter": 500, "ftol": 1e-15, "gtol": 1e-10})
         if np.all(np.isfinite(res.x)) and (res.fun <= f0 or not np.isfinite(f0)):
             best = res.x
     return assemble(best)
 
 
-def generic_em_map(model: MixtureModel, data: Data, params: Params) -> tuple[Params, float]:
-    """One EM-map evaluation: ``(M(params), loglik(params))`` without a closed form."""
+def generic_em_map(model: MixtureModel, data: Data, params: Params,
+                   check: bool = False) -> tuple[Params, float]:
+    """One EM-map evaluation: ``(M(params), loglik(params))`` without a closed form.
+
+    ``check``: first evaluation of a start; ``log_joint``'s values are checked
+    (:func:`src.models.checks.check_log_joint`) before they are used.
+    """
     lj = model.log_joint(data, params)
+    if check:
+        checks.check_log_joint(model, lj, next(iter(data.values())).shape[0])
     lse = logsumexp(lj, axis=1)
     resp = np.exp(lj - lse[:, None])
     weights = resp.sum(axis=0) / resp.shape[0]
@@ -67,9 +76,21 @@ def generic_em_map(model: MixtureModel, data: Data, params: Params) -> tuple[Par
 
 
 def generic_init_params(model: MixtureModel, data: Data, rng: np.random.Generator) -> Params:
-    """Random soft responsibilities (Dirichlet), then the generic M-step from a neutral point."""
+    """Random soft responsibilities (Dirichlet), then the generic M-step from a neutral point.
+
+    The neutral point (real 0, positive 1, identity covariance, uniform probabilities) is
+    unconstrained 0.  ``log_joint``'s type and shape are checked there once (its values
+    may be non-finite at a point the user did not choose).
+    """
     n = next(iter(data.values())).shape[0]
     resp = rng.dirichlet(np.ones(model.n_components), size=n)
     weights = resp.sum(axis=0) / n
-    u0 = np.zeros(model.parameterisation().unconstrained_size)  # the neutral point
+    u0 = np.zeros(model.parameterisation().unconstrained_size)
+    probe = model.parameterisation().from_unconstrained(u0)
+    wspec = _weight_spec(model)
+    if wspec is not None:
+        probe[wspec.name] = weights
+    with np.errstate(all="ignore"):
+        lj = model.log_joint(data, probe)
+    checks.check_log_joint(model, lj, n, values=False)
     return _maximise_q(model, data, resp, weights, u0)
