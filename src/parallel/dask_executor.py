@@ -58,7 +58,7 @@ class DaskExecutor(Executor):
 
     def persist_partitions(self, partitions: Sequence[Any]) -> Partitions:
         futures = self.client.scatter(list(partitions), hash=False)
-        handle = Partitions(self, len(futures), futures, lambda: self.client.cancel(futures))
+        handle = Partitions(self, len(futures), futures, lambda: self._cancel(futures))
         self._handles = [h for h in self._handles if not h.released] + [handle]
         return handle
 
@@ -90,7 +90,12 @@ class DaskExecutor(Executor):
                 yield index[fut.key], fut.result()
         finally:
             if left:
-                self.client.cancel(list(left.values()))
+                self._cancel(list(left.values()))
+
+    def _cancel(self, futures: list[Any]) -> None:
+        """Cancel ``futures`` (nothing to do once the client is closed)."""
+        if self.client.status not in ("closing", "closed"):
+            self.client.cancel(futures)
 
     def close(self) -> None:
         for handle in self._handles:
