@@ -116,7 +116,7 @@ def test_damaged_file_with_good_backup_resumes(tmp_path, killed_template, refere
     assert read_progress(tmp_path)["status"] == "completed"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "missing_artifact"])
 def test_damaged_file_without_backup_exits_3_and_keeps_it(tmp_path, killed_template, kind):
     copy_run(killed_template, tmp_path)
     progress_path(tmp_path).with_name(f"{TASK}_progress.json.bak").unlink()
@@ -127,7 +127,20 @@ def test_damaged_file_without_backup_exits_3_and_keeps_it(tmp_path, killed_templ
     assert_one_sentence(proc.stderr)
     assert word in proc.stderr
     assert progress_path(tmp_path).read_bytes() == damaged_bytes  # never destroyed
-    assert not (tmp_path / "results").exists()
+    assert not [f for f in (tmp_path / "results").rglob("*") if f.is_file()]  # no result written
+
+
+def test_missing_checkpoint_artifact_without_backup_restarts_only_that_phase(
+        tmp_path, killed_template, reference):
+    """Without a backup, a missing checkpoint artifact costs only the running phase: it starts again and the results equal an uninterrupted run's."""
+    copy_run(killed_template, tmp_path)
+    progress_path(tmp_path).with_name(f"{TASK}_progress.json.bak").unlink()
+    _damage("missing_artifact", tmp_path)
+    proc = run_script(tmp_path, *ALL_SE)
+    check_rc(proc, 0)
+    assert "checkpoint of phase 'model_estimation'" in proc.stdout and "dropped" in proc.stdout
+    assert "Phase 'data_preparation' already completed, skipping" in proc.stdout
+    assert_same_results(tmp_path, reference)
 
 
 def test_restart_after_damage_keeps_the_damaged_file(tmp_path, killed_template):
