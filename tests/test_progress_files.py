@@ -4,7 +4,8 @@ A run is killed in the middle of EM (so both the progress file and its backup ho
 checkpoint with artifacts), then the progress file is damaged in each way a disk, an
 editor or another tool could damage it.  With a good backup the rerun warns, keeps the
 damaged file as ``*.damaged`` and ends with the uninterrupted run's results; without one it
-exits 3 with one sentence and leaves the damaged file where it was.
+exits 3 with one sentence and leaves the damaged file where it was.  A run resumed in its
+output phase writes the same ``fit.json`` bytes (but for timings) as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import pytest
 
 from tests.helpers import (ALL_SE, ALL_SE_DEBUG, FAST, TASK, assert_one_sentence,
                            assert_same_results, check_rc, copy_run, progress_path, read_progress,
-                           reference_run, run_script, start_script, stop, try_read_progress,
-                           wait_for)
+                           reference_run, results_dir, run_script, start_script, stop,
+                           try_read_progress, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +202,16 @@ def test_deleted_progress_file_resumes_from_backup(tmp_path, killed_template, re
     assert "is missing; the run resumes from its backup" in proc.stdout
     assert not progress_path(tmp_path).with_name(f"{TASK}_progress.json.damaged").exists()
     assert_same_results(tmp_path, reference)
+
+
+def _fit_text_but_seconds(run: Path) -> str:
+    text = (results_dir(run) / "fit.json").read_text(encoding="utf-8")
+    return re.sub(r'"seconds": [^,\n]*', '"seconds": _', text)
+
+
+def test_fit_json_after_a_resume_is_byte_identical_but_for_seconds(tmp_path, reference):
+    """A run killed as its output phase began (so its results are read back from disk) then resumed writes the uninterrupted run's fit.json bytes but for its seconds."""
+    proc = run_script(tmp_path, *ALL_SE, fault="kill:result_output:1")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    check_rc(run_script(tmp_path, *ALL_SE), 0)
+    assert _fit_text_but_seconds(tmp_path) == _fit_text_but_seconds(reference)
