@@ -1,34 +1,58 @@
 """Python API for notebooks: ``fit(data, model=...)`` returns a :class:`MixtureResults`.
 
 In the spirit of statsmodels (a model's results are their own object with ``params``,
-``loglik``, ``summary()``) and scikit-learn (``predict_proba``/``predict``).  The same
-pieces as the scripts: the model's ``prepare_data`` builds the arrays from a data frame,
-:func:`src.estimation.em.fit_em` fits, :mod:`src.inference` computes standard errors.
+``loglik``, ``summary()``) and scikit-learn (``predict_proba``/``predict``).  It runs the
+pipeline's own code (:mod:`src.pipeline`) with the script's options and defaults
+(:data:`src.config.OPTIONS`: seed 20241101, SQUAREM, ...), so the same options give the
+same numbers as ``scripts/02_run_estimation.py``; a misspelt keyword is refused with the
+closest valid name.
 
     >>> from src.api import fit
     >>> res = fit(X, "gmm", 3, covariance="diag")
-    >>> res.estimates, res.bic, res.predict()
+    >>> res.estimates, res.bic, res.predict()      # estimates indexed weight[1], mean[1,1], ...
+
+:func:`run` is the whole script from Python (progress files, resume, result files).
+Classes, starts and replicates count from 1 in everything shown (``predict()``,
+``best_start``, parameter names); rows keep their position in the input, 0-based.
 """
 
 from __future__ import annotations
 
-import inspect
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from src.estimation.em import fit_em
+from src.config import OPTIONS, SE_CHOICES, RunOptions, make_options
 from src.estimation.results import FitResult
 from src.models.base import Data, MixtureModel, Params
-from src.models.registry import get_model_class
+from src.models.registry import family_options, get_model_class
+from src.pipeline import phases
+from src.utils.errors import DataError, ModelError
+from src.utils.messages import register, t
+from src.utils.options import Option, check_names, check_value
 
-__all__ = ["fit", "MixtureResults"]
+__all__ = ["fit", "run", "MixtureResults", "FIT_OPTIONS"]
+
+register({
+    "api.columns": {"en": "Column(s) {missing} not in the data; available: {available}.",
+                    "zh": "数据中没有列 {missing}；可用的列：{available}。"},
+    "api.dims": {"en": "data must be a 2-D array or a DataFrame, got {ndim} dimensions.",
+                 "zh": "data 必须是二维数组或 DataFrame，实际为 {ndim} 维。"},
+    "api.coded": {"en": "The new data are coded differently from the fitted data ({key!r} differs); give the same columns and categories.",
+                  "zh": "新数据的编码与拟合所用数据不同（{key!r} 不同）；请使用相同的列和类别。"},
+})
 
 #: meta entries that are statistics of the rows (centring shifts...), not their coding
 _ROW_STATISTICS = {"shift", "x_shift", "y_shift", "y_scale", "n_dropped", "source"}
-#: options read by prepare_data only, never by the model's constructor
-_PREPARE_ONLY = {"drop_missing", "source", "n_components"}
+#: options fit() takes as keywords: what changes a fit (data reading, the family's
+#: options, estimation) and where it runs; the data, model, K and columns are arguments
+FIT_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    [name for name, o in OPTIONS.items()
+     if o.fingerprint in ("data_preparation", "model_estimation")
+     and name not in ("model", "components", "columns")]
+    + [o.name for o in family_options()] + ["workers", "scheduler"]))
 
 
 def _as_frame(data: Any, columns: list[str] | None) -> pd.DataFrame:
@@ -40,63 +64,82 @@ def _as_frame(data: Any, columns: list[str] | None) -> pd.DataFrame:
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2:
-            raise ValueError(f"data must be a 2-D array or a DataFrame, got {arr.ndim} dimensions")
+            raise DataError(t("api.dims", ndim=arr.ndim))
         frame = pd.DataFrame(arr, columns=[f"x{j + 1}" for j in range(arr.shape[1])])
     if columns is not None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise ValueError(f"column(s) {', '.join(map(str, missing))} not in the data; "
-                             f"available: {', '.join(map(str, frame.columns))}")
+            raise DataError(t("api.columns", missing=", ".join(map(str, missing)),
+                              available=", ".join(map(str, frame.columns))))
         frame = frame[list(columns)]
     return frame
 
 
-def _model_class(model: str | type[MixtureModel]) -> type[MixtureModel]:
+def _model_class(model: str | type[MixtureModel]) -> tuple[type[MixtureModel], str]:
+    """The class and the name recorded in the options (a class given directly: its path)."""
     if isinstance(model, type) and issubclass(model, MixtureModel):
-        return model
-    return get_model_class(str(model))
-
-
-def _constructor_options(cls: type[MixtureModel], options: dict[str, Any]) -> dict[str, Any]:
-    """The options the class's constructor accepts (all of them if it takes **kwargs)."""
-    opts = {k: v for k, v in options.items() if k not in _PREPARE_ONLY}
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return opts
-    return {k: v for k, v in opts.items() if k in params}
+        return model, f"{model.__module__}:{model.__qualname__}"
+    return get_model_class(str(model)), str(model)
 
 
 def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: int = 2, *,
-        columns: list[str] | None = None, seed: int = 0, n_starts: int = 10, tol: float = 1e-8,
-        max_iter: int = 1000, accelerate: str = "none", chunk_size: int = 4096,
-        **model_options: Any) -> "MixtureResults":
-    """Fit a mixture model by EM to an array or DataFrame and return its results.
+        columns: list[str] | None = None, **options: Any) -> "MixtureResults":
+    """Fit a mixture model by EM and return its results (no standard errors yet).
 
-    ``model``: a built-in name (``gmm``, ``lca``, ``mixreg``), ``path/file.py:Class`` or a
-    MixtureModel subclass.  ``model_options`` go to ``prepare_data`` and the constructor
-    (e.g. ``covariance="diag"``, ``target="y"``, ``drop_missing=True``).
+    ``data``: an array (columns ``x1..xD``), a DataFrame, or a file path / ``builtin:NAME``
+    read as the script reads ``--data``.  ``model``: a built-in name (``gmm``, ``lca``,
+    ``mixreg``), ``path/file.py:Class`` or a MixtureModel subclass.  ``options``: any of
+    :data:`FIT_OPTIONS` (the script's option names with underscores: ``n_starts``,
+    ``seed``, ``covariance``, ``target``, ``drop_missing``...); defaults are the script's.
+    An unknown keyword raises UsageError naming the closest valid one.
     """
-    cls = _model_class(model)
-    frame = _as_frame(data, columns)
-    prep = {**model_options, "n_components": int(n_components)}
-    arrays, meta = cls.prepare_data(frame, prep)
-    m = cls(int(n_components), **_constructor_options(cls, model_options))
-    m.setup(meta)
-    result = fit_em(m, arrays, n_starts=n_starts, tol=tol, max_iter=max_iter, seed=seed,
-                    accelerate=accelerate, chunk_size=chunk_size)
-    return MixtureResults(m, arrays, meta, result, prep)
+    cls, label = _model_class(model)
+    check_names(options, FIT_OPTIONS, t("api.where", function="fit()"))
+    opts = RunOptions(**options, model=label, components=n_components,
+                      columns=list(columns) if columns is not None else None).validate()
+    if isinstance(data, (str, Path)):
+        from src.data.loading import load_table
+
+        text = {k: getattr(opts, k) for k in ("sep", "encoding") if getattr(opts, k) is not None}
+        frame, record = load_table(str(data), columns=opts.columns, as_text=bool(cls.reads_text),
+                                   **text)
+    else:
+        frame = _as_frame(data, opts.columns)
+        record = {"source": "the data", "n_rows": int(len(frame)),
+                  "columns": [str(c) for c in frame.columns]}
+    prepared = phases.prepare_frame(frame, opts, cls, record)
+    result = phases.fit_model(prepared, opts)
+    return MixtureResults(prepared.model, prepared.data, prepared.meta, result, opts)
+
+
+def run(**options: Any) -> "MixtureResults":
+    """The main script's run from Python, with its option names (``data=``,
+    ``components=``, ``se_method=``, ``task_name=``...): the same checks, progress files,
+    resume, result files and numbers as ``scripts/02_run_estimation.py``."""
+    from src.pipeline import run as run_pipeline
+    from src.inference.results import SEResult
+
+    opts = make_options(options, t("api.where", function="run()"))
+    out = run_pipeline(opts)
+    prepared = out["prepared"]
+    res = MixtureResults(prepared.model, prepared.data, prepared.meta,
+                         FitResult.from_dict(out["fit"]), opts)
+    if out["se"]:
+        primary = opts.se_method if opts.se_method in out["se"] else opts.primary_se
+        res.se_result = SEResult.from_dict(out["se"][primary])
+    return res
 
 
 class MixtureResults:
     """A fitted mixture: estimates, fit statistics, class probabilities, standard errors."""
 
     def __init__(self, model: MixtureModel, data: Data, meta: dict[str, Any], fit: FitResult,
-                 prepare_options: dict[str, Any] | None = None) -> None:
+                 options: RunOptions | None = None) -> None:
         self.model = model
         self.data = data
         self.meta = meta
         self.fit_result = fit
-        self._prepare_options = dict(prepare_options or {})
+        self.options = options if options is not None else RunOptions().validate()
         self.se_result: Any = None
 
     # ------------------------------------------------------------ statistics
@@ -125,8 +168,18 @@ class MixtureResults:
         return self.fit_result.converged
 
     @property
+    def best_start(self) -> int:
+        """The random start that gave the estimate, counted from 1 (as on the console)."""
+        return self.fit_result.best_start + 1
+
+    @property
+    def start_logliks(self) -> list[float]:
+        """Final log-likelihood of each random start (start 1 first)."""
+        return list(self.fit_result.start_logliks)
+
+    @property
     def estimates(self) -> pd.DataFrame:
-        """Every reported parameter (index ``weight[1]``, ``mean[1,x1]``...), column ``estimate``."""
+        """Every reported parameter (index ``weight[1]``, ``mean[1,1]``...), column ``estimate``."""
         return pd.DataFrame({"estimate": self.model.reported_values(self.params)},
                             index=pd.Index(self.model.reported_names(), name="parameter"))
 
@@ -137,16 +190,22 @@ class MixtureResults:
         names = self.meta.get("columns") or self.meta.get("items")
         frame = _as_frame(new_data, list(names) if names and isinstance(new_data, pd.DataFrame)
                           else None)
-        arrays, meta = type(self.model).prepare_data(
-            frame, {k: v for k, v in self._prepare_options.items() if k != "n_components"})
+        cls = type(self.model)
+        try:
+            arrays, meta = cls.prepare_data(
+                frame, {**self.options.model_options(cls), "source": "the new data"})
+        except (DataError, ModelError):
+            raise
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         for key in sorted(set(meta) | set(self.meta)):
             if key not in _ROW_STATISTICS and meta.get(key) != self.meta.get(key):
-                raise ValueError(f"the new data are coded differently from the fitted data "
-                                 f"({key!r} differs); give the same columns and categories")
+                raise DataError(t("api.coded", key=key))
         return arrays
 
     def predict_proba(self, new_data: Any = None) -> np.ndarray:
-        """Per-row class probabilities, shape (n_rows, K), classes in canonical order."""
+        """Per-row class probabilities, shape (n_rows, K): column ``j`` is class ``j + 1``
+        (classes in canonical order); rows in input order."""
         rows = self._rows(new_data)
         n = next(iter(rows.values())).shape[0]
         out = np.empty((n, self.model.n_components))
@@ -156,22 +215,29 @@ class MixtureResults:
         return out
 
     def predict(self, new_data: Any = None) -> np.ndarray:
-        """Most probable class of each row (0-based, canonical order)."""
-        return np.argmax(self.predict_proba(new_data), axis=1)
+        """Most probable class of each row, counted from 1 as in ``weight[1]`` (canonical order)."""
+        return np.argmax(self.predict_proba(new_data), axis=1) + 1
 
     # ------------------------------------------------------ standard errors
-    def standard_errors(self, method: str = "louis", **options: Any) -> pd.DataFrame:
-        """Standard errors by ``louis``, ``numerical`` or ``bootstrap`` (src.inference).
+    def standard_errors(self, method: str | None = None, **options: Any) -> pd.DataFrame:
+        """Standard errors by ``method`` (``louis`` by default, ``numerical``, ``bootstrap``).
 
-        Returns a DataFrame (estimate, se, ci_lower, ci_upper); the full SEResult is kept
-        in ``self.se_result``.
+        ``options``: the run options the method reads (``n_bootstrap``, ``bootstrap``,
+        ``seed``... with the script's defaults; ``workers`` for parallel methods).  Returns a
+        DataFrame (estimate, se, ci_lower, ci_upper); the SEResult is kept in ``se_result``.
         """
-        try:
-            from src.inference import compute_standard_errors
-        except ImportError as exc:
-            raise ImportError(f"standard errors need the src.inference package, which failed "
-                              f"to import: {exc}") from exc
-        se = compute_standard_errors(method, self.model, self.data, self.params, **options)
+        from src.inference import SE_METHODS
+
+        method = check_value(_METHOD, method if method is not None else self.options.primary_se)
+        desc = SE_METHODS[method]
+        allowed = {*desc.reads.values(), *(o.name for o in desc.options),
+                   *(("workers", "scheduler") if desc.parallel else ())}
+        check_names(options, sorted(allowed), t("api.where", function=f"standard_errors({method!r})"))
+        opts = self.options.replace(**options, se_method=method)
+        phases.check_se_supported(type(self.model), [method], opts.model)
+        with phases.run_executor(opts, desc.parallel) as executor:
+            kwargs = phases.se_arguments(method, opts, executor=executor)
+            se = desc.function(self.model, self.data, self.params, **kwargs)
         self.se_result = se
         return pd.DataFrame({"estimate": se.estimates, "se": se.se, "ci_lower": se.ci_lower,
                              "ci_upper": se.ci_upper}, index=pd.Index(se.names, name="parameter"))
@@ -185,7 +251,7 @@ class MixtureResults:
             f"{self.model.n_components} classes, {f.n_obs} rows, {f.n_params} free parameters",
             f"Log-likelihood: {f.loglik:.6f}   AIC: {f.aic:.4f}   BIC: {f.bic:.4f}",
             f"EM iterations: {f.n_iter} ({'converged' if f.converged else 'NOT converged'}), "
-            f"best of {len(f.start_logliks)} starts (start {f.best_start}), {f.seconds:.2f} s",
+            f"best of {len(f.start_logliks)} starts (start {self.best_start}), {f.seconds:.2f} s",
         ]
         lines += [f"Warning: {w}" for w in f.warnings]
         table = self.estimates
@@ -198,3 +264,8 @@ class MixtureResults:
         f = self.fit_result
         return (f"<MixtureResults {self.model.name} K={self.model.n_components} "
                 f"loglik={f.loglik:.4f} bic={f.bic:.4f}>")
+
+
+#: the ``method`` of standard_errors(): one registered method
+_METHOD = Option("method", str, None, "standard-error method",
+                 choices=tuple(c for c in SE_CHOICES if c not in ("all", "none")))

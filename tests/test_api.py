@@ -1,7 +1,9 @@
-"""Tests of the notebook API: fit() on arrays and frames, results object, predictions."""
+"""Tests of the notebook API: fit() on arrays and frames, results object, predictions,
+options checked like the script's, and the same numbers as the script."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,11 @@ import pandas as pd
 import pytest
 from scipy.stats import multivariate_normal, poisson
 
-from src.api import MixtureResults, fit
+from src.api import MixtureResults, fit, run
+from src.output.writers import format_number
+from src.utils.errors import UsageError
 from src.utils.rng import stream
+from tests.inprocess import run_main
 from tests.test_em import PoissonMixture
 
 FAITHFUL = Path(__file__).resolve().parents[1] / "src" / "data" / "builtin" / "faithful.csv"
@@ -49,7 +54,7 @@ class TestFitGmm:
         assert res.loglik == pytest.approx(np.log(dens.sum(axis=1)).sum(), rel=1e-10)
         np.testing.assert_allclose(res.predict_proba(), dens / dens.sum(axis=1, keepdims=True),
                                    rtol=1e-8, atol=1e-12)
-        np.testing.assert_array_equal(res.predict(), np.argmax(dens, axis=1))
+        np.testing.assert_array_equal(res.predict(), np.argmax(dens, axis=1) + 1)  # classes from 1
 
     def test_estimates_frame(self, faithful_fit):
         """estimates is indexed by the model's reported names and holds the parameter values."""
@@ -117,3 +122,82 @@ class TestOtherModels:
         proba = res.predict_proba()
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
         assert res.converged and res.estimates.shape[0] == len(res.model.reported_names())
+
+
+class TestOptions:
+    def test_misspelt_keyword_names_the_closest(self):
+        """A misspelt keyword is a UsageError naming the closest valid option."""
+        df = pd.read_csv(FAITHFUL)
+        with pytest.raises(UsageError, match="Unknown option 'n_start' for fit\\(\\); did you mean 'n_starts'\\?"):
+            fit(df, "gmm", 2, n_start=2)
+        with pytest.raises(UsageError, match="did you mean 'covariance'"):
+            fit(df, "gmm", 2, covarience="diag")
+        with pytest.raises(UsageError, match="'se_method'"):  # a script option fit() does not take
+            fit(df, "gmm", 2, se_method="bootstrap")
+
+    def test_bad_choice_names_the_valid_ones(self):
+        """covariance='ful' is one sentence listing full, diag, spherical (was a KeyError)."""
+        with pytest.raises(UsageError, match="'covariance' must be one of full, diag, spherical, got 'ful'"):
+            fit(pd.read_csv(FAITHFUL), "gmm", 2, covariance="ful")
+        with pytest.raises(UsageError, match="'n_starts' must be >= 1"):
+            fit(pd.read_csv(FAITHFUL), "gmm", 2, n_starts=0)
+
+    def test_column_named_twice(self):
+        """columns=['a', 'a'] is one sentence naming the column."""
+        with pytest.raises(UsageError, match="'waiting' more than once"):
+            fit(pd.read_csv(FAITHFUL), "gmm", 2, columns=["waiting", "waiting"])
+
+    def test_standard_errors_options_are_checked(self, faithful_fit):
+        """standard_errors() takes the method's own options only, with the closest name."""
+        _, res = faithful_fit
+        with pytest.raises(UsageError, match="did you mean 'n_bootstrap'"):
+            res.standard_errors("bootstrap", n_bootstrp=10)
+        with pytest.raises(UsageError, match="'method' must be one of louis, numerical, bootstrap"):
+            res.standard_errors("luis")
+
+    def test_best_start_counts_from_one(self, faithful_fit):
+        """best_start and summary() count starts from 1, as the console does."""
+        _, res = faithful_fit
+        assert res.best_start == res.fit_result.best_start + 1
+        assert 1 <= res.best_start <= len(res.start_logliks)
+        assert f"best of 3 starts (start {res.best_start})" in res.summary()
+
+
+def _estimates_csv(path: Path) -> dict[str, str]:
+    with open(path, newline="") as fh:
+        return {row["parameter"]: row["estimate"] for row in csv.DictReader(fh)}
+
+
+class TestSameAsScript:
+    @pytest.mark.parametrize("script_args,api_kwargs", [
+        (("--n-starts", "3"), dict(n_starts=3)),
+        (("--n-starts", "2", "--covariance", "diag", "--seed", "7", "--accelerate", "none",
+          "--columns", "waiting,eruptions"),
+         dict(n_starts=2, covariance="diag", seed=7, accelerate="none",
+              columns=["waiting", "eruptions"])),
+    ])
+    def test_fit_gives_the_scripts_estimates(self, tmp_path, script_args, api_kwargs):
+        """api.fit on the built-in data and the script with the same options: the same bits."""
+        res = run_main(tmp_path, *script_args, "--se-method", "none", "--no-progress-tracking",
+                       "--output-dir", "out")
+        assert res.returncode == 0, res.stderr
+        script = _estimates_csv(tmp_path / "out" / "estimates.csv")
+        api = fit(pd.read_csv(FAITHFUL), "gmm", 2, **api_kwargs)
+        assert {k: format_number(v) for k, v in api.estimates["estimate"].items()} == script
+        by_path = fit("builtin:faithful", "gmm", 2, **api_kwargs)
+        assert by_path.loglik == api.loglik
+
+    def test_run_is_the_script(self, tmp_path, monkeypatch, capsys):
+        """api.run with the script's option names writes the script's files and numbers."""
+        monkeypatch.chdir(tmp_path)
+        res = run(n_starts=2, se_method="louis", task_name="from_api", output_dir="api")
+        assert "Done: results in api" in capsys.readouterr().out
+        assert (tmp_path / "progress" / "from_api_progress.json").is_file()
+        script = run_main(tmp_path, "--n-starts", "2", "--task-name", "from_script",
+                          "--output-dir", "script", "--lang", "en")
+        assert script.returncode == 0, script.stderr
+        assert (tmp_path / "api" / "estimates.csv").read_bytes() == \
+            (tmp_path / "script" / "estimates.csv").read_bytes()
+        assert res.se_result is not None and res.best_start >= 1
+        with pytest.raises(UsageError, match="did you mean 'task_name'"):
+            run(task_nam="x")

@@ -140,7 +140,7 @@ def test_report_is_written(run):
 
 
 def test_without_standard_errors_the_se_columns_are_empty(stored):
-    from src.phases import build_model
+    from src.pipeline.phases import build_model
 
     options = RunOptions(se_method="none").validate()
     model = build_model(options, stored["data_preparation"]["meta"])
@@ -163,7 +163,7 @@ def test_format_number_round_trips():
 
 def _write_in_process(stored, folder, se):
     from src.output.writers import write_all
-    from src.phases import build_model
+    from src.pipeline.phases import build_model
 
     options = RunOptions(n_starts=2, se_method="all", n_bootstrap=20,
                          output_dir=str(folder)).validate()

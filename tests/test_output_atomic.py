@@ -17,7 +17,7 @@ import pytest
 
 from src.config import RunOptions
 from src.output.writers import MANIFEST, result_set_is_complete, write_all
-from src.phases import build_model
+from src.pipeline.phases import build_model
 from src.progress.artifacts import decode
 from src.progress.atomic import TMP_PREFIX
 from tests.helpers import FAST, reference_run

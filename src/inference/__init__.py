@@ -3,27 +3,71 @@
     louis      observed information by Louis' method
     numerical  finite-difference Hessian of the observed log-likelihood
     bootstrap  refitted bootstrap replicates (nonparametric or parametric)
+
+Each method describes itself in :data:`SE_METHODS` (an :class:`SEMethod`): its function,
+a one-line description for reports, its own options (flags, TOML keys, fingerprints) and
+which run options its function reads.  The pipeline, the option table and the writers
+read these descriptions, so adding a method is one entry here (plus its module and tests).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from ..models.base import Data, MixtureModel, Params
-from .bootstrap import bootstrap_se
+from ..utils.options import Option
+from .bootstrap import BOOTSTRAP_KINDS, bootstrap_se
 from .louis import louis_se
 from .numerical import numerical_se
 from .results import SEResult
 
-__all__ = ["SE_METHODS", "SEResult", "compute_standard_errors", "louis_se", "numerical_se",
-           "bootstrap_se"]
+__all__ = ["SE_METHODS", "DEFAULT_SE_METHOD", "SEMethod", "SEResult", "compute_standard_errors",
+           "louis_se", "numerical_se", "bootstrap_se"]
 
-#: name -> (function, one-line description printed by reports)
-SE_METHODS: dict[str, tuple[Callable[..., SEResult], str]] = {
-    "louis": (louis_se, "observed information by Louis' method"),
-    "numerical": (numerical_se, "finite-difference Hessian of the observed log-likelihood"),
-    "bootstrap": (bootstrap_se, "standard deviation of refitted bootstrap replicates"),
-}
+
+@dataclass(frozen=True)
+class SEMethod:
+    """One standard-error method, as the pipeline and the option table see it.
+
+    ``reads`` maps the function's keyword to the run option it takes (``{"kind":
+    "bootstrap"}``).  ``checkpointed``: the function takes ``checkpoint=`` and resumes from
+    it.  ``parallel``: it takes ``executor=`` (the run starts worker processes for it).
+    ``progress``: the keyword of a callback ``(index, status, n_done, n_total)`` called as
+    each unit finishes (the console shows ``n_done/n_total``).
+    """
+
+    name: str
+    function: Callable[..., SEResult]
+    description: str
+    options: tuple[Option, ...] = ()
+    reads: Mapping[str, str] = field(default_factory=dict)
+    checkpointed: bool = False
+    parallel: bool = False
+    progress: str | None = None
+
+
+_SE = "standard errors"
+
+#: name -> method, in the order reports list them (``--se-method all`` runs them in this order)
+SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
+    SEMethod("louis", louis_se, "observed information by Louis' method",
+             reads={"chunk_size": "chunk_size"}),
+    SEMethod("numerical", numerical_se, "finite-difference Hessian of the observed log-likelihood",
+             reads={"chunk_size": "chunk_size"}),
+    SEMethod("bootstrap", bootstrap_se, "standard deviation of refitted bootstrap replicates",
+             options=(
+                 Option("n_bootstrap", int, 200, "bootstrap replicates", low=2, group=_SE,
+                        fingerprint="standard_error_computation"),
+                 Option("bootstrap", str, "nonparametric", "bootstrap kind", group=_SE,
+                        choices=tuple(BOOTSTRAP_KINDS), fingerprint="standard_error_computation"),
+             ),
+             reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "seed": "seed", "tol": "tol",
+                    "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size"},
+             checkpointed=True, parallel=True, progress="on_replicate"),
+)}
+#: the method of ``--se-method`` and ``--primary-se`` when none is given
+DEFAULT_SE_METHOD = "louis"
 
 
 def compute_standard_errors(method: str, model: MixtureModel, data: Data, params: Params,
@@ -31,4 +75,4 @@ def compute_standard_errors(method: str, model: MixtureModel, data: Data, params
     """Standard errors by ``method`` (a key of SE_METHODS); ``options`` go to that function."""
     if method not in SE_METHODS:
         raise ValueError(f"unknown se method {method!r}; use one of {', '.join(SE_METHODS)}")
-    return SE_METHODS[method][0](model, data, params, **options)
+    return SE_METHODS[method].function(model, data, params, **options)

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
+from src.utils.options import Option
+
 from .parameterisation import FreeParameterisation
 
 Data = dict[str, np.ndarray]
@@ -87,6 +89,15 @@ class MixtureModel(ABC):
     name: ClassVar[str] = ""
     #: True when suff_stats/m_step are implemented (enables chunked, memory-bounded EM)
     has_closed_form_m_step: ClassVar[bool] = False
+    #: the options the family reads (constructor and prepare_data), with defaults and
+    #: choices; they become RunOptions fields, TOML keys, flags and API keywords
+    option_specs: ClassVar[tuple[Option, ...]] = ()
+    #: True: the data layer reads the columns as text (categorical codes stay as written)
+    reads_text: ClassVar[bool] = False
+    #: True: there is no suitable built-in data set, so ``--data`` is required
+    needs_data: ClassVar[bool] = False
+    #: standard-error methods the family supports (None: every registered method)
+    se_methods: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, n_components: int, **options: Any) -> None:
         if int(n_components) < 1:

@@ -27,6 +27,8 @@ from scipy.linalg import solve_triangular
 from src.data.loading import check_enough_rows, numeric_matrix
 from src.utils.messages import register, t
 
+from src.utils.options import Option
+
 from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
 from .gmm_derivatives import GaussianDerivatives
 
@@ -85,6 +87,12 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
     name = "gmm"
     has_closed_form_m_step = True
+    option_specs = (
+        Option("covariance", str, "full", "gmm: covariance structure", choices=COVARIANCE_TYPES,
+               group="model options", fingerprint="model_estimation", report="{} covariances"),
+        Option("reg_covar", float, 1e-6, "gmm: added to covariance diagonals", low=0,
+               group="model options", fingerprint="model_estimation"),
+    )
 
     def __init__(self, n_components: int, covariance: str = "full", reg_covar: float = 1e-6,
                  **options: Any) -> None:

@@ -101,6 +101,8 @@ class LatentClassModel(MixtureModel):
     has_closed_form_m_step = True
     #: the data layer reads the columns as text (so code ``1`` stays ``1``)
     reads_text = True
+    #: the built-in data set is continuous: a file of answers is required
+    needs_data = True
 
     # ------------------------------------------------------------------ data
     @classmethod

@@ -26,6 +26,8 @@ import numpy as np
 from src.utils.errors import DataError
 from src.utils.messages import register, t
 
+from src.utils.options import Option
+
 from .base import Data, MixtureModel, ModelWarning, Params, ParamSpec
 from .base import responsibilities as _responsibilities
 
@@ -76,6 +78,15 @@ class MixtureRegressionModel(MixtureModel):
 
     name = "mixreg"
     has_closed_form_m_step = True
+    option_specs = (
+        Option("target", str, None, "mixreg: the response column", nullable=True,
+               group="model options", fingerprint="data_preparation", report="response {}"),
+        Option("intercept", bool, True, "mixreg: no intercept", group="model options",
+               fingerprint="data_preparation"),
+        Option("sigma_floor", float, None, "mixreg: smallest error SD (default 1e-4 x SD of "
+               "target)", nullable=True, low=0, group="model options",
+               fingerprint="data_preparation"),
+    )
 
     # ------------------------------------------------------------------ data
     @classmethod

@@ -19,7 +19,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..inference import SE_METHODS
 from ..models.base import MixtureModel
+from ..models.registry import option_phrases
 from ..progress.atomic import sha256_bytes, sha256_file, write_file_set
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
@@ -29,7 +31,8 @@ MANIFEST = "manifest.json"
 #: every result file a run may write (a later run without one removes the earlier one's)
 RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "report.md")
 
-SE_ORDER = ("louis", "numerical", "bootstrap")
+#: standard-error methods in the order the registry lists them (columns se_<method>)
+SE_ORDER = tuple(SE_METHODS)
 
 
 def format_number(x: Any) -> str:
@@ -167,7 +170,7 @@ def _report(model, record, fit, se, options, fitj, header, rows) -> str:
     lines = [f"# Estimation report: {options.task_name}", "",
              f"- Data: {record.get('source')} ({fitj['n_obs']} rows, columns {', '.join(record.get('columns') or [])})",
              f"- Model: {options.model} with {options.components} classes"
-             + (f", {options.covariance} covariances" if options.model == "gmm" else ""),
+             + "".join(f", {p}" for p in option_phrases(model)),
              f"- Log-likelihood: {fitj['loglik']:.6f}; AIC {fitj['aic']:.4f}; BIC {fitj['bic']:.4f} (lower is better)",
              f"- EM: {fitj['n_iter']} iterations, {'converged' if fitj['converged'] else 'NOT converged'}"
              f" (tol {options.tol}, {options.n_starts} random starts, acceleration {options.accelerate})",

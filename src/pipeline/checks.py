@@ -1,0 +1,76 @@
+"""Checks made before a run does any work, so a bad input costs seconds, not a whole fit.
+
+Each raises a one-sentence error (exit 2) naming the flag and the value: the task name,
+the model (its file and class), what the family needs (a data file, supported
+standard-error methods), the data file, and the two folders (a file in the way; an
+output folder that cannot be written).  They run before the progress tracker starts, so
+a missing data file is exit 2 whatever saved progress says.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..config import RunOptions
+from ..models.base import MixtureModel
+from ..progress.paths import validate_task_name
+from ..utils.errors import UsageError
+from ..utils.messages import register, t
+from .phases import check_model_needs, model_class
+
+__all__ = ["check_before_run", "check_folder", "check_writable", "check_data_source"]
+
+register({
+    "checks.not_a_folder": {
+        "en": "{flag} {path} cannot be a folder because {blocker} is a file; choose another path.",
+        "zh": "{flag} {path} 无法作为文件夹，因为 {blocker} 是一个文件；请选择其他路径。"},
+    "checks.not_writable": {
+        "en": "{flag} {path} cannot be written ({reason}); choose a folder you can write to.",
+        "zh": "{flag} {path} 无法写入（{reason}）；请选择可写的文件夹。"},
+})
+
+
+def check_before_run(options: RunOptions) -> type[MixtureModel]:
+    """Every check a run needs before it starts; returns the model class."""
+    validate_task_name(options.task_name)
+    cls = model_class(options)
+    check_model_needs(cls, options)
+    check_data_source(options.data)
+    if not options.no_progress_tracking:
+        check_folder("--progress-dir", Path(options.progress_dir))
+    check_writable("--output-dir", options.results_dir)
+    return cls
+
+
+def check_data_source(source: str | None) -> None:
+    """The loader's own DataError when ``--data`` is not one readable file or built-in
+    set (missing, a folder, a pattern...), before any work."""
+    from ..data import loading
+
+    resolve = getattr(loading, "resolve_source", None) or loading._resolve
+    resolve(source)
+
+
+def check_folder(flag: str, path: Path) -> None:
+    """UsageError unless ``path`` is, or can be made, a folder (no file in the way)."""
+    blocker = Path(path)
+    while not blocker.exists() and blocker != blocker.parent:
+        blocker = blocker.parent
+    if blocker.exists() and not blocker.is_dir():
+        raise UsageError(t("checks.not_a_folder", flag=flag, path=path, blocker=blocker))
+
+
+def check_writable(flag: str, path: Path) -> None:
+    """Create the folder ``path`` and a temporary file in it (then remove the file);
+    UsageError naming the flag when either fails."""
+    check_folder(flag, path)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(t("checks.not_writable", flag=flag, path=path, reason=reason)) from None

@@ -1,0 +1,335 @@
+"""The four phases of a run, one function each (wired in :mod:`src.pipeline.tracked`).
+
+Each phase takes what the previous ones produced and returns a value the progress tracker
+can store (JSON values and numpy arrays).  Long phases take a ``checkpoint``
+(:class:`~src.utils.checkpointing.Checkpointer`) and a ``reporter`` for live progress.
+The input data are not stored: the data phase records the file's path and hashes and
+:func:`materialise` reads them again on resume (a changed file is refused).
+
+Nothing here names a model family or a standard-error method: the family's class and
+``src.inference.SE_METHODS`` say what they read and need.  The Python API
+(:mod:`src.api`) uses the same functions on an in-memory table (:func:`prepare_frame`,
+:func:`fit_model`, :func:`se_arguments`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..config import RunOptions
+from ..models.base import MixtureModel
+from ..models.registry import constructor_options, get_model_class
+from ..utils.checkpointing import Checkpointer, NullCheckpointer
+from ..utils.errors import DataError, FingerprintMismatch, ModelError
+from ..utils.messages import register, t
+
+__all__ = ["Prepared", "model_class", "check_model_needs", "check_se_supported", "build_model", "prepare_frame",
+           "prepare_data", "materialise", "run_executor", "fit_model", "estimate_model",
+           "se_arguments", "compute_standard_errors", "needs_workers", "write_results",
+           "output_is_current", "input_hashes"]
+
+register({
+    "phase.data_changed": {
+        "en": "The data file {path} no longer gives the data this progress was computed from (parsed hash {old} -> {new}); rerun with --recompute-changed or --restart.",
+        "zh": "数据文件 {path} 的内容已与保存进度时不同（解析后哈希 {old} -> {new}）；请使用 --recompute-changed 或 --restart 重新运行。"},
+    "phase.needs_data": {
+        "en": "Model '{model}' has no built-in data set; give a file with --data.",
+        "zh": "模型 '{model}' 没有内置数据集；请用 --data 指定数据文件。"},
+    "phase.se_unsupported": {
+        "en": "Model '{model}' does not support standard errors by '{method}'; choose --se-method from {methods} or none.",
+        "zh": "模型 '{model}' 不支持 '{method}' 标准误；请从 {methods} 或 none 中选择 --se-method。"},
+})
+
+_CACHE: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
+
+
+@dataclass
+class Prepared:
+    """The data of a run, ready for the model: arrays, metadata, the set-up model."""
+
+    model: MixtureModel
+    data: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    record: dict[str, Any]
+
+    @property
+    def n_obs(self) -> int:
+        return int(next(iter(self.data.values())).shape[0])
+
+
+# ------------------------------------------------------------------ model
+def model_class(options: RunOptions) -> type[MixtureModel]:
+    """The class named by ``--model`` (ModelError, one sentence, when it cannot be loaded)."""
+    return get_model_class(options.model)
+
+
+def check_model_needs(cls: type[MixtureModel], options: RunOptions) -> None:
+    """What the family says it needs: a data file, supported standard-error methods."""
+    if options.data is None and cls.needs_data:
+        raise DataError(t("phase.needs_data", model=options.model))
+    check_se_supported(cls, options.se_methods(), options.model)
+
+
+def check_se_supported(cls: type[MixtureModel], methods: list[str], label: str) -> None:
+    """ModelError when the family says it does not support one of ``methods``."""
+    from ..inference import SE_METHODS
+
+    supported = cls.se_methods if cls.se_methods is not None else tuple(SE_METHODS)
+    for method in methods:
+        if method not in supported:
+            raise ModelError(t("phase.se_unsupported", model=label, method=method,
+                               methods=", ".join(supported)))
+
+
+def build_model(options: RunOptions, meta: dict[str, Any],
+                cls: type[MixtureModel] | None = None) -> MixtureModel:
+    """Instantiate the model (``cls``, default the one named by ``--model``) for the data."""
+    cls = cls or model_class(options)
+    opts = {k: v for k, v in options.model_options(cls).items() if k != "drop_missing"}
+    try:
+        model = cls(options.components, **constructor_options(cls, opts))
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    model.setup(meta)
+    return model
+
+
+# ------------------------------------------------------------------- data
+def _hash_data(data: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(data):
+        arr = np.ascontiguousarray(data[key])
+        h.update(key.encode() + str(arr.dtype).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]:
+    """The table named by ``--data`` (read as the family asks), its record, the class."""
+    from ..data.loading import load_table
+
+    cls = model_class(options)
+    check_model_needs(cls, options)
+    text_options = {k: v for k, v in (("sep", options.sep), ("encoding", options.encoding))
+                    if v is not None}  # only when given: older loaders lack them
+    frame, record = load_table(options.data, columns=options.columns,
+                               as_text=bool(cls.reads_text), **text_options)
+    return frame, record, cls
+
+
+def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
+                  record: dict[str, Any]) -> Prepared:
+    """The family's arrays, meta and set-up model from a table (script and API).
+
+    A ValueError of the family becomes a DataError; fewer rows than free parameters is one.
+    """
+    from ..data.loading import check_enough_rows
+
+    source = str(record.get("source") or "the data")
+    try:
+        data, meta = cls.prepare_data(frame, {**options.model_options(cls), "source": source})
+    except (DataError, ModelError):
+        raise
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    model = build_model(options, meta, cls)
+    n_obs = int(next(iter(data.values())).shape[0])
+    check_enough_rows(n_obs, model.n_free_parameters(), source)
+    return Prepared(model, data, meta, record)
+
+
+def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
+    """Phase ``data_preparation``: load, select, validate; return a small record.
+
+    The loader's notes (a detected separator or encoding...) go to ``reporter``."""
+    frame, record, cls = _read(options)
+    prepared = prepare_frame(frame, options, cls, record)
+    parsed = _hash_data(prepared.data, prepared.meta)
+    _CACHE[parsed] = (prepared.data, prepared.meta)
+    if reporter is not None:
+        for note in record.get("notes", []):
+            reporter.message(note)
+    return {**record, "n_obs": prepared.n_obs, "meta": prepared.meta, "parsed_sha256": parsed}
+
+
+def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
+    """The arrays behind a data record: from memory, or read again and checked."""
+    cached = _CACHE.get(record["parsed_sha256"])
+    if cached is None:
+        frame, _, cls = _read(options)
+        again = prepare_frame(frame, options, cls, record)
+        parsed = _hash_data(again.data, again.meta)
+        if parsed != record["parsed_sha256"]:
+            raise FingerprintMismatch(t("phase.data_changed", path=record.get("path"),
+                                        old=record["parsed_sha256"][:12], new=parsed[:12]))
+        _CACHE[parsed] = (again.data, again.meta)
+        cached = (again.data, again.meta)
+    data, meta = cached
+    return Prepared(build_model(options, meta), data, meta, record)
+
+
+# ------------------------------------------------------------- estimation
+@contextmanager
+def run_executor(options: RunOptions, needed: bool = True) -> Iterator[Any]:
+    """One executor for a whole run (None in process), so worker processes start while
+    the data are read and stay warm for the random starts and the bootstrap."""
+    if not needed or (options.workers <= 1 and not options.scheduler):
+        yield None
+        return
+    from ..parallel.executors import make_executor
+    executor = make_executor(workers=options.workers, scheduler=options.scheduler)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@contextmanager
+def _own_executor(options: RunOptions, given: Any, needed: bool = True) -> Iterator[Any]:
+    if given is not None:
+        yield given
+    else:
+        with run_executor(options, needed) as executor:
+            yield executor
+
+
+def fit_model(prepared: Prepared, options: RunOptions, checkpoint: Checkpointer | None = None,
+              reporter: Any = None, executor: Any = None) -> Any:
+    """EM from ``--n-starts`` random starts (``src.estimation.em.fit_em``); a FitResult."""
+    from ..estimation.em import fit_em
+
+    with _own_executor(options, executor) as executor:
+        return fit_em(prepared.model, prepared.data, n_starts=options.n_starts, tol=options.tol,
+                      max_iter=options.max_iter, seed=options.seed, accelerate=options.accelerate,
+                      chunk_size=options.chunk_size, checkpoint=checkpoint or NullCheckpointer(),
+                      executor=executor,
+                      on_iteration=reporter.iteration if reporter is not None else None)
+
+
+def estimate_model(prepared: Prepared, options: RunOptions,
+                   checkpoint: Checkpointer | None = None, reporter: Any = None,
+                   executor: Any = None) -> dict[str, Any]:
+    """Phase ``model_estimation``: :func:`fit_model` as a dict the tracker stores.
+
+    ``executor`` runs the starts (default: one made from ``--workers``/``--scheduler``)."""
+    return fit_model(prepared, options, checkpoint, reporter, executor).to_dict()
+
+
+# ------------------------------------------------------- standard errors
+class _MethodCheckpoint:
+    """Namespaces one SE method's checkpoints inside the phase's state."""
+
+    def __init__(self, parent: Checkpointer, method: str, done: dict[str, Any]) -> None:
+        self.parent, self.method, self.done = parent, method, done
+
+    def resume_state(self) -> dict[str, Any] | None:
+        state = self.parent.resume_state()
+        if state and state.get("method") == self.method:
+            return state.get("inner")
+        return None
+
+    def checkpoint(self, state: dict[str, Any], *, force: bool = False) -> bool:
+        return self.parent.checkpoint({"done": dict(self.done), "method": self.method,
+                                       "inner": state}, force=force)
+
+
+def se_arguments(method: str, options: RunOptions, *, checkpoint: Checkpointer | None = None,
+                 executor: Any = None, reporter: Any = None) -> dict[str, Any]:
+    """The keyword arguments of ``method``'s function, as its description says."""
+    from ..inference import SE_METHODS
+
+    desc = SE_METHODS[method]
+    kwargs: dict[str, Any] = {kw: getattr(options, name) for kw, name in desc.reads.items()}
+    if desc.checkpointed and checkpoint is not None:
+        kwargs["checkpoint"] = checkpoint
+    if desc.parallel:
+        kwargs["executor"] = executor
+    if desc.progress and reporter is not None:
+        kwargs[desc.progress] = lambda index, status, done, total: reporter.unit(method, done, total)
+    return kwargs
+
+
+def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: RunOptions,
+                            checkpoint: Checkpointer | None = None,
+                            reporter: Any = None, executor: Any = None) -> dict[str, Any]:
+    """Phase ``standard_error_computation``: ``{method: SEResult.to_dict()}``.
+
+    ``executor`` runs parallel methods' units (default: one made from the options)."""
+    from ..inference import SE_METHODS
+
+    methods = options.se_methods()
+    if not methods:
+        return {}
+    check_model_needs(type(prepared.model), options)
+    checkpoint = checkpoint or NullCheckpointer()
+    state = checkpoint.resume_state() or {}
+    done: dict[str, Any] = dict(state.get("done", {}))
+    params = {k: np.asarray(v) for k, v in fit["params"].items()}
+    todo = [m for m in methods if m not in done]
+    # Started first, so the workers come up while the sequential methods run.
+    with _own_executor(options, executor, any(SE_METHODS[m].parallel for m in todo)) as executor:
+        for method in todo:
+            kwargs = se_arguments(method, options, checkpoint=_MethodCheckpoint(checkpoint, method, done),
+                                  executor=executor, reporter=reporter)
+            result = SE_METHODS[method].function(prepared.model, prepared.data, params, **kwargs)
+            done[method] = result.to_dict()
+            checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
+    return done
+
+
+def needs_workers(options: RunOptions, fit_done: bool, se_done: bool) -> bool:
+    """Whether the rest of the run has work for worker processes."""
+    from ..inference import SE_METHODS
+
+    return not fit_done or (not se_done and any(SE_METHODS[m].parallel
+                                                for m in options.se_methods()))
+
+
+# ---------------------------------------------------------------- output
+def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
+                  options: RunOptions, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Phase ``result_output``: estimates.csv, covariance.csv, fit.json, report.md."""
+    from ..output.writers import write_all
+
+    files = write_all(prepared.model, prepared.record, fit, se, options,
+                      fingerprint=fingerprint or {})
+    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
+
+
+def output_is_current(result: dict[str, Any], options: RunOptions) -> bool:
+    """True while the files a completed ``result_output`` wrote are still where asked."""
+    return (Path(result["output_dir"]) == options.results_dir
+            and all(Path(f).is_file() for f in result["files"]))
+
+
+# ----------------------------------------------------------- fingerprints
+def input_hashes(options: RunOptions) -> dict[str, Any]:
+    """Hashes of the inputs read from disk, for :func:`src.config.phase_fingerprints`."""
+    from ..data.loading import DEFAULT_SOURCE, builtin_path, file_sha256
+    from ..models.registry import model_source_hash
+    from ..progress.fingerprint import environment_fingerprint
+
+    source = options.data or DEFAULT_SOURCE
+    if source.startswith("builtin:"):
+        try:
+            path = builtin_path(source.split(":", 1)[1])
+        except DataError:
+            path = None
+    else:
+        path = Path(source)
+    data_sha = file_sha256(path) if path is not None and path.is_file() else "missing"
+    try:
+        model_sha = model_source_hash(options.model)
+    except OSError:
+        model_sha = None
+    return {"data_sha256": data_sha, "model_file_sha256": model_sha,
+            "environment": environment_fingerprint()}

@@ -1,0 +1,160 @@
+"""The main script's command line and the checks made before any work.
+
+Unknown or abbreviated flags, missing values, ``--version``; a user model file without the
+class asked for; an output folder that cannot be written; a missing data file with saved
+progress; a column named twice; ``--sep`` reaching the loader; SIGINT while Python is still
+importing.  Each bad input is exit 2 (130 for SIGINT) and one sentence.  Most run
+``main(argv)`` in-process; start-up needs a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from src import __version__
+from tests.helpers import (FAST, ROOT, SCRIPT, assert_one_sentence, progress_path, script_env,
+                           wait_for)
+from tests.inprocess import run_main
+
+FAITHFUL = ROOT / "src" / "data" / "builtin" / "faithful.csv"
+QUICK = FAST + ("--se-method", "none", "--lang", "en")
+
+
+@pytest.mark.parametrize("argv,sentence", [
+    (("--n-start", "2"), "Unknown option --n-start; did you mean --n-starts?"),
+    (("--component", "3"), "Unknown option --component; did you mean --components?"),
+    (("--covarience=diag",), "Unknown option --covarience; did you mean --covariance?"),
+    (("--n-starts",), "Option --n-starts needs a value, e.g. --n-starts VALUE."),
+    (("--debug=yes",), "Option --debug takes no value."),
+    (("--n-starts", "two"), "Option 'n_starts' must be an integer, got 'two'."),
+    (("--se-method", "lois"), "Option 'se_method' must be one of louis, numerical, bootstrap, "
+                              "all, none, got 'lois'."),
+    (("stray",), "Unexpected argument 'stray'"),
+])
+def test_bad_flag_is_one_sentence_with_the_closest_flag(tmp_path, argv, sentence):
+    """A misspelt or abbreviated flag, a missing or bad value: exit 2 and one sentence."""
+    res = run_main(tmp_path, "--lang", "en", *argv)
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert sentence in res.stderr
+    assert res.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_bad_flag_in_chinese(tmp_path):
+    """With --lang zh the closest-flag sentence is in Chinese."""
+    res = run_main(tmp_path, "--n-start", "2", "--lang", "zh")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "未知选项 --n-start；您是想用 --n-starts 吗？" in res.stderr
+
+
+def test_version(tmp_path):
+    """--version prints the program and the package version and exits 0."""
+    res = run_main(tmp_path, "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"02_run_estimation.py {__version__}"
+
+
+def test_model_file_without_the_class_lists_the_subclasses(tmp_path):
+    """file.py:Nope names the missing class and the MixtureModel subclasses in the file."""
+    (tmp_path / "m.py").write_text(
+        "from src.models.base import MixtureModel\n"
+        "class First(MixtureModel):\n    pass\n"
+        "class Second(First):\n    pass\n"
+        "class Plain:\n    pass\n")
+    res = run_main(tmp_path, *QUICK, "--model", "m.py:Nope")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "There is no class 'Nope' in m.py" in res.stderr
+    assert "First, Second" in res.stderr and "Plain" not in res.stderr
+    res = run_main(tmp_path, *QUICK, "--model", "m.py:Plain")  # exists, wrong base class
+    assert res.returncode == 2 and "'Plain' in m.py is not a subclass" in res.stderr
+    assert not (tmp_path / "progress").exists()
+
+
+def test_unwritable_output_dir_is_refused_before_any_work(tmp_path):
+    """An --output-dir that cannot be created is exit 2 before the tracker starts."""
+    res = run_main(tmp_path, *QUICK, "--output-dir", "/proc/em-pipeline-test/out")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "--output-dir /proc/em-pipeline-test/out cannot be written" in res.stderr
+    assert "started" not in res.stdout
+    assert not progress_path(tmp_path).exists()
+
+
+def test_missing_data_file_is_exit_2_even_with_saved_progress(tmp_path):
+    """A data file that is gone is exit 2 naming it, not exit 3 'inputs changed'."""
+    shutil.copy(FAITHFUL, tmp_path / "data.csv")
+    assert run_main(tmp_path, *QUICK, "--n-starts", "1", "--data", "data.csv").returncode == 0
+    (tmp_path / "data.csv").unlink()
+    before = progress_path(tmp_path).read_bytes()
+    res = run_main(tmp_path, *QUICK, "--n-starts", "1", "--data", "data.csv")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "data.csv does not exist" in res.stderr
+    assert progress_path(tmp_path).read_bytes() == before
+
+
+def test_column_named_twice_is_one_sentence(tmp_path):
+    """--columns a,a is exit 2 naming the column (it was an AttributeError, exit 1)."""
+    res = run_main(tmp_path, *QUICK, "--columns", "eruptions,eruptions")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "'eruptions'" in res.stderr and "once" in res.stderr
+
+
+def test_sep_reaches_the_loader(tmp_path):
+    """--sep is the loader's separator: a comma file read with --sep semicolon is one column."""
+    shutil.copy(FAITHFUL, tmp_path / "data.csv")
+    ok = run_main(tmp_path, *QUICK, "--no-progress-tracking", "--data", "data.csv",
+                  "--sep", "comma")
+    assert ok.returncode == 0, ok.stderr
+    res = run_main(tmp_path, *QUICK, "--no-progress-tracking", "--data", "data.csv",
+                   "--sep", "semicolon", "--output-dir", "other")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "eruptions,waiting" in res.stderr
+
+
+_SLOW_IMPORT = """
+import importlib.abc, os, sys, time
+
+class _Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy":
+            open(os.environ["EM_TEST_MARKER"], "w").close()
+            time.sleep(30)
+        return None
+
+sys.meta_path.insert(0, _Slow())
+"""
+
+
+@pytest.mark.parametrize("lang,sentence", [("en", "Interrupted by SIGINT while starting"),
+                                           ("zh", "启动时被 SIGINT 中断")])
+def test_sigint_while_importing_is_exit_130_in_one_sentence(tmp_path, lang, sentence):
+    """SIGINT while Python imports scipy: exit 130 and one sentence, no traceback."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_IMPORT)
+    marker = tmp_path / "importing-scipy"
+    env = script_env(extra={"PYTHONPATH": str(hook), "EM_TEST_MARKER": str(marker)})
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--lang", lang, *FAST], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(marker.exists, proc=proc, timeout=60, what="the scipy import")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert_one_sentence(err)
+    assert sentence in err
+    assert sorted(os.listdir(tmp_path)) == ["hook", "importing-scipy"]  # nothing else written
