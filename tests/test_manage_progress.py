@@ -319,3 +319,16 @@ def test_list_into_a_closed_pipe_exits_quietly(store):
     proc.wait(timeout=60)
     assert proc.returncode == 141, err
     assert err == ""
+
+
+def test_clean_with_an_unusable_lock_path_refuses_in_one_sentence(store):
+    """A folder where a task's lock file should be makes clean refuse with exit 3 in one sentence, removing nothing."""
+    lock = store / "progress" / "second.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    before = sorted(p.name for p in (store / "progress").iterdir())
+    proc = run_manage(store, "clean")
+    check_rc(proc, 3)
+    assert_one_sentence(proc.stderr)
+    assert "second.lock" in proc.stderr
+    assert sorted(p.name for p in (store / "progress").iterdir()) == before

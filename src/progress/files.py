@@ -35,6 +35,8 @@ register({
                        "zh": "任务 '{task}' 正在运行（进程 {pid}）；请先停止它再清理其进度。"},
     "manage.remove_failed": {"en": "Could not remove {path} ({err}); remove it by hand or fix its permissions, then clean again.",
                              "zh": "无法删除 {path}（{err}）；请手动删除或修正其权限后再次清理。"},
+    "manage.lock_failed": {"en": "Could not take the lock {path} of task '{task}' ({err}); nothing was removed: make it a plain file or remove it by hand, then clean again.",
+                           "zh": "无法获取任务 '{task}' 的锁 {path}（{err}）；未删除任何文件：请将其改为普通文件或手动删除后再次清理。"},
     "manage.header": {"en": "Task '{task}'", "zh": "任务 '{task}'"},
     "manage.missing": {"en": "missing", "zh": "不存在"},
     "manage.damaged": {"en": "damaged ({reason})", "zh": "已损坏（{reason}）"},
@@ -281,6 +283,9 @@ def clean(progress_dir: str | Path, task: str | None, *,
             except TaskRunning:
                 owner = read_owner(paths["owner"])
                 raise TaskRunning(t("manage.running", task=name, pid=owner.get("pid", "?"))) from None
+            except OSError as exc:  # e.g. a folder where the lock file should be
+                raise ProgressError(t("manage.lock_failed", path=paths["lock"], task=name,
+                                      err=exc.strerror or type(exc).__name__)) from None
             locks.append(lock)
             lock.write_owner()  # a run refused meanwhile names this process
         if while_locked is not None:
