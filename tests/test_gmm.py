@@ -13,6 +13,7 @@ from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
 import src.models.gmm as gmm_module
 from src.data import load_table
+from src.estimation import fit_em
 from src.models.base import ModelWarning
 from src.models.gmm import GaussianMixtureModel, gmm_n_free_parameters
 from src.utils.errors import DataError
@@ -390,6 +391,19 @@ class TestDegenerateComponents:
             assert got[0] == ref[0] and len(got[0]) == 1
             # rounding of the collapsed scatter (1e-15 of the data's variance) differs with the units
             np.testing.assert_allclose(got[1], ref[1], rtol=1e-6, atol=1e-13)
+
+    def test_linearly_dependent_columns_start_ridged(self):
+        """With a column the exact sum of two others and reg_covar=0, starts are ridged on the data's scale and EM warns instead of failing."""
+        Y = np.round(clusters(n=64, D=2, K=2) * 8)      # integers, 64 rows: exact moments
+        X = np.column_stack([Y, Y[:, 0] + Y[:, 1]])
+        model, data = model_for(X, 2, "full", reg_covar=0.0)
+        start = model.init_params(data, stream(0, "start", 0))
+        var = X.var(axis=0)
+        scaled = np.linalg.eigvalsh(start["cov"][0] / np.sqrt(np.outer(var, var)))[0]
+        assert scaled == pytest.approx(1e-9, rel=1e-3)
+        fit = fit_em(model, data, n_starts=2, seed=0, max_iter=50)
+        assert fit.warnings and all("singular covariance even after adding reg_covar=0" in w
+                                    for w in fit.warnings if "did not converge" not in w)
 
     def test_reg_covar_negligible_for_the_units_is_not_enough(self):
         """reg_covar=1e-6 on data in units of 1e6 cannot keep a collapsed class valid: it is ridged, and the warning says so."""

@@ -47,11 +47,12 @@ register({
               "or more random starts.",
         "zh": "高斯分量 {k} 几乎没有分到任何数据行；请减少分量数或增加随机起点。"},
     "gmm.singular": {
-        "en": "Gaussian component {k} has collapsed onto too few distinct points (singular "
-              "covariance) and is kept valid only by reg_covar={reg:g}; use fewer components, "
-              "increase reg_covar or scale the data.",
-        "zh": "高斯分量 {k} 坍缩到过少的不同数据点上（协方差奇异），仅靠 reg_covar={reg:g} 维持有效；"
-              "请减少分量数、增大 reg_covar 或对数据做缩放。"},
+        "en": "Gaussian component {k} has collapsed (singular covariance: its rows are too few "
+              "distinct points, or lie on a line or plane because columns are linearly dependent) "
+              "and is kept valid only by reg_covar={reg:g}; use fewer components, increase "
+              "reg_covar or scale the data.",
+        "zh": "高斯分量 {k} 已坍缩（协方差奇异：其数据行的不同点过少，或因列线性相关而落在一条直线或"
+              "一个平面上），仅靠 reg_covar={reg:g} 维持有效；请减少分量数、增大 reg_covar 或对数据做缩放。"},
     "gmm.singular_after_reg": {
         "en": "Gaussian component {k} has a singular covariance even after adding reg_covar={reg:g}, "
               "so a larger value was added; increase reg_covar, use fewer components or scale the data.",
@@ -387,7 +388,8 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
         Starting every class with the overall covariance makes the first E-step a soft
         nearest-mean assignment, which EM then sharpens; distinct rows avoid two identical
-        classes, which EM could never separate.
+        classes, which EM could never separate.  A singular overall covariance (linearly
+        dependent columns) is ridged as in :meth:`m_step`, which then warns.
         """
         X = np.asarray(data["X"], dtype=float)
         n, D = X.shape
@@ -406,8 +408,13 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         m /= n
         tot = S / n - np.outer(m, m)
         params: Params = {"weight": np.full(K, 1.0 / K), "mean": X[chosen].copy()}
-        if self.covariance == "full":
-            params["cov"] = np.repeat((tot + self.reg_covar * np.eye(D))[None], K, axis=0)
+        if self.covariance == "full":  # linearly dependent columns: ridged as in the M-step
+            cov = tot + self.reg_covar * np.eye(D)
+            var_scale = np.clip(np.diag(tot), np.finfo(float).tiny, None)
+            lam = _smallest_scaled_eigenvalue(cov, var_scale)
+            if lam <= _SINGULAR:
+                cov = self._ridge(cov, lam, var_scale, 0)
+            params["cov"] = np.repeat(cov[None], K, axis=0)
         elif self.covariance == "diag":
             params["cov"] = np.repeat((np.diag(tot) + self.reg_covar)[None], K, axis=0)
         else:
