@@ -25,8 +25,7 @@ import pytest
 from src.progress import files as progress_files
 from src.progress.document import parse
 from src.utils.estimation_progress import estimation_progress, resume_estimation_phase
-from tests.helpers import (FAST, ROOT, SCRIPT, check_rc, read_progress, results_dir, run_script,
-                           script_env)
+from tests.helpers import FAST, ROOT, SCRIPT, check_rc, results_dir, run_script, script_env
 
 WARNING = "cannot be written"
 
