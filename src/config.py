@@ -56,17 +56,6 @@ _D, _M, _S = "data_preparation", "model_estimation", "standard_error_computation
 
 #: the run's own options (families and SE methods add theirs, see OPTIONS)
 CORE_OPTIONS: tuple[Option, ...] = (
-    # progress tracking (the user's document's flags first)
-    Option("no_progress_tracking", bool, False, "traditional mode: write no progress files at all",
-           group=_PROG),
-    Option("auto_cleanup_progress", bool, False,
-           "remove the task's progress files once the run completes", group=_PROG),
-    Option("task_name", str, DEFAULT_TASK, "task name", group=_PROG),
-    Option("progress_dir", str, "progress", "progress folder", group=_PROG, metavar="DIR"),
-    Option("save_interval", float, 10.0, "seconds between checkpoint writes", low=0, group=_PROG),
-    Option("restart", bool, False, "discard earlier progress and start over", group=_PROG),
-    Option("recompute_changed", bool, False,
-           "keep the phases whose inputs are unchanged and recompute the rest", group=_PROG),
     # data and model
     Option("data", str, None, "CSV, TSV or Parquet file (default: built-in Old Faithful data)",
            nullable=True, group=_DATA, metavar="FILE"),
@@ -105,6 +94,17 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("lang", str, None, "message language (default: zh when LANG starts with zh)",
            choices=("en", "zh"), nullable=True, group=_EXEC),
     Option("debug", bool, False, "show tracebacks and debug logs", group=_EXEC),
+    # progress tracking (change no number)
+    Option("no_progress_tracking", bool, False, "traditional mode: write no progress files at all",
+           group=_PROG),
+    Option("auto_cleanup_progress", bool, False,
+           "remove the task's progress files once the run completes", group=_PROG),
+    Option("task_name", str, DEFAULT_TASK, "task name", group=_PROG),
+    Option("progress_dir", str, "progress", "progress folder", group=_PROG, metavar="DIR"),
+    Option("save_interval", float, 10.0, "seconds between checkpoint writes", low=0, group=_PROG),
+    Option("restart", bool, False, "discard earlier progress and start over", group=_PROG),
+    Option("recompute_changed", bool, False,
+           "keep the phases whose inputs are unchanged and recompute the rest", group=_PROG),
 )
 
 
@@ -155,9 +155,11 @@ class _RunOptionsMethods:
         """The options the model family reads (its ``prepare_data`` and constructor).
 
         ``cls`` is the family's class (default: every built-in family's options, which a
-        user model that declares none may read)."""
+        user model that declares none may read).  An option a user model declares that is
+        not in the option table takes its declared default."""
         specs = options_of(cls) if cls is not None else family_options()
-        return {"drop_missing": self.drop_missing, **{o.name: getattr(self, o.name) for o in specs}}
+        return {"drop_missing": self.drop_missing,
+                **{o.name: getattr(self, o.name, o.default) for o in specs}}
 
     def replace(self, **changes: Any) -> "RunOptions":
         """A validated copy with ``changes`` (names checked like the API's keywords)."""
@@ -230,7 +232,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     for opt in counted:
         if opt.name == "primary_se" and len(methods) < 2:
             continue  # it only picks which of several methods fills the 'se' column
-        parts[opt.fingerprint or "model_estimation"][opt.name] = getattr(options, opt.name)
+        value = getattr(options, opt.name, opt.default)  # a user model's own option: default
+        parts[opt.fingerprint or "model_estimation"][opt.name] = value
     data = {"version": __version__, "environment": dict(environment), "data_sha256": data_sha256,
             "model_file_sha256": model_file_sha256, **parts["data_preparation"]}
     est = {**data, **parts["model_estimation"]}

@@ -158,3 +158,48 @@ def test_sigint_while_importing_is_exit_130_in_one_sentence(tmp_path, lang, sent
     assert_one_sentence(err)
     assert sentence in err
     assert sorted(os.listdir(tmp_path)) == ["hook", "importing-scipy"]  # nothing else written
+
+
+_DESCRIBED = '''
+import numpy as np
+from src.models.base import MixtureModel, ParamSpec
+from src.utils.options import Option
+
+
+class Rates(MixtureModel):
+    """An exponential mixture that describes itself: one own option, Louis only."""
+
+    name = "rates"
+    option_specs = (Option("rate_scale", float, 2.0, "rates: scale of the data"),)
+    se_methods = ("louis",)
+
+    @classmethod
+    def prepare_data(cls, frame, options):
+        return ({"x": frame.iloc[:, 0].to_numpy(dtype=float) * options["rate_scale"]},
+                {"column": str(frame.columns[0])})
+
+    def param_specs(self):
+        return [ParamSpec("weight", (), "simplex"), ParamSpec("rate", (), "positive")]
+
+    def log_joint(self, data, params):
+        rate = params["rate"][None, :]
+        return np.log(params["weight"])[None, :] + np.log(rate) - rate * data["x"][:, None]
+'''
+
+
+def test_user_model_describes_its_options_and_methods(tmp_path):
+    """A user model's own option takes its default; an SE method it does not list is exit 2."""
+    (tmp_path / "rates.py").write_text(_DESCRIBED)
+    spec = "rates.py:Rates"
+    res = run_main(tmp_path, *QUICK, "--model", spec, "--se-method", "bootstrap",
+                   "--columns", "waiting")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "does not support standard errors by 'bootstrap'" in res.stderr and "louis" in res.stderr
+    assert not (tmp_path / "progress").exists()
+    ok = run_main(tmp_path, "--n-starts", "1", "--lang", "en", "--model", spec,
+                  "--columns", "waiting", "--components", "1", "--output-dir", "out")
+    assert ok.returncode == 0, ok.stderr
+    rate = float((tmp_path / "out" / "estimates.csv").read_text().splitlines()[2].split(",")[1])
+    mean = sum(float(r.split(",")[1]) for r in FAITHFUL.read_text().splitlines()[1:]) / 272
+    assert rate == pytest.approx(1 / (2.0 * mean), rel=1e-6)  # data scaled by the default 2.0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from src.config import RunOptions, build_options, load_config, phase_fingerprints
+from src.config import OPTIONS, RunOptions, build_options, load_config, phase_fingerprints
 from src.utils.errors import UsageError
-from tests.helpers import FAST, assert_one_sentence, check_rc, fit_json, run_script
+from tests.helpers import FAST, ROOT, assert_one_sentence, check_rc, fit_json, run_script
+from tests.inprocess import run_main
 
 
 def _toml(path, text: str):
@@ -47,7 +48,8 @@ def test_config_file_sets_options_and_flags_override_it(tmp_path):
     ("components = [\n", "not valid TOML"),
 ])
 def test_bad_config_exits_2_naming_the_key(tmp_path, text, key):
-    proc = run_script(tmp_path, "--config", _toml(tmp_path / "bad.toml", text))
+    """A bad key, type, choice, range or TOML syntax: exit 2, one sentence naming it."""
+    proc = run_main(tmp_path, "--config", _toml(tmp_path / "bad.toml", text))
     check_rc(proc, 2)
     assert_one_sentence(proc.stderr)
     assert key in proc.stderr
@@ -63,7 +65,8 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, text, key):
     (("--columns", " , "), "--columns"),
 ])
 def test_bad_flag_or_data_exits_2_in_one_sentence(tmp_path, args, word):
-    proc = run_script(tmp_path, *FAST, *args)
+    """A bad flag value or data selection: exit 2, one sentence naming it."""
+    proc = run_main(tmp_path, *FAST, *args)
     check_rc(proc, 2)
     assert_one_sentence(proc.stderr)
     assert word in proc.stderr
@@ -115,3 +118,70 @@ def test_fingerprints_leave_out_execution_options():
     assert c["standard_error_computation"] != a["standard_error_computation"]
     d = phase_fingerprints(RunOptions(), **{**hashes, "data_sha256": "e"})
     assert all(d[p] != a[p] for p in a)
+
+
+def test_unknown_config_key_names_the_closest(tmp_path):
+    """A misspelt TOML key gets one sentence with the closest option name."""
+    path = tmp_path / "c.toml"
+    path.write_text("n_startz = 2\n")
+    with pytest.raises(UsageError, match="Unknown option 'n_startz' in config file .*c.toml; "
+                                         "did you mean 'n_starts'\\?"):
+        load_config(path)
+
+
+# ------------------------------------------------------------ the option table
+def test_families_and_se_methods_describe_their_options():
+    """Every family's and SE method's declared options are RunOptions fields and flags."""
+    from src.inference import SE_METHODS
+    from src.models.registry import builtin_classes
+    from src.pipeline.cli import build_parser
+
+    flags = build_parser()._option_string_actions
+    declared = [o for cls in builtin_classes().values() for o in cls.option_specs]
+    declared += [o for m in SE_METHODS.values() for o in m.options]
+    assert {"covariance", "reg_covar", "target", "intercept", "sigma_floor", "n_bootstrap",
+            "bootstrap"} <= {o.name for o in declared}
+    for opt in declared:
+        assert OPTIONS[opt.name] == opt and getattr(RunOptions(), opt.name) == opt.default
+        assert opt.cli_flag in flags
+    assert "--no-intercept" in flags and flags["--no-intercept"].dest == "intercept"
+    assert set(OPTIONS["se_method"].choices) == {*SE_METHODS, "all", "none"}
+
+
+def test_pipeline_code_names_no_family_and_no_se_method():
+    """config.py, the pipeline and the CLI take families and SE methods from the registries."""
+    names = ("gmm", "lca", "mixreg", "louis", "numerical", "bootstrap")
+    files = [ROOT / "src" / "config.py", *sorted((ROOT / "src" / "pipeline").glob("*.py")),
+             ROOT / "scripts" / "02_run_estimation.py"]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for name in names:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path.name, name)
+
+
+def test_model_options_come_from_the_family():
+    """model_options() holds exactly the options the family declares (plus drop_missing)."""
+    from src.models.registry import get_model_class
+
+    o = RunOptions(covariance="diag", target="y").validate()
+    gmm, mixreg = get_model_class("gmm"), get_model_class("mixreg")
+    assert o.model_options(gmm) == {"drop_missing": False, "covariance": "diag", "reg_covar": 1e-6}
+    assert o.model_options(mixreg) == {"drop_missing": False, "target": "y", "intercept": True,
+                                       "sigma_floor": None}
+
+
+def test_fingerprints_count_only_the_chosen_family_and_methods():
+    """A gmm run's fingerprint ignores mixreg's target; bootstrap options count only with it."""
+    from src.models.registry import get_model_class
+
+    hashes = dict(data_sha256="d", model_file_sha256=None, environment={})
+    gmm = get_model_class("gmm")
+    a = phase_fingerprints(RunOptions(), **hashes, model_class=gmm)
+    b = phase_fingerprints(RunOptions(target="x", n_bootstrap=50), **hashes, model_class=gmm)
+    assert a == b and a["model_estimation"]["covariance"] == "full"
+    c = phase_fingerprints(RunOptions(se_method="all"), **hashes, model_class=gmm)
+    assert c["standard_error_computation"]["n_bootstrap"] == 200
+    assert c["standard_error_computation"]["primary_se"] == "louis"
+    assert "primary_se" not in a["standard_error_computation"]
+    d = phase_fingerprints(RunOptions(sep=";"), **hashes, model_class=gmm)
+    assert d["data_preparation"] != a["data_preparation"]

@@ -269,7 +269,7 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
     methods = options.se_methods()
     if not methods:
         return {}
-    check_model_needs(type(prepared.model), options)
+    check_se_supported(type(prepared.model), methods, options.model)
     checkpoint = checkpoint or NullCheckpointer()
     state = checkpoint.resume_state() or {}
     done: dict[str, Any] = dict(state.get("done", {}))
