@@ -9,7 +9,7 @@ Thin wiring: the flags come from the option table (``src/pipeline/cli.py``), the
 ``src/pipeline/`` (the Python API ``src.api`` runs the same code).  Phases are wired in
 ``_run_estimation_with_tracking`` (data_preparation, model_estimation,
 standard_error_computation, result_output).  Exit codes: 0 done; 2 bad input or usage;
-3 progress that cannot be resumed; 130/143 interrupted (SIGINT/SIGTERM).
+3 progress that cannot be resumed; 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP).
 """
 
 from __future__ import annotations
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         print(t("main.interrupted" if tracked else "main.interrupted_untracked", sig="SIGINT"),
               file=sys.stderr)
         return 130
-    except Terminated:
+    except Terminated as exc:  # SIGTERM (143) or SIGHUP (129)
         _close(reporter)
-        print(t("main.interrupted" if tracked else "main.interrupted_untracked", sig="SIGTERM"),
-              file=sys.stderr)
-        return 143
+        print(t("main.interrupted" if tracked else "main.interrupted_untracked",
+                sig=getattr(exc, "signame", "SIGTERM")), file=sys.stderr)
+        return int(getattr(exc, "exit_code", 143))
     except Exception as exc:  # last resort: one sentence, never a traceback without --debug
         _close(reporter)
         if debug:
