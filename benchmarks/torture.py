@@ -28,9 +28,11 @@ new folder (a new *cycle*).  At the end it checks:
 * the progress file, when there is one, says ``completed``.
 
 The delay before each kill is drawn from ``numpy.random.default_rng(--seed)``, uniform
-between ``--min-delay`` and ``--max-delay`` (default: the reference run's duration), so a
-failing torture run can be replayed with the same seed (the delays are the same; where
-they land in the work still depends on the machine's speed).  Exit 0 when every check
+between ``--min-delay`` and ``--max-delay`` (default: the reference run's duration, lowered
+to the duration of any later uninterrupted run that completed before its kill, so a
+reference slowed by a busy machine does not waste cycles), so a failing torture run can be
+replayed with the same seed (the same fractions of that range; where they land in the work
+still depends on the machine's speed).  Exit 0 when every check
 passes, 1 on any failure, 2 on bad usage or a reference run that fails.
 
 Usage::
@@ -58,6 +60,7 @@ honoured when relative (each run has its own folder).
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import difflib
 import json
@@ -383,6 +386,9 @@ class Torture:
         shutil.copytree(ROOT / "src", code / "src", ignore=skip)
         if rel.parts[0] != "src":
             shutil.copytree(ROOT / rel.parts[0], code / rel.parts[0], ignore=skip, dirs_exist_ok=True)
+        # compiled once here: the runs write no bytecode (PYTHONDONTWRITEBYTECODE) and would
+        # otherwise compile every module at every start
+        compileall.compile_dir(str(code), quiet=1)
         return code / rel
 
     def log(self, msg: str) -> None:
@@ -535,9 +541,8 @@ class Torture:
     def reference(self) -> Path:
         cwd = self.work / "reference"
         cwd.mkdir()
-        t0 = time.monotonic()
         run = self.run_once(cwd, 0, 0, None)
-        self.report.reference_seconds = time.monotonic() - t0
+        self.report.reference_seconds = run.ended - run.started
         if run.rc != 0:
             raise RuntimeError(f"the uninterrupted reference run failed (exit {run.rc}):\n{run.stderr_tail}")
         self._check_tmp(cwd, "reference")
@@ -559,7 +564,8 @@ class Torture:
                 number += 1
                 if number > 1:
                     rep.restarts += 1
-                delay = float(self.rng.uniform(lo, hi)) if rep.kills < o.kills else None
+                u = float(self.rng.random())  # drawn for every run: same seed, same fractions
+                delay = lo + u * (hi - lo) if rep.kills < o.kills else None
                 mode = o.kill_mode
                 if mode == "mixed":
                     mode = "group" if self.rng.random() < 0.5 else "main"
@@ -573,6 +579,11 @@ class Torture:
                              f"after {delay:.2f} s, at {run.where}")
                     continue
                 if run.rc == 0:
+                    if number == 1 and delay is not None and o.max_delay is None:
+                        # an uninterrupted run that beat its kill: runs are faster than the
+                        # reference was (a loaded machine, cold caches); shorten the delays
+                        hi = max(lo, min(hi, run.ended - run.started))
+                        rep.delay_range = (rep.delay_range[0], hi)
                     break
                 failures += 1
                 rep.failed_resumes.append({"cycle": cycle, "run": number, "exit": run.rc,
@@ -626,7 +637,7 @@ def render(rep: Report, work: Path, keep: bool) -> str:
         "== Torture test " + ("PASSED" if rep.ok else "FAILED"),
         f"command: {' '.join(rep.command[1:])}",
         f"seed {rep.seed}, kill mode {rep.kill_mode}, delays uniform({rep.delay_range[0]:.2f}, "
-        f"{rep.delay_range[1]:.2f}) s; reference run {rep.reference_seconds:.2f} s",
+        f"{rep.delay_range[1]:.2f}) s at the end; reference run {rep.reference_seconds:.2f} s",
         f"kills: {rep.kills} (asked {rep.kills_wanted}"
         + "".join(f"; {k} {v}" for k, v in sorted(rep.kills_by_mode.items())) + f"); restarts: {rep.restarts}; runs: {rep.runs}; "
         f"cycles: {rep.cycles} ({rep.cycles_compared} completed and compared)",
