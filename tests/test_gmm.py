@@ -220,6 +220,30 @@ class TestDerivatives:
         np.testing.assert_allclose(info, info.T, atol=1e-12)
         np.testing.assert_allclose(info, numeric, rtol=1e-5, atol=1e-5 * np.abs(numeric).max())
 
+    @pytest.mark.parametrize("cov", COV_TYPES)
+    def test_weight_parts_are_the_base_class_ones(self, cov):
+        """The class-weight parts of the score, the information and the score maps are exactly MixtureModel.weight_score and weight_information."""
+        model, data, params = self.setup_case(cov)
+        resp, _ = model.e_step(data, params)
+        K = model.n_components
+        ws = model.weight_score(params)
+        score = model.complete_score(data, params)[:, :, :K - 1]
+        assert np.array_equal(score, np.broadcast_to(ws, score.shape))
+        info = model.complete_information(data, params, resp)
+        assert np.array_equal(info[:K - 1, :K - 1], model.weight_information(params, resp.sum(axis=0)))
+        assert np.array_equal(model._score_maps(params)[:, :K - 1, 0], ws)
+
+    def test_an_empty_class_at_weight_zero_adds_no_weight_information(self):
+        """A last class of weight 0 with no responsibility mass adds 0 to the weight information, not NaN."""
+        model, data, params = self.setup_case("full")
+        params = {**params, "weight": np.array([0.25, 0.75, 0.0])}
+        resp = np.zeros((data["X"].shape[0], 3))
+        resp[::2, 0] = resp[1::2, 1] = 1.0
+        nk = resp.sum(axis=0)
+        info = model.complete_information(data, params, resp)
+        assert np.isfinite(info).all()
+        np.testing.assert_array_equal(info[:2, :2], np.diag(nk[:2] / params["weight"][:2] ** 2))
+
     def test_information_adds_over_row_subsets(self):
         """The information of all rows is the sum over two subsets (chunk-friendly)."""
         model, data, params = self.setup_case("full")

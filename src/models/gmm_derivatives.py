@@ -22,12 +22,12 @@ class GaussianDerivatives:
     """Derivative methods; needs the host's ``_factors``, ``covariance``, ``shift`` etc."""
 
     def _layout(self, params: Params):
-        """What every derivative needs: weights, centred means, precisions, covariance
-        directions V (D*D, Pc), and the offsets of the mean and covariance blocks."""
+        """What every derivative needs: centred means, precisions, covariance directions
+        V (D*D, Pc), and the offsets of the mean and covariance blocks (the class weights'
+        part comes from :meth:`MixtureModel.weight_score` / ``weight_information``)."""
         K, D = self.n_components, self.n_features
         V = self._cov_directions()
-        return (np.asarray(params["weight"], dtype=float),
-                np.asarray(params["mean"], dtype=float) - self.shift,
+        return (np.asarray(params["mean"], dtype=float) - self.shift,
                 self._precisions(params), V, V.shape[1], K - 1, K - 1 + K * D)
 
     def _precisions(self, params: Params) -> np.ndarray:
@@ -56,20 +56,18 @@ class GaussianDerivatives:
     def complete_score(self, data: Data, params: Params) -> np.ndarray:
         """d log p(x_i, z_i=k) / d theta_free, shape (n, K, P), on any subset of rows.
 
-        Weights: 1/w_k for the class's own free weight, -1/w_K for every free weight in the
-        last class.  Means: Lambda r.  Covariance entry p with direction E_p:
-        tr(G E_p) with G = (Lambda r r' Lambda - Lambda) / 2, r = x - mean.
+        Weights: :meth:`MixtureModel.weight_score` (1/w_k for the class's own free weight,
+        -1/w_K for every free weight in the last class).  Means: Lambda r.  Covariance
+        entry p with direction E_p: tr(G E_p) with G = (Lambda r r' Lambda - Lambda) / 2,
+        r = x - mean.
         """
         X = np.asarray(data["X"], dtype=float)
         K, D = self.n_components, self.n_features
-        w, muc, lam, V, Pc, om, oc = self._layout(params)
+        muc, lam, V, Pc, om, oc = self._layout(params)
         out = np.zeros((X.shape[0], K, self.n_free_parameters()))
+        out[:, :, :K - 1] = self.weight_score(params)[None]
         Xc = X - self.shift
         for k in range(K):
-            if k < K - 1:
-                out[:, k, k] = 1.0 / w[k]
-            else:
-                out[:, k, :K - 1] = -1.0 / w[K - 1]
             u = (Xc - muc[k]) @ lam[k]
             out[:, k, om + k * D: om + (k + 1) * D] = u
             G = 0.5 * (u[:, :, None] * u[:, None, :] - lam[k][None])
@@ -79,19 +77,19 @@ class GaussianDerivatives:
     def complete_information(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
         """sum_i sum_k resp_ik * (-Hessian of log p(x_i, z_i=k)) in the free parameters (P, P).
 
-        Per class it needs only R = sum resp, s = sum resp r and M = sum resp r r'; with
+        Weights: :meth:`MixtureModel.weight_information` of R = sum resp.  Per class the
+        rest needs only R, s = sum resp r and M = sum resp r r'; with
         A = Lambda M Lambda: mean-mean R Lambda; mean-cov Lambda E_q Lambda s;
         cov-cov (tr(E_p Lambda E_q A) + tr(E_p A E_q Lambda) - R tr(E_p Lambda E_q Lambda)) / 2.
         """
         X = np.asarray(data["X"], dtype=float)
         resp = np.asarray(resp, dtype=float)
         K, D = self.n_components, self.n_features
-        w, muc, lam, V, Pc, om, oc = self._layout(params)
+        muc, lam, V, Pc, om, oc = self._layout(params)
         info = np.zeros((self.n_free_parameters(),) * 2)
         Xc = X - self.shift
         R = resp.sum(axis=0)
-        if K > 1:
-            info[:K - 1, :K - 1] = np.diag(R[:K - 1] / w[:K - 1] ** 2) + R[K - 1] / w[K - 1] ** 2
+        info[:K - 1, :K - 1] = self.weight_information(params, R)
         for k in range(K):
             diff = Xc - muc[k]
             s = resp[:, k] @ diff
@@ -187,28 +185,24 @@ class GaussianDerivatives:
     def _score_maps(self, params: Params) -> np.ndarray:
         """S (K, P, m): the complete score of class k is S[k] @ phi(x), phi = [1, x, vech xx']."""
         K, D = self.n_components, self.n_features
-        w, muc, lam, V, Pc, om, oc = self._layout(params)
+        muc, lam, V, Pc, om, oc = self._layout(params)
         a, b = np.triu_indices(D)
         m = 1 + D + a.size
         S = np.zeros((K, self.n_free_parameters(), m))
-        with np.errstate(divide="ignore"):
-            for k in range(K):
-                if k < K - 1:
-                    S[k, k, 0] = 1.0 / w[k]
-                else:
-                    S[k, :K - 1, 0] = -1.0 / w[K - 1]
-                L = lam[k]
-                nu = L @ muc[k]
-                S[k, om + k * D: om + (k + 1) * D, 0] = -nu
-                S[k, om + k * D: om + (k + 1) * D, 1:D + 1] = L
-                # G = (L (x - mu)(x - mu)' L - L) / 2 as a (D, D, m) map of phi
-                G = np.empty((D, D, m))
-                G[:, :, 0] = 0.5 * (np.outer(nu, nu) - L)
-                lin = -0.5 * (L[:, None, :] * nu[None, :, None] + nu[:, None, None] * L[None, :, :])
-                G[:, :, 1:D + 1] = lin
-                A = L[:, a][:, None, :] * L[:, b][None, :, :]      # A[p,q,t] = L[p,a_t] L[q,b_t]
-                G[:, :, D + 1:] = 0.5 * (A + A.transpose(1, 0, 2)) * np.where(a == b, 0.5, 1.0)
-                S[k, oc + k * Pc: oc + (k + 1) * Pc] = V.T @ G.reshape(D * D, m)
+        S[:, :K - 1, 0] = self.weight_score(params)
+        for k in range(K):
+            L = lam[k]
+            nu = L @ muc[k]
+            S[k, om + k * D: om + (k + 1) * D, 0] = -nu
+            S[k, om + k * D: om + (k + 1) * D, 1:D + 1] = L
+            # G = (L (x - mu)(x - mu)' L - L) / 2 as a (D, D, m) map of phi
+            G = np.empty((D, D, m))
+            G[:, :, 0] = 0.5 * (np.outer(nu, nu) - L)
+            lin = -0.5 * (L[:, None, :] * nu[None, :, None] + nu[:, None, None] * L[None, :, :])
+            G[:, :, 1:D + 1] = lin
+            A = L[:, a][:, None, :] * L[:, b][None, :, :]      # A[p,q,t] = L[p,a_t] L[q,b_t]
+            G[:, :, D + 1:] = 0.5 * (A + A.transpose(1, 0, 2)) * np.where(a == b, 0.5, 1.0)
+            S[k, oc + k * Pc: oc + (k + 1) * Pc] = V.T @ G.reshape(D * D, m)
         return S
 
 
