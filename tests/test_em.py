@@ -239,6 +239,28 @@ class TestEMDriver:
         assert any("did not converge in 3 iterations" in w for w in res.warnings)
         assert any("2 random starts" in w for w in res.warnings)
 
+    def test_not_converged_names_the_start_from_one(self):
+        """The non-convergence warning counts starts from 1 (the only start is start 1)."""
+        init = {"weight": np.array([0.5, 0.5]), "mean": np.array([0.0, 1.5]), "var": np.ones(2)}
+        res = fit_em(Gauss1D(2), gauss_data(), init_params=init, max_iter=3)
+        assert res.best_start == 0
+        assert any(w.startswith("start 1 did not converge") for w in res.warnings), res.warnings
+
+    def test_damaged_saved_start_is_named_from_one(self):
+        """A saved finished start that lacks fields is refused naming it counted from 1."""
+        data = gauss_data(n=200)
+        rec = MemoryCheckpointer()
+        fit_em(Gauss1D(2), data, n_starts=2, max_iter=5, checkpoint=rec)
+        state = next(s for s in rec.states if "0" in s["finished"])
+        damaged = {**state, "finished": {"0": {k: v for k, v in state["finished"]["0"].items()
+                                               if k != "trace"}}}
+        with pytest.raises(ValueError, match=r"^finished start 1 lacks fields"):
+            fit_em(Gauss1D(2), data, n_starts=2, max_iter=5, checkpoint=MemoryCheckpointer(damaged))
+        out_of_range = {**state, "finished": {"2": state["finished"]["0"]}}
+        with pytest.raises(ValueError, match=r"^finished start 3 is out of range \(starts 1 to 2\)"):
+            fit_em(Gauss1D(2), data, n_starts=2, max_iter=5,
+                   checkpoint=MemoryCheckpointer(out_of_range))
+
     def test_init_params_single_start_and_canonical_order(self):
         """init_params gives one start from those values; classes come out in canonical order."""
         data = gauss_data(sep=4.0)

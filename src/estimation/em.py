@@ -285,6 +285,13 @@ def _restore(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shown_start(key: Any) -> str:
+    """A saved start's key (its 0-based index as text) as messages name it: from 1."""
+    if isinstance(key, str) and key.isascii() and key.isdigit():
+        return str(int(key) + 1)
+    return repr(key)
+
+
 def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_starts: int) -> None:
     """CheckpointInvalid unless ``saved`` is an EM state this fit can resume (same options,
     starts in range, every field present with the model's parameter shapes)."""
@@ -296,15 +303,16 @@ def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_s
     finished = saved.get("finished", {})
     require(isinstance(finished, Mapping), "its finished starts are not a mapping")
     for key, res in finished.items():
-        require(isinstance(key, str) and key.isdigit() and int(key) < n_starts,
-                f"finished start {key!r} is out of range")
+        shown = _shown_start(key)
+        require(isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < n_starts,
+                f"finished start {shown} is out of range (starts 1 to {n_starts})")
         require(isinstance(res, Mapping) and {"params", "loglik", "n_iter", "converged", "trace",
                                                "warnings", "change"} <= set(res),
-                f"finished start {key} lacks fields")
-        check_arrays(res["params"], shapes, f"start {key} params")
+                f"finished start {shown} lacks fields")
+        check_arrays(res["params"], shapes, f"start {shown} params")
         require(isinstance(res["loglik"], number) and isinstance(res["n_iter"], int)
                 and isinstance(res["trace"], list) and isinstance(res["warnings"], list),
-                f"finished start {key} has fields of the wrong type")
+                f"finished start {shown} has fields of the wrong type")
     cur = saved.get("current")
     if cur:
         require(isinstance(cur, Mapping) and {"start", "phase", "params", "n_eval", "prev_ll",
@@ -413,7 +421,7 @@ def _assemble(model: MixtureModel, data: Data, finished: Mapping[str, Mapping[st
     params = model.permute(params, model.canonical_order(params))
     notes = list(res["warnings"])
     if not res["converged"]:
-        notes.append(t("em.not_converged", start=best, max_iter=options["max_iter"],
+        notes.append(t("em.not_converged", start=best + 1, max_iter=options["max_iter"],
                        change=float(res["change"]) if res["change"] is not None else float("nan"),
                        tol=options["tol"]))
     others = sum(1 for s in range(n_starts) if s != best and not results[s]["converged"])
