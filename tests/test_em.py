@@ -10,6 +10,7 @@ from scipy.special import gammaln
 
 from src.estimation import FitResult, em_map, fit_em, start_params
 from src.models.base import MixtureModel, ParamSpec
+from src.utils.checkpointing import CheckpointInvalid
 from src.utils.rng import stream
 
 
@@ -260,6 +261,10 @@ class TestEMDriver:
         with pytest.raises(ValueError, match=r"^finished start 3 is out of range \(starts 1 to 2\)"):
             fit_em(Gauss1D(2), data, n_starts=2, max_iter=5,
                    checkpoint=MemoryCheckpointer(out_of_range))
+        not_a_number = {**state, "finished": {"\u00b2": state["finished"]["0"]}}  # "²".isdigit()
+        with pytest.raises(CheckpointInvalid, match=r"^finished start '\u00b2' is out of range"):
+            fit_em(Gauss1D(2), data, n_starts=2, max_iter=5,
+                   checkpoint=MemoryCheckpointer(not_a_number))
 
     def test_init_params_single_start_and_canonical_order(self):
         """init_params gives one start from those values; classes come out in canonical order."""
