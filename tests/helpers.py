@@ -8,6 +8,7 @@ test session and copied, never shared in place.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -120,12 +121,35 @@ def fit_json(cwd: Path, task: str = TASK) -> dict[str, Any]:
     return json.loads((results_dir(cwd, task) / "fit.json").read_text(encoding="utf-8"))
 
 
+#: fit.json's wall-clock values: ``"seconds": 1.25`` (any key ending in ``seconds``)
+_TIMING = re.compile(r'("[A-Za-z_]*seconds"\s*:\s*)(-?[0-9][0-9.eE+-]*|NaN|-?Infinity|null)')
+
+
+def blank_timings(text: str) -> str:
+    """``fit.json``'s text with every wall-clock value replaced by ``_`` (bytes otherwise kept)."""
+    return _TIMING.sub(r"\1_", text)
+
+
+def _diff(name: str, got: str, want: str) -> str:
+    lines = difflib.unified_diff(want.splitlines(), got.splitlines(), "reference", "resumed",
+                                 lineterm="", n=1)
+    return f"{name} differs:\n" + "\n".join(list(lines)[:60])
+
+
 def assert_same_results(run_dir: Path, ref_dir: Path, task: str = TASK) -> None:
-    """estimates.csv byte-identical, fit.json identical but for timings."""
-    got = (results_dir(run_dir, task) / "estimates.csv").read_bytes()
-    want = (results_dir(ref_dir, task) / "estimates.csv").read_bytes()
-    assert got == want, f"estimates.csv differs:\n{got.decode()}\n---\n{want.decode()}"
-    assert strip_timings(fit_json(run_dir, task)) == strip_timings(fit_json(ref_dir, task))
+    """estimates.csv, covariance.csv and report.md byte-identical, fit.json byte-identical
+    but for its wall-clock values (so key order and number formatting are checked too)."""
+    got_dir, want_dir = results_dir(run_dir, task), results_dir(ref_dir, task)
+    for name in ("estimates.csv", "covariance.csv", "report.md"):
+        want_file = want_dir / name
+        if not want_file.exists():
+            assert not (got_dir / name).exists(), f"{name} was written, the reference has none"
+            continue
+        got, want = (got_dir / name).read_bytes(), want_file.read_bytes()
+        assert got == want, _diff(name, got.decode(), want.decode())
+    got = blank_timings((got_dir / "fit.json").read_text(encoding="utf-8"))
+    want = blank_timings((want_dir / "fit.json").read_text(encoding="utf-8"))
+    assert got == want, _diff("fit.json", got, want)
 
 
 def assert_one_sentence(stderr: str) -> None:

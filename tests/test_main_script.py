@@ -9,13 +9,15 @@ that try to leave the progress folder, ``--progress-dir``, ``--no-progress-track
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import (FAST, ROOT, TASK, assert_one_sentence, check_rc, copy_run, fit_json,
-                           progress_path, read_progress, reference_run, results_dir, run_script,
-                           skip_line)
+from tests.helpers import (FAST, ROOT, TASK, assert_one_sentence, assert_same_results, check_rc,
+                           copy_run, fit_json, progress_path, read_progress, reference_run,
+                           results_dir, run_script, skip_line)
 
 PHASES = ["data_preparation", "model_estimation", "standard_error_computation", "result_output"]
 LOUIS = FAST + ("--se-method", "louis")
@@ -223,3 +225,17 @@ def test_folder_option_blocked_by_a_file_is_a_usage_error(tmp_path, flag, value)
     assert_one_sentence(proc.stderr)
     assert flag in proc.stderr and "afile" in proc.stderr
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+# ------------------------------------------------------------------------- test helpers
+def test_same_results_compares_fit_json_bytes_but_for_seconds(tmp_path, louis_run):
+    """assert_same_results ignores a changed "seconds" but not reordered fit.json keys."""
+    copy_run(louis_run, tmp_path)
+    fit_file = results_dir(tmp_path) / "fit.json"
+    text = fit_file.read_text(encoding="utf-8")
+    fit_file.write_text(re.sub(r'"seconds": [^,\n]*', '"seconds": 12345.5', text), encoding="utf-8")
+    assert_same_results(tmp_path, louis_run)
+    reordered = dict(reversed(json.loads(text).items()))  # the same values, keys not sorted
+    fit_file.write_text(json.dumps(reordered, indent=2) + "\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="fit.json differs"):
+        assert_same_results(tmp_path, louis_run)
