@@ -129,24 +129,27 @@ class TestNumericMatrix:
         np.testing.assert_array_equal(X, [[1.0, 1.0], [2.5, 0.0], [-300.0, 1.0]])
 
     def test_non_numeric_names_column_value_row(self, tmp_path):
-        """Text in a numeric column names the column, the first bad value and its row."""
+        """Text in a numeric column names the column, the first bad value and its 0-based row position."""
         path = write_csv(tmp_path / "d.csv", "a,b\n1,2\n3,4\n5,oops\n6,also\n")
         frame, _ = load_table(path)
         with pytest.raises(DataError, match=r"Column 'b' of d.csv has the non-numeric value "
-                                            r"'oops' in data row 3"):
+                                            r"'oops' in row 2 \(0-based, as pandas counts\); "):
             numeric_matrix(frame, ["a", "b"], drop_missing=False, source="d.csv")
 
     def test_infinite(self, tmp_path):
-        """An infinite value names the column and row."""
+        """An infinite value names the column and the row's 0-based position, as frame.iloc takes it."""
         frame, _ = load_table(write_csv(tmp_path / "d.csv", "a,b\n1,2\n3,inf\n"))
-        with pytest.raises(DataError, match="Column 'b' of d.csv has an infinite value in data row 2"):
+        with pytest.raises(DataError, match=r"Column 'b' of d.csv has an infinite value in row 1 "
+                                            r"\(0-based, as pandas counts\);"):
             numeric_matrix(frame, ["a", "b"], drop_missing=False, source="d.csv")
+        assert np.isinf(frame.iloc[1]["b"])
 
     def test_missing_values_and_drop_missing(self, tmp_path):
         """Missing values are counted and --drop-missing suggested; with it rows are dropped."""
         frame, _ = load_table(write_csv(tmp_path / "d.csv", "a,b\n1,2\n,4\n5,\n7,8\n"))
         with pytest.raises(DataError, match=r"^2 rows of d.csv have a missing value \(the first is "
-                                            r"data row 2, column 'a'\).*--drop-missing"):
+                                            r"row 1, 0-based as pandas counts, column 'a'\)"
+                                            r".*--drop-missing"):
             numeric_matrix(frame, ["a", "b"], drop_missing=False, source="d.csv")
         X, keep = numeric_matrix(frame, ["a", "b"], drop_missing=True, source="d.csv")
         np.testing.assert_array_equal(keep, [True, False, False, True])
@@ -156,7 +159,7 @@ class TestNumericMatrix:
         """All-missing rows, an all-missing column and no complete row are each explained."""
         frame, _ = load_table(write_csv(tmp_path / "d.csv", "a,b,c\n1,2,\n,,\n3,,\n4,5,\n"))
         with pytest.raises(DataError, match=r"^1 rows of d.csv have no value in any selected column "
-                                            r"\(the first is data row 2\)"):
+                                            r"\(the first is row 1, 0-based as pandas counts\)"):
             numeric_matrix(frame, ["a", "b"], drop_missing=False, source="d.csv")
         with pytest.raises(DataError, match="Column 'c' of d.csv has no values at all"):
             numeric_matrix(frame, ["a", "c"], drop_missing=True, source="d.csv")
@@ -190,7 +193,8 @@ class TestChinese:
         """With --lang zh the same errors come in Chinese, with the same facts."""
         set_language("zh")
         frame, _ = load_table(write_csv(tmp_path / "d.csv", "a,b\n1,2\n,4\n"))
-        with pytest.raises(DataError, match=r"d.csv 有 1 行含缺失值.*--drop-missing"):
+        with pytest.raises(DataError, match=r"d.csv 有 1 行含缺失值（第一处在位置为 1 的行.*从 0 开始"
+                                            r".*--drop-missing"):
             numeric_matrix(frame, ["a", "b"], drop_missing=False, source="d.csv")
         with pytest.raises(DataError, match="数据文件 .* 不存在"):
             load_table(str(tmp_path / "nope.csv"))
@@ -281,6 +285,18 @@ class TestSources:
         os.mkfifo(tmp_path / "pipe.csv")
         with pytest.raises(DataError, match="pipe.csv is not a regular file"):
             load_table(str(tmp_path / "pipe.csv"))
+
+
+    def test_resolve_source_is_public(self, tmp_path):
+        """resolve_source gives the built-in default and a file's name and path, and refuses a folder in one sentence."""
+        from src.data.loading import resolve_source
+
+        assert resolve_source(None) == (DEFAULT_SOURCE, builtin_path("faithful"))
+        path = Path(write_csv(tmp_path / "d.csv", "a\n1\n"))
+        assert resolve_source(str(path)) == (str(path), path)
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(DataError, match="empty is a folder with no CSV, TSV or Parquet file"):
+            resolve_source(str(tmp_path / "empty"))
 
 
 class TestDetection:
@@ -439,8 +455,9 @@ class TestUnreadable:
             load_table(write_bytes(tmp_path / "z.parquet", b""))
 
     def test_ragged_line(self, tmp_path):
-        """A line with more fields than the header is named by its line number."""
-        with pytest.raises(DataError, match=r"^Line 3 of .*r.csv has 3 fields but the header has 2; "
+        """A line with more fields than the header is named by its line number, said to count from 1 with the header."""
+        with pytest.raises(DataError, match=r"^Line 3 of .*r.csv \(lines counted from 1, the header "
+                                            r"being line 1\) has 3 fields but the header has 2; "
                                             r"check the separator and the quoting on that line\.$"):
             load_table(write_csv(tmp_path / "r.csv", "a,b\n1,2\n3,4,5\n"))
 

@@ -99,9 +99,10 @@ class TestData:
         assert data["Y"].tolist() == [[0, 1], [1, 0], [-1, 0]]
 
     def test_all_missing_rows_are_an_error(self):
-        """Rows without any answer are one DataError naming how many there are."""
+        """Rows without any answer are one DataError naming how many there are and the first one's 0-based position."""
         frame = pd.DataFrame({"a": ["1", None, "2", ""], "b": ["1", np.nan, "2", None]})
-        with pytest.raises(DataError, match="2 rows have every answer missing"):
+        with pytest.raises(DataError, match=r"2 rows have every answer missing \(the first is row 1, "
+                                            r"0-based as pandas counts\)"):
             LatentClassModel.prepare_data(frame, {})
         with pytest.raises(DataError, match="no answers"):
             LatentClassModel.prepare_data(pd.DataFrame({"a": ["1", "2"], "b": [None, None]}), {})

@@ -2,7 +2,9 @@
 
 Every problem a user can fix is a :class:`~src.utils.errors.DataError` (exit 2) whose
 message is one sentence, in the user's language, naming the file or column and the fix.
-Rows are counted from 1 without the header line ("data row 5").
+A data row is named by its 0-based position below the header, as pandas counts ("row 4"
+is the fifth data row); a line of the file (a ragged line) by its 1-based line number, the
+header being line 1.
 
 What is read (:func:`load_table`), and what it says when it cannot:
 
@@ -50,8 +52,8 @@ from src.data.sources import SourceInfo, classify_source
 from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
 
-__all__ = ["BUILTIN_DATASETS", "DEFAULT_SOURCE", "load_table", "file_sha256", "builtin_path",
-           "numeric_matrix", "check_enough_rows"]
+__all__ = ["BUILTIN_DATASETS", "DEFAULT_SOURCE", "load_table", "resolve_source", "file_sha256",
+           "builtin_path", "numeric_matrix", "check_enough_rows"]
 
 _BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 #: name after ``builtin:`` -> file in ``src/data/builtin``
@@ -99,9 +101,11 @@ register({
         "en": "Could not read {path} as {kind}: {reason}.",
         "zh": "无法按 {kind} 格式读取 {path}：{reason}。"},
     "data.ragged_line": {
-        "en": "Line {line} of {path} has {saw} fields but the header has {expected}; check the "
-              "separator and the quoting on that line.",
-        "zh": "{path} 第 {line} 行有 {saw} 个字段，而表头有 {expected} 个；请检查该行的分隔符和引号。"},
+        "en": "Line {line} of {path} (lines counted from 1, the header being line 1) has {saw} "
+              "fields but the header has {expected}; check the separator and the quoting on that "
+              "line.",
+        "zh": "{path} 第 {line} 行（行号从 1 开始，表头为第 1 行）有 {saw} 个字段，而表头有 {expected} 个；"
+              "请检查该行的分隔符和引号。"},
     "data.not_parquet": {
         "en": "The data file {path} is not a Parquet file: it holds {what}; export it again as "
               "Parquet or give it the extension that matches its format.",
@@ -133,26 +137,29 @@ register({
         "en": "Column {column!r} is not in {source}; the available columns are: {available}.",
         "zh": "{source} 中没有列 {column!r}；可用的列：{available}。"},
     "data.non_numeric": {
-        "en": "Column {column!r} of {source} has the non-numeric value {value!r} in data row {row}; "
-              "this model needs numbers there.",
-        "zh": "{source} 的列 {column!r} 在第 {row} 行数据中有非数值 {value!r}；该模型在此需要数字。"},
+        "en": "Column {column!r} of {source} has the non-numeric value {value!r} in row {row} "
+              "(0-based, as pandas counts); this model needs numbers there.",
+        "zh": "{source} 的列 {column!r} 在位置为 {row} 的行（从 0 开始计数，与 pandas 一致）中有非数值 "
+              "{value!r}；该模型在此需要数字。"},
     "data.infinite": {
-        "en": "Column {column!r} of {source} has an infinite value in data row {row}; "
-              "remove or replace it.",
-        "zh": "{source} 的列 {column!r} 在第 {row} 行数据中有无穷大值，请删除或替换。"},
+        "en": "Column {column!r} of {source} has an infinite value in row {row} (0-based, as "
+              "pandas counts); remove or replace it.",
+        "zh": "{source} 的列 {column!r} 在位置为 {row} 的行（从 0 开始计数，与 pandas 一致）中有无穷大值，"
+              "请删除或替换。"},
     "data.column_all_missing": {
         "en": "Column {column!r} of {source} has no values at all; select other columns.",
         "zh": "{source} 的列 {column!r} 全部缺失，请选择其他列。"},
     "data.all_missing_rows": {
-        "en": "{count} rows of {source} have no value in any selected column (the first is data row "
-              "{row}); remove them or use --drop-missing.",
-        "zh": "{source} 有 {count} 行在所选列中全部缺失（第一行是第 {row} 行数据）；"
-              "请删除这些行，或使用 --drop-missing。"},
+        "en": "{count} rows of {source} have no value in any selected column (the first is row "
+              "{row}, 0-based as pandas counts); remove them or use --drop-missing.",
+        "zh": "{source} 有 {count} 行在所选列中全部缺失（第一行的位置是 {row}，从 0 开始计数，与 pandas "
+              "一致）；请删除这些行，或使用 --drop-missing。"},
     "data.missing_values": {
-        "en": "{count} rows of {source} have a missing value (the first is data row {row}, column "
-              "{column!r}); fill them in or use --drop-missing to drop those rows.",
-        "zh": "{source} 有 {count} 行含缺失值（第一处在第 {row} 行数据、列 {column!r}）；"
-              "请补全，或使用 --drop-missing 删除这些行。"},
+        "en": "{count} rows of {source} have a missing value (the first is row {row}, 0-based as "
+              "pandas counts, column {column!r}); fill them in or use --drop-missing to drop those "
+              "rows.",
+        "zh": "{source} 有 {count} 行含缺失值（第一处在位置为 {row} 的行、列 {column!r}；行位置从 0 "
+              "开始计数，与 pandas 一致）；请补全，或使用 --drop-missing 删除这些行。"},
     "data.no_complete_rows": {
         "en": "No row of {source} has a value in every selected column, so nothing is left after "
               "dropping missing values.",
@@ -222,8 +229,12 @@ def _unsupported(info: SourceInfo) -> DataError:
     return DataError(t("data.file_missing", path=info.text))
 
 
-def _resolve(source: str | Path | None) -> tuple[str, Path]:
-    """(display name, path) of a data source; anything but one existing file is a DataError."""
+def resolve_source(source: str | Path | None) -> tuple[str, Path]:
+    """(display name, path) of a data source; anything but one existing file is a DataError.
+
+    Reads nothing, so the pipeline can check ``--data`` before any work (``None``:
+    ``builtin:faithful``).
+    """
     if source is None or str(source) == "":
         source = DEFAULT_SOURCE
     info = classify_source(source)
@@ -232,6 +243,9 @@ def _resolve(source: str | Path | None) -> tuple[str, Path]:
     if info.kind == "file" and info.path is not None:
         return info.text, info.path
     raise _unsupported(info)
+
+
+_resolve = resolve_source  # the older private name (src/pipeline/checks.py falls back to it)
 
 
 def _check_unique(columns: Sequence[str]) -> None:
@@ -401,7 +415,7 @@ def load_table(source: str | Path | None, *, columns: list[str] | None = None,
     ``sep`` / ``encoding`` override detection for text files (see the module docstring);
     ``sep`` may also be ``tab``, ``\\t``, ``comma``, ``semicolon``.
     """
-    name, path = _resolve(source)
+    name, path = resolve_source(source)
     fmt = _format_of(path)
     cols = None if columns is None else [str(c) for c in columns]
     if cols is not None:
@@ -436,11 +450,11 @@ def _numeric_column(col: pd.Series, name: str, source: str) -> np.ndarray:
         bad = np.flatnonzero(coerced.isna().to_numpy() & col.notna().to_numpy())
         if bad.size:
             raise DataError(t("data.non_numeric", column=name, source=source,
-                              value=str(col.iloc[bad[0]]), row=int(bad[0]) + 1))
+                              value=str(col.iloc[bad[0]]), row=int(bad[0])))
         values = coerced.to_numpy(dtype=float, na_value=np.nan)
     inf = np.flatnonzero(np.isinf(values))
     if inf.size:
-        raise DataError(t("data.infinite", column=name, source=source, row=int(inf[0]) + 1))
+        raise DataError(t("data.infinite", column=name, source=source, row=int(inf[0])))
     return values
 
 
@@ -469,11 +483,11 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing:
         empty = np.flatnonzero(nan.all(axis=1))
         if empty.size:
             raise DataError(t("data.all_missing_rows", count=int(empty.size), source=source,
-                              row=int(empty[0]) + 1))
+                              row=int(empty[0])))
         if not keep.all():
             first = int(np.flatnonzero(~keep)[0])
             raise DataError(t("data.missing_values", count=int((~keep).sum()), source=source,
-                              row=first + 1, column=columns[int(np.flatnonzero(nan[first])[0])]))
+                              row=first, column=columns[int(np.flatnonzero(nan[first])[0])]))
     if not keep.any():
         raise DataError(t("data.no_complete_rows", source=source))
     X = X[keep] if not keep.all() else X

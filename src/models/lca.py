@@ -40,10 +40,10 @@ register({
         "en": "Column {column!r} has no answers at all; remove it from the selected columns.",
         "zh": "列 {column!r} 没有任何回答；请将其从所选列中移除。"},
     "lca.all_missing_rows": {
-        "en": "{count} rows have every answer missing (the first is data row {row}); "
-              "remove them, since such a row carries no information about the classes.",
-        "zh": "有 {count} 行所有回答都缺失（第一行是数据第 {row} 行）；请删除这些行，"
-              "它们不含任何关于类别的信息。"},
+        "en": "{count} rows have every answer missing (the first is row {row}, 0-based as pandas "
+              "counts); remove them, since such a row carries no information about the classes.",
+        "zh": "有 {count} 行所有回答都缺失（第一行的位置是 {row}，从 0 开始计数，与 pandas 一致）；"
+              "请删除这些行，它们不含任何关于类别的信息。"},
     "lca.empty_class": {
         "en": "Latent class {k} is empty (no responsibility mass); use fewer classes or more starts.",
         "zh": "潜在类别 {k} 为空（责任权重为零）；请减少类别数或增加随机起点。"},
@@ -125,7 +125,7 @@ class LatentClassModel(MixtureModel):
             categories.append(codes)
         empty = np.flatnonzero((Y < 0).all(axis=1))
         if empty.size:
-            raise DataError(t("lca.all_missing_rows", count=int(empty.size), row=int(empty[0]) + 1))
+            raise DataError(t("lca.all_missing_rows", count=int(empty.size), row=int(empty[0])))
         return {"Y": Y}, {"items": [str(c) for c in frame.columns], "categories": categories}
 
     @staticmethod
