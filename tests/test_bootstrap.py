@@ -1,4 +1,4 @@
-"""Bootstrap standard errors: agreement with Louis, failures, alignment, bitwise resume."""
+"""Bootstrap standard errors: agreement with Louis, failures, alignment, bitwise resume, warm and cold starts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from src.inference.align import align_params, align_to
 from src.inference.bootstrap import bootstrap_se, message_kind
 from src.inference.louis import louis_se
 from src.models.gmm import GaussianMixtureModel
+from src.utils.checkpointing import CheckpointInvalid
 from src.utils.messages import set_language, t
 from src.utils.rng import stream
 from tests.test_louis import Gauss1D, simple_em
@@ -277,3 +278,105 @@ class TestResume:
         with pytest.raises(ValueError, match="other options"):
             bootstrap_se(model, data, params, n_bootstrap=3, seed=2,
                          checkpoint=MemoryCheckpointer(ck.states[-1]))
+
+
+class TestRandomStart:
+    def test_cold_agrees_with_warm_within_monte_carlo_error(self):
+        """Replicates refitted from random starts give SEs within Monte-Carlo error of those refitted from the estimate."""
+        model, data, params = separated(600)
+        B = 20
+        warm_ck, cold_ck = MemoryCheckpointer(), MemoryCheckpointer()
+        warm = bootstrap_se(model, data, params, n_bootstrap=B, seed=5, checkpoint=warm_ck)
+        cold = bootstrap_se(model, data, params, n_bootstrap=B, seed=5, start="random",
+                            n_starts=2, checkpoint=cold_ck)
+        assert cold.extra["n_ok"] == B and not cold.notes
+        assert np.all(np.abs(cold.se - warm.se) <= 3 * warm.se / np.sqrt(2 * B))
+        assert (cold.extra["bootstrap_start"], cold.extra["bootstrap_n_starts"]) == ("random", 2)
+        assert warm.extra["bootstrap_start"] == "estimate" and "bootstrap_n_starts" not in warm.extra
+        iters = [np.mean([rec["n_iter"] for rec in ck.states[-1]["replicates"].values()])
+                 for ck in (warm_ck, cold_ck)]
+        assert iters[1] > 2 * iters[0]  # cold replicates climb from afar: they did the work
+
+    def test_cold_replicates_depend_on_their_index_only(self):
+        """Random-start replicates completed in reverse order give bitwise the same result."""
+        model, data, params = small()
+        kw = dict(n_bootstrap=6, seed=2, start="random", n_starts=2)
+        same(bootstrap_se(model, data, params, **kw),
+             bootstrap_se(model, data, params, executor=ReversedExecutor(), **kw))
+
+    def test_start_survives_resume(self):
+        """An interrupted random-start run resumes to the uninterrupted result; a state of the other start or other n_starts is refused."""
+        model, data, params = small()
+        kw = dict(n_bootstrap=6, seed=4, start="random", n_starts=2)
+        full = bootstrap_se(model, data, params, **kw)
+        ck = MemoryCheckpointer()
+
+        def stop(r, status, n_done, n_total):
+            if n_done == 3:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            bootstrap_se(model, data, params, checkpoint=ck, on_replicate=stop, **kw)
+        assert ck.states[-1]["config"]["start"] == "random"
+        same(bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]), **kw),
+             full)
+        for other in (dict(kw, start="estimate"), dict(kw, n_starts=3)):
+            with pytest.raises(ValueError, match="other options"):
+                bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]),
+                             **other)
+
+    def test_warm_start_ignores_n_starts(self):
+        """A from-the-estimate state resumes whatever n_starts is, since its replicates do not use it."""
+        model, data, params = small()
+        ck = MemoryCheckpointer()
+        first = bootstrap_se(model, data, params, n_bootstrap=3, seed=1, n_starts=2, checkpoint=ck)
+        calls = []
+        again = bootstrap_se(model, data, params, n_bootstrap=3, seed=1, n_starts=7,
+                             checkpoint=MemoryCheckpointer(ck.states[-1]),
+                             on_replicate=lambda *a: calls.append(a))
+        same(again, first)
+        assert calls == []
+
+    def test_bad_start_rejected(self):
+        """An unknown start policy is a ValueError naming the option."""
+        model, data, params = small()
+        with pytest.raises(ValueError, match="bootstrap start"):
+            bootstrap_se(model, data, params, n_bootstrap=3, start="cold")
+
+
+class TestCountingAndSavedState:
+    def test_error_note_counts_replicates_from_one(self):
+        """The note on failed replicates names the first failure as users count it, from 1."""
+        set_language("en")
+        try:
+            model, data, params = small()
+            B, seed = 40, 3
+            first = next(r for r in range(B) if stream(seed, "bootstrap", r).random() < 0.3)
+            res = bootstrap_se(FlakySample(2), data, params, n_bootstrap=B, kind="parametric",
+                               seed=seed)
+        finally:
+            set_language(None)
+        assert any(f"(first, replicate {first + 1}: RuntimeError" in n for n in res.notes)
+
+    @pytest.mark.parametrize("bad", ["a single string", [1, 2], None])
+    def test_saved_warnings_must_be_sentences(self, bad):
+        """A saved replicate whose warnings are not a list of strings is refused, naming it from 1."""
+        model, data, params = small()
+        ck = MemoryCheckpointer()
+        bootstrap_se(model, data, params, n_bootstrap=3, seed=1, checkpoint=ck)
+        state = ck.states[-1]
+        state["replicates"]["0"]["warnings"] = bad
+        with pytest.raises(CheckpointInvalid, match="replicate 1's warnings"):
+            bootstrap_se(model, data, params, n_bootstrap=3, seed=1,
+                         checkpoint=MemoryCheckpointer(state))
+
+    def test_saved_state_without_warnings_resumes(self):
+        """A replicate saved without the optional warnings field is still accepted."""
+        model, data, params = small()
+        ck = MemoryCheckpointer()
+        first = bootstrap_se(model, data, params, n_bootstrap=3, seed=1, checkpoint=ck)
+        state = ck.states[-1]
+        for rec in state["replicates"].values():
+            del rec["warnings"]
+        same(bootstrap_se(model, data, params, n_bootstrap=3, seed=1,
+                          checkpoint=MemoryCheckpointer(state)), first)

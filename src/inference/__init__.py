@@ -2,7 +2,8 @@
 
     louis      observed information by Louis' method
     numerical  finite-difference Hessian of the observed log-likelihood
-    bootstrap  refitted bootstrap replicates (nonparametric or parametric)
+    bootstrap  refitted bootstrap replicates (nonparametric or parametric; each refit from
+               the estimate or from random starts)
 
 Each method describes itself in :data:`SE_METHODS` (an :class:`SEMethod`): its function,
 a one-line description for reports, its own options (flags, TOML keys, fingerprints) and
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..models.base import Data, MixtureModel, Params
 from ..utils.options import Option
-from .bootstrap import BOOTSTRAP_KINDS, bootstrap_se
+from .bootstrap import BOOTSTRAP_KINDS, BOOTSTRAP_STARTS, bootstrap_se
 from .louis import louis_se
 from .numerical import numerical_se
 from .results import SEResult
@@ -61,9 +62,14 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
                         fingerprint="standard_error_computation"),
                  Option("bootstrap", str, "nonparametric", "bootstrap kind", group=_SE,
                         choices=tuple(BOOTSTRAP_KINDS), fingerprint="standard_error_computation"),
+                 Option("bootstrap_start", str, "estimate",
+                        "where each replicate's EM starts: the estimate (one start), or "
+                        "--n-starts random starts of its own, keeping the best", group=_SE,
+                        choices=tuple(BOOTSTRAP_STARTS), fingerprint="standard_error_computation"),
              ),
-             reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "seed": "seed", "tol": "tol",
-                    "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size"},
+             reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "start": "bootstrap_start",
+                    "n_starts": "n_starts", "seed": "seed", "tol": "tol", "max_iter": "max_iter",
+                    "accelerate": "accelerate", "chunk_size": "chunk_size"},
              checkpointed=True, parallel=True, progress="on_replicate"),
 )}
 #: the method of ``--se-method`` and ``--primary-se`` when none is given

@@ -1,11 +1,14 @@
-"""Bootstrap standard errors: refit replicates by EM from the estimate, align, take SDs.
+"""Bootstrap standard errors: refit replicates by EM, align them to the estimate, take SDs.
 
 Replicate ``r`` draws every random number from ``stream(seed, "bootstrap", r)``: resampled
 rows (``nonparametric``) or data simulated from the estimate by ``model.sample``
 (``parametric``: an LCA replicate keeps each row's missing answers, a regression mixture its
-predictors).  It is refitted by EM from the estimate (one start), its classes are matched to
-the estimate's (:mod:`.align`), and its free parameters are kept.  SE = the replicates'
-standard deviation (ddof=1) of each reported parameter; 95% percentile intervals.
+predictors).  It is refitted by EM, by default from the estimate (``start="estimate"``: one
+start, the usual shortcut) or, with ``start="random"``, from ``n_starts`` random starts
+seeded from that same stream (after the data), keeping the best, as a fresh fit would and as
+StepMix's bootstrap does; then its classes are matched to the estimate's (:mod:`.align`) and
+its free parameters are kept.  SE = the replicates' standard deviation (ddof=1) of each
+reported parameter; 95% percentile intervals.
 
 Replicates that do not converge or raise are counted, left out and reported.  Replicates
 whose refit warned (a ridged, collapsed or empty component, no convergence) are counted by
@@ -28,15 +31,17 @@ import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
-from ..utils import messages
-from ..utils.messages import register, t
+from ..utils.messages import register, t, templates
 from ..utils.rng import stream
 from .align import align_params
 from .results import SEResult
 
-__all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS", "message_kind"]
+__all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS", "BOOTSTRAP_STARTS",
+           "message_kind"]
 
 BOOTSTRAP_KINDS = ("nonparametric", "parametric")
+#: where a replicate's EM starts: the estimate (one start) or ``n_starts`` random starts
+BOOTSTRAP_STARTS = ("estimate", "random")
 register({
     "boot.all_nan": {"en": "All standard errors are NaN because only {ok} of {B} bootstrap replicates succeeded (at least 2 are needed).",
                      "zh": "所有标准误均为 NaN：{B} 次自助法重复中只有 {ok} 次成功（至少需要 2 次）。"},
@@ -73,17 +78,22 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
 
     Never raises: an exception becomes ``status="error"`` with its message.  ``warnings``:
     the refit's warnings (model warnings and non-convergence, as FitResult.warnings); other
-    Python warnings of the refit are not shown.
+    Python warnings of the refit are not shown.  ``opts["start"] == "random"``: the refit's
+    ``opts["n_starts"]`` starts are seeded by a number drawn from the replicate's stream
+    after its data, so they depend on (seed, r) only.
     """
     from ..estimation.em import fit_em
     try:
         rng = stream(opts["seed"], "bootstrap", r)
         data_b = replicate_data(model, data, params, opts["kind"], rng)
+        if opts.get("start", "estimate") == "random":
+            starts = {"n_starts": opts["n_starts"], "seed": int(rng.integers(0, 2**63 - 1))}
+        else:
+            starts = {"n_starts": 1, "seed": opts["seed"], "init_params": params}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = fit_em(model, data_b, n_starts=1, tol=opts["tol"], max_iter=opts["max_iter"],
-                         seed=opts["seed"], accelerate=opts["accelerate"],
-                         chunk_size=opts["chunk_size"], init_params=params)
+            fit = fit_em(model, data_b, tol=opts["tol"], max_iter=opts["max_iter"],
+                         accelerate=opts["accelerate"], chunk_size=opts["chunk_size"], **starts)
         free = model.to_free(align_params(model, params, fit.params))
         if not np.all(np.isfinite(free)):
             status = "error"
@@ -105,39 +115,55 @@ def _estimate_digest(model: MixtureModel, params: Params) -> str:
 
 def _check_saved(saved: Any, config: dict[str, Any], n_free: int) -> None:
     """CheckpointInvalid unless ``saved`` is a bootstrap state of these options and this
-    estimate whose replicates have a status and ``n_free`` free parameters each."""
+    estimate whose replicates have a status, ``n_free`` free parameters each and, when they
+    record warnings, a list of sentences.  Replicates are named from 1, as users count them."""
     require(isinstance(saved, dict) and saved.get("kind") == "bootstrap", "it is not a bootstrap state")
     require(saved.get("config") == config, "it was made with other options or another estimate")
     reps = saved.get("replicates", {})
     require(isinstance(reps, dict), "its replicates are not a mapping")
     for key, rec in reps.items():
         require(isinstance(key, str) and key.isdigit(), f"replicate {key!r} is not numbered")
+        name = f"replicate {int(key) + 1}"
         require(isinstance(rec, dict) and rec.get("status") in ("ok", "not_converged", "error")
                 and {"free", "loglik", "n_iter", "message"} <= set(rec),
-                f"replicate {key} lacks fields")
+                f"{name} lacks fields")
+        if "warnings" in rec:
+            require(isinstance(rec["warnings"], list)
+                    and all(isinstance(w, str) for w in rec["warnings"]),
+                    f"{name}'s warnings are not a list of sentences")
         if rec["status"] != "error":
-            check_arrays({"free": rec["free"]}, {"free": (n_free,)}, f"replicate {key}")
+            check_arrays({"free": rec["free"]}, {"free": (n_free,)}, name)
 
 
 def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap: int = 200,
                  kind: str = "nonparametric", seed: int = 0, tol: float = 1e-8,
                  max_iter: int = 1000, accelerate: str = "none", chunk_size: int = 4096,
+                 start: str = "estimate", n_starts: int = 10,
                  checkpoint: Checkpointer | None = None, executor: Any = None,
                  on_replicate: Callable[[int, str, int, int], None] | None = None) -> SEResult:
     """Bootstrap standard errors and percentile intervals from ``n_bootstrap`` replicates.
 
+    ``start``: each replicate's EM starts from the estimate (``"estimate"``, one start: less
+    work, the usual shortcut) or from ``n_starts`` random starts of its own, keeping the best
+    (``"random"``: a fresh fit per replicate; ``n_starts`` is read only then).
     ``checkpoint``: resumed from its state, checkpointed after every replicate.
     ``executor``: runs replicates (``map_unordered``); default in process.
     ``on_replicate(index, status, n_done, n_total)`` is called as each replicate finishes.
     """
     if kind not in BOOTSTRAP_KINDS:
         raise ValueError(f"bootstrap kind must be one of {BOOTSTRAP_KINDS}, got {kind!r}")
+    if start not in BOOTSTRAP_STARTS:
+        raise ValueError(f"bootstrap start must be one of {BOOTSTRAP_STARTS}, got {start!r}")
     if int(n_bootstrap) < 2:
         raise ValueError(f"n_bootstrap must be at least 2, got {n_bootstrap}")
+    if start == "random" and int(n_starts) < 1:
+        raise ValueError(f"n_starts must be at least 1, got {n_starts}")
     B = int(n_bootstrap)
     checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
     opts = {"kind": kind, "seed": int(seed), "tol": float(tol), "max_iter": int(max_iter),
-            "accelerate": accelerate, "chunk_size": int(chunk_size)}
+            "accelerate": accelerate, "chunk_size": int(chunk_size), "start": start}
+    if start == "random":  # the saved config names what the replicates depend on
+        opts["n_starts"] = int(n_starts)
     config = dict(opts, estimate=_estimate_digest(model, params))
 
     done: dict[str, dict[str, Any]] = {}
@@ -165,11 +191,11 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
                 close()
         checkpoint.checkpoint({"kind": "bootstrap", "config": config, "replicates": dict(done)},
                               force=True)
-    return _summarise(model, params, done, B, kind)
+    return _summarise(model, params, done, B, kind, opts)
 
 
 def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, Any]],
-               B: int, kind: str) -> SEResult:
+               B: int, kind: str, opts: dict[str, Any]) -> SEResult:
     """SDs and percentile intervals over the successful replicates, in index order."""
     order = sorted(done, key=int)
     ok = [r for r in order if done[r]["status"] == "ok"]
@@ -194,7 +220,8 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
         if n_nc:
             parts.append(t("boot.nc", n=n_nc))
         if errors:
-            parts.append(t("boot.err", n=len(errors), r=errors[0], msg=done[errors[0]]["message"]))
+            parts.append(t("boot.err", n=len(errors), r=int(errors[0]) + 1,  # counted from 1
+                           msg=done[errors[0]]["message"]))
         notes.append(t("boot.left_out", n=n_failed, B=B, parts="; ".join(parts)))
         if n_failed > FAIL_WARNING_SHARE * B:
             notes.append(t("boot.warn", pct=100.0 * n_failed / B))
@@ -205,7 +232,9 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
         notes.append(t("boot.warned", n=n_warned, B=B, parts=parts))
     extra = {"n_bootstrap": B, "n_ok": len(ok), "n_failed": n_failed,
              "n_not_converged": n_nc, "n_errors": len(errors), "bootstrap_kind": kind,
-             "n_warned": n_warned, "n_warned_by_kind": by_kind}
+             "bootstrap_start": opts["start"], "n_warned": n_warned, "n_warned_by_kind": by_kind}
+    if opts["start"] == "random":
+        extra["bootstrap_n_starts"] = opts["n_starts"]
     return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,
                     ci_lower=np.asarray(lo, dtype=float), ci_upper=np.asarray(hi, dtype=float),
                     free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra)
@@ -238,7 +267,7 @@ _PATTERNS_OF: list[int] = [-1]  # the number of registered messages _PATTERNS wa
 
 def _patterns() -> list[tuple[int, str, re.Pattern[str]]]:
     """(literal length, key, regex) of every registered template, in every language."""
-    registered = messages._TEMPLATES
+    registered = templates()
     if _PATTERNS_OF[0] != len(registered):
         _PATTERNS.clear()
         for key, texts in registered.items():

@@ -8,9 +8,10 @@ once at the edge (``--lang``); the default is ``zh`` when ``LANG`` starts with `
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["register", "t", "set_language", "get_language", "default_language"]
+__all__ = ["register", "t", "templates", "set_language", "get_language", "default_language"]
 
 _TEMPLATES: dict[str, dict[str, str]] = {}
 _LANG: list[str] = []
@@ -37,6 +38,15 @@ def register(templates: Mapping[str, Mapping[str, str]]) -> None:
         if "en" not in texts:
             raise ValueError(f"message {key!r} has no English text")
         _TEMPLATES[key] = dict(texts)
+
+
+def templates() -> Mapping[str, Mapping[str, str]]:
+    """Every registered template, ``{key: {language: text}}``, as a read-only snapshot.
+
+    For code that reads messages back (e.g. counting warnings by key whatever the language
+    they were written in); registering goes through :func:`register` only.
+    """
+    return MappingProxyType({key: MappingProxyType(dict(texts)) for key, texts in _TEMPLATES.items()})
 
 
 def t(key: str, /, **fields: Any) -> str:

@@ -1,0 +1,19 @@
+"""Messages: the public read-only view of the registered templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from src.utils.messages import register, templates
+
+
+def test_templates_are_a_read_only_snapshot():
+    """templates() lists every registered message in every language and cannot change them."""
+    register({"test.messages.hello": {"en": "Hello {name}.", "zh": "你好 {name}。"}})
+    view = templates()
+    assert dict(view["test.messages.hello"]) == {"en": "Hello {name}.", "zh": "你好 {name}。"}
+    with pytest.raises(TypeError):
+        view["test.messages.hello"] = {"en": "changed"}
+    with pytest.raises(TypeError):
+        view["test.messages.hello"]["en"] = "changed"
+    assert templates()["test.messages.hello"]["en"] == "Hello {name}."
