@@ -215,3 +215,56 @@ def test_full_agreement_is_claimed_when_every_parameter_was_compared(tmp_path, s
     report = (_write_in_process(stored, tmp_path, se) / "report.md").read_text()
     assert "Louis, numerical and bootstrap standard errors agree within Monte-Carlo error.\n" in report
     assert "Not comparable" not in report
+
+
+def _se(**columns):
+    """SE results of a few methods on the parameters a, b, c, d (what disagreements reads)."""
+    return {m: {"names": ["a", "b", "c", "d"], "se": np.array(v, dtype=float)}
+            for m, v in columns.items()}
+
+
+def test_built_in_methods_are_compared_as_before():
+    """Louis is the reference; numerical disagrees beyond 1e-3 relative, bootstrap beyond 3 Monte-Carlo SDs plus 10%."""
+    from src.output.writers import disagreements, not_comparable
+
+    se = _se(louis=[1.0, 1.0, 1.0, np.nan], numerical=[1.0009, 1.01, 1.0, 1.0],
+             bootstrap=[1.0, 1.0, 2.0, 1.0])  # B = 50: 3/sqrt(100) + 0.1 = 0.4 allowed
+    expected = ["b: Louis 1 vs numerical 1.01", "c: Louis 1 vs bootstrap 2"]
+    assert disagreements(se, 50) == expected
+    assert disagreements(se, RunOptions(n_bootstrap=50).validate()) == expected
+    assert not_comparable(se) == ["d"]
+    assert disagreements({k: v for k, v in se.items() if k != "louis"}, 50) == []
+
+
+def test_a_new_method_is_compared_as_its_registry_entry_declares():
+    """An SE method whose registry entry declares a comparison (deterministic or Monte-Carlo) is compared and named by it, with no change to the writers."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+    from typing import Any
+
+    from src.inference import SE_METHODS, SEMethod
+    from src.output.writers import Comparison, comparison_of, disagreements, not_comparable
+
+    @dataclass(frozen=True)
+    class DeclaredMethod(SEMethod):
+        """A registry entry with the ``agreement`` field the writers read."""
+
+        agreement: Any = None
+
+    fn = SE_METHODS["louis"].function
+    registry = {
+        "louis": SE_METHODS["louis"],
+        "sandwich": DeclaredMethod("sandwich", fn, "robust", agreement=SimpleNamespace(
+            label="sandwich", rel_tol=1e-2)),
+        "jackknife": DeclaredMethod("jackknife", fn, "jackknife", agreement=Comparison(
+            "jackknife", replicates="n_jackknife", sds=2.0, slack=0.0)),
+        "plain": SEMethod("plain", fn, "not compared"),
+    }
+    se = _se(louis=[1.0, 2.0, 4.0, np.nan], sandwich=[1.005, 2.1, 4.0, 1.0],
+             jackknife=[1.3, 2.0, 4.5, 1.0], plain=[np.nan] * 4)  # 2/sqrt(2*50) = 0.2 allowed
+    assert disagreements(se, SimpleNamespace(n_jackknife=50), registry) == [
+        "b: Louis 2 vs sandwich 2.1", "a: Louis 1 vs jackknife 1.3"]
+    assert not_comparable(se, registry) == ["d"]
+    assert comparison_of("plain", registry) is None
+    assert comparison_of("sandwich", registry) == Comparison("sandwich", rel_tol=1e-2)
+    assert comparison_of("bootstrap") == Comparison("bootstrap", replicates="n_bootstrap")

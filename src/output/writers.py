@@ -6,6 +6,9 @@ byte with an uninterrupted run's, and ``fit.json`` (keys sorted) likewise but fo
 ``seconds``.  The files of one run appear together or not at all: they are written as one
 set (``write_file_set``) with ``manifest.json`` last, naming each file's SHA-256 and the
 task, so a reader can tell a complete set (:func:`result_set_is_complete`).
+
+The report's agreement section compares the standard-error methods as the registry
+(:data:`src.inference.SE_METHODS`) says: see :class:`Comparison`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +29,7 @@ from ..models.registry import option_phrases
 from ..progress.atomic import sha256_bytes, sha256_file, write_file_set
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
-           "result_set_is_complete", "MANIFEST", "RESULT_FILES"]
+           "comparison_of", "Comparison", "result_set_is_complete", "MANIFEST", "RESULT_FILES"]
 
 MANIFEST = "manifest.json"
 #: every result file a run may write (a later run without one removes the earlier one's)
@@ -85,61 +89,157 @@ def _csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def disagreements(se: Mapping[str, Any], n_bootstrap: int) -> list[str]:
-    """Parameters whose standard errors disagree beyond what chance explains.
+@dataclass(frozen=True)
+class Comparison:
+    """How the report compares one method's standard errors with the reference method's.
 
-    Louis vs numerical: more than 1e-3 relative (both are deterministic).  Bootstrap vs
-    Louis: more than 3 Monte-Carlo standard deviations (SE/sqrt(2B)) plus a 10%
-    finite-sample allowance.
+    ``label``: the method in a sentence ("Louis").  ``reference``: the others are compared
+    with it.  Deterministic methods give ``rel_tol``: they disagree beyond that relative
+    difference.  Monte-Carlo methods give ``replicates``, the run option holding their
+    number of replicates B: they disagree beyond ``sds`` Monte-Carlo standard deviations
+    (SE/sqrt(2B)) plus a ``slack`` fraction (finite-sample bias) of the reference SE.
     """
-    out: list[str] = []
-    if "louis" not in se:
-        return out
-    names = se["louis"]["names"]
-    lo = np.asarray(se["louis"]["se"], dtype=float)
-    if "numerical" in se:
-        nu = np.asarray(se["numerical"]["se"], dtype=float)
-        for i, n in enumerate(names):
-            if np.isfinite(lo[i]) and np.isfinite(nu[i]) and abs(lo[i] - nu[i]) > 1e-3 * max(lo[i], 1e-300):
-                out.append(f"{n}: Louis {lo[i]:.6g} vs numerical {nu[i]:.6g}")
-    if "bootstrap" in se:
-        bo = np.asarray(se["bootstrap"]["se"], dtype=float)
-        for i, n in enumerate(names):
-            if np.isfinite(lo[i]) and np.isfinite(bo[i]) and lo[i] > 0:
-                allowed = 3 * lo[i] / math.sqrt(2 * n_bootstrap) + 0.10 * lo[i]
-                if abs(bo[i] - lo[i]) > allowed:
-                    out.append(f"{n}: Louis {lo[i]:.6g} vs bootstrap {bo[i]:.6g}")
+
+    label: str
+    reference: bool = False
+    rel_tol: float | None = None
+    replicates: str | None = None
+    sds: float = 3.0
+    slack: float = 0.10
+
+    @property
+    def monte_carlo(self) -> bool:
+        return self.replicates is not None
+
+
+#: how the three built-in methods are compared until their registry entries say it themselves
+_BUILTIN_COMPARISONS = {
+    "louis": Comparison("Louis", reference=True),
+    "numerical": Comparison("numerical", rel_tol=1e-3),
+    "bootstrap": Comparison("bootstrap", replicates="n_bootstrap"),
+}
+
+
+def comparison_of(name: str, methods: Mapping[str, Any] | None = None) -> Comparison | None:
+    """How method ``name`` is compared: its registry entry's ``agreement`` (any object with
+    Comparison's attributes) when it declares one, else the built-in rule; None: not compared."""
+    entry = (SE_METHODS if methods is None else methods).get(name)
+    declared = getattr(entry, "agreement", None)
+    if declared is None:
+        return _BUILTIN_COMPARISONS.get(name)
+    if isinstance(declared, Comparison):
+        return declared
+    defaults = Comparison(label=name)
+    return Comparison(**{f: getattr(declared, f, getattr(defaults, f))
+                         for f in ("label", "reference", "rel_tol", "replicates", "sds", "slack")})
+
+
+def _compared(se: Mapping[str, Any],
+              methods: Mapping[str, Any] | None) -> list[tuple[str, Comparison]]:
+    """The methods in ``se`` that reports compare, in registry order."""
+    registry = SE_METHODS if methods is None else methods
+    out = []
+    for name in registry:
+        rule = comparison_of(name, registry) if name in se else None
+        if rule is not None:
+            out.append((name, rule))
     return out
 
 
-def not_comparable(se: Mapping[str, Any]) -> list[str]:
+def _replicates(options: Any, option: str) -> int:
+    """A Monte-Carlo method's number of replicates: the run option ``option`` (an int given
+    instead of run options is that number, as the older ``disagreements(se, n_bootstrap)``)."""
+    if isinstance(options, (int, np.integer)):
+        return int(options)
+    return int(getattr(options, option))
+
+
+def disagreements(se: Mapping[str, Any], options: Any,
+                  methods: Mapping[str, Any] | None = None) -> list[str]:
+    """Parameters whose standard errors disagree with the reference method's beyond what
+    chance explains, by each method's :class:`Comparison` (``methods``: the registry).
+
+    Built in: Louis is the reference; numerical differs by more than 1e-3 relative (both
+    are deterministic); bootstrap by more than 3 Monte-Carlo standard deviations
+    (SE/sqrt(2B)) plus a 10% finite-sample allowance.  ``options``: the run options (for
+    the number of replicates), or that number itself.
+    """
+    out: list[str] = []
+    compared = _compared(se, methods)
+    ref = next(((m, c) for m, c in compared if c.reference), None)
+    if ref is None:
+        return out
+    names = se[ref[0]]["names"]
+    lo = np.asarray(se[ref[0]]["se"], dtype=float)
+    for m, rule in compared:
+        if m == ref[0] or (rule.rel_tol is None and not rule.monte_carlo):
+            continue
+        other = np.asarray(se[m]["se"], dtype=float)
+        if rule.monte_carlo:
+            root = math.sqrt(2 * _replicates(options, rule.replicates))
+        for i, n in enumerate(names):
+            if not (np.isfinite(lo[i]) and np.isfinite(other[i])):
+                continue
+            if rule.monte_carlo:
+                if not lo[i] > 0:
+                    continue
+                allowed = rule.sds * lo[i] / root + rule.slack * lo[i]
+            else:
+                allowed = rule.rel_tol * max(lo[i], 1e-300)
+            if abs(other[i] - lo[i]) > allowed:
+                out.append(f"{n}: {ref[1].label} {lo[i]:.6g} vs {rule.label} {other[i]:.6g}")
+    return out
+
+
+def not_comparable(se: Mapping[str, Any], methods: Mapping[str, Any] | None = None) -> list[str]:
     """Parameters whose standard error is NaN (or infinite) in at least one of the methods
     compared by :func:`disagreements`: they cannot count as agreeing."""
-    methods = [m for m in ("louis", "numerical", "bootstrap") if m in se]
-    if not methods:
+    compared = [m for m, _ in _compared(se, methods)]
+    if not compared:
         return []
-    names = list(se[methods[0]]["names"])
+    names = list(se[compared[0]]["names"])
     bad = np.zeros(len(names), dtype=bool)
-    for m in methods:
+    for m in compared:
         bad |= ~np.isfinite(np.asarray(se[m]["se"], dtype=float))
     return [n for n, b in zip(names, bad) if b]
 
 
-def _agreement(se: Mapping[str, Any], n_bootstrap: int) -> list[str]:
+def _listed(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+_COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def _agreement_heading(se: Mapping[str, Any], methods: Mapping[str, Any] | None = None) -> str:
+    n = len(_compared(se, methods))
+    return f"## Agreement of the {_COUNT_WORDS.get(n, str(n))} standard errors"
+
+
+def _agreement(se: Mapping[str, Any], options: Any,
+               methods: Mapping[str, Any] | None = None) -> list[str]:
     """The report's lines on agreement: disagreements, parameters not comparable, and a
     claim of agreement only for the parameters that were compared."""
-    dis = disagreements(se, n_bootstrap)
-    nan = not_comparable(se)
-    total = len(se["louis"]["names"]) if "louis" in se else 0
+    compared = _compared(se, methods)
+    if not compared:
+        return []
+    dis = disagreements(se, options, methods)
+    nan = not_comparable(se, methods)
+    ref = next((m for m, c in compared if c.reference), None)
+    total = len(se[ref]["names"]) if ref is not None else 0
     lines = [f"- {d}" for d in dis]
     if nan:
         lines.append(f"Not comparable (a standard error is NaN in at least one method): {', '.join(nan)}.")
     if not dis:
+        who = _listed([c.label for _, c in compared])
+        within = ("Monte-Carlo error" if any(c.monte_carlo for _, c in compared)
+                  else "their relative tolerance")
         if not nan:
-            lines.append("Louis, numerical and bootstrap standard errors agree within Monte-Carlo error.")
+            lines.append(f"{who} standard errors agree within {within}.")
         elif total > len(nan):
-            lines.append("Louis, numerical and bootstrap standard errors agree within Monte-Carlo "
-                         f"error for the other {total - len(nan)} parameters.")
+            lines.append(f"{who} standard errors agree within {within} "
+                         f"for the other {total - len(nan)} parameters.")
     return lines
 
 
@@ -185,9 +285,9 @@ def _report(model, record, fit, se, options, fitj, header, rows) -> str:
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(_short(c) for c in row) + " |")
-    if options.se_method == "all":
-        lines += ["", "## Agreement of the three standard errors", ""]
-        lines += _agreement(se, options.n_bootstrap)
+    if options.se_method == "all" and len(_compared(se, None)) > 1:
+        lines += ["", _agreement_heading(se), ""]
+        lines += _agreement(se, options)
     lines += ["", "Classes are in the model's canonical order (see docs/architecture.md)."]
     return "\n".join(lines) + "\n"
 
