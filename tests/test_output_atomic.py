@@ -133,3 +133,26 @@ def test_symlinks_planted_in_the_output_folder_are_not_followed(tmp_path, stored
     for name in ("estimates.csv", "covariance.csv", "fit.json", "report.md", MANIFEST):
         assert not (folder / name).is_symlink(), name
     assert result_set_is_complete(folder, "main_estimation")
+
+
+def test_a_rerun_removes_stray_temporaries_of_the_result_files_only(tmp_path, stored):
+    """Temporaries a killed write of the result files left (a symlink removed, not followed) go; other .tmp- entries stay."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    strays = [f"{TMP_PREFIX}estimates.csv.a1b2c3d4", f"{TMP_PREFIX}{MANIFEST}.12345",
+              f"{TMP_PREFIX}report.md.zz_9x8y7"]
+    for name in strays[:2]:
+        (folder / name).write_bytes(b"half a file")
+    (folder / strays[2]).symlink_to(target)
+    kept = [f"{TMP_PREFIX}other", f"{TMP_PREFIX}estimates.csv.toolong123",
+            f"{TMP_PREFIX}estimates.csvx.a1b2c3d4", f"{TMP_PREFIX}data.csv.a1b2c3d4"]
+    for name in kept:
+        (folder / name).write_bytes(b"not a result file's")
+    (folder / f"{TMP_PREFIX}fit.json.abcdefgh").mkdir()  # a folder is never removed
+    _write(stored, folder)
+    left = sorted(p for p in os.listdir(folder) if p.startswith(TMP_PREFIX))
+    assert left == sorted(kept + [f"{TMP_PREFIX}fit.json.abcdefgh"])
+    assert target.read_bytes() == b"precious"
+    assert result_set_is_complete(folder, "main_estimation")
