@@ -139,7 +139,9 @@ def test_semaphores_of_a_killed_process_group_are_unlinked_by_the_next_executor(
     """When the whole process group dies (resource tracker included) the next executor unlinks the named semaphores the driver had."""
     files, descendants, semaphores = _run_and_kill(tmp_path, "main", group=True)
     _assert_all_gone(descendants)
-    assert semaphores and all(os.path.exists(p) for p in semaphores)  # nobody left to unlink them
+    # nobody of the dead group is left to unlink them (another process's executor starting
+    # meanwhile, e.g. a concurrent run, may already have: that is the behaviour under test too)
+    assert semaphores
     with ProcessExecutor(2):
         assert not [p for p in semaphores | set(files) if os.path.exists(p)]
 
