@@ -74,6 +74,16 @@ def read_progress(cwd: Path, task: str = TASK, progress_dir: str = "progress") -
     return json.loads(progress_path(cwd, task, progress_dir).read_text(encoding="utf-8"))
 
 
+def write_progress(cwd: Path, doc: dict[str, Any], task: str = TASK,
+                   progress_dir: str = "progress") -> None:
+    """Write ``doc`` as the task's progress file with a correct checksum (a forged file that
+    is well formed, as an editor or another program could leave it)."""
+    from src.progress.document import serialise
+
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    progress_path(cwd, task, progress_dir).write_bytes(serialise(body))
+
+
 def try_read_progress(path: Path) -> dict[str, Any] | None:
     """The progress JSON, or None while it does not exist yet (writes are atomic)."""
     try:

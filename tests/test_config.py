@@ -185,3 +185,16 @@ def test_fingerprints_count_only_the_chosen_family_and_methods():
     assert "primary_se" not in a["standard_error_computation"]
     d = phase_fingerprints(RunOptions(sep=";"), **hashes, model_class=gmm)
     assert d["data_preparation"] != a["data_preparation"]
+
+
+def test_every_wired_phase_is_one_of_the_phases():
+    """The phases run_estimation_with_tracking wires are src.config.PHASES in order, since the
+    tracker treats any other phase name in a progress file as damage."""
+    import inspect
+    import re
+
+    from src.config import PHASES
+    from src.pipeline.tracked import run_estimation_with_tracking
+
+    source = inspect.getsource(run_estimation_with_tracking)
+    assert tuple(re.findall(r'resume_estimation_phase\(tracker, "([^"]+)"', source)) == PHASES

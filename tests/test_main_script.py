@@ -1,9 +1,11 @@
-"""The main script's flags, run as a real subprocess in a fresh working directory.
+"""The main script's flags, run as a real subprocess (or in-process) in a fresh working directory.
 
 Fingerprints (a changed option or data file is refused with exit 3 naming the change;
 ``--recompute-changed`` keeps what still matches; ``--restart`` starts over), task names
 that try to leave the progress folder, ``--progress-dir``, ``--no-progress-tracking``,
-``--auto-cleanup-progress``, ``--check-progress``, ``--clean-progress`` and the language.
+``--auto-cleanup-progress``, ``--check-progress``, ``--clean-progress`` and the language;
+progress that does not fit the pipeline (an unknown phase, a forged standard-error
+checkpoint) and result sets that are no longer whole.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 
 from tests.helpers import (FAST, ROOT, TASK, assert_one_sentence, assert_same_results, check_rc,
                            copy_run, fit_json, progress_path, read_progress, reference_run,
-                           results_dir, run_script, skip_line)
+                           results_dir, run_script, skip_line, write_progress)
+from tests.inprocess import run_main
 
 PHASES = ["data_preparation", "model_estimation", "standard_error_computation", "result_output"]
 LOUIS = FAST + ("--se-method", "louis")
@@ -239,3 +242,93 @@ def test_same_results_compares_fit_json_bytes_but_for_seconds(tmp_path, louis_ru
     fit_file.write_text(json.dumps(reordered, indent=2) + "\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="fit.json differs"):
         assert_same_results(tmp_path, louis_run)
+
+
+# ------------------------------------------------------------ progress that does not fit
+def test_progress_naming_an_unknown_phase_is_damage(tmp_path, louis_run):
+    """A progress file naming a phase the pipeline does not have is damaged: exit 3, one sentence."""
+    copy_run(louis_run, tmp_path)
+    doc = read_progress(tmp_path)
+    doc["completed_phases"].append("bogus_phase")
+    doc["phase_results"]["bogus_phase"] = doc["phase_results"]["result_output"]
+    write_progress(tmp_path, doc)
+    progress_path(tmp_path).with_name(f"{TASK}_progress.json.bak").unlink()
+    res = run_main(tmp_path, *LOUIS, "--lang", "en")
+    assert res.returncode == 3
+    assert_one_sentence(res.stderr)
+    assert "unknown phase 'bogus_phase'" in res.stderr
+
+
+SE_ALL = FAST + ("--se-method", "all", "--n-bootstrap", "4", "--save-interval", "0")
+
+
+@pytest.fixture(scope="module")
+def se_checkpoint(tmp_path_factory):
+    """A run killed in the standard-error phase with Louis done (its checkpoint saved)."""
+    folder = tmp_path_factory.mktemp("se_killed")
+    killed = run_script(folder, *SE_ALL, fault="kill:standard_error_computation:2")
+    assert killed.returncode < 0, killed.stderr
+    state = read_progress(folder)["checkpoint"]["state"]["value"]
+    assert list(state["done"]) == ["louis"] and state["method"] is None
+    return folder
+
+
+def _forge_se_state(value, how):
+    if how == "not_a_mapping":
+        return ["louis"]
+    if how == "done_not_a_mapping":
+        value["done"] = ["louis"]
+    elif how == "unknown_done":
+        value["done"]["jackknife"] = value["done"].pop("louis")
+    elif how == "result_not_a_mapping":
+        value["done"]["louis"] = "louis"
+    elif how == "other_parameters":
+        value["done"]["louis"]["names"] = ["weight[1]"]
+    elif how == "unknown_method":
+        value["method"] = "jackknife"
+    return value
+
+
+@pytest.mark.parametrize("how", ["not_a_mapping", "done_not_a_mapping", "unknown_done",
+                                 "result_not_a_mapping", "other_parameters", "unknown_method"])
+def test_forged_standard_error_checkpoint_is_dropped(tmp_path, tmp_path_factory, se_checkpoint,
+                                                     how):
+    """A forged standard-error checkpoint costs one warning; the results equal a clean run's."""
+    ref = reference_run(tmp_path_factory.getbasetemp() / "refs", SE_ALL)
+    copy_run(se_checkpoint, tmp_path)
+    doc = read_progress(tmp_path)
+    stored = doc["checkpoint"]["state"]
+    stored["value"] = _forge_se_state(stored["value"], how)
+    if how == "not_a_mapping":
+        stored["files"] = []
+    write_progress(tmp_path, doc)
+    res = run_main(tmp_path, *SE_ALL, "--lang", "en")
+    assert res.returncode == 0, res.stderr
+    assert "checkpoint of phase 'standard_error_computation' does not fit" in res.stdout
+    assert skip_line("model_estimation") in res.stdout
+    assert_same_results(tmp_path, ref)
+
+
+# ------------------------------------------------------------- result files on rerun
+@pytest.mark.parametrize("tamper", ["edited", "manifest_removed", "mixed"])
+def test_result_set_that_is_not_whole_is_written_again(tmp_path, louis_run, tamper):
+    """An edited, unlisted or mixed result set is written again on rerun from the saved numbers."""
+    copy_run(louis_run, tmp_path)
+    out = results_dir(tmp_path)
+    want = {p.name: p.read_bytes() for p in out.iterdir()}
+    if tamper == "edited":
+        (out / "estimates.csv").write_bytes(want["estimates.csv"] + b"weight[9],0.5\n")
+    elif tamper == "manifest_removed":
+        (out / "manifest.json").unlink()
+    else:  # a report of another run beside this run's other files
+        (out / "report.md").write_text("# Estimation report: something else\n")
+    res = run_main(tmp_path, *LOUIS, "--lang", "en")
+    assert res.returncode == 0, res.stderr
+    assert skip_line("standard_error_computation") in res.stdout
+    assert "Phase 'result_output' started" in res.stdout
+    got = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(got) == set(want)
+    for name in ("estimates.csv", "covariance.csv", "report.md"):
+        assert got[name] == want[name], name
+    again = run_main(tmp_path, *LOUIS, "--lang", "en")  # now whole: skipped
+    assert skip_line("result_output") in again.stdout

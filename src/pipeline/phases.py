@@ -27,7 +27,7 @@ import numpy as np
 from ..config import RunOptions
 from ..models.base import MixtureModel
 from ..models.registry import constructor_options, get_model_class
-from ..utils.checkpointing import Checkpointer, NullCheckpointer
+from ..utils.checkpointing import Checkpointer, CheckpointInvalid, NullCheckpointer, require
 from ..utils.errors import DataError, FingerprintMismatch, ModelError
 from ..utils.messages import register, t
 
@@ -119,10 +119,9 @@ def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]
 
     cls = model_class(options)
     check_model_needs(cls, options)
-    text_options = {k: v for k, v in (("sep", options.sep), ("encoding", options.encoding))
-                    if v is not None}  # only when given: older loaders lack them
     frame, record = load_table(options.data, columns=options.columns,
-                               as_text=bool(cls.reads_text), **text_options)
+                               as_text=bool(cls.reads_text), sep=options.sep,
+                               encoding=options.encoding)
     return frame, record, cls
 
 
@@ -150,14 +149,17 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
 def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
     """Phase ``data_preparation``: load, select, validate; return a small record.
 
-    The loader's notes (a detected separator or encoding...) go to ``reporter``."""
+    The loader's notes (a detected separator, encoding or decimal comma) go to
+    ``reporter`` as soon as the file is read, so they come before an error they may
+    explain.  They are shown when this phase runs: a resumed run that skips it does not
+    show them again (they stay in the record, ``record["notes"]``, which the API exposes)."""
     frame, record, cls = _read(options)
-    prepared = prepare_frame(frame, options, cls, record)
-    parsed = _hash_data(prepared.data, prepared.meta)
-    _CACHE[parsed] = (prepared.data, prepared.meta)
     if reporter is not None:
         for note in record.get("notes", []):
             reporter.message(note)
+    prepared = prepare_frame(frame, options, cls, record)
+    parsed = _hash_data(prepared.data, prepared.meta)
+    _CACHE[parsed] = (prepared.data, prepared.meta)
     return {**record, "n_obs": prepared.n_obs, "meta": prepared.meta, "parsed_sha256": parsed}
 
 
@@ -225,14 +227,53 @@ def estimate_model(prepared: Prepared, options: RunOptions,
 
 
 # ------------------------------------------------------- standard errors
+def _se_state(state: Any, methods: list[str], model: MixtureModel) -> dict[str, Any]:
+    """The phase's resumed state ``{"done", "method", "inner"}`` checked against this run
+    (``{}`` when there is none): CheckpointInvalid, one phrase, when it does not fit.
+
+    ``done`` maps methods of this run to results naming this model's parameters;
+    ``method`` (the one under way) is None or a method of this run; ``inner`` is that
+    method's own state, which the method checks."""
+    from ..inference.results import SEResult
+
+    if state is None:
+        return {}
+    require(isinstance(state, dict), f"the standard-error state is a {type(state).__name__}, "
+                                      "not a mapping")
+    done = state.get("done", {})
+    require(isinstance(done, dict), f"'done' is a {type(done).__name__}, not a mapping")
+    for name, result in done.items():
+        require(name in methods, f"'done' names {name!r}, not one of this run's methods "
+                                 f"({', '.join(methods)})")
+        require(isinstance(result, dict), f"the saved result of {name!r} is not a mapping")
+        try:
+            se = SEResult.from_dict(result)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointInvalid(f"the saved result of {name!r} cannot be read "
+                                    f"({type(exc).__name__}: {exc})") from None
+        require(se.method == name and se.names == model.reported_names()
+                and se.free_names == model.free_names()
+                and all(getattr(se, k).shape == (len(se.names),)
+                        for k in ("estimates", "se", "ci_lower", "ci_upper"))
+                and se.cov_free.shape == (len(se.free_names),) * 2,
+                f"the saved result of {name!r} does not describe this model's parameters")
+    method = state.get("method")
+    require(method is None or (isinstance(method, str) and method in methods),
+            f"'method' is {method!r}, not None or one of this run's methods ({', '.join(methods)})")
+    return state
+
+
 class _MethodCheckpoint:
     """Namespaces one SE method's checkpoints inside the phase's state."""
 
-    def __init__(self, parent: Checkpointer, method: str, done: dict[str, Any]) -> None:
+    def __init__(self, parent: Checkpointer, method: str, done: dict[str, Any],
+                 methods: list[str], model: MixtureModel) -> None:
         self.parent, self.method, self.done = parent, method, done
+        self.methods, self.model = methods, model
 
     def resume_state(self) -> dict[str, Any] | None:
-        state = self.parent.resume_state()
+        """The method's own state when the saved one is this method's (checked first)."""
+        state = _se_state(self.parent.resume_state(), self.methods, self.model)
         if state and state.get("method") == self.method:
             return state.get("inner")
         return None
@@ -271,15 +312,16 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
         return {}
     check_se_supported(type(prepared.model), methods, options.model)
     checkpoint = checkpoint or NullCheckpointer()
-    state = checkpoint.resume_state() or {}
+    state = _se_state(checkpoint.resume_state(), methods, prepared.model)
     done: dict[str, Any] = dict(state.get("done", {}))
     params = {k: np.asarray(v) for k, v in fit["params"].items()}
     todo = [m for m in methods if m not in done]
     # Started first, so the workers come up while the sequential methods run.
     with _own_executor(options, executor, any(SE_METHODS[m].parallel for m in todo)) as executor:
         for method in todo:
-            kwargs = se_arguments(method, options, checkpoint=_MethodCheckpoint(checkpoint, method, done),
-                                  executor=executor, reporter=reporter)
+            kwargs = se_arguments(method, options, executor=executor, reporter=reporter,
+                                  checkpoint=_MethodCheckpoint(checkpoint, method, done, methods,
+                                                               prepared.model))
             result = SE_METHODS[method].function(prepared.model, prepared.data, params, **kwargs)
             done[method] = result.to_dict()
             checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
@@ -306,9 +348,14 @@ def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
 
 
 def output_is_current(result: dict[str, Any], options: RunOptions) -> bool:
-    """True while the files a completed ``result_output`` wrote are still where asked."""
+    """True while the files a completed ``result_output`` wrote are still where asked and
+    form one whole result set of this task (its manifest and their SHA-256 agree), so a
+    mixed, edited or partly removed set is written again."""
+    from ..output.writers import result_set_is_complete
+
     return (Path(result["output_dir"]) == options.results_dir
-            and all(Path(f).is_file() for f in result["files"]))
+            and all(Path(f).is_file() for f in result["files"])
+            and result_set_is_complete(result["output_dir"], options.task_name))
 
 
 # ----------------------------------------------------------- fingerprints

@@ -5,6 +5,9 @@
 
     new_result = resume_estimation_phase(tracker, "new_phase_name", new_phase_function, *args)
 
+and its name in :data:`src.config.PHASES` (the tracker treats a progress file naming a
+phase that is not there as damaged).
+
 :func:`run` is a whole run with the options of ``scripts/02_run_estimation.py``: the
 up-front checks, the fingerprints, the progress context, the phases, clean-up and the
 closing messages.  The script and ``src.api.run`` both call it.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..config import RunOptions, phase_fingerprints
+from ..config import PHASES, RunOptions, phase_fingerprints
 from ..progress import estimation_progress, resume_estimation_phase
 from ..utils.console import Reporter
 from ..utils.messages import register, t
@@ -74,11 +77,14 @@ def run(options: RunOptions, reporter: Reporter | None = None, *,
 
     Returns ``{"fit", "se", "output", "prepared"}``.  Raises the pipeline's errors
     (one sentence each), KeyboardInterrupt and ``Terminated`` for the caller to map to
-    exit codes."""
+    exit codes.  Task files that dead runs left in ``/dev/shm`` go first (those of runs
+    still going are kept)."""
     from threadpoolctl import threadpool_limits
 
+    from ..parallel.cleanup import remove_stale_task_files
     from ..progress import files as progress_files
 
+    remove_stale_task_files()
     reporter = reporter or Reporter()
     cls = check_before_run(options)
     fingerprints = phase_fingerprints(options, **phases.input_hashes(options), model_class=cls)
@@ -88,7 +94,7 @@ def run(options: RunOptions, reporter: Reporter | None = None, *,
                                  enabled=not options.no_progress_tracking,
                                  fingerprints=fingerprints, restart=options.restart,
                                  recompute_changed=options.recompute_changed,
-                                 notify=reporter.message) as tracker:
+                                 notify=reporter.message, phases=PHASES) as tracker:
             result = wiring(tracker, options, reporter)
     reporter.close()
     if options.auto_cleanup_progress and not options.no_progress_tracking:
