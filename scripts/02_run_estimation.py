@@ -9,7 +9,8 @@ Thin wiring: the flags come from the option table (``src/pipeline/cli.py``), the
 ``src/pipeline/`` (the Python API ``src.api`` runs the same code).  Phases are wired in
 ``_run_estimation_with_tracking`` (data_preparation, model_estimation,
 standard_error_computation, result_output).  Exit codes: 0 done; 2 bad input or usage;
-3 progress that cannot be resumed; 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP).
+3 progress that cannot be resumed; 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP); 141
+the reader of the output went away (``--check-progress | head -1``), quietly.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ register({
     "main.interrupted_starting": {"en": "Interrupted by SIGINT while starting; nothing was done.",
                                   "zh": "启动时被 SIGINT 中断；尚未执行任何操作。"},
 })
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 
 def _interrupted_while_starting(signum, frame) -> None:
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             check_folder("--progress-dir", options.progress_dir)
             print(progress_files.render_check(options.progress_dir, args.task_name)
                   if args.check_progress else progress_files.clean(options.progress_dir, None))
+            sys.stdout.flush()  # a closed pipe is found here, not at the interpreter's exit
             return 0
         reporter = Reporter()
         run_pipeline(options, reporter, wiring=_run_estimation_with_tracking)
@@ -121,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         print(t("main.interrupted" if tracked else "main.interrupted_untracked",
                 sig=getattr(exc, "signame", "SIGTERM")), file=sys.stderr)
         return int(getattr(exc, "exit_code", 143))
+    except BrokenPipeError:
+        # The reader went away (`--check-progress | head -1`): stop quietly, as
+        # manage_progress.py does.  stdout goes to devnull so that no later write or the
+        # interpreter's final flush fails again (Python's documented recipe).
+        _silence_stdout()
+        _close(reporter)
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # last resort: one sentence, never a traceback without --debug
         _close(reporter)
         if debug:
@@ -132,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
 def _close(reporter: Reporter | None) -> None:
     if reporter is not None:
         reporter.close()
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at devnull (stdout that is not a real file is left alone)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

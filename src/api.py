@@ -100,16 +100,17 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: int = 
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table
 
-        text = {k: getattr(opts, k) for k in ("sep", "encoding") if getattr(opts, k) is not None}
         frame, record = load_table(str(data), columns=opts.columns, as_text=bool(cls.reads_text),
-                                   **text)
+                                   sep=opts.sep, encoding=opts.encoding)
     else:
         frame = _as_frame(data, opts.columns)
         record = {"source": "the data", "n_rows": int(len(frame)),
                   "columns": [str(c) for c in frame.columns]}
     prepared = phases.prepare_frame(frame, opts, cls, record)
     result = phases.fit_model(prepared, opts)
-    return MixtureResults(prepared.model, prepared.data, prepared.meta, result, opts)
+    res = MixtureResults(prepared.model, prepared.data, prepared.meta, result, opts)
+    res.notes = list(record.get("notes", []))
+    return res
 
 
 def run(**options: Any) -> "MixtureResults":
@@ -124,6 +125,7 @@ def run(**options: Any) -> "MixtureResults":
     prepared = out["prepared"]
     res = MixtureResults(prepared.model, prepared.data, prepared.meta,
                          FitResult.from_dict(out["fit"]), opts)
+    res.notes = list(prepared.record.get("notes", []))  # also after a resume: part of the record
     if out["se"]:
         primary = opts.se_method if opts.se_method in out["se"] else opts.primary_se
         res.se_result = SEResult.from_dict(out["se"][primary])
@@ -131,7 +133,8 @@ def run(**options: Any) -> "MixtureResults":
 
 
 class MixtureResults:
-    """A fitted mixture: estimates, fit statistics, class probabilities, standard errors."""
+    """A fitted mixture: estimates, fit statistics, class probabilities, standard errors,
+    and ``notes`` on how a data file was read."""
 
     def __init__(self, model: MixtureModel, data: Data, meta: dict[str, Any], fit: FitResult,
                  options: RunOptions | None = None) -> None:
@@ -141,6 +144,9 @@ class MixtureResults:
         self.fit_result = fit
         self.options = options if options is not None else RunOptions().validate()
         self.se_result: Any = None
+        #: how a data file was read, one sentence each (a detected separator, encoding or
+        #: decimal comma); empty for arrays and frames
+        self.notes: list[str] = []
 
     # ------------------------------------------------------------ statistics
     @property
@@ -244,7 +250,8 @@ class MixtureResults:
 
     # ---------------------------------------------------------------- text
     def summary(self) -> str:
-        """A plain-text report: model, fit statistics, starts, warnings, estimates."""
+        """A plain-text report: model, fit statistics, starts, notes on reading the data,
+        warnings, estimates."""
         f = self.fit_result
         lines = [
             f"Model: {self.model.name or type(self.model).__name__}, "
@@ -253,6 +260,7 @@ class MixtureResults:
             f"EM iterations: {f.n_iter} ({'converged' if f.converged else 'NOT converged'}), "
             f"best of {len(f.start_logliks)} starts (start {self.best_start}), {f.seconds:.2f} s",
         ]
+        lines += [f"Note: {n}" for n in self.notes]
         lines += [f"Warning: {w}" for w in f.warnings]
         table = self.estimates
         if self.se_result is not None and list(self.se_result.names) == list(table.index):

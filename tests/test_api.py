@@ -201,3 +201,31 @@ class TestSameAsScript:
         assert res.se_result is not None and res.best_start >= 1
         with pytest.raises(UsageError, match="did you mean 'task_name'"):
             run(task_nam="x")
+
+
+class TestDataNotes:
+    @staticmethod
+    def _european_csv(path: Path) -> Path:
+        """The faithful data with ';' between fields and ',' as the decimal mark."""
+        rows = FAITHFUL.read_text().splitlines()
+        lines = [rows[0].replace(",", ";")] + [r.replace(",", ";").replace(".", ",") for r in rows[1:]]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def test_fit_from_a_file_keeps_the_loaders_notes(self, tmp_path):
+        """fit() on a file exposes how it was read (notes) and summary() shows them."""
+        res = fit(self._european_csv(tmp_path / "eu.csv"), "gmm", 2, n_starts=2)
+        assert any("semicolon-separated" in n for n in res.notes)
+        assert any("decimal comma" in n for n in res.notes)
+        assert "Note: " in res.summary() and "decimal comma" in res.summary()
+        assert fit(pd.read_csv(FAITHFUL), "gmm", 2, n_starts=1).notes == []
+
+    def test_run_keeps_the_notes_after_a_resume(self, tmp_path, monkeypatch, capsys):
+        """run() exposes the notes, also when a rerun skips the data phase."""
+        monkeypatch.chdir(tmp_path)
+        self._european_csv(tmp_path / "eu.csv")
+        first = run(data="eu.csv", n_starts=2, se_method="none", task_name="eu", lang="en")
+        assert "decimal comma" in capsys.readouterr().out
+        again = run(data="eu.csv", n_starts=2, se_method="none", task_name="eu", lang="en")
+        assert "already completed" in capsys.readouterr().out
+        assert again.notes == first.notes and any("decimal comma" in n for n in first.notes)

@@ -1,10 +1,11 @@
 """The main script's command line and the checks made before any work.
 
 Unknown or abbreviated flags, missing values, ``--version``; a user model file without the
-class asked for; an output folder that cannot be written; a missing data file with saved
-progress; a column named twice; ``--sep`` reaching the loader; SIGINT while Python is still
-importing.  Each bad input is exit 2 (130 for SIGINT) and one sentence.  Most run
-``main(argv)`` in-process; start-up needs a real process.
+class asked for; an output folder that cannot be written (and the check leaving no folder
+behind); a missing data file with saved progress; a column named twice; ``--sep`` reaching
+the loader and the loader's notes; stale task files removed as a run starts; a closed output
+pipe (exit 141); SIGINT while Python is still importing.  Each bad input is exit 2 (130 for
+SIGINT) and one sentence.  Most run ``main(argv)`` in-process; start-up needs a real process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +206,91 @@ def test_user_model_describes_its_options_and_methods(tmp_path):
     rate = float((tmp_path / "out" / "estimates.csv").read_text().splitlines()[2].split(",")[1])
     mean = sum(float(r.split(",")[1]) for r in FAITHFUL.read_text().splitlines()[1:]) / 272
     assert rate == pytest.approx(1 / (2.0 * mean), rel=1e-6)  # data scaled by the default 2.0
+
+
+# --------------------------------------------------------------- reading the data
+def _semicolon_decimal_comma(path, *, bad_row: int | None = None, encoding: str = "utf-8"):
+    """The faithful data written the European way: ';' between fields, ',' as decimal mark."""
+    rows = FAITHFUL.read_text().splitlines()
+    lines = [rows[0].replace(",", ";")]
+    for i, row in enumerate(rows[1:]):
+        a, b = row.split(",")
+        lines.append(f"{a.replace('.', ',')};{'é' if i == bad_row else b}")
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+
+
+def test_data_notes_are_shown_when_the_data_phase_runs(tmp_path):
+    """The loader's notes are printed when data_preparation runs, not when a rerun skips it."""
+    _semicolon_decimal_comma(tmp_path / "eu.csv")
+    res = run_main(tmp_path, *QUICK, "--data", "eu.csv")
+    assert res.returncode == 0, res.stderr
+    assert "eu.csv as semicolon-separated" in res.stdout
+    assert "with a decimal comma" in res.stdout
+    assert res.stdout.index("semicolon-separated") < res.stdout.index("Phase 'model_estimation'")
+    again = run_main(tmp_path, *QUICK, "--data", "eu.csv")
+    assert again.returncode == 0 and "Phase 'data_preparation' already completed" in again.stdout
+    assert "semicolon-separated" not in again.stdout
+
+
+def test_data_notes_come_before_the_error_they_explain(tmp_path):
+    """A file read as cp1252 whose column then is not numeric: the note, then one sentence."""
+    _semicolon_decimal_comma(tmp_path / "eu.csv", bad_row=4, encoding="cp1252")
+    res = run_main(tmp_path, *QUICK, "--data", "eu.csv")
+    assert res.returncode == 2
+    assert_one_sentence(res.stderr)
+    assert "non-numeric value 'é'" in res.stderr
+    assert "eu.csv as cp1252 because it is not valid UTF-8" in res.stdout
+
+
+# ------------------------------------------------------------- start of every run
+def _stale_task_file(pid: int, age: float) -> Path:
+    from src.parallel.cleanup import task_dir
+
+    path = Path(task_dir()) / f"em-task-{pid}-testcli{os.getpid()}.pkl"
+    path.write_bytes(b"left behind")
+    past = time.time() - age
+    os.utime(path, (past, past))
+    return path
+
+
+def test_every_run_removes_task_files_of_dead_runs(tmp_path):
+    """A run without workers removes the task files a dead run left, and keeps a live run's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = _stale_task_file(dead.pid, age=3600)  # older than any process with that pid now
+    live = _stale_task_file(os.getppid(), age=0)
+    try:
+        res = run_main(tmp_path, *QUICK, "--no-progress-tracking")
+        assert res.returncode == 0, res.stderr
+        assert not stale.exists()
+        assert live.exists()
+    finally:
+        for path in (stale, live):
+            path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------- closed output pipe
+def test_check_progress_into_a_closed_pipe_is_quiet_exit_141(tmp_path):
+    """--check-progress | head -0: exit 141 and nothing on stderr (was 'Unexpected error', exit 1)."""
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    (progress / "main_estimation_progress.json").write_text("{}")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--check-progress"], cwd=tmp_path,
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the script writes
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert proc.returncode == 141, err
+    assert err == b""
+
+
+# -------------------------------------------------------- the up-front folder check
+def test_refused_run_leaves_no_output_folder(tmp_path):
+    """A run refused with exit 3 (inputs changed) leaves no folder from the writability check."""
+    assert run_main(tmp_path, *QUICK, "--output-dir", "first").returncode == 0
+    res = run_main(tmp_path, *QUICK, "--components", "3", "--output-dir", "new/deeper")
+    assert res.returncode == 3
+    assert_one_sentence(res.stderr)
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "progress"]

@@ -47,10 +47,9 @@ def check_before_run(options: RunOptions) -> type[MixtureModel]:
 def check_data_source(source: str | None) -> None:
     """The loader's own DataError when ``--data`` is not one readable file or built-in
     set (missing, a folder, a pattern...), before any work."""
-    from ..data import loading
+    from ..data.loading import resolve_source
 
-    resolve = getattr(loading, "resolve_source", None) or loading._resolve
-    resolve(source)
+    resolve_source(source)
 
 
 def check_folder(flag: str, path: Path) -> None:
@@ -63,14 +62,38 @@ def check_folder(flag: str, path: Path) -> None:
 
 
 def check_writable(flag: str, path: Path) -> None:
-    """Create the folder ``path`` and a temporary file in it (then remove the file);
-    UsageError naming the flag when either fails."""
+    """UsageError naming the flag unless the folder ``path`` can be created and written.
+
+    Leaves no trace: the probe file and the folders made for it are removed again (the
+    writers create the folder when there are results), so a run refused later (exit 3)
+    or interrupted before its output leaves no empty folder behind."""
     check_folder(flag, path)
+    created: list[Path] = []
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        for folder in reversed(_missing_folders(Path(path))):
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by someone else: not ours to remove
+                continue
+            created.append(folder)
         fd, name = tempfile.mkstemp(prefix=".write-check-", dir=path)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UsageError(t("checks.not_writable", flag=flag, path=path, reason=reason)) from None
+    finally:
+        for folder in reversed(created):  # deepest first; one that is no longer empty stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
