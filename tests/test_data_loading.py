@@ -271,6 +271,8 @@ class TestSources:
                                             r"input \(a folder\) is not supported yet") as err:
             load_table(str(parts))
         assert err.value.exit_code == 2 and "does not exist" not in str(err.value)
+        with pytest.raises(DataError, match=r"parts is a folder holding 3 Parquet"):
+            load_table(os.path.relpath(parts))  # a relative path names its example file too
         (tmp_path / "empty").mkdir()
         with pytest.raises(DataError, match="empty is a folder with no CSV, TSV or Parquet file"):
             load_table(str(tmp_path / "empty"))

@@ -39,6 +39,7 @@ What is read (:func:`load_table`), and what it says when it cannot:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -219,7 +220,7 @@ def _unsupported(info: SourceInfo) -> DataError:
     if info.kind in ("folder", "glob") and (info.n_parquet or info.n_text):
         example = info.files[0] if info.files else "-"
         if info.kind == "folder" and info.path is not None and info.files:
-            example = info.files[0].relative_to(info.path)
+            example = os.path.relpath(info.files[0], info.path)
         return DataError(t(f"data.{info.kind}", path=info.text, n_parquet=info.n_parquet,
                            n_text=info.n_text, example=str(example)))
     if info.kind == "folder":
