@@ -395,12 +395,12 @@ class TestDetection:
     def test_explicit_encoding_that_cannot_decode(self, tmp_path):
         """An explicit encoding that cannot decode the file names the byte, its line and one that can."""
         path = write_bytes(tmp_path / "l.csv", "name\nAnn\nJos\xe9\n".encode("cp1252"))
-        with pytest.raises(DataError, match=r"l.csv is not valid utf-8 text \(byte 0xe9 in line 3\); "
+        with pytest.raises(DataError, match=r"l.csv is not valid utf-8 text \(byte 0xe9 in line 3, the header being line 1\); "
                                             r"it looks like cp1252: use --encoding cp1252"):
             load_table(path, encoding="utf-8")
         late = "id\n" + "1\n" * 40000 + "Jos\xe9\n"
         path = write_bytes(tmp_path / "late.csv", late.encode("cp1252"))
-        with pytest.raises(DataError, match=r"byte 0xe9 in line 40002\); it looks like cp1252"):
+        with pytest.raises(DataError, match=r"byte 0xe9 in line 40002, the header being line 1\); it looks like cp1252"):
             load_table(path, encoding="utf-8")
 
     def test_explicit_encoding_on_utf8_and_unknown_names(self, tmp_path):

@@ -166,21 +166,21 @@ def fit(cls, k=2, **kw):
 @pytest.mark.parametrize("cls,accelerate", [(NanLogJoint, "none"), (NanLogJoint, "squarem"),
                                             (NanLogJointClosed, "none")])
 def test_nan_in_log_joint_names_row_and_class(cls, accelerate):
-    """A NaN in log_joint stops the fit naming the class, the method, row 17 and class 2."""
+    """A NaN in log_joint stops the fit naming the class, the method, row 16 (0-based) and class 2."""
     with pytest.raises(ModelError, match=rf"^{cls.__name__}\.log_joint returned NaN .*"
-                                         r"first at row 17, class 2; 1 in all"):
+                                         r"first at row 16 \(0-based\), class 2; 1 in all"):
         fit(cls, accelerate=accelerate)
 
 
 def test_nan_in_a_later_chunk_counts_rows_from_the_start():
     """Rows are numbered in the whole data set even when the NaN sits in a later chunk."""
-    with pytest.raises(ModelError, match=r"first at row 17, class 2"):
+    with pytest.raises(ModelError, match=r"first at row 16 \(0-based\), class 2"):
         fit(NanLogJointClosed, chunk_size=10)
 
 
 def test_plus_inf_in_log_joint_is_an_error():
     """+inf is not a log-density: the fit stops naming it and where it is."""
-    with pytest.raises(ModelError, match=r"PlusInfLogJoint\.log_joint returned \+inf .*row 4, class 1"):
+    with pytest.raises(ModelError, match=r"PlusInfLogJoint\.log_joint returned \+inf .*row 3 \(0-based\), class 1"):
         fit(PlusInfLogJoint)
 
 
@@ -219,7 +219,7 @@ def test_minus_inf_for_a_class_is_legitimate():
 def test_row_impossible_in_every_class_is_named():
     """-inf for every class of a row at the starting values names that row."""
     with pytest.raises(ModelError, match=r"ImpossibleRow\.log_joint returned -inf for every "
-                                         r"class at row 5 \(1 rows in all\)"):
+                                         r"class at row 4 \(0-based; 1 rows in all\)"):
         fit(ImpossibleRow)
 
 
@@ -302,5 +302,5 @@ def test_script_exits_2_with_one_line_naming_class_and_method(tmp_path):
     check_rc(proc, 2)
     assert_one_sentence(proc.stderr)
     assert proc.stderr.startswith("NanModel.log_joint returned NaN")
-    assert "row 17, class 2" in proc.stderr
+    assert "row 16 (0-based), class 2" in proc.stderr
     assert "RuntimeWarning" not in proc.stderr + proc.stdout

@@ -395,7 +395,7 @@ def test_bootstrap_refuses_replicates_of_the_wrong_size():
     first = next(iter(state["replicates"]))
     state["replicates"][first]["status"] = "ok"
     state["replicates"][first]["free"] = np.zeros(2)
-    with pytest.raises(CheckpointInvalid, match=f"replicate {first}"):
+    with pytest.raises(CheckpointInvalid, match=f"replicate {int(first) + 1}"):
         bootstrap_se(model, data, params, n_bootstrap=3, seed=1, max_iter=30,
                      checkpoint=MemoryCheckpointer(state))
 

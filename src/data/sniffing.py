@@ -77,8 +77,8 @@ register({
         "zh": "分隔符 {sep!r} 不可用；请给出一个字符，如 ','、';' 或 '\\t'（或 tab），或不指定 --sep 以自动识别。"},
     "data.wrong_encoding": {
         "en": "The data file {path} is not valid {encoding} text (byte 0x{byte:02x} in line "
-              "{line}); it looks like {guess}: use --encoding {guess} or leave --encoding out.",
-        "zh": "数据文件 {path} 不是有效的 {encoding} 文本（第 {line} 行的字节 0x{byte:02x}）；"
+              "{line}, the header being line 1); it looks like {guess}: use --encoding {guess} or leave --encoding out.",
+        "zh": "数据文件 {path} 不是有效的 {encoding} 文本（第 {line} 行的字节 0x{byte:02x}，表头为第 1 行）；"
               "它看起来是 {guess}：请使用 --encoding {guess}，或不指定 --encoding。"},
     "data.wrong_sep": {
         "en": "Reading {path} with --sep {sep} gives one column named {column!r}; the file "

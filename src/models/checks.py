@@ -69,15 +69,15 @@ register({
         "zh": "{model}.{method} 返回的形状为 {got}，应为 {expected}；请修正该模型类。"},
     "model.log_joint_not_finite": {
         "en": "{model}.{method} returned {value} where finite values are needed (first at row "
-              "{row}, class {k}; {count} in all; -inf is allowed but NaN and +inf are not); fix "
+              "{row} (0-based), class {k}; {count} in all; -inf is allowed but NaN and +inf are not); fix "
               "the model class or its starting values.",
-        "zh": "{model}.{method} 在需要有限值的位置返回了 {value}（首次出现在第 {row} 行、第 {k} 类；"
+        "zh": "{model}.{method} 在需要有限值的位置返回了 {value}（首次出现在第 {row} 行（从 0 开始计）、第 {k} 类；"
               "共 {count} 处；允许 -inf，但不允许 NaN 和 +inf）；请修正该模型类或其初始值。"},
     "model.row_impossible": {
-        "en": "{model}.{method} returned -inf for every class at row {row} ({count} rows in all), "
+        "en": "{model}.{method} returned -inf for every class at row {row} (0-based; {count} rows in all), "
               "so that row has probability zero at the starting values; fix the model class or "
               "its starting values.",
-        "zh": "{model}.{method} 在第 {row} 行对所有类别都返回 -inf（共 {count} 行），即该行在初始值下"
+        "zh": "{model}.{method} 在第 {row} 行（从 0 开始计）对所有类别都返回 -inf（共 {count} 行），即该行在初始值下"
               "概率为零；请修正该模型类或其初始值。"},
     "model.missing_param": {
         "en": "{model}.{method} returned no parameter {name!r} (declared by param_specs: "
@@ -189,12 +189,12 @@ def check_log_joint(model: "MixtureModel", lj: Any, n_rows: int, first_row: int 
         if bad.any():
             row, k = np.argwhere(bad)[0]
             raise ModelError(t("model.log_joint_not_finite", model=_name(model), method=method,
-                               value=value, row=first_row + int(row) + 1, k=int(k) + 1,
+                               value=value, row=first_row + int(row), k=int(k) + 1,
                                count=int(bad.sum())))
     impossible = ~finite.any(axis=1)
     if impossible.any():
         raise ModelError(t("model.row_impossible", model=_name(model), method=method,
-                           row=first_row + int(np.argmax(impossible)) + 1,
+                           row=first_row + int(np.argmax(impossible)),
                            count=int(impossible.sum())))
 
 
