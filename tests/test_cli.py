@@ -220,13 +220,15 @@ def _semicolon_decimal_comma(path, *, bad_row: int | None = None, encoding: str 
 
 
 def test_data_notes_are_shown_when_the_data_phase_runs(tmp_path):
-    """The loader's notes are printed when data_preparation runs, not when a rerun skips it."""
+    """The loader's notes are printed when data_preparation runs (not when a rerun skips it) and kept in the report."""
     _semicolon_decimal_comma(tmp_path / "eu.csv")
     res = run_main(tmp_path, *QUICK, "--data", "eu.csv")
     assert res.returncode == 0, res.stderr
     assert "eu.csv as semicolon-separated" in res.stdout
     assert "with a decimal comma" in res.stdout
     assert res.stdout.index("semicolon-separated") < res.stdout.index("Phase 'model_estimation'")
+    report = (tmp_path / "results" / "main_estimation" / "report.md").read_text()
+    assert "eu.csv as semicolon-separated" in report  # kept with the results too
     again = run_main(tmp_path, *QUICK, "--data", "eu.csv")
     assert again.returncode == 0 and "Phase 'data_preparation' already completed" in again.stdout
     assert "semicolon-separated" not in again.stdout

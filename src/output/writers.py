@@ -278,6 +278,7 @@ def _report(model, record, fit, se, options, fitj, header, rows) -> str:
              f"- EM: {fitj['n_iter']} iterations, {'converged' if fitj['converged'] else 'NOT converged'}"
              f" (tol {options.tol}, {options.n_starts} random starts, acceleration {options.accelerate})",
              f"- Standard errors: {options.se_method}", ""]
+    lines[3:3] = [f"  - {note}" for note in record.get("notes") or []]  # how the file was read
     for w in fitj["warnings"]:
         lines.append(f"> Warning: {w}")
     for m, r in se.items():
