@@ -22,9 +22,8 @@ new folder (a new *cycle*).  At the end it checks:
   ``pymp-*``); no ``em-*`` file in ``/dev/shm`` left by our runs: one named
   ``em-{kind}-{pid}-...`` (task files, semaphore records) whose pid is one of our runs'
   processes, or an ``em-task-*`` without a pid in its name that was last written while one
-  of our runs was alive; and no other file of
-  ``/dev/shm`` that a run's driver had mapped (sampled from ``/proc/PID/maps`` while it ran:
-  multiprocessing's named semaphores ``sem.mp-*``);
+  of our runs was alive; and no other file of ``/dev/shm`` that a run's driver had mapped
+  (sampled from ``/proc/PID/maps`` while it ran: multiprocessing's semaphores ``sem.mp-*``);
 * the progress file, when there is one, says ``completed``.
 
 The delay before each kill is drawn from ``numpy.random.default_rng(--seed)``, uniform
@@ -32,13 +31,15 @@ between ``--min-delay`` and ``--max-delay`` (default: the reference run's durati
 to the duration of any later uninterrupted run that completed before its kill, so a
 reference slowed by a busy machine does not waste cycles), so a failing torture run can be
 replayed with the same seed (the same fractions of that range; where they land in the work
-still depends on the machine's speed).  Exit 0 when every check
-passes, 1 on any failure, 2 on bad usage or a reference run that fails.
+still depends on the machine's speed; every run's delay and exit are in ``--report-json``).
+Exit 0 when every check passes, 1 on any failure, 2 on a reference run that fails; bad
+usage exits 2 too (argparse) or with a one-line message.
 
 Usage::
 
     python benchmarks/torture.py                              # 20 kills, gmm, se all
-    python benchmarks/torture.py --kills 300 --workers 2 --save-interval 0 --seed 7
+    python benchmarks/torture.py --kills 300 --workers 2 --save-interval 0 --seed 7 --snapshot
+    python benchmarks/torture.py --kills 40 --kill-mode mixed --workers 2   # driver-only kills too
     python benchmarks/torture.py --kills 50 -- --model lca --components 2 --se-method all \\
         --n-starts 3 --n-bootstrap 30        # data generated into the work folder
     python benchmarks/torture.py --kills 5 --keep --work-dir /tmp/t   # keep the folders
@@ -93,6 +94,10 @@ TIMING_KEY = re.compile(r"(?:^|_)(?:seconds|secs|elapsed|duration|walltime|time|
 #: sems), or the earlier em-task-{random}.pkl without the creator's pid
 TASK_FILE = re.compile(r"^em-(?:[a-z]+-(\d+)-.*|task-.*)$")
 SHM_DIRS = [d for d in ("/dev/shm",) if os.path.isdir(d)]
+
+
+class UsageError(Exception):
+    """Bad options: one sentence, exit 2."""
 
 
 # ----------------------------------------------------------------------------- records
@@ -333,12 +338,23 @@ class Watch:
 class Torture:
     def __init__(self, opts: argparse.Namespace, cmd_args: list[str]) -> None:
         self.opts = opts
-        self.work = Path(opts.work_dir).resolve() if opts.work_dir else Path(
-            tempfile.mkdtemp(prefix="torture-"))
-        self.work.mkdir(parents=True, exist_ok=True)
-        if any(self.work.iterdir()):
-            raise SystemExit(f"torture: the work folder {self.work} is not empty")
         args = list(cmd_args) if cmd_args else list(DEFAULT_ARGS)
+        for flag in ("--progress-dir", "--output-dir"):
+            value = _option(args, flag)
+            if value is not None and Path(value).is_absolute():
+                raise UsageError(f"{flag} must be relative (each run has its own folder)")
+        script = Path(opts.script).resolve() if opts.script else DEFAULT_SCRIPT
+        if not script.is_file():
+            raise UsageError(f"no script {script}")
+        if opts.snapshot and ROOT not in script.parents:
+            raise UsageError(f"--snapshot needs a script inside {ROOT}")
+        if opts.work_dir:
+            self.work = Path(opts.work_dir).resolve()
+            if self.work.exists() and any(self.work.iterdir()):
+                raise UsageError(f"the work folder {self.work} is not empty")
+            self.work.mkdir(parents=True, exist_ok=True)
+        else:
+            self.work = Path(tempfile.mkdtemp(prefix="torture-"))
         if _option(args, "--model") == "lca" and _option(args, "--data") is None:
             data = self.work / "data" / "lca.csv"
             write_lca_data(data)
@@ -349,14 +365,9 @@ class Torture:
             args += ["--workers", str(opts.workers)]
         if opts.save_interval is not None:
             args += ["--save-interval", str(opts.save_interval)]
-        for flag in ("--progress-dir", "--output-dir"):
-            value = _option(args, flag)
-            if value is not None and Path(value).is_absolute():
-                raise SystemExit(f"torture: {flag} must be relative (each run has its own folder)")
         self.task = _option(args, "--task-name") or "main_estimation"
         self.progress_dir = _option(args, "--progress-dir") or "progress"
         self.output_dir = _option(args, "--output-dir") or f"results/{self.task}"
-        script = Path(opts.script).resolve() if opts.script else DEFAULT_SCRIPT
         if opts.snapshot:  # every run, the reference too, uses this copy of the code
             script = self._snapshot(script)
         self.command = [sys.executable, str(script), *args]
@@ -377,10 +388,7 @@ class Torture:
 
     def _snapshot(self, script: Path) -> Path:
         """Copy ``src/`` and the script's folder into the work folder; the copied script."""
-        try:
-            rel = script.relative_to(ROOT)
-        except ValueError:
-            raise SystemExit(f"torture: --snapshot needs a script inside {ROOT}") from None
+        rel = script.relative_to(ROOT)
         code = self.work / "code"
         skip = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(ROOT / "src", code / "src", ignore=skip)
@@ -709,7 +717,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.kills < 0 or opts.min_delay < 0 or opts.grace < 0:
         print("torture: --kills, --min-delay and --grace must not be negative", file=sys.stderr)
         return 2
-    t = Torture(opts, cmd_args)
+    try:
+        t = Torture(opts, cmd_args)
+    except UsageError as exc:
+        print(f"torture: {exc}", file=sys.stderr)
+        return 2
     try:
         rep = t.run()
     except RuntimeError as exc:
