@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -28,7 +27,7 @@ import numpy as np
 from ..inference import SE_METHODS
 from ..models.base import MixtureModel
 from ..models.registry import option_phrases
-from ..progress.atomic import TMP_PREFIX, sha256_bytes, sha256_file, temp_pattern, write_file_set
+from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_file, write_file_set
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
            "comparison_of", "Comparison", "remove_stray_temporaries", "result_set_is_complete",
@@ -326,32 +325,6 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
     manifest = _manifest(options.task_name, files)
     written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=RESULT_FILES)
     return [str(p) for p in written]
-
-
-def remove_stray_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Remove the temporaries an interrupted write of ``names`` left in ``folder``.
-
-    Only those names' own (``.tmp-estimates.csv.XXXXXXXX`` and the older ``.PID`` naming,
-    :func:`~src.progress.atomic.temp_pattern`); any other file stays.  A symbolic link is
-    removed itself, never followed; a folder is left alone.  Returns what was removed.
-    """
-    patterns = [temp_pattern(n) for n in names]
-    removed: list[Path] = []
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return removed
-    for entry in entries:
-        if not entry.name.startswith(TMP_PREFIX) or not any(p.match(entry.name) for p in patterns):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                continue
-            os.unlink(entry.path)  # unlink never follows a symbolic link
-        except OSError:
-            continue  # gone meanwhile, or not ours to remove: it harms nothing
-        removed.append(Path(entry.path))
-    return removed
 
 
 def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:

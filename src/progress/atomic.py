@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 __all__ = ["atomic_write_bytes", "replace_with_link", "write_file_set", "write_temp",
-           "temp_pattern", "fsync_dir", "sha256_bytes", "sha256_file", "TMP_PREFIX"]
+           "temp_pattern", "remove_stray_temporaries", "fsync_dir", "sha256_bytes", "sha256_file",
+           "TMP_PREFIX"]
 
 TMP_PREFIX = ".tmp-"
 _FILE_MODE = 0o644  # before the umask, as open() would create the file
@@ -34,6 +35,32 @@ def temp_pattern(name: str) -> re.Pattern[str]:
     """Names of the temporary files made for a file called ``name``: mkstemp's 8 random
     characters, or the digits of the older ``.PID`` naming."""
     return re.compile(re.escape(TMP_PREFIX + name) + r"\.(?:[a-z0-9_]{8}|[0-9]+)\Z")
+
+
+def remove_stray_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporaries an interrupted write of ``names`` left in ``folder``.
+
+    Only those names' own (``.tmp-estimates.csv.XXXXXXXX`` and the older ``.PID`` naming,
+    :func:`temp_pattern`); any other file stays.  A symbolic link is
+    removed itself, never followed; a folder is left alone.  Returns what was removed.
+    """
+    patterns = [temp_pattern(n) for n in names]
+    removed: list[Path] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(TMP_PREFIX) or not any(p.match(entry.name) for p in patterns):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            os.unlink(entry.path)  # unlink never follows a symbolic link
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: it harms nothing
+        removed.append(Path(entry.path))
+    return removed
 
 
 def fsync_dir(folder: Path) -> None:
