@@ -3,7 +3,10 @@
 It stands beside the pipeline (data -> models -> estimation -> inference -> output): the
 phases call it, it imports none of them.  Modules, one concern each:
 
-    tracker.py      EstimationProgressTracker, estimation_progress(), resume_estimation_phase()
+    tracker.py      EstimationProgressTracker, estimation_progress(), resume_estimation_phase():
+                    lifecycle, phases, the checkpoint protocol, writing
+    recovery.py     reading saved progress without trust: main file or backup, salvaging
+                    what damaged artifacts spare, refusing in one sentence, changed inputs
     document.py     the progress file's fields, checksum and validation
     paths.py        task and phase names, the files of a task, refusing symbolic links
     lock.py         one run per task (OS lock + owner file)

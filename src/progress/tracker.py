@@ -12,12 +12,9 @@ The tracker knows no model: phases hand it JSON values, numpy arrays and DataFra
 (stored beside the JSON as ``.npz``/Parquet, never pickled).  Writes are atomic
 (temporary file, fsync, rename) and the previous good file is kept as ``.bak``.
 
-Nothing read back is trusted: the document is checked (checksum, then schema), every
-artifact by name and hash, and a damaged part costs only what depends on it (a bad
-checkpoint: the phase starts again; a bad result: that phase and the later ones run
-again), with one warning each and the damaged files kept as ``*.damaged``.  Tracking never
-costs the result: when the progress folder cannot be written the run goes on without
-checkpoints after one warning.
+Nothing read back is trusted: what a run resumes from is what ``recovery.py`` can recover
+(a damaged part costs only what depends on it).  Tracking never costs the result: when the
+progress folder cannot be written the run goes on without checkpoints after one warning.
 """
 
 from __future__ import annotations
@@ -25,24 +22,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import stat
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..utils.checkpointing import CheckpointInvalid
-from ..utils.errors import FingerprintMismatch, ProgressCorrupt
 from ..utils.messages import register, t
 from . import faults
-from .artifacts import (ArtifactError, Unstorable, collect_garbage, decode, encode, references,
-                        set_aside)
-from .atomic import atomic_write_bytes, fsync_dir, replace_with_link
-from .document import SCHEMA_VERSION, Damaged, FutureSchema, parse, serialise
-from .fingerprint import describe_changes, diff_fingerprints
+from .artifacts import Unstorable, collect_garbage, encode
+from .atomic import atomic_write_bytes, replace_with_link
+from .document import SCHEMA_VERSION, serialise
 from .lock import TaskLock
 from .paths import check_task_paths, task_paths, validate_phase_name, validate_task_name
+from .recovery import Recovered, SavedProgress
 from .save_policy import IntervalPolicy
 from .signals import (Terminated, WriteGuard, exception_for, install_handlers,
                       restore_handlers)
@@ -57,32 +50,9 @@ register({
                       "zh": "阶段 '{phase}' 已完成，跳过执行"},
     "progress.resumed": {"en": "Resuming task '{task}' from {path} (completed: {done})",
                          "zh": "从 {path} 恢复任务 '{task}'（已完成：{done}）"},
-    "progress.damaged_backup_used": {
-        "en": "Warning: progress file {path} {reason}; it was kept as {kept} and the run resumes from its backup {backup}.",
-        "zh": "警告：进度文件 {path} {reason}；已保留为 {kept}，并从备份 {backup} 继续运行。"},
-    "progress.missing_backup_used": {
-        "en": "Warning: progress file {path} is missing; the run resumes from its backup {backup}.",
-        "zh": "警告：进度文件 {path} 不存在；从备份 {backup} 继续运行。"},
-    "progress.damaged": {
-        "en": "Progress file {path} {reason} and no usable backup exists; rerun with --restart to start over (the damaged file is kept) or remove it with 'python scripts/manage_progress.py clean --task {task}'.",
-        "zh": "进度文件 {path} {reason}，且没有可用的备份；请使用 --restart 重新开始（损坏的文件会被保留），或用 'python scripts/manage_progress.py clean --task {task}' 删除。"},
-    "progress.future": {
-        "en": "Progress file {path} was written by a newer version of this pipeline (schema {found}, this version reads {ours}); upgrade, or rerun with --restart to start over.",
-        "zh": "进度文件 {path} 由更新版本的程序写入（格式版本 {found}，本版本支持 {ours}）；请升级，或使用 --restart 重新开始。"},
-    "progress.mismatch": {
-        "en": "The saved progress of task '{task}' was computed with different inputs ({changes}), which affects {phases}; for a different analysis rerun with --task-name NEW, to redo this one rerun with --restart, or rerun with --recompute-changed to keep the phases that still match.",
-        "zh": "任务 '{task}' 已保存的进度基于不同的输入（{changes}），影响阶段 {phases}；若是另一项分析，请使用 --task-name 新名称；若要重做本任务，请使用 --restart；或使用 --recompute-changed 保留仍然匹配的阶段。"},
-    "progress.recompute": {"en": "Inputs changed ({changes}); recomputing {phases}",
-                           "zh": "输入已改变（{changes}）；重新计算 {phases}"},
     "progress.unstorable": {
         "en": "Warning: the result of phase '{phase}' contains {what}, which cannot be stored without pickling; the phase will run again on resume.",
         "zh": "警告：阶段 '{phase}' 的结果包含{what}，无法在不使用 pickle 的情况下保存；恢复时将重新执行该阶段。"},
-    "progress.results_dropped": {
-        "en": "Warning: progress file {path}: the saved result of phase '{phase}' {reason}; {phases} will be computed again (damaged artifacts are kept as *.damaged).",
-        "zh": "警告：进度文件 {path}：阶段 '{phase}' 保存的结果{reason}；将重新计算 {phases}（损坏的附属文件保留为 *.damaged）。"},
-    "progress.checkpoint_dropped": {
-        "en": "Warning: progress file {path}: the checkpoint of phase '{phase}' {reason}; it is dropped and the phase starts again from its beginning (completed phases are kept).",
-        "zh": "警告：进度文件 {path}：阶段 '{phase}' 的检查点{reason}；已丢弃该检查点，此阶段将从头开始（已完成的阶段保留）。"},
     "progress.checkpoint_invalid": {
         "en": "Warning: the saved checkpoint of phase '{phase}' does not fit this run ({detail}); it is dropped (the progress file is kept as {kept}) and the phase starts again from its beginning.",
         "zh": "警告：阶段 '{phase}' 保存的检查点与本次运行不符（{detail}）；已丢弃该检查点（进度文件保留为 {kept}），此阶段将从头开始。"},
@@ -92,41 +62,7 @@ register({
     "progress.end_unsaved": {
         "en": "Warning: the end of the run could not be recorded in {path} ({error}).",
         "zh": "警告：无法在 {path} 中记录运行的结束（{error}）。"},
-    "reason.artifact": {"en": "refers to a missing or damaged artifact ({detail})",
-                        "zh": "引用的附属文件缺失或损坏（{detail}）"},
-    "reason.future": {"en": "was written by a newer version of this pipeline (schema {found}, this version reads {ours})",
-                      "zh": "由更新版本的程序写入（格式版本 {found}，本版本支持 {ours}）"},
 })
-
-
-def _os_error(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-@dataclass
-class _Candidate:
-    """One readable progress document (the main file or its backup) and what decoded."""
-
-    key: str                      # "progress" or "backup"
-    path: Path
-    doc: dict
-    results: dict[str, Any] = field(default_factory=dict)   # phase -> decoded result
-    bad_results: dict[str, str] = field(default_factory=dict)  # phase -> detail
-    checkpoint: Any = None
-    bad_checkpoint: str | None = None
-
-    @property
-    def sound(self) -> bool:
-        return not self.bad_results and self.bad_checkpoint is None
-
-    def kept_phases(self) -> list[str]:
-        """Completed phases usable in order: up to the first whose result is bad."""
-        kept = []
-        for phase in self.doc["completed_phases"]:
-            if phase in self.bad_results:
-                break
-            kept.append(phase)
-        return kept
 
 
 class EstimationProgressTracker:
@@ -204,12 +140,13 @@ class EstimationProgressTracker:
         try:
             try:
                 self._lock.write_owner()  # at once: a second run refused from now on can name us
+                saved = SavedProgress(self.paths, self.task_name, self.phases, self.notify)
                 if self.restart:
-                    self._set_aside_unusable()
-                    self._remove_task_files()
+                    saved.discard()
                 else:
-                    self._load_existing()
-                    self._check_fingerprints()
+                    recovered = saved.recover(self.fingerprints, self.recompute_changed)
+                    if recovered is not None:
+                        self._adopt(recovered)
                     if self.completed_phases or self._checkpoint_state is not None:
                         self.notify(t("progress.resumed", task=self.task_name, path=self.source,
                                       done=", ".join(self.completed_phases) or "-"))
@@ -423,7 +360,8 @@ class EstimationProgressTracker:
         if self._writable:
             self._writable = False
             log.debug("progress tracking off", exc_info=True)
-            self.notify(t("progress.unwritable", dir=self.progress_dir, error=_os_error(exc)))
+            self.notify(t("progress.unwritable", dir=self.progress_dir,
+                          error=exc.strerror or type(exc).__name__))
 
     def _probe_folder(self) -> None:
         """Create the progress folder and a file in it (removed at once): OSError when the
@@ -434,238 +372,23 @@ class EstimationProgressTracker:
         os.close(fd)
         os.unlink(probe)
 
-    # ------------------------------------------------------------ loading
-    def _parse_file(self, path: Path) -> dict:
-        """The checked document in ``path`` (Damaged / FutureSchema), artifacts not read."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            raise Damaged(t("reason.missing")) from None
-        except OSError as exc:
-            raise Damaged(t("reason.unreadable", detail=_os_error(exc))) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise Damaged(t("reason.shape"))
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise Damaged(t("reason.unreadable", detail=_os_error(exc))) from None
-        finally:
-            os.close(fd)
-        return parse(raw, self.task_name, self.phases)
-
-    def _candidate(self, key: str) -> _Candidate:
-        path = self.paths[key]
-        cand = _Candidate(key, path, self._parse_file(path))
-        doc, folder = cand.doc, self.paths["artifacts"]
-        for phase in doc["completed_phases"]:
-            stored = doc["phase_results"].get(phase)
-            if stored is None or "value" not in stored:
-                continue  # not stored (unstorable): the phase runs again, no damage
-            try:
-                cand.results[phase] = decode(stored, folder)
-            except Exception as exc:  # untrusted content: any failure to decode is damage
-                cand.bad_results[phase] = _detail(exc)
-        ck = doc.get("checkpoint")
-        if ck is not None:
-            try:
-                cand.checkpoint = decode(ck["state"], folder)
-            except Exception as exc:
-                cand.bad_checkpoint = _detail(exc)
-        return cand
-
-    def _load_existing(self) -> None:
-        main, backup = self.paths["progress"], self.paths["backup"]
-        if not os.path.lexists(main) and not os.path.lexists(backup):
-            return
-        found: dict[str, _Candidate] = {}
-        problems: dict[str, Damaged | FutureSchema] = {}
-        for key in ("progress", "backup"):
-            try:
-                found[key] = self._candidate(key)
-            except (Damaged, FutureSchema) as problem:
-                problems[key] = problem
-            if key == "progress" and key in found and found[key].sound:
-                break  # the main file is whole: the backup is not needed
-        if "progress" in found and found["progress"].sound:
-            self._adopt(found["progress"])
-            return
-        if "backup" in found and found["backup"].sound:
-            self._use_backup(found["backup"], problems.get("progress"), found.get("progress"))
-            self._adopt(found["backup"])
-            return
-        if found:  # readable, but some artifacts are bad: keep what does not depend on them
-            best = max(found.values(), key=lambda c: (len(c.kept_phases()), not c.bad_results,
-                                                      c.key == "progress"))
-            if best.key == "backup":
-                self._use_backup(best, problems.get("progress"), found.get("progress"))
-            self._salvage(best)
-            return
-        self._refuse(problems)
-
-    def _use_backup(self, cand: _Candidate, problem: Damaged | FutureSchema | None,
-                    main_cand: _Candidate | None) -> None:
-        """Set a damaged main file aside as ``.damaged`` and say the backup is used."""
-        main, kept = self.paths["progress"], self.paths["damaged"]
-        if os.path.lexists(main):
-            if isinstance(problem, FutureSchema):
-                reason = t("reason.future", found=problem.found, ours=SCHEMA_VERSION)
-            elif problem is not None:
-                reason = problem.reason
-            else:  # readable, but an artifact is bad
-                detail = next(iter(main_cand.bad_results.values()), main_cand.bad_checkpoint)
-                reason = t("reason.artifact", detail=detail)
-            self._set_main_aside()
-            self.notify(t("progress.damaged_backup_used", path=main, reason=reason,
-                          kept=kept, backup=cand.path))
-        else:
-            self.notify(t("progress.missing_backup_used", path=main, backup=cand.path))
-
-    def _set_main_aside(self) -> None:
-        main = self.paths["progress"]
-        if os.path.lexists(main):
-            os.replace(main, self.paths["damaged"])
-            fsync_dir(main.parent)
-
-    def _salvage(self, cand: _Candidate) -> None:
-        """Adopt ``cand`` without its bad parts: warn, keep damaged artifacts and the file."""
-        folder = self.paths["artifacts"]
-        kept_phases = cand.kept_phases()
-        good_refs: set[str] = set()
-        for phase in kept_phases:
-            good_refs |= references(cand.doc["phase_results"][phase])
-        bad_values = [cand.doc["phase_results"][p] for p in cand.bad_results]
-        if cand.bad_checkpoint is not None:
-            bad_values.append(cand.doc["checkpoint"]["state"])
-        for stored in bad_values:
-            try:
-                names = references(stored)
-            except ArtifactError:
-                continue
-            for name in sorted(names - good_refs):
-                set_aside(folder, name)
-        if cand.key == "progress":  # keep the file as read (the next writes rotate it away)
-            replace_with_link(cand.path, self.paths["damaged"])
-        if cand.bad_results:
-            first = next(p for p in cand.doc["completed_phases"] if p in cand.bad_results)
-            dropped = [p for p in cand.doc["completed_phases"] if p not in kept_phases]
-            later = [cand.doc["current_phase"]] if cand.doc["current_phase"] not in (None, *dropped) else []
-            self.notify(t("progress.results_dropped", path=cand.path, phase=first,
-                          reason=t("reason.artifact", detail=cand.bad_results[first]),
-                          phases=", ".join(dropped + later)))
-        elif cand.bad_checkpoint is not None:
-            self.notify(t("progress.checkpoint_dropped", path=cand.path,
-                          phase=cand.doc["checkpoint"]["phase"],
-                          reason=t("reason.artifact", detail=cand.bad_checkpoint)))
-        self._adopt(cand, kept_phases, use_checkpoint=not cand.bad_results
-                    and cand.bad_checkpoint is None)
-
-    def _refuse(self, problems: Mapping[str, Damaged | FutureSchema]) -> None:
-        """No usable document: exit 3 naming the newer version or the damage."""
-        main, backup = self.paths["progress"], self.paths["backup"]
-        first, second = problems.get("progress"), problems.get("backup")
-        if isinstance(first, FutureSchema):
-            raise ProgressCorrupt(t("progress.future", path=main, found=first.found,
-                                    ours=SCHEMA_VERSION))
-        if isinstance(second, FutureSchema):
-            raise ProgressCorrupt(t("progress.future", path=backup, found=second.found,
-                                    ours=SCHEMA_VERSION))
-        reason = first.reason if first is not None else t("reason.missing")
-        raise ProgressCorrupt(t("progress.damaged", path=main, reason=reason, task=self.task_name))
-
-    def _set_aside_unusable(self) -> None:
-        """On --restart, keep an unreadable progress file as ``.damaged`` (as promised)."""
-        main = self.paths["progress"]
-        if not os.path.lexists(main):
-            return
-        try:
-            self._parse_file(main)
-        except (Damaged, FutureSchema):
-            self._set_main_aside()
-
-    def _adopt(self, cand: _Candidate, kept: Sequence[str] | None = None,
-               use_checkpoint: bool = True) -> None:
-        doc = cand.doc
-        kept = list(doc["completed_phases"]) if kept is None else list(kept)
-        self.source = cand.path
-        self.current_phase = doc["current_phase"]
-        self.phase_results = {p: cand.results[p] for p in kept if p in cand.results}
-        self.completed_phases = [p for p in kept if p in self.phase_results]
-        self._stored_results = {p: doc["phase_results"][p] for p in self.completed_phases}
-        self.phase_fingerprints = {p: dict(fp) for p, fp in
-                                   (doc.get("phase_fingerprints") or {}).items()
-                                   if p in self.completed_phases and fp is not None}
-        ck = doc.get("checkpoint")
-        if ck and use_checkpoint and cand.checkpoint is not None:
-            self._checkpoint_state, self._checkpoint_phase = cand.checkpoint, ck["phase"]
-            self._checkpoint_count = int(ck.get("count", 0))
-            self._checkpoint_fingerprint = ck.get("fingerprint")
-        self.start_time = float(doc["start_time"])
-        self.step_count = int(doc["step_count"])
-        self.resume_count = int(doc.get("resume_count", 0)) + 1
+    def _adopt(self, rec: Recovered) -> None:
+        """Continue from the progress :class:`SavedProgress` recovered: one more resume."""
+        self.source = rec.source
+        self.current_phase = rec.current_phase
+        self.phase_results = rec.phase_results
+        self.completed_phases = rec.completed_phases
+        self._stored_results = rec.stored_results
+        self.phase_fingerprints = rec.phase_fingerprints
+        self._checkpoint_state, self._checkpoint_phase = rec.checkpoint_state, rec.checkpoint_phase
+        self._checkpoint_count = rec.checkpoint_count
+        self._checkpoint_fingerprint = rec.checkpoint_fingerprint
+        self.start_time = rec.start_time
+        self.step_count = rec.step_count
+        self.resume_count = rec.resume_count + 1
         self.is_resumed = True
-        refs: set[str] = set()
-        for stored in doc["phase_results"].values():
-            refs |= references(stored)
-        if ck:
-            refs |= references(ck["state"])
-        self._refs_current = refs
+        self._refs_current = rec.refs
 
-    def _check_fingerprints(self) -> None:
-        """Refuse (or, with recompute_changed, drop) results whose inputs changed."""
-        if not self.fingerprints:
-            return
-        changes: dict[str, tuple] = {}
-        affected: list[str] = []
-        stored = dict(self.phase_fingerprints)
-        if self._checkpoint_phase and self._checkpoint_fingerprint is not None:
-            stored.setdefault(self._checkpoint_phase, self._checkpoint_fingerprint)
-        for phase, new in self.fingerprints.items():  # in phase order
-            old = stored.get(phase)
-            if old is None:
-                continue
-            diff = diff_fingerprints(old, new)
-            if diff:
-                changes.update(diff)
-                affected.append(phase)
-        if not affected:
-            return
-        text = describe_changes(changes)
-        if not self.recompute_changed:
-            raise FingerprintMismatch(t("progress.mismatch", task=self.task_name, changes=text,
-                                        phases=", ".join(affected)))
-        self.notify(t("progress.recompute", changes=text, phases=", ".join(affected)))
-        for phase in affected:
-            if phase in self.completed_phases:
-                self.completed_phases.remove(phase)
-            self.phase_results.pop(phase, None)
-            self._stored_results.pop(phase, None)
-            self.phase_fingerprints.pop(phase, None)
-            if self._checkpoint_phase == phase:
-                self._checkpoint_state, self._checkpoint_phase = None, None
-
-    # ------------------------------------------------------------- files
-    def _remove_task_files(self) -> None:
-        """On --restart: remove the progress file, its backup and the artifacts, never
-        following a link; the lock, the owner file and ``*.damaged`` files stay."""
-        for key in ("progress", "backup"):
-            path = self.paths[key]
-            try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    os.unlink(path)
-            except FileNotFoundError:
-                pass
-        folder = self.paths["artifacts"]
-        collect_garbage(folder, ())
-        try:
-            os.rmdir(folder)
-        except OSError:  # absent, or damaged artifacts kept in it
-            pass
-
-
-def _detail(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {text}"[:200]
 
 
 def _ending(exc: BaseException | None, guard: WriteGuard) -> tuple[str, str | None]:
