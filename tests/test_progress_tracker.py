@@ -262,6 +262,30 @@ def test_fingerprints_refuse_or_recompute(tmp_path):
     assert any("recomputing b" in m for m in messages)
 
 
+def test_a_phase_outside_the_known_phases_is_refused_at_once(tmp_path):
+    """Given ``phases=``, an unknown name is a ValueError before anything is stored, so the
+    next run resumes cleanly (it used to find its own progress file damaged, exit 3)."""
+    ran = []
+    with pytest.raises(ValueError, match=r"'typo'.*\(a, b\).*src\.config\.PHASES"):
+        with _session(tmp_path, phases=["a", "b"]) as tr:
+            resume_estimation_phase(tr, "a", lambda: 1)
+            resume_estimation_phase(tr, "typo", lambda: ran.append("typo"))
+    assert ran == []
+    doc = _doc(tmp_path)
+    assert (doc["current_phase"], doc["completed_phases"], doc["status"]) == ("a", ["a"], "failed")
+    with _session(tmp_path, phases=["a", "b"]) as tr:
+        with pytest.raises(ValueError, match="typo"):
+            tr.begin_phase("typo")
+        with pytest.raises(ValueError, match="typo"):
+            tr.complete_phase("typo", 1)
+        assert resume_estimation_phase(tr, "a", lambda: 2) == 1   # resumed, not damaged
+        assert resume_estimation_phase(tr, "b", lambda: 3) == 3
+    with _session(tmp_path / "off", enabled=False, phases=["a"]) as tr:
+        with pytest.raises(ValueError, match="typo"):   # the same mistake untracked
+            resume_estimation_phase(tr, "typo", lambda: ran.append("typo"))
+    assert ran == []
+
+
 @pytest.mark.parametrize("name", ["../x", "/abs", "", "a" * 101, "a/b", ".hidden", "a\x00b", "é"])
 def test_task_names_that_could_escape_are_refused(tmp_path, name):
     with pytest.raises(UsageError):

@@ -15,6 +15,7 @@ The tracker knows no model: phases hand it JSON values, numpy arrays and DataFra
 Nothing read back is trusted: what a run resumes from is what ``recovery.py`` can recover
 (a damaged part costs only what depends on it).  Tracking never costs the result: when the
 progress folder cannot be written the run goes on without checkpoints after one warning.
+A phase name outside ``phases=`` is refused at once (ValueError).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class EstimationProgressTracker:
     ``checkpoint(state)`` after each unit of work, ``resume_state()`` at its start.
     With ``enabled=False`` nothing is read or written (the traditional mode); a progress
     folder that cannot be written turns the tracker into that mode after one warning.
-    ``phases``: the phase names this run knows (a saved file naming another is damaged);
-    None accepts any safe name.
+    ``phases``: the phase names this run knows (a saved file naming another is damaged,
+    beginning or completing another is a ValueError); None accepts any safe name.
     """
 
     def __init__(self, task_name: str = "main_estimation", save_interval: float = 10,
@@ -189,9 +190,22 @@ class EstimationProgressTracker:
     def get_phase_result(self, phase: str) -> Any:
         return self.phase_results[phase]
 
+    def check_phase(self, phase: str) -> str:
+        """``phase``, when it is a safe name and (given ``phases``) a known one.
+
+        An unknown name is a programming error (ValueError) and is refused before anything
+        is written: stored, it would make the next run find its own progress file damaged.
+        """
+        validate_phase_name(phase)
+        if self.phases is not None and phase not in self.phases:
+            raise ValueError(f"phase {phase!r} is not one of the phases this tracker was given "
+                             f"({', '.join(self.phases)}); add it to src.config.PHASES "
+                             f"(the phases= of estimation_progress) before using it")
+        return phase
+
     def begin_phase(self, phase: str) -> None:
         """Mark ``phase`` current and write (a phase boundary always writes)."""
-        validate_phase_name(phase)
+        self.check_phase(phase)
         with self.guard:
             if self.current_phase != phase:
                 self.step_count += 1
@@ -205,7 +219,7 @@ class EstimationProgressTracker:
 
     def complete_phase(self, phase: str, result: Any) -> None:
         """Store ``phase``'s result and fingerprint, drop its checkpoint, write."""
-        validate_phase_name(phase)
+        self.check_phase(phase)
         with self.guard:
             self.phase_results[phase] = result
             if phase not in self.completed_phases:
@@ -462,8 +476,9 @@ def resume_estimation_phase(tracker: EstimationProgressTracker, name: str,
     skipping`` (Chinese: ``阶段 'name' 已完成，跳过执行``).  When ``fn`` raises
     :class:`~src.utils.checkpointing.CheckpointInvalid` about the state it resumed from,
     the checkpoint is dropped with one warning and ``fn`` runs again from its beginning.
+    A name the tracker was not given in ``phases`` is refused (ValueError) before ``fn`` runs.
     """
-    validate_phase_name(name)
+    tracker.check_phase(name)
     if tracker.is_completed(name):
         tracker.notify(t("progress.skip", phase=name))
         log.debug("phase %s skipped (completed)", name)
