@@ -83,7 +83,7 @@ def _mapped_semaphores(pid: int) -> set[str]:
     return found
 
 
-def _run_and_kill(tmp_path: Path, where: str, group: bool = False
+def _run_and_kill(tmp_path: Path, where: str, group: bool = False, env: dict | None = None
                   ) -> tuple[list[str], list[psutil.Process], set[str]]:
     """Start the driver, wait until both workers are busy, SIGKILL it (or its whole process
     group); its task files, descendants and mapped semaphores."""
@@ -93,13 +93,15 @@ def _run_and_kill(tmp_path: Path, where: str, group: bool = False
     markers.mkdir()
     proc = subprocess.Popen([sys.executable, str(script), str(markers), where], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=group)
+                            start_new_session=group, env=env)
     try:
         _wait_for(lambda: len(list(markers.iterdir())) == 2 or proc.poll() is not None,
                   "both workers busy")
         assert proc.poll() is None, proc.stderr.read()
         descendants = psutil.Process(proc.pid).children(recursive=True)
         files = cleanup.task_files_of(proc.pid)
+        files += [e.path for e in os.scandir(cleanup.task_dir())
+                  if e.name.startswith(f"em-mp-{proc.pid}-")]  # multiprocessing's own folder
         semaphores = _mapped_semaphores(proc.pid) if sys.platform.startswith("linux") else set()
     finally:
         if group:
@@ -132,6 +134,19 @@ def test_sigkilled_driver_leaves_no_process_and_its_task_file_is_removed(tmp_pat
     _assert_all_gone(descendants)
     with ProcessExecutor(2):  # (another run's new executor may have removed them already)
         assert not [f for f in files if os.path.exists(f)]
+
+
+def test_a_killed_run_leaves_no_multiprocessing_folder(tmp_path):
+    """multiprocessing's temporary folder of a killed driver is ours (em-mp-PID-*), not a pymp-* in TMPDIR, and the next executor removes it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    files, descendants, _ = _run_and_kill(tmp_path, "main", env={**os.environ, "TMPDIR": str(tmp)})
+    _assert_all_gone(descendants)
+    assert not list(tmp.glob("pymp-*"))
+    folders = [f for f in files if os.path.basename(f).startswith("em-mp-")]
+    assert len(folders) == 1 and os.path.isdir(folders[0])
+    with ProcessExecutor(2):
+        assert not os.path.exists(folders[0])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and /dev/shm")

@@ -8,6 +8,9 @@ names of its named semaphores (``em-sems-{pid}-{random}.json``): multiprocessing
 tracker unlinks them when only the driver is killed, but when the whole process group is
 killed the tracker dies too and only this record lets the next run unlink them.  Files of the earlier
 format without a pid are removed once an hour old (workers read them within seconds).
+multiprocessing's own temporary folder (the forkserver's socket; ``pymp-XXXX`` by default,
+which a killed run leaves in ``/tmp`` for ever) is made ``em-mp-{pid}-{random}`` beside the
+task files by :func:`own_multiprocessing_tempdir`, so it is removed the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from typing import BinaryIO, Iterable
@@ -22,10 +26,12 @@ from typing import BinaryIO, Iterable
 import psutil
 
 __all__ = ["task_dir", "create_task_file", "write_task_file", "record_semaphores",
-           "task_files_of", "remove_stale_task_files"]
+           "task_files_of", "remove_stale_task_files", "own_multiprocessing_tempdir"]
 
 KINDS = ("task", "part")
 _NAME = re.compile(r"^em-(task|part|sems)-(\d+)-[^/]*\.(?:pkl|json)$")
+#: multiprocessing's temporary folder of process pid (see own_multiprocessing_tempdir)
+_MP_DIR = re.compile(r"^em-mp-(\d+)-[a-z0-9_]{8}$")
 #: the earlier format without the pid (``em-task-{random}.pkl``): removed once this old
 _LEGACY = re.compile(r"^em-task-[a-z0-9_]{8}\.pkl$")
 _LEGACY_AGE = 3600.0
@@ -72,6 +78,27 @@ def record_semaphores(names: Iterable[str]) -> str | None:
     return path
 
 
+def own_multiprocessing_tempdir() -> str:
+    """Give this process's multiprocessing a temporary folder named after its pid.
+
+    multiprocessing puts the forkserver's socket in a ``pymp-XXXX`` folder that only a normal
+    exit removes; this one (``em-mp-{pid}-{random}``, in :func:`task_dir`) is removed at exit
+    the same way and, after a crash, by :func:`remove_stale_task_files`.  A folder already
+    chosen (a forkserver already running) is kept.
+    """
+    from multiprocessing import process, util
+
+    config = process.current_process()._config
+    current = config.get("tempdir")
+    if current and os.path.isdir(current):
+        return current
+    path = tempfile.mkdtemp(prefix=f"em-mp-{os.getpid()}-", dir=task_dir())
+    config["tempdir"] = path
+    # as multiprocessing.util.get_temp_dir does for its own folder
+    util.Finalize(None, shutil.rmtree, args=(path, True), exitpriority=-100)
+    return path
+
+
 def task_files_of(pid: int, directory: str | None = None) -> list[str]:
     """The task files created by process ``pid`` (sorted paths)."""
     directory = directory or task_dir()
@@ -99,7 +126,24 @@ def remove_stale_task_files(directory: str | None = None) -> list[str]:
             _unlink_semaphores(path)
         if stale and _unlink(path):
             removed.append(path)
+    for name in _mp_dirs(directory):
+        path = os.path.join(directory, name)
+        try:
+            written = os.lstat(path).st_mtime
+        except OSError:
+            continue
+        if not _creator_alive(int(_MP_DIR.match(name).group(1)), written):
+            shutil.rmtree(path, ignore_errors=True)  # rmtree never follows a symlink inside
+            removed.append(path)
     return removed
+
+
+def _mp_dirs(directory: str) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(directory)
+                if _MP_DIR.match(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _names(directory: str, legacy: bool = False) -> list[str]:

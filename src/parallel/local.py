@@ -67,6 +67,7 @@ class ProcessExecutor(Executor):
         if int(workers) < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         cleanup.remove_stale_task_files()
+        cleanup.own_multiprocessing_tempdir()  # not a pymp-XXXX folder a crash leaves for ever
         self.workers = int(workers)
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         ctx = multiprocessing.get_context(method)
