@@ -178,6 +178,20 @@ def test_backup_is_the_previous_file(tmp_path):
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".tmp-")]
 
 
+def test_temporaries_a_killed_write_left_are_removed_at_the_next_start(tmp_path):
+    """Stray temporaries of the task's own files go when it starts again; another task's stay."""
+    with _session(tmp_path) as tr:
+        resume_estimation_phase(tr, "a", lambda: 1)
+    stray = [".tmp-t_progress.json.k2j4h5g6", ".tmp-t_progress.json.bak.a1b2c3d4",
+             ".tmp-t.owner.json.zz9yy8xx", ".tmp-t_progress.json.12345"]
+    other = [".tmp-u_progress.json.k2j4h5g6", ".tmp-t_progress.json.note"]
+    for name in stray + other:
+        (tmp_path / name).write_bytes(b"{")
+    with _session(tmp_path) as tr:
+        assert resume_estimation_phase(tr, "a", lambda: 2) == 1
+    assert sorted(p.name for p in tmp_path.glob(".tmp-*")) == sorted(other)
+
+
 def test_artifacts_are_collected(tmp_path):
     folder = tmp_path / "t_artifacts"
     with _session(tmp_path) as tr:

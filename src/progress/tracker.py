@@ -32,7 +32,7 @@ from ..utils.checkpointing import CheckpointInvalid
 from ..utils.messages import register, t
 from . import faults
 from .artifacts import Unstorable, collect_garbage, encode
-from .atomic import atomic_write_bytes, replace_with_link
+from .atomic import atomic_write_bytes, remove_stray_temporaries, replace_with_link
 from .document import SCHEMA_VERSION, serialise
 from .lock import TaskLock
 from .paths import check_task_paths, task_paths, validate_phase_name, validate_task_name
@@ -141,6 +141,9 @@ class EstimationProgressTracker:
         try:
             try:
                 self._lock.write_owner()  # at once: a second run refused from now on can name us
+                # what a write killed half-way left (ours alone: we hold the task's lock)
+                remove_stray_temporaries(self.progress_dir, [
+                    self.paths[k].name for k in ("progress", "backup", "owner", "damaged")])
                 saved = SavedProgress(self.paths, self.task_name, self.phases, self.notify)
                 if self.restart:
                     saved.discard()
