@@ -115,3 +115,13 @@ def test_temp_pattern_matches_only_the_temporaries_of_one_file():
     assert not pattern.match(".tmp-a_progress.json.x_progress.json.k3j_x9q2")
     assert not pattern.match(".tmp-ab_progress.json.k3j_x9q2")
     assert not pattern.match("a_progress.json")
+
+
+def test_backup_that_already_is_the_file_leaves_no_temporary(tmp_path):
+    """When the backup already is a link to the progress file (a run killed between backup and write), rotating it again leaves no temporary."""
+    main, backup = tmp_path / "t_progress.json", tmp_path / "t_progress.json.bak"
+    main.write_bytes(b"{}")
+    os.link(main, backup)
+    replace_with_link(main, backup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t_progress.json", "t_progress.json.bak"]
+    assert backup.read_bytes() == b"{}"

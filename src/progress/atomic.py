@@ -183,6 +183,10 @@ def replace_with_link(main: Path, backup: Path) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    # rename() of two links to one file does nothing and leaves the source: the case when
+    # the backup already is this very file (a run killed between backup and write)
+    if os.path.lexists(tmp):
+        _unlink_quietly(tmp)
 
 
 def _keep_old(folder: Path, name: str) -> Path | None:
