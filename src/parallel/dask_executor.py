@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
-from .protocol import Executor, Partitions, add_stats, check_handle, fold_in_order
+from .protocol import Executor, Partitions, add_stats, fold_in_order, persisted
 from .tasks import digest, run_partition, run_task
 
 __all__ = ["DaskExecutor"]
@@ -64,20 +64,14 @@ class DaskExecutor(Executor):
 
     def map_reduce(self, fn: Callable, partitions: Partitions | Sequence[Any], *,
                    reduce: Callable[[Any, Any], Any] = add_stats, broadcast: tuple = ()) -> Any:
-        own = not isinstance(partitions, Partitions)
-        handle = self.persist_partitions(partitions) if own else partitions
-        check_handle(self, handle)
-        key, payload = self._fn_future(fn)
-        blob = cloudpickle.dumps(tuple(broadcast))
-        tag = uuid.uuid4().hex
-        futures = [self.client.submit(run_partition, key, payload, part, blob,
-                                      pure=False, key=f"part-{tag}-{i}")
-                   for i, part in enumerate(handle.ref)]
-        try:
+        with persisted(self, partitions) as handle:
+            key, payload = self._fn_future(fn)
+            blob = cloudpickle.dumps(tuple(broadcast))
+            tag = uuid.uuid4().hex
+            futures = [self.client.submit(run_partition, key, payload, part, blob,
+                                          pure=False, key=f"part-{tag}-{i}")
+                       for i, part in enumerate(handle.ref)]
             return fold_in_order(self._gather(futures), len(futures), reduce)
-        finally:
-            if own:
-                handle.release()
 
     def _gather(self, futures: list[Any]) -> Iterator[tuple[int, Any]]:
         """``(index, result)`` as futures complete; unfinished ones cancelled on the way out."""

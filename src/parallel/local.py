@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cloudpickle
 
 from . import cleanup, lifetime
-from .protocol import Executor, Partitions, add_stats, check_handle, fold_in_order
+from .protocol import Executor, Partitions, add_stats, check_handle, fold_in_order, persisted
 from .shared import dump_shared
 from .tasks import digest, init_local_worker, one_blas_thread, run_batch, run_partition_file
 
@@ -138,22 +138,18 @@ class ProcessExecutor(Executor):
 
     def map_reduce(self, fn: Callable, partitions: Partitions | Sequence[Any], *,
                    reduce: Callable[[Any, Any], Any] = add_stats, broadcast: tuple = ()) -> Any:
-        own = not isinstance(partitions, Partitions)
-        handle = self.persist_partitions(partitions) if own else partitions
-        check_handle(self, handle)
-        key, path = self._fn_file(fn)
-        blob = cloudpickle.dumps(tuple(broadcast))
-        tag, paths = handle.ref
-        futures = {self._pool.submit(run_partition_file, key, path, tag, i, p, blob): i
-                   for i, p in enumerate(paths)}
-        try:
-            return fold_in_order(((futures[f], f.result()) for f in as_completed(futures)),
-                                 len(paths), reduce)
-        finally:
-            for fut in futures:
-                fut.cancel()
-            if own:
-                handle.release()
+        with persisted(self, partitions) as handle:
+            key, path = self._fn_file(fn)
+            blob = cloudpickle.dumps(tuple(broadcast))
+            tag, paths = handle.ref
+            futures = {self._pool.submit(run_partition_file, key, path, tag, i, p, blob): i
+                       for i, p in enumerate(paths)}
+            try:
+                return fold_in_order(((futures[f], f.result()) for f in as_completed(futures)),
+                                     len(paths), reduce)
+            finally:
+                for fut in futures:
+                    fut.cancel()
 
     def close(self) -> None:
         if self._closed:

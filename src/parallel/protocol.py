@@ -16,11 +16,12 @@ Two kinds of work:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Executor", "Partitions", "add_stats", "fold_in_order"]
+__all__ = ["Executor", "Partitions", "add_stats", "fold_in_order", "check_handle", "persisted"]
 
 
 class Partitions:
@@ -96,6 +97,20 @@ def check_handle(executor: Any, partitions: Partitions) -> None:
                          "persist them with the executor that runs map_reduce")
     if partitions.released:
         raise ValueError("these partitions were released; persist them again")
+
+
+@contextmanager
+def persisted(executor: Any, partitions: "Partitions | Sequence[Any]") -> Iterator[Partitions]:
+    """The handle of ``partitions`` for one ``map_reduce``: a given handle, checked; plain
+    partitions persisted for this call and released after it."""
+    own = not isinstance(partitions, Partitions)
+    handle = executor.persist_partitions(partitions) if own else partitions
+    check_handle(executor, handle)
+    try:
+        yield handle
+    finally:
+        if own:
+            handle.release()
 
 
 @runtime_checkable
