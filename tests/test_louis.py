@@ -1,6 +1,6 @@
 """Louis' observed information: closed forms, agreement with the numerical Hessian, boundaries.
 
-The small test models below (a 1-D Gaussian mixture with and without analytic derivatives,
+The small test models below (tests/test_em.py's 1-D Gaussian mixture with and without analytic derivatives,
 a full-covariance Gaussian mixture with numerical derivatives only) are shared by the other
 inference tests.
 """
@@ -16,34 +16,13 @@ from src.inference.numerical import numerical_se
 from src.inference.results import SEResult, invert_information
 from src.models.base import MixtureModel, ParamSpec
 from src.utils.rng import stream
+from tests.test_em import Gauss1D as Gauss1DModel
 
 LOG2PI = np.log(2 * np.pi)
 
 
-class Gauss1D(MixtureModel):
-    """1-D Gaussian mixture with closed-form M-step and analytic derivatives."""
-
-    name = "gauss1d_test"
-    has_closed_form_m_step = True
-
-    def param_specs(self):
-        return [ParamSpec("weight", (), "simplex"), ParamSpec("mean", ()),
-                ParamSpec("var", (), "positive")]
-
-    def log_joint(self, data, params):
-        x = data["x"][:, None]
-        w, m, v = params["weight"], params["mean"], params["var"]
-        with np.errstate(divide="ignore"):
-            return np.log(w) - 0.5 * (LOG2PI + np.log(v) + (x - m) ** 2 / v)
-
-    def suff_stats(self, data, resp):
-        x = data["x"]
-        return {"n": resp.sum(0), "s1": resp.T @ x, "s2": resp.T @ x ** 2}
-
-    def m_step(self, stats):
-        n = stats["n"]
-        m = stats["s1"] / n
-        return {"weight": n / n.sum(), "mean": m, "var": stats["s2"] / n - m ** 2}
+class Gauss1D(Gauss1DModel):
+    """tests/test_em.py's 1-D Gaussian mixture, with analytic derivatives and sampling."""
 
     def sample(self, params, data, rng):
         n = data["x"].shape[0]
