@@ -1,8 +1,8 @@
 """Louis' observed information: closed forms, agreement with the numerical Hessian, boundaries.
 
-The small test models below (tests/test_em.py's 1-D Gaussian mixture with and without analytic derivatives,
-a full-covariance Gaussian mixture with numerical derivatives only) are shared by the other
-inference tests.
+The small test models below (tests/test_em.py's 1-D Gaussian mixture with and without
+analytic derivatives, a full-covariance Gaussian mixture with numerical derivatives only) are
+shared by the other inference tests.
 """
 
 from __future__ import annotations
