@@ -35,3 +35,19 @@ def assert_information_matches_fd(model, data, params, h: float = 1e-6) -> None:
         fd[:, p] = -(up - dn) / (2 * h)
     np.testing.assert_allclose(info, fd, rtol=1e-5, atol=1e-5 * np.abs(info).max())
     np.testing.assert_allclose(info, info.T)
+
+
+class DerivativeChecks:
+    """Mixin for a model's test class: with ``_setup() -> (model, data, params)`` it runs
+    both finite-difference checks."""
+
+    def _setup(self):
+        raise NotImplementedError
+
+    def test_score_matches_finite_differences(self):
+        """Analytic complete score = central differences of log_joint through from_free."""
+        assert_score_matches_fd(*self._setup())
+
+    def test_information_matches_finite_differences(self):
+        """Analytic complete information = -differences of the resp-weighted score."""
+        assert_information_matches_fd(*self._setup())

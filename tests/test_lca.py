@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from tests.derivative_checks import assert_information_matches_fd, assert_score_matches_fd
+from tests.derivative_checks import DerivativeChecks
 from src.estimation import fit_em
 from src.models.lca import LatentClassModel, order_codes
 from src.models.registry import get_model_class
@@ -225,7 +225,7 @@ class TestPublished:
         assert np.all(np.diff(fit.params["weight"]) <= 0)     # canonical order
 
 
-class TestDerivatives:
+class TestDerivatives(DerivativeChecks):
     def _setup(self):
         frame, prob = simulate(60, seed=6, missing=0.2)
         model, data = build(frame, 3)
@@ -233,14 +233,6 @@ class TestDerivatives:
         params = model.init_params(data, rng)
         params["weight"] = np.array([0.45, 0.35, 0.2])
         return model, data, params
-
-    def test_score_matches_finite_differences(self):
-        """Analytic complete score = central differences of log_joint through from_free."""
-        assert_score_matches_fd(*self._setup())
-
-    def test_information_matches_finite_differences(self):
-        """Analytic complete information = -differences of the resp-weighted score."""
-        assert_information_matches_fd(*self._setup())
 
     def test_reported_jacobian_and_round_trip(self):
         """from_free(to_free) is the identity; derived entries get -1 per free sibling."""

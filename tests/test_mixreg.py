@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
-from tests.derivative_checks import assert_information_matches_fd, assert_score_matches_fd
+from tests.derivative_checks import DerivativeChecks
 from src.estimation import fit_em
 from src.models.base import ModelWarning
 from src.models.mixreg import MixtureRegressionModel
@@ -150,21 +150,13 @@ class TestClosedForms:
         assert abs(resid.mean()) < 4 * 0.5 / np.sqrt(20000)
 
 
-class TestDerivatives:
+class TestDerivatives(DerivativeChecks):
     def _setup(self):
         model, data = build(two_lines(40, seed=9), 3)
         params = {"weight": np.array([0.5, 0.3, 0.2]),
                   "coef": np.array([[1.0, 2.0, -0.5], [-2.0, 0.5, 1.0], [0.3, -1.0, 0.2]]),
                   "sigma": np.array([1.5, 0.8, 2.0])}
         return model, data, params
-
-    def test_score_matches_finite_differences(self):
-        """Analytic complete score = central differences of log_joint through from_free."""
-        assert_score_matches_fd(*self._setup())
-
-    def test_information_matches_finite_differences(self):
-        """Analytic complete information = -differences of the resp-weighted score."""
-        assert_information_matches_fd(*self._setup())
 
     def test_canonical_order_sorts_first_coefficient(self):
         """Classes sort by increasing first coefficient (the intercept)."""
