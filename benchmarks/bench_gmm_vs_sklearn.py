@@ -9,11 +9,16 @@ own subprocess, so peak memory is that process's peak resident set (``ru_maxrss`
 * time to converge: one ``fit`` call each, to the same criterion.  Ours stops when
   ``|l_t - l_{t-1}| < tol |l_t|``; scikit-learn when the change of the *mean* log-likelihood
   is below its ``tol``, so it gets ``tol * |l*| / N`` with ``l*`` our converged log-likelihood;
-* thread settings: ``1`` (threadpoolctl limits BLAS to one thread in the whole process) and
-  ``default`` (no limit).  Our driver always runs BLAS at one thread (the project's policy);
-  ``ours-2t`` also computes chunks on 2 threads.
+* thread settings: ``1`` (threadpoolctl limits BLAS to one thread in the whole process: the
+  headline, with plain EM on both sides) and ``default`` (no limit: a measure of scikit-learn's
+  oversubscription of 2 cores by two OpenBLAS copies and libgomp, not of EM speed).  Our
+  driver always runs BLAS at one thread (the project's policy); ``ours-2t`` also computes
+  chunks on 2 threads.  SQUAREM rows are reported beside the plain ones, labelled.
+* rounds: every task runs once per round, in alternating order; each ratio is taken within a
+  round and the median (min-max) over rounds is reported, so the load of a shared machine
+  hits both sides of a ratio alike.
 
-Usage: ``python benchmarks/bench_gmm_vs_sklearn.py [--sizes 1e4 1e5 1e6] [--repeats 3]``.
+Usage: ``python benchmarks/bench_gmm_vs_sklearn.py [--sizes 1e4 1e5 1e6] [--repeats 3] [--json F]``.
 ``--unset-openblas-coretype`` removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the
 workers' environment (both tools alike).
 """
@@ -168,10 +173,40 @@ def med(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def ratio_summary(num: list[dict], den: list[dict], key: str) -> dict:
+    """Median (min, max) over rounds of ``num[i][key] / den[i][key]``: ratios taken within a
+    round, a moment apart, so the drifting load of a shared machine hits both alike."""
+    r = [a[key] / b[key] for a, b in zip(num, den)]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r)}
+
+
+#: what each thread setting measures (printed with its rows)
+THREADS_MEANING = {
+    "1": "1 BLAS thread in both processes: the speed of the EM code (headline)",
+    "default": "no thread limit: measures the oversubscription of scikit-learn's process (numpy's "
+               "and scipy's OpenBLAS, 2 threads each, plus libgomp, on 2 cores), not EM speed; "
+               "ours limits BLAS to 1 thread inside its driver either way",
+}
+
+
+def interleaved(tasks: list[tuple[str, dict]], rounds: int, env: dict, first: str) -> dict[str, list[dict]]:
+    """Run every task once per round, in alternating order (``first`` leads in round 1)."""
+    out: dict[str, list[dict]] = {name: [] for name, _ in tasks}
+    lead = [tk for tk in tasks if tk[0] == first]
+    rest = [tk for tk in tasks if tk[0] != first]
+    for rnd in range(rounds):
+        order = lead + rest if rnd % 2 == 0 else rest + lead
+        for name, cfg in order:
+            row = run(cfg, env)
+            row["load"] = os.getloadavg()[0]
+            out[name].append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--tol", type=float, default=1e-8)
     ap.add_argument("--max-iter", type=int, default=3000)
     ap.add_argument("--converge-max-n", type=float, default=1e5,
@@ -180,6 +215,7 @@ def main() -> None:
                     help="above --converge-max-n, peak memory comes from a fit of this many iterations")
     ap.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
     ap.add_argument("--unset-openblas-coretype", action="store_true")
+    ap.add_argument("--json", help="also write every measurement and summary to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -190,9 +226,11 @@ def main() -> None:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  "
-          f"nproc {os.cpu_count()}  OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}  "
+          f"nproc {os.cpu_count()}  load {os.getloadavg()}  "
+          f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}  "
           f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')}")
-    tools = ["ours", "ours-2t", "sklearn"]
+    print("# ratios = ours / scikit-learn, taken within each round; median (min-max) over rounds")
+    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(), "cells": []}
     tmp = tempfile.mkdtemp(prefix="bench_gmm_")
     for n in [int(s) for s in args.sizes]:
         X = make_data(n)
@@ -201,33 +239,59 @@ def main() -> None:
         del X
         for threads in args.threads:
             base = {"n": n, "threads": threads, "init": init_path}
-            per = {t: [run({**base, "tool": t, "mode": "periter"}, env) for _ in range(args.repeats)]
-                   for t in tools}
-            sk = med(per["sklearn"], "ms_per_iter")
-            print(f"\nN={n:.0e} threads={threads}  blas={per['sklearn'][0]['blas']}")
-            for t in tools:
-                print(f"  per-iteration {t:8s} {med(per[t], 'ms_per_iter'):9.2f} ms   "
-                      f"ratio to sklearn {med(per[t], 'ms_per_iter') / sk:6.3f}")
+            cell: dict = {"n": n, "threads": threads, "meaning": THREADS_MEANING[threads]}
+            per = interleaved([(t, {**base, "tool": t, "mode": "periter"})
+                               for t in ("ours", "ours-2t", "sklearn")], args.repeats, env, "ours")
+            print(f"\nN={n:.0e} threads={threads}: {THREADS_MEANING[threads]}\n"
+                  f"  blas={per['sklearn'][0]['blas']}")
+            cell["per_iteration_ms"] = {t: med(rows, "ms_per_iter") for t, rows in per.items()}
+            cell["per_iteration_ratio"] = {}
+            for t in ("ours", "ours-2t"):
+                r = ratio_summary(per[t], per["sklearn"], "ms_per_iter")
+                cell["per_iteration_ratio"][t] = r
+                print(f"  per-iteration {t:8s} {med(per[t], 'ms_per_iter'):9.2f} ms vs sklearn "
+                      f"{med(per['sklearn'], 'ms_per_iter'):9.2f} ms   ratio {r['median']:.3f} "
+                      f"({r['min']:.3f}-{r['max']:.3f})")
             converge = n <= args.converge_max_n
             fit_cfg = {**base, "mode": "fit", "tol": args.tol if converge else 0.0,
                        "max_iter": args.max_iter if converge else args.memory_iters}
-            fits = {}
-            for t, acc in (("ours", "none"), ("ours", "squarem"), ("ours-2t", "squarem")):
-                fits[(t, acc)] = [run({**fit_cfg, "tool": t, "accelerate": acc}, env)
-                                  for _ in range(args.repeats)]
-            ll = fits[("ours", "none")][0]["loglik"]
-            sk_tol = args.tol * abs(ll) / n if converge else 0.0
-            fits[("sklearn", "none")] = [run({**fit_cfg, "tool": "sklearn", "sk_tol": sk_tol}, env)
-                                         for _ in range(args.repeats)]
-            skf = fits[("sklearn", "none")]
+            # scikit-learn's tol is on the mean log-likelihood: tol * |l*| / N, with l* our
+            # plain-EM optimum from a first run (the same criterion, checked by the iterations)
+            first = run({**fit_cfg, "tool": "ours", "accelerate": "none"}, env)
+            sk_tol = args.tol * abs(first["loglik"]) / n if converge else 0.0
+            fits = interleaved(
+                [("ours plain", {**fit_cfg, "tool": "ours", "accelerate": "none"}),
+                 ("ours squarem", {**fit_cfg, "tool": "ours", "accelerate": "squarem"}),
+                 ("ours-2t squarem", {**fit_cfg, "tool": "ours-2t", "accelerate": "squarem"}),
+                 ("sklearn plain", {**fit_cfg, "tool": "sklearn", "sk_tol": sk_tol})],
+                args.repeats, env, "ours plain")
+            skf = fits["sklearn plain"]
             what = "converge" if converge else f"{args.memory_iters} iterations"
-            for (t, acc), rows in fits.items():
-                print(f"  fit ({what}) {t:8s} {acc:8s} {med(rows, 'seconds'):8.2f} s "
+            cell["fit"] = {"what": what, "sk_tol": sk_tol}
+            for name, rows in fits.items():
+                rt = ratio_summary(rows, skf, "seconds")
+                rm = ratio_summary(rows, skf, "peak_rss_mb")
+                label = (" (reference)" if name == "sklearn plain" else
+                         " (beside: SQUAREM, fewer EM-map evaluations)" if "squarem" in name else
+                         " (HEADLINE: plain vs plain)" if threads == "1" else
+                         " (oversubscription, not speed)")
+                cell["fit"][name] = {"seconds": med(rows, "seconds"), "n_iter": rows[0]["n_iter"],
+                                     "loglik": rows[0]["loglik"], "converged": rows[0]["converged"],
+                                     "peak_rss_mb": med(rows, "peak_rss_mb"),
+                                     "time_ratio": rt, "rss_ratio": rm}
+                print(f"  fit ({what}) {name:16s} {med(rows, 'seconds'):8.2f} s "
                       f"({rows[0]['n_iter']} it, ll {rows[0]['loglik']:.6f}, conv {rows[0]['converged']})"
-                      f"  time ratio {med(rows, 'seconds') / med(skf, 'seconds'):6.3f}"
-                      f"  peak RSS {med(rows, 'peak_rss_mb'):7.1f} MB"
-                      f"  ratio {med(rows, 'peak_rss_mb') / med(skf, 'peak_rss_mb'):5.2f}")
+                      f"  time ratio {rt['median']:6.3f} ({rt['min']:.3f}-{rt['max']:.3f})"
+                      f"  peak RSS {med(rows, 'peak_rss_mb'):7.1f} MB ratio {rm['median']:5.2f}{label}")
+            loads = [r["load"] for rows in (*per.values(), *fits.values()) for r in rows]
+            cell["load_average_1min"] = {"min": min(loads), "max": max(loads),
+                                         "median": statistics.median(loads)}
+            cell["raw"] = {"per_iteration": per, "fit": fits}
+            print(f"  load average (1 min) during this cell: {min(loads):.2f}-{max(loads):.2f}")
+            report["cells"].append(cell)
             sys.stdout.flush()
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
