@@ -3,7 +3,7 @@
 1. Louis' method against the numerical Hessian on a Gaussian mixture, N=1e5, D=10, K=5,
    full covariances (P=329); Louis' time in units of one EM iteration (target <= 20).
    (``bench_louis_gmm.py`` times Louis alone, in interleaved rounds, and checks it against
-   the per-row path.)  The numerical Hessian needs 2P gradient evaluations; by default 20
+   the per-row path.)  The numerical Hessian needs 2P gradient evaluations; by default 3
    of them are timed and the total extrapolated (``--full-numerical`` runs all 658).
 2. A 100-replicate nonparametric bootstrap of a 3-class LCA (10 binary items, N=1e4)
    against StepMix 3.0's ``bootstrap_stats`` on the same data, compared at equal work: the
