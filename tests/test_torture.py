@@ -48,6 +48,7 @@ def _torture(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subproce
     return proc, data
 
 
+@pytest.mark.slow  # CI's first step runs it; its drift step (-m "not slow") leaves it out
 @pytest.mark.parametrize("workers,save_interval,args,seed", [c[1:] for c in CONFIGS],
                          ids=[c[0] for c in CONFIGS])
 def test_torture_short(tmp_path, workers, save_interval, args, seed):
