@@ -238,25 +238,17 @@ def test_built_in_methods_are_compared_as_before():
 
 def test_a_new_method_is_compared_as_its_registry_entry_declares():
     """An SE method whose registry entry declares a comparison (deterministic or Monte-Carlo) is compared and named by it, with no change to the writers."""
-    from dataclasses import dataclass
     from types import SimpleNamespace
-    from typing import Any
 
-    from src.inference import SE_METHODS, SEMethod
-    from src.output.writers import Comparison, comparison_of, disagreements, not_comparable
-
-    @dataclass(frozen=True)
-    class DeclaredMethod(SEMethod):
-        """A registry entry with the ``agreement`` field the writers read."""
-
-        agreement: Any = None
+    from src.inference import SE_METHODS, Comparison, SEMethod
+    from src.output.writers import comparison_of, disagreements, not_comparable
 
     fn = SE_METHODS["louis"].function
     registry = {
         "louis": SE_METHODS["louis"],
-        "sandwich": DeclaredMethod("sandwich", fn, "robust", agreement=SimpleNamespace(
-            label="sandwich", rel_tol=1e-2)),
-        "jackknife": DeclaredMethod("jackknife", fn, "jackknife", agreement=Comparison(
+        "sandwich": SEMethod("sandwich", fn, "robust", agreement=Comparison("sandwich",
+                                                                          rel_tol=1e-2)),
+        "jackknife": SEMethod("jackknife", fn, "jackknife", agreement=Comparison(
             "jackknife", replicates="n_jackknife", sds=2.0, slack=0.0)),
         "plain": SEMethod("plain", fn, "not compared"),
     }

@@ -23,8 +23,32 @@ from .louis import louis_se
 from .numerical import numerical_se
 from .results import SEResult
 
-__all__ = ["SE_METHODS", "DEFAULT_SE_METHOD", "SEMethod", "SEResult", "compute_standard_errors",
+__all__ = ["SE_METHODS", "DEFAULT_SE_METHOD", "SEMethod", "Comparison", "SEResult",
+           "compute_standard_errors",
            "louis_se", "numerical_se", "bootstrap_se"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How the report compares one method's standard errors with the reference method's.
+
+    ``label``: the method in a sentence ("Louis").  ``reference``: the others are compared
+    with it.  Deterministic methods give ``rel_tol``: they disagree beyond that relative
+    difference.  Monte-Carlo methods give ``replicates``, the run option holding their
+    number of replicates B: they disagree beyond ``sds`` Monte-Carlo standard deviations
+    (SE/sqrt(2B)) plus a ``slack`` fraction (finite-sample bias) of the reference SE.
+    """
+
+    label: str
+    reference: bool = False
+    rel_tol: float | None = None
+    replicates: str | None = None
+    sds: float = 3.0
+    slack: float = 0.10
+
+    @property
+    def monte_carlo(self) -> bool:
+        return self.replicates is not None
 
 
 @dataclass(frozen=True)
@@ -35,7 +59,8 @@ class SEMethod:
     "bootstrap"}``).  ``checkpointed``: the function takes ``checkpoint=`` and resumes from
     it.  ``parallel``: it takes ``executor=`` (the run starts worker processes for it).
     ``progress``: the keyword of a callback ``(index, status, n_done, n_total)`` called as
-    each unit finishes (the console shows ``n_done/n_total``).
+    each unit finishes (the console shows ``n_done/n_total``).  ``agreement``: how reports
+    compare its standard errors with the other methods' (None: not compared).
     """
 
     name: str
@@ -46,6 +71,7 @@ class SEMethod:
     checkpointed: bool = False
     parallel: bool = False
     progress: str | None = None
+    agreement: Comparison | None = None
 
 
 _SE = "standard errors"
@@ -53,9 +79,9 @@ _SE = "standard errors"
 #: name -> method, in the order reports list them (``--se-method all`` runs them in this order)
 SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
     SEMethod("louis", louis_se, "observed information by Louis' method",
-             reads={"chunk_size": "chunk_size"}),
+             reads={"chunk_size": "chunk_size"}, agreement=Comparison("Louis", reference=True)),
     SEMethod("numerical", numerical_se, "finite-difference Hessian of the observed log-likelihood",
-             reads={"chunk_size": "chunk_size"}),
+             reads={"chunk_size": "chunk_size"}, agreement=Comparison("numerical", rel_tol=1e-3)),
     SEMethod("bootstrap", bootstrap_se, "standard deviation of refitted bootstrap replicates",
              options=(
                  Option("n_bootstrap", int, 200, "bootstrap replicates", low=2, group=_SE,
@@ -70,7 +96,8 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
              reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "start": "bootstrap_start",
                     "n_starts": "n_starts", "seed": "seed", "tol": "tol", "max_iter": "max_iter",
                     "accelerate": "accelerate", "chunk_size": "chunk_size"},
-             checkpointed=True, parallel=True, progress="on_replicate"),
+             checkpointed=True, parallel=True, progress="on_replicate",
+             agreement=Comparison("bootstrap", replicates="n_bootstrap")),
 )}
 #: the method of ``--se-method`` and ``--primary-se`` when none is given
 DEFAULT_SE_METHOD = "louis"

@@ -9,7 +9,7 @@ task, so a reader can tell a complete set (:func:`result_set_is_complete`); temp
 interrupted earlier write of these files left behind are removed first.
 
 The report's agreement section compares the standard-error methods as the registry
-(:data:`src.inference.SE_METHODS`) says: see :class:`Comparison`.
+(:data:`src.inference.SE_METHODS`) says: see :class:`src.inference.Comparison`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..inference import SE_METHODS
+from ..inference import SE_METHODS, Comparison
 from ..models.base import MixtureModel
 from ..models.registry import option_phrases
 from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_file, write_file_set
@@ -91,49 +90,10 @@ def _csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """How the report compares one method's standard errors with the reference method's.
-
-    ``label``: the method in a sentence ("Louis").  ``reference``: the others are compared
-    with it.  Deterministic methods give ``rel_tol``: they disagree beyond that relative
-    difference.  Monte-Carlo methods give ``replicates``, the run option holding their
-    number of replicates B: they disagree beyond ``sds`` Monte-Carlo standard deviations
-    (SE/sqrt(2B)) plus a ``slack`` fraction (finite-sample bias) of the reference SE.
-    """
-
-    label: str
-    reference: bool = False
-    rel_tol: float | None = None
-    replicates: str | None = None
-    sds: float = 3.0
-    slack: float = 0.10
-
-    @property
-    def monte_carlo(self) -> bool:
-        return self.replicates is not None
-
-
-#: how the three built-in methods are compared until their registry entries say it themselves
-_BUILTIN_COMPARISONS = {
-    "louis": Comparison("Louis", reference=True),
-    "numerical": Comparison("numerical", rel_tol=1e-3),
-    "bootstrap": Comparison("bootstrap", replicates="n_bootstrap"),
-}
-
-
 def comparison_of(name: str, methods: Mapping[str, Any] | None = None) -> Comparison | None:
-    """How method ``name`` is compared: its registry entry's ``agreement`` (any object with
-    Comparison's attributes) when it declares one, else the built-in rule; None: not compared."""
+    """How method ``name`` is compared: its registry entry's ``agreement``; None: not compared."""
     entry = (SE_METHODS if methods is None else methods).get(name)
-    declared = getattr(entry, "agreement", None)
-    if declared is None:
-        return _BUILTIN_COMPARISONS.get(name)
-    if isinstance(declared, Comparison):
-        return declared
-    defaults = Comparison(label=name)
-    return Comparison(**{f: getattr(declared, f, getattr(defaults, f))
-                         for f in ("label", "reference", "rel_tol", "replicates", "sds", "slack")})
+    return getattr(entry, "agreement", None)
 
 
 def _compared(se: Mapping[str, Any],
