@@ -58,7 +58,7 @@ __all__ = ["BUILTIN_DATASETS", "DEFAULT_SOURCE", "load_table", "resolve_source",
 
 _BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 #: name after ``builtin:`` -> file in ``src/data/builtin``
-BUILTIN_DATASETS: dict[str, str] = {"faithful": "faithful.csv"}
+BUILTIN_DATASETS: dict[str, str] = {"faithful": "faithful.csv", "iris": "iris.csv"}
 DEFAULT_SOURCE = "builtin:faithful"
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}

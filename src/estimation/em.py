@@ -11,7 +11,12 @@ everything else, once for every model:
 * a start as a **state machine advanced one EM-map evaluation at a time** (plain EM or
   SQUAREM), so a checkpoint can be taken after any evaluation and a resumed run continues
   bitwise-identically;
-* several starts (in process, or one per worker through an executor), the best kept.
+* several starts (in process, or one per worker through an executor), the best kept:
+  many cheap candidates, the best run to convergence (:mod:`src.estimation.starts`);
+* each finished start checked for a degenerate maximum (:meth:`MixtureModel.degeneracies`:
+  a collapsed covariance, too few rows, a regression sigma at its floor); flagged starts
+  are never chosen while an unflagged one exists, and the replication of the chosen
+  maximum is summarised (:class:`~src.estimation.results.FitResult`).
 
 Threads: BLAS runs at one thread during the fit (threadpoolctl; numpy and scipy load two
 OpenBLAS copies here that otherwise compete for the cores).  ``n_threads > 1`` computes the
@@ -26,10 +31,11 @@ Convergence: ``|l_t - l_{t-1}| < tol * |l_t|`` between consecutive accepted poin
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -41,11 +47,15 @@ from src.utils.errors import ModelError
 from src.utils.messages import register, t
 from src.utils.rng import stream
 
-from . import squarem
+from . import squarem, starts
 from .numeric_mstep import generic_em_map, generic_init_params
 from .results import FitResult
 
-__all__ = ["fit_em", "run_start", "em_map", "start_params"]
+__all__ = ["fit_em", "run_start", "run_candidate", "em_map", "start_params", "draw_random_params",
+           "final_stats", "replication_summary", "REPLICATION_ABS_TOL"]
+
+#: replication: log-likelihoods within max(this, 100 * tol * |best|) reach the same maximum
+REPLICATION_ABS_TOL = 1e-3
 
 register({
     "em.not_converged": {
@@ -55,8 +65,26 @@ register({
               "容差 {tol:g}）；请增大 --max-iter 或放宽 --tol",
     },
     "em.starts_not_converged": {
-        "en": "{count} of {total} random starts did not converge within --max-iter",
-        "zh": "{total} 个随机起点中有 {count} 个未在 --max-iter 内收敛",
+        "en": "{count} of {total} starts did not converge within --max-iter",
+        "zh": "{total} 个起点中有 {count} 个未在 --max-iter 内收敛",
+    },
+    "em.flagged_excluded": {
+        "en": "{count} of {total} starts ended at a degenerate solution ({kinds}) and were not "
+              "chosen",
+        "zh": "{total} 个起点中有 {count} 个收敛到退化解（{kinds}），未被选用",
+    },
+    "em.all_flagged": {
+        "en": "every one of the {total} starts ended at a degenerate solution ({kinds}), so the "
+              "best of them is reported; use fewer classes, more starts, or a larger reg_covar "
+              "or sigma_floor",
+        "zh": "全部 {total} 个起点都收敛到退化解（{kinds}），因此报告其中最好的一个；请减少类别数、"
+              "增加起点，或增大 reg_covar 或 sigma_floor",
+    },
+    "em.not_replicated": {
+        "en": "the best log-likelihood {loglik:.6f} was reached by only one of {total} starts, "
+              "so it may be a local maximum; increase --n-starts (and --n-candidates)",
+        "zh": "最佳对数似然 {loglik:.6f} 在 {total} 个起点中只被一个起点达到，可能是局部极大值；"
+              "请增大 --n-starts（以及 --n-candidates）",
     },
     "em.no_finite_start": {
         "en": "Every random start of {model} ended with a non-finite log-likelihood; check the "
@@ -123,7 +151,11 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
 
 def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Params:
     """Random starting values of start ``start``, drawn from ``stream(seed, "start", start)``."""
-    rng = stream(seed, "start", start)
+    return draw_random_params(model, data, stream(seed, "start", start))
+
+
+def draw_random_params(model: MixtureModel, data: Data, rng: np.random.Generator) -> Params:
+    """The model's random starting values (its ``init_params`` or the generic ones), checked."""
     overrides = type(model).init_params is not MixtureModel.init_params
     if model.has_closed_form_m_step or overrides:
         with checks.guarded(model, "init_params"):
@@ -231,16 +263,43 @@ def _collect(st: dict[str, Any], caught: list[warnings.WarningMessage],
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+def _run(model: MixtureModel, data: Data, options: Mapping[str, Any], st: dict[str, Any],
+         until: int | None = None,
+         on_state: Callable[[dict[str, Any]], None] | None = None,
+         on_iteration: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Advance a start state until it is done (or has made ``until`` evaluations)."""
+    n_threads = int(options.get("n_threads", 1))
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    seen: set[tuple[Any, ...]] = set()
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            while not st["done"] and (until is None or st["n_eval"] < until):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    st = _advance(model, data, st, options, pool)
+                _collect(st, caught, seen)
+                if on_iteration is not None and st["best_ll"] is not None:
+                    on_iteration(int(st["start"]), st["n_eval"], st["best_ll"])
+                if on_state is not None:
+                    on_state(st)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return st
+
+
 def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start: int,
               state: Mapping[str, Any] | None = None,
               on_state: Callable[[dict[str, Any]], None] | None = None,
               on_iteration: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Run random start ``start`` to the end (top level, picklable: workers call it too).
+    """Run start ``start`` to the end (top level, picklable: workers call it too).
 
     ``options``: tol, max_iter, seed, accelerate, chunk_size, n_threads, init_params.
     ``state`` resumes a start saved by ``on_state`` (called after every evaluation with a
-    fresh dict).  Returns the start's result: params (model order), loglik, n_iter,
-    converged, trace, warnings, change.
+    fresh dict), or continues a candidate (:func:`run_candidate`) or an extra start; without
+    it the start draws random starting values from ``stream(seed, "start", start)``.
+    Returns the start's result: params (model order), loglik, n_iter, converged, trace,
+    warnings, change, kind, flags (:meth:`MixtureModel.degeneracies` at the estimate).
     """
     if state is None:
         init = options.get("init_params")
@@ -248,29 +307,74 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
             p = _as_params(init) if init is not None else start_params(
                 model, data, options["seed"], start)
         st = _new_start_state(start, p, options["accelerate"])
+        st["kind"] = "given" if init is not None else "random"
     else:
         st = dict(state)
-    n_threads = int(options.get("n_threads", 1))
-    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
-    seen: set[tuple[Any, ...]] = set()
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            while not st["done"]:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    st = _advance(model, data, st, options, pool)
-                _collect(st, caught, seen)
-                if on_iteration is not None and st["best_ll"] is not None:
-                    on_iteration(start, st["n_eval"], st["best_ll"])
-                if on_state is not None:
-                    on_state(st)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return {"start": start, "params": st["best_params"], "loglik": float(st["best_ll"]),
+    st = _run(model, data, options, st, None, on_state, on_iteration)
+    params = st["best_params"]
+    with threadpool_limits(limits=1, user_api="blas"):
+        flags = start_flags(model, data, params, options["chunk_size"])
+    return {"start": start, "params": params, "loglik": float(st["best_ll"]),
             "n_iter": int(st["n_eval"]), "converged": bool(st["converged"]),
             "trace": list(st["trace"]), "warnings": list(st["warnings"]),
-            "change": st["change"]}
+            "change": st["change"], "kind": str(st.get("kind", "random")), "flags": flags}
+
+
+def run_candidate(model: MixtureModel, data: Data, options: Mapping[str, Any],
+                  candidate: int) -> dict[str, Any]:
+    """Candidate ``candidate``'s state after its short run (top level: workers call it too).
+
+    Starting values from :func:`src.estimation.starts.candidate_params` (its stream
+    ``stream(seed, "candidate", candidate)``), then ``options["candidate_iter"]``
+    evaluations (fewer when it converges).  The state is a start state (plus ``kind``),
+    which :func:`run_start` continues.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    with threadpool_limits(limits=1, user_api="blas"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with checks.guarded(model, "m_step"):
+                p, kind = starts.candidate_params(model, data, options["seed"], candidate)
+            checks.check_params(model, p, "m_step")
+    st = _new_start_state(candidate, _as_params(p), options["accelerate"])
+    st["kind"] = kind
+    _collect(st, caught, seen)
+    return _run(model, data, options, st, int(options["candidate_iter"]))
+
+
+def final_stats(model: MixtureModel, data: Data, params: Params,
+                chunk_size: int = 4096) -> dict[str, Any]:
+    """Summed sufficient statistics at ``params`` (closed-form models), always with ``nk``.
+
+    ``nk`` (K,) is the responsibility mass of each class (its effective number of rows).
+    """
+    n = _n_rows(data)
+    total: dict[str, Any] | None = None
+    nk = np.zeros(model.n_components)
+    for a in range(0, n, chunk_size):
+        chunk = _slice(data, a, min(a + chunk_size, n))
+        if model.has_closed_form_m_step:
+            stats, _ = model.e_step_stats(chunk, params)
+            total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
+            if "nk" in stats:
+                continue
+        resp, _ = model.e_step(chunk, params)
+        nk = nk + resp.sum(axis=0)
+    out = dict(total or {})
+    out.setdefault("nk", nk)
+    return out
+
+
+def start_flags(model: MixtureModel, data: Data, params: Params, chunk_size: int = 4096) -> list[str]:
+    """The distinct degeneracy kinds of a start's estimate, sorted (empty: none)."""
+    if type(model).degeneracies is MixtureModel.degeneracies:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with checks.guarded(model, "degeneracies"):
+            stats = final_stats(model, data, params, chunk_size)
+            kinds = model.degeneracies(params, stats)
+    return sorted({str(k) for k in kinds})
 
 
 # -------------------------------------------------------------------- the driver
@@ -292,144 +396,308 @@ def _shown_start(key: Any) -> str:
     return repr(key)
 
 
-def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_starts: int) -> None:
-    """CheckpointInvalid unless ``saved`` is an EM state this fit can resume (same options,
-    starts in range, every field present with the model's parameter shapes)."""
+_RESULT_FIELDS = {"params", "loglik", "n_iter", "converged", "trace", "warnings", "change",
+                  "kind", "flags"}
+_STATE_FIELDS = {"start", "phase", "params", "n_eval", "prev_ll", "trace", "best_params",
+                 "best_ll", "change", "done", "converged", "warnings"}
+
+
+def _check_state(cur: Any, config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                 what: str) -> None:
+    """CheckpointInvalid unless ``cur`` is a start state of this fit (``what`` names it)."""
+    number = (int, float)
+    require(isinstance(cur, Mapping) and _STATE_FIELDS <= set(cur), f"{what} lacks fields")
+    phases = ("em",) if config["accelerate"] == "none" else ("sq0", "sq1", "sq2")
+    require(cur["phase"] in phases, f"{what} is in step {cur['phase']!r}")
+    check_arrays(cur["params"], shapes, f"{what} params")
+    check_arrays(cur["best_params"], shapes, f"{what} best params")
+    require(isinstance(cur["n_eval"], int) and isinstance(cur["trace"], list)
+            and isinstance(cur["warnings"], list) and isinstance(cur["done"], bool)
+            and isinstance(cur["converged"], bool)
+            and isinstance(cur.get("kind", ""), str)
+            and all(cur[k] is None or isinstance(cur[k], number)
+                    for k in ("prev_ll", "best_ll", "change")),
+            f"{what} has fields of the wrong type")
+    if config["accelerate"] != "none":
+        sq = cur.get("sq")
+        require(isinstance(sq, Mapping) and isinstance(sq.get("step_max"), number),
+                f"the SQUAREM state of {what} is missing")
+        for k in ("p0", "p1", "p2"):
+            if cur["phase"] != "sq0" and (k == "p0" or cur["phase"] == "sq2"):
+                check_arrays(sq.get(k), shapes, f"SQUAREM {k}")
+        for k in ("l1", "a_first", "a"):
+            require(cur["phase"] != "sq2" or isinstance(sq.get(k), number),
+                    f"SQUAREM {k} is missing")
+
+
+def _unit_key(key: Any, n_units: int, what: str, units: str) -> int:
+    """A saved unit's key (its 0-based number as text) checked to be below ``n_units``."""
+    shown = _shown_start(key)
+    require(isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < n_units,
+            f"{what} {shown} is out of range ({units} 1 to {n_units})")
+    return int(key)
+
+
+def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_starts: int,
+                 n_candidates: int = 0, final: Any = None) -> None:
+    """CheckpointInvalid unless ``saved`` is an EM state this fit can resume.
+
+    Same options; finished starts among this fit's final starts (``final``: their unit
+    numbers; default ``0..n_starts-1``); finished candidates below ``n_candidates``; every
+    field present with the model's parameter shapes.
+    """
     shapes = {s.name: (model.n_components, *s.shape) for s in model.param_specs()}
     number = (int, float)
     require(isinstance(saved, Mapping) and saved.get("kind") == "em_fit", "it is not an EM state")
     require(saved.get("config") == dict(config), "it was made with other EM options")
     require(isinstance(saved.get("seconds", 0.0), number), "its time is not a number")
+    cands = saved.get("candidates", {})
+    require(isinstance(cands, Mapping), "its finished candidates are not a mapping")
+    for key, st in cands.items():
+        i = _unit_key(key, n_candidates, "candidate", "candidates")
+        _check_state(st, config, shapes, f"candidate {i + 1}")
+        require(st["start"] == i, f"candidate {i + 1} is numbered {st['start']!r}")
     finished = saved.get("finished", {})
     require(isinstance(finished, Mapping), "its finished starts are not a mapping")
+    final_units = list(range(n_starts)) if final is None else [int(u) for u in final]
+    n_units = max(final_units, default=-1) + 1
     for key, res in finished.items():
         shown = _shown_start(key)
-        require(isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < n_starts,
-                f"finished start {shown} is out of range (starts 1 to {n_starts})")
-        require(isinstance(res, Mapping) and {"params", "loglik", "n_iter", "converged", "trace",
-                                               "warnings", "change"} <= set(res),
+        u = _unit_key(key, max(n_units, n_starts), "finished start", "starts")
+        require(u in final_units, f"finished start {shown} is not one of this fit's final starts")
+        require(isinstance(res, Mapping) and _RESULT_FIELDS <= set(res),
                 f"finished start {shown} lacks fields")
         check_arrays(res["params"], shapes, f"start {shown} params")
         require(isinstance(res["loglik"], number) and isinstance(res["n_iter"], int)
-                and isinstance(res["trace"], list) and isinstance(res["warnings"], list),
+                and isinstance(res["trace"], list) and isinstance(res["warnings"], list)
+                and isinstance(res["kind"], str) and isinstance(res["flags"], list)
+                and all(isinstance(f, str) for f in res["flags"]),
                 f"finished start {shown} has fields of the wrong type")
     cur = saved.get("current")
     if cur:
-        require(isinstance(cur, Mapping) and {"start", "phase", "params", "n_eval", "prev_ll",
-                                              "trace", "best_params", "best_ll", "change", "done",
-                                              "converged", "warnings"} <= set(cur),
-                "its current start lacks fields")
-        require(isinstance(cur["start"], int) and 0 <= cur["start"] < n_starts
+        require(isinstance(cur, Mapping), "its current start lacks fields")
+        require(isinstance(cur.get("start"), int) and cur["start"] in final_units
                 and str(cur["start"]) not in finished, "its current start is out of range")
-        phases = ("em",) if config["accelerate"] == "none" else ("sq0", "sq1", "sq2")
-        require(cur["phase"] in phases, f"its current start is in step {cur['phase']!r}")
-        check_arrays(cur["params"], shapes, "current params")
-        check_arrays(cur["best_params"], shapes, "current best params")
-        require(isinstance(cur["n_eval"], int) and isinstance(cur["trace"], list)
-                and isinstance(cur["warnings"], list)
-                and all(cur[k] is None or isinstance(cur[k], number)
-                        for k in ("prev_ll", "best_ll", "change")),
-                "its current start has fields of the wrong type")
-        if config["accelerate"] != "none":
-            sq = cur.get("sq")
-            require(isinstance(sq, Mapping) and isinstance(sq.get("step_max"), number),
-                    "its SQUAREM state is missing")
-            for k in ("p0", "p1", "p2"):
-                if cur["phase"] != "sq0" and (k == "p0" or cur["phase"] == "sq2"):
-                    check_arrays(sq.get(k), shapes, f"SQUAREM {k}")
-            for k in ("l1", "a_first", "a"):
-                require(cur["phase"] != "sq2" or isinstance(sq.get(k), number),
-                        f"SQUAREM {k} is missing")
+        _check_state(cur, config, shapes, "its current start")
 
 
-def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10, tol: float = 1e-8,
+def _digest(params: Params) -> str:
+    """A short fingerprint of given starting values (so a saved state knows its extras)."""
+    h = hashlib.sha256()
+    for key in sorted(params):
+        arr = np.ascontiguousarray(np.asarray(params[key], dtype=float))
+        h.update(key.encode() + str(arr.shape).encode() + arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
+           n_candidates: int = starts.DEFAULT_N_CANDIDATES,
+           candidate_iter: int = starts.DEFAULT_CANDIDATE_ITER, tol: float = 1e-8,
            max_iter: int = 1000, seed: int = 0, accelerate: str = "none",
            chunk_size: int = 4096, init_params: Params | None = None,
+           extra_starts: Sequence[Params] = (),
            checkpoint: Checkpointer | None = None, executor: Any = None,
            on_iteration: Callable[[int, int, float], None] | None = None,
            n_threads: int = 1) -> FitResult:
-    """Fit ``model`` to ``data`` by EM from several random starts; keep the best.
+    """Fit ``model`` to ``data`` by EM from many starting points; keep the best proper maximum.
 
-    ``init_params`` given: one start from those values.  ``checkpoint``: resume from its
-    state and checkpoint after every evaluation (every finished start with ``force``).
-    ``executor``: run each start on a worker (``map_unordered``).  ``n_threads``: chunks
-    of one EM map computed on that many threads (BLAS stays at 1 thread).
+    The search (:mod:`src.estimation.starts`): ``max(n_candidates, n_starts)`` candidates of
+    several kinds run ``candidate_iter`` evaluations each, then the ``n_starts`` best run to
+    convergence; ``n_candidates = 0`` (and K = 1): ``n_starts`` random starts, as before.
+    ``extra_starts``: given starting values run to convergence as well (added to the
+    ``n_starts``, never instead), numbered after the drawn candidates (or random starts).
+    ``init_params`` given: one start from those values (plus any extra starts).
+    The chosen start is the one with the highest log-likelihood among those that
+    :meth:`MixtureModel.degeneracies` does not flag (all flagged: the best, with a warning).
+
+    ``checkpoint``: resume from its state and checkpoint after every candidate and every
+    evaluation of a final start (every finished start with ``force``).  ``executor``: run
+    each candidate and each final start on a worker (``map_unordered``); the results do not
+    depend on it.  ``n_threads``: chunks of one EM map computed on that many threads (BLAS
+    stays at 1 thread).
     """
     if accelerate not in ACCELERATIONS:
         raise ValueError(f"accelerate must be one of {ACCELERATIONS}, got {accelerate!r}")
     for name, value, low in (("n_starts", n_starts, 1), ("max_iter", max_iter, 1),
-                             ("chunk_size", chunk_size, 1), ("n_threads", n_threads, 1)):
+                             ("chunk_size", chunk_size, 1), ("n_threads", n_threads, 1),
+                             ("n_candidates", n_candidates, 0),
+                             ("candidate_iter", candidate_iter, 1)):
         if int(value) < low:
             raise ValueError(f"{name} must be at least {low}, got {value}")
     if not tol >= 0:
         raise ValueError(f"tol must be a non-negative number, got {tol}")
     checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
     n_starts = 1 if init_params is not None else int(n_starts)
+    use_candidates = int(n_candidates) > 0 and init_params is None and model.n_components > 1
+    n_drawn = max(int(n_candidates), n_starts) if use_candidates else n_starts
+    extras = [_as_params(p) for p in extra_starts]
+    shapes = {s.name: (model.n_components, *s.shape) for s in model.param_specs()}
+    for j, p in enumerate(extras):
+        try:
+            check_arrays(p, shapes, f"extra start {j + 1}")
+        except ValueError as exc:
+            raise ValueError(f"{exc} (extra_starts must hold this model's parameters)") from None
     options = {"tol": float(tol), "max_iter": int(max_iter), "seed": int(seed),
                "accelerate": accelerate, "chunk_size": int(chunk_size),
-               "n_threads": int(n_threads),
+               "n_threads": int(n_threads), "candidate_iter": int(candidate_iter),
                "init_params": None if init_params is None else _as_params(init_params)}
     config = {k: v for k, v in options.items() if k not in ("init_params", "n_threads")}
     config["n_starts"] = n_starts
+    config["n_candidates"] = n_drawn if use_candidates else 0
+    config["extra_starts"] = [_digest(p) for p in extras]
     t0 = time.perf_counter()
 
     saved = checkpoint.resume_state()
+    cands: dict[str, dict[str, Any]] = {}
     finished: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
     seconds_before = 0.0
+    n_cand = n_drawn if use_candidates else 0
     if saved:
-        _check_saved(saved, config, model, n_starts)  # CheckpointInvalid: the phase starts over
+        # the final starts are known only once the candidates are; checked again below
+        _check_saved(saved, config, model, n_starts, n_cand,
+                     final=range(n_drawn + len(extras)))
+        cands = {str(k): _restore(v) for k, v in saved.get("candidates", {}).items()}
         finished = {str(k): _restore(v) for k, v in saved.get("finished", {}).items()}
         current = _restore(saved["current"]) if saved.get("current") else None
         seconds_before = float(saved.get("seconds", 0.0))
 
     def save(cur: dict[str, Any] | None, force: bool = False) -> None:
-        checkpoint.checkpoint({"kind": "em_fit", "config": config, "finished": dict(finished),
-                               "current": cur,
+        checkpoint.checkpoint({"kind": "em_fit", "config": config, "candidates": dict(cands),
+                               "finished": dict(finished), "current": cur,
                                "seconds": seconds_before + time.perf_counter() - t0},
                               force=force)
 
-    missing = [s for s in range(n_starts) if str(s) not in finished]
+    # stage 1: the candidates' short runs
+    if use_candidates:
+        require(not finished or len(cands) == n_drawn,
+                "it has finished starts before its candidates")
+        todo = [i for i in range(n_drawn) if str(i) not in cands]
+        if executor is not None and todo:
+            tasks = [(model, data, options, i) for i in todo]
+            for idx, st in executor.map_unordered(run_candidate, tasks):
+                cands[str(todo[idx])] = st
+                save(None)
+        else:
+            for i in todo:
+                cands[str(i)] = run_candidate(model, data, options, i)
+                save(None)
+        final = _best_candidates(cands, n_drawn, n_starts)
+    else:
+        final = list(range(n_starts))
+    final += [n_drawn + j for j in range(len(extras))]
+    if saved:
+        _check_saved(saved, config, model, n_starts, n_cand, final=final)
+
+    def initial(u: int) -> dict[str, Any] | None:
+        """The state a final start begins from (None: random starting values)."""
+        if u >= n_drawn:
+            st = _new_start_state(u, extras[u - n_drawn], accelerate)
+            st["kind"] = "extra"
+            return st
+        if not use_candidates:
+            return None
+        st = dict(cands[str(u)])
+        if not st["done"]:  # warnings of the short run describe a passing state
+            st["warnings"] = []
+        return st
+
+    # stage 2: the final starts, to convergence
+    missing = [u for u in final if str(u) not in finished]
     if executor is not None and missing:
-        tasks = [(model, data, options, s) for s in missing]
+        tasks = [(model, data, options, u, initial(u)) for u in missing]
         for idx, res in executor.map_unordered(run_start, tasks):
             finished[str(missing[idx])] = res
             save(None, force=True)
     else:
-        for s in missing:
-            resume = current if current is not None and int(current["start"]) == s else None
-            res = run_start(model, data, options, s, state=resume,
+        for u in missing:
+            resume = current if current is not None and int(current["start"]) == u else None
+            res = run_start(model, data, options, u, state=resume or initial(u),
                             on_state=lambda st: save(st), on_iteration=on_iteration)
-            finished[str(s)] = res
+            finished[str(u)] = res
             save(None, force=True)
 
-    return _assemble(model, data, finished, n_starts, options,
+    search = {"n_candidates": n_cand, "candidate_iter": int(candidate_iter),
+              "n_starts": n_starts, "n_extra": len(extras)}
+    return _assemble(model, data, [finished[str(u)] for u in final], final, options, search,
                      seconds_before + time.perf_counter() - t0)
 
 
-def _assemble(model: MixtureModel, data: Data, finished: Mapping[str, Mapping[str, Any]],
-              n_starts: int, options: Mapping[str, Any], seconds: float) -> FitResult:
-    """Best start (highest finite loglik, ties: lowest index) in canonical class order."""
-    results = [finished[str(s)] for s in range(n_starts)]
+def _best_candidates(cands: Mapping[str, Mapping[str, Any]], n_drawn: int, n_starts: int) -> list[int]:
+    """The ``n_starts`` candidates with the highest log-likelihood after their short run,
+    best first (ties, and non-finite values last: by number)."""
+    def key(i: int) -> tuple[float, int]:
+        ll = cands[str(i)]["best_ll"]
+        ll = float(ll) if ll is not None else -np.inf
+        return (-ll if np.isfinite(ll) else np.inf, i)
+    return sorted(range(n_drawn), key=key)[:n_starts]
+
+
+def replication_summary(lls: Sequence[float], best: int, pool: Sequence[int], tol: float,
+                        pool_name: str) -> dict[str, Any]:
+    """The replication summary (keys documented in :class:`FitResult`).
+
+    ``lls``: every start's log-likelihood; ``best``: the chosen start; ``pool``: the starts
+    compared; ``tol``: the EM tolerance, from which the replication tolerance follows.
+    """
+    best_ll = float(lls[best])
+    rep_tol = max(REPLICATION_ABS_TOL, 100.0 * float(tol) * abs(best_ll))
+    values = sorted((float(lls[s]) for s in pool if np.isfinite(lls[s])), reverse=True)
+    maxima: list[list[Any]] = []
+    for v in values:
+        if maxima and maxima[-1][0] - v <= rep_tol:
+            maxima[-1][1] += 1
+        else:
+            maxima.append([v, 1])
+    reached = sum(1 for s in pool if np.isfinite(lls[s]) and abs(float(lls[s]) - best_ll) <= rep_tol)
+    return {"best_loglik": best_ll, "n_reached": int(reached), "n_pool": len(values),
+            "pool": pool_name, "tol": rep_tol, "maxima": maxima, "replicated": reached >= 2}
+
+
+def _assemble(model: MixtureModel, data: Data, results: Sequence[Mapping[str, Any]],
+              units: Sequence[int], options: Mapping[str, Any], search: Mapping[str, Any],
+              seconds: float) -> FitResult:
+    """Best unflagged start (highest finite loglik, ties: lowest index) in canonical class
+    order; every start flagged: the best of them, with a warning."""
+    n = len(results)
     lls = [float(r["loglik"]) for r in results]
-    finite = [s for s in range(n_starts) if np.isfinite(lls[s])]
+    flags = [list(r.get("flags", [])) for r in results]
+    finite = [s for s in range(n) if np.isfinite(lls[s])]
     if not finite:
         raise ModelError(t("em.no_finite_start", model=type(model).__name__))
-    best = max(finite, key=lambda s: (lls[s], -s))
+    proper = [s for s in finite if not flags[s]]
+    pool = proper or finite
+    best = max(pool, key=lambda s: (lls[s], -s))
     res = results[best]
     params = _as_params(res["params"])
     params = model.permute(params, model.canonical_order(params))
+    counts: dict[str, int] = {}
+    for f in flags:
+        for kind in f:
+            counts[kind] = counts.get(kind, 0) + 1
+    kinds = ", ".join(f"{k}: {counts[k]}" for k in sorted(counts))
     notes = list(res["warnings"])
     if not res["converged"]:
         notes.append(t("em.not_converged", start=best + 1, max_iter=options["max_iter"],
                        change=float(res["change"]) if res["change"] is not None else float("nan"),
                        tol=options["tol"]))
-    others = sum(1 for s in range(n_starts) if s != best and not results[s]["converged"])
+    others = sum(1 for s in range(n) if s != best and not results[s]["converged"])
     if others:
-        notes.append(t("em.starts_not_converged", count=others, total=n_starts))
+        notes.append(t("em.starts_not_converged", count=others, total=n))
+    n_flagged = sum(1 for f in flags if f)
+    if not proper:
+        notes.append(t("em.all_flagged", total=n, kinds=kinds))
+    elif n_flagged:
+        notes.append(t("em.flagged_excluded", count=n_flagged, total=n, kinds=kinds))
+    rep = replication_summary(lls, best, pool, options["tol"], "unflagged" if proper else "all")
+    if n > 1 and model.n_components > 1 and not rep["replicated"]:
+        notes.append(t("em.not_replicated", loglik=lls[best], total=n))
     return FitResult(params=params, loglik=lls[best], n_iter=int(res["n_iter"]),
                      converged=bool(res["converged"]), best_start=best, start_logliks=lls,
                      start_n_iter=[int(r["n_iter"]) for r in results],
                      start_converged=[bool(r["converged"]) for r in results],
                      loglik_trace=list(res["trace"]), n_obs=_n_rows(data),
-                     n_params=model.n_free_parameters(), seconds=seconds, warnings=notes)
+                     n_params=model.n_free_parameters(), seconds=seconds, warnings=notes,
+                     start_ids=[int(u) for u in units],
+                     start_kinds=[str(r.get("kind", "random")) for r in results],
+                     start_flags=flags, flags=counts, replication=rep, search=dict(search))

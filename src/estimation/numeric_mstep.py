@@ -21,7 +21,7 @@ from scipy.special import logsumexp
 from src.models import checks
 from src.models.base import Data, MixtureModel, Params, ParamSpec
 
-__all__ = ["generic_em_map", "generic_init_params"]
+__all__ = ["generic_em_map", "generic_init_params", "generic_params_from_resp"]
 
 
 def _weight_spec(model: MixtureModel) -> ParamSpec | None:
@@ -83,7 +83,16 @@ def generic_init_params(model: MixtureModel, data: Data, rng: np.random.Generato
     may be non-finite at a point the user did not choose).
     """
     n = next(iter(data.values())).shape[0]
-    resp = rng.dirichlet(np.ones(model.n_components), size=n)
+    return generic_params_from_resp(model, data, rng.dirichlet(np.ones(model.n_components), size=n))
+
+
+def generic_params_from_resp(model: MixtureModel, data: Data, resp: np.ndarray) -> Params:
+    """The generic M-step for given responsibilities (n, K), from the neutral point.
+
+    Used for random soft responsibilities (:func:`generic_init_params`) and for the hard
+    partitions of :mod:`src.estimation.starts`.
+    """
+    n = next(iter(data.values())).shape[0]
     weights = resp.sum(axis=0) / n
     u0 = np.zeros(model.parameterisation().unconstrained_size)
     probe = model.parameterisation().from_unconstrained(u0)

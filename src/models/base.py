@@ -139,6 +139,28 @@ class MixtureModel(ABC):
         raise NotImplementedError(
             f"model {self.name!r} has no closed-form M-step; the engine supplies init_params")
 
+    # ------------------------------------------------ starts and degeneracy
+    def start_features(self, data: Data) -> np.ndarray | None:
+        """A numeric (n, d) matrix describing the rows, for the data-driven starting values.
+
+        The hierarchical and k-means++ candidates of :mod:`src.estimation.starts` cluster
+        these rows (Euclidean distances, so scale them as they should count); None (the
+        default): the model has no such features and gets random partitions instead.
+        """
+        return None
+
+    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
+        """Why the estimate ``params`` is a degenerate (spurious) maximum; [] when it is not.
+
+        ``stats``: the summed sufficient statistics at ``params`` (closed-form models' keys),
+        always with ``nk`` (K,), each class's effective number of rows.  One entry per
+        offending class, a kind such as ``singular_covariance``, ``few_rows`` or
+        ``sigma_floor``.  Flagged starts are never chosen while an unflagged one exists
+        (:func:`src.estimation.em.fit_em`).  Default: none (boundary estimates such as an
+        LCA probability of 0 are proper maxima).
+        """
+        return []
+
     # ------------------------------------------- optional closed-form M-step
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         """Additive sufficient statistics of a chunk given responsibilities (n, K)."""

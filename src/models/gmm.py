@@ -40,6 +40,9 @@ _BLOCK = 1024            # rows per internal block: keeps the (K*D x rows) work 
 _EMPTY = 1e-10           # a class with nk below this fraction of the rows is "empty"
 _SINGULAR = 1e-10        # a covariance whose smallest scaled eigenvalue is below this is singular
 _FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the data's variances)
+#: a component is degenerate (a spurious maximum) when in some direction its variance is
+#: below this fraction of the data's variance in that direction, or at most twice reg_covar
+DEGENERATE_FRACTION = 1e-4
 
 register({
     "gmm.empty_component": {
@@ -381,6 +384,63 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             return cov + ridge
         raise ValueError(f"the covariance of component {k + 1} cannot be made positive definite; "
                          "scale the data")
+
+    # ------------------------------------------------- starts and degeneracy
+    def start_features(self, data: Data) -> np.ndarray:
+        """The columns standardised (constant ones left at 0), for data-driven starts."""
+        X = np.asarray(data["X"], dtype=float)
+        sd = X.std(axis=0)
+        return (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
+        """``singular_covariance`` and ``few_rows``, one per offending component.
+
+        * ``singular_covariance``: in some direction v the component's variance v'S_k v is
+          below ``DEGENERATE_FRACTION`` (1e-4) of the data's variance v'S v there (the
+          smallest generalised eigenvalue of (S_k, S); diagonal and spherical covariances
+          compare each column's, or the mean, variance), or at most twice ``reg_covar``
+          (the floor then holds up at least half of it): a component collapsed onto a few
+          identical values or a line, the classic spurious maximum of an unbounded likelihood;
+        * ``few_rows``: an effective number of rows (``nk``) too small to estimate a
+          covariance: below D + 1 (full) or 2 (diagonal, spherical).
+        """
+        nk = np.asarray(stats["nk"], dtype=float)
+        sx, sxx = np.asarray(stats["sx"], dtype=float), np.asarray(stats["sxx"], dtype=float)
+        n = float(nk.sum())
+        d_tot = sx.sum(axis=0) / n
+        K, D = sx.shape
+        out: list[str] = []
+        reg = 2.0 * self.reg_covar
+        if self.covariance == "full":
+            tot = sxx.sum(axis=0) / n - np.outer(d_tot, d_tot)
+            tot = 0.5 * (tot + tot.T)
+            scale = np.clip(np.diag(tot), np.finfo(float).tiny, None)
+            isd = 1.0 / np.sqrt(scale)
+            S = tot * np.outer(isd, isd) + 1e-12 * np.eye(D)   # the data's correlation matrix
+            L = np.linalg.cholesky(S)
+        for k in range(K):
+            if self.covariance == "full":
+                cov = np.asarray(params["cov"][k], dtype=float)
+                A = solve_triangular(L, cov * np.outer(isd, isd), lower=True)
+                G = solve_triangular(L, A.T, lower=True)       # L^-1 C L^-T
+                rel = float(np.linalg.eigvalsh(0.5 * (G + G.T))[0])
+                low = float(np.linalg.eigvalsh(cov)[0])
+                needed = D + 1
+            else:
+                if self.covariance == "diag":
+                    var = np.asarray(params["cov"][k], dtype=float)
+                    tot = sxx.sum(axis=0) / n - d_tot * d_tot
+                else:
+                    var = np.asarray([params["var"][k]], dtype=float)
+                    tot = np.asarray([(sxx.sum() / n - d_tot @ d_tot) / D])
+                rel = float(np.min(var / np.clip(tot, np.finfo(float).tiny, None)))
+                low = float(np.min(var))
+                needed = 2
+            if rel < DEGENERATE_FRACTION or (reg > 0 and low <= reg):
+                out.append("singular_covariance")
+            if nk[k] < needed:
+                out.append("few_rows")
+        return out
 
     # --------------------------------------------------------- starting values
     def init_params(self, data: Data, rng: np.random.Generator) -> Params:

@@ -204,6 +204,14 @@ class LatentClassModel(MixtureModel):
         g = np.maximum(g, 1e-12) * self.valid[None]
         return {"weight": np.full(K, 1.0 / K), "prob": g / g.sum(axis=2, keepdims=True)}
 
+    # ------------------------------------------------------------- starts
+    def start_features(self, data: Data) -> np.ndarray:
+        """The one-hot answers (a missing answer all zeros), for data-driven starts.
+
+        No :meth:`degeneracies`: probabilities on the boundary are proper maxima.
+        """
+        return self.one_hot(data["Y"])[0]
+
     # ------------------------------------------------------ closed-form M-step
     def _stats(self, O: np.ndarray, observed: np.ndarray, resp: np.ndarray) -> dict[str, np.ndarray]:
         K = self.n_components

@@ -188,6 +188,35 @@ class MixtureRegressionModel(MixtureModel):
         s = max(float(np.sqrt(r2.min(axis=1).mean())), self.sigma_floor)
         return {"weight": np.full(K, 1.0 / K), "coef": coef, "sigma": np.full(K, s)}
 
+    # ------------------------------------------------- starts and degeneracy
+    def start_features(self, data: Data) -> np.ndarray:
+        """The predictors (intercept left out) and the target, standardised, for data-driven
+        starts: rows close in (x, y) start in the same class."""
+        self._require_setup()
+        X = np.asarray(data["X"], dtype=float)
+        if self.predictors and self.predictors[0] == "intercept":
+            X = X[:, 1:]
+        F = np.column_stack([X, np.asarray(data["y"], dtype=float)])
+        sd = F.std(axis=0)
+        return (F - F.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
+        """``sigma_floor`` (a component's sigma at ``sigma_floor``: it fits a few rows almost
+        exactly, the unbounded likelihood's spurious maximum) and ``few_rows`` (an effective
+        number of rows ``nk`` below P + 1, too few for P coefficients and a positive
+        residual variance), one per offending component."""
+        self._require_setup()
+        nk = np.asarray(stats["nk"], dtype=float)
+        sigma = np.asarray(params["sigma"], dtype=float)
+        P = len(self.predictors)
+        out: list[str] = []
+        for k in range(sigma.size):
+            if sigma[k] <= self.sigma_floor * (1.0 + 1e-9):
+                out.append("sigma_floor")
+            if nk[k] < P + 1:
+                out.append("few_rows")
+        return out
+
     # ------------------------------------------------------ closed-form M-step
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         """``nk`` (K,), ``xwx`` (K,P,P), ``xwy`` (K,P), ``ywy`` (K,) on the shifted scale."""

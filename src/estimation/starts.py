@@ -1,0 +1,211 @@
+"""Starting values that find the global maximum: many cheap candidates, the best run to the end.
+
+The strategy is Mplus's ``STARTS = n m`` and Biernacki, Celeux & Govaert's (2003) emEM,
+with mclust's deterministic hierarchical start among the candidates:
+
+1. **Candidates.** ``n_candidates`` starting points (at least ``n_starts``) of several kinds,
+   candidate ``i`` (0-based; shown from 1) drawing only from ``stream(seed, "candidate", i)``:
+
+   * candidate 0, ``hierarchical``: Ward's agglomerative clustering of the model's start
+     features (:meth:`MixtureModel.start_features`) on a subsample of at most
+     :data:`HC_SUBSAMPLE` rows (all rows when there are fewer, so it is deterministic; the
+     subsample otherwise drawn from the candidate's stream), cut at K clusters by undoing
+     the last K-1 merges; one M-step from that hard partition of the subsample gives the
+     starting values (as mclust starts EM from its hierarchical partition);
+   * then in turn ``kmeans++`` (K centres chosen by k-means++ seeding on the features, every
+     row assigned to its nearest centre, one M-step), ``random`` (the model's own random
+     starting values, :meth:`MixtureModel.init_params`: what every start was before) and
+     ``partition`` (every row put in a class drawn uniformly, one M-step).
+
+   A model without start features (the default for user models) gets ``partition``
+   instead of ``hierarchical`` and ``kmeans++``.  Each candidate runs ``candidate_iter``
+   EM-map evaluations (plain EM or SQUAREM, as the final runs; a candidate that
+   converges sooner stops there).
+2. **Final runs.** The ``n_starts`` candidates with the highest log-likelihood after their
+   short run (ties: the lower index) continue to convergence, from the state they reached
+   (so their iterations count towards ``max_iter``).  Final start 1 is the best candidate.
+3. **Extra starts** (``extra_starts``: given starting values, e.g. the BLRT's K-1
+   estimate and splits of it) are *added*, never instead: they skip the candidate stage
+   and run to convergence beside the ``n_starts`` best candidates, numbered after the drawn
+   candidates (candidate ``n_candidates + j`` for extra start ``j``).
+
+``n_candidates = 0`` is the previous policy: ``n_starts`` starts from the model's random
+starting values (``stream(seed, "start", s)``), each run to convergence; it gives the
+numbers earlier versions gave.  With one class every starting point gives the same
+estimate, so K = 1 always uses that policy.
+
+Why these kinds: random starting values often stop at local or spurious maxima (a component
+collapsed onto a few identical values); k-means++ seeds spread the centres out; the
+hierarchical start is the one mclust users trust, and being deterministic it makes the
+search reproducible across seeds; random partitions are cheap diversity for every model.
+The short runs cost ``n_candidates * candidate_iter`` evaluations; ranking after a few
+iterations is what emEM found to pick the starts that reach the global maximum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from src.models.base import Data, MixtureModel, Params
+from src.utils.rng import stream
+
+__all__ = ["DEFAULT_N_CANDIDATES", "DEFAULT_CANDIDATE_ITER", "HC_SUBSAMPLE", "KINDS",
+           "candidate_kind", "candidate_params", "features", "ward_labels", "cut_linkage",
+           "kmeanspp_centres", "nearest_centre", "random_partition", "params_from_labels"]
+
+#: default ``--n-candidates``: cheap candidate starts (0: random starts only, as before)
+DEFAULT_N_CANDIDATES = 50
+#: default ``--candidate-iter``: EM-map evaluations of each candidate before ranking
+DEFAULT_CANDIDATE_ITER = 10
+#: rows the hierarchical start clusters at most (Ward's method is quadratic in them)
+HC_SUBSAMPLE = 1000
+#: the kinds of candidate, as recorded per start
+KINDS = ("hierarchical", "kmeans++", "random", "partition")
+_CYCLE = ("kmeans++", "random", "partition")
+
+
+def candidate_kind(i: int, has_features: bool) -> str:
+    """The kind of candidate ``i`` (0-based): hierarchical first, then the cycle."""
+    kind = "hierarchical" if i == 0 else _CYCLE[(i - 1) % len(_CYCLE)]
+    if not has_features and kind in ("hierarchical", "kmeans++"):
+        return "partition"
+    return kind
+
+
+def features(model: MixtureModel, data: Data) -> np.ndarray | None:
+    """The model's start features as a finite float (n, d) matrix, or None when it has none."""
+    F = model.start_features(data)
+    if F is None:
+        return None
+    F = np.asarray(F, dtype=float)
+    if F.ndim == 1:
+        F = F[:, None]
+    if F.ndim != 2 or F.shape[0] != _n_rows(data) or F.shape[1] == 0 or not np.all(np.isfinite(F)):
+        return None
+    return F
+
+
+def _n_rows(data: Data) -> int:
+    return int(next(iter(data.values())).shape[0])
+
+
+# ------------------------------------------------------------ hard partitions
+def cut_linkage(Z: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Labels 0..k-1 of ``n`` points from a scipy linkage matrix: the first n-k merges joined.
+
+    Always exactly ``min(k, n)`` clusters (scipy's ``fcluster(..., "maxclust")`` may give
+    fewer when merge heights tie); clusters are numbered in the order of their first row.
+    """
+    parent = np.arange(2 * n - 1)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for m in range(max(n - k, 0)):
+        a, b = int(Z[m, 0]), int(Z[m, 1])
+        parent[find(a)] = n + m
+        parent[find(b)] = n + m
+    roots = np.array([find(i) for i in range(n)])
+    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))      # cluster numbers by first row
+    return order[inverse].astype(np.int64)
+
+
+def ward_labels(F: np.ndarray, k: int, rng: np.random.Generator | None,
+                subsample: int = HC_SUBSAMPLE) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels): Ward's clustering of a subsample of ``F`` cut at ``k`` clusters.
+
+    ``rows`` (sorted) are all rows when there are at most ``subsample``, else a subsample
+    drawn without replacement from ``rng``.
+    """
+    from scipy.cluster.hierarchy import linkage
+
+    n = F.shape[0]
+    if n <= subsample or rng is None:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(rng.choice(n, size=subsample, replace=False))
+    if rows.size < 2:
+        return rows, np.zeros(rows.size, dtype=np.int64)
+    Z = linkage(F[rows], method="ward")
+    return rows, cut_linkage(Z, rows.size, k)
+
+
+def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of ``k`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007).
+
+    The first centre is a uniform draw (``rng.integers(n)``); each next one is drawn with
+    probability proportional to the squared distance to the nearest centre so far
+    (``rng.random() * total`` located in the cumulative sums); when every row coincides
+    with a centre, a uniform draw.
+    """
+    n = F.shape[0]
+    chosen = [int(rng.integers(n))]
+    d2 = ((F - F[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        if total > 0:
+            c = int(np.searchsorted(np.cumsum(d2), rng.random() * total, side="right"))
+            c = min(c, n - 1)
+        else:
+            c = int(rng.integers(n))
+        chosen.append(c)
+        d2 = np.minimum(d2, ((F - F[c]) ** 2).sum(axis=1))
+    return np.array(chosen, dtype=np.int64)
+
+
+def nearest_centre(F: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Label of each row: its nearest centre (squared Euclidean; ties: the lower label)."""
+    C = F[centres]
+    d2 = (F * F).sum(axis=1)[:, None] - 2.0 * F @ C.T + (C * C).sum(axis=1)[None, :]
+    return np.argmin(d2, axis=1).astype(np.int64)
+
+
+def random_partition(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Every row in a class drawn uniformly from 0..k-1."""
+    return rng.integers(k, size=n).astype(np.int64)
+
+
+def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray,
+                       rows: np.ndarray | None = None) -> Params:
+    """Starting values from a hard partition: one M-step (closed-form or generic).
+
+    ``rows``: the partition is of these rows only (the M-step sees only them).
+    """
+    sub = data if rows is None else {key: v[rows] for key, v in data.items()}
+    K = model.n_components
+    resp = np.zeros((labels.size, K))
+    resp[np.arange(labels.size), labels] = 1.0
+    if model.has_closed_form_m_step:
+        return model.m_step(model.suff_stats(sub, resp))
+    from .numeric_mstep import generic_params_from_resp
+    return generic_params_from_resp(model, sub, resp)
+
+
+def candidate_params(model: MixtureModel, data: Data, seed: int, i: int) -> tuple[Params, str]:
+    """Starting values of candidate ``i`` and its kind, from ``stream(seed, "candidate", i)``."""
+    F = features(model, data)
+    kind = candidate_kind(i, F is not None)
+    rng = stream(seed, "candidate", i)
+    K = model.n_components
+    if kind == "hierarchical":
+        rows, labels = ward_labels(F, K, rng)
+        return params_from_labels(model, data, labels, rows), kind
+    if kind == "kmeans++":
+        labels = nearest_centre(F, kmeanspp_centres(F, K, rng))
+        return params_from_labels(model, data, labels), kind
+    if kind == "partition":
+        return params_from_labels(model, data, random_partition(_n_rows(data), K, rng)), kind
+    from .em import draw_random_params
+    return draw_random_params(model, data, rng), kind
+
+
+def describe(n_candidates: int, candidate_iter: int, n_starts: int) -> dict[str, Any]:
+    """The search's settings as fit.json records them."""
+    return {"n_candidates": int(n_candidates), "candidate_iter": int(candidate_iter),
+            "n_starts": int(n_starts)}
