@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import __version__
+from .estimation.starts import DEFAULT_CANDIDATE_ITER, DEFAULT_N_CANDIDATES
 from .inference import DEFAULT_SE_METHOD, SE_METHODS
 from .models.base import MixtureModel
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL, family_options, options_of
@@ -71,7 +72,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            group=_DATA, fingerprint=_D),
     Option("components", int, 2, "number of latent classes K", low=1, group=_DATA, fingerprint=_M),
     # estimation
-    Option("n_starts", int, 10, "random starts", low=1, group=_EST, fingerprint=_M),
+    Option("n_starts", int, 10, "starts run to convergence (the best candidates)", low=1,
+           group=_EST, fingerprint=_M),
+    Option("n_candidates", int, DEFAULT_N_CANDIDATES, "cheap candidate starts (hierarchical, "
+           "k-means++, random, random partitions) ranked after --candidate-iter EM iterations; "
+           "0: --n-starts random starts only", low=0, group=_EST, fingerprint=_M),
+    Option("candidate_iter", int, DEFAULT_CANDIDATE_ITER, "EM iterations of each candidate "
+           "start before the best --n-starts go on", low=1, group=_EST, fingerprint=_M),
     Option("tol", float, 1e-8, "relative log-likelihood change to stop", low=0, low_open=True,
            group=_EST, fingerprint=_M),
     Option("max_iter", int, 1000, "EM iterations per start", low=1, group=_EST, fingerprint=_M),
