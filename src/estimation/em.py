@@ -32,13 +32,14 @@ Convergence: ``|l_t - l_{t-1}| < tol * |l_t|`` between consecutive accepted poin
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from src.models import checks
 from src.models.base import Data, MixtureModel, ModelWarning, Params
@@ -94,6 +95,18 @@ register({
 })
 
 ACCELERATIONS = ("none", "squarem")
+
+#: (controller, len(sys.modules) when made): finding the BLAS libraries costs milliseconds,
+#: as much as a hundred EM iterations on small data
+_CONTROLLER: list[Any] = [None, -1]
+
+
+def _one_blas_thread() -> Any:
+    """``threadpool_limits(1, "blas")`` without rescanning the loaded libraries every time
+    (the controller is made again whenever modules were imported since)."""
+    if _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 # ------------------------------------------------------------------ the EM map
@@ -272,7 +285,7 @@ def _run(model: MixtureModel, data: Data, options: Mapping[str, Any], st: dict[s
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
     seen: set[tuple[Any, ...]] = set()
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             while not st["done"] and (until is None or st["n_eval"] < until):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -303,7 +316,7 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
     """
     if state is None:
         init = options.get("init_params")
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             p = _as_params(init) if init is not None else start_params(
                 model, data, options["seed"], start)
         st = _new_start_state(start, p, options["accelerate"])
@@ -312,7 +325,7 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
         st = dict(state)
     st = _run(model, data, options, st, None, on_state, on_iteration)
     params = st["best_params"]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         flags = start_flags(model, data, params, options["chunk_size"])
     return {"start": start, "params": params, "loglik": float(st["best_ll"]),
             "n_iter": int(st["n_eval"]), "converged": bool(st["converged"]),
@@ -330,7 +343,7 @@ def run_candidate(model: MixtureModel, data: Data, options: Mapping[str, Any],
     which :func:`run_start` continues.
     """
     seen: set[tuple[Any, ...]] = set()
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with checks.guarded(model, "m_step"):
