@@ -14,7 +14,9 @@ and are left out of the fingerprints.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,12 +32,17 @@ from .utils.messages import register, t
 from .utils.options import Option, check_names, check_value
 
 __all__ = ["RunOptions", "OPTIONS", "CORE_OPTIONS", "load_config", "build_options",
-           "make_options", "phase_fingerprints", "PHASES", "SE_CHOICES", "DEFAULT_SEED"]
+           "make_options", "phase_fingerprints", "PHASES", "SE_CHOICES", "DEFAULT_SEED",
+           "SELECT_CHOICES", "parse_components", "check_option"]
 
-PHASES = ("data_preparation", "model_estimation", "standard_error_computation", "result_output")
+#: the phases in order; model_selection runs only when several K are given (--components)
+PHASES = ("data_preparation", "model_estimation", "model_selection", "standard_error_computation",
+          "result_output")
 DEFAULT_SEED = 20241101
 #: --se-method: one registered method, every one of them, or none
 SE_CHOICES = (*SE_METHODS, "all", "none")
+#: --select: the rule that chooses K among several (information criteria, or the BLRT)
+SELECT_CHOICES = ("bic", "aic", "sabic", "caic", "icl", "blrt")
 
 register({
     "config.missing": {"en": "Config file {path} does not exist; check the path given to --config.",
@@ -46,14 +53,21 @@ register({
     "config.duplicate_column": {
         "en": "Option 'columns' names column '{column}' more than once; give each column once.",
         "zh": "选项 'columns' 多次列出列 '{column}'；每列只需给出一次。"},
+    "config.components": {
+        "en": "Option 'components' must be one K >= 1, a range such as 1-6 or an increasing list without duplicates such as 2,3,5, got {value!r}.",
+        "zh": "选项 'components' 应为一个 K >= 1、一个范围（如 1-6）或一个递增且不重复的列表（如 2,3,5），实际为 {value!r}。"},
+    "config.select_blrt": {
+        "en": "Option 'select' is 'blrt' but 'blrt' is 0; give --blrt B (bootstrap replicates, e.g. 100) or choose another rule with --select.",
+        "zh": "选项 'select' 为 'blrt' 但 'blrt' 为 0；请用 --blrt B 给出自助法重复次数（例如 100），或用 --select 选择其他准则。"},
     "config.empty_columns": {
         "en": "Option 'columns' is empty; give column names, e.g. --columns a,b.",
         "zh": "选项 'columns' 为空；请给出列名，例如 --columns a,b。"},
 })
 
-_DATA, _EST, _SE, _EXEC, _PROG = ("data and model", "estimation", "standard errors",
-                                  "execution and output", "progress tracking")
-_D, _M, _S = "data_preparation", "model_estimation", "standard_error_computation"
+_DATA, _EST, _SEL, _SE, _EXEC, _PROG = ("data and model", "estimation", "class enumeration",
+                                        "standard errors", "execution and output",
+                                        "progress tracking")
+_D, _M, _C, _S = "data_preparation", "model_estimation", "model_selection", "standard_error_computation"
 
 #: the run's own options (families and SE methods add theirs, see OPTIONS)
 CORE_OPTIONS: tuple[Option, ...] = (
@@ -70,7 +84,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            fingerprint=_D),
     Option("model", str, DEFAULT_MODEL, f"{', '.join(BUILTIN_MODELS)} or path/to/file.py:ClassName",
            group=_DATA, fingerprint=_D),
-    Option("components", int, 2, "number of latent classes K", low=1, group=_DATA, fingerprint=_M),
+    Option("components", int, 2, "number of latent classes K: one K, a range 1-6 or a list 2,3,5 "
+           "(several: each K is fitted and one is selected)", low=1, group=_DATA, fingerprint=_M,
+           metavar="K|A-B|A,B,.."),
     # estimation
     Option("n_starts", int, 10, "starts run to convergence (the best candidates)", low=1,
            group=_EST, fingerprint=_M),
@@ -87,11 +103,25 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("accelerate", str, "squarem", "EM acceleration", choices=("none", "squarem"),
            group=_EST, fingerprint=_M),
     Option("chunk_size", int, 4096, "rows per chunk", low=1, group=_EST, fingerprint=_M),
+    # class enumeration (with several K only)
+    Option("select", str, "bic", "rule that chooses K: an information criterion (lowest) or "
+           "blrt (the smallest K not rejected against the next)", choices=SELECT_CHOICES,
+           group=_SEL, fingerprint=_C),
+    Option("blrt", int, 0, "bootstrap replicates of each BLRT comparison of consecutive K "
+           "(0: no BLRT)", low=0, group=_SEL, fingerprint=_C, metavar="B"),
+    Option("blrt_early_stop", bool, True, "stop a BLRT once its decision at --alpha is settled "
+           "(replicates in index order)", group=_SEL, fingerprint=_C),
+    Option("alpha", float, 0.05, "significance level of the BLRT rule and its early stop",
+           low=0, low_open=True, high=0.5, group=_SEL, fingerprint=_C),
+    Option("vlmr", bool, True, "Vuong-Lo-Mendell-Rubin and adjusted LMR tests of consecutive K",
+           group=_SEL, fingerprint=_C),
     # standard errors
     Option("se_method", str, DEFAULT_SE_METHOD, "standard-error method", choices=SE_CHOICES,
            group=_SE, fingerprint=_S),
     Option("primary_se", str, DEFAULT_SE_METHOD, "with several methods: the one in the 'se' column",
            choices=tuple(SE_METHODS), group=_SE, fingerprint=_S),
+    Option("se_for", str, "selected", "with several K: standard errors for the selected K or "
+           "for all", choices=("selected", "all"), group=_SE, fingerprint=_S),
     # execution and output (change no number)
     Option("workers", int, 1, "local worker processes", low=1, group=_EXEC),
     Option("scheduler", str, None, "address of an existing Dask scheduler", nullable=True,
@@ -127,6 +157,51 @@ def _all_options() -> tuple[Option, ...]:
 
 #: every option of a run, by name
 OPTIONS: dict[str, Option] = {o.name: o for o in _all_options()}
+#: options that only matter when several K are given (left out of single-K fingerprints)
+_ENUMERATION_ONLY = frozenset({o.name for o in CORE_OPTIONS if o.fingerprint == _C} | {"se_for"})
+
+
+def parse_components(value: Any) -> int | list[int]:
+    """``--components`` as one K (an int) or the increasing list of several K.
+
+    Takes an integer, text (``"3"``, ``"1-6"``, ``"2,3,5"``) or a sequence of integers
+    (a TOML array, a Python list or range); one K however written (``"3-3"``, ``[3]``) is
+    the int, so it behaves exactly as a single K.  UsageError (one sentence) otherwise."""
+    def bad() -> UsageError:
+        return UsageError(t("config.components", value=value))
+
+    ks: list[int]
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise bad()
+    if isinstance(value, numbers.Integral):
+        ks = [int(value)]
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d+\s*-\s*\d+", text):
+                low, high = (int(x) for x in text.split("-"))
+                ks = list(range(low, high + 1)) if high >= low else []
+            else:
+                ks = [int(x) for x in text.split(",")]
+        except ValueError:
+            raise bad() from None
+    elif isinstance(value, (list, tuple, range)):
+        if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in value):
+            raise bad()
+        ks = [int(x) for x in value]
+    else:
+        raise bad()
+    if not ks or ks[0] < 1 or any(b <= a for a, b in zip(ks, ks[1:])):
+        raise bad()
+    return ks[0] if len(ks) == 1 else ks
+
+
+def check_option(name: str, value: Any, *, from_text: bool = False) -> Any:
+    """``value`` checked and converted for option ``name`` (``components`` has its own
+    parser; every other option :func:`~src.utils.options.check_value`)."""
+    if name == "components":
+        return parse_components(value)
+    return check_value(OPTIONS[name], value, from_text=from_text)
 
 
 class _RunOptionsMethods:
@@ -134,8 +209,8 @@ class _RunOptionsMethods:
 
     def validate(self) -> "RunOptions":
         """Check and normalise every value; raise UsageError naming the option."""
-        for name, opt in OPTIONS.items():
-            setattr(self, name, check_value(opt, getattr(self, name)))
+        for name in OPTIONS:
+            setattr(self, name, check_option(name, getattr(self, name)))
         if self.columns is not None:
             if not self.columns:
                 raise UsageError(t("config.empty_columns"))
@@ -144,7 +219,18 @@ class _RunOptionsMethods:
                 if col in seen:
                     raise UsageError(t("config.duplicate_column", column=col))
                 seen.add(col)
+        if self.enumerating and self.select == "blrt" and self.blrt == 0:
+            raise UsageError(t("config.select_blrt"))
         return self
+
+    def k_list(self) -> list[int]:
+        """The numbers of classes of this run, increasing (one entry for a single K)."""
+        return list(self.components) if isinstance(self.components, list) else [self.components]
+
+    @property
+    def enumerating(self) -> bool:
+        """True when several K are fitted and one is selected (``model_selection`` runs)."""
+        return isinstance(self.components, list)
 
     @property
     def results_dir(self) -> Path:
@@ -201,7 +287,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
             check_names([key], OPTIONS, t("config.where", path=p))
         if key_u == "columns" and isinstance(value, str):
             value = [c.strip() for c in value.split(",") if c.strip()]
-        flat[key_u] = check_value(OPTIONS[key_u], value)
+        flat[key_u] = check_option(key_u, value)
     return flat
 
 
@@ -230,7 +316,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     The options counted are the core options with a ``fingerprint`` phase, the options of
     the model family (``model_class``; default every built-in family's; without a phase:
     model_estimation) and those of the standard-error methods that run; ``primary_se``
-    only when several methods run."""
+    only when several methods run, the class-enumeration options only with several K (so
+    a single K's fingerprints are what they were before enumeration existed)."""
     methods = options.se_methods()
     counted = [o for o in CORE_OPTIONS if o.fingerprint is not None]
     counted += options_of(model_class) if model_class is not None else family_options()
@@ -239,11 +326,14 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     for opt in counted:
         if opt.name == "primary_se" and len(methods) < 2:
             continue  # it only picks which of several methods fills the 'se' column
+        if opt.name in _ENUMERATION_ONLY and not options.enumerating:
+            continue  # nothing is selected among one K
         value = getattr(options, opt.name, opt.default)  # a user model's own option: default
         parts[opt.fingerprint or "model_estimation"][opt.name] = value
     data = {"version": __version__, "environment": dict(environment), "data_sha256": data_sha256,
             "model_file_sha256": model_file_sha256, **parts["data_preparation"]}
     est = {**data, **parts["model_estimation"]}
-    se = {**est, **parts["standard_error_computation"]}
-    return {"data_preparation": data, "model_estimation": est,
+    sel = {**est, **parts["model_selection"]}
+    se = {**sel, **parts["standard_error_computation"]}
+    return {"data_preparation": data, "model_estimation": est, "model_selection": sel,
             "standard_error_computation": se, "result_output": {**se, **parts["result_output"]}}

@@ -30,11 +30,13 @@ from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_fil
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
            "comparison_of", "Comparison", "remove_stray_temporaries", "result_set_is_complete",
-           "MANIFEST", "RESULT_FILES"]
+           "MANIFEST", "RESULT_FILES", "result_files", "manifest_bytes"]
 
 MANIFEST = "manifest.json"
-#: every result file a run may write (a later run without one removes the earlier one's)
-RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "report.md")
+#: every result file a run may write (a later run without one removes the earlier one's;
+#: the last two only with several K, see src/output/enumeration.py)
+RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "report.md", "enumeration.csv",
+                "criteria.png")
 
 #: standard-error methods in the order the registry lists them (columns se_<method>)
 SE_ORDER = tuple(SE_METHODS)
@@ -217,6 +219,7 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
         # starts count from 1 for the user (fit["best_start"] is the 0-based index)
         "best_start": int(fit["best_start"]) + 1, "start_logliks": list(fit["start_logliks"]),
         "warnings": list(fit.get("warnings", [])),
+        **_starts_json(fit),
         "data": {k: record.get(k) for k in ("source", "path", "sha256", "n_rows", "columns")},
         "fingerprint": fingerprint,
     }
@@ -228,6 +231,45 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
     return out
 
 
+def _starts_json(fit: Mapping[str, Any]) -> dict[str, Any]:
+    """The search and its outcome (FitResult's keys, see src/estimation/results.py):
+    ``search`` (n_candidates, candidate_iter, n_starts, n_extra), ``replication``
+    (best_loglik, n_reached, n_pool, pool, tol, maxima [[loglik, count], ...], replicated),
+    ``flags`` ({kind: starts}), per start ``start_kinds``, ``start_flags`` and
+    ``start_candidates`` (each start's candidate number, from 1)."""
+    return {"search": dict(fit.get("search", {})), "replication": dict(fit.get("replication", {})),
+            "flags": dict(fit.get("flags", {})),
+            "start_kinds": list(fit.get("start_kinds", [])),
+            "start_flags": [list(f) for f in fit.get("start_flags", [])],
+            "start_candidates": [int(u) + 1 for u in fit.get("start_ids", [])]}
+
+
+def _search_lines(fitj: Mapping[str, Any], options: Any) -> list[str]:
+    """The report's lines on the starts: how they were found, replication, degenerate ones."""
+    search, rep, flags = fitj.get("search") or {}, fitj.get("replication") or {}, fitj.get("flags") or {}
+    n_starts = int(search.get("n_starts", options.n_starts))
+    if search.get("n_candidates"):
+        how = (f"the best {n_starts} of {search['n_candidates']} candidate starts (hierarchical, "
+               f"k-means++, random, random partitions; {search['candidate_iter']} EM iterations "
+               f"each) run to convergence")
+    else:
+        how = f"{n_starts} random starts run to convergence"
+    if search.get("n_extra"):
+        how += f", plus {search['n_extra']} given starting values"
+    lines = [f"- Starts: {how}; the chosen one is start {fitj['best_start']}"]
+    if rep:
+        maxima = ", ".join(f"{ll:.6f} ({c})" for ll, c in rep.get("maxima", [])[:6])
+        more = len(rep.get("maxima", [])) - 6
+        pool = "" if rep.get("pool") != "all" else " (every start degenerate: all compared)"
+        lines.append(f"- Best log-likelihood {rep['best_loglik']:.6f} reached by {rep['n_reached']} "
+                     f"of {rep['n_pool']} starts{pool} (within {rep['tol']:.3g}); distinct maxima "
+                     f"(starts): {maxima}" + (f", and {more} more" if more > 0 else ""))
+    if flags:
+        lines.append("- Degenerate starts (never chosen while a proper one exists), by kind: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(flags.items())))
+    return lines
+
+
 def _report(model, record, fit, se, options, fitj, header, rows) -> str:
     lines = [f"# Estimation report: {options.task_name}", "",
              f"- Data: {record.get('source')} ({fitj['n_obs']} rows, columns {', '.join(record.get('columns') or [])})",
@@ -235,7 +277,8 @@ def _report(model, record, fit, se, options, fitj, header, rows) -> str:
              + "".join(f", {p}" for p in option_phrases(model)),
              f"- Log-likelihood: {fitj['loglik']:.6f}; AIC {fitj['aic']:.4f}; BIC {fitj['bic']:.4f} (lower is better)",
              f"- EM: {fitj['n_iter']} iterations, {'converged' if fitj['converged'] else 'NOT converged'}"
-             f" (tol {options.tol}, {options.n_starts} random starts, acceleration {options.accelerate})",
+             f" (tol {options.tol}, acceleration {options.accelerate})",
+             *_search_lines(fitj, options),
              f"- Standard errors: {options.se_method}", ""]
     lines[3:3] = [f"  - {note}" for note in record.get("notes") or []]  # how the file was read
     for w in fitj["warnings"]:
@@ -265,9 +308,23 @@ def _short(cell: str) -> str:
 def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
               se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any]) -> list[str]:
     """Write every result file into ``options.results_dir``; return their paths."""
+    from .enumeration import remove_subsets
+
     out_dir = Path(options.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stray_temporaries(out_dir, (*RESULT_FILES, MANIFEST))
+    files = result_files(model, record, fit, se, options, fingerprint=fingerprint)
+    manifest = _manifest(options.task_name, files)
+    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=RESULT_FILES)
+    remove_subsets(out_dir, options.task_name, keep=())  # an earlier enumeration's k*/ folders
+    return [str(p) for p in written]
+
+
+def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
+                 se: Mapping[str, Any], options: Any, *,
+                 fingerprint: Mapping[str, Any]) -> dict[str, bytes]:
+    """The result files of one fit, by name: estimates.csv, covariance.csv (with standard
+    errors), fit.json, report.md."""
     header, rows = estimates_rows(model, fit, se, options)
     files = {"estimates.csv": _csv_bytes(header, rows)}
     primary = _primary(se, options)
@@ -282,9 +339,7 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
     files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
                          + "\n").encode()
     files["report.md"] = _report(model, record, fit, se, options, fitj, header, rows).encode()
-    manifest = _manifest(options.task_name, files)
-    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=RESULT_FILES)
-    return [str(p) for p in written]
+    return files
 
 
 def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:
@@ -295,13 +350,20 @@ def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:
 
 def result_set_is_complete(folder: str | Path, task_name: str) -> bool:
     """True when ``folder`` holds a complete result set of ``task_name``: its manifest is
-    there and every file it names is there with the recorded SHA-256."""
+    there and every file it names is there with the recorded SHA-256 (a subfolder's
+    manifest it names, ``k3/manifest.json``, complete in turn)."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("task_name") != task_name or not manifest.get("files"):
             return False
         return all(sha256_file(folder / name) == entry["sha256"]
+                   and (Path(name).name != MANIFEST or Path(name).parent == Path(".")
+                        or result_set_is_complete(folder / Path(name).parent, task_name))
                    for name, entry in manifest["files"].items())
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
+
+
+#: the manifest of a set of result files (task name, SHA-256 and size of each)
+manifest_bytes = _manifest

@@ -14,10 +14,10 @@ import difflib
 from typing import Any, Sequence
 
 from .. import __version__
-from ..config import OPTIONS, build_options, load_config
+from ..config import OPTIONS, build_options, check_option, load_config
 from ..utils.errors import UsageError
 from ..utils.messages import register, set_language, t
-from ..utils.options import Option, check_value
+from ..utils.options import Option
 
 __all__ = ["build_parser", "parse", "PROG"]
 
@@ -40,7 +40,7 @@ register({
 
 _ACTIONS = ("config", "check_progress", "clean_progress")
 _GROUP_ORDER = ("progress tracking", "data and model", "model options", "estimation",
-                "standard errors", "execution and output")
+                "class enumeration", "standard errors", "execution and output")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,5 +137,5 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Any]:
         opt = OPTIONS[name]
         if opt.type is list:
             value = [c.strip() for c in value.split(",") if c.strip()]
-        flags[name] = check_value(opt, value, from_text=True)
+        flags[name] = check_option(name, value, from_text=True)
     return args, build_options(config, flags)

@@ -34,7 +34,7 @@ from ..utils.messages import register, t
 __all__ = ["Prepared", "model_class", "check_model_needs", "check_se_supported", "build_model", "prepare_frame",
            "prepare_data", "materialise", "run_executor", "fit_model", "estimate_model",
            "se_arguments", "compute_standard_errors", "needs_workers", "write_results",
-           "output_is_current", "input_hashes"]
+           "write_enumeration_results", "output_is_current", "input_hashes"]
 
 register({
     "phase.data_changed": {
@@ -90,12 +90,14 @@ def check_se_supported(cls: type[MixtureModel], methods: list[str], label: str) 
 
 
 def build_model(options: RunOptions, meta: dict[str, Any],
-                cls: type[MixtureModel] | None = None) -> MixtureModel:
-    """Instantiate the model (``cls``, default the one named by ``--model``) for the data."""
+                cls: type[MixtureModel] | None = None, k: int | None = None) -> MixtureModel:
+    """Instantiate the model (``cls``, default the one named by ``--model``) for the data,
+    with ``k`` classes (default: ``--components``; with several K, the largest)."""
     cls = cls or model_class(options)
     opts = {k: v for k, v in options.model_options(cls).items() if k != "drop_missing"}
+    k = int(k) if k is not None else max(options.k_list())
     try:
-        model = cls(options.components, **constructor_options(cls, opts))
+        model = cls(k, **constructor_options(cls, opts))
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     model.setup(meta)
@@ -206,11 +208,14 @@ def _own_executor(options: RunOptions, given: Any, needed: bool = True) -> Itera
 
 def fit_model(prepared: Prepared, options: RunOptions, checkpoint: Checkpointer | None = None,
               reporter: Any = None, executor: Any = None) -> Any:
-    """EM from ``--n-starts`` random starts (``src.estimation.em.fit_em``); a FitResult."""
+    """EM from ``--n-candidates`` cheap candidates, the ``--n-starts`` best to convergence
+    (``src.estimation.em.fit_em``); a FitResult."""
     from ..estimation.em import fit_em
 
     with _own_executor(options, executor) as executor:
-        return fit_em(prepared.model, prepared.data, n_starts=options.n_starts, tol=options.tol,
+        return fit_em(prepared.model, prepared.data, n_starts=options.n_starts,
+                      n_candidates=options.n_candidates, candidate_iter=options.candidate_iter,
+                      tol=options.tol,
                       max_iter=options.max_iter, seed=options.seed, accelerate=options.accelerate,
                       chunk_size=options.chunk_size, checkpoint=checkpoint or NullCheckpointer(),
                       executor=executor,
@@ -219,10 +224,15 @@ def fit_model(prepared: Prepared, options: RunOptions, checkpoint: Checkpointer 
 
 def estimate_model(prepared: Prepared, options: RunOptions,
                    checkpoint: Checkpointer | None = None, reporter: Any = None,
-                   executor: Any = None) -> dict[str, Any]:
+                   executor: Any = None, **reuse: Any) -> dict[str, Any]:
     """Phase ``model_estimation``: :func:`fit_model` as a dict the tracker stores.
 
-    ``executor`` runs the starts (default: one made from ``--workers``/``--scheduler``)."""
+    ``executor`` runs the starts (default: one made from ``--workers``/``--scheduler``).
+    With several K, :func:`src.pipeline.enumeration.estimate_models` (``reuse``: its
+    ``fingerprint`` and ``stale`` keywords)."""
+    if options.enumerating:
+        from .enumeration import estimate_models
+        return estimate_models(prepared, options, checkpoint, reporter, executor, **reuse)
     return fit_model(prepared, options, checkpoint, reporter, executor).to_dict()
 
 
@@ -328,12 +338,13 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
     return done
 
 
-def needs_workers(options: RunOptions, fit_done: bool, se_done: bool) -> bool:
+def needs_workers(options: RunOptions, fit_done: bool, se_done: bool,
+                  selection_done: bool = True) -> bool:
     """Whether the rest of the run has work for worker processes."""
     from ..inference import SE_METHODS
 
-    return not fit_done or (not se_done and any(SE_METHODS[m].parallel
-                                                for m in options.se_methods()))
+    return (not fit_done or (not selection_done and options.blrt > 0)
+            or (not se_done and any(SE_METHODS[m].parallel for m in options.se_methods())))
 
 
 # ---------------------------------------------------------------- output
@@ -344,6 +355,21 @@ def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
 
     files = write_all(prepared.model, prepared.record, fit, se, options,
                       fingerprint=fingerprint or {})
+    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
+
+
+def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
+                              selection: dict[str, Any], se: dict[str, Any],
+                              options: RunOptions,
+                              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Phase ``result_output`` with several K: the selected K's files, enumeration.csv,
+    criteria.png and a folder ``k{K}/`` per K (``src.output.enumeration``)."""
+    from ..output.enumeration import write_enumeration
+    from .enumeration import prepared_for
+
+    models = {k: prepared_for(prepared, options, k).model for k in options.k_list()}
+    files = write_enumeration(models, prepared.record, fits["fits"], selection, se["by_k"],
+                              options, fingerprint=fingerprint or {})
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
 
 

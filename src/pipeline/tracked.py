@@ -21,7 +21,7 @@ from ..config import PHASES, RunOptions, phase_fingerprints
 from ..progress import estimation_progress, resume_estimation_phase
 from ..utils.console import Reporter
 from ..utils.messages import register, t
-from . import phases
+from . import enumeration, phases
 from .checks import check_before_run
 
 __all__ = ["run_estimation_with_tracking", "run"]
@@ -29,6 +29,8 @@ __all__ = ["run_estimation_with_tracking", "run"]
 register({
     "main.done": {"en": "Done: results in {out} (log-likelihood {ll:.6f}, {n_iter} EM iterations).",
                   "zh": "完成：结果保存在 {out}（对数似然 {ll:.6f}，EM 迭代 {n_iter} 次）。"},
+    "main.selected": {"en": "Selected K = {k} of {ks} by {rule} (table in enumeration.csv, each K in k<K>/).",
+                      "zh": "按 {rule} 从 {ks} 中选定 K = {k}（表见 enumeration.csv，各 K 见 k<K>/）。"},
     "main.cleaned_after": {"en": "Progress files of task '{task}' removed (--auto-cleanup-progress).",
                            "zh": "已删除任务 '{task}' 的进度文件（--auto-cleanup-progress）。"},
 })
@@ -46,29 +48,80 @@ def _announced(reporter: Reporter, name: str, fn: Callable[..., Any]) -> Callabl
 
 def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                  reporter: Reporter) -> dict[str, Any]:
-    """The four phases; each runs through resume_estimation_phase (skipped when done)."""
+    """The phases; each runs through resume_estimation_phase (skipped when done).
+
+    ``model_selection`` runs only with several K (``--components 1-4``): one K keeps the
+    four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
+    (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several."""
     record = resume_estimation_phase(tracker, "data_preparation",
                                      _announced(reporter, "data_preparation", phases.prepare_data),
                                      options, reporter)
     prepared = phases.materialise(record, options)
+    several = options.enumerating
     workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
-                                   tracker.is_completed("standard_error_computation"))
+                                   tracker.is_completed("standard_error_computation"),
+                                   not several or tracker.is_completed("model_selection"))
     with phases.run_executor(options, workers) as executor:  # workers warm up during the fit
         fit = resume_estimation_phase(tracker, "model_estimation",
                                       _announced(reporter, "model_estimation", phases.estimate_model),
-                                      prepared, options, tracker, reporter, executor)
+                                      prepared, options, tracker, reporter, executor,
+                                      **_reuse(tracker, "model_estimation", several))
+        selection = None
+        if several:
+            selection = resume_estimation_phase(tracker, "model_selection",
+                                                _announced(reporter, "model_selection",
+                                                           enumeration.select_model),
+                                                prepared, fit, options, tracker, reporter,
+                                                executor, **_reuse(tracker, "model_selection"))
         se = resume_estimation_phase(tracker, "standard_error_computation",
                                      _announced(reporter, "standard_error_computation",
-                                                phases.compute_standard_errors),
-                                     prepared, fit, options, tracker, reporter, executor)
+                                                _se_phase),
+                                     prepared, fit, selection, options, tracker, reporter,
+                                     executor)
     if tracker.is_completed("result_output") and not phases.output_is_current(
             tracker.get_phase_result("result_output"), options):
         tracker.invalidate_phase("result_output")  # its files were removed or moved
     output = resume_estimation_phase(tracker, "result_output",
-                                     _announced(reporter, "result_output", phases.write_results),
-                                     prepared, fit, se, options,
+                                     _announced(reporter, "result_output", _output_phase),
+                                     prepared, fit, selection, se, options,
                                      tracker.fingerprints.get("result_output"))
-    return {"fit": fit, "se": se, "output": output, "prepared": prepared}
+    if not several:
+        return {"fit": fit, "se": se, "output": output, "prepared": prepared}
+    k = int(selection["selected"])
+    return {"fit": fit["fits"][str(k)], "se": se["by_k"].get(str(k), {}), "output": output,
+            "prepared": enumeration.prepared_for(prepared, options, k),
+            "enumeration": {"fits": fit, "selection": selection, "se": se}}
+
+
+def _reuse(tracker: Any, phase: str, wanted: bool = True) -> dict[str, Any]:
+    """The keywords that let a phase of several K keep the unchanged parts of the result
+    ``--recompute-changed`` dropped: its fingerprint and that stale result."""
+    if not wanted:
+        return {}
+    stale = getattr(tracker, "stale_result", None)
+    return {"fingerprint": tracker.fingerprints.get(phase),
+            "stale": stale(phase) if stale is not None else None}
+
+
+def _se_phase(prepared: phases.Prepared, fit: dict[str, Any], selection: dict[str, Any] | None,
+              options: RunOptions, checkpoint: Any, reporter: Reporter,
+              executor: Any) -> dict[str, Any]:
+    """Phase ``standard_error_computation``: one K's, or with several the selected K's
+    (every K's with ``--se-for all``)."""
+    if selection is None:
+        return phases.compute_standard_errors(prepared, fit, options, checkpoint, reporter,
+                                              executor)
+    return enumeration.standard_errors_by_k(prepared, fit, selection, options, checkpoint,
+                                            reporter, executor)
+
+
+def _output_phase(prepared: phases.Prepared, fit: dict[str, Any],
+                  selection: dict[str, Any] | None, se: dict[str, Any], options: RunOptions,
+                  fingerprint: dict[str, Any] | None) -> dict[str, Any]:
+    """Phase ``result_output``: one K's files, or with several the enumeration's."""
+    if selection is None:
+        return phases.write_results(prepared, fit, se, options, fingerprint)
+    return phases.write_enumeration_results(prepared, fit, selection, se, options, fingerprint)
 
 
 def run(options: RunOptions, reporter: Reporter | None = None, *,
@@ -104,6 +157,10 @@ def run(options: RunOptions, reporter: Reporter | None = None, *,
     for note in [*fit.get("warnings", []),
                  *(n for r in result["se"].values() for n in r.get("notes", []))]:
         reporter.message(note)
+    if "enumeration" in result:
+        sel = result["enumeration"]["selection"]
+        reporter.message(t("main.selected", k=sel["selected"], rule=sel["rule"].upper(),
+                           ks=", ".join(map(str, sel["ks"]))))
     reporter.message(t("main.done", out=result["output"]["output_dir"], ll=fit["loglik"],
                        n_iter=fit["n_iter"]))
     return result

@@ -8,7 +8,10 @@ dropped, a bad result drops its phase and the later ones; the damaged files are 
 ``*.damaged`` and each loss is said in one warning through ``notify``.  Nothing usable:
 :class:`~src.utils.errors.ProgressCorrupt` in one sentence (exit 3), nothing deleted.
 Results whose inputs changed are refused (:class:`~src.utils.errors.FingerprintMismatch`)
-or, with ``recompute_changed``, dropped.  :meth:`SavedProgress.discard` is ``--restart``.
+or, with ``recompute_changed``, dropped; a dropped result is still handed over as *stale*
+(``Recovered.stale``: result and the fingerprint it was computed with), so a phase made of
+independent parts (one fit per number of classes) can keep the parts whose own inputs did
+not change.  :meth:`SavedProgress.discard` is ``--restart``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class Recovered:
     step_count: int = 0
     resume_count: int = 0
     refs: set[str] = field(default_factory=set)   # artifacts the adopted file refers to
+    #: phase -> (result, its fingerprint) of completed phases dropped by recompute_changed
+    stale: dict[str, tuple[Any, dict | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -358,6 +363,7 @@ class SavedProgress:
         for phase in affected:
             if phase in rec.completed_phases:
                 rec.completed_phases.remove(phase)
+                rec.stale[phase] = (rec.phase_results[phase], rec.phase_fingerprints.get(phase))
             rec.phase_results.pop(phase, None)
             rec.stored_results.pop(phase, None)
             rec.phase_fingerprints.pop(phase, None)

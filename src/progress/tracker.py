@@ -1,21 +1,19 @@
 """Progress tracking and resume for long estimation runs.
 
-* :class:`EstimationProgressTracker` keeps ``{progress_dir}/{task_name}_progress.json``:
-  which phases are done, their results, the last checkpoint inside the running phase,
-  and the fingerprint of what each result depends on.
-* :func:`estimation_progress` is the context manager that starts a tracker, saves on
-  exit, exception, SIGINT, SIGTERM or SIGHUP, and releases the task's lock.
-* :func:`resume_estimation_phase` runs a phase, or skips it when it has completed and
-  hands back its saved result.
+* :class:`EstimationProgressTracker` keeps ``{progress_dir}/{task_name}_progress.json``: the
+  phases done, their results and fingerprints, the last checkpoint of the running phase.
+* :func:`estimation_progress` starts a tracker, saves on exit, exception, SIGINT, SIGTERM
+  or SIGHUP, and releases the task's lock.
+* :func:`resume_estimation_phase` runs a phase, or skips it when completed (its result back).
 
 The tracker knows no model: phases hand it JSON values, numpy arrays and DataFrames
 (stored beside the JSON as ``.npz``/Parquet, never pickled).  Writes are atomic
 (temporary file, fsync, rename) and the previous good file is kept as ``.bak``.
 
 Nothing read back is trusted: what a run resumes from is what ``recovery.py`` can recover
-(a damaged part costs only what depends on it).  Tracking never costs the result: when the
-progress folder cannot be written the run goes on without checkpoints after one warning.
-A phase name outside ``phases=`` is refused at once (ValueError).
+(a damaged part costs only what depends on it; :meth:`~EstimationProgressTracker.stale_result`
+offers what ``--recompute-changed`` dropped).  Tracking never costs the result: an unwritable
+progress folder gives one warning.  A phase name outside ``phases=`` is a ValueError.
 """
 
 from __future__ import annotations
@@ -107,6 +105,7 @@ class EstimationProgressTracker:
         self.end_reason: str | None = None
         self.resume_count = 0
         self.source: Path | None = None               # the file progress was resumed from
+        self._stale: dict[str, tuple[Any, dict | None]] = {}  # dropped by recompute_changed
         self._checkpoint_state: dict | None = None    # latest state, maybe unsaved
         self._checkpoint_phase: str | None = None
         self._checkpoint_count = 0
@@ -192,6 +191,11 @@ class EstimationProgressTracker:
 
     def get_phase_result(self, phase: str) -> Any:
         return self.phase_results[phase]
+
+    def stale_result(self, phase: str) -> tuple[Any, dict | None] | None:
+        """``(result, fingerprint)`` of ``phase`` as completed before ``--recompute-changed``
+        dropped it for changed inputs (None: not dropped), for reusing its unchanged parts."""
+        return self._stale.get(phase)
 
     def check_phase(self, phase: str) -> str:
         """``phase``, when it is a safe name and (given ``phases``) a known one.
@@ -392,20 +396,16 @@ class EstimationProgressTracker:
     def _adopt(self, rec: Recovered) -> None:
         """Continue from the progress :class:`SavedProgress` recovered: one more resume."""
         self.source = rec.source
-        self.current_phase = rec.current_phase
-        self.phase_results = rec.phase_results
-        self.completed_phases = rec.completed_phases
-        self._stored_results = rec.stored_results
-        self.phase_fingerprints = rec.phase_fingerprints
+        self.current_phase, self.phase_results = rec.current_phase, rec.phase_results
+        self.completed_phases, self._stored_results = rec.completed_phases, rec.stored_results
+        self.phase_fingerprints, self._stale = rec.phase_fingerprints, rec.stale
         self._checkpoint_state, self._checkpoint_phase = rec.checkpoint_state, rec.checkpoint_phase
         self._checkpoint_count = rec.checkpoint_count
         self._checkpoint_fingerprint = rec.checkpoint_fingerprint
-        self.start_time = rec.start_time
-        self.step_count = rec.step_count
+        self.start_time, self.step_count = rec.start_time, rec.step_count
         self.resume_count = rec.resume_count + 1
         self.is_resumed = True
         self._refs_current = rec.refs
-
 
 
 def _ending(exc: BaseException | None, guard: WriteGuard) -> tuple[str, str | None]:

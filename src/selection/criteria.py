@@ -1,0 +1,76 @@
+"""Information criteria and classification statistics of a fitted mixture (lower is better).
+
+With ``LL`` the maximised log-likelihood, ``p`` the number of free parameters and ``n`` the
+number of rows:
+
+    AIC   = -2 LL + 2 p
+    BIC   = -2 LL + p ln n
+    SABIC = -2 LL + p ln((n + 2) / 24)           (Sclove's sample-size adjusted BIC)
+    CAIC  = -2 LL + p (ln n + 1)
+    ICL   = BIC - 2 sum_i ln tau_{i, c(i)}       (c(i): the modal class of row i)
+
+ICL is mclust's hard-assignment ICL on the lower-is-better scale (mclust prints its
+negative, 2 LL - p ln n + 2 sum_i ln tau_{i,c(i)}).  The relative entropy is
+``1 - EN / (n ln K)`` with ``EN = -sum_i sum_k tau_ik ln tau_ik`` (1: every row sure of its
+class; undefined, None, for K = 1), and ``smallest_class`` the smallest estimated class
+weight (the one definition every warning about small classes uses).  The posteriors
+``tau`` are computed chunk by chunk in row order, so memory is bounded by the chunk size
+and the sums are the same on every run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..models.base import Data, MixtureModel, Params
+
+__all__ = ["information_criteria", "classification", "criteria", "CRITERIA"]
+
+#: the information criteria, in the order tables show them
+CRITERIA = ("aic", "bic", "sabic", "caic", "icl")
+
+
+def information_criteria(loglik: float, n_params: int, n_obs: int) -> dict[str, float]:
+    """AIC, BIC, SABIC and CAIC of a fit (lower is better)."""
+    dev, p, n = -2.0 * float(loglik), int(n_params), int(n_obs)
+    return {"aic": dev + 2.0 * p, "bic": dev + p * math.log(n),
+            "sabic": dev + p * math.log((n + 2) / 24.0), "caic": dev + p * (math.log(n) + 1.0)}
+
+
+def classification(model: MixtureModel, data: Data, params: Params,
+                   chunk_size: int = 4096) -> dict[str, float]:
+    """``{"entropy_sum": EN, "modal_log_sum": sum_i ln tau_{i,c(i)}, "n_obs"}`` from the
+    posteriors of ``params``, chunk by chunk (``tau ln tau`` is 0 where ``tau`` is 0)."""
+    n = int(next(iter(data.values())).shape[0])
+    en, modal = 0.0, 0.0
+    for a in range(0, n, int(chunk_size)):
+        lj = model.log_joint({k: v[a:a + chunk_size] for k, v in data.items()}, params)
+        top = lj.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(lj - top).sum(axis=1))
+        log_tau = lj - lse[:, None]
+        tau = np.exp(log_tau)
+        en -= float(np.where(tau > 0, tau * log_tau, 0.0).sum())
+        modal += float(log_tau.max(axis=1).sum())
+    return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n}
+
+
+def criteria(model: MixtureModel, data: Data, params: Params, *, loglik: float,
+             n_params: int, chunk_size: int = 4096) -> dict[str, Any]:
+    """Every criterion of one fitted K: ``aic, bic, sabic, caic, icl, entropy,
+    smallest_class`` (``entropy`` None for K = 1)."""
+    n = int(next(iter(data.values())).shape[0])
+    k = int(model.n_components)
+    out: dict[str, Any] = information_criteria(loglik, n_params, n)
+    cls = classification(model, data, params, chunk_size)
+    out["icl"] = out["bic"] - 2.0 * cls["modal_log_sum"]
+    out["entropy"] = None if k < 2 else 1.0 - cls["entropy_sum"] / (n * math.log(k))
+    out["smallest_class"] = smallest_class(params)
+    return out
+
+
+def smallest_class(params: Mapping[str, Any]) -> float:
+    """The smallest estimated class weight."""
+    return float(np.min(np.asarray(params["weight"], dtype=float)))
