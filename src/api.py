@@ -10,6 +10,8 @@ closest valid name.
     >>> from src.api import fit
     >>> res = fit(X, "gmm", 3, covariance="diag")
     >>> res.estimates, res.bic, res.predict()      # estimates indexed weight[1], mean[1,1], ...
+    >>> enum = fit(X, "gmm", "1-4")                # several K: an Enumeration
+    >>> enum.table, enum.selected_k, enum[3].bic   # one row per K; K = 3's MixtureResults
 
 :func:`run` is the whole script from Python (progress files, resume, result files).
 Classes, starts and replicates count from 1 in everything shown (``predict()``,
@@ -19,7 +21,7 @@ Classes, starts and replicates count from 1 in everything shown (``predict()``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -33,13 +35,18 @@ from src.utils.errors import DataError, ModelError
 from src.utils.messages import register, t
 from src.utils.options import Option, check_names, check_value
 
-__all__ = ["fit", "run", "MixtureResults", "FIT_OPTIONS"]
+__all__ = ["fit", "run", "MixtureResults", "Enumeration", "FIT_OPTIONS"]
 
 register({
     "api.columns": {"en": "Column(s) {missing} not in the data; available: {available}.",
                     "zh": "数据中没有列 {missing}；可用的列：{available}。"},
     "api.dims": {"en": "data must be a 2-D array or a DataFrame, got {ndim} dimensions.",
                  "zh": "data 必须是二维数组或 DataFrame，实际为 {ndim} 维。"},
+    "api.components_twice": {
+        "en": "Give the number of classes once, as n_components or as components.",
+        "zh": "类别数只需给出一次：n_components 或 components。"},
+    "api.no_k": {"en": "K = {k} was not fitted; the fitted K are {ks}.",
+                 "zh": "未拟合 K = {k}；已拟合的 K 为 {ks}。"},
     "api.coded": {"en": "The new data are coded differently from the fitted data ({key!r} differs); give the same columns and categories.",
                   "zh": "新数据的编码与拟合所用数据不同（{key!r} 不同）；请使用相同的列和类别。"},
 })
@@ -47,10 +54,11 @@ register({
 #: meta entries that are statistics of the rows (centring shifts...), not their coding
 _ROW_STATISTICS = {"shift", "x_shift", "y_shift", "y_scale", "n_dropped", "source"}
 #: options fit() takes as keywords: what changes a fit (data reading, the family's
-#: options, estimation) and where it runs; the data, model, K and columns are arguments
+#: options, estimation, the choice among several K) and where it runs; the data, model,
+#: K and columns are arguments
 FIT_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
     [name for name, o in OPTIONS.items()
-     if o.fingerprint in ("data_preparation", "model_estimation")
+     if o.fingerprint in ("data_preparation", "model_estimation", "model_selection")
      and name not in ("model", "components", "columns")]
     + [o.name for o in family_options()] + ["workers", "scheduler"]))
 
@@ -82,20 +90,30 @@ def _model_class(model: str | type[MixtureModel]) -> tuple[type[MixtureModel], s
     return get_model_class(str(model)), str(model)
 
 
-def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: int = 2, *,
-        columns: list[str] | None = None, **options: Any) -> "MixtureResults":
+def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = None, *,
+        columns: list[str] | None = None, components: Any = None,
+        **options: Any) -> "MixtureResults | Enumeration":
     """Fit a mixture model by EM and return its results (no standard errors yet).
 
     ``data``: an array (columns ``x1..xD``), a DataFrame, or a file path / ``builtin:NAME``
     read as the script reads ``--data``.  ``model``: a built-in name (``gmm``, ``lca``,
-    ``mixreg``), ``path/file.py:Class`` or a MixtureModel subclass.  ``options``: any of
-    :data:`FIT_OPTIONS` (the script's option names with underscores: ``n_starts``,
-    ``seed``, ``covariance``, ``target``, ``drop_missing``...); defaults are the script's.
-    An unknown keyword raises UsageError naming the closest valid one.
+    ``mixreg``), ``path/file.py:Class`` or a MixtureModel subclass.  ``n_components`` (or
+    ``components``, the script's name): one K, or several as ``--components`` takes them
+    (``"1-6"``, ``"2,3,5"``, ``[2, 3, 5]``, ``range(1, 7)``); default 2, the script's.
+    ``options``: any of :data:`FIT_OPTIONS` (the script's option names with underscores:
+    ``n_starts``, ``seed``, ``covariance``, ``target``, ``drop_missing``, and with several
+    K ``select``, ``blrt``, ``alpha``, ``vlmr``...); defaults are the script's.  An unknown
+    keyword raises UsageError naming the closest valid one.
+
+    One K gives a :class:`MixtureResults`; several an :class:`Enumeration` (the table, the
+    selected K and each K's MixtureResults), computed by the script's own phases.
     """
     cls, label = _model_class(model)
     check_names(options, FIT_OPTIONS, t("api.where", function="fit()"))
-    opts = RunOptions(**options, model=label, components=n_components,
+    if n_components is not None and components is not None:
+        raise UsageError(t("api.components_twice"))
+    k = components if components is not None else n_components
+    opts = RunOptions(**options, model=label, components=OPTIONS["components"].default if k is None else k,
                       columns=list(columns) if columns is not None else None).validate()
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table
@@ -107,6 +125,12 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: int = 
         record = {"source": "the data", "n_rows": int(len(frame)),
                   "columns": [str(c) for c in frame.columns]}
     prepared = phases.prepare_frame(frame, opts, cls, record)
+    if opts.enumerating:
+        from src.pipeline import enumeration
+
+        fits = enumeration.estimate_models(prepared, opts)
+        selection = enumeration.select_model(prepared, fits, opts)
+        return Enumeration.build(prepared, fits, selection, {}, opts, list(record.get("notes", [])))
     result = phases.fit_model(prepared, opts)
     res = MixtureResults(prepared.model, prepared.data, prepared.meta, result, opts)
     res.notes = list(record.get("notes", []))
@@ -123,6 +147,10 @@ def run(**options: Any) -> "MixtureResults":
     opts = make_options(options, t("api.where", function="run()"))
     out = run_pipeline(opts)
     prepared = out["prepared"]
+    if "enumeration" in out:
+        enum = out["enumeration"]
+        return Enumeration.build(prepared, enum["fits"], enum["selection"], enum["se"]["by_k"],
+                                 opts, list(prepared.record.get("notes", [])))
     res = MixtureResults(prepared.model, prepared.data, prepared.meta,
                          FitResult.from_dict(out["fit"]), opts)
     res.notes = list(prepared.record.get("notes", []))  # also after a resume: part of the record
@@ -277,3 +305,95 @@ class MixtureResults:
 #: the ``method`` of standard_errors(): one registered method
 _METHOD = Option("method", str, None, "standard-error method",
                  choices=tuple(c for c in SE_CHOICES if c not in ("all", "none")))
+
+
+def _primary_se(se: Mapping[str, Any], options: RunOptions) -> Any:
+    """The SEResult a run shows in its 'se' column (None without standard errors)."""
+    from src.inference.results import SEResult
+
+    if not se:
+        return None
+    primary = options.se_method if options.se_method in se else options.primary_se
+    return SEResult.from_dict(se[primary if primary in se else next(iter(se))])
+
+
+class Enumeration:
+    """Several numbers of classes fitted to the same data, and the one the rule chose.
+
+    ``table``: one row per K (index ``k``), the columns of ``enumeration.csv`` (criteria,
+    entropy, smallest class, replication, test p-values, ``selected``); ``selected_k``;
+    ``models``: each K's :class:`MixtureResults` (``enum[3]`` is K = 3's); ``selected``:
+    the selected K's; ``selection``: the rule, the pairs compared, the tests' full results,
+    warnings and notes.
+    """
+
+    def __init__(self, models: dict[int, MixtureResults], selection: dict[str, Any],
+                 options: RunOptions) -> None:
+        from src.output.enumeration import COLUMNS
+
+        self.models = models
+        self.selection = selection
+        self.options = options
+        rows = [{c: (np.nan if r.get(c) is None else r.get(c)) for c in COLUMNS}
+                for r in selection["rows"]]
+        table = pd.DataFrame(rows, columns=list(COLUMNS)).set_index("k")
+        floats = [c for c in table.columns if c not in ("n_params", "n_starts",
+                                                          "best_replicated", "selected")]
+        self.table = table.astype({c: float for c in floats})
+
+    @classmethod
+    def build(cls, prepared: Any, fits: Mapping[str, Any], selection: dict[str, Any],
+              se_by_k: Mapping[str, Any], options: RunOptions, notes: list[str]) -> "Enumeration":
+        """From the phases' results (fits of several K, the selection, standard errors by K)."""
+        from src.pipeline.enumeration import prepared_for
+
+        models: dict[int, MixtureResults] = {}
+        for k in options.k_list():
+            p = prepared_for(prepared, options, k)
+            res = MixtureResults(p.model, p.data, p.meta, FitResult.from_dict(fits["fits"][str(k)]),
+                                 options.replace(components=k))
+            res.notes = list(notes)
+            res.se_result = _primary_se(se_by_k.get(str(k), {}), options)
+            models[k] = res
+        return cls(models, selection, options)
+
+    @property
+    def selected_k(self) -> int:
+        """The number of classes the rule (``select``) chose."""
+        return int(self.selection["selected"])
+
+    @property
+    def selected(self) -> MixtureResults:
+        """The selected K's fitted model."""
+        return self.models[self.selected_k]
+
+    @property
+    def rule(self) -> str:
+        return str(self.selection["rule"])
+
+    @property
+    def warnings(self) -> list[str]:
+        """Per K: best not replicated, spurious starts excluded, smallest class below 5%."""
+        return list(self.selection.get("warnings", []))
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.selection.get("notes", []))
+
+    def __getitem__(self, k: int) -> MixtureResults:
+        if k not in self.models:
+            raise KeyError(t("api.no_k", k=k, ks=", ".join(map(str, self.models))))
+        return self.models[k]
+
+    def summary(self) -> str:
+        """The table, the rule and the selected K, warnings and notes."""
+        lines = [f"Class enumeration: K = {', '.join(map(str, self.models))}; selected K = "
+                 f"{self.selected_k} by {self.rule.upper()}", "",
+                 self.table.to_string(float_format=lambda v: f"{v:.6g}"), ""]
+        lines += [f"Warning: {w}" for w in self.warnings]
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines).rstrip("\n")
+
+    def __repr__(self) -> str:
+        return (f"<Enumeration K={list(self.models)} selected={self.selected_k} "
+                f"by {self.rule}>")

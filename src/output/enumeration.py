@@ -72,6 +72,14 @@ def _fixed(value: Any, digits: int) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def _p(value: Any) -> str:
+    """A p-value for the report: 3 decimals, ``<0.001`` below."""
+    if value is None:
+        return ""
+    v = float(value)
+    return "<0.001" if 0 <= v < 0.0005 else f"{v:.3f}"
+
+
 def _rule_text(selection: Mapping[str, Any]) -> str:
     rule = selection["rule"]
     if rule == "blrt":
@@ -87,14 +95,14 @@ def enumeration_report(selection: Mapping[str, Any], options: Any) -> list[str]:
     pairs = ", ".join(f"{a} vs {b}" for a, b in selection["pairs"])
     tests = []
     if options.vlmr:
-        tests.append("VLMR and adjusted LMR")
+        tests.append("VLMR, adjusted LMR")
     if options.blrt > 0:
         tests.append(f"BLRT with up to {options.blrt} replicates"
-                     + (" (early stop at alpha)" if options.blrt_early_stop else ""))
+                     + (" stopping once settled" if options.blrt_early_stop else ""))
     lines = [f"# Class enumeration: {options.task_name}", "",
              f"- Numbers of classes fitted: {', '.join(map(str, ks))}",
              f"- Rule: {_rule_text(selection)}; **selected K = {sel}**",
-             f"- Tests ({' and '.join(tests) if tests else 'none'}) compare each K with the "
+             f"- Tests ({'; '.join(tests) if tests else 'none'}) compare each K with the "
              f"previous K of the list: {pairs}",
              f"- Each K's estimates and fit are in its folder (k{ks[0]}/ ... k{ks[-1]}/); "
              f"the files at the top of this folder and the report below are those of K = {sel}",
@@ -106,7 +114,7 @@ def enumeration_report(selection: Mapping[str, Any], options: Any) -> list[str]:
                  *(_fixed(r[c], 2) for c in ("aic", "bic", "sabic", "caic", "icl")),
                  _fixed(r["entropy"], 3), _fixed(r["smallest_class"], 3),
                  _fixed(r["best_replicated"], 0), str(r["n_starts"]),
-                 *(_fixed(r[c], 3) for c in ("blrt_p", "lmr_p", "vlmr_p")),
+                 *(_p(r[c]) for c in ("blrt_p", "lmr_p", "vlmr_p")),
                  "**yes**" if r["selected"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Lower is better for every criterion; entropy is the relative entropy "

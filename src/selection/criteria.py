@@ -27,7 +27,7 @@ import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
 
-__all__ = ["information_criteria", "classification", "criteria", "CRITERIA"]
+__all__ = ["information_criteria", "classification", "criteria", "smallest_class", "CRITERIA"]
 
 #: the information criteria, in the order tables show them
 CRITERIA = ("aic", "bic", "sabic", "caic", "icl")
@@ -52,7 +52,7 @@ def classification(model: MixtureModel, data: Data, params: Params,
         lse = top[:, 0] + np.log(np.exp(lj - top).sum(axis=1))
         log_tau = lj - lse[:, None]
         tau = np.exp(log_tau)
-        en -= float(np.where(tau > 0, tau * log_tau, 0.0).sum())
+        en -= float((tau * np.where(tau > 0, log_tau, 0.0)).sum())
         modal += float(log_tau.max(axis=1).sum())
     return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n}
 
