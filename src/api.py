@@ -31,7 +31,7 @@ from src.estimation.results import FitResult
 from src.models.base import Data, MixtureModel, Params
 from src.models.registry import family_options, get_model_class
 from src.pipeline import phases
-from src.utils.errors import DataError, ModelError
+from src.utils.errors import DataError, ModelError, UsageError
 from src.utils.messages import register, t
 from src.utils.options import Option, check_names, check_value
 
@@ -113,7 +113,9 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     if n_components is not None and components is not None:
         raise UsageError(t("api.components_twice"))
     k = components if components is not None else n_components
-    opts = RunOptions(**options, model=label, components=OPTIONS["components"].default if k is None else k,
+    if k is None:
+        k = OPTIONS["components"].default
+    opts = RunOptions(**options, model=label, components=k,
                       columns=list(columns) if columns is not None else None).validate()
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table

@@ -229,3 +229,45 @@ class TestDataNotes:
         again = run(data="eu.csv", n_starts=2, se_method="none", task_name="eu", lang="en")
         assert "already completed" in capsys.readouterr().out
         assert again.notes == first.notes and any("decimal comma" in n for n in first.notes)
+
+
+class TestEnumeration:
+    def test_fit_with_a_range_is_the_scripts_enumeration(self, tmp_path):
+        """fit(components="1-3") gives the script's enumeration.csv values, selected K and fits."""
+        from src.api import Enumeration
+
+        args = ("--n-starts", "2", "--n-candidates", "4", "--blrt", "5")
+        res = run_main(tmp_path, "--components", "1-3", *args, "--se-method", "none",
+                       "--no-progress-tracking", "--output-dir", "out")
+        assert res.returncode == 0, res.stderr
+        with open(tmp_path / "out" / "enumeration.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        enum = fit(pd.read_csv(FAITHFUL), "gmm", components="1-3", n_starts=2, n_candidates=4,
+                   blrt=5)
+        assert isinstance(enum, Enumeration) and list(enum.table.index) == [1, 2, 3]
+        for row in rows:
+            got = enum.table.loc[int(row["k"])]
+            for col in ("loglik", "aic", "bic", "sabic", "caic", "icl", "entropy", "blrt_p",
+                        "lmr_p", "vlmr_p"):
+                want = float(row[col]) if row[col] else float("nan")
+                assert format_number(got[col]) == format_number(want), col
+            assert bool(got["selected"]) == (row["selected"] == "true")
+        assert enum.selected_k == int(next(r["k"] for r in rows if r["selected"] == "true"))
+        assert enum.selected is enum[enum.selected_k]
+        k2 = _estimates_csv(tmp_path / "out" / "k2" / "estimates.csv")
+        assert {k: format_number(v) for k, v in enum[2].estimates["estimate"].items()} == k2
+        assert enum[1].model.n_components == 1 and "selected K" in enum.summary()
+        with pytest.raises(KeyError, match="K = 5 was not fitted"):
+            enum[5]
+
+    def test_one_k_in_any_form_is_a_single_fit(self):
+        """components=3, "3-3" and [3] give the MixtureResults of K = 3; both names at once is refused."""
+        df = pd.read_csv(FAITHFUL)
+        one = [fit(df, "gmm", components=c, n_starts=2) for c in (3, "3-3", [3])]
+        assert all(isinstance(r, MixtureResults) and r.model.n_components == 3 for r in one)
+        assert one[0].loglik == one[1].loglik == one[2].loglik
+        assert fit(df, "gmm", 3, n_starts=2).loglik == one[0].loglik
+        with pytest.raises(UsageError, match="once"):
+            fit(df, "gmm", 2, components=3)
+        with pytest.raises(UsageError, match="components"):
+            fit(df, "gmm", "3,2")
