@@ -198,3 +198,59 @@ def test_every_wired_phase_is_one_of_the_phases():
 
     source = inspect.getsource(run_estimation_with_tracking)
     assert tuple(re.findall(r'resume_estimation_phase\(tracker, "([^"]+)"', source)) == PHASES
+
+
+# ------------------------------------------------------------ class enumeration
+@pytest.mark.parametrize("given,parsed", [
+    (3, 3), ("3", 3), ("3-3", 3), ([3], 3), ("1-4", [1, 2, 3, 4]), ("2,3,5", [2, 3, 5]),
+    (" 2 , 3 ", [2, 3]), ([2, 3, 5], [2, 3, 5]), (range(1, 4), [1, 2, 3]),
+])
+def test_components_one_k_a_range_or_a_list(given, parsed):
+    """--components takes one K, a range or a list; one K however written is the int."""
+    from src.config import parse_components
+
+    assert parse_components(given) == parsed
+    opts = RunOptions(components=given).validate()
+    assert opts.components == parsed and opts.enumerating == isinstance(parsed, list)
+    assert opts.k_list() == (parsed if isinstance(parsed, list) else [parsed])
+
+
+def test_components_from_toml_and_flags(tmp_path):
+    """TOML takes components = 3, "1-6" or [2, 3, 5]; a flag overrides the file."""
+    from src.pipeline.cli import parse
+
+    for text, want in (("components = 3\n", 3), ('components = "1-6"\n', [1, 2, 3, 4, 5, 6]),
+                       ("components = [2, 3, 5]\n", [2, 3, 5])):
+        (tmp_path / "c.toml").write_text(text)
+        assert load_config(tmp_path / "c.toml") == {"components": want}
+        _, opts = parse(["--config", str(tmp_path / "c.toml")])
+        assert opts.components == want
+    _, opts = parse(["--config", str(tmp_path / "c.toml"), "--components", "1-3"])
+    assert opts.components == [1, 2, 3]
+
+
+@pytest.mark.parametrize("args", [("--components", "3,2"), ("--components", "2,2"),
+                                  ("--components", "0-3"), ("--components", "4-2"),
+                                  ("--components", "1-3", "--select", "blrt")])
+def test_bad_components_or_rule_exits_2_in_one_sentence(tmp_path, args):
+    """Decreasing, repeated or zero K, and --select blrt without --blrt: exit 2, one sentence."""
+    proc = run_main(tmp_path, *FAST, *args)
+    check_rc(proc, 2)
+    assert_one_sentence(proc.stderr)
+    assert ("'components'" in proc.stderr) != ("--blrt B" in proc.stderr)
+    assert not (tmp_path / "progress").exists()
+
+
+def test_enumeration_options_fingerprint_only_several_k():
+    """One K's fingerprints hold no enumeration option; several K's hold them from model_selection."""
+    hashes = dict(data_sha256="d", model_file_sha256=None, environment={})
+    names = {"select", "blrt", "blrt_early_stop", "alpha", "vlmr", "se_for"}
+    one = phase_fingerprints(RunOptions(components=3, blrt=7, select="aic").validate(), **hashes)
+    assert not any(names & set(fp) for fp in one.values())
+    assert one["model_selection"] == one["model_estimation"]
+    several = phase_fingerprints(RunOptions(components="1-3", blrt=7).validate(), **hashes)
+    assert {k: v for k, v in several["model_estimation"].items() if k != "components"} == \
+        {k: v for k, v in one["model_estimation"].items() if k != "components"}
+    assert names - {"se_for"} <= set(several["model_selection"])
+    assert "se_for" in several["standard_error_computation"]
+    assert several["model_selection"]["blrt"] == 7
