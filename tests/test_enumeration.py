@@ -205,3 +205,74 @@ def test_single_k_runs_keep_four_phases(tmp_path):
                                                            if p != "model_selection"]
     out = results_dir(tmp_path)
     assert not (out / "enumeration.csv").exists() and not list(out.glob("k*"))
+
+
+class TestRules:
+    @staticmethod
+    def _rows(bic, blrt_p):
+        return [{"k": k, "bic": b, "aic": b, "blrt_p": p} for k, b, p in zip((1, 2, 3, 4), bic, blrt_p)]
+
+    def test_criterion_takes_the_lowest_and_the_smaller_k_on_ties(self):
+        """The lowest criterion wins; a tie goes to the smaller K; NaN never wins."""
+        from src.pipeline.enumeration import choose
+
+        assert choose(self._rows([5.0, 3.0, 4.0, 9.0], [None] * 4), "bic", 0.05) == (2, [])
+        assert choose(self._rows([5.0, 3.0, 3.0, 9.0], [None] * 4), "bic", 0.05) == (2, [])
+        assert choose(self._rows([float("nan"), 3.0, 1.0, 2.0], [None] * 4), "aic", 0.05)[0] == 3
+
+    def test_blrt_takes_the_smallest_k_not_rejected_against_the_next(self):
+        """BLRT rule: the first non-significant comparison stops; all significant: the largest K, noted."""
+        from src.pipeline.enumeration import choose
+
+        assert choose(self._rows([0] * 4, [None, 0.01, 0.20, 0.01]), "blrt", 0.05) == (2, [])
+        assert choose(self._rows([0] * 4, [None, 0.30, 0.01, 0.01]), "blrt", 0.05) == (1, [])
+        k, notes = choose(self._rows([0] * 4, [None, 0.01, 0.01, 0.04]), "blrt", 0.05)
+        assert k == 4 and "largest K" in notes[0]
+
+    def test_warnings_name_each_problem_and_k(self):
+        """Not replicated, spurious starts excluded and a class below 5% are each said for their K."""
+        from src.pipeline.enumeration import warnings_of
+
+        fits = {"fits": {"2": {"flags": {}, "start_flags": []},
+                         "3": {"flags": {"singular_covariance": 2},
+                               "start_flags": [[], ["singular_covariance"], ["singular_covariance"]]}}}
+        rows = [{"k": 2, "best_replicated": False, "smallest_class": 0.3},
+                {"k": 3, "best_replicated": True, "smallest_class": 0.02}]
+        out = warnings_of(fits, rows)
+        assert out == ["K = 2: the best log-likelihood was reached by only one start; increase --n-starts.",
+                       "K = 3: 2 start(s) with a spurious or degenerate solution (singular_covariance) were excluded.",
+                       "K = 3: the smallest class has weight 0.0200, below 5%."]
+
+    def test_a_saved_state_of_other_k_is_refused(self):
+        """A checkpoint for other K raises CheckpointInvalid (the tracker then starts the phase over)."""
+        from src.config import RunOptions
+        from src.pipeline import phases
+        from src.pipeline.enumeration import estimate_models
+        from src.utils.checkpointing import CheckpointInvalid, NullCheckpointer
+
+        class Saved(NullCheckpointer):
+            def resume_state(self):
+                return {"kind": "enumeration", "keys": ["1", "2"], "done": {}, "unit": None,
+                        "inner": None}
+
+        opts = RunOptions(components="1-3", n_starts=1, n_candidates=0).validate()
+        prepared = phases.materialise(phases.prepare_data(opts), opts)
+        with pytest.raises(CheckpointInvalid, match="this run for"):
+            estimate_models(prepared, opts, Saved())
+
+
+def test_se_for_all_and_a_later_single_k_run(tmp_path):
+    """--se-for all gives every K its covariance.csv; a single-K run into the folder removes k*/ but
+    not a folder that is not ours."""
+    args = ("--n-starts", "2", "--n-candidates", "4", "--no-vlmr", "--output-dir", "out")
+    check_rc(run_main(tmp_path, "--components", "1,3", *args, "--se-for", "all"), 0)
+    out = tmp_path / "out"
+    assert [int(r["k"]) for r in read_rows(out)] == [1, 3]
+    assert (out / "k1" / "covariance.csv").is_file() and (out / "k3" / "covariance.csv").is_file()
+    assert read_rows(out)[1]["vlmr_p"] == "" and "2 vs" not in (out / "report.md").read_text()
+    (out / "k7").mkdir()
+    (out / "k7" / "estimates.csv").write_text("mine\n")
+    check_rc(run_main(tmp_path, "--components", "2", *args, "--no-progress-tracking"), 0)
+    assert not (out / "k1").exists() and not (out / "k3").exists()
+    assert (out / "k7" / "estimates.csv").read_text() == "mine\n"
+    assert not (out / "enumeration.csv").exists() and result_set_is_complete(out, TASK)
