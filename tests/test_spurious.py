@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from src.estimation.em import fit_em, run_start
-from src.models.gmm import GaussianMixtureModel
+from src.models.gmm import DEGENERATE_FRACTION, GaussianMixtureModel
 from src.models.lca import LatentClassModel
 from src.models.mixreg import MixtureRegressionModel
 from src.utils.rng import stream
@@ -62,7 +62,7 @@ class TestIrisCollapse:
         assert any("degenerate solution" in w and "not chosen" in w for w in res.warnings)
 
     def test_the_collapse_is_a_near_zero_variance_computed_independently(self, iris_100):
-        """At the flagged iris estimate one component's variance, from scipy's responsibilities, is below 1e-4 of the data's in some direction."""
+        """At the flagged iris estimate one component's variance, from scipy's responsibilities, is below 1e-4 of the data's in some direction (far below DEGENERATE_FRACTION)."""
         model, data, res = iris_100
         s = int(np.argmax(res.start_logliks))
         opts = {"tol": 1e-8, "max_iter": 1000, "seed": 1, "accelerate": "squarem", "chunk_size": 4096}
@@ -79,6 +79,23 @@ class TestIrisCollapse:
             C = (X - mu).T @ ((X - mu) * w[:, None])
             ratios.append(np.linalg.eigvals(np.linalg.solve(S, C)).real.min())
         assert min(ratios) < 1e-4
+
+
+    def test_faithful_thin_component_is_flagged(self):
+        """Old Faithful K=4: the -1103.88 maximum (1 of 1,000 starts), a 9-row component with a variance 1.5e-4 of the data's in one direction, is flagged; -1106.03 is chosen."""
+        X = pd.read_csv(ROOT / "src/data/builtin/faithful.csv").to_numpy(float)
+        model, data = gmm(X, 4)
+        thin = {"weight": np.array([0.032286, 0.09915, 0.224986, 0.643578]),
+                "mean": np.array([[1.824017, 45.938548], [1.836184, 53.78617],
+                                  [2.15726, 56.031715], [4.290827, 79.981971]]),
+                "cov": np.array([[[0.004881, -0.080972], [-0.080972, 1.49658]],
+                                 [[0.00388, -0.154328], [-0.154328, 18.310645]],
+                                 [[0.070194, 0.279293], [0.279293, 32.157025]],
+                                 [[0.168515, 0.922341], [0.922341, 35.844508]]])}
+        res = fit_em(model, data, seed=1, accelerate="squarem", extra_starts=[thin])
+        assert res.start_logliks[-1] == pytest.approx(-1103.8832, abs=1e-3)
+        assert res.start_flags[-1] == ["singular_covariance"]
+        assert res.loglik == pytest.approx(-1106.0302, abs=1e-3)
 
 
 class TestConstructedCases:
@@ -108,7 +125,7 @@ class TestConstructedCases:
 
     @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
     def test_gmm_degeneracies_against_moments(self, covariance):
-        """gmm flags a component whose variance is at the reg_covar floor or below 1e-4 of the data's, and one with too few rows."""
+        """gmm flags a component whose variance is below DEGENERATE_FRACTION (1e-3) of the data's, and one with too few rows."""
         rng = stream(1, "test-degen")
         X = rng.standard_normal((300, 2)) * [2.0, 0.5]
         model, _ = gmm(X, 2, covariance)
@@ -121,7 +138,7 @@ class TestConstructedCases:
         stats["sxx"] = {"full": full, "diag": np.array([np.diag(f) for f in full]),
                         "spherical": np.array([np.trace(f) for f in full])}[covariance]
         var = np.var(X, axis=0)
-        tiny = 0.5e-4 * var
+        tiny = 0.5 * DEGENERATE_FRACTION * var
         good = {"full": np.cov(X.T, bias=True), "diag": var, "spherical": var.mean()}[covariance]
         bad = {"full": np.diag(tiny), "diag": tiny, "spherical": tiny.mean()}[covariance]
         key = "var" if covariance == "spherical" else "cov"
@@ -130,7 +147,7 @@ class TestConstructedCases:
         needed = 3 if covariance == "full" else 2
         assert "singular_covariance" in kinds
         assert ("few_rows" in kinds) == (3 < needed)
-        params[key] = np.array([good, 10 * bad])                # 5e-4 of the data's variance
+        params[key] = np.array([good, 10 * bad])                # 5x the fraction
         assert model.degeneracies(params, {**stats, "nk": np.array([150.0, 150.0])}) == []
 
     def test_mixreg_exact_line_is_flagged_at_its_sigma_floor(self):

@@ -42,7 +42,7 @@ _SINGULAR = 1e-10        # a covariance whose smallest scaled eigenvalue is belo
 _FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the data's variances)
 #: a component is degenerate (a spurious maximum) when in some direction its variance is
 #: below this fraction of the data's variance in that direction, or at most twice reg_covar
-DEGENERATE_FRACTION = 1e-4
+DEGENERATE_FRACTION = 1e-3
 
 register({
     "gmm.empty_component": {
@@ -396,7 +396,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         """``singular_covariance`` and ``few_rows``, one per offending component.
 
         * ``singular_covariance``: in some direction v the component's variance v'S_k v is
-          below ``DEGENERATE_FRACTION`` (1e-4) of the data's variance v'S v there (the
+          below ``DEGENERATE_FRACTION`` (1e-3) of the data's variance v'S v there (the
           smallest generalised eigenvalue of (S_k, S); diagonal and spherical covariances
           compare each column's, or the mean, variance), or at most twice ``reg_covar``
           (the floor then holds up at least half of it): a component collapsed onto a few
