@@ -699,7 +699,8 @@ def _assemble(model: MixtureModel, data: Data, results: Sequence[Mapping[str, An
         notes.append(t("em.starts_not_converged", count=others, total=n))
     n_flagged = sum(1 for f in flags if f)
     if not proper:
-        notes.append(t("em.all_flagged", total=n, kinds=kinds))
+        if n > 1:   # one start: the model's own warning says what happened
+            notes.append(t("em.all_flagged", total=n, kinds=kinds))
     elif n_flagged:
         notes.append(t("em.flagged_excluded", count=n_flagged, total=n, kinds=kinds))
     rep = replication_summary(lls, best, pool, options["tol"], "unflagged" if proper else "all")
