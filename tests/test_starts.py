@@ -296,6 +296,22 @@ class TestResumeAndWorkers:
         with pytest.raises(CheckpointInvalid, match="other EM options"):
             fit_em(model, data, checkpoint=MemoryCheckpointer(state), **{**kw, "candidate_iter": 3})
 
+    def test_ranked_candidates_keep_only_their_rank(self):
+        """Once ranked, candidates not promoted are saved as their rank only; a saved state that slims a promoted one is refused."""
+        model, data = iris_model()
+        kw = dict(seed=5, n_starts=2, n_candidates=6, candidate_iter=3)
+        rec = MemoryCheckpointer()
+        res = fit_em(model, data, checkpoint=rec, **kw)
+        last = rec.states[-1]["candidates"]
+        assert {int(k) for k, v in last.items() if not v.get("slim")} == set(res.start_ids)
+        state = next(s for s in rec.states if s["current"] is not None)
+        promoted = str(res.start_ids[0])
+        rank_only = {"start": int(promoted), "kind": "kmeans++", "n_eval": 3, "slim": True,
+                     "best_ll": state["candidates"][promoted]["best_ll"]}
+        slimmed = {**state["candidates"], promoted: rank_only}
+        with pytest.raises(CheckpointInvalid, match=f"candidate {int(promoted) + 1} has fields"):
+            fit_em(model, data, checkpoint=MemoryCheckpointer({**state, "candidates": slimmed}), **kw)
+
     def test_one_and_two_workers_give_the_same_fit(self):
         """Candidates and final starts on 2 worker processes give the in-process result bit for bit."""
         from src.parallel.executors import ProcessExecutor

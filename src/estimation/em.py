@@ -452,12 +452,13 @@ def _unit_key(key: Any, n_units: int, what: str, units: str) -> int:
 
 
 def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_starts: int,
-                 n_candidates: int = 0, final: Any = None) -> None:
+                 n_candidates: int = 0, final: Any = None, n_units: int | None = None) -> None:
     """CheckpointInvalid unless ``saved`` is an EM state this fit can resume.
 
     Same options; finished starts among this fit's final starts (``final``: their unit
-    numbers; default ``0..n_starts-1``); finished candidates below ``n_candidates``; every
-    field present with the model's parameter shapes.
+    numbers; None: not known yet, any unit below ``n_units``, default ``n_starts``);
+    finished candidates below ``n_candidates`` (a ranked candidate kept only as its rank,
+    ``slim``, is not a final start); every field present with the model's parameter shapes.
     """
     shapes = {s.name: (model.n_components, *s.shape) for s in model.param_specs()}
     number = (int, float)
@@ -468,11 +469,20 @@ def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_s
     require(isinstance(cands, Mapping), "its finished candidates are not a mapping")
     for key, st in cands.items():
         i = _unit_key(key, n_candidates, "candidate", "candidates")
-        _check_state(st, config, shapes, f"candidate {i + 1}")
+        if isinstance(st, Mapping) and st.get("slim") is True:   # ranked, not promoted
+            require(isinstance(st.get("start"), int) and isinstance(st.get("kind"), str)
+                    and (st.get("best_ll") is None or isinstance(st.get("best_ll"), number))
+                    and (final is None or i not in final),
+                    f"candidate {i + 1} has fields of the wrong type")
+        else:
+            _check_state(st, config, shapes, f"candidate {i + 1}")
         require(st["start"] == i, f"candidate {i + 1} is numbered {st['start']!r}")
     finished = saved.get("finished", {})
     require(isinstance(finished, Mapping), "its finished starts are not a mapping")
-    final_units = list(range(n_starts)) if final is None else [int(u) for u in final]
+    if final is None:
+        final_units = list(range(n_starts if n_units is None else n_units))
+    else:
+        final_units = [int(u) for u in final]
     n_units = max(final_units, default=-1) + 1
     for key, res in finished.items():
         shown = _shown_start(key)
@@ -569,7 +579,7 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
     if saved:
         # the final starts are known only once the candidates are; checked again below
         _check_saved(saved, config, model, n_starts, n_cand,
-                     final=range(n_drawn + len(extras)))
+                     n_units=n_drawn + len(extras))
         cands = {str(k): _restore(v) for k, v in saved.get("candidates", {}).items()}
         finished = {str(k): _restore(v) for k, v in saved.get("finished", {}).items()}
         current = _restore(saved["current"]) if saved.get("current") else None
@@ -596,6 +606,11 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
                 cands[str(i)] = run_candidate(model, data, options, i)
                 save(None)
         final = _best_candidates(cands, n_drawn, n_starts)
+        for i in range(n_drawn):   # the others' states are no longer needed: keep their rank
+            st = cands[str(i)]
+            if i not in final and not st.get("slim"):
+                cands[str(i)] = {"start": i, "kind": st.get("kind", ""), "best_ll": st["best_ll"],
+                                 "n_eval": st["n_eval"], "slim": True}
     else:
         final = list(range(n_starts))
     final += [n_drawn + j for j in range(len(extras))]
