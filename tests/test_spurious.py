@@ -123,6 +123,17 @@ class TestConstructedCases:
         assert any(w.startswith("every one of the 3 starts ended at a degenerate solution")
                    for w in res.warnings)
 
+    def test_a_single_flagged_start_is_recorded_without_a_search_warning(self):
+        """One start (init_params) ending degenerate: its flag is recorded; no warning about other starts is added."""
+        X = duplicated_points()
+        model, data = gmm(X, 2)
+        on_dup = {"weight": np.array([0.94, 0.06]), "mean": np.array([[0.0, 0.0], [0.7, -1.1]]),
+                  "cov": np.array([np.cov(X.T), 1e-4 * np.eye(2)])}
+        res = fit_em(model, data, init_params=on_dup)
+        assert res.start_flags == [["singular_covariance"]] and res.flags == {"singular_covariance": 1}
+        assert not any("degenerate solution" in w or "only one of" in w for w in res.warnings)
+        assert res.replication["pool"] == "all" and res.replication["n_reached"] == 1
+
     @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
     def test_gmm_degeneracies_against_moments(self, covariance):
         """gmm flags a component whose variance is below DEGENERATE_FRACTION (1e-3) of the data's, and one with too few rows."""
