@@ -56,9 +56,8 @@ class TestHardPartitions:
         """The hierarchical candidate's partition is scipy's fcluster of Ward's linkage at K, on the same features."""
         model, data = blobs()
         F = starts.features(model, data)
-        rows, labels = starts.ward_labels(F, 3, None)
+        labels = starts.ward_labels(F, 3)
         expected = fcluster(linkage(F, method="ward"), 3, criterion="maxclust")
-        assert rows.tolist() == list(range(F.shape[0]))
         assert same_partition(labels, expected) and len(set(labels.tolist())) == 3
 
     def test_hierarchical_start_is_deterministic_and_its_m_step_is_the_clusters_moments(self):
@@ -80,21 +79,25 @@ class TestHardPartitions:
             assert p1["weight"][k] == pytest.approx(rows.shape[0] / X.shape[0], rel=1e-9)
 
     def test_hierarchical_subsample_comes_from_the_candidate_stream(self):
-        """With more rows than HC_SUBSAMPLE the clustered rows are a draw of the candidate's own stream."""
-        rng = stream(5, "test-big")
-        F = rng.standard_normal((starts.HC_SUBSAMPLE + 300, 2))
-        rows, labels = starts.ward_labels(F, 4, stream(7, "candidate", 0))
-        expected = np.sort(stream(7, "candidate", 0).choice(F.shape[0], size=starts.HC_SUBSAMPLE,
-                                                            replace=False))
-        assert np.array_equal(rows, expected)
-        ref = fcluster(linkage(F[rows], method="ward"), 4, criterion="maxclust")
-        assert same_partition(labels, ref)
+        """With more rows than HC_SUBSAMPLE, the hierarchical start is Ward's clusters of rows drawn from the candidate's own stream."""
+        X = stream(5, "test-big").standard_normal((starts.HC_SUBSAMPLE + 300, 2)) * [1.0, 3.0]
+        model, data = GaussianMixtureModel(4), {"X": X}
+        model.setup(GaussianMixtureModel.meta_for_array(X))
+        got, kind = starts.candidate_params(model, data, seed=7, i=0)
+        rows = np.sort(stream(7, "candidate", 0).choice(X.shape[0], size=starts.HC_SUBSAMPLE,
+                                                        replace=False))
+        sub = X[rows]
+        F = (sub - sub.mean(axis=0)) / sub.std(axis=0)
+        lab = fcluster(linkage(F, method="ward"), 4, criterion="maxclust")
+        means = np.array([sub[lab == c].mean(axis=0) for c in np.unique(lab)])
+        order = [int(np.argmin(np.abs(got["mean"] - m).sum(axis=1))) for m in means]
+        assert kind == "hierarchical" and sorted(order) == [0, 1, 2, 3]
+        np.testing.assert_allclose(got["mean"][order], means, rtol=1e-10)
 
     def test_cut_gives_exactly_k_clusters_when_heights_tie(self):
         """Duplicated rows (merges at height 0) still give exactly K clusters."""
         F = np.repeat(np.array([[0.0], [1.0], [5.0]]), 4, axis=0)
-        rows, labels = starts.ward_labels(F, 5, None)
-        assert len(set(labels.tolist())) == 5
+        assert len(set(starts.ward_labels(F, 5).tolist())) == 5
 
     def test_kmeanspp_matches_a_direct_implementation(self):
         """k-means++ centres equal a direct D^2-sampling loop drawing from the same generator."""

@@ -7,15 +7,19 @@ with mclust's deterministic hierarchical start among the candidates:
    candidate ``i`` (0-based; shown from 1) drawing only from ``stream(seed, "candidate", i)``:
 
    * candidate 0, ``hierarchical``: Ward's agglomerative clustering of the model's start
-     features (:meth:`MixtureModel.start_features`) on a subsample of at most
-     :data:`HC_SUBSAMPLE` rows (all rows when there are fewer, so it is deterministic; the
-     subsample otherwise drawn from the candidate's stream), cut at K clusters by undoing
-     the last K-1 merges; one M-step from that hard partition of the subsample gives the
-     starting values (as mclust starts EM from its hierarchical partition);
+     features (:meth:`MixtureModel.start_features`) of at most :data:`HC_SUBSAMPLE` rows (all
+     rows when there are fewer, so it is deterministic), cut at K clusters by undoing the
+     last K-1 merges; one M-step from that hard partition gives the starting values (as
+     mclust starts EM from its hierarchical partition);
    * then in turn ``kmeans++`` (K centres chosen by k-means++ seeding on the features, every
      row assigned to its nearest centre, one M-step), ``random`` (the model's own random
      starting values, :meth:`MixtureModel.init_params`: what every start was before) and
      ``partition`` (every row put in a class drawn uniformly, one M-step).
+
+   The hard partitions are of at most :data:`START_SUBSAMPLE` rows (:data:`HC_SUBSAMPLE`
+   for Ward's method, which is quadratic in them): all rows when there are fewer, else a
+   subsample drawn first from the candidate's stream; the features and the M-step see only
+   those rows, so memory stays bounded whatever the data's size.
 
    A model without start features (the default for user models) gets ``partition``
    instead of ``hierarchical`` and ``kmeans++``.  Each candidate runs ``candidate_iter``
@@ -44,16 +48,16 @@ iterations is what emEM found to pick the starts that reach the global maximum.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
 from src.models.base import Data, MixtureModel, Params
 from src.utils.rng import stream
 
-__all__ = ["DEFAULT_N_CANDIDATES", "DEFAULT_CANDIDATE_ITER", "HC_SUBSAMPLE", "KINDS",
-           "candidate_kind", "candidate_params", "features", "ward_labels", "cut_linkage",
-           "kmeanspp_centres", "nearest_centre", "random_partition", "params_from_labels"]
+__all__ = ["DEFAULT_N_CANDIDATES", "DEFAULT_CANDIDATE_ITER", "HC_SUBSAMPLE", "START_SUBSAMPLE",
+           "KINDS", "candidate_kind", "candidate_params", "features", "has_features",
+           "subsample", "ward_labels", "cut_linkage", "kmeanspp_centres", "nearest_centre",
+           "random_partition", "params_from_labels"]
 
 #: default ``--n-candidates``: cheap candidate starts (0: random starts only, as before)
 DEFAULT_N_CANDIDATES = 50
@@ -61,6 +65,8 @@ DEFAULT_N_CANDIDATES = 50
 DEFAULT_CANDIDATE_ITER = 10
 #: rows the hierarchical start clusters at most (Ward's method is quadratic in them)
 HC_SUBSAMPLE = 1000
+#: rows the k-means++ and partition candidates use at most (features and M-step)
+START_SUBSAMPLE = 10_000
 #: the kinds of candidate, as recorded per start
 KINDS = ("hierarchical", "kmeans++", "random", "partition")
 _CYCLE = ("kmeans++", "random", "partition")
@@ -72,6 +78,11 @@ def candidate_kind(i: int, has_features: bool) -> str:
     if not has_features and kind in ("hierarchical", "kmeans++"):
         return "partition"
     return kind
+
+
+def has_features(model: MixtureModel) -> bool:
+    """True when the model's class defines :meth:`MixtureModel.start_features`."""
+    return type(model).start_features is not MixtureModel.start_features
 
 
 def features(model: MixtureModel, data: Data) -> np.ndarray | None:
@@ -116,24 +127,20 @@ def cut_linkage(Z: np.ndarray, n: int, k: int) -> np.ndarray:
     return order[inverse].astype(np.int64)
 
 
-def ward_labels(F: np.ndarray, k: int, rng: np.random.Generator | None,
-                subsample: int = HC_SUBSAMPLE) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, labels): Ward's clustering of a subsample of ``F`` cut at ``k`` clusters.
+def subsample(n: int, m: int, rng: np.random.Generator) -> np.ndarray | None:
+    """None (every row) when ``n <= m``, else ``m`` sorted rows drawn without replacement."""
+    if n <= m:
+        return None
+    return np.sort(rng.choice(n, size=m, replace=False))
 
-    ``rows`` (sorted) are all rows when there are at most ``subsample``, else a subsample
-    drawn without replacement from ``rng``.
-    """
+
+def ward_labels(F: np.ndarray, k: int) -> np.ndarray:
+    """Labels of Ward's agglomerative clustering of the rows of ``F`` cut at ``k`` clusters."""
     from scipy.cluster.hierarchy import linkage
 
-    n = F.shape[0]
-    if n <= subsample or rng is None:
-        rows = np.arange(n)
-    else:
-        rows = np.sort(rng.choice(n, size=subsample, replace=False))
-    if rows.size < 2:
-        return rows, np.zeros(rows.size, dtype=np.int64)
-    Z = linkage(F[rows], method="ward")
-    return rows, cut_linkage(Z, rows.size, k)
+    if F.shape[0] < 2:
+        return np.zeros(F.shape[0], dtype=np.int64)
+    return cut_linkage(linkage(F, method="ward"), F.shape[0], k)
 
 
 def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -171,13 +178,10 @@ def random_partition(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(k, size=n).astype(np.int64)
 
 
-def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray,
-                       rows: np.ndarray | None = None) -> Params:
-    """Starting values from a hard partition: one M-step (closed-form or generic).
-
-    ``rows``: the partition is of these rows only (the M-step sees only them).
-    """
-    sub = data if rows is None else {key: v[rows] for key, v in data.items()}
+def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray) -> Params:
+    """Starting values from a hard partition of the rows of ``data``: one M-step
+    (closed-form or generic)."""
+    sub = data
     K = model.n_components
     resp = np.zeros((labels.size, K))
     resp[np.arange(labels.size), labels] = 1.0
@@ -188,24 +192,26 @@ def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray,
 
 
 def candidate_params(model: MixtureModel, data: Data, seed: int, i: int) -> tuple[Params, str]:
-    """Starting values of candidate ``i`` and its kind, from ``stream(seed, "candidate", i)``."""
-    F = features(model, data)
-    kind = candidate_kind(i, F is not None)
+    """Starting values of candidate ``i`` and its kind, from ``stream(seed, "candidate", i)``.
+
+    Draws, in order: the subsample (only when the data have more rows than it holds), then
+    the kind's own draws.  A model whose ``start_features`` returns None gets a partition.
+    """
+    kind = candidate_kind(i, has_features(model))
     rng = stream(seed, "candidate", i)
     K = model.n_components
-    if kind == "hierarchical":
-        rows, labels = ward_labels(F, K, rng)
-        return params_from_labels(model, data, labels, rows), kind
-    if kind == "kmeans++":
+    n = _n_rows(data)
+    if kind == "random":
+        from .em import draw_random_params
+        return draw_random_params(model, data, rng), kind
+    rows = subsample(n, HC_SUBSAMPLE if kind == "hierarchical" else START_SUBSAMPLE, rng)
+    sub = data if rows is None else {key: v[rows] for key, v in data.items()}
+    F = features(model, sub) if kind != "partition" else None
+    if F is None:
+        kind = "partition"
+        labels = random_partition(_n_rows(sub), K, rng)
+    elif kind == "hierarchical":
+        labels = ward_labels(F, K)
+    else:
         labels = nearest_centre(F, kmeanspp_centres(F, K, rng))
-        return params_from_labels(model, data, labels), kind
-    if kind == "partition":
-        return params_from_labels(model, data, random_partition(_n_rows(data), K, rng)), kind
-    from .em import draw_random_params
-    return draw_random_params(model, data, rng), kind
-
-
-def describe(n_candidates: int, candidate_iter: int, n_starts: int) -> dict[str, Any]:
-    """The search's settings as fit.json records them."""
-    return {"n_candidates": int(n_candidates), "candidate_iter": int(candidate_iter),
-            "n_starts": int(n_starts)}
+    return params_from_labels(model, sub, labels), kind
