@@ -226,8 +226,10 @@ class TestRules:
 
         assert choose(self._rows([0] * 4, [None, 0.01, 0.20, 0.01]), "blrt", 0.05) == (2, [])
         assert choose(self._rows([0] * 4, [None, 0.30, 0.01, 0.01]), "blrt", 0.05) == (1, [])
-        k, notes = choose(self._rows([0] * 4, [None, 0.01, 0.01, 0.04]), "blrt", 0.05)
-        assert k == 4 and "largest K" in notes[0]
+        k, notes = choose(self._rows([0] * 4, [None, 0.01, 0.05, 0.04]), "blrt", 0.05)
+        assert k == 4 and "largest K" in notes[0]  # p = alpha rejects (p <= alpha)
+        k, notes = choose(self._rows([0] * 4, [None, float("nan"), 0.5, 0.01]), "blrt", 0.05)
+        assert k == 2 and "K = 1 against K = 2 has no p-value" in notes[0]
 
     def test_warnings_name_each_problem_and_k(self):
         """Not replicated, spurious starts excluded and a class below 5% are each said for their K."""

@@ -84,7 +84,7 @@ def _rule_text(selection: Mapping[str, Any]) -> str:
     rule = selection["rule"]
     if rule == "blrt":
         return (f"BLRT at alpha = {selection['alpha']:g}: the smallest K whose comparison "
-                f"with the next K is not significant")
+                f"with the next K is not significant (p > alpha)")
     return _RULES[rule]
 
 

@@ -56,6 +56,9 @@ register({
     "enum.all_significant": {
         "en": "every BLRT comparison is significant at alpha = {alpha}, so the largest K fitted ({k}) is selected; consider larger K.",
         "zh": "所有 BLRT 比较在 alpha = {alpha} 下均显著，因此选定所拟合的最大 K（{k}）；可考虑更大的 K。"},
+    "enum.no_p": {
+        "en": "the BLRT of K = {a} against K = {b} has no p-value, so it decides nothing.",
+        "zh": "K = {a} 对 K = {b} 的 BLRT 没有 p 值，因此不用于判断。"},
     "enum.no_criterion": {
         "en": "no K has a finite {rule}; the largest K fitted ({k}) is kept.",
         "zh": "没有任何 K 的 {rule} 为有限值；保留所拟合的最大 K（{k}）。"},
@@ -342,14 +345,19 @@ def reusable_tests(stale: tuple[Any, Mapping | None] | None, settings: str | Non
 def choose(rows: list[dict[str, Any]], rule: str, alpha: float) -> tuple[int, list[str]]:
     """The selected K and notes: the lowest criterion (ties: the smaller K), or for
     ``blrt`` the smallest K whose comparison with the next K is not significant at
-    ``alpha`` (every one significant: the largest K, with a note)."""
+    ``alpha`` (``p > alpha``: the BLRT rejects when ``p <= alpha``, exact for a Monte-Carlo
+    p-value when ``alpha (B + 1)`` is an integer; every one significant: the largest K, with
+    a note).  A comparison without a p-value decides nothing (noted)."""
     ks = [r["k"] for r in rows]
     if rule == "blrt":
+        notes = []
         for i in range(len(rows) - 1):
             p = rows[i + 1]["blrt_p"]
-            if p is not None and p >= alpha:
-                return ks[i], []
-        return ks[-1], [t("enum.all_significant", alpha=alpha, k=ks[-1])]
+            if p is None or not math.isfinite(p):
+                notes.append(t("enum.no_p", a=ks[i], b=ks[i + 1]))
+            elif p > alpha:
+                return ks[i], notes
+        return ks[-1], [*notes, t("enum.all_significant", alpha=alpha, k=ks[-1])]
     values = [r[rule] for r in rows]
     finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
     if not finite:
