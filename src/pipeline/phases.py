@@ -1,4 +1,6 @@
-"""The four phases of a run, one function each (wired in :mod:`src.pipeline.tracked`).
+"""The phases of a run, one function each (wired in :mod:`src.pipeline.tracked`); with
+several K (``--components 1-4``) :mod:`src.pipeline.enumeration` adds ``model_selection`` and
+runs estimation, standard errors and output per K.
 
 Each phase takes what the previous ones produced and returns a value the progress tracker
 can store (JSON values and numpy arrays).  Long phases take a ``checkpoint``
