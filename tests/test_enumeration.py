@@ -278,3 +278,17 @@ def test_se_for_all_and_a_later_single_k_run(tmp_path):
     assert not (out / "k1").exists() and not (out / "k3").exists()
     assert (out / "k7" / "estimates.csv").read_text() == "mine\n"
     assert not (out / "enumeration.csv").exists() and result_set_is_complete(out, TASK)
+
+
+def test_a_single_k_fit_is_kept_when_a_range_follows(tmp_path):
+    """K = 2 alone, then 1-3 with --recompute-changed: K = 2 is not fitted again and its
+    folder equals the single run's estimates."""
+    args = ("--n-starts", "2", "--n-candidates", "4", "--se-method", "none", "--no-vlmr")
+    check_rc(run_main(tmp_path, "--components", "2", *args), 0)
+    single = (results_dir(tmp_path) / "estimates.csv").read_bytes()
+    wider = run_main(tmp_path, "--components", "1-3", *args, "--recompute-changed")
+    check_rc(wider, 0)
+    assert "Fits for K = 2 kept from the earlier run" in wider.stdout
+    assert [line for line in wider.stdout.splitlines() if line.startswith("Fitting K = ")] == \
+        ["Fitting K = 1 (1 of 3)", "Fitting K = 3 (3 of 3)"]
+    assert (results_dir(tmp_path) / "k2" / "estimates.csv").read_bytes() == single
