@@ -109,12 +109,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            group=_SEL, fingerprint=_C),
     Option("blrt", int, 0, "bootstrap replicates of each BLRT comparison of consecutive K "
            "(0: no BLRT)", low=0, group=_SEL, fingerprint=_C, metavar="B"),
-    Option("blrt_early_stop", bool, True, "stop a BLRT once its decision at --alpha is settled "
-           "(replicates in index order)", group=_SEL, fingerprint=_C),
+    Option("blrt_early_stop", bool, True, "run every BLRT replicate (default: stop once the "
+           "decision at --alpha is settled, replicates in index order)", group=_SEL,
+           fingerprint=_C),
     Option("alpha", float, 0.05, "significance level of the BLRT rule and its early stop",
            low=0, low_open=True, high=0.5, group=_SEL, fingerprint=_C),
-    Option("vlmr", bool, True, "Vuong-Lo-Mendell-Rubin and adjusted LMR tests of consecutive K",
-           group=_SEL, fingerprint=_C),
+    Option("vlmr", bool, True, "no Vuong-Lo-Mendell-Rubin and adjusted LMR tests of "
+           "consecutive K (default: computed)", group=_SEL, fingerprint=_C),
     # standard errors
     Option("se_method", str, DEFAULT_SE_METHOD, "standard-error method", choices=SE_CHOICES,
            group=_SE, fingerprint=_S),

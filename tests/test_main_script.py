@@ -217,6 +217,9 @@ def test_help_lists_every_spec_flag(tmp_path):
                  "--task-name", "--progress-dir", "--save-interval", "--output-dir", "--restart",
                  "--recompute-changed", "--debug", "--lang"):
         assert flag in proc.stdout
+    assert "class enumeration:" in proc.stdout  # the group of --select, --blrt, --alpha, --no-vlmr
+    for flag in ("--select", "--blrt", "--alpha", "--no-vlmr", "--no-blrt-early-stop", "--se-for"):
+        assert flag in proc.stdout
 
 
 @pytest.mark.parametrize("flag,value", [("--progress-dir", "afile"), ("--output-dir", "afile/sub")])
