@@ -15,7 +15,9 @@ starting values *added* (``fit_em(extra_starts=...)``), never instead:
 
 * the K-1 fit gets the observed K-1 estimate;
 * the K fit gets one split of every class of the replicate's own K-1 estimate
-  (:func:`split_starts`) and the observed K estimate.
+  (:func:`split_starts`).  (Not the observed K estimate: on data simulated from K-1
+  classes it is one more start that only the replicates would get, pushing T* up and the
+  test towards conservative; and a class of it can be empty there.)
 
 A split of class j: the rows' responsibilities for class j are projected on the main
 direction of their features (the leading eigenvector of the class's responsibility-weighted
@@ -28,11 +30,12 @@ downward) is refitted with twice the starts and candidates from a fresh seed; th
 fit is kept and such replicates are counted (``n_refitted``).
 
 **Randomness and resuming.** Replicate r draws everything from ``stream(seed, "blrt", K, r)``:
-its data, then the seeds of its fits.  Each replicate is a unit of work on the executor
-(``map_unordered``); every finished replicate is checkpointed; a resumed test computes only
-the missing ones.  The state names the options and estimates it was made with (not B, alpha
-or early stopping, which only decide how many replicates are used), so a state of other
-options raises :class:`~src.utils.checkpointing.CheckpointInvalid`.
+its data, then the seeds of its fits; it depends on the K-1 estimate, not on the K one.
+Each replicate is a unit of work on the executor (``map_unordered``); every finished
+replicate is checkpointed; a resumed test computes only the missing ones.  The state names
+the options and the K-1 estimate it was made with (not B, alpha or early stopping, which
+only decide how many replicates are used, nor the K estimate, which only changes T), so a
+state of other options raises :class:`~src.utils.checkpointing.CheckpointInvalid`.
 
 **Early stopping** (``early_stop=True``) is decided on the replicates in index order only:
 after every replicate, the test looks at the longest run 1..r of finished replicates and
@@ -58,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -243,33 +245,18 @@ def split_starts(model_small: MixtureModel, model_big: MixtureModel, data: Data,
 
 
 # --------------------------------------------------------------- the fits
-@functools.lru_cache(maxsize=1)
-def _fit_em_parameters() -> frozenset[str]:
-    from ..estimation.em import fit_em
-    return frozenset(inspect.signature(fit_em).parameters)
-
-
 def _fit(model: MixtureModel, data: Data, options: Mapping[str, Any], seed: int,
          extra: Sequence[Params]):
     """``fit_em`` with the run's search options and ``extra`` starting values added."""
     from ..estimation.em import fit_em
-    accepted = _fit_em_parameters()
-    kw = {k: options[k] for k in FIT_OPTION_KEYS if k in options and k in accepted}
+    kw = {k: options[k] for k in FIT_OPTION_KEYS if k in options}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if "extra_starts" in accepted:
-            return fit_em(model, data, seed=seed, extra_starts=list(extra), **kw)
-        # until fit_em takes extra starts: the same search, then each extra start, best kept
-        best = fit_em(model, data, seed=seed, **kw)
-        for params in extra:
-            fit = fit_em(model, data, seed=seed, init_params=params, **kw)
-            if fit.loglik > best.loglik:
-                best = fit
-        return best
+        return fit_em(model, data, seed=seed, extra_starts=list(extra), **kw)
 
 
 def blrt_replicate(model_small: MixtureModel, model_big: MixtureModel, data: Data,
-                   params_small: Params, params_big: Params, opts: Mapping[str, Any],
+                   params_small: Params, opts: Mapping[str, Any],
                    r: int) -> dict[str, Any]:
     """Replicate ``r`` (top level, so workers can run it): its T* and how its fits went.
 
@@ -281,13 +268,15 @@ def blrt_replicate(model_small: MixtureModel, model_big: MixtureModel, data: Dat
         data_r = model_small.sample(params_small, data, rng)
         seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=3)]
         fit_options = opts["fit_options"]
-        small = _fit(model_small, data_r, fit_options, seeds[0], [params_small])
-        extra = split_starts(model_small, model_big, data_r, small.params,
-                             chunk_size=int(fit_options.get("chunk_size", 4096)))
-        extra.append(params_big)
+        warm = opts.get("warm", True)
+        small = _fit(model_small, data_r, fit_options, seeds[0], [params_small] if warm else [])
+        extra = []
+        if warm:
+            extra = split_starts(model_small, model_big, data_r, small.params,
+                                 chunk_size=int(fit_options.get("chunk_size", 4096)))
         big = _fit(model_big, data_r, fit_options, seeds[1], extra)
         refitted = False
-        if big.loglik < small.loglik:
+        if warm and big.loglik < small.loglik:
             more = dict(fit_options)
             for key in ("n_starts", "n_candidates"):
                 if key in more:
@@ -412,16 +401,18 @@ def _fit_config(fit_options: Mapping[str, Any]) -> dict[str, Any]:
 def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
               fit_small: Mapping[str, Any], fit_big: Mapping[str, Any], *, n_replicates: int,
               seed: int, alpha: float = 0.05, early_stop: bool = True,
-              fit_options: Mapping[str, Any] | None = None, executor: Any = None,
-              checkpoint: Checkpointer | None = None,
+              fit_options: Mapping[str, Any] | None = None, warm: bool = True,
+              executor: Any = None, checkpoint: Checkpointer | None = None,
               on_replicate: Callable[[int, str, int, int], None] | None = None) -> BLRTResult:
     """Bootstrap likelihood-ratio test of ``model_small`` (K-1 classes) against ``model_big``.
 
     ``fit_small``/``fit_big``: the observed fits (``FitResult.to_dict()``: ``params``,
     ``loglik``).  ``fit_options``: the search of every replicate fit (:data:`FIT_OPTION_KEYS`,
-    as the observed fits used).  ``checkpoint``: resumed from its state, checkpointed after
-    every replicate.  ``executor``: runs replicates (``map_unordered``); default in process.
-    ``on_replicate(index, status, n_finished, n_requested)`` is called as each finishes.
+    as the observed fits used).  ``warm=False`` (benchmarks at equal work with tools that
+    refit cold): no warm starts or splits added, no refit of a negative T*.  ``checkpoint``:
+    resumed from its state, checkpointed after every replicate.  ``executor``: runs
+    replicates (``map_unordered``); default in process.  ``on_replicate(index, status,
+    n_finished, n_requested)`` is called as each replicate finishes.
     """
     B = int(n_replicates)
     if B < 1:
@@ -433,12 +424,11 @@ def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
         raise ValueError(f"the larger model must have more classes ({k0} and {k1} given)")
     checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
     params_small = {k: np.asarray(v, dtype=float) for k, v in fit_small["params"].items()}
-    params_big = {k: np.asarray(v, dtype=float) for k, v in fit_big["params"].items()}
     T = 2.0 * (float(fit_big["loglik"]) - float(fit_small["loglik"]))
-    opts = {"seed": int(seed), "fit_options": _fit_config(fit_options or {})}
+    opts = {"seed": int(seed), "fit_options": _fit_config(fit_options or {}), "warm": bool(warm)}
     config = {"k_small": k0, "k_big": k1, **opts,
               "models": [model_small.describe(), model_big.describe()],
-              "estimates": [_digest(model_small, params_small), _digest(model_big, params_big)]}
+              "estimate": _digest(model_small, params_small)}
     config = _jsonable(config)
 
     done: dict[str, dict[str, Any]] = {}
@@ -453,8 +443,7 @@ def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
     n_used, rule = _decision(T, done, B, alpha, early_stop)
     missing = [r for r in range(B) if str(r) not in done]
     if missing and rule is None:
-        fn = functools.partial(blrt_replicate, model_small, model_big, data, params_small,
-                               params_big, opts)
+        fn = functools.partial(blrt_replicate, model_small, model_big, data, params_small, opts)
         results = (executor.map_unordered(fn, [(r,) for r in missing]) if executor is not None
                    else ((i, fn(r)) for i, r in enumerate(missing)))
         try:
