@@ -164,6 +164,19 @@ class TestSearch:
         (start,) = split_starts(m1, m2, data, fits[0]["params"])
         assert abs(np.diff(start["mean"])[0]) > 3 and np.all(start["weight"] > 0.3)
 
+    def test_splits_reach_more_than_one_extra_class(self):
+        """Against a model with two classes more (a list's previous K), the largest half is cut again: three spread-out classes, and the test runs."""
+        rng = stream(3, "test-data")
+        x = np.concatenate([rng.normal(m, 0.5, 150) for m in (-6.0, 0.0, 6.0)])
+        m1, m3 = Gauss1D(1), Gauss1D(3)
+        one = {"weight": np.array([1.0]), "mean": np.array([x.mean()]), "var": np.array([x.var()])}
+        (start,) = split_starts(m1, m3, {"x": x}, one)
+        assert start["weight"].shape == (3,) and np.min(np.diff(np.sort(start["mean"]))) > 2
+        res = blrt_test(m1, m3, {"x": x}, {"params": one, "loglik": m1.loglik({"x": x}, one)},
+                        {"params": start, "loglik": m3.loglik({"x": x}, start)},
+                        n_replicates=2, seed=1, fit_options=FIT)
+        assert res.n_failed == 0 and min(res.t_star) >= -1e-6
+
     def test_negative_statistic_is_refitted_and_counted(self, clear_case):
         """With one EM step allowed the K fits fall below the K-1 fit, so replicates are refitted with more starts and counted."""
         (m1, m2), data, fits = clear_case

@@ -168,30 +168,47 @@ def _responsibilities(model: MixtureModel, data: Data, params: Params,
     return np.concatenate([model.e_step(c, params)[0] for c in dv.iter_chunks(data, chunk_size)])
 
 
-def _features(model: MixtureModel, data: Data, params: Params, resp: np.ndarray,
-              j: int) -> np.ndarray | None:
-    """Row features whose main direction splits class ``j``: the model's start features,
-    else its class-j complete-data scores (without the weights), each column standardised."""
+def _start_features(model: MixtureModel, data: Data, n: int) -> np.ndarray | None:
+    """The model's start features as a finite (n, d) matrix, or None."""
     get = getattr(model, "start_features", None)
-    F = None
-    if get is not None:
-        try:
-            F = get(data)
-        except NotImplementedError:
-            F = None
-    if F is not None:
-        F = np.asarray(F, dtype=float)
-        F = F[:, None] if F.ndim == 1 else F
-    if F is None or F.ndim != 2 or F.shape[0] != resp.shape[0] or not np.all(np.isfinite(F)):
-        S = dv.complete_score(model, data, params)[:, j, model.n_components - 1:]
-        S = np.where(resp[:, j, None] > 0, S, 0.0)
-        keep = np.all(np.isfinite(S), axis=0) & np.any(S != 0, axis=0)
-        if not keep.any():
-            return None
-        F = S[:, keep]
-        sd = F.std(axis=0)
-        F = F / np.where(sd > 0, sd, 1.0)
-    return F
+    try:
+        F = get(data) if get is not None else None
+    except NotImplementedError:
+        F = None
+    if F is None:
+        return None
+    F = np.asarray(F, dtype=float)
+    F = F[:, None] if F.ndim == 1 else F
+    return F if F.ndim == 2 and F.shape[0] == n and np.all(np.isfinite(F)) else None
+
+
+def _score_features(model: MixtureModel, data: Data, params: Params, resp: np.ndarray,
+                    j: int) -> np.ndarray | None:
+    """Class ``j``'s complete-data scores (without the weights), each column standardised."""
+    S = dv.complete_score(model, data, params)[:, j, model.n_components - 1:]
+    S = np.where(resp[:, j, None] > 0, S, 0.0)
+    keep = np.all(np.isfinite(S), axis=0) & np.any(S != 0, axis=0)
+    if not keep.any():
+        return None
+    F = S[:, keep]
+    sd = F.std(axis=0)
+    return F / np.where(sd > 0, sd, 1.0)
+
+
+def _split_column(R: np.ndarray, c: int, F: np.ndarray) -> np.ndarray | None:
+    """``R`` with column ``c`` cut in two along the main direction of its rows' features."""
+    w = R[:, c]
+    total = w.sum()
+    if not total > 0:
+        return None
+    mean = (w @ F) / total
+    C = ((F - mean) * w[:, None]).T @ (F - mean) / total
+    _, vecs = np.linalg.eigh(C)
+    upper = (F - mean) @ vecs[:, -1] > 0
+    if not (w[upper].sum() > 0 and w[~upper].sum() > 0):
+        return None
+    return np.concatenate([np.delete(R, c, axis=1), (w * upper)[:, None],
+                           (w * ~upper)[:, None]], axis=1)
 
 
 def _one_m_step(model: MixtureModel, data: Data, resp: np.ndarray, chunk_size: int) -> Params:
@@ -209,33 +226,41 @@ def _one_m_step(model: MixtureModel, data: Data, resp: np.ndarray, chunk_size: i
 
 def split_starts(model_small: MixtureModel, model_big: MixtureModel, data: Data,
                  params_small: Params, *, chunk_size: int = 4096) -> list[Params]:
-    """K-class starting values: each class of the K-1 estimate split in two (module doc).
+    """Starting values for ``model_big`` from splits of the classes of ``params_small``.
 
-    One per class of ``params_small`` (fewer when a split leaves a half empty or gives
-    non-finite values); deterministic, no random numbers.
+    One per class j of ``params_small``: class j's responsibilities are cut in two along
+    the main direction of its rows' features (module doc); when ``model_big`` has more than
+    one class more, the largest resulting class is cut again (with the features of the
+    class it came from) until there are enough; then one M-step.  Fewer starts when a cut
+    leaves a half empty or gives non-finite values; deterministic, no random numbers.
     """
-    K1 = model_small.n_components
+    k0, k1 = model_small.n_components, model_big.n_components
     resp = _responsibilities(model_small, data, params_small, chunk_size)
+    shared = _start_features(model_small, data, resp.shape[0])
+    cache: dict[int, np.ndarray | None] = {}
+
+    def features(j: int) -> np.ndarray | None:
+        if shared is not None:
+            return shared
+        if j not in cache:
+            cache[j] = _score_features(model_small, data, params_small, resp, j)
+        return cache[j]
+
     out: list[Params] = []
-    for j in range(K1):
-        w = resp[:, j]
-        if w.sum() <= 0:
-            continue
+    for j in range(k0):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                F = _features(model_small, data, params_small, resp, j)
-                if F is None:
+                R, origin = resp, list(range(k0))
+                c = j
+                while R is not None and R.shape[1] < k1:
+                    F = features(origin[c])
+                    R = None if F is None else _split_column(R, c, F)
+                    if R is not None:
+                        origin = [o for i, o in enumerate(origin) if i != c] + [origin[c]] * 2
+                        c = int(np.argmax(R.sum(axis=0)))
+                if R is None:
                     continue
-                mean = (w @ F) / w.sum()
-                C = ((F - mean) * w[:, None]).T @ (F - mean) / w.sum()
-                _, vecs = np.linalg.eigh(C)
-                proj = (F - mean) @ vecs[:, -1]
-                upper = proj > 0
-                if not (w[upper].sum() > 0 and w[~upper].sum() > 0):
-                    continue
-                R = np.concatenate([np.delete(resp, j, axis=1), (w * upper)[:, None],
-                                    (w * ~upper)[:, None]], axis=1)
                 params = _one_m_step(model_big, data, R, chunk_size)
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             continue
