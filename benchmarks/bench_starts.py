@@ -243,16 +243,17 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}, numpy {np.__version__}; "
           f"defaults n_starts {DEFAULTS['n_starts']}, n_candidates {DEFAULT_N_CANDIDATES}, "
           f"candidate_iter {DEFAULT_CANDIDATE_ITER}", flush=True)
-    print("| case | best known | before: reached | after: reached | today s | before s | after s "
-          "| after/today | after/before | after's best start kind |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | best known | today: reached | before: reached | after: reached | today s | "
+          "before s | after s | after/today | after/before | after's best start kind |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for name in names:
         s = run_case(name, seeds, args.recompute_reference, tree)
         results.append(s)
         above = "".join(f" ({s[w + '_above']} above)" for w in ("before", "after") if s[w + "_above"])
         today = (f"{s['today_seconds']:.3f}", f"{s['today_ratio']:.2f}") if tree else ("", "")
-        print(f"| {name} | {s['reference']:.5f} | {s['before_reached']}/{s['n_seeds']} | "
+        today_reached = f"{s['today_reached']}/{s['n_seeds']}" if tree else ""
+        print(f"| {name} | {s['reference']:.5f} | {today_reached} | {s['before_reached']}/{s['n_seeds']} | "
               f"{s['after_reached']}/{s['n_seeds']}{above} | {today[0]} | {s['before_seconds']:.3f} | "
               f"{s['after_seconds']:.3f} | {today[1]} | {s['time_ratio']:.2f} | "
               f"{', '.join(f'{k} {v}' for k, v in sorted(s['after_best_kinds'].items()))} |",
