@@ -536,7 +536,8 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
     ``checkpoint``: resume from its state and checkpoint after every candidate and every
     evaluation of a final start (every finished start with ``force``).  ``executor``: run
     each candidate and each final start on a worker (``map_unordered``); the results do not
-    depend on it.  ``n_threads``: chunks of one EM map computed on that many threads (BLAS
+    depend on it.  ``on_iteration(start, evaluation, loglik)`` (in process, final starts
+    only): ``start`` is the 0-based place in ``start_*``, as ``best_start``.  ``n_threads``: chunks of one EM map computed on that many threads (BLAS
     stays at 1 thread).
     """
     if accelerate not in ACCELERATIONS:
@@ -640,8 +641,12 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
     else:
         for u in missing:
             resume = current if current is not None and int(current["start"]) == u else None
+            shown = None   # progress names the start as results do: its place among the final ones
+            if on_iteration is not None:
+                place = final.index(u)
+                shown = lambda s, i, ll, place=place: on_iteration(place, i, ll)  # noqa: E731
             res = run_start(model, data, options, u, state=resume or initial(u),
-                            on_state=lambda st: save(st), on_iteration=on_iteration)
+                            on_state=lambda st: save(st), on_iteration=shown)
             finished[str(u)] = res
             save(None, force=True)
 
