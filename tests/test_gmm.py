@@ -318,6 +318,15 @@ class TestStartsAndSimulation:
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
 
+    def test_start_features_are_standardised_columns(self):
+        """The features the data-driven starts cluster are the columns as z-scores (scikit-learn's StandardScaler)."""
+        from sklearn.preprocessing import StandardScaler
+
+        X = clusters(n=50) * [1.0, 100.0, 0.01]
+        model, data = model_for(X, 2, "full")
+        np.testing.assert_allclose(model.start_features(data), StandardScaler().fit_transform(X),
+                                   rtol=1e-12, atol=1e-12)
+
     @pytest.mark.parametrize("cov", COV_TYPES)
     def test_sample_reproduces_the_parameters(self, cov):
         """Simulated data have the model's weights, means and covariances (large sample)."""

@@ -150,6 +150,23 @@ class TestClosedForms:
         assert abs(resid.mean()) < 4 * 0.5 / np.sqrt(20000)
 
 
+class TestStarts:
+    def test_start_features_are_predictors_and_target_standardised(self):
+        """The data-driven starts cluster the predictors (no intercept) and the target as z-scores."""
+        frame = two_lines(60, seed=3)
+        model, data = build(frame, 2)
+        F = model.start_features(data)
+        raw = frame[["x1", "x2", "y"]].to_numpy()
+        np.testing.assert_allclose(F, (raw - raw.mean(axis=0)) / raw.std(axis=0), rtol=1e-12)
+
+    def test_candidate_search_recovers_the_two_lines(self):
+        """With the default candidate search the fit recovers both lines' coefficients."""
+        model, data = build(two_lines(2000, seed=4), 2)
+        fit = fit_em(model, data, seed=2, n_starts=3, n_candidates=12)
+        np.testing.assert_allclose(fit.params["coef"], [[-5, -1, 0.5], [2, 3, -1]], atol=0.1)
+        assert fit.flags == {} and fit.replication["replicated"]
+
+
 class TestDerivatives(DerivativeChecks):
     def _setup(self):
         model, data = build(two_lines(40, seed=9), 3)
