@@ -160,7 +160,7 @@ class TestStarts:
         np.testing.assert_allclose(F, (raw - raw.mean(axis=0)) / raw.std(axis=0), rtol=1e-12)
 
     def test_candidate_search_recovers_the_two_lines(self):
-        """With the default candidate search the fit recovers both lines' coefficients."""
+        """The candidate search (12 candidates, 3 final starts) recovers both lines' coefficients, replicated and unflagged."""
         model, data = build(two_lines(2000, seed=4), 2)
         fit = fit_em(model, data, seed=2, n_starts=3, n_candidates=12)
         np.testing.assert_allclose(fit.params["coef"], [[-5, -1, 0.5], [2, 3, -1]], atol=0.1)
