@@ -326,7 +326,7 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
     st = _run(model, data, options, st, None, on_state, on_iteration)
     params = st["best_params"]
     with _one_blas_thread():
-        flags = start_flags(model, data, params, options["chunk_size"])
+        flags = start_flags(model, data, params, int(options.get("chunk_size", 4096)))
     return {"start": start, "params": params, "loglik": float(st["best_ll"]),
             "n_iter": int(st["n_eval"]), "converged": bool(st["converged"]),
             "trace": list(st["trace"]), "warnings": list(st["warnings"]),
