@@ -51,6 +51,19 @@ def same_partition(a, b) -> bool:
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
+def test_builtin_iris_is_r_iris():
+    """builtin:iris holds R's iris: 150 rows, 50 per species, R's column means and its rows 35 and 38 (which UCI's copy gets wrong)."""
+    from src.data.loading import load_table
+
+    frame, record = load_table("builtin:iris")
+    assert frame.shape == (150, 5) and record["source"] == "builtin:iris"
+    assert frame["Species"].value_counts().to_dict() == {"setosa": 50, "versicolor": 50, "virginica": 50}
+    np.testing.assert_allclose(frame.iloc[:, :4].mean().to_numpy(),
+                               [5.843333, 3.057333, 3.758, 1.199333], atol=1e-6)
+    assert frame.iloc[34, :4].tolist() == [4.9, 3.1, 1.5, 0.2]
+    assert frame.iloc[37, :4].tolist() == [4.9, 3.6, 1.4, 0.1]
+
+
 class TestHardPartitions:
     def test_hierarchical_start_is_scipy_ward_cut(self):
         """The hierarchical candidate's partition is scipy's fcluster of Ward's linkage at K, on the same features."""
