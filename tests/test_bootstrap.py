@@ -305,7 +305,7 @@ class TestRandomStart:
              bootstrap_se(model, data, params, executor=ReversedExecutor(), **kw))
 
     def test_start_survives_resume(self):
-        """An interrupted random-start run resumes to the uninterrupted result; a state of the other start or other n_starts is refused."""
+        """An interrupted random-start run resumes to the uninterrupted result; a state of the other start or another start search (n_starts, n_candidates, candidate_iter) is refused."""
         model, data, params = small()
         kw = dict(n_bootstrap=6, seed=4, start="random", n_starts=2)
         full = bootstrap_se(model, data, params, **kw)
@@ -320,7 +320,8 @@ class TestRandomStart:
         assert ck.states[-1]["config"]["start"] == "random"
         same(bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]), **kw),
              full)
-        for other in (dict(kw, start="estimate"), dict(kw, n_starts=3)):
+        for other in (dict(kw, start="estimate"), dict(kw, n_starts=3), dict(kw, n_candidates=7),
+                      dict(kw, candidate_iter=3)):
             with pytest.raises(ValueError, match="other options"):
                 bootstrap_se(model, data, params, checkpoint=MemoryCheckpointer(ck.states[-1]),
                              **other)

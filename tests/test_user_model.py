@@ -71,7 +71,7 @@ def test_two_class_fit_recovers_the_rates():
     """K = 2: the generic EM finds the two rates and beats the one-class fit."""
     x = draws(3000, seed=4)
     model, data = load(2, x)
-    fit = fit_em(model, data, n_starts=3, tol=1e-9, seed=5, max_iter=500)
+    fit = fit_em(model, data, n_starts=3, n_candidates=6, tol=1e-9, seed=5, max_iter=500)
     assert fit.params["weight"][0] >= fit.params["weight"][1]       # canonical order
     np.testing.assert_allclose(fit.params["rate"], [2.0, 0.2], rtol=0.2)
     np.testing.assert_allclose(fit.params["weight"], [0.7, 0.3], atol=0.08)

@@ -94,8 +94,9 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
                         choices=tuple(BOOTSTRAP_STARTS), fingerprint="standard_error_computation"),
              ),
              reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "start": "bootstrap_start",
-                    "n_starts": "n_starts", "seed": "seed", "tol": "tol", "max_iter": "max_iter",
-                    "accelerate": "accelerate", "chunk_size": "chunk_size"},
+                    "n_starts": "n_starts", "n_candidates": "n_candidates",
+                    "candidate_iter": "candidate_iter", "seed": "seed", "tol": "tol",
+                    "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size"},
              checkpointed=True, parallel=True, progress="on_replicate",
              agreement=Comparison("bootstrap", replicates="n_bootstrap")),
 )}

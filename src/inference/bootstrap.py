@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..estimation.starts import DEFAULT_CANDIDATE_ITER, DEFAULT_N_CANDIDATES
 from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from ..utils.messages import register, t, templates
@@ -87,7 +88,9 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
         rng = stream(opts["seed"], "bootstrap", r)
         data_b = replicate_data(model, data, params, opts["kind"], rng)
         if opts.get("start", "estimate") == "random":
-            starts = {"n_starts": opts["n_starts"], "seed": int(rng.integers(0, 2**63 - 1))}
+            starts = {"n_starts": opts["n_starts"], "seed": int(rng.integers(0, 2**63 - 1)),
+                      "n_candidates": opts.get("n_candidates", DEFAULT_N_CANDIDATES),
+                      "candidate_iter": opts.get("candidate_iter", DEFAULT_CANDIDATE_ITER)}
         else:
             starts = {"n_starts": 1, "seed": opts["seed"], "init_params": params}
         with warnings.catch_warnings():
@@ -139,13 +142,16 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
                  kind: str = "nonparametric", seed: int = 0, tol: float = 1e-8,
                  max_iter: int = 1000, accelerate: str = "none", chunk_size: int = 4096,
                  start: str = "estimate", n_starts: int = 10,
+                 n_candidates: int = DEFAULT_N_CANDIDATES,
+                 candidate_iter: int = DEFAULT_CANDIDATE_ITER,
                  checkpoint: Checkpointer | None = None, executor: Any = None,
                  on_replicate: Callable[[int, str, int, int], None] | None = None) -> SEResult:
     """Bootstrap standard errors and percentile intervals from ``n_bootstrap`` replicates.
 
     ``start``: each replicate's EM starts from the estimate (``"estimate"``, one start: less
     work, the usual shortcut) or from ``n_starts`` random starts of its own, keeping the best
-    (``"random"``: a fresh fit per replicate; ``n_starts`` is read only then).
+    (``"random"``: a fresh fit per replicate, searching as the estimate's fit did:
+    ``n_starts``, ``n_candidates`` and ``candidate_iter`` are read only then).
     ``checkpoint``: resumed from its state, checkpointed after every replicate.
     ``executor``: runs replicates (``map_unordered``); default in process.
     ``on_replicate(index, status, n_done, n_total)`` is called as each replicate finishes.
@@ -163,7 +169,8 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     opts = {"kind": kind, "seed": int(seed), "tol": float(tol), "max_iter": int(max_iter),
             "accelerate": accelerate, "chunk_size": int(chunk_size), "start": start}
     if start == "random":  # the saved config names what the replicates depend on
-        opts["n_starts"] = int(n_starts)
+        opts.update(n_starts=int(n_starts), n_candidates=int(n_candidates),
+                    candidate_iter=int(candidate_iter))
     config = dict(opts, estimate=_estimate_digest(model, params))
 
     done: dict[str, dict[str, Any]] = {}
