@@ -7,8 +7,8 @@
 
 Thin wiring: the flags come from the option table (``src/pipeline/cli.py``), the run from
 ``src/pipeline/`` (the Python API ``src.api`` runs the same code).  Phases are wired in
-``_run_estimation_with_tracking`` (data_preparation, model_estimation,
-standard_error_computation, result_output).  Exit codes: 0 done; 2 bad input or usage;
+``_run_estimation_with_tracking`` (data_preparation, model_estimation, model_selection
+(only with several --components), standard_error_computation, result_output).  Exit codes: 0 done; 2 bad input or usage;
 3 progress that cannot be resumed; 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP); 141
 the reader of the output went away (``--check-progress | head -1``), quietly.
 """
