@@ -51,8 +51,8 @@ class TestLoadTable:
 
     def test_unknown_builtin(self):
         """An unknown built-in name lists the available ones."""
-        with pytest.raises(DataError, match="no built-in data set 'iris'.*builtin:faithful"):
-            load_table("builtin:iris")
+        with pytest.raises(DataError, match="no built-in data set 'wine'.*builtin:faithful"):
+            load_table("builtin:wine")
 
     def test_csv_tsv_parquet_agree(self, tmp_path, table):
         """The same table read from CSV, TSV and Parquet gives the same frame and record."""

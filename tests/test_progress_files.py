@@ -176,7 +176,7 @@ def test_second_run_refused_while_lock_held_in_process(tmp_path):
 
 
 def test_second_run_refused_then_killed_run_does_not_block(tmp_path):
-    slow = FAST + ("--se-method", "bootstrap", "--n-bootstrap", "200")
+    slow = FAST + ("--se-method", "bootstrap", "--n-bootstrap", "20000")  # killed long before its end
     first = start_script(tmp_path, *slow)
     try:
         wait_for(lambda: (try_read_progress(progress_path(tmp_path)) or {}).get("current_phase")
