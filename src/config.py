@@ -33,7 +33,7 @@ from .utils.options import Option, check_names, check_value
 
 __all__ = ["RunOptions", "OPTIONS", "CORE_OPTIONS", "load_config", "build_options",
            "make_options", "phase_fingerprints", "PHASES", "SE_CHOICES", "DEFAULT_SEED",
-           "SELECT_CHOICES", "parse_components", "check_option"]
+           "SELECT_CHOICES", "FORMAT_CHOICES", "parse_components", "check_option"]
 
 #: the phases in order; model_selection runs only when several K are given (--components)
 PHASES = ("data_preparation", "model_estimation", "model_selection", "standard_error_computation",
@@ -64,10 +64,13 @@ register({
         "zh": "选项 'columns' 为空；请给出列名，例如 --columns a,b。"},
 })
 
-_DATA, _EST, _SEL, _SE, _EXEC, _PROG = ("data and model", "estimation", "class enumeration",
-                                        "standard errors", "execution and output",
-                                        "progress tracking")
-_D, _M, _C, _S = "data_preparation", "model_estimation", "model_selection", "standard_error_computation"
+_DATA, _EST, _SEL, _SE, _OUT, _EXEC, _PROG = ("data and model", "estimation", "class enumeration",
+                                              "standard errors", "results",
+                                              "execution and output", "progress tracking")
+_D, _M, _C, _S, _R = ("data_preparation", "model_estimation", "model_selection",
+                      "standard_error_computation", "result_output")
+#: --formats: the report's forms (report.md, report.html, LaTeX tables)
+FORMAT_CHOICES = ("md", "html", "tex")
 
 #: the run's own options (families and SE methods add theirs, see OPTIONS)
 CORE_OPTIONS: tuple[Option, ...] = (
@@ -123,6 +126,19 @@ CORE_OPTIONS: tuple[Option, ...] = (
            choices=tuple(SE_METHODS), group=_SE, fingerprint=_S),
     Option("se_for", str, "selected", "with several K: standard errors for the selected K or "
            "for all", choices=("selected", "all"), group=_SE, fingerprint=_S),
+    # results (what is written; change no estimate)
+    Option("ci_level", float, 0.95, "confidence level of the intervals in estimates.csv",
+           low=0, low_open=True, high=1, high_open=True, group=_OUT, fingerprint=_R),
+    Option("id", str, None, "column carried into posteriors.csv as each row's id (default: "
+           "the row's 0-based position in the input)", nullable=True, group=_OUT,
+           fingerprint=_R, metavar="COLUMN"),
+    Option("gof_bootstrap", int, 0, "LCA: parametric-bootstrap replicates for the p-values "
+           "of G2 and X2 (0: none; offered when the table is sparse)", low=0, group=_OUT,
+           fingerprint=_R, metavar="B"),
+    Option("plots", bool, True, "write no plots (default: PNG figures in the results folder "
+           "and the report)", group=_OUT, fingerprint=_R),
+    Option("formats", list, ("md", "html"), "report forms, comma-separated: md, html, tex "
+           "(LaTeX booktabs tables)", group=_OUT, fingerprint=_R, metavar="md,html,.."),
     # execution and output (change no number)
     Option("workers", int, 1, "local worker processes", low=1, group=_EXEC),
     Option("scheduler", str, None, "address of an existing Dask scheduler", nullable=True,
@@ -220,6 +236,11 @@ class _RunOptionsMethods:
                 if col in seen:
                     raise UsageError(t("config.duplicate_column", column=col))
                 seen.add(col)
+        bad = [f for f in self.formats if f not in FORMAT_CHOICES]
+        if bad or not self.formats:
+            raise UsageError(t("options.choice", option="formats",
+                               choices=", ".join(FORMAT_CHOICES), value=",".join(self.formats)))
+        self.formats = sorted(set(self.formats), key=FORMAT_CHOICES.index)
         if self.enumerating and self.select == "blrt" and self.blrt == 0:
             raise UsageError(t("config.select_blrt"))
         return self

@@ -59,7 +59,8 @@ def _help(opt: Option) -> str:
     if opt.type is bool:
         return opt.help
     if opt.default is not None and "default" not in opt.help:
-        return f"{opt.help} (default {opt.default})"
+        shown = ",".join(opt.default) if isinstance(opt.default, (list, tuple)) else opt.default
+        return f"{opt.help} (default {shown})"
     return opt.help
 
 

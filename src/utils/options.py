@@ -65,6 +65,7 @@ class Option:
     low: float | None = None
     low_open: bool = False
     high: float | None = None
+    high_open: bool = False
     flag: str | None = None
     group: str = "options"
     fingerprint: str | None = None
@@ -91,6 +92,8 @@ class Option:
     def rule(self) -> str | None:
         """The range as text (``>= 1``, ``> 0``, ``between 0 and 2**63-1``), or None."""
         if self.low is not None and self.high is not None:
+            if self.low_open and self.high_open:
+                return f"strictly between {_num(self.low)} and {_num(self.high)}"
             return f"between {_num(self.low)} and {_num(self.high)}"
         if self.low is not None:
             return f"{'>' if self.low_open else '>='} {_num(self.low)}"
@@ -116,7 +119,8 @@ def check_value(option: Option, value: Any, *, from_text: bool = False) -> Any:
     if option.type in (int, float):
         too_low = option.low is not None and (value <= option.low if option.low_open
                                               else value < option.low)
-        too_high = option.high is not None and value > option.high
+        too_high = option.high is not None and (value >= option.high if option.high_open
+                                                else value > option.high)
         if too_low or too_high or value != value:  # NaN is never in range
             raise UsageError(t("options.range", option=option.name, rule=option.rule() or "a number",
                                value=value))
