@@ -256,13 +256,14 @@ class TestDerivatives:
 
 class TestParameters:
     def test_names(self):
-        """Reported names follow the documented scheme for each covariance type."""
+        """Reported names follow the documented scheme for each covariance type, by column name (x1, x2 without names)."""
         X = clusters(n=20, D=2, K=2)
         names = {cov: model_for(X, 2, cov)[0].reported_names() for cov in COV_TYPES}
-        head = ["weight[1]", "weight[2]", "mean[1,1]", "mean[1,2]", "mean[2,1]", "mean[2,2]"]
-        assert names["full"] == head + ["cov[1,1,1]", "cov[1,1,2]", "cov[1,2,2]",
-                                        "cov[2,1,1]", "cov[2,1,2]", "cov[2,2,2]"]
-        assert names["diag"] == head + ["cov[1,1,1]", "cov[1,2,2]", "cov[2,1,1]", "cov[2,2,2]"]
+        head = ["weight[1]", "weight[2]", "mean[1,x1]", "mean[1,x2]", "mean[2,x1]", "mean[2,x2]"]
+        assert names["full"] == head + ["cov[1,x1,x1]", "cov[1,x1,x2]", "cov[1,x2,x2]",
+                                        "cov[2,x1,x1]", "cov[2,x1,x2]", "cov[2,x2,x2]"]
+        assert names["diag"] == head + ["cov[1,x1,x1]", "cov[1,x2,x2]", "cov[2,x1,x1]",
+                                        "cov[2,x2,x2]"]
         assert names["spherical"] == head + ["var[1]", "var[2]"]
 
     @pytest.mark.parametrize("cov", COV_TYPES)

@@ -96,9 +96,9 @@ class TestClosedForms:
         params = {"weight": np.array([1.0]), "mean": X.mean(0)[None], "cov": S[None]}
         expect = {"weight[1]": 0.0}
         for j in range(3):
-            expect[f"mean[1,{j + 1}]"] = np.sqrt(S[j, j] / n)
+            expect[f"mean[1,x{j + 1}]"] = np.sqrt(S[j, j] / n)
             for i in range(j + 1):
-                expect[f"cov[1,{i + 1},{j + 1}]"] = np.sqrt((S[i, j] ** 2 + S[i, i] * S[j, j]) / n)
+                expect[f"cov[1,x{i + 1},x{j + 1}]"] = np.sqrt((S[i, j] ** 2 + S[i, i] * S[j, j]) / n)
         for fn in (louis_se, numerical_se):
             res = fn(model, {"X": X}, params)
             got = dict(zip(res.names, res.se))
@@ -151,11 +151,11 @@ class TestNumericalPaths:
             assert any("boundary" in n and "prob[1,item1,1]" in n for n in res.notes)
 
 
-def unit_factors(names: list[str], c: np.ndarray) -> np.ndarray:
+def unit_factors(names: list[str], c: np.ndarray, columns: list[str]) -> np.ndarray:
     """How each reported Gaussian-mixture parameter scales when column j is multiplied by c_j."""
     out = []
     for name in names:
-        idx = [int(v) - 1 for v in name[name.index("[") + 1:-1].split(",")[1:]]
+        idx = [columns.index(v) for v in name[name.index("[") + 1:-1].split(",")[1:]]
         if name.startswith("var["):
             out.append(c[0] ** 2)              # spherical: every column scaled alike
         else:
@@ -189,7 +189,7 @@ class TestUnits:
         fit = fit_em(model, {"X": X}, n_starts=2, tol=1e-10, max_iter=5000, seed=1)
         c = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1e-3])
         other, data_c, params_c = rescaled(model, {"X": X}, fit.params, c)
-        f = unit_factors(model.reported_names(), c)
+        f = unit_factors(model.reported_names(), c, model.columns)
         # Louis: analytic, so equal to rounding (1e-14 reached); numerical: 2e-10 reached
         for fn, rtol in ((louis_se, 1e-12), (numerical_se, 1e-8)):
             a = fn(model, {"X": X}, fit.params)
@@ -210,7 +210,7 @@ class TestUnits:
         fit = fit_em(model, {"X": Z}, n_starts=2, tol=1e-10, max_iter=5000, seed=1)
         c = np.full(3, 1e4) if covariance == "spherical" else np.array([1e-3, 1.0, 1e4])
         other, data_c, params_c = rescaled(model, {"X": Z}, fit.params, c)
-        f = unit_factors(model.reported_names(), c)
+        f = unit_factors(model.reported_names(), c, model.columns)
         # reached: Louis 2e-15 (analytic), numerical 5e-11 (steps follow the natural scales)
         for fn, rtol in ((louis_se, 1e-12), (numerical_se, 1e-8)):
             a = fn(model, {"X": Z}, fit.params)

@@ -8,7 +8,8 @@ start, the usual shortcut) or, with ``start="random"``, from ``n_starts`` random
 seeded from that same stream (after the data), keeping the best, as a fresh fit would and as
 StepMix's bootstrap does; then its classes are matched to the estimate's (:mod:`.align`) and
 its free parameters are kept.  SE = the replicates' standard deviation (ddof=1) of each
-reported parameter; 95% percentile intervals.
+reported parameter; 95% percentile intervals (the replicate estimates are kept in the
+result, ``replicates``, for intervals at other levels).
 
 Replicates that do not converge or raise are counted, left out and reported.  Replicates
 whose refit warned (a ridged, collapsed or empty component, no convergence) are counted by
@@ -35,6 +36,7 @@ from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, 
 from ..utils.messages import register, t, templates
 from ..utils.rng import stream
 from .align import align_params
+from .intervals import percentile_intervals
 from .results import SEResult
 
 __all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS", "BOOTSTRAP_STARTS",
@@ -211,11 +213,12 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
     est = model.reported_values(params)
     R, P = est.size, model.n_free_parameters()
     notes: list[str] = []
+    free = np.array([np.asarray(done[r]["free"], dtype=float) for r in ok]).reshape(len(ok), P)
+    # every reported parameter of every successful replicate: kept for intervals at any level
+    rep = np.array([model.reported_values(model.from_free(f)) for f in free]).reshape(len(ok), R)
     if len(ok) >= 2:
-        free = np.array([np.asarray(done[r]["free"], dtype=float) for r in ok])
-        rep = np.array([model.reported_values(model.from_free(f)) for f in free])
         se = rep.std(axis=0, ddof=1)
-        lo, hi = np.percentile(rep, [2.5, 97.5], axis=0)
+        lo, hi = percentile_intervals(rep, 0.95)  # other levels: intervals.interval_table
         cov = np.cov(free, rowvar=False, ddof=1).reshape(P, P)
     else:
         se = lo = hi = np.full(R, np.nan)
@@ -244,7 +247,8 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
         extra["bootstrap_n_starts"] = opts["n_starts"]
     return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,
                     ci_lower=np.asarray(lo, dtype=float), ci_upper=np.asarray(hi, dtype=float),
-                    free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra)
+                    free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra,
+                    replicates=rep)
 
 
 def _warning_counts(done: dict[str, dict[str, Any]],

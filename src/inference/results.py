@@ -7,7 +7,8 @@ dropped; their variances are NaN and one sentence in ``notes`` names them and sa
 Null directions are judged after scaling the matrix by its diagonal, so the data's units
 (a column in grams or in tonnes) never decide what is identified.
 Reported standard errors follow by the exact delta method ``J C J'`` with
-``J = model.reported_jacobian()``.
+``J = model.reported_jacobian()``; their Wald intervals are computed on each parameter's
+scale (logit, log or identity, :mod:`.intervals`), so they stay inside the parameter space.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scipy import stats
 
 from ..models.base import MixtureModel, Params
 from ..utils.messages import register, t
+from .intervals import parameter_scales, wald_intervals
 
 register({
     "se.reason.empty": {"en": "class {k} is empty", "zh": "第 {k} 类为空"},
@@ -50,6 +52,9 @@ class SEResult:
 
     estimates, se, ci_lower, ci_upper : arrays of shape (R,) in ``names`` order.
     cov_free : array of shape (P, P) in ``free_names`` order (NaN rows for dropped parameters).
+    replicates : None, or the bootstrap's replicate estimates of every reported parameter,
+        shape (B_ok, R) (the successful replicates in index order; percentile intervals at
+        any level come from them, :func:`src.inference.intervals.interval_table`).
     notes : one sentence each (NaN standard errors and why, failed replicates, ...).
     extra : method-specific figures (``max_fraction_missing_info``, ``n_bootstrap``, ...).
     """
@@ -64,6 +69,7 @@ class SEResult:
     cov_free: np.ndarray
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    replicates: np.ndarray | None = None
 
     _ARRAYS = ("estimates", "se", "ci_lower", "ci_upper", "cov_free")
 
@@ -74,11 +80,15 @@ class SEResult:
                                "extra": dict(self.extra)}
         for key in self._ARRAYS:
             out[key] = np.asarray(getattr(self, key), dtype=float)
+        if self.replicates is not None:
+            out["replicates"] = np.asarray(self.replicates, dtype=float)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SEResult":
         kwargs = {key: np.asarray(d[key], dtype=float) for key in cls._ARRAYS}
+        if d.get("replicates") is not None:
+            kwargs["replicates"] = np.asarray(d["replicates"], dtype=float)
         return cls(method=str(d["method"]), names=list(d["names"]),
                    free_names=list(d["free_names"]), notes=list(d.get("notes", [])),
                    extra=dict(d.get("extra", {})), **kwargs)
@@ -187,7 +197,8 @@ def _nan_notes(free_names: list[str], dropped: dict[int, str]) -> list[str]:
 def wald_result(method: str, model: MixtureModel, params: Params, cov_free: np.ndarray,
                 dropped: dict[int, str], extra: dict[str, Any] | None = None,
                 notes: list[str] | None = None) -> SEResult:
-    """Assemble an SEResult with Wald 95% intervals from a free-parameter covariance."""
+    """Assemble an SEResult with Wald 95% intervals from a free-parameter covariance
+    (bounded parameters' intervals on the logit or log scale; none on the boundary)."""
     J = model.reported_jacobian()
     est = model.reported_values(params)
     C0 = np.where(np.isfinite(cov_free), cov_free, 0.0)
@@ -198,7 +209,8 @@ def wald_result(method: str, model: MixtureModel, params: Params, cov_free: np.n
     bad_cols[list(dropped)] = True
     se[np.any(J[:, bad_cols] != 0, axis=1)] = np.nan
     all_notes = _nan_notes(model.free_names(), dropped) + list(notes or [])
+    lo, hi, _ = wald_intervals(est, se, parameter_scales(model), 0.95)
     return SEResult(method=method, names=model.reported_names(), estimates=est, se=se,
-                    ci_lower=est - Z95 * se, ci_upper=est + Z95 * se,
+                    ci_lower=lo, ci_upper=hi,
                     free_names=model.free_names(), cov_free=cov_free, notes=all_notes,
                     extra=dict(extra or {}))

@@ -1,7 +1,7 @@
 """Gaussian mixture: full, diagonal or spherical covariances.
 
 Parameters (first axis the class): ``weight`` (K,), ``mean`` (K, D) and ``cov`` (K, D, D)
-for ``full``, ``cov`` (K, D) holding the variances for ``diag`` (reported ``cov[k,j,j]``),
+for ``full``, ``cov`` (K, D) holding the variances for ``diag`` (reported ``cov[k,col,col]``),
 ``var`` (K,) for ``spherical``.  ``reg_covar`` is added to the diagonal of every covariance
 in the M-step, as in scikit-learn.
 
@@ -149,13 +149,15 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
     # ----------------------------------------------------------- the model
     def param_specs(self) -> list[ParamSpec]:
+        """Parameters named by column: ``mean[k,waiting]``, ``cov[k,eruptions,waiting]``
+        (columns x1..xD when the data had no names; 1..D if names repeat)."""
         D = self.n_features
-        specs = [ParamSpec("weight", (), "simplex"), ParamSpec("mean", (D,), "real")]
+        cols = tuple(self.columns) if len(set(self.columns)) == D else tuple(map(str, range(1, D + 1)))
+        specs = [ParamSpec("weight", (), "simplex"), ParamSpec("mean", (D,), "real", labels=(cols,))]
         if self.covariance == "full":
-            specs.append(ParamSpec("cov", (D, D), "covariance"))
-        elif self.covariance == "diag":  # labels make the names cov[k,j,j]
-            specs.append(ParamSpec("cov", (D,), "positive",
-                                   labels=([f"{j + 1},{j + 1}" for j in range(D)],)))
+            specs.append(ParamSpec("cov", (D, D), "covariance", labels=(cols, cols)))
+        elif self.covariance == "diag":  # labels make the names cov[k,col,col]
+            specs.append(ParamSpec("cov", (D,), "positive", labels=([f"{c},{c}" for c in cols],)))
         else:
             specs.append(ParamSpec("var", (), "positive"))
         return specs
