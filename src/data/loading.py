@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from src.data.rows import check_id_column
 from src.data.sniffing import (FALLBACK_ENCODINGS, TextDialect, content_kind, first_decode_error,
                                looks_binary, sniff_text)
 from src.data.sources import SourceInfo, classify_source
@@ -274,15 +275,19 @@ def _check_header(raw_names: Sequence[str], columns: list[str] | None, source: s
                               count=len(positions), positions=", ".join(map(str, positions))))
 
 
-def _check_columns(available: Sequence[str], columns: Sequence[str], source: str) -> None:
+def _check_columns(available: Sequence[str], columns: Sequence[str], source: str,
+                   id_column: str | None = None) -> None:
     names = [str(c) for c in available]
     for col in columns:
         if str(col) not in names:
-            raise DataError(t("data.missing_column", column=str(col), source=source,
+            key = "data.missing_id" if id_column is not None and str(col) == id_column \
+                else "data.missing_column"
+            raise DataError(t(key, column=str(col), source=source,
                               available=", ".join(names) or "-"))
 
 
-def _read_parquet(path: Path, columns: list[str] | None, source: str) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None, source: str,
+                  id_column: str | None = None) -> pd.DataFrame:
     """A Parquet file, after checking its signatures (so a CSV named .parquet is said to be one)."""
     import pyarrow.parquet as pq
 
@@ -301,7 +306,7 @@ def _read_parquet(path: Path, columns: list[str] | None, source: str) -> pd.Data
     header = list(pq.read_schema(path).names)
     _check_header(header, columns, source)
     if columns is not None:
-        _check_columns(header, columns, source)
+        _check_columns(header, columns, source, id_column)
     return pd.read_parquet(path, columns=columns)
 
 
@@ -313,7 +318,7 @@ def _encodings_to_try(dialect: TextDialect) -> list[str]:
 
 
 def _read_text_as(path: Path, dialect: TextDialect, encoding: str, columns: list[str] | None,
-                  as_text: bool, source: str) -> pd.DataFrame:
+                  as_text: bool, source: str, id_column: str | None = None) -> pd.DataFrame:
     opts: dict[str, Any] = {"sep": dialect.sep, "encoding": encoding, "decimal": dialect.decimal}
     try:
         first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **opts)
@@ -321,9 +326,12 @@ def _read_text_as(path: Path, dialect: TextDialect, encoding: str, columns: list
         raise DataError(t("data.empty_file", path=str(path))) from None
     _check_header(list(first.iloc[0]) if len(first) else [], columns, source)
     if columns is not None:
-        _check_columns(list(pd.read_csv(path, nrows=0, **opts).columns), columns, source)
+        _check_columns(list(pd.read_csv(path, nrows=0, **opts).columns), columns, source,
+                       id_column)
     text_args: dict[str, Any] = (
         {"dtype": str, "keep_default_na": False, "na_values": [""]} if as_text else {})
+    if id_column is not None and not as_text:  # the id as written: 007 stays 007
+        text_args["converters"] = {id_column: str}
     try:
         return pd.read_csv(path, usecols=columns, **opts, **text_args)
     except pd.errors.ParserError as exc:
@@ -336,14 +344,15 @@ def _read_text_as(path: Path, dialect: TextDialect, encoding: str, columns: list
 
 
 def _read_text(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source: str,
-               sep: str | None, encoding: str | None) -> tuple[pd.DataFrame, TextDialect]:
+               sep: str | None, encoding: str | None,
+               id_column: str | None = None) -> tuple[pd.DataFrame, TextDialect]:
     """A CSV/TSV file read as sniffed (or as told), falling back to cp1252 on a late bad byte."""
     dialect = sniff_text(path, default_sep="\t" if fmt == "tsv" else ",", sep=sep,
                          encoding=encoding)
     tries = _encodings_to_try(dialect)
     for i, enc in enumerate(tries):
         try:
-            frame = _read_text_as(path, dialect, enc, columns, as_text, source)
+            frame = _read_text_as(path, dialect, enc, columns, as_text, source, id_column)
         except UnicodeDecodeError:
             if i + 1 < len(tries):
                 continue
@@ -364,12 +373,13 @@ def _read_text(path: Path, fmt: str, columns: list[str] | None, as_text: bool, s
 
 
 def _read(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source: str,
-          sep: str | None, encoding: str | None) -> tuple[pd.DataFrame, TextDialect | None]:
+          sep: str | None, encoding: str | None,
+          id_column: str | None = None) -> tuple[pd.DataFrame, TextDialect | None]:
     """The file's frame and, for text files, how it was read; read errors become DataErrors."""
     try:
         if fmt == "parquet":
-            return _read_parquet(path, columns, source), None
-        return _read_text(path, fmt, columns, as_text, source, sep, encoding)
+            return _read_parquet(path, columns, source, id_column), None
+        return _read_text(path, fmt, columns, as_text, source, sep, encoding, id_column)
     except PipelineError:  # already one sentence (DataError, or UsageError for a bad sep/encoding)
         raise
     except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
@@ -404,7 +414,8 @@ def _as_text_column(col: pd.Series) -> pd.Series:
 
 def load_table(source: str | Path | None, *, columns: list[str] | None = None,
                as_text: bool = False, sep: str | None = None,
-               encoding: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+               encoding: str | None = None,
+               id_column: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a CSV/TSV/Parquet file or ``builtin:NAME`` (``None``: ``builtin:faithful``).
 
     Returns the frame restricted to ``columns`` (all when None, in the requested order)
@@ -415,28 +426,41 @@ def load_table(source: str | Path | None, *, columns: list[str] | None = None,
     (for categorical models, so the code ``1`` stays ``1``) with empty cells missing.
     ``sep`` / ``encoding`` override detection for text files (see the module docstring);
     ``sep`` may also be ``tab``, ``\\t``, ``comma``, ``semicolon``.
+
+    ``id_column`` (``--id``) is read too, as the last column of the frame (a text file's
+    cells as written), under the rules of :mod:`src.data.rows` (it must exist and not be
+    one of ``columns``; ``columns`` must be given); ``record["columns"]`` names the model's
+    columns only and ``record["id_column"]`` the id (that key only when there is one).
     """
     name, path = resolve_source(source)
     fmt = _format_of(path)
     cols = None if columns is None else [str(c) for c in columns]
     if cols is not None:
         _check_unique(cols)
-    frame, dialect = _read(path, fmt, cols, as_text, name, sep, encoding)
+    id_name = None if id_column is None else str(id_column)
+    check_id_column(id_name, cols, None, name)
+    read_cols = cols + [id_name] if cols is not None and id_name is not None else cols
+    frame, dialect = _read(path, fmt, read_cols, as_text, name, sep, encoding, id_name)
     notes = list(dialect.notes) if dialect is not None else []
     if dialect is None and (sep is not None or encoding is not None):
         notes.append(t("data.note.text_options_ignored", path=str(path)))
-    if cols is not None:
-        frame = frame[cols]
+    if read_cols is not None:
+        frame = frame[read_cols]
+    else:
+        check_id_column(id_name, None, list(frame.columns), name)
     if as_text and fmt == "parquet":
         frame = pd.DataFrame({c: _as_text_column(frame[c]) for c in frame.columns})
     if len(frame) == 0:
         raise DataError(t("data.header_only", source=name,
                           columns=", ".join(str(c) for c in frame.columns) or "-"))
     record = {"source": name, "path": str(path), "format": fmt, "sha256": file_sha256(path),
-              "n_rows": int(len(frame)), "columns": [str(c) for c in frame.columns],
+              "n_rows": int(len(frame)),
+              "columns": [str(c) for c in frame.columns if id_name is None or str(c) != id_name],
               "sep": dialect.sep if dialect else None,
               "encoding": dialect.encoding if dialect else None,
               "decimal": dialect.decimal if dialect else None, "notes": notes}
+    if id_name is not None:
+        record["id_column"] = id_name
     return frame, record
 
 

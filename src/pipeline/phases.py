@@ -50,21 +50,41 @@ register({
         "zh": "模型 '{model}' 不支持 '{method}' 标准误；请从 {methods} 或 none 中选择 --se-method。"},
 })
 
-_CACHE: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
+#: parsed hash -> (data, meta, row positions, id column, id values of the kept rows)
+_CACHE: dict[str, tuple[dict[str, np.ndarray], dict[str, Any], Any, Any, Any]] = {}
 
 
 @dataclass
 class Prepared:
-    """The data of a run, ready for the model: arrays, metadata, the set-up model."""
+    """The data of a run, ready for the model: arrays, metadata, the set-up model.
+
+    ``row_positions``: each kept row's 0-based position in the input, as pandas counts
+    (rows dropped by ``--drop-missing`` counted; None when a user's family dropped rows by
+    a rule of its own); ``id_column`` and ``row_ids``: the ``--id`` column and its values
+    on the kept rows (None without ``--id``).  ``record["n_dropped"]``: the rows dropped.
+    """
 
     model: MixtureModel
     data: dict[str, np.ndarray]
     meta: dict[str, Any]
     record: dict[str, Any]
+    row_positions: np.ndarray | None = None
+    id_column: str | None = None
+    row_ids: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
         return int(next(iter(self.data.values())).shape[0])
+
+    @property
+    def row_labels(self) -> np.ndarray:
+        """What names each kept row in ``posteriors.csv``: its id with ``--id``, else its
+        input position (0..n-1 of the kept rows when the positions are unknown)."""
+        if self.row_ids is not None:
+            return self.row_ids
+        if self.row_positions is not None:
+            return self.row_positions
+        return np.arange(self.n_obs, dtype=np.int64)
 
 
 # ------------------------------------------------------------------ model
@@ -125,7 +145,7 @@ def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]
     check_model_needs(cls, options)
     frame, record = load_table(options.data, columns=options.columns,
                                as_text=bool(cls.reads_text), sep=options.sep,
-                               encoding=options.encoding)
+                               encoding=options.encoding, id_column=options.id)
     return frame, record, cls
 
 
@@ -134,10 +154,14 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     """The family's arrays, meta and set-up model from a table (script and API).
 
     A ValueError of the family becomes a DataError; fewer rows than free parameters is one.
+    The ``--id`` column (``options.id``) is taken out of ``frame`` first (never a model
+    column; :mod:`src.data.rows`); the record gains ``n_dropped``.
     """
     from ..data.loading import check_enough_rows
+    from ..data.rows import kept_positions, split_id
 
     source = str(record.get("source") or "the data")
+    frame, ids = split_id(frame, options.id, options.columns, source)
     try:
         data, meta = cls.prepare_data(frame, {**options.model_options(cls), "source": source})
     except (DataError, ModelError):
@@ -147,7 +171,13 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     model = build_model(options, meta, cls)
     n_obs = int(next(iter(data.values())).shape[0])
     check_enough_rows(n_obs, model.n_free_parameters(), source)
-    return Prepared(model, data, meta, record)
+    positions = kept_positions(frame, n_obs)
+    kept_ids = None
+    if ids is not None:
+        kept_ids = ids[positions] if positions is not None else ids[:n_obs]
+    record = {**record, "n_dropped": int(len(frame)) - n_obs}
+    return Prepared(model, data, meta, record, positions,
+                    None if ids is None else str(options.id), kept_ids)
 
 
 def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
@@ -157,30 +187,38 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
     ``reporter`` as soon as the file is read, so they come before an error they may
     explain.  They are shown when this phase runs: a resumed run that skips it does not
     show them again (they stay in the record, ``record["notes"]``, which the API exposes)."""
+    from ..data.rows import id_notes
+
     frame, record, cls = _read(options)
     if reporter is not None:
         for note in record.get("notes", []):
             reporter.message(note)
     prepared = prepare_frame(frame, options, cls, record)
+    if reporter is not None:
+        for note in id_notes(prepared.row_ids, prepared.id_column):
+            reporter.message(note)
     parsed = _hash_data(prepared.data, prepared.meta)
-    _CACHE[parsed] = (prepared.data, prepared.meta)
-    return {**record, "n_obs": prepared.n_obs, "meta": prepared.meta, "parsed_sha256": parsed}
+    _CACHE[parsed] = (prepared.data, prepared.meta, prepared.row_positions,
+                      prepared.id_column, prepared.row_ids)
+    return {**prepared.record, "n_obs": prepared.n_obs, "meta": prepared.meta,
+            "parsed_sha256": parsed}
 
 
 def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
-    """The arrays behind a data record: from memory, or read again and checked."""
+    """The arrays behind a data record: from memory, or read again and checked (also when
+    this run's ``--id`` is not the one they were kept with: the ids are read again)."""
     cached = _CACHE.get(record["parsed_sha256"])
-    if cached is None:
+    if cached is None or cached[3] != options.id:
         frame, _, cls = _read(options)
         again = prepare_frame(frame, options, cls, record)
         parsed = _hash_data(again.data, again.meta)
         if parsed != record["parsed_sha256"]:
             raise FingerprintMismatch(t("phase.data_changed", path=record.get("path"),
                                         old=record["parsed_sha256"][:12], new=parsed[:12]))
-        _CACHE[parsed] = (again.data, again.meta)
-        cached = (again.data, again.meta)
-    data, meta = cached
-    return Prepared(build_model(options, meta), data, meta, record)
+        cached = (again.data, again.meta, again.row_positions, again.id_column, again.row_ids)
+        _CACHE[parsed] = cached
+    data, meta, positions, id_column, ids = cached
+    return Prepared(build_model(options, meta), data, meta, record, positions, id_column, ids)
 
 
 # ------------------------------------------------------------- estimation

@@ -1,0 +1,116 @@
+"""Which input rows a model kept, and the ``--id`` column carried beside them.
+
+A row is named by its 0-based position in the input, as pandas counts (the first data row
+is row 0), or, with ``--id COLUMN``, by that column's value.  The id column is carried
+through, never modelled, so:
+
+* it must be in the file: otherwise a DataError naming it and the available columns;
+* it must not be one of the model's columns: ``--id x --columns a,x`` is a UsageError, and
+  so is ``--id x`` without ``--columns`` (then every column of the file enters the model,
+  the id too).  The model's columns are therefore the same with and without ``--id``, and
+  so are the parsed data and their hash: ``--id`` only changes what the results are
+  labelled with (it is a ``result_output`` option);
+* its values are kept as they are (a text file's cell as written, so ``007`` stays
+  ``007``; a Parquet column with its type); repeated ids are allowed (every row keeps its
+  own line in ``posteriors.csv``), and :func:`id_notes` says how many repeat.
+
+Rows dropped by ``--drop-missing`` have no posterior; :func:`kept_positions` gives the input
+positions of the rows a family kept (families drop exactly the rows with a missing value
+in one of their columns, which is what it checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from src.utils.errors import DataError, UsageError
+from src.utils.messages import register, t
+
+__all__ = ["check_id_column", "split_id", "kept_positions", "id_notes"]
+
+register({
+    "data.missing_id": {
+        "en": "The --id column {column!r} is not in {source}; the available columns are: {available}.",
+        "zh": "{source} 中没有 --id 指定的列 {column!r}；可用的列：{available}。"},
+    "data.id_in_columns": {
+        "en": "The --id column {column!r} is also one of the model's columns (--columns {columns}); "
+              "an id is carried through, not modelled, so leave it out of --columns.",
+        "zh": "--id 指定的列 {column!r} 同时也是模型的列（--columns {columns}）；id 列只随结果输出、不参与建模，"
+              "请把它从 --columns 中去掉。"},
+    "data.id_needs_columns": {
+        "en": "--id {column} needs --columns, since without it every column of {source} enters "
+              "the model, the id too; list the model's columns, e.g. --columns {others}.",
+        "zh": "--id {column} 需要同时给出 --columns，否则 {source} 的每一列（包括 id 列）都会进入模型；"
+              "请列出模型使用的列，例如 --columns {others}。"},
+    "data.note.duplicate_ids": {
+        "en": "The --id column {column!r} repeats {count} values (the first: {value!r}); every row "
+              "keeps its own line in posteriors.csv, so the id there is not a unique key.",
+        "zh": "--id 指定的列 {column!r} 有 {count} 个重复值（第一个：{value!r}）；posteriors.csv 中每行各占一行，"
+              "因此其中的 id 不是唯一键。"},
+})
+
+
+def check_id_column(id_column: str | None, columns: Sequence[str] | None,
+                    available: Sequence[str] | None, source: str) -> None:
+    """The rules of ``--id`` (see the module docstring); ``available``: the table's columns
+    (None: not known yet, only the rule about ``columns`` is checked)."""
+    if id_column is None:
+        return
+    column = str(id_column)
+    if columns is not None and column in [str(c) for c in columns]:
+        raise UsageError(t("data.id_in_columns", column=column,
+                           columns=",".join(str(c) for c in columns)))
+    if available is None:
+        return
+    names = [str(c) for c in available]
+    if column not in names:
+        raise DataError(t("data.missing_id", column=column, source=source,
+                          available=", ".join(names) or "-"))
+    if columns is None:
+        others = [c for c in names if c != column]
+        raise UsageError(t("data.id_needs_columns", column=column, source=source,
+                           others=",".join(others) or "-"))
+
+
+def split_id(frame: pd.DataFrame, id_column: str | None, columns: Sequence[str] | None,
+             source: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``(the model's frame, the id values of every input row)``; without ``--id`` the frame
+    as it is and None.  The rules of :func:`check_id_column` apply."""
+    if id_column is None:
+        return frame, None
+    check_id_column(id_column, columns, list(frame.columns), source)
+    column = str(id_column)
+    ids = frame[column].to_numpy()
+    return frame.drop(columns=[column]), ids
+
+
+def kept_positions(frame: pd.DataFrame, n_kept: int) -> np.ndarray | None:
+    """The 0-based input positions (int64) of the ``n_kept`` rows a family kept of ``frame``
+    (the model's columns only).
+
+    Every row when nothing was dropped; otherwise the rows with a value in every column
+    (what ``--drop-missing`` keeps).  None when neither accounts for ``n_kept`` rows (a
+    user's family that drops rows by a rule of its own)."""
+    n = int(len(frame))
+    if int(n_kept) == n:
+        return np.arange(n, dtype=np.int64)
+    complete = frame.notna().all(axis=1).to_numpy()
+    if int(complete.sum()) == int(n_kept):
+        return np.flatnonzero(complete).astype(np.int64)
+    return None
+
+
+def id_notes(ids: np.ndarray | None, id_column: str | None) -> list[str]:
+    """One-line notes on the id values (repeated ids), for the caller to print."""
+    if ids is None or id_column is None or len(ids) == 0:
+        return []
+    values = pd.Series(ids)
+    repeated = values.duplicated(keep="first").to_numpy() & values.notna().to_numpy()
+    if not repeated.any():
+        return []
+    first: Any = values.iloc[int(np.flatnonzero(repeated)[0])]
+    return [t("data.note.duplicate_ids", column=str(id_column), count=int(repeated.sum()),
+              value=first.item() if hasattr(first, "item") else first)]
