@@ -1,0 +1,633 @@
+"""Goodness of fit: what the estimate says about the data it was fitted to.
+
+Latent class models (:class:`~src.models.lca.LatentClassModel`)
+------------------------------------------------------------------
+**G2 and X2** (:func:`lca_fit_statistics`) compare the observed counts of the response
+patterns with the model against the saturated multinomial over all ``prod(C_j)`` patterns,
+on the ``N'`` rows whose every answer is observed (poLCA's ``Nobs``; the other rows take part
+in the fit but not here).  With ``O`` a pattern's count and ``E = N' P(pattern)`` its
+expected count::
+
+    G2 = 2 sum_{O > 0} O ln(O / E)
+    X2 = sum_{all cells} (O - E)^2 / E = sum_{O > 0} (O - E)^2 / E + (N' - sum_{O > 0} E)
+
+The cells never observed add their expected counts, ``N' - sum_{O>0} E``, since the
+pattern probabilities sum to 1 (the cells are never enumerated for the statistics; this is
+poLCA's ``Chisq``).  ``df = prod(C_j) - 1 - p`` (a Python int, possibly huge);
+``df_polca = min(N, prod(C_j) - 1) - p`` is poLCA's ``resid.df`` (N: the rows of the fit).
+
+**Sparse tables.**  Chi-square p-values are given only when ``df > 0`` and the table is not
+sparse.  It is sparse when
+
+* the mean expected count ``N' / prod(C_j)`` is below 5 (decided without enumerating), or
+* else (then ``prod(C_j) <= N'/5``, so enumerating costs less than one E-step) by Cochran's
+  rule on every cell: some expected count is below 1, or more than 20% are below 5 (cells
+  of model probability 0, possible at boundary estimates, count as below 1).
+
+A sparse table gets no p-values and a note offering ``--gof-bootstrap B``:
+:func:`gof_bootstrap` simulates B data sets from the estimate (``model.sample``: each row
+keeps its missing answers), refits each with the run's search plus the estimate as an extra
+start (as the BLRT does), recomputes G2 and X2 and reports ``p = (1 + #{T* >= T}) / (B' + 1)``
+over the B' replicates that did not fail.
+
+**Bivariate residuals** (:func:`bivariate_residuals`, Latent GOLD's BVR): for items j < l,
+the Pearson X2 of their two-way table on the ``n_jl`` rows observing both, against the
+model-implied counts ``n_jl sum_k w_k p_kj(a) p_kl(b)``, divided by ``(C_j - 1)(C_l - 1)``.
+Values above 3.84 (the 95% point of a chi-square with 1 df, Latent GOLD's rule of thumb)
+suggest local dependence between the two items.
+
+**Response probabilities** (:func:`response_probability_table`): one row per item and
+category, one column per class.
+
+Gaussian mixtures
+-----------------
+:func:`gmm_derived`: each class's standard deviations ``sd[k,col] = sqrt(S_jj)`` and (full
+covariances) correlations ``cor[k,a,b] = S_ab / sqrt(S_aa S_bb)``, with delta-method
+standard errors ``sqrt(diag(J C J'))`` from the exact Jacobian ``J`` of these nonlinear
+functions with respect to the free parameters (:func:`gmm_derived_jacobian`) and the
+free-parameter covariance ``C`` of any standard-error method.  Intervals are Wald
+intervals on the log scale (sd) and Fisher's z scale (correlations), mapped back, so they
+stay inside (0, inf) and (-1, 1).
+
+Every public function returns JSON-able values (non-finite numbers become ``None``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy import stats
+from scipy.special import logsumexp
+
+from ..models.base import Data, MixtureModel, Params
+from ..selection.blrt import FIT_OPTION_KEYS
+from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
+from ..utils.messages import register, t
+from ..utils.rng import stream
+
+__all__ = ["lca_fit_statistics", "pattern_statistics", "gof_bootstrap", "gof_replicate",
+           "bivariate_residuals", "response_probability_table", "gmm_derived",
+           "gmm_derived_values", "gmm_derived_jacobian", "SPARSE_MEAN", "SMALL_EXPECTED",
+           "SMALL_SHARE", "MIN_EXPECTED", "BVR_THRESHOLD"]
+
+#: the table is sparse when the mean expected count per cell is below this
+SPARSE_MEAN = 5.0
+#: ... or (Cochran) more than SMALL_SHARE of the expected counts are below SMALL_EXPECTED
+SMALL_EXPECTED = 5.0
+SMALL_SHARE = 0.20
+#: ... or some expected count is below this
+MIN_EXPECTED = 1.0
+#: a bivariate residual above this suggests local dependence (chi-square(1) 95% point)
+BVR_THRESHOLD = 3.84
+#: rows per block when one-hot answers are built
+_ROWS = 65536
+#: cells per block when every cell of the table is enumerated
+_CELLS = 65536
+
+register({
+    "gof.no_complete": {
+        "en": "No row has every answer observed, so G2 and X2 against the saturated table cannot be computed.",
+        "zh": "没有任何一行的所有回答都被观测到，因此无法计算相对于饱和表的 G2 和 X2。"},
+    "gof.incomplete_rows": {
+        "en": "G2 and X2 use the {n} of {total} rows with every answer observed.",
+        "zh": "G2 和 X2 只使用所有回答都被观测到的 {n} 行（共 {total} 行）。"},
+    "gof.df": {
+        "en": "The model has at least as many parameters as the table has free cells (df = {df}), so G2 and X2 have no p-value.",
+        "zh": "模型参数个数不少于表中自由单元格数（df = {df}），因此 G2 和 X2 没有 p 值。"},
+    "gof.sparse_mean": {
+        "en": "The table of response patterns is sparse ({n} rows over {cells} cells, {mean:.3g} expected per cell, below {limit:g}), so chi-square p-values would be unreliable and are not given; --gof-bootstrap B gives parametric-bootstrap p-values.",
+        "zh": "回答模式表是稀疏的（{n} 行分布在 {cells} 个单元格中，每格期望频数 {mean:.3g}，低于 {limit:g}），卡方 p 值不可靠，因此不予给出；使用 --gof-bootstrap B 可得到参数自助法 p 值。"},
+    "gof.sparse_cells": {
+        "en": "The table of response patterns is sparse ({share:.0%} of the expected counts are below {small:g}, smallest {min:.3g}; Cochran's rule allows at most {limit:.0%} below {small:g} and none below {floor:g}), so chi-square p-values would be unreliable and are not given; --gof-bootstrap B gives parametric-bootstrap p-values.",
+        "zh": "回答模式表是稀疏的（{share:.0%} 的期望频数低于 {small:g}，最小为 {min:.3g}；Cochran 规则要求低于 {small:g} 的不超过 {limit:.0%} 且没有低于 {floor:g} 的），卡方 p 值不可靠，因此不予给出；使用 --gof-bootstrap B 可得到参数自助法 p 值。"},
+    "gof.boot_failed": {
+        "en": "{n} of {B} goodness-of-fit bootstrap replicates were left out because they raised an error (first, replicate {r}: {msg}).",
+        "zh": "{B} 次拟合优度自助法重复中有 {n} 次出错而被排除（第一次为第 {r} 次重复：{msg}）。"},
+    "gof.boot_not_converged": {
+        "en": "{n} of {B} goodness-of-fit bootstrap replicates have a refit that did not converge within max_iter (kept); raise max_iter.",
+        "zh": "{B} 次拟合优度自助法重复中有 {n} 次重新拟合未在 max_iter 内收敛（仍保留）；请增大 max_iter。"},
+    "gof.boot_none": {
+        "en": "No goodness-of-fit bootstrap replicate succeeded, so the bootstrap p-values are not given.",
+        "zh": "没有任何拟合优度自助法重复成功，因此不给出自助法 p 值。"},
+})
+
+
+def _num(x: Any) -> float | None:
+    """A JSON number: float(x), or None when it is not finite."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _answers(data: Data) -> np.ndarray:
+    return np.asarray(data["Y"])
+
+
+# ---------------------------------------------------------------- G2 and X2
+def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params) -> dict[str, Any]:
+    """G2 and X2 of the complete rows of ``Y`` (n, J) at ``params`` (see the module doc).
+
+    Returns ``g2``, ``x2`` (floats; NaN when no row is complete), ``n_complete``,
+    ``n_patterns`` (distinct observed patterns) and ``expected_observed`` (the expected
+    count of the observed patterns together).
+    """
+    Y = np.asarray(Y)
+    complete = Y[(Y >= 0).all(axis=1)]
+    n = int(complete.shape[0])
+    if n == 0:
+        return {"g2": float("nan"), "x2": float("nan"), "n_complete": 0, "n_patterns": 0,
+                "expected_observed": 0.0}
+    patterns, counts = np.unique(complete, axis=0, return_counts=True)
+    counts = counts.astype(float)
+    log_p = np.concatenate([logsumexp(model.log_joint({"Y": patterns[a:a + _ROWS]}, params), axis=1)
+                            for a in range(0, patterns.shape[0], _ROWS)])
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        expected = n * np.exp(log_p)
+        g2 = 2.0 * float(np.sum(counts * (np.log(counts / n) - log_p)))
+        x2_seen = float(np.sum((counts - expected) ** 2 / expected))
+    p_seen = float(np.exp(logsumexp(log_p))) if np.isfinite(log_p).any() else 0.0
+    x2 = x2_seen + max(n * (1.0 - p_seen), 0.0)   # the cells never observed
+    return {"g2": g2, "x2": x2, "n_complete": n, "n_patterns": int(patterns.shape[0]),
+            "expected_observed": float(expected.sum())}
+
+
+def _sizes(model: MixtureModel) -> list[int]:
+    return [int(s) for s in model.sizes]
+
+
+def _cell_log_probs(model: MixtureModel, params: Params):
+    """Yield log P(cell) for every cell of the full table, in blocks of at most _CELLS.
+
+    log P(c) = logsumexp_k [log w_k + sum_j log p_kj(c_j)]: the last items form a block
+    enumerated at once (an outer sum per class), the first ones are looped over.
+    """
+    sizes = _sizes(model)
+    J = len(sizes)
+    prob = np.asarray(params["prob"], dtype=float)
+    with np.errstate(divide="ignore"):
+        lp = np.log(prob)
+        lw = np.log(np.asarray(params["weight"], dtype=float))
+    K = lw.size
+    s = J
+    block = 1
+    while s > 0 and block * sizes[s - 1] <= _CELLS:
+        s -= 1
+        block *= sizes[s]
+    inner = np.zeros((K, 1))
+    for j in range(s, J):
+        inner = (inner[:, :, None] + lp[:, j, None, : sizes[j]]).reshape(K, -1)
+    for outer in np.ndindex(*sizes[:s]):
+        base = lw + sum((lp[:, j, c] for j, c in enumerate(outer)), np.zeros(K))
+        yield logsumexp(base[:, None] + inner, axis=0)
+
+
+def _sparseness(model: MixtureModel, params: Params, n: int, n_cells: int) -> dict[str, Any]:
+    """Which rule (if any) makes the table sparse, and the figures it was decided on."""
+    mean = n / n_cells
+    out: dict[str, Any] = {"mean_expected": _num(mean), "share_expected_below_5": None,
+                           "min_expected": None}
+    if mean < SPARSE_MEAN:
+        return dict(out, sparse=True, sparse_rule="mean")
+    below = 0
+    smallest = math.inf
+    for log_p in _cell_log_probs(model, params):   # n_cells <= n / 5: cheaper than an E-step
+        e = n * np.exp(log_p)
+        below += int(np.count_nonzero(e < SMALL_EXPECTED))
+        smallest = min(smallest, float(e.min()))
+    share = below / n_cells
+    sparse = share > SMALL_SHARE or smallest < MIN_EXPECTED
+    return dict(out, share_expected_below_5=share, min_expected=_num(smallest),
+                sparse=bool(sparse), sparse_rule="cells" if sparse else None)
+
+
+def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
+                       n_params: int) -> dict[str, Any]:
+    """G2 and X2 of a latent class estimate against the saturated multinomial (module doc).
+
+    ``data["Y"]``: (N, J) answers coded 0..C_j-1, -1 missing; ``n_params``: the fit's number
+    of free parameters p.  Returns (JSON-able):
+
+    * ``n_rows`` N, ``n_complete`` N' (rows with every answer observed: the statistics'
+      rows), ``n_cells`` prod(C_j) (int), ``n_patterns`` (distinct observed patterns),
+      ``n_params`` p;
+    * ``g2``, ``x2``; ``df`` = prod(C_j) - 1 - p and ``df_polca`` = min(N, prod(C_j) - 1) - p
+      (ints); ``p_value_g2``, ``p_value_x2`` (chi-square with ``df``; None when df <= 0,
+      the table is sparse or N' = 0);
+    * ``sparse`` (bool), ``sparse_rule`` ("mean", "cells" or None), ``mean_expected``
+      N'/prod(C_j), ``share_expected_below_5`` and ``min_expected`` (None unless the cells
+      were enumerated); ``bootstrap_suggested`` (True when a p-value is missing only
+      because the table is sparse);
+    * ``notes``: sentences for the report (rows left out, why no p-value, ``--gof-bootstrap``).
+    """
+    Y = _answers(data)
+    N = int(Y.shape[0])
+    p = int(n_params)
+    n_cells = math.prod(_sizes(model))
+    df = n_cells - 1 - p
+    df_polca = min(N, n_cells - 1) - p
+    st = pattern_statistics(model, Y, params)
+    n = st["n_complete"]
+    out: dict[str, Any] = {"n_rows": N, "n_complete": n, "n_cells": n_cells,
+                           "n_patterns": st["n_patterns"], "n_params": p,
+                           "g2": _num(st["g2"]), "x2": _num(st["x2"]), "df": df,
+                           "df_polca": df_polca, "p_value_g2": None, "p_value_x2": None,
+                           "sparse": None, "sparse_rule": None, "mean_expected": None,
+                           "share_expected_below_5": None, "min_expected": None,
+                           "bootstrap_suggested": False, "notes": []}
+    notes: list[str] = out["notes"]
+    if n == 0:
+        notes.append(t("gof.no_complete"))
+        return out
+    if n < N:
+        notes.append(t("gof.incomplete_rows", n=n, total=N))
+    out.update(_sparseness(model, params, n, n_cells))
+    if df <= 0:
+        notes.append(t("gof.df", df=df))
+    elif out["sparse"]:
+        out["bootstrap_suggested"] = True
+        if out["sparse_rule"] == "mean":
+            notes.append(t("gof.sparse_mean", n=n, cells=n_cells, mean=n / n_cells,
+                           limit=SPARSE_MEAN))
+        else:
+            notes.append(t("gof.sparse_cells", share=out["share_expected_below_5"],
+                           small=SMALL_EXPECTED, min=out["min_expected"] or 0.0,
+                           limit=SMALL_SHARE, floor=MIN_EXPECTED))
+    else:
+        out["p_value_g2"] = _num(stats.chi2.sf(st["g2"], df))
+        out["p_value_x2"] = _num(stats.chi2.sf(st["x2"], df))
+    return out
+
+
+# ------------------------------------------------------ parametric bootstrap
+def _fit_config(fit_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The search options a refit reads (FIT_OPTION_KEYS), as JSON scalars."""
+    out = {}
+    for k in FIT_OPTION_KEYS:
+        if k in fit_options and fit_options[k] is not None:
+            v = fit_options[k]
+            out[k] = v if isinstance(v, str) else (float(v) if k == "tol" else int(v))
+    return out
+
+
+def _digest(model: MixtureModel, params: Params) -> str:
+    free = model.to_free({k: np.asarray(v, dtype=float) for k, v in params.items()})
+    return hashlib.sha256(np.ascontiguousarray(free).tobytes()).hexdigest()[:16]
+
+
+def gof_replicate(model: MixtureModel, data: Data, params: Params, opts: Mapping[str, Any],
+                  r: int) -> dict[str, Any]:
+    """Replicate ``r`` (top level, so workers can run it): G2* and X2* of a refitted simulation.
+
+    Everything random comes from ``stream(seed, "gof", r)``: the data (``model.sample``,
+    missing answers kept), then the seed of the refit, which searches with
+    ``opts["fit_options"]`` plus the estimate as an extra start.  Never raises: an
+    exception becomes ``status="error"`` with its message.
+    """
+    from ..estimation.em import fit_em
+    try:
+        rng = stream(opts["seed"], "gof", r)
+        data_r = model.sample(params, data, rng)
+        fit_seed = int(rng.integers(0, 2**63 - 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_em(model, data_r, seed=fit_seed, extra_starts=[params],
+                         **opts["fit_options"])
+        st = pattern_statistics(model, _answers(data_r), fit.params)
+        if not (math.isfinite(st["g2"]) and math.isfinite(st["x2"])):
+            raise ValueError("the replicate's statistics are not finite (no complete row, or "
+                             "an observed pattern of probability 0)")
+        return {"status": "ok" if fit.converged else "not_converged", "g2": st["g2"],
+                "x2": st["x2"], "loglik": float(fit.loglik), "n_iter": int(fit.n_iter),
+                "message": "", "warnings": [str(w) for w in fit.warnings]}
+    except Exception as exc:  # a replicate's failure is data, not a crash of the bootstrap
+        return {"status": "error", "g2": None, "x2": None, "loglik": None, "n_iter": 0,
+                "message": f"{type(exc).__name__}: {exc}", "warnings": []}
+
+
+def _check_saved(saved: Any, config: Mapping[str, Any]) -> None:
+    """CheckpointInvalid unless ``saved`` is a goodness-of-fit bootstrap state of these
+    options and this estimate whose replicates have a status and, unless they failed,
+    finite statistics (replicates named from 1)."""
+    require(isinstance(saved, Mapping) and saved.get("kind") == "gof_bootstrap",
+            "it is not a goodness-of-fit bootstrap state")
+    require(saved.get("config") == dict(config), "it was made with other options or another estimate")
+    reps = saved.get("replicates", {})
+    require(isinstance(reps, Mapping), "its replicates are not a mapping")
+    for key, rec in reps.items():
+        require(isinstance(key, str) and key.isascii() and key.isdigit(),
+                f"replicate {key!r} is not numbered")
+        name = f"replicate {int(key) + 1}"
+        require(isinstance(rec, Mapping) and rec.get("status") in ("ok", "not_converged", "error")
+                and {"g2", "x2", "message"} <= set(rec), f"{name} lacks fields")
+        if rec["status"] != "error":
+            for s in ("g2", "x2"):
+                v = rec[s]
+                require(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v), f"{name}'s {s} is not a finite number")
+
+
+def _bootstrap_p(observed: float, stars: list[float]) -> float | None:
+    if not stars or not math.isfinite(observed):
+        return None
+    return float((1 + sum(s >= observed for s in stars)) / (len(stars) + 1))
+
+
+def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed: int, *,
+                  fit_options: Mapping[str, Any], executor: Any = None,
+                  checkpoint: Checkpointer | None = None,
+                  on_replicate: Callable[[int, str, int, int], None] | None = None
+                  ) -> dict[str, Any]:
+    """Parametric-bootstrap p-values of G2 and X2 from ``B`` replicates (module doc).
+
+    ``fit_options``: the run's search (``n_starts``, ``n_candidates``, ``candidate_iter``,
+    ``tol``, ``max_iter``, ``accelerate``, ``chunk_size``; missing keys take fit_em's
+    defaults); each refit adds the estimate as an extra start.  Replicate r (0-based here,
+    shown from 1) depends only on (seed, r, options, estimate); ``executor`` runs replicates
+    (``map_unordered``; default in process); ``checkpoint`` is resumed from and written
+    after every replicate, so neither interruptions nor the number of workers change the
+    result.  ``on_replicate(index, status, n_done, B)`` is called as each one finishes.
+
+    Returns (JSON-able) ``n_bootstrap`` B, ``n_used`` (replicates that did not fail),
+    ``n_failed``, ``n_not_converged`` (kept), ``g2``, ``x2`` (observed), ``p_value_g2``,
+    ``p_value_x2`` (``(1 + #{T* >= T}) / (n_used + 1)``; None when none was used),
+    ``g2_star``, ``x2_star`` (per replicate in index order, None where one failed), ``notes``.
+    """
+    B = int(B)
+    if B < 1:
+        raise ValueError(f"the goodness-of-fit bootstrap needs at least 1 replicate, got {B}")
+    checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    opts = {"seed": int(seed), "fit_options": _fit_config(fit_options)}
+    config = dict(opts, model=_jsonable(model.describe()), estimate=_digest(model, params))
+
+    done: dict[str, dict[str, Any]] = {}
+    saved = checkpoint.resume_state()
+    if saved:
+        _check_saved(saved, config)  # CheckpointInvalid: the bootstrap starts over
+        done = {str(k): dict(v) for k, v in saved["replicates"].items() if int(k) < B}
+
+    def state() -> dict[str, Any]:
+        return {"kind": "gof_bootstrap", "config": config, "replicates": dict(done)}
+
+    missing = [r for r in range(B) if str(r) not in done]
+    if missing:
+        fn = functools.partial(gof_replicate, model, data, params, opts)
+        results = (executor.map_unordered(fn, [(r,) for r in missing]) if executor is not None
+                   else ((i, fn(r)) for i, r in enumerate(missing)))
+        try:
+            for i, rec in results:
+                r = missing[i]
+                done[str(r)] = rec
+                checkpoint.checkpoint(state())
+                if on_replicate is not None:
+                    on_replicate(r, rec["status"], len(done), B)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        checkpoint.checkpoint(state(), force=True)
+    return _summarise(model, data, params, done, B)
+
+
+def _summarise(model: MixtureModel, data: Data, params: Params,
+               done: Mapping[str, Mapping[str, Any]], B: int) -> dict[str, Any]:
+    st = pattern_statistics(model, _answers(data), params)
+    recs = [done[str(r)] for r in range(B)]
+    used = [rec for rec in recs if rec["status"] != "error"]
+    failed = [r for r, rec in enumerate(recs) if rec["status"] == "error"]
+    n_nc = sum(rec["status"] == "not_converged" for rec in recs)
+    notes = []
+    if failed:
+        notes.append(t("gof.boot_failed", n=len(failed), B=B, r=failed[0] + 1,
+                       msg=recs[failed[0]]["message"]))
+    if n_nc:
+        notes.append(t("gof.boot_not_converged", n=n_nc, B=B))
+    if not used:
+        notes.append(t("gof.boot_none"))
+    return {"n_bootstrap": B, "n_used": len(used), "n_failed": len(failed),
+            "n_not_converged": int(n_nc), "g2": _num(st["g2"]), "x2": _num(st["x2"]),
+            "p_value_g2": _bootstrap_p(st["g2"], [float(rec["g2"]) for rec in used]),
+            "p_value_x2": _bootstrap_p(st["x2"], [float(rec["x2"]) for rec in used]),
+            "g2_star": [None if rec["status"] == "error" else float(rec["g2"]) for rec in recs],
+            "x2_star": [None if rec["status"] == "error" else float(rec["x2"]) for rec in recs],
+            "notes": notes}
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists, numpy scalars as Python ones (a checkpoint's config is compared
+    with the state read back from JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ------------------------------------------------------- bivariate residuals
+def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict[str, Any]:
+    """Latent GOLD's bivariate residual of every item pair (module doc).
+
+    Returns ``items`` (names), ``threshold`` (3.84) and ``pairs``: one dict per pair j < l
+    in item order with ``item_1``, ``item_2``, ``n`` (rows observing both), ``df``
+    ((C_j - 1)(C_l - 1)), ``x2`` (Pearson X2 of the two-way table) and ``bvr`` (x2 / df;
+    None when df or n is 0), ``flagged`` (bvr > threshold); ``n_flagged`` and ``max_bvr``.
+    """
+    Y = _answers(data)
+    sizes = np.asarray(_sizes(model))
+    off = np.asarray(model.offsets)
+    n_flat = int(sizes.sum())
+    J = sizes.size
+    counts = np.zeros((n_flat, n_flat))
+    both = np.zeros((J, J))
+    for a in range(0, Y.shape[0], _ROWS):
+        O, observed = model.one_hot(Y[a:a + _ROWS])
+        counts += O.T @ O
+        obs = observed.astype(float)
+        both += obs.T @ obs
+    w = np.asarray(params["weight"], dtype=float)
+    prob = np.asarray(params["prob"], dtype=float)
+    pf = prob[:, model.flat_item, model.flat_cat]                  # (K, n_flat)
+    joint = (pf * w[:, None]).T @ pf                                # sum_k w_k p_k p_k'
+    items = [str(x) for x in model.items]
+    pairs = []
+    for j in range(J):
+        for l in range(j + 1, J):
+            rj = slice(off[j], off[j] + sizes[j])
+            rl = slice(off[l], off[l] + sizes[l])
+            n = float(both[j, l])
+            df = int((sizes[j] - 1) * (sizes[l] - 1))
+            O = counts[rj, rl]
+            E = n * joint[rj, rl]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                terms = np.where(O == E, 0.0, (O - E) ** 2 / E)
+            x2 = float(terms.sum())
+            bvr = x2 / df if df > 0 and n > 0 else float("nan")
+            pairs.append({"item_1": items[j], "item_2": items[l], "n": int(round(n)), "df": df,
+                          "x2": _num(x2), "bvr": _num(bvr),
+                          "flagged": bool(bvr > BVR_THRESHOLD)})   # NaN: not flagged
+    finite = [p["bvr"] for p in pairs if p["bvr"] is not None]
+    return {"items": items, "threshold": BVR_THRESHOLD, "pairs": pairs,
+            "n_flagged": sum(p["flagged"] for p in pairs),
+            "max_bvr": max(finite) if finite else None}
+
+
+# --------------------------------------------------- response probabilities
+def response_probability_table(model: MixtureModel, params: Params, *,
+                               se: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The class-by-item response probabilities: classes as columns, item/category rows.
+
+    Returns ``classes`` ([1..K]), ``weights`` (K), ``rows``: one dict per item and category
+    in the model's category order with ``item``, ``category`` (the code as written),
+    ``probs`` (K) and, when ``se`` maps reported names (``prob[k,item,code]``, e.g.
+    ``dict(zip(result.names, result.se))``) to standard errors, ``se`` (K; None where
+    unknown or NaN).
+    """
+    prob = np.asarray(params["prob"], dtype=float)
+    K = prob.shape[0]
+    rows = []
+    for j, item in enumerate(model.items):
+        for c, code in enumerate(model.categories[j]):
+            row: dict[str, Any] = {"item": str(item), "category": str(code),
+                                   "probs": [_num(prob[k, j, c]) for k in range(K)]}
+            if se is not None:
+                row["se"] = [_num(se.get(f"prob[{k + 1},{item},{code}]", float("nan")))
+                             for k in range(K)]
+            rows.append(row)
+    return {"classes": list(range(1, K + 1)),
+            "weights": [_num(v) for v in np.asarray(params["weight"], dtype=float)],
+            "rows": rows}
+
+
+# ------------------------------------------------------- GMM derived values
+def _columns(model: MixtureModel, D: int) -> list[str]:
+    cols = (getattr(model, "meta", None) or {}).get("columns")
+    if cols is not None and len(cols) == D:
+        return [str(c) for c in cols]
+    return [str(j + 1) for j in range(D)]
+
+
+def _variance_layout(model: MixtureModel) -> tuple[str, int, int]:
+    """(covariance kind, D, start of the covariance block in the free vector)."""
+    kind = model.covariance
+    name = "var" if kind == "spherical" else "cov"
+    return kind, model.n_features, model.parameterisation().slice(name).start
+
+
+def gmm_derived_values(model: MixtureModel, params: Params) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """(entries, values): each class's standard deviations and correlations.
+
+    Entries in order, class by class: ``sd[k,col]`` per column (``sd[k]`` for spherical
+    covariances), then for full covariances ``cor[k,a,b]`` for a < b (column names from
+    ``model.meta["columns"]``, else 1-based).  Each entry: ``name``, ``class`` (from 1),
+    ``kind`` ("sd" or "cor"), ``columns`` (names).
+    """
+    kind, D, _ = _variance_layout(model)
+    cols = _columns(model, D)
+    K = model.n_components
+    entries: list[dict[str, Any]] = []
+    values: list[float] = []
+    for k in range(K):
+        if kind == "spherical":
+            entries.append({"name": f"sd[{k + 1}]", "class": k + 1, "kind": "sd", "columns": []})
+            values.append(math.sqrt(float(np.asarray(params["var"], dtype=float)[k])))
+            continue
+        S = np.asarray(params["cov"], dtype=float)[k]
+        var = np.diag(S) if kind == "full" else S
+        for a in range(D):
+            entries.append({"name": f"sd[{k + 1},{cols[a]}]", "class": k + 1, "kind": "sd",
+                            "columns": [cols[a]]})
+            values.append(math.sqrt(float(var[a])))
+        if kind == "full":
+            for a in range(D):
+                for b in range(a + 1, D):
+                    entries.append({"name": f"cor[{k + 1},{cols[a]},{cols[b]}]", "class": k + 1,
+                                    "kind": "cor", "columns": [cols[a], cols[b]]})
+                    values.append(float(S[a, b] / math.sqrt(S[a, a] * S[b, b])))
+    return entries, np.asarray(values, dtype=float)
+
+
+def gmm_derived_jacobian(model: MixtureModel, params: Params) -> np.ndarray:
+    """Exact d(derived value) / d(free parameters), (R, P), in :func:`gmm_derived_values` order.
+
+    d sd_a / d S_aa = 1 / (2 sd_a); for r = S_ab / (sd_a sd_b): d r / d S_ab = 1 / (sd_a sd_b),
+    d r / d S_aa = -r / (2 S_aa), d r / d S_bb = -r / (2 S_bb).  Free covariance entries are
+    the upper triangle (a <= b) of each class, row-major; a diagonal covariance's free
+    entries are its variances; a spherical one's, its variance.
+    """
+    kind, D, start = _variance_layout(model)
+    K = model.n_components
+    P = model.n_free_parameters()
+    rows: list[np.ndarray] = []
+    if kind == "full":
+        a_idx, b_idx = np.triu_indices(D)
+        pos = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(a_idx, b_idx))}
+        m = len(pos)
+    for k in range(K):
+        if kind == "spherical":
+            v = float(np.asarray(params["var"], dtype=float)[k])
+            row = np.zeros(P)
+            row[start + k] = 0.5 / math.sqrt(v)
+            rows.append(row)
+            continue
+        S = np.asarray(params["cov"], dtype=float)[k]
+        if kind == "diag":
+            for a in range(D):
+                row = np.zeros(P)
+                row[start + k * D + a] = 0.5 / math.sqrt(float(S[a]))
+                rows.append(row)
+            continue
+        base = start + k * m
+        sd = np.sqrt(np.diag(S))
+        for a in range(D):
+            row = np.zeros(P)
+            row[base + pos[(a, a)]] = 0.5 / sd[a]
+            rows.append(row)
+        for a in range(D):
+            for b in range(a + 1, D):
+                r = S[a, b] / (sd[a] * sd[b])
+                row = np.zeros(P)
+                row[base + pos[(a, b)]] = 1.0 / (sd[a] * sd[b])
+                row[base + pos[(a, a)]] = -0.5 * r / S[a, a]
+                row[base + pos[(b, b)]] = -0.5 * r / S[b, b]
+                rows.append(row)
+    return np.array(rows).reshape(len(rows), P)
+
+
+def gmm_derived(model: MixtureModel, params: Params, cov_free: np.ndarray, *,
+                ci_level: float = 0.95) -> dict[str, Any]:
+    """Per-class standard deviations and correlations with delta-method standard errors.
+
+    ``cov_free``: (P, P) covariance of the free parameters (``SEResult.cov_free``; NaN rows
+    for parameters without one: their derived values get no standard error).  Returns
+    (JSON-able) ``ci_level``, ``interval`` (how intervals are made) and ``rows``: per
+    derived value ``name`` (``sd[k,col]``, ``cor[k,a,b]``), ``class``, ``kind``,
+    ``columns``, ``estimate``, ``se``, ``ci_lower``, ``ci_upper`` (None where unknown).
+    """
+    entries, values = gmm_derived_values(model, params)
+    Jac = gmm_derived_jacobian(model, params)
+    C = np.asarray(cov_free, dtype=float)
+    bad = ~np.isfinite(np.diag(C)) if C.size else np.zeros(0, dtype=bool)
+    C0 = np.where(np.isfinite(C), C, 0.0)
+    se = np.sqrt(np.clip(np.einsum("rp,pq,rq->r", Jac, C0, Jac), 0.0, None))
+    se[np.any((Jac != 0) & bad[None, :], axis=1)] = np.nan
+    z = float(stats.norm.ppf(0.5 + float(ci_level) / 2.0))
+    rows = []
+    for e, v, s in zip(entries, values, se):
+        lo = hi = float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if e["kind"] == "sd" and v > 0:
+                half = z * s / v                                  # log scale
+                lo, hi = v * math.exp(-half), v * math.exp(half)
+            elif e["kind"] == "cor" and abs(v) < 1:
+                half = z * s / (1.0 - v * v)                      # Fisher's z scale
+                lo, hi = math.tanh(math.atanh(v) - half), math.tanh(math.atanh(v) + half)
+        rows.append(dict(e, estimate=_num(v), se=_num(s), ci_lower=_num(lo), ci_upper=_num(hi)))
+    return {"ci_level": float(ci_level),
+            "interval": "Wald on the log scale (sd) and Fisher's z scale (cor), mapped back",
+            "rows": rows}
