@@ -123,6 +123,25 @@ class TestHandComputation:
         assert res["min_expected"] == pytest.approx(hand["min"], rel=1e-12)
         assert any(str(hand["n"]) in note for note in res["notes"])   # rows used are reported
 
+    def test_blocks_change_nothing(self, monkeypatch):
+        """Enumerating the cells and reading the rows in tiny blocks gives the same figures."""
+        from src.inference import goodness
+
+        model, params = lca((2, 3, 2, 3), 2, seed=17)
+        data = simulate(model, params, 900, seed=18, missing=0.05)
+        whole = lca_fit_statistics(model, data, params, n_params=13)
+        bvr = bivariate_residuals(model, data, params)
+        assert whole["sparse_rule"] != "mean"
+        monkeypatch.setattr(goodness, "_CELLS", 4)
+        monkeypatch.setattr(goodness, "_ROWS", 7)
+        blocks = lca_fit_statistics(model, data, params, n_params=13)
+        hand = by_hand(model, params, data["Y"], 13)
+        assert blocks["share_expected_below_5"] == whole["share_expected_below_5"] == hand["share"]
+        assert blocks["min_expected"] == pytest.approx(whole["min_expected"], rel=1e-12)
+        assert blocks["x2"] == pytest.approx(whole["x2"], rel=1e-12)
+        assert [p["bvr"] for p in bivariate_residuals(model, data, params)["pairs"]] == \
+            pytest.approx([p["bvr"] for p in bvr["pairs"]], rel=1e-12)
+
     def test_p_values_when_not_sparse(self):
         """A large table with every expected count at least 5 gets chi-square p-values on df."""
         prob = np.zeros((2, 3, 3))
