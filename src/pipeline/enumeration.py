@@ -322,7 +322,7 @@ def _run_tests(prepared: Prepared, fits: Mapping[str, Any], options: RunOptions,
         progress = None
         if reporter is not None:
             def progress(index: int, status: str, done: int, total: int) -> None:
-                reporter.unit(f"BLRT {a} vs {b}", done, total)
+                reporter.unit(f"K={a} vs K={b}", done, total, kind="blrt")
         result = blrt_test(small.model, big.model, prepared.data, fit_a, fit_b,
                            n_replicates=options.blrt, seed=options.seed, alpha=options.alpha,
                            early_stop=options.blrt_early_stop, fit_options=_fit_options(options),

@@ -251,15 +251,18 @@ def fit_model(prepared: Prepared, options: RunOptions, checkpoint: Checkpointer 
     """EM from ``--n-candidates`` cheap candidates, the ``--n-starts`` best to convergence
     (``src.estimation.em.fit_em``); a FitResult."""
     from ..estimation.em import fit_em
+    from .reporting import fit_progress
 
+    checkpoint, on_iteration = fit_progress(
+        checkpoint or NullCheckpointer(), reporter,
+        prepared.model.n_components if options.enumerating else None)
     with _own_executor(options, executor) as executor:
         return fit_em(prepared.model, prepared.data, n_starts=options.n_starts,
                       n_candidates=options.n_candidates, candidate_iter=options.candidate_iter,
                       tol=options.tol,
                       max_iter=options.max_iter, seed=options.seed, accelerate=options.accelerate,
-                      chunk_size=options.chunk_size, checkpoint=checkpoint or NullCheckpointer(),
-                      executor=executor,
-                      on_iteration=reporter.iteration if reporter is not None else None)
+                      chunk_size=options.chunk_size, checkpoint=checkpoint,
+                      executor=executor, on_iteration=on_iteration)
 
 
 def estimate_model(prepared: Prepared, options: RunOptions,
@@ -334,8 +337,10 @@ class _MethodCheckpoint:
 
 
 def se_arguments(method: str, options: RunOptions, *, checkpoint: Checkpointer | None = None,
-                 executor: Any = None, reporter: Any = None) -> dict[str, Any]:
-    """The keyword arguments of ``method``'s function, as its description says."""
+                 executor: Any = None, reporter: Any = None,
+                 k: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``method``'s function, as its description says (``k``:
+    shown with its progress when several K are fitted)."""
     from ..inference import SE_METHODS
 
     desc = SE_METHODS[method]
@@ -345,7 +350,8 @@ def se_arguments(method: str, options: RunOptions, *, checkpoint: Checkpointer |
     if desc.parallel:
         kwargs["executor"] = executor
     if desc.progress and reporter is not None:
-        kwargs[desc.progress] = lambda index, status, done, total: reporter.unit(method, done, total)
+        kwargs[desc.progress] = lambda index, status, done, total: reporter.unit(
+            method, done, total, kind="bootstrap" if method == "bootstrap" else "replicate", k=k)
     return kwargs
 
 
@@ -370,6 +376,7 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
     with _own_executor(options, executor, any(SE_METHODS[m].parallel for m in todo)) as executor:
         for method in todo:
             kwargs = se_arguments(method, options, executor=executor, reporter=reporter,
+                                  k=prepared.model.n_components if options.enumerating else None,
                                   checkpoint=_MethodCheckpoint(checkpoint, method, done, methods,
                                                                prepared.model))
             result = SE_METHODS[method].function(prepared.model, prepared.data, params, **kwargs)

@@ -39,10 +39,14 @@ Phases = Callable[[Any, RunOptions, Reporter], dict[str, Any]]
 
 
 def _announced(reporter: Reporter, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` that first tells the reporter the phase started (not called when skipped)."""
+    """``fn`` that tells the reporter the phase started, and when it ended, so the display
+    never shows it afterwards (not called when skipped)."""
     def run_phase(*args: Any, **kwargs: Any) -> Any:
         reporter.phase_started(name)
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            reporter.phase_finished(name)
     return run_phase
 
 
