@@ -1,0 +1,140 @@
+"""How well a fitted mixture classifies its rows (fit.json's ``classification``, the report).
+
+With ``tau_ik`` the posterior probability of class ``k`` for row ``i`` (the model's
+responsibilities, ``MixtureModel.e_step``), ``c(i) = argmax_k tau_ik`` the modal class (the
+first class on a tie), ``pi_k`` the estimated class weights and ``n`` the rows:
+
+* class counts and proportions three ways (Mplus's "estimated model", "estimated posterior
+  probabilities", "most likely class membership"): ``weights`` ``n pi_k``, ``posteriors``
+  ``sum_i tau_ik`` and ``modal`` ``#{i : c(i) = k}`` (proportions: divided by ``n``);
+* ``average_posterior``: the K x K matrix of average posterior probabilities by modal class,
+  row ``k`` the mean of ``tau_i.`` over the rows with ``c(i) = k`` (a class that is no row's
+  modal class has a row of NaN, and a note);
+* ``odds_correct``: Nagin's odds of correct classification,
+  ``OCC_k = (AvePP_k / (1 - AvePP_k)) / (pi_k / (1 - pi_k))`` with ``AvePP_k`` the diagonal of
+  ``average_posterior`` (inf when ``AvePP_k`` is 1; None for K = 1); Nagin suggests OCC > 5;
+* ``entropy`` (relative: ``1 - EN / (n ln K)``, None for K = 1) and ``smallest_class`` (the
+  smallest estimated weight): :func:`src.selection.criteria.criteria`, so they are the
+  numbers of ``enumeration.csv``;
+* ``warnings`` (in the run's language) when ``smallest_class`` is under
+  :data:`SMALL_CLASS` (0.05) or a class's ``AvePP_k`` is below :data:`LOW_AVEPP` (0.7).
+
+The posteriors are computed ``chunk_size`` rows at a time and accumulated in row order, so
+memory is bounded by the chunk and the result depends on the chunk size only by rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..models.base import Data, MixtureModel, Params
+from ..selection.criteria import criteria, smallest_class
+from ..utils.messages import register, t
+
+__all__ = ["classification_summary", "summarise_responsibilities", "responsibility_chunks",
+           "SMALL_CLASS", "LOW_AVEPP"]
+
+#: a warning when the smallest estimated class weight is under this
+SMALL_CLASS = 0.05
+#: a warning when a class's average posterior probability (by modal class) is below this
+LOW_AVEPP = 0.7
+
+register({
+    "classification.small_class": {
+        "en": "The smallest class (class {k}) has an estimated weight of {weight:.4f}, under "
+              "{limit}; a class this small may be spurious or poorly estimated.",
+        "zh": "最小的类别（第 {k} 类）的估计权重为 {weight:.4f}，低于 {limit}；这么小的类别可能是虚假的或估计不准。"},
+    "classification.low_avepp": {
+        "en": "Class {k} has an average posterior probability of {value:.4f} among the rows "
+              "assigned to it, below {limit}; those rows are not clearly told apart from the "
+              "other classes.",
+        "zh": "第 {k} 类在归入该类的行中的平均后验概率为 {value:.4f}，低于 {limit}；这些行与其他类别区分得不清楚。"},
+    "classification.empty_modal": {
+        "en": "Class {k} is no row's most likely class, so its row of average posterior "
+              "probabilities is empty (NaN).",
+        "zh": "没有任何一行最可能属于第 {k} 类，因此该类的平均后验概率行为空（NaN）。"},
+})
+
+
+def _n_rows(data: Data) -> int:
+    return int(next(iter(data.values())).shape[0])
+
+
+def responsibility_chunks(model: MixtureModel, data: Data, params: Params,
+                          chunk_size: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, responsibilities (m, K))`` of ``chunk_size`` rows at a time, in row
+    order, from ``model.e_step``."""
+    n, size = _n_rows(data), max(int(chunk_size), 1)
+    for a in range(0, n, size):
+        resp, _ = model.e_step({k: v[a:a + size] for k, v in data.items()}, params)
+        yield a, np.asarray(resp, dtype=float)
+
+
+def _floats(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values]
+
+
+def summarise_responsibilities(resp: np.ndarray | Iterable[np.ndarray],
+                               weights: np.ndarray) -> dict[str, Any]:
+    """The counts three ways, ``average_posterior``, ``odds_correct`` and their notes and
+    AvePP warnings from responsibilities (an (n, K) array or an iterable of (m, K) chunks
+    in row order) and the estimated class weights (K,).  See the module docstring."""
+    weights = np.asarray(weights, dtype=float).reshape(-1)
+    K = weights.size
+    chunks = [resp] if isinstance(resp, np.ndarray) else resp
+    n = 0
+    post = np.zeros(K)
+    modal = np.zeros(K, dtype=np.int64)
+    by_modal = np.zeros((K, K))
+    for chunk in chunks:
+        tau = np.asarray(chunk, dtype=float).reshape(-1, K)
+        c = tau.argmax(axis=1)
+        n += tau.shape[0]
+        post += tau.sum(axis=0)
+        modal += np.bincount(c, minlength=K)
+        np.add.at(by_modal, c, tau)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avepp = by_modal / modal[:, None]
+        diag = np.diag(avepp).copy()
+        occ = (diag / (1.0 - diag)) / (weights / (1.0 - weights))
+    notes = [t("classification.empty_modal", k=k + 1) for k in range(K) if modal[k] == 0]
+    warnings = [t("classification.low_avepp", k=k + 1, value=diag[k], limit=LOW_AVEPP)
+                for k in range(K) if modal[k] > 0 and diag[k] < LOW_AVEPP]
+    return {
+        "n_obs": int(n), "n_components": int(K),
+        "counts": {"weights": _floats(weights * n), "posteriors": _floats(post),
+                   "modal": [int(v) for v in modal]},
+        "proportions": {"weights": _floats(weights), "posteriors": _floats(post / n),
+                        "modal": _floats(modal / n)},
+        "average_posterior": [_floats(row) for row in avepp],
+        "odds_correct": None if K < 2 else _floats(occ),
+        "notes": notes, "warnings": warnings,
+    }
+
+
+def classification_summary(model: MixtureModel, data: Data, params: Params, *,
+                           chunk_size: int = 4096) -> dict[str, Any]:
+    """Classification quality of ``params`` on ``data`` (JSON-able; NaN/inf as floats).
+
+    Keys: ``n_obs``, ``n_components``, ``counts`` and ``proportions`` (each
+    ``{"weights", "posteriors", "modal"}``: lists of K; classes in order 1..K),
+    ``average_posterior`` (K lists of K: row = modal class, column = class),
+    ``odds_correct`` (K floats, None for K = 1), ``entropy`` (None for K = 1),
+    ``smallest_class``, ``thresholds`` (``{"smallest_class": 0.05, "average_posterior":
+    0.7}``), ``warnings`` and ``notes`` (sentences in the run's language).
+    """
+    weights = np.asarray(params["weight"], dtype=float)
+    out = summarise_responsibilities(
+        (tau for _, tau in responsibility_chunks(model, data, params, chunk_size)), weights)
+    # entropy and smallest class exactly as enumeration.csv has them (the criteria are not used)
+    crit = criteria(model, data, params, loglik=0.0, n_params=0, chunk_size=chunk_size)
+    out["entropy"] = crit["entropy"]
+    out["smallest_class"] = smallest_class(params)
+    out["thresholds"] = {"smallest_class": SMALL_CLASS, "average_posterior": LOW_AVEPP}
+    if out["smallest_class"] < SMALL_CLASS:
+        k = int(np.argmin(weights))
+        out["warnings"].insert(0, t("classification.small_class", k=k + 1,
+                                    weight=out["smallest_class"], limit=SMALL_CLASS))
+    return out
