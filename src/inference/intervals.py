@@ -140,7 +140,8 @@ def percentile_intervals(replicates: np.ndarray, level: float = 0.95) -> tuple[n
     if rep.ndim != 2 or rep.shape[0] < 2:
         n = rep.shape[1] if rep.ndim == 2 else 0
         return np.full(n, np.nan), np.full(n, np.nan)
-    lo, hi = np.percentile(rep, [50.0 * (1.0 - level), 50.0 * (1.0 + level)], axis=0)
+    half = 50.0 * float(level)  # exact for levels such as 0.9 (95.0, not 1 - 0.9 = 0.09999...)
+    lo, hi = np.percentile(rep, [50.0 - half, 50.0 + half], axis=0)
     return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
 
 
