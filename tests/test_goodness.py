@@ -180,6 +180,20 @@ class TestHandComputation:
         assert res["p_value_g2"] is None and not res["bootstrap_suggested"]
         assert res["g2"] == pytest.approx(by_hand(model, params, Y, 5)["g2"], rel=1e-10)
 
+    def test_huge_table(self):
+        """A table of 2**64 cells gets its exact integer df and G2/X2 over the observed patterns only."""
+        model, params = lca((2,) * 64, 1, seed=19)
+        Y = simulate(model, params, 60, seed=20)["Y"]
+        Y[30:] = Y[:30]                                  # every pattern seen twice
+        res = strict_json(lca_fit_statistics(model, {"Y": Y}, params, n_params=64))
+        assert res["n_cells"] == 2**64 and res["df"] == 2**64 - 65 and res["df_polca"] == 60 - 64
+        log_p = np.log(params["prob"][0, np.arange(64), Y[:30]]).sum(axis=1)
+        assert res["n_patterns"] == 30
+        assert res["g2"] == pytest.approx(2 * np.sum(2 * (np.log(2 / 60) - log_p)), rel=1e-12)
+        e = 60 * np.exp(log_p)
+        assert res["x2"] == pytest.approx(np.sum((2 - e) ** 2 / e) + 60 - e.sum(), rel=1e-12)
+        assert res["sparse_rule"] == "mean" and res["p_value_x2"] is None
+
     def test_no_complete_row(self):
         """Without a row of complete answers the statistics are None with a note."""
         model, params = lca(self.SIZES, 1, seed=9)

@@ -84,8 +84,8 @@ SMALL_SHARE = 0.20
 MIN_EXPECTED = 1.0
 #: a bivariate residual above this suggests local dependence (chi-square(1) 95% point)
 BVR_THRESHOLD = 3.84
-#: rows per block when one-hot answers are built
-_ROWS = 65536
+#: rows per block when one-hot answers are built (small blocks keep the products in cache)
+_ROWS = 8192
 #: cells per block when every cell of the table is enumerated
 _CELLS = 65536
 
@@ -141,7 +141,7 @@ def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params) -> di
     if n == 0:
         return {"g2": float("nan"), "x2": float("nan"), "n_complete": 0, "n_patterns": 0,
                 "expected_observed": 0.0}
-    patterns, counts = np.unique(complete, axis=0, return_counts=True)
+    patterns, counts = _distinct_rows(complete, _sizes(model))
     counts = counts.astype(float)
     log_p = np.concatenate([logsumexp(model.log_joint({"Y": patterns[a:a + _ROWS]}, params), axis=1)
                             for a in range(0, patterns.shape[0], _ROWS)])
@@ -157,6 +157,17 @@ def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params) -> di
 
 def _sizes(model: MixtureModel) -> list[int]:
     return [int(s) for s in model.sizes]
+
+
+def _distinct_rows(Y: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows, counts) of complete answers; one int64 key per row when the table's
+    cells fit in one (much faster than comparing rows), else rows compared."""
+    if math.prod(sizes) < 2**62:
+        place = np.array([math.prod(sizes[j + 1:]) for j in range(len(sizes))], dtype=np.int64)
+        _, first, counts = np.unique(Y.astype(np.int64) @ place, return_index=True,
+                                     return_counts=True)
+        return Y[first], counts
+    return np.unique(Y, axis=0, return_counts=True)
 
 
 def _cell_log_probs(model: MixtureModel, params: Params):
