@@ -38,7 +38,7 @@ from src.utils.messages import register, t
 from src.utils.rng import stream
 
 __all__ = ["criteria_plot", "Plot", "figures", "profile_plot", "scatter_plot", "density_plot",
-           "regression_plot", "posterior_plot", "ellipse_geometry", "subsample", "covariances",
+           "regression_plot", "posterior_plot", "posterior_histogram", "ellipse_geometry", "subsample", "covariances",
            "MAX_POINTS", "MAX_COLUMNS", "ELLIPSE_LEVEL", "DPI"]
 
 _LABELS = {"aic": "AIC", "bic": "BIC", "sabic": "SABIC", "caic": "CAIC", "icl": "ICL"}
@@ -387,9 +387,9 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
         ax.set_xlim(*ranges[j])
         ax.set_ylim(*ranges[i])
 
-    handles = [Line2D([], [], color=colors[k], marker="o", linestyle="-",
-                      label=_class_label(k, weight)) for k in range(K)]
-    with _style():
+    with _style():   # every artist is made inside: rcParams are read when it is created
+        handles = [Line2D([], [], color=colors[k], marker="o", linestyle="-",
+                          label=_class_label(k, weight)) for k in range(K)]
         if m == 2:
             fig = _figure(6.4, 5.4)
             ax = fig.add_subplot(1, 1, 1)
@@ -496,6 +496,19 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
 
 
 # ----------------------------------------------------------------------- any model
+def posterior_histogram(resp: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """(edges (bins+1,), counts (K, bins)): every row's largest posterior probability
+    binned on equal bins from 1/K (K = 1: 0) to 1, by modal class; numpy.histogram's
+    convention (left-closed bins, the last one closed)."""
+    resp = np.asarray(resp, dtype=float)
+    K = resp.shape[1]
+    top = resp.max(axis=1)
+    modal = resp.argmax(axis=1)
+    edges = np.linspace(1.0 / K if K > 1 else 0.0, 1.0, bins + 1)
+    b = np.clip(np.searchsorted(edges, top, side="right") - 1, 0, bins - 1)
+    return edges, np.bincount(modal * bins + b, minlength=K * bins).reshape(K, bins)
+
+
 def posterior_plot(resp: np.ndarray) -> Plot:
     """Histogram of every row's largest posterior probability, stacked by modal class.
 
@@ -505,11 +518,8 @@ def posterior_plot(resp: np.ndarray) -> Plot:
     resp = np.asarray(resp, dtype=float)
     n, K = resp.shape
     top = resp.max(axis=1)
-    modal = resp.argmax(axis=1)
-    nb = 40
-    edges = np.linspace(1.0 / K if K > 1 else 0.0, 1.0, nb + 1)
-    b = np.clip(np.searchsorted(edges, top, side="right") - 1, 0, nb - 1)
-    counts = np.bincount(modal * nb + b, minlength=K * nb).reshape(K, nb)
+    edges, counts = posterior_histogram(resp)
+    nb = edges.size - 1
     colors = _colors(K)
     mean = float(top.mean()) if n else math.nan
     with _style():

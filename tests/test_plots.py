@@ -1,0 +1,244 @@
+"""Figures of a fit (src/output/plots.py): written, read back by matplotlib at the expected
+pixel size, byte-identical for the same numbers, the expected set per model, and their
+geometry (ellipses, covariances, histogram counts) against independent computations."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from src.estimation import fit_em
+from src.models.gmm import GaussianMixtureModel
+from src.models.lca import LatentClassModel
+from src.models.mixreg import MixtureRegressionModel
+from src.models.registry import get_model_class
+from src.output.plots import (DPI, ELLIPSE_LEVEL, MAX_COLUMNS, MAX_POINTS, Plot, covariances,
+                              ellipse_geometry, figures, posterior_histogram, subsample)
+from src.utils.messages import get_language, set_language
+from src.utils.rng import stream
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN = ROOT / "src" / "data" / "builtin"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _fit(model_cls, frame, K, options=None, **fit_options):
+    options = options or {}
+    data, meta = model_cls.prepare_data(frame, options)
+    model = model_cls(K, **{k: v for k, v in options.items() if k != "drop_missing"})
+    model.setup(meta)
+    fit = fit_em(model, data, seed=1, **{"n_starts": 2, **fit_options})
+    resp, _ = model.e_step(data, fit.params)
+    return model, data, fit.params, resp
+
+
+def _mixreg_frame():
+    rng = stream(1, "test-plots-mixreg")
+    x = rng.uniform(0, 10, 300)
+    z = rng.integers(0, 2, 300)
+    y = np.where(z == 1, 1 + 2 * x, 8 - 0.5 * x) + rng.normal(0, 1, 300)
+    return pd.DataFrame({"x": x, "y": y, "w": rng.normal(size=300)})
+
+
+def _polytomous_frame():
+    rng = stream(1, "test-plots-lca")
+    codes = rng.integers(1, 5, size=(200, 9)).astype(str)
+    codes[:, 8] = np.where(codes[:, 8] > "2", "yes", "no")   # one binary item among 4-code ones
+    return pd.DataFrame(codes, columns=[f"q{j + 1}" for j in range(9)])
+
+
+@pytest.fixture(scope="module")
+def fits():
+    """Small fitted models of every built-in family and a user model, by case name."""
+    faithful = pd.read_csv(BUILTIN / "faithful.csv")
+    iris = pd.read_csv(BUILTIN / "iris.csv").iloc[:, :4]
+    wide = pd.DataFrame(stream(2, "test-plots-wide").normal(size=(120, 7)),
+                        columns=[f"c{j + 1}" for j in range(7)])
+    mr = _mixreg_frame()
+    carcinoma = pd.read_csv(ROOT / "tests" / "reference" / "carcinoma.csv", dtype=str)
+    user_cls = get_model_class("examples/user_models/exponential_mixture.py:ExponentialMixture")
+    return {
+        "gmm2": _fit(GaussianMixtureModel, faithful, 2),
+        "gmm1": _fit(GaussianMixtureModel, faithful[["waiting"]], 2),
+        "gmm4_diag": _fit(GaussianMixtureModel, iris, 3, {"covariance": "diag"}),
+        "gmm7": _fit(GaussianMixtureModel, wide, 2, {"covariance": "spherical"}),
+        "lca_binary": _fit(LatentClassModel, carcinoma, 3, n_starts=3),
+        "lca_poly": _fit(LatentClassModel, _polytomous_frame(), 3, max_iter=30),
+        "mixreg1": _fit(MixtureRegressionModel, mr[["x", "y"]], 2, {"target": "y"}),
+        "mixreg2": _fit(MixtureRegressionModel, mr, 2, {"target": "y"}),
+        "mixreg0": _fit(MixtureRegressionModel, mr[["y"]], 2, {"target": "y"}),
+        "user": _fit(user_cls, faithful[["waiting"]], 2, n_candidates=0, max_iter=50),
+    }
+
+
+EXPECTED = {
+    "gmm2": {"scatter.png": (640, 540), "posterior.png": (640, 420)},
+    "gmm1": {"density.png": (640, 440), "posterior.png": (640, 420)},
+    "gmm4_diag": {"scatter.png": (740, 740), "posterior.png": (640, 420)},
+    "gmm7": {"scatter.png": (1060, 1060), "posterior.png": (640, 420)},
+    "lca_binary": {"profile.png": (640, 460), "posterior.png": (640, 420)},
+    "lca_poly": {"profile.png": (644, 595), "posterior.png": (640, 420)},
+    "mixreg1": {"regression.png": (640, 500), "posterior.png": (640, 420)},
+    "mixreg2": {"regression.png": (640, 500), "posterior.png": (640, 420)},
+    "mixreg0": {"regression.png": (640, 440), "posterior.png": (640, 420)},
+    "user": {"posterior.png": (640, 420)},
+}
+
+
+@pytest.fixture(scope="module")
+def drawn(fits):
+    """Every case's figures, drawn once."""
+    return {case: figures(*fit) for case, fit in fits.items()}
+
+
+class TestFigures:
+    @pytest.mark.parametrize("case", sorted(EXPECTED))
+    def test_expected_files_in_order(self, drawn, case):
+        """The dispatcher gives the model's own figures first and posterior.png last, nothing else."""
+        assert list(drawn[case]) == list(EXPECTED[case])
+
+    @pytest.mark.parametrize("case", sorted(EXPECTED))
+    def test_read_back_at_the_expected_size(self, drawn, case):
+        """Every PNG is read back by matplotlib as RGBA of the documented pixel size (inches x DPI)."""
+        for name, plot in drawn[case].items():
+            assert isinstance(plot, Plot) and plot.png.startswith(PNG_SIGNATURE)
+            image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
+            width, height = EXPECTED[case][name]
+            assert image.shape == (height, width, 4)
+            assert (plot.width, plot.height) == (width, height)
+            assert image[..., :3].std() > 0.05          # not blank
+            assert plot.caption.strip()
+
+    def test_same_numbers_same_bytes(self, fits, drawn):
+        """Drawing again, even under a user's changed rcParams, gives byte-identical PNGs."""
+        for case in ("gmm2", "lca_poly", "mixreg1"):
+            with matplotlib.rc_context({"lines.linewidth": 5, "font.size": 20,
+                                        "axes.prop_cycle": matplotlib.cycler(color=["k"])}):
+                again = figures(*fits[case])
+            assert {k: v.png for k, v in again.items()} == {k: v.png for k, v in drawn[case].items()}
+
+    def test_no_date_or_software_in_the_png(self, drawn):
+        """The PNG's chunks are image data only: no tIME and no text chunk (Software, date)."""
+        png = drawn["gmm2"]["scatter.png"].png
+        kinds, pos = [], len(PNG_SIGNATURE)
+        while pos < len(png):
+            length = int.from_bytes(png[pos:pos + 4], "big")
+            kinds.append(png[pos + 4:pos + 8].decode("ascii"))
+            pos += 12 + length
+        assert kinds[0] == "IHDR" and kinds[-1] == "IEND"
+        assert not set(kinds) & {"tIME", "tEXt", "iTXt", "zTXt"}
+
+    def test_other_numbers_other_bytes(self, fits, drawn):
+        """Changing a mean changes the scatter plot's bytes (the figure depends on the estimate)."""
+        model, data, params, resp = fits["gmm2"]
+        moved = {**params, "mean": params["mean"] + np.array([[0.5, 5.0], [0.0, 0.0]])}
+        assert figures(model, data, moved, resp)["scatter.png"].png != drawn["gmm2"]["scatter.png"].png
+
+    def test_captions_follow_the_language_and_bytes_do_not(self, fits, drawn):
+        """With --lang zh the captions are Chinese while the PNG bytes stay the same."""
+        before = get_language()
+        try:
+            set_language("zh")
+            zh = figures(*fits["gmm2"])
+        finally:
+            set_language(before)
+        for name, plot in zh.items():
+            assert plot.png == drawn["gmm2"][name].png
+            assert plot.caption != drawn["gmm2"][name].caption
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in plot.caption)
+
+    def test_wide_data_note_and_subsample_note(self, drawn, fits):
+        """Seven columns: the caption says the first 6 of 7 are shown; small data: no subsample note."""
+        cap = drawn["gmm7"]["scatter.png"].caption
+        assert f"first {MAX_COLUMNS} of 7 columns" in cap and "random" not in cap
+        assert "0.95" not in cap and f"{ELLIPSE_LEVEL:.0%}" in cap
+
+    def test_large_data_is_subsampled_and_said_so(self):
+        """With more rows than MAX_POINTS the caption names how many rows are drawn."""
+        rng = stream(3, "test-plots-large")
+        X = np.vstack([rng.normal(0, 1, (4000, 2)), rng.normal(4, 1, (2000, 2))])
+        model = GaussianMixtureModel(2)
+        model.setup(GaussianMixtureModel.meta_for_array(X))
+        params = {"weight": np.array([2 / 3, 1 / 3]), "mean": np.array([[0.0, 0], [4, 4]]),
+                  "cov": np.stack([np.eye(2)] * 2)}
+        resp, _ = model.e_step({"X": X}, params)
+        plot = figures(model, {"X": X}, params, resp)["scatter.png"]
+        assert f"{MAX_POINTS} of the 6000 rows" in plot.caption
+        assert "6000 rows" in figures(model, {"X": X}, params, resp)["posterior.png"].caption
+
+
+class TestGeometry:
+    @pytest.mark.parametrize("seed", range(6))
+    def test_ellipse_against_eigendecomposition(self, seed):
+        """Width, height and angle equal 2 r sqrt(eigenvalue) and the major eigenvector's
+        direction from numpy's eigh, with r^2 the chi-square(2) quantile from scipy."""
+        rng = stream(seed, "test-plots-ellipse")
+        A = rng.normal(size=(2, 2)) * rng.uniform(0.1, 10, size=2)
+        cov = A @ A.T + 1e-3 * np.eye(2)
+        width, height, angle = ellipse_geometry(cov)
+        vals, vecs = np.linalg.eigh(cov)
+        r2 = stats.chi2.ppf(ELLIPSE_LEVEL, 2)
+        assert width == pytest.approx(2 * np.sqrt(r2 * vals[1]), rel=1e-10)
+        assert height == pytest.approx(2 * np.sqrt(r2 * vals[0]), rel=1e-8, abs=1e-12)
+        direction = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+        assert abs(direction @ vecs[:, 1]) == pytest.approx(1.0, abs=1e-10)
+
+    def test_matplotlib_ellipse_is_the_mahalanobis_contour(self):
+        """The patch drawn from the geometry is the contour (x-m)' S^-1 (x-m) = chi2_2(level)."""
+        from matplotlib.patches import Ellipse
+
+        cov = np.array([[2.0, -1.2], [-1.2, 1.5]])
+        mean = np.array([3.0, -1.0])
+        width, height, angle = ellipse_geometry(cov, level=0.5)
+        patch = Ellipse(tuple(mean), width, height, angle=angle)
+        on_curve = np.vstack([bezier(np.linspace(0, 1, 7))          # the unit circle's arcs
+                              for bezier, _ in patch.get_path().iter_bezier()])
+        points = patch.get_patch_transform().transform(on_curve) - mean
+        d2 = np.einsum("ij,jk,ik->i", points, np.linalg.inv(cov), points)
+        np.testing.assert_allclose(d2, stats.chi2.ppf(0.5, 2), rtol=1e-3)  # Bezier arcs: ~0.03%
+
+    def test_round_covariance_gives_a_circle(self):
+        """A multiple of the identity gives equal axes of 2 * sqrt(-2 log 0.05) * sd."""
+        width, height, _ = ellipse_geometry(4.0 * np.eye(2))
+        assert width == pytest.approx(height) == pytest.approx(2 * 2 * np.sqrt(-2 * np.log(0.05)))
+
+    @pytest.mark.parametrize("case", ["gmm2", "gmm4_diag", "gmm7"])
+    def test_covariances_reproduce_the_model_density(self, fits, case):
+        """log w_k + scipy's normal log-density with covariances(model, params) equals the model's log_joint."""
+        model, data, params, _ = fits[case]
+        covs = covariances(model, params)
+        X = data["X"][:50]
+        ours = np.column_stack([np.log(params["weight"][k])
+                                + stats.multivariate_normal(params["mean"][k], covs[k]).logpdf(X)
+                                for k in range(model.n_components)])
+        np.testing.assert_allclose(ours, model.log_joint({"X": X}, params), rtol=1e-10)
+
+    def test_posterior_histogram_against_numpy(self, fits):
+        """Counts by modal class and bin equal numpy.histogram of each class's largest posteriors."""
+        resp = fits["lca_poly"][3]
+        edges, counts = posterior_histogram(resp)
+        top, modal = resp.max(axis=1), resp.argmax(axis=1)
+        assert edges[0] == pytest.approx(1 / 3) and edges[-1] == 1.0
+        for k in range(resp.shape[1]):
+            np.testing.assert_array_equal(counts[k], np.histogram(top[modal == k], edges)[0])
+        assert counts.sum() == resp.shape[0]
+
+    def test_posterior_histogram_of_certain_rows(self):
+        """Rows with posterior exactly 1 (and K = 1) fall in the last bin."""
+        edges, counts = posterior_histogram(np.ones((7, 1)))
+        assert edges[0] == 0.0 and counts[0, -1] == 7 and counts.sum() == 7
+
+    def test_subsample_is_fixed_and_without_repeats(self):
+        """At most MAX_POINTS distinct rows, the same ones every call; small n: every row once."""
+        big = subsample(10 * MAX_POINTS)
+        assert big.size == MAX_POINTS == np.unique(big).size
+        np.testing.assert_array_equal(big, subsample(10 * MAX_POINTS))
+        assert sorted(subsample(37)) == list(range(37))
+        assert DPI == 100
