@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from src.utils.rng import stream
 from tests.helpers import ALL_SE_DEBUG, ROOT, fit_json, reference_run, results_dir
 
 K, D = 2, 2
+COLUMNS = ["eruptions", "waiting"]  # parameters are named by column: mean[1,waiting]
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +48,15 @@ def _table(run):
 
 def expected_names():
     names = [f"weight[{k}]" for k in range(1, K + 1)]
-    names += [f"mean[{k},{j}]" for k in range(1, K + 1) for j in range(1, D + 1)]
-    names += [f"cov[{k},{i},{j}]" for k in range(1, K + 1) for i in range(1, D + 1)
-              for j in range(i, D + 1)]
+    names += [f"mean[{k},{c}]" for k in range(1, K + 1) for c in COLUMNS]
+    names += [f"cov[{k},{a},{b}]" for k in range(1, K + 1) for i, a in enumerate(COLUMNS)
+              for b in COLUMNS[i:]]
     return names
 
 
 def test_estimates_columns_and_names(run):
     header, rows = _table(run)
-    assert header == ["parameter", "estimate", "se", "ci_lower", "ci_upper",
+    assert header == ["parameter", "estimate", "se", "z", "p_value", "ci_lower", "ci_upper",
                       "se_louis", "se_numerical", "se_bootstrap"]
     assert [r[0] for r in rows] == expected_names()
     assert all(len(r) == len(header) for r in rows)
@@ -66,11 +66,13 @@ def test_numbers_are_shortest_round_trip_text_equal_to_the_stored_values(run, st
     header, rows = _table(run)
     for row in rows:
         for cell in row[1:]:
-            assert repr(float(cell)) == cell  # shortest text that reads back to the same float
+            # shortest text that reads back to the same float (z, p empty for bounded ones)
+            assert cell == "" or repr(float(cell)) == cell
     params = {k: np.asarray(v) for k, v in stored["model_estimation"]["params"].items()}
     value = {r[0]: float(r[1]) for r in rows}
     for name, x in value.items():
-        idx = [int(i) - 1 for i in re.findall(r"\d+", name)]
+        parts = name[name.index("[") + 1:-1].split(",")
+        idx = [int(parts[0]) - 1] + [COLUMNS.index(c) for c in parts[1:]]
         kind = name.split("[")[0]
         assert x == params[kind][tuple(idx)], name  # exact, not approximate
     louis = stored["standard_error_computation"]["louis"]
@@ -79,12 +81,14 @@ def test_numbers_are_shortest_round_trip_text_equal_to_the_stored_values(run, st
 
 
 def test_canonical_order_and_intervals(run):
-    _, rows = _table(run)
-    v = {r[0]: [float(c) for c in r[1:]] for r in rows}
-    assert v["mean[1,1]"][0] < v["mean[2,1]"][0]  # gmm: increasing mean of the first column
-    assert math.isclose(v["weight[1]"][0] + v["weight[2]"][0], 1.0, rel_tol=0, abs_tol=1e-12)
-    for est, se, lo, hi, *_ in v.values():
-        assert se > 0 and lo < est < hi
+    header, rows = _table(run)
+    v = {r[0]: {h: float(c) for h, c in zip(header[1:], r[1:]) if c} for r in rows}
+    # gmm: increasing mean of the first column
+    assert v["mean[1,eruptions]"]["estimate"] < v["mean[2,eruptions]"]["estimate"]
+    assert math.isclose(v["weight[1]"]["estimate"] + v["weight[2]"]["estimate"], 1.0,
+                        rel_tol=0, abs_tol=1e-12)
+    for r in v.values():
+        assert r["se"] > 0 and r["ci_lower"] < r["estimate"] < r["ci_upper"]
 
 
 def test_loglik_matches_an_independent_computation(run):
@@ -94,9 +98,9 @@ def test_loglik_matches_an_independent_computation(run):
     data = np.loadtxt(ROOT / "src" / "data" / "builtin" / "faithful.csv", delimiter=",", skiprows=1)
     parts = []
     for k in range(1, K + 1):
-        mean = [v[f"mean[{k},{j}]"] for j in range(1, D + 1)]
-        cov = np.array([[v[f"cov[{k},{min(i, j)},{max(i, j)}]"] for j in range(1, D + 1)]
-                        for i in range(1, D + 1)])
+        mean = [v[f"mean[{k},{c}]"] for c in COLUMNS]
+        cov = np.array([[v[f"cov[{k},{COLUMNS[min(i, j)]},{COLUMNS[max(i, j)]}]"] for j in range(D)]
+                        for i in range(D)])
         parts.append(math.log(v[f"weight[{k}]"]) + multivariate_normal(mean, cov).logpdf(data))
     loglik = float(logsumexp(np.stack(parts), axis=0).sum())
     assert math.isclose(fit_json(run)["loglik"], loglik, rel_tol=1e-11)
@@ -136,7 +140,7 @@ def test_report_is_written(run):
     text = (results_dir(run) / "report.md").read_text()
     fit = fit_json(run)
     assert f"{fit['loglik']:.6f}" in text
-    assert "| parameter | estimate | se |" in text and "cov[2,2,2]" in text
+    assert "| parameter | estimate | se |" in text and "cov[2,waiting,waiting]" in text
 
 
 def test_without_standard_errors_the_se_columns_are_empty(stored):
@@ -145,9 +149,9 @@ def test_without_standard_errors_the_se_columns_are_empty(stored):
     options = RunOptions(se_method="none").validate()
     model = build_model(options, stored["data_preparation"]["meta"])
     header, rows = estimates_rows(model, stored["model_estimation"], {}, options)
-    assert header == ["parameter", "estimate", "se", "ci_lower", "ci_upper"]
+    assert header == ["parameter", "estimate", "se", "z", "p_value", "ci_lower", "ci_upper"]
     assert [r[0] for r in rows] == expected_names()
-    assert all(r[2:] == ["", "", ""] for r in rows)
+    assert all(r[2:] == ["", "", "", "", ""] for r in rows)
 
 
 def test_format_number_round_trips():
@@ -196,13 +200,13 @@ def test_nan_standard_errors_are_not_counted_as_agreement(tmp_path, stored):
     se = {m: dict(r) for m, r in stored["standard_error_computation"].items()}
     names = list(se["louis"]["names"])
     numerical = np.array(se["louis"]["se"], dtype=float)  # equal to Louis but for one NaN
-    numerical[names.index("cov[1,1,2]")] = np.nan
+    numerical[names.index("cov[1,eruptions,waiting]")] = np.nan
     bootstrap = np.array(se["louis"]["se"], dtype=float)
     bootstrap[names.index("weight[1]")] = np.nan
     se["numerical"]["se"], se["bootstrap"]["se"] = numerical, bootstrap
     report = (_write_in_process(stored, tmp_path, se) / "report.md").read_text()
     section = report.split("## Agreement of the three standard errors", 1)[1]
-    assert "Not comparable (a standard error is NaN in at least one method): weight[1], cov[1,1,2]." in section
+    assert "Not comparable (a standard error is NaN in at least one method): weight[1], cov[1,eruptions,waiting]." in section
     assert (f"agree within Monte-Carlo error for the other {len(names) - 2} parameters."
             in section), section
 
