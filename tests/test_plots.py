@@ -173,6 +173,21 @@ class TestFigures:
         assert f"{MAX_POINTS} of the 6000 rows" in plot.caption
         assert "6000 rows" in figures(model, {"X": X}, params, resp)["posterior.png"].caption
 
+    def test_edge_cases_draw(self):
+        """One class, an item with a single code and a regression without intercept still give readable PNGs."""
+        frame = pd.DataFrame({"a": ["1", "2"] * 20, "b": ["x"] * 40, "c": ["1", "2", "2", "3"] * 10})
+        rng = stream(4, "test-plots-edge")
+        x = rng.uniform(1, 5, 60)
+        mr = pd.DataFrame({"x": x, "y": np.where(rng.random(60) < 0.5, 2 * x, -x)})
+        cases = [_fit(LatentClassModel, frame, 1, n_candidates=0),
+                 _fit(LatentClassModel, frame[["a", "b"]], 2, n_candidates=0),
+                 _fit(MixtureRegressionModel, mr, 2, {"target": "y", "intercept": False},
+                      n_candidates=0)]
+        for case in cases:
+            for plot in figures(*case).values():
+                image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
+                assert image.shape == (plot.height, plot.width, 4)
+
 
 class TestGeometry:
     @pytest.mark.parametrize("seed", range(6))

@@ -51,6 +51,8 @@ MAX_COLUMNS = 6
 ELLIPSE_LEVEL = 0.95
 #: pixels per inch of every figure: a figure of w x h inches is (w * DPI) x (h * DPI) pixels
 DPI = 100
+#: widest figure (inches): many items make narrow bars rather than a huge image
+_MAX_WIDTH = 24.0
 #: fonts with Chinese glyphs, used after DejaVu Sans when installed
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
               "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC")
@@ -241,10 +243,14 @@ def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
     rotate = J > 8 or max(len(str(i)) for i in items) > 6
     with _style():
         if max(sizes) <= 2:
-            fig = _figure(max(6.4, 0.42 * J + 2.8), 4.6)
+            fig = _figure(min(max(6.4, 0.42 * J + 2.8), _MAX_WIDTH), 4.6)
             ax = fig.add_subplot(1, 1, 1)
+            second = np.full((K, J), np.nan)     # an item with a single code has no second
+            two = np.array(sizes) == 2
+            if two.any():
+                second[:, two] = prob[:, two, 1]
             for k in range(K):
-                ax.plot(x, prob[k, :, 1], marker="os^Dv<>ph*"[k % 10], color=colors[k],
+                ax.plot(x, second[k], marker="os^Dv<>ph*"[k % 10], color=colors[k],
                         linewidth=1.4, markersize=5, label=_class_label(k, weight))
             what = (f"answer {categories[0][1]}" if shared and sizes[0] == 2
                     else "each item's second code")
@@ -260,7 +266,7 @@ def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
             cmax = max(sizes)
             cmap = matplotlib.colormaps["viridis"]
             ccols = [cmap(0.9 * c / max(cmax - 1, 1)) for c in range(cmax)]
-            fig = _figure(max(6.4, 0.36 * J + 3.2), 1.55 * K + 1.3)
+            fig = _figure(min(max(6.4, 0.36 * J + 3.2), _MAX_WIDTH), 1.55 * K + 1.3)
             axes = [fig.add_subplot(K, 1, k + 1) for k in range(K)]
             for k, ax in enumerate(axes):
                 bottom = np.zeros(J)
@@ -464,13 +470,15 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
                        linewidths=0, alpha=0.6)
             lo, hi = _range(x)
             grid = np.array([lo, hi])
+            has_intercept = "intercept" in predictors
             for k in range(K):
-                a = float(coef[k, list(predictors).index("intercept")]
-                          if "intercept" in predictors else 0.0)
-                ax.plot(grid, a + coef[k, p] * grid, color=colors[k], linewidth=2)
-                handles.append(Line2D([], [], color=colors[k], marker="o", label=(
-                    f"{_class_label(k, weight)}: y = {a:.3g} {'-' if coef[k, p] < 0 else '+'} "
-                    f"{abs(coef[k, p]):.3g} x")))
+                a = float(coef[k, list(predictors).index("intercept")]) if has_intercept else 0.0
+                b = float(coef[k, p])
+                ax.plot(grid, a + b * grid, color=colors[k], linewidth=2)
+                line = (f"{a:.3g} {'-' if b < 0 else '+'} {abs(b):.3g} x" if has_intercept
+                        else f"{b:.3g} x")
+                handles.append(Line2D([], [], color=colors[k], marker="o",
+                                      label=f"{_class_label(k, weight)}: y = {line}"))
             ax.set_xlim(lo, hi)
             ax.set_xlabel(str(predictors[p]))
             ax.set_ylabel(str(target))
@@ -554,9 +562,10 @@ def figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.
     """
     resp = np.asarray(resp, dtype=float)
     modal = resp.argmax(axis=1)
-    w = np.asarray(params["weight"], dtype=float)
     out: dict[str, Plot] = {}
     name = getattr(model, "name", "")
+    if name in ("lca", "gmm", "mixreg"):
+        w = np.asarray(params["weight"], dtype=float)
     if name == "lca":
         out["profile.png"] = profile_plot(params["prob"], w, model.items, model.categories)
     elif name == "gmm":
