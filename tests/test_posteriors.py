@@ -18,6 +18,7 @@ import pytest
 from scipy.special import logsumexp
 
 from src.config import RunOptions
+from src.data.rows import kept_rows
 from src.estimation import fit_em
 from src.models.gmm import GaussianMixtureModel
 from src.models.lca import LatentClassModel
@@ -203,6 +204,16 @@ class TestIdColumn:
         prepared = phases.materialise(phases.prepare_data(opts, reporter=notes), opts)
         assert prepared.row_ids.tolist()[:3] == ["c0", "c0", "c1"]
         assert len(notes.said) == 1 and "'case'" in notes.said[0] and "59" in notes.said[0]
+
+    def test_rows_a_family_drops_by_its_own_rule(self):
+        """Positions that cannot be told are None without --id and a DataError naming the model with it."""
+        frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
+        assert kept_rows(frame, None, 3, model="mine.py:M", source="d.csv") == (None, None)
+        positions, ids = kept_rows(frame.assign(x=[1.0, np.nan, 3.0, 4.0]), np.array(list("abcd")), 3,
+                                   model="mine.py:M", source="d.csv")
+        assert positions.tolist() == [0, 2, 3] and ids.tolist() == ["a", "c", "d"]
+        with pytest.raises(DataError, match="'mine.py:M' kept 3 of the 4 rows"):
+            kept_rows(frame, np.array(list("abcd")), 3, model="mine.py:M", source="d.csv")
 
     @pytest.mark.parametrize("kw, error, words", [
         ({"columns": ["waiting"], "id": "nope"}, DataError, ["'nope'", "pid, eruptions, waiting"]),

@@ -29,7 +29,7 @@ import pandas as pd
 from src.utils.errors import DataError, UsageError
 from src.utils.messages import register, t
 
-__all__ = ["check_id_column", "split_id", "kept_positions", "id_notes"]
+__all__ = ["check_id_column", "split_id", "kept_positions", "kept_rows", "id_notes"]
 
 register({
     "data.missing_id": {
@@ -45,6 +45,12 @@ register({
               "the model, the id too; list the model's columns, e.g. --columns {others}.",
         "zh": "--id {column} 需要同时给出 --columns，否则 {source} 的每一列（包括 id 列）都会进入模型；"
               "请列出模型使用的列，例如 --columns {others}。"},
+    "data.id_unmatched": {
+        "en": "Model '{model}' kept {n_kept} of the {n_rows} rows of {source} by a rule of its "
+              "own, so the --id values cannot be matched to its rows; remove the rows it "
+              "drops from the file, or run without --id.",
+        "zh": "模型 '{model}' 按其自身规则保留了 {source} 的 {n_rows} 行中的 {n_kept} 行，因此无法把 --id "
+              "的值对应到这些行；请先从文件中删除它会丢弃的行，或不使用 --id。"},
     "data.note.duplicate_ids": {
         "en": "The --id column {column!r} repeats {count} values (the first: {value!r}); every row "
               "keeps its own line in posteriors.csv, so the id there is not a unique key.",
@@ -101,6 +107,20 @@ def kept_positions(frame: pd.DataFrame, n_kept: int) -> np.ndarray | None:
     if int(complete.sum()) == int(n_kept):
         return np.flatnonzero(complete).astype(np.int64)
     return None
+
+
+def kept_rows(frame: pd.DataFrame, ids: np.ndarray | None, n_kept: int, *, model: str,
+              source: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(input positions, id values)`` of the ``n_kept`` rows a family kept of ``frame``
+    (:func:`kept_positions`; ids None without ``--id``).  With ids, positions that cannot be
+    told are a DataError naming the model (never ids matched to the wrong rows)."""
+    positions = kept_positions(frame, n_kept)
+    if ids is None:
+        return positions, None
+    if positions is None:
+        raise DataError(t("data.id_unmatched", model=model, n_kept=int(n_kept),
+                          n_rows=int(len(frame)), source=source))
+    return positions, ids[positions]
 
 
 def id_notes(ids: np.ndarray | None, id_column: str | None) -> list[str]:

@@ -158,7 +158,7 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     column; :mod:`src.data.rows`); the record gains ``n_dropped``.
     """
     from ..data.loading import check_enough_rows
-    from ..data.rows import kept_positions, split_id
+    from ..data.rows import kept_rows, split_id
 
     source = str(record.get("source") or "the data")
     frame, ids = split_id(frame, options.id, options.columns, source)
@@ -171,10 +171,7 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     model = build_model(options, meta, cls)
     n_obs = int(next(iter(data.values())).shape[0])
     check_enough_rows(n_obs, model.n_free_parameters(), source)
-    positions = kept_positions(frame, n_obs)
-    kept_ids = None
-    if ids is not None:
-        kept_ids = ids[positions] if positions is not None else ids[:n_obs]
+    positions, kept_ids = kept_rows(frame, ids, n_obs, model=options.model, source=source)
     record = {**record, "n_dropped": int(len(frame)) - n_obs}
     return Prepared(model, data, meta, record, positions,
                     None if ids is None else str(options.id), kept_ids)
