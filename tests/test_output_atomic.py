@@ -94,10 +94,11 @@ def test_manifest_names_every_file_with_its_checksum_and_task(tmp_path, stored):
     folder = tmp_path / "results"
     written = _write(stored, folder, task_name="mytask")
     assert [Path(p).name for p in written] == ["estimates.csv", "covariance.csv", "fit.json",
-                                               "report.md", MANIFEST]
+                                               "report.md", "report.html", MANIFEST]
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["task_name"] == "mytask"
-    assert set(manifest["files"]) == {"estimates.csv", "covariance.csv", "fit.json", "report.md"}
+    assert set(manifest["files"]) == {"estimates.csv", "covariance.csv", "fit.json", "report.md",
+                                      "report.html"}
     for name, entry in manifest["files"].items():
         data = (folder / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -115,7 +116,8 @@ def test_a_smaller_set_removes_the_files_the_old_one_had(tmp_path, stored):
     folder = tmp_path / "results"
     _old_set(folder)
     _write(stored, folder, se_method="none")
-    assert sorted(os.listdir(folder)) == sorted(["estimates.csv", "fit.json", "report.md", MANIFEST])
+    assert sorted(os.listdir(folder)) == sorted(["estimates.csv", "fit.json", "report.md",
+                                                 "report.html", MANIFEST])
     assert result_set_is_complete(folder, "main_estimation")
 
 

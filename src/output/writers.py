@@ -1,5 +1,11 @@
 """Result files of a run: ``estimates.csv``, ``covariance.csv`` (:mod:`.estimates`),
-``fit.json`` (here), ``report.md`` (:mod:`.report`).
+``fit.json`` (here), the report (:mod:`.report`, a :class:`~.document.Document`) as
+``report.md``, ``report.html`` and ``tables.tex`` as ``--formats`` asks (:func:`report_files`),
+and its figures as PNG files beside it.
+
+Figures have varying names; a later run removes an earlier run's result files it does not
+write: every name in :data:`RESULT_FILES`, and every figure (``*.png``) the earlier run's
+manifest names (:func:`removable`).
 
 A resumed run's files compare byte for byte with an uninterrupted run's, ``fit.json`` (keys
 sorted) but for its ``seconds``.  The files of one run appear together or not at all: they are written as one
@@ -13,23 +19,31 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..inference import Comparison
 from ..models.base import MixtureModel
 from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_file, write_file_set
 from .estimates import covariance_rows, csv_bytes, estimates_rows, format_number, primary_method
-from .report import comparison_of, disagreements, not_comparable, report_markdown, starts_json
+from .document import FIGURE_NAME, Document, Section, to_markdown
+from .render_html import to_html
+from .render_latex import to_latex
+from .report import comparison_of, disagreements, not_comparable, report_document, starts_json
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
            "comparison_of", "Comparison", "remove_stray_temporaries", "result_set_is_complete",
-           "MANIFEST", "RESULT_FILES", "result_files", "manifest_bytes"]
+           "MANIFEST", "RESULT_FILES", "REPORT_FILES", "result_files", "result_set",
+           "report_files", "removable", "manifest_bytes"]
 
 MANIFEST = "manifest.json"
+#: the report's file for each of --formats
+REPORT_FILES = {"md": "report.md", "html": "report.html", "tex": "tables.tex"}
 #: every result file a run may write (a later run without one removes the earlier one's;
-#: the last two only with several K, see src/output/enumeration.py)
-RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "report.md", "enumeration.csv",
-                "criteria.png")
+#: enumeration.csv and criteria.png only with several K, see src/output/enumeration.py;
+#: the figures src.output.plots draws; other figures are found in the earlier manifest)
+RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", *REPORT_FILES.values(),
+                "enumeration.csv", "criteria.png", "profile.png", "scatter.png", "density.png",
+                "regression.png", "posterior.png")
 
 
 
@@ -64,19 +78,41 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
 
     out_dir = Path(options.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stray_temporaries(out_dir, (*RESULT_FILES, MANIFEST))
     files = result_files(model, record, fit, se, options, fingerprint=fingerprint)
+    old = removable(out_dir)
+    remove_stray_temporaries(out_dir, (*old, *files, MANIFEST))
     manifest = _manifest(options.task_name, files)
-    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=RESULT_FILES)
+    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=old)
     remove_subsets(out_dir, options.task_name, keep=())  # an earlier enumeration's k*/ folders
     return [str(p) for p in written]
 
 
 def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
-                 se: Mapping[str, Any], options: Any, *,
-                 fingerprint: Mapping[str, Any]) -> dict[str, bytes]:
+                 se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
+                 sections: Sequence[Section] = (),
+                 figures: Mapping[str, Any] | None = None) -> dict[str, bytes]:
     """The result files of one fit, by name: estimates.csv, covariance.csv (with standard
-    errors), fit.json, report.md."""
+    errors), fit.json, the figures, and the report in each of ``options.formats``
+    (report.md, report.html, tables.tex).
+
+    ``sections``: report sections to add (:class:`~.document.Section`, placed by their
+    ``after``, see :func:`~.report.report_document`); ``figures``: ``{file name: (png,
+    caption)}`` or ``{file name: Plot}``, shown in the report's "Figures" section.  Every
+    figure of the report (these and any :class:`~.document.Figure` inside ``sections``) is
+    written as its PNG file.
+    """
+    files, doc = result_set(model, record, fit, se, options, fingerprint=fingerprint,
+                            sections=sections, figures=figures)
+    return {**files, **report_files(doc, options)}
+
+
+def result_set(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
+               se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
+               sections: Sequence[Section] = (),
+               figures: Mapping[str, Any] | None = None) -> tuple[dict[str, bytes], Document]:
+    """:func:`result_files` in two parts: the files but the report and its figures, and the
+    report as a :class:`~.document.Document` (for a caller that adds to it, as the
+    enumeration does, before :func:`report_files`)."""
     header, rows = estimates_rows(model, fit, se, options)
     files = {"estimates.csv": csv_bytes(header, rows)}
     cov = covariance_rows(se, options)
@@ -86,8 +122,37 @@ def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[st
     # keys sorted: the same bytes (but for "seconds") however the results were gathered or resumed
     files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
                          + "\n").encode()
-    files["report.md"] = report_markdown(model, record, fit, se, options, fitj, header, rows).encode()
+    doc = report_document(model, record, fit, se, options, fitj, header, rows,
+                          sections=sections, figures=figures)
+    return files, doc
+
+
+def report_files(doc: Document, options: Any) -> dict[str, bytes]:
+    """The report's files: each figure's PNG (by its name), then report.md, report.html,
+    tables.tex for the formats in ``options.formats`` (default md and html)."""
+    formats = getattr(options, "formats", None) or ("md", "html")
+    files = dict(doc.figures())
+    render = {"md": to_markdown, "html": to_html, "tex": to_latex}
+    for form, name in REPORT_FILES.items():
+        if form in formats:
+            files[name] = render[form](doc).encode("utf-8")
     return files
+
+
+def removable(folder: str | Path) -> tuple[str, ...]:
+    """The names a new set in ``folder`` removes when it does not write them: every name in
+    :data:`RESULT_FILES`, and the figures (plain ``*.png`` names) the manifest there lists
+    (an earlier run's, whichever task)."""
+    names = list(RESULT_FILES)
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        listed = manifest.get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        listed = {}
+    if isinstance(listed, dict):
+        names += sorted(n for n in listed if isinstance(n, str) and FIGURE_NAME.match(n)
+                        and n not in names)
+    return tuple(names)
 
 
 def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:
