@@ -174,6 +174,9 @@ class TestCounting:
         assert s["change"] == pytest.approx(4.5)
         rep.iteration(1, 1, -40.0, k=2)
         assert rep.snapshot()["best_loglik"] == -40.0 and rep.snapshot()["change"] is None
+        rep.working_on(3)
+        s = rep.snapshot()
+        assert (s["k"], s["best_loglik"], s["done"], s["start"]) == (3, None, None, None)
         rep.iteration(0, 1, -70.0, k=3)
         s = rep.snapshot()
         assert (s["k"], s["best_loglik"], s["done"]) == (3, -70.0, None)

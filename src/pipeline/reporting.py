@@ -24,6 +24,8 @@ def fit_progress(checkpoint: Any, reporter: Any, k: int | None = None
     (``k``: shown when several K are fitted); without one, unchanged and None."""
     if reporter is None:
         return checkpoint, None
+    if k is not None:
+        reporter.working_on(k)
     view = FitProgress(checkpoint, reporter, k)
     return view, view.on_iteration
 

@@ -8,6 +8,7 @@ The phases send events to a :class:`Reporter`:
   a bootstrap or BLRT replicate): ``done`` of ``total``, optionally the K, the kind of unit
   and the best log-likelihood so far;
 * :meth:`Reporter.iteration` -- one EM evaluation of a start worked on in this process;
+* :meth:`Reporter.working_on` -- the fit of another K begins (with several K);
 * :meth:`Reporter.phase_finished` -- the phase returned or raised: its display goes;
 * :meth:`Reporter.message` -- a line that stays (notes, "Phase ... started");
 * :meth:`Reporter.close` -- the run ended: the display is cleared.
@@ -160,6 +161,11 @@ class Reporter:
             if self.phase == phase:
                 self._clear("")
         self.refresh()
+
+    def working_on(self, k: int) -> None:
+        """Work on ``k`` classes begins (with several K): what was shown of another K goes."""
+        with self._lock:
+            self._set_k(k)
 
     def iteration(self, start: int, iteration: int, loglik: float, *, k: int | None = None
                   ) -> None:
