@@ -293,3 +293,14 @@ class TestBoundary:
         assert table["on_boundary"][0] and not table["notes"]
         z, p = z_and_p(res.estimates, res.se)
         assert table["z"][1] == z[1] and table["p_value"][1] == p[1] and np.isnan(table["z"][0])
+
+
+def test_replicates_of_another_shape_are_refused(stored):
+    """A stored bootstrap result whose replicates do not have one column per parameter cannot be read (a resumed run recomputes it)."""
+    from src.inference.results import SEResult
+
+    boot = dict(stored["standard_error_computation"]["bootstrap"])
+    assert SEResult.from_dict(boot).replicates.shape == np.asarray(boot["replicates"]).shape
+    boot["replicates"] = np.asarray(boot["replicates"])[:, :-1]
+    with pytest.raises(ValueError, match="replicates have shape"):
+        SEResult.from_dict(boot)

@@ -88,7 +88,10 @@ class SEResult:
     def from_dict(cls, d: dict[str, Any]) -> "SEResult":
         kwargs = {key: np.asarray(d[key], dtype=float) for key in cls._ARRAYS}
         if d.get("replicates") is not None:
-            kwargs["replicates"] = np.asarray(d["replicates"], dtype=float)
+            rep = np.asarray(d["replicates"], dtype=float)
+            if rep.ndim != 2 or rep.shape[1] != len(d["names"]):
+                raise ValueError(f"the replicates have shape {rep.shape}, not (B, {len(d['names'])})")
+            kwargs["replicates"] = rep
         return cls(method=str(d["method"]), names=list(d["names"]),
                    free_names=list(d["free_names"]), notes=list(d.get("notes", [])),
                    extra=dict(d.get("extra", {})), **kwargs)
