@@ -11,6 +11,8 @@ What is read (:func:`load_table`), and what it says when it cannot:
 * **sources** (:mod:`src.data.sources`): ``builtin:NAME`` or one file.  A folder or a
   file pattern is recognised and its CSV/Parquet files counted, then refused: partitioned
   input is not supported yet (a folder/glob of Parquet files is the next source kind).
+* **the id column** (``id_column``, ``--id``): read beside ``columns``, never one of them
+  (:mod:`src.data.rows` has the rules and the kept rows' input positions).
 * **format** from the extension: .csv/.txt, .tsv, .parquet/.pq (.gz/.bz2/.xz/.zip/.zst
   after a text extension are decompressed).
 * **text files** (:mod:`src.data.sniffing`, from the first 64 KiB), unless ``sep`` /
