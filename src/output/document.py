@@ -172,6 +172,11 @@ def callout_label(block: Callout, lang: str) -> str:
     return words.get(lang, words["en"])
 
 
+def colon(lang: str) -> str:
+    """The colon after a label: ``": "``, or the full-width ``"："`` in Chinese."""
+    return "：" if lang == "zh" else ": "
+
+
 @dataclass(frozen=True)
 class Section:
     """A titled part of the report (``title`` None: blocks without a heading).
@@ -267,7 +272,7 @@ def _md_block(block: Block, lang: str) -> list[str]:
                 lines.append(f"- {_md(item)}")
         return lines
     if isinstance(block, KeyValues):
-        lines = [f"- {_md(k)}: {_md(v)}" for k, v in block.pairs]
+        lines = [f"- {_md(k)}{colon(lang)}{_md(v)}" for k, v in block.pairs]
         return lines + [line for n in block.notes for line in ("", _md(n))]
     if isinstance(block, Table):
         rule = {"l": "---", "r": "---:", "c": ":---:"}
@@ -279,7 +284,7 @@ def _md_block(block: Block, lang: str) -> list[str]:
     if isinstance(block, Figure):
         return [f"![{block.caption}]({block.name})"]
     if isinstance(block, Callout):
-        return [f"> {callout_label(block, lang)}: {_md(block.text)}"]
+        return [f"> {callout_label(block, lang)}{colon(lang)}{_md(block.text)}"]
     raise TypeError(f"not a report block: {block!r}")
 
 

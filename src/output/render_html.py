@@ -11,7 +11,7 @@ import base64
 from html import escape
 
 from .document import (Bullet, Bullets, Callout, Document, Figure, KeyValues, Paragraph, Table,
-                       Text, callout_label, png_size, section_ids, spans)
+                       Text, callout_label, colon, png_size, section_ids, spans)
 
 __all__ = ["to_html", "STYLE"]
 
@@ -106,8 +106,9 @@ def _block(block, lang: str) -> list[str]:
     if isinstance(block, Figure):
         return [line for line in _figure(block) if line]
     if isinstance(block, Callout):
-        return [f'<p class="callout {block.kind}"><strong>{escape(callout_label(block, lang))}:'
-                f"</strong> {_inline(block.text)}</p>"]
+        label = escape(callout_label(block, lang) + colon(lang).strip())
+        return [f'<p class="callout {block.kind}"><strong>{label}</strong> '
+                f"{_inline(block.text)}</p>"]
     raise TypeError(f"not a report block: {block!r}")
 
 
