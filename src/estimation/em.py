@@ -132,13 +132,17 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     if not model.has_closed_form_m_step:
         with checks.guarded(model, "log_joint"):
             return generic_em_map(model, data, params, check=check)
-    n = _n_rows(data)
+    compact = _compressed(model, data)
+    rows, weights = (data, None) if compact is None else compact
+    n = _n_rows(rows)
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
     strict = check and not checks.is_builtin(model)
 
     def one(b: tuple[int, int]) -> tuple[Mapping[str, Any], float]:
-        chunk = _slice(data, *b)
+        chunk = _slice(rows, *b)
         with checks.guarded(model, "e_step_stats"):
+            if weights is not None:
+                return model.e_step_stats_weighted(chunk, params, weights[b[0]:b[1]])
             if strict:
                 checks.check_log_joint(model, model.log_joint(chunk, params), b[1] - b[0], b[0])
             return model.e_step_stats(chunk, params)
@@ -150,7 +154,9 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
         if check:
             stats, chunk_ll = checks.check_e_step_stats(model, out, b, total)
             if not np.isfinite(chunk_ll):
-                checks.diagnose_loglik(model, _slice(data, *b), params, b, chunk_ll)
+                if weights is not None:   # name the row of the data, not the pattern
+                    checks.diagnose_loglik(model, data, params, (0, _n_rows(data)), chunk_ll)
+                checks.diagnose_loglik(model, _slice(rows, *b), params, b, chunk_ll)
         else:
             stats, chunk_ll = out
         ll += float(chunk_ll)
@@ -160,6 +166,16 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     if check:
         checks.check_params(model, new, "m_step")
     return new, ll
+
+
+def _compressed(model: MixtureModel, data: Data) -> tuple[Data, np.ndarray] | None:
+    """``(rows, weights)`` when the model evaluates its E-step on distinct rows weighted by
+    their counts (a built-in model's ``compressed_rows``, e.g. LCA's answer patterns), else
+    None.  Only built-in models: the weighted E-step is not part of the user-model API."""
+    get = getattr(model, "compressed_rows", None)
+    if get is None or not checks.is_builtin(model):
+        return None
+    return get(data)
 
 
 def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Params:
@@ -214,10 +230,17 @@ def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mappi
 
     The first evaluation of a start checks the model's outputs (see :func:`em_map`).
     """
+    new_params, ll = em_map(model, data, st["params"], opts["chunk_size"], pool,
+                            check=st["n_eval"] == 0)
+    return _transition(model, st, new_params, ll, opts)
+
+
+def _transition(model: MixtureModel, st: Mapping[str, Any], new_params: Params, ll: float,
+                opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The next state (a new dict) once the EM map at ``st["params"]`` gave ``(new_params,
+    ll)``: plain EM or one step of the SQUAREM cycle (module :mod:`squarem`)."""
     st = dict(st)
     params = st["params"]
-    new_params, ll = em_map(model, data, params, opts["chunk_size"], pool,
-                            check=st["n_eval"] == 0)
     st["n_eval"] = st["n_eval"] + 1
     phase = st["phase"]
     tol = opts["tol"]
@@ -314,23 +337,34 @@ def run_start(model: MixtureModel, data: Data, options: Mapping[str, Any], start
     Returns the start's result: params (model order), loglik, n_iter, converged, trace,
     warnings, change, kind, flags (:meth:`MixtureModel.degeneracies` at the estimate).
     """
-    if state is None:
-        init = options.get("init_params")
-        with _one_blas_thread():
-            p = _as_params(init) if init is not None else start_params(
-                model, data, options["seed"], start)
-        st = _new_start_state(start, p, options["accelerate"])
-        st["kind"] = "given" if init is not None else "random"
-    else:
-        st = dict(state)
+    st = _first_state(model, data, options, start) if state is None else dict(state)
     st = _run(model, data, options, st, None, on_state, on_iteration)
+    return _result(model, data, options, st)
+
+
+def _result(model: MixtureModel, data: Data, options: Mapping[str, Any],
+            st: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished start's result (see :func:`run_start`) from its last state."""
     params = st["best_params"]
     with _one_blas_thread():
         flags = start_flags(model, data, params, int(options.get("chunk_size", 4096)))
-    return {"start": start, "params": params, "loglik": float(st["best_ll"]),
+    return {"start": int(st["start"]), "params": params, "loglik": float(st["best_ll"]),
             "n_iter": int(st["n_eval"]), "converged": bool(st["converged"]),
             "trace": list(st["trace"]), "warnings": list(st["warnings"]),
             "change": st["change"], "kind": str(st.get("kind", "random")), "flags": flags}
+
+
+def _first_state(model: MixtureModel, data: Data, options: Mapping[str, Any],
+                 start: int) -> dict[str, Any]:
+    """The state of start ``start`` from the given starting values (``init_params``) or
+    random ones (``stream(seed, "start", start)``), as :func:`run_start` begins it."""
+    init = options.get("init_params")
+    with _one_blas_thread():
+        p = _as_params(init) if init is not None else start_params(
+            model, data, options["seed"], start)
+    st = _new_start_state(start, p, options["accelerate"])
+    st["kind"] = "given" if init is not None else "random"
+    return st
 
 
 def run_candidate(model: MixtureModel, data: Data, options: Mapping[str, Any],
@@ -342,6 +376,13 @@ def run_candidate(model: MixtureModel, data: Data, options: Mapping[str, Any],
     evaluations (fewer when it converges).  The state is a start state (plus ``kind``),
     which :func:`run_start` continues.
     """
+    st = _candidate_state(model, data, options, candidate)
+    return _run(model, data, options, st, int(options["candidate_iter"]))
+
+
+def _candidate_state(model: MixtureModel, data: Data, options: Mapping[str, Any],
+                     candidate: int) -> dict[str, Any]:
+    """Candidate ``candidate``'s first state: its starting values, checked, and its kind."""
     seen: set[tuple[Any, ...]] = set()
     with _one_blas_thread():
         with warnings.catch_warnings(record=True) as caught:
@@ -352,7 +393,83 @@ def run_candidate(model: MixtureModel, data: Data, options: Mapping[str, Any],
     st = _new_start_state(candidate, _as_params(p), options["accelerate"])
     st["kind"] = kind
     _collect(st, caught, seen)
-    return _run(model, data, options, st, int(options["candidate_iter"]))
+    return st
+
+
+# ------------------------------------------------- several starts in lockstep
+#: the lockstep path runs the candidates in groups of this many, fixed by candidate number
+CANDIDATE_GROUP = 10
+
+
+def lockstep(model: MixtureModel, data: Data) -> bool:
+    """True when :func:`fit_em` runs the starts of ``model`` on ``data`` in lockstep.
+
+    That is a built-in model with a batched EM map (``em_map_batch``: one evaluation of
+    several parameter sets as a few stacked array operations) whose rows compress
+    (``compressed_rows``: LCA's answer patterns), so one evaluation is cheap and Python's
+    overhead per evaluation would dominate.  Depends on the model and the data only.
+    """
+    if getattr(model, "em_map_batch", None) is None or not model.has_closed_form_m_step:
+        return False
+    return _compressed(model, data) is not None
+
+
+def _check_first(model: MixtureModel, data: Data, params: Params, new: Params, ll: float,
+                 chunk_size: int) -> None:
+    """A start's first evaluation in lockstep: anything non-finite is diagnosed as
+    :func:`em_map` does on its own (the single evaluation raises the model's error)."""
+    if np.isfinite(ll) and all(np.all(np.isfinite(v)) for v in new.values()):
+        return
+    em_map(model, data, params, chunk_size, None, check=True)
+
+
+def _run_group(model: MixtureModel, data: Data, options: Mapping[str, Any],
+               states: Sequence[dict[str, Any]], until: int | None = None,
+               on_step: Callable[[list[dict[str, Any]]], None] | None = None,
+               on_iteration: Callable[[int, int, float], None] | None = None
+               ) -> list[dict[str, Any]]:
+    """Advance several start states in lockstep until each is done (or has made ``until``
+    evaluations): every step evaluates the EM map of all active states at once
+    (``model.em_map_batch``), then moves each state as :func:`_advance` would.
+
+    Each state goes through the same transitions as on its own; its numbers can differ
+    from a lone run's in the last bits (stacked matrix products), so the groups are fixed
+    by the caller (never by workers or interruptions).  ``on_step(states)`` after every
+    step; ``on_iteration(start, evaluation, loglik)`` for every active state.
+    """
+    states = [dict(st) for st in states]
+    seen: list[set[tuple[Any, ...]]] = [set() for _ in states]
+    chunk = int(options["chunk_size"])
+    with _one_blas_thread():
+        while True:
+            active = [i for i, st in enumerate(states)
+                      if not st["done"] and (until is None or st["n_eval"] < until)]
+            if not active:
+                break
+            plist = [states[i]["params"] for i in active]
+            news, lls, notes = model.em_map_batch(data, plist, chunk)
+            slices = []
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for j, i in enumerate(active):
+                    st = states[i]
+                    if st["n_eval"] == 0:
+                        _check_first(model, data, plist[j], news[j], float(lls[j]), chunk)
+                    fresh = [w for w in notes[j] if w not in st["warnings"]]
+                    if fresh:
+                        st = dict(st)
+                        st["warnings"] = st["warnings"] + fresh
+                    n0 = len(caught)
+                    states[i] = _transition(model, st, news[j], float(lls[j]), options)
+                    slices.append((i, n0, len(caught)))
+            for i, a, b in slices:
+                if b > a:
+                    _collect(states[i], caught[a:b], seen[i])
+                if on_iteration is not None and states[i]["best_ll"] is not None:
+                    on_iteration(int(states[i]["start"]), states[i]["n_eval"], states[i]["best_ll"])
+            if on_step is not None:
+                on_step(states)
+    return states
 
 
 def final_stats(model: MixtureModel, data: Data, params: Params,
@@ -497,7 +614,17 @@ def _check_saved(saved: Any, config: Mapping[str, Any], model: MixtureModel, n_s
                 and all(isinstance(f, str) for f in res["flags"]),
                 f"finished start {shown} has fields of the wrong type")
     cur = saved.get("current")
-    if cur:
+    if cur and config.get("lockstep"):   # the final starts under way, in lockstep
+        require(isinstance(cur, Mapping) and isinstance(cur.get("group"), Mapping),
+                "its current starts are not a group")
+        for key, st in cur["group"].items():
+            shown = _shown_start(key)
+            u = _unit_key(key, max(n_units, n_starts), "current start", "starts")
+            require(u in final_units and key not in finished,
+                    f"current start {shown} is not one of this fit's unfinished final starts")
+            _check_state(st, config, shapes, f"current start {shown}")
+            require(st["start"] == u, f"current start {shown} is numbered {st['start']!r}")
+    elif cur:
         require(isinstance(cur, Mapping), "its current start lacks fields")
         require(isinstance(cur.get("start"), int) and cur["start"] in final_units
                 and str(cur["start"]) not in finished, "its current start is out of range")
@@ -569,6 +696,9 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
     config["n_starts"] = n_starts
     config["n_candidates"] = n_drawn if use_candidates else 0
     config["extra_starts"] = [_digest(p) for p in extras]
+    grouped = lockstep(model, data)
+    if grouped:
+        config["lockstep"] = CANDIDATE_GROUP
     t0 = time.perf_counter()
 
     saved = checkpoint.resume_state()
@@ -583,7 +713,10 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
                      n_units=n_drawn + len(extras))
         cands = {str(k): _restore(v) for k, v in saved.get("candidates", {}).items()}
         finished = {str(k): _restore(v) for k, v in saved.get("finished", {}).items()}
-        current = _restore(saved["current"]) if saved.get("current") else None
+        current = saved.get("current") or None
+        if current is not None:
+            current = ({"group": {str(u): _restore(v) for u, v in current["group"].items()}}
+                       if grouped else _restore(current))
         seconds_before = float(saved.get("seconds", 0.0))
 
     def save(cur: dict[str, Any] | None, force: bool = False) -> None:
@@ -597,7 +730,18 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
         require(not finished or len(cands) == n_drawn,
                 "it has finished starts before its candidates")
         todo = [i for i in range(n_drawn) if str(i) not in cands]
-        if executor is not None and todo:
+        if grouped:   # in process, in groups fixed by candidate number
+            for g in range(0, n_drawn, CANDIDATE_GROUP):
+                group = [i for i in todo if g <= i < g + CANDIDATE_GROUP]
+                if not group:
+                    continue
+                states = _run_group(model, data, options,
+                                    [_candidate_state(model, data, options, i) for i in group],
+                                    until=int(candidate_iter))
+                for i, st in zip(group, states):
+                    cands[str(i)] = st
+                save(None)
+        elif executor is not None and todo:
             tasks = [(model, data, options, i) for i in todo]
             for idx, st in executor.map_unordered(run_candidate, tasks):
                 cands[str(todo[idx])] = st
@@ -633,7 +777,27 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
 
     # stage 2: the final starts, to convergence
     missing = [u for u in final if str(u) not in finished]
-    if executor is not None and missing:
+    if grouped and missing:   # in process, every final start in one lockstep group
+        resumed = current["group"] if current is not None else {}
+        group = [resumed[str(u)] if str(u) in resumed else
+                 (initial(u) or _first_state(model, data, options, u)) for u in missing]
+
+        def step(states: list[dict[str, Any]]) -> None:
+            ended = False
+            for st in states:
+                if st["done"] and str(st["start"]) not in finished:
+                    finished[str(st["start"])] = _result(model, data, options, st)
+                    ended = True
+            cur = {str(st["start"]): st for st in states if not st["done"]}
+            save({"group": cur} if cur else None, force=ended)
+
+        shown = None
+        if on_iteration is not None:
+            places = {u: final.index(u) for u in missing}
+            shown = lambda u, i, ll: on_iteration(places[u], i, ll)  # noqa: E731
+        step(group)   # a start that was done when saved
+        _run_group(model, data, options, group, None, step, shown)
+    elif executor is not None and missing:
         tasks = [(model, data, options, u, initial(u)) for u in missing]
         for idx, res in executor.map_unordered(run_start, tasks):
             finished[str(missing[idx])] = res

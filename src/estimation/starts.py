@@ -143,34 +143,47 @@ def ward_labels(F: np.ndarray, k: int) -> np.ndarray:
     return cut_linkage(linkage(F, method="ward"), F.shape[0], k)
 
 
-def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator,
+                     inverse: np.ndarray | None = None) -> np.ndarray:
     """Row indices of ``k`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007).
 
     The first centre is a uniform draw (``rng.integers(n)``); each next one is drawn with
     probability proportional to the squared distance to the nearest centre so far
     (``rng.random() * total`` located in the cumulative sums); when every row coincides
-    with a centre, a uniform draw.
+    with a centre, a uniform draw.  ``inverse`` given: ``F`` holds the distinct rows and
+    row i is ``F[inverse[i]]``; the distances are computed once per distinct row (the same
+    numbers, so the same draws and centres as on the rows themselves).
     """
-    n = F.shape[0]
+    n = F.shape[0] if inverse is None else inverse.size
+
+    def feature(c: int) -> np.ndarray:
+        return F[c] if inverse is None else F[inverse[c]]
+
     chosen = [int(rng.integers(n))]
-    d2 = ((F - F[chosen[0]]) ** 2).sum(axis=1)
+    d2 = ((F - feature(chosen[0])) ** 2).sum(axis=1)
     for _ in range(1, k):
-        total = float(d2.sum())
+        rows = d2 if inverse is None else d2[inverse]
+        total = float(rows.sum())
         if total > 0:
-            c = int(np.searchsorted(np.cumsum(d2), rng.random() * total, side="right"))
+            c = int(np.searchsorted(np.cumsum(rows), rng.random() * total, side="right"))
             c = min(c, n - 1)
         else:
             c = int(rng.integers(n))
         chosen.append(c)
-        d2 = np.minimum(d2, ((F - F[c]) ** 2).sum(axis=1))
+        d2 = np.minimum(d2, ((F - feature(c)) ** 2).sum(axis=1))
     return np.array(chosen, dtype=np.int64)
 
 
-def nearest_centre(F: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Label of each row: its nearest centre (squared Euclidean; ties: the lower label)."""
-    C = F[centres]
+def nearest_centre(F: np.ndarray, centres: np.ndarray,
+                   inverse: np.ndarray | None = None) -> np.ndarray:
+    """Label of each row: its nearest centre (squared Euclidean; ties: the lower label).
+
+    ``inverse`` given: ``F`` holds the distinct rows (see :func:`kmeanspp_centres`),
+    ``centres`` are row indices, and the labels are of the rows."""
+    C = F[centres] if inverse is None else F[inverse[centres]]
     d2 = (F * F).sum(axis=1)[:, None] - 2.0 * F @ C.T + (C * C).sum(axis=1)[None, :]
-    return np.argmin(d2, axis=1).astype(np.int64)
+    labels = np.argmin(d2, axis=1).astype(np.int64)
+    return labels if inverse is None else labels[inverse]
 
 
 def random_partition(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,17 +191,36 @@ def random_partition(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(k, size=n).astype(np.int64)
 
 
-def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray) -> Params:
+def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray,
+                       inverse: np.ndarray | None = None) -> Params:
     """Starting values from a hard partition of the rows of ``data``: one M-step
-    (closed-form or generic)."""
+    (closed-form or generic).  ``inverse`` given: ``data`` holds the distinct rows (row i
+    is ``inverse[i]``) and each class's responsibilities are its counts of each distinct
+    row: the same sums (exact, being counts) as over the rows."""
     sub = data
     K = model.n_components
-    resp = np.zeros((labels.size, K))
-    resp[np.arange(labels.size), labels] = 1.0
+    if inverse is not None:
+        m = _n_rows(data)
+        resp = np.bincount(inverse * K + labels, minlength=m * K).reshape(m, K).astype(float)
+    else:
+        resp = np.zeros((labels.size, K))
+        resp[np.arange(labels.size), labels] = 1.0
     if model.has_closed_form_m_step:
         return model.m_step(model.suff_stats(sub, resp))
     from .numeric_mstep import generic_params_from_resp
     return generic_params_from_resp(model, sub, resp)
+
+
+def _distinct_rows(model: MixtureModel, data: Data, cache: bool) -> tuple[Data, np.ndarray] | None:
+    """``(distinct rows, inverse)`` of a built-in model whose rows compress (LCA's answer
+    patterns: ``row_patterns``), else None."""
+    from src.models.checks import is_builtin
+
+    get = getattr(model, "row_patterns", None)
+    if get is None or not is_builtin(model):
+        return None
+    out = get(data, cache=cache)
+    return None if out is None else (out[0], out[2])
 
 
 def candidate_params(model: MixtureModel, data: Data, seed: int, i: int) -> tuple[Params, str]:
@@ -206,12 +238,15 @@ def candidate_params(model: MixtureModel, data: Data, seed: int, i: int) -> tupl
         return draw_random_params(model, data, rng), kind
     rows = subsample(n, HC_SUBSAMPLE if kind == "hierarchical" else START_SUBSAMPLE, rng)
     sub = data if rows is None else {key: v[rows] for key, v in data.items()}
-    F = features(model, sub) if kind != "partition" else None
+    # k-means++ and partitions on the distinct rows when they compress (the same numbers)
+    packed = None if kind == "hierarchical" else _distinct_rows(model, sub, cache=rows is None)
+    base, inverse = (sub, None) if packed is None else packed
+    F = features(model, base) if kind != "partition" else None
     if F is None:
         kind = "partition"
         labels = random_partition(_n_rows(sub), K, rng)
     elif kind == "hierarchical":
         labels = ward_labels(F, K)
     else:
-        labels = nearest_centre(F, kmeanspp_centres(F, K, rng))
-    return params_from_labels(model, sub, labels), kind
+        labels = nearest_centre(F, kmeanspp_centres(F, K, rng, inverse), inverse)
+    return params_from_labels(model, base, labels, inverse), kind
