@@ -247,3 +247,73 @@ class TestDerivatives(DerivativeChecks):
         assert np.count_nonzero(J[row]) == 3
         assert J[names.index("weight[3]"), :2].tolist() == [-1.0, -1.0]
         assert J.shape == (len(names), model.n_free_parameters())
+
+
+class PlainLCA(LatentClassModel):
+    """A user subclass: not built in, so the EM driver takes it row by row, one start at a
+    time (its M-step clips the rounding above 1 that user-model checks refuse)."""
+
+    def m_step(self, stats):
+        params = super().m_step(stats)
+        return {**params, "prob": np.minimum(params["prob"], 1.0)}
+
+
+class TestPatterns:
+    def test_patterns_give_the_rows_loglik_and_statistics(self):
+        """The E-step on distinct answer patterns weighted by their counts equals the rows' (loglik to 1e-10 relative, statistics to 1e-10), with missing answers."""
+        frame, prob = simulate(3000, seed=3, missing=0.1)
+        model, data = build(frame, 3)
+        patterns, counts, inverse = model.row_patterns(data)
+        assert counts.sum() == 3000 and patterns["Y"].shape[0] < 1500
+        assert np.array_equal(patterns["Y"][inverse], data["Y"])
+        assert model.compressed_rows(data)[0] is patterns      # cached on the array
+        params = model.init_params(data, stream(1, "test", 1))
+        ll = model.loglik(data, params)
+        assert ll == pytest.approx(brute_force_loglik(data["Y"], params["weight"], params["prob"]), rel=1e-10)
+        stats, ll_pat = model.e_step_stats_weighted(patterns, params, counts)
+        assert ll_pat == pytest.approx(ll, rel=1e-10)
+        resp, _ = model.e_step(data, params)
+        rows = model.suff_stats(data, resp)
+        for key in rows:
+            np.testing.assert_allclose(stats[key], rows[key], rtol=1e-10, atol=1e-9)
+
+    def test_batched_em_map_is_each_sets_own_em_map(self):
+        """em_map_batch of several parameter sets (one with a probability of exactly 0) gives each set's row-by-row EM map."""
+        frame, prob = simulate(2000, seed=4, missing=0.05)
+        model, data = build(frame, 3)
+        sets = [model.init_params(data, stream(2, "test", i)) for i in range(4)]
+        sets.append({"weight": TRUE_WEIGHT, "prob": prob})
+        zero = {k: v.copy() for k, v in sets[0].items()}
+        zero["prob"][1, 0] = [1.0, 0.0, 0.0, 0.0]    # item 1 (2 categories): answer 2 impossible in class 2
+        sets.append(zero)
+        news, lls, notes = model.em_map_batch(data, sets, chunk_size=97)
+        plain = PlainLCA(3)
+        plain.setup({"items": model.items, "categories": model.categories})
+        for params, new, ll, note in zip(sets, news, lls, notes):
+            resp, row_ll = plain.e_step(data, params)
+            direct = plain.m_step(plain.suff_stats(data, resp))
+            assert ll == pytest.approx(row_ll, rel=1e-10) and note == []
+            for key in direct:
+                np.testing.assert_allclose(new[key], direct[key], rtol=1e-10, atol=1e-12)
+
+    def test_lockstep_fit_finds_the_one_at_a_time_maximum(self):
+        """The built-in model (patterns, starts in lockstep) and a user subclass (rows, one start at a time) reach the same maximum from the same candidates."""
+        frame, _ = simulate(2000, seed=5)
+        model, data = build(frame, 3)
+        plain = PlainLCA(3)
+        plain.setup({"items": model.items, "categories": model.categories})
+        kw = dict(seed=2, n_starts=3, n_candidates=12, candidate_iter=5, accelerate="squarem", tol=1e-10)
+        a, b = fit_em(model, data, **kw), fit_em(plain, data, **kw)
+        assert a.start_ids == b.start_ids and a.start_kinds == b.start_kinds
+        np.testing.assert_allclose(a.start_logliks, b.start_logliks, rtol=1e-9)
+        assert a.loglik == pytest.approx(plain.loglik(data, a.params), rel=1e-10)
+        for key in a.params:
+            np.testing.assert_allclose(a.params[key], b.params[key], atol=1e-5)
+
+    def test_no_compression_when_most_rows_are_distinct(self):
+        """Data whose rows are mostly distinct are not compressed (the driver goes row by row)."""
+        rng = stream(6, "test", 0)
+        Y = rng.integers(0, 4, size=(300, 8))
+        model = LatentClassModel(2)
+        model.setup(LatentClassModel.meta_from_array(Y))
+        assert model.compressed_rows({"Y": Y}) is None

@@ -340,3 +340,63 @@ class TestResumeAndWorkers:
         assert a.loglik == b.loglik and a.start_logliks == b.start_logliks
         assert a.start_ids == b.start_ids and a.replication == b.replication
         assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def lca_case(n=2000, K=3):
+    """3-class answers to 6 binary items (the driver compresses them: lockstep path)."""
+    rng = stream(8, "test-data", 0)
+    probs = np.array([np.linspace(0.85, 0.6, 6), np.linspace(0.2, 0.8, 6), np.linspace(0.15, 0.3, 6)])
+    z = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+    Y = (rng.random((n, 6)) < probs[z]).astype(np.int64)
+    model = LatentClassModel(K)
+    model.setup(LatentClassModel.meta_from_array(Y))
+    return model, {"Y": Y}
+
+
+class TestLockstep:
+    def test_candidates_on_distinct_rows_are_the_row_candidates(self):
+        """k-means++ and partition candidates computed on the distinct answer patterns equal those of the rows bit for bit."""
+        from tests.test_lca import PlainLCA
+
+        model, data = lca_case()
+        plain = PlainLCA(3)
+        plain.setup(LatentClassModel.meta_from_array(data["Y"]))
+        for i in range(1, 13):
+            a, kind_a = starts.candidate_params(model, data, 3, i)
+            b, kind_b = starts.candidate_params(plain, data, 3, i)
+            assert kind_a == kind_b
+            assert all(np.array_equal(a[k], b[k]) for k in a), f"candidate {i + 1} ({kind_a})"
+
+    def test_resume_anywhere_is_bitwise_identical(self):
+        """A lockstep fit resumed from any state saved among the candidate groups or the final starts gives the uninterrupted result."""
+        model, data = lca_case()
+        kw = dict(seed=5, n_starts=4, n_candidates=25, candidate_iter=4, accelerate="squarem")
+        rec = MemoryCheckpointer()
+        full = fit_em(model, data, checkpoint=rec, **kw)
+        assert rec.states[0]["config"]["lockstep"] == 10
+        groups = [i for i, s in enumerate(rec.states) if 0 < len(s["candidates"]) < 25]
+        assert [len(rec.states[i]["candidates"]) for i in groups] == [10, 20]
+        final = [i for i, s in enumerate(rec.states) if s["current"] is not None]
+        assert final and all(set(rec.states[i]["current"]) == {"group"} for i in final)
+        for i in groups + final[:: max(1, len(final) // 6)]:
+            again = fit_em(model, data, checkpoint=MemoryCheckpointer(rec.states[i]), **kw)
+            assert again.loglik == full.loglik and again.start_logliks == full.start_logliks
+            assert again.start_ids == full.start_ids and again.loglik_trace == full.loglik_trace
+            assert again.start_n_iter == full.start_n_iter
+            assert all(np.array_equal(again.params[k], full.params[k]) for k in full.params)
+        broken = dict(rec.states[final[0]])
+        broken["current"] = {"group": {"99": next(iter(broken["current"]["group"].values()))}}
+        with pytest.raises(CheckpointInvalid, match="current start 100"):
+            fit_em(model, data, checkpoint=MemoryCheckpointer(broken), **kw)
+
+    def test_workers_do_not_change_a_lockstep_fit(self):
+        """Given 2 worker processes, a lockstep fit gives the in-process result bit for bit."""
+        from src.parallel.executors import ProcessExecutor
+
+        model, data = lca_case(K=2)
+        kw = dict(seed=6, n_starts=3, n_candidates=12, candidate_iter=5, accelerate="squarem")
+        a = fit_em(model, data, **kw)
+        with ProcessExecutor(2) as ex:
+            b = fit_em(model, data, executor=ex, **kw)
+        assert a.loglik == b.loglik and a.start_logliks == b.start_logliks
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
