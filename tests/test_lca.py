@@ -286,9 +286,14 @@ class TestPatterns:
         zero = {k: v.copy() for k, v in sets[0].items()}
         zero["prob"][1, 0] = [1.0, 0.0, 0.0, 0.0]    # item 1 (2 categories): answer 2 impossible in class 2
         sets.append(zero)
+        tiny = {k: v.copy() for k, v in sets[1].items()}  # every class below exp(-745) for some rows
+        tiny["prob"][:, [0, 3], 0] = 1e-200                  # items 1 and 4 have 2 categories
+        tiny["prob"][:, [0, 3], 1] = 1.0 - 1e-200
+        sets.append(tiny)
         news, lls, notes = model.em_map_batch(data, sets, chunk_size=97)
         plain = PlainLCA(3)
         plain.setup({"items": model.items, "categories": model.categories})
+        assert (plain.log_joint(data, tiny).max(axis=1) < -745).any()
         for params, new, ll, note in zip(sets, news, lls, notes):
             resp, row_ll = plain.e_step(data, params)
             direct = plain.m_step(plain.suff_stats(data, resp))

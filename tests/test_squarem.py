@@ -51,6 +51,33 @@ class TestSquaremPieces:
         assert cand["weight"][0] == pytest.approx(f)
         assert squarem.propose(m, p0, p1, p2, 1.001) == (1.0, p2)
 
+    def test_proposals_together_equal_one_by_one(self):
+        """Proposals for several cycles at once (LCA's batched free vectors, and a model without them) equal first_proposal and propose cycle by cycle, backtracking included."""
+        from src.models.lca import LatentClassModel
+        from src.utils.rng import stream
+
+        rng = stream(3, "test", 0)
+        Y = (rng.random((400, 5)) < rng.choice([0.2, 0.8], size=(400, 1))).astype(np.int64)
+        lca = LatentClassModel(2)
+        lca.setup(LatentClassModel.meta_from_array(Y))
+        gauss, (gdata, ginit) = Gauss1D(2), _overlapping_problem()
+        for model, data, inits in ((lca, {"Y": Y}, [lca.init_params({"Y": Y}, rng) for _ in range(4)]),
+                                   (gauss, gdata, [ginit, {**ginit, "var": np.array([0.2, 3.0])}])):
+            cycles = []
+            for p0 in inits:
+                p1, _ = em_map(model, data, p0)
+                cycles.append((p0, p1, em_map(model, data, p1)[0]))
+            steps = [None, 40.0] * (len(cycles) // 2)       # a new cycle, a long backtracking step
+            step_maxs = [64.0] * len(cycles)
+            got = squarem.proposals(model, cycles, steps, step_maxs)
+            for (p0, p1, p2), step, sm, (a0, a, cand) in zip(cycles, steps, step_maxs, got):
+                if step is None:
+                    want = squarem.first_proposal(model, p0, p1, p2, sm)
+                else:
+                    want = (None, *squarem.propose(model, p0, p1, p2, step))
+                assert (a0, a) == want[:2]
+                assert all(np.array_equal(cand[k], want[2][k]) for k in cand)
+
     def test_step_bound_adapts(self):
         """step_max grows x4 after a full-length accepted step and shrinks after a failure."""
         assert squarem.update_step_max(1.0, 1.0, failed=False) == 4.0

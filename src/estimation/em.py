@@ -235,10 +235,27 @@ def _advance(model: MixtureModel, data: Data, st: Mapping[str, Any], opts: Mappi
     return _transition(model, st, new_params, ll, opts)
 
 
+def _needs_proposal(st: Mapping[str, Any], new_params: Params, ll: float
+                    ) -> tuple[tuple[Params, Params, Params], float | None, float] | None:
+    """``(cycle, step, step_max)`` when :func:`_transition` will ask SQUAREM for a proposal
+    (a new cycle: step None; a backtracking one: the step to try), else None."""
+    phase = st["phase"]
+    if phase == "sq1":
+        return (st["sq"]["p0"], st["params"], new_params), None, st["sq"]["step_max"]
+    if phase == "sq2":
+        sq = st["sq"]
+        if sq["a"] > 1.0 and not (np.isfinite(ll) and ll >= sq["l1"]):
+            return (sq["p0"], sq["p1"], sq["p2"]), 0.5 * (sq["a"] + 1.0), sq["step_max"]
+    return None
+
+
 def _transition(model: MixtureModel, st: Mapping[str, Any], new_params: Params, ll: float,
-                opts: Mapping[str, Any]) -> dict[str, Any]:
+                opts: Mapping[str, Any],
+                proposal: tuple[float | None, float, Params] | None = None) -> dict[str, Any]:
     """The next state (a new dict) once the EM map at ``st["params"]`` gave ``(new_params,
-    ll)``: plain EM or one step of the SQUAREM cycle (module :mod:`squarem`)."""
+    ll)``: plain EM or one step of the SQUAREM cycle (module :mod:`squarem`).
+    ``proposal``: SQUAREM's ``(a_first, a, candidate)`` for this step when already computed
+    (:func:`squarem.proposals`, for several starts at once)."""
     st = dict(st)
     params = st["params"]
     st["n_eval"] = st["n_eval"] + 1
@@ -255,8 +272,11 @@ def _transition(model: MixtureModel, st: Mapping[str, Any], new_params: Params, 
     elif phase == "sq1":
         _accept(st, params, ll, tol)
         sq = st["sq"]
-        a0 = squarem.first_step(model, sq["p0"], params, new_params, sq["step_max"])
-        a, cand = squarem.propose(model, sq["p0"], params, new_params, a0)
+        if proposal is None:
+            a0, a, cand = squarem.first_proposal(model, sq["p0"], params, new_params,
+                                                 sq["step_max"])
+        else:
+            a0, a, cand = proposal
         st["sq"] = {"step_max": sq["step_max"], "p0": sq["p0"], "p1": params, "p2": new_params,
                     "l1": ll, "a_first": a0, "a": a}
         st["params"] = cand
@@ -264,7 +284,11 @@ def _transition(model: MixtureModel, st: Mapping[str, Any], new_params: Params, 
     elif phase == "sq2":
         sq = st["sq"]
         if sq["a"] > 1.0 and not (np.isfinite(ll) and ll >= sq["l1"]):
-            a, cand = squarem.propose(model, sq["p0"], sq["p1"], sq["p2"], 0.5 * (sq["a"] + 1.0))
+            if proposal is None:
+                a, cand = squarem.propose(model, sq["p0"], sq["p1"], sq["p2"],
+                                          0.5 * (sq["a"] + 1.0))
+            else:
+                a, cand = proposal[1], proposal[2]
             st["sq"] = {**sq, "a": a}
             st["params"] = cand
         else:
@@ -448,19 +472,30 @@ def _run_group(model: MixtureModel, data: Data, options: Mapping[str, Any],
                 break
             plist = [states[i]["params"] for i in active]
             news, lls, notes = model.em_map_batch(data, plist, chunk)
+            for j, i in enumerate(active):
+                if states[i]["n_eval"] == 0:
+                    _check_first(model, data, plist[j], news[j], float(lls[j]), chunk)
+            asks = {}   # SQUAREM proposals of this step, computed together
+            for j, i in enumerate(active):
+                ask = _needs_proposal(states[i], news[j], float(lls[j]))
+                if ask is not None:
+                    asks[j] = ask
+            props = {}
+            if asks:
+                cycles, steps, step_maxs = (list(x) for x in zip(*asks.values()))
+                props = dict(zip(asks, squarem.proposals(model, cycles, steps, step_maxs)))
             slices = []
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 for j, i in enumerate(active):
                     st = states[i]
-                    if st["n_eval"] == 0:
-                        _check_first(model, data, plist[j], news[j], float(lls[j]), chunk)
                     fresh = [w for w in notes[j] if w not in st["warnings"]]
                     if fresh:
                         st = dict(st)
                         st["warnings"] = st["warnings"] + fresh
                     n0 = len(caught)
-                    states[i] = _transition(model, st, news[j], float(lls[j]), options)
+                    states[i] = _transition(model, st, news[j], float(lls[j]), options,
+                                            props.get(j))
                     slices.append((i, n0, len(caught)))
             for i, a, b in slices:
                 if b > a:

@@ -25,7 +25,7 @@ import numpy as np
 from src.models.base import MixtureModel, Params
 
 __all__ = ["STEP_MAX0", "MSTEP", "MIN_EXCESS", "step_length", "first_step", "propose",
-           "update_step_max"]
+           "first_proposal", "proposals", "update_step_max"]
 
 #: initial upper bound of a (the first cycle is two plain EM steps)
 STEP_MAX0 = 1.0
@@ -64,7 +64,23 @@ def propose(model: MixtureModel, p0: Params, p1: Params, p2: Params,
     """
     if a < 1.0 + MIN_EXCESS:
         return 1.0, p2
+    return _propose(model, *_vectors(model, p0, p1, p2), p2, a)
+
+
+def first_proposal(model: MixtureModel, p0: Params, p1: Params, p2: Params,
+                   step_max: float) -> tuple[float, float, Params]:
+    """``(a_first, a_used, candidate)``: :func:`first_step` then :func:`propose`, with the
+    free vectors computed once (the same numbers)."""
     f0, r, v = _vectors(model, p0, p1, p2)
+    a0 = step_length(r, v, step_max)
+    if a0 < 1.0 + MIN_EXCESS:
+        return a0, 1.0, p2
+    a, cand = _propose(model, f0, r, v, p2, a0)
+    return a0, a, cand
+
+
+def _propose(model: MixtureModel, f0: np.ndarray, r: np.ndarray, v: np.ndarray, p2: Params,
+             a: float) -> tuple[float, Params]:
     while a >= 1.0 + MIN_EXCESS:
         theta = f0 + 2.0 * a * r + a * a * v
         if np.all(np.isfinite(theta)):
@@ -73,6 +89,66 @@ def propose(model: MixtureModel, p0: Params, p1: Params, p2: Params,
                 return a, cand
         a = 0.5 * (a + 1.0)
     return 1.0, p2
+
+
+def proposals(model: MixtureModel, cycles: list[tuple[Params, Params, Params]],
+              steps: list[float | None], step_maxs: list[float]
+              ) -> list[tuple[float, float, Params]]:
+    """Several cycles' proposals at once: per cycle ``(a_first, a_used, candidate)``.
+
+    ``cycles``: the iterates (p0, p1, p2); ``steps[i]``: the step to try (a backtracking
+    cycle, whose ``a_first`` is then returned as None), or None for a new cycle, whose
+    step is :func:`step_length` with ``step_maxs[i]``.  Each cycle gets exactly what
+    :func:`first_proposal` (new) or :func:`propose` (given step) gives it; a model with
+    ``to_free_batch``, ``from_free_batch`` and ``in_parameter_space_batch`` has its free
+    vectors, candidates and constraint checks computed for all cycles together.
+    """
+    n = len(cycles)
+    batch = all(hasattr(model, f) for f in ("to_free_batch", "from_free_batch",
+                                             "in_parameter_space_batch"))
+    if batch:
+        F0, F1, F2 = (model.to_free_batch([c[i] for c in cycles]) for i in range(3))
+    else:
+        F0, F1, F2 = (np.array([model.to_free(c[i]) for c in cycles]) for i in range(3))
+    R = F1 - F0
+    V = F2 - 2.0 * F1 + F0
+    first: list[float | None] = [None] * n
+    a = np.empty(n)
+    for i in range(n):
+        if steps[i] is None:
+            first[i] = step_length(R[i], V[i], step_maxs[i])
+            a[i] = first[i]
+        else:
+            a[i] = steps[i]
+    out: list[tuple[float, float, Params] | None] = [None] * n
+    pending = np.flatnonzero(a >= 1.0 + MIN_EXCESS)
+    for i in np.flatnonzero(a < 1.0 + MIN_EXCESS):
+        out[i] = (first[i], 1.0, cycles[i][2])
+    while pending.size:
+        ap = a[pending][:, None]
+        theta = F0[pending] + 2.0 * ap * R[pending] + ap * ap * V[pending]
+        finite = np.all(np.isfinite(theta), axis=1)
+        ok = np.zeros(pending.size, dtype=bool)
+        cands: list[Params | None] = [None] * pending.size
+        rows = np.flatnonzero(finite)
+        if rows.size:
+            if batch:
+                made = model.from_free_batch(theta[rows])
+                inside = model.in_parameter_space_batch(made)
+            else:
+                made = [model.from_free(theta[r]) for r in rows]
+                inside = [model.in_parameter_space(c) for c in made]
+            for r, c, good in zip(rows, made, inside):
+                cands[r], ok[r] = c, bool(good)
+        for r in np.flatnonzero(ok):
+            i = pending[r]
+            out[i] = (first[i], float(a[i]), cands[r])
+        rest = pending[~ok]
+        a[rest] = 0.5 * (a[rest] + 1.0)
+        for i in rest[a[rest] < 1.0 + MIN_EXCESS]:
+            out[i] = (first[i], 1.0, cycles[i][2])
+        pending = rest[a[rest] >= 1.0 + MIN_EXCESS]
+    return out  # type: ignore[return-value]
 
 
 def update_step_max(step_max: float, a_first: float, failed: bool) -> float:

@@ -110,19 +110,17 @@ def cut_linkage(Z: np.ndarray, n: int, k: int) -> np.ndarray:
     fewer when merge heights tie); clusters are numbered in the order of their first row.
     """
     parent = np.arange(2 * n - 1)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for m in range(max(n - k, 0)):
-        a, b = int(Z[m, 0]), int(Z[m, 1])
-        parent[find(a)] = n + m
-        parent[find(b)] = n + m
-    roots = np.array([find(i) for i in range(n)])
-    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
+    m = max(n - k, 0)
+    if m:   # merge t joins two current clusters into node n + t
+        parent[Z[:m, 0].astype(np.int64)] = n + np.arange(m)
+        parent[Z[:m, 1].astype(np.int64)] = n + np.arange(m)
+    root = parent
+    while True:   # pointer jumping: every node to the last cluster it belongs to
+        up = root[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    _, first, inverse = np.unique(root[:n], return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))      # cluster numbers by first row
     return order[inverse].astype(np.int64)
 

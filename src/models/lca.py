@@ -92,6 +92,8 @@ def _as_text(col: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 
+#: a pattern whose class densities add up to less than this is redone relative to the largest
+_TINY = 1e-280
 #: compress only when the distinct patterns are at most this share of the rows
 COMPRESS_MAX_SHARE = 0.5
 #: the patterns' one-hot matrix is kept (not rebuilt per evaluation) up to this many entries
@@ -178,6 +180,9 @@ class LatentClassModel(MixtureModel):
         self.last_of_free = self.offsets[self.flat_item[self.free_flat]] + \
             sizes[self.flat_item[self.free_flat]] - 1
         self.valid = np.arange(self.cmax)[None, :] < sizes[:, None]   # (J, Cmax)
+        # the free probabilities of a class, row-major (as the free parameterisation lists them)
+        self._free_j = np.repeat(np.arange(sizes.size), sizes - 1)
+        self._free_c = np.concatenate([np.arange(s - 1) for s in sizes]).astype(np.int64)
 
     def _require_setup(self) -> None:
         if not hasattr(self, "sizes"):
@@ -224,6 +229,83 @@ class LatentClassModel(MixtureModel):
     def log_joint(self, data: Data, params: Params) -> np.ndarray:
         O, _ = self.one_hot(data["Y"])
         return self._log_joint_onehot(O, params)
+
+    # ------------------------------------- free vector (fast paths, same numbers)
+    def to_free(self, params: Params) -> np.ndarray:
+        """As the base class (K-1 weights, then class by class the free probabilities),
+        without its walk over the declarations (SQUAREM calls it at every cycle)."""
+        w = np.asarray(params["weight"], dtype=float)
+        p = np.asarray(params["prob"], dtype=float)
+        K = self.n_components
+        if w.shape != (K,) or p.shape != (K, len(self.items), self.cmax):
+            return super().to_free(params)
+        return np.concatenate([w[: K - 1], p[:, self._free_j, self._free_c].ravel()])
+
+    def from_free(self, theta: np.ndarray) -> Params:
+        """As the base class; each item's last category is 1 minus the others added in
+        order (the base class's sum for items of fewer than 9 categories, so the same
+        numbers; larger items take the base class's path)."""
+        theta = np.asarray(theta, dtype=float)
+        K = self.n_components
+        if self.cmax > 8 or theta.shape != (self.n_free_parameters(),):
+            return super().from_free(theta)
+        w = np.empty(K)
+        w[: K - 1] = theta[: K - 1]
+        w[K - 1] = 1.0 - w[: K - 1].sum()
+        prob = np.zeros((K, len(self.items), self.cmax))
+        prob[:, self._free_j, self._free_c] = theta[K - 1:].reshape(K, -1)
+        total = prob[:, :, 0].copy()
+        for c in range(1, self.cmax - 1):
+            total += prob[:, :, c]
+        last = self.sizes - 1
+        J = np.arange(len(self.items))
+        prob[:, J, last] = 1.0 - np.where(last > 0, total, 0.0)
+        return {"weight": w, "prob": prob}
+
+    def to_free_batch(self, params_list: list[Params]) -> np.ndarray:
+        """:meth:`to_free` of several parameter sets, one row each (SQUAREM in lockstep)."""
+        K = self.n_components
+        W = np.stack([np.asarray(p["weight"], dtype=float) for p in params_list])
+        P = np.stack([np.asarray(p["prob"], dtype=float) for p in params_list])
+        if W.shape[1:] != (K,) or P.shape[1:] != (K, len(self.items), self.cmax):
+            return np.array([self.to_free(p) for p in params_list])
+        return np.concatenate([W[:, : K - 1],
+                               P[:, :, self._free_j, self._free_c].reshape(len(W), -1)], axis=1)
+
+    def from_free_batch(self, theta: np.ndarray) -> list[Params]:
+        """:meth:`from_free` of each row of ``theta`` (the same numbers, row by row)."""
+        theta = np.asarray(theta, dtype=float)
+        K, n = self.n_components, theta.shape[0]
+        if self.cmax > 8 or theta.ndim != 2 or theta.shape[1] != self.n_free_parameters():
+            return [self.from_free(row) for row in theta]
+        W = np.empty((n, K))
+        W[:, : K - 1] = theta[:, : K - 1]
+        for i in range(n):
+            W[i, K - 1] = 1.0 - W[i, : K - 1].sum()
+        prob = np.zeros((n, K, len(self.items), self.cmax))
+        prob[:, :, self._free_j, self._free_c] = theta[:, K - 1:].reshape(n, K, -1)
+        total = prob[..., 0].copy()
+        for c in range(1, self.cmax - 1):
+            total += prob[..., c]
+        last = self.sizes - 1
+        prob[:, :, np.arange(len(self.items)), last] = 1.0 - np.where(last > 0, total, 0.0)
+        return [{"weight": W[i], "prob": prob[i]} for i in range(n)]
+
+    def in_parameter_space_batch(self, params_list: list[Params]) -> np.ndarray:
+        """:meth:`in_parameter_space` of several parameter sets (a boolean per set)."""
+        W = np.stack([np.asarray(p["weight"], dtype=float) for p in params_list])
+        P = np.stack([np.asarray(p["prob"], dtype=float) for p in params_list]).reshape(len(W), -1)
+        return (np.isfinite(W).all(axis=1) & np.isfinite(P).all(axis=1) & ~(W < 0).any(axis=1)
+                & (np.abs(np.array([w.sum() for w in W]) - 1.0) <= 1e-8)
+                & ~(P < 0).any(axis=1) & ~(P > 1).any(axis=1))
+
+    def in_parameter_space(self, params: Params) -> bool:
+        """The base class's constraints (finite; weights >= 0 summing to 1 within 1e-8;
+        probabilities in [0, 1]) checked in a few array operations."""
+        w = np.asarray(params["weight"], dtype=float)
+        p = np.asarray(params["prob"], dtype=float)
+        return bool(np.isfinite(w).all() and np.isfinite(p).all() and not (w < 0).any()
+                    and abs(w.sum() - 1.0) <= 1e-8 and not (p < 0).any() and not (p > 1).any())
 
     def init_params(self, data: Data, rng: np.random.Generator) -> Params:
         """Equal weights; each item's probabilities in each class drawn from Dirichlet(1)."""
@@ -375,18 +457,30 @@ class LatentClassModel(MixtureModel):
                 if has_zero:   # an observed answer of probability 0: -inf, not NaN
                     lj[(aug[:, :F] @ Z) > 0] = -np.inf
                 l3 = lj.reshape(b - a, K, L)
-                mx = l3[:, 0].copy()
+                # log-densities are <= 0, so exp cannot overflow; rows whose every class
+                # underflows (sum below TINY) are redone relative to their largest class
+                e = np.exp(l3)
+                s = e[:, 0].copy()
                 for k in range(1, K):
-                    np.maximum(mx, l3[:, k], out=mx)
-                mx[~np.isfinite(mx)] = 0.0
-                l3 -= mx[:, None, :]
-                np.exp(l3, out=l3)
-                s = l3[:, 0].copy()
-                for k in range(1, K):
-                    s += l3[:, k]
+                    s += e[:, k]
+                low = ~(s >= _TINY)
+                shift = None
+                if low.any():
+                    r = np.flatnonzero(low.any(axis=1))
+                    sub = l3[r]
+                    mx = sub.max(axis=1)
+                    mx[~np.isfinite(mx)] = 0.0
+                    mx = np.where(low[r], mx, 0.0)
+                    e[r] = np.exp(sub - mx[:, None, :])
+                    s[r] = e[r].sum(axis=1)
+                    shift = (r, mx)
                 w = weights[a:b]
-                ll += w @ (np.log(s) + mx)
-                l3 *= (w[:, None] / s)[:, None, :]
+                logs = np.log(s)
+                if shift is not None:
+                    logs[shift[0]] += shift[1]
+                ll += w @ logs
+                np.multiply(e, (w[:, None] / s)[:, None, :], out=e)
+                lj = e.reshape(b - a, K * L)
                 part = lj.T @ aug                                # (K*L, F + 1 [+ J])
                 S = part if S is None else S + part
         S = S.reshape(K, L, -1).transpose(1, 0, 2)               # (L, K, F + 1 [+ J])
