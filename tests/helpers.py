@@ -146,17 +146,25 @@ def _diff(name: str, got: str, want: str) -> str:
     return f"{name} differs:\n" + "\n".join(list(lines)[:60])
 
 
-def assert_same_results(run_dir: Path, ref_dir: Path, task: str = TASK) -> None:
-    """estimates.csv, covariance.csv and report.md byte-identical, fit.json byte-identical
-    but for its wall-clock values (so key order and number formatting are checked too)."""
+def assert_same_results(run_dir: Path, ref_dir: Path, task: str = TASK, *,
+                        same_language: bool = True) -> None:
+    """estimates.csv, covariance.csv, report.md and report.html byte-identical, fit.json
+    byte-identical but for its wall-clock values (so key order and number formatting are
+    checked too).  ``same_language=False`` (the report written in another --lang): of the
+    reports, only report.md's table rows are compared."""
     got_dir, want_dir = results_dir(run_dir, task), results_dir(ref_dir, task)
-    for name in ("estimates.csv", "covariance.csv", "report.md"):
+    reports = ("report.md", "report.html") if same_language else ()
+    for name in ("estimates.csv", "covariance.csv", *reports):
         want_file = want_dir / name
         if not want_file.exists():
             assert not (got_dir / name).exists(), f"{name} was written, the reference has none"
             continue
         got, want = (got_dir / name).read_bytes(), want_file.read_bytes()
         assert got == want, _diff(name, got.decode(), want.decode())
+    if not same_language:
+        rows = [[ln for ln in (d / "report.md").read_text(encoding="utf-8").splitlines()
+                 if ln.startswith("| ")] for d in (got_dir, want_dir)]
+        assert rows[0] == rows[1] and rows[1], _diff("report.md's tables", *map("\n".join, rows))
     got = blank_timings((got_dir / "fit.json").read_text(encoding="utf-8"))
     want = blank_timings((want_dir / "fit.json").read_text(encoding="utf-8"))
     assert got == want, _diff("fit.json", got, want)

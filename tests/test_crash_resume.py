@@ -62,7 +62,8 @@ def test_sigkill_then_rerun_gives_identical_results(tmp_path, reference, phase, 
         assert (skip_line(p, lang) in resumed.stdout) == (p in done), (p, resumed.stdout)
     if inside:  # it went on from the saved checkpoint instead of redoing the phase
         assert writes_in_phase(resumed.stderr, phase) < writes_in_phase(ref_proc.stderr, phase)
-    assert_same_results(tmp_path, ref_dir)
+    # the report is in the language of the run that wrote it; the numbers are the same
+    assert_same_results(tmp_path, ref_dir, same_language=lang == "en" or "result_output" in done)
     final = read_progress(tmp_path)
     assert final["status"] == "completed" and final["completed_phases"] == PHASES
     assert final["is_resumed"] is True and final["resume_count"] == 1
