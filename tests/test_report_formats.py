@@ -90,12 +90,16 @@ class _Page(HTMLParser):
         self.kv: list[bool] = []
         self._cell: list[str] | None = None
         self.doctype = ""
+        self.open: list[str] = []  # elements not closed yet
+        self.misnested: list[str] = []
 
     def handle_decl(self, decl: str) -> None:
         self.doctype = decl
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
+        if tag not in ("meta", "img", "br", "hr", "link", "input"):  # void elements
+            self.open.append(tag)
         self.attrs += [(tag, k, v or "") for k, v in attrs]
         if tag == "table":
             self.tables.append([])
@@ -106,6 +110,10 @@ class _Page(HTMLParser):
             self._cell = []
 
     def handle_endtag(self, tag):
+        if self.open and self.open[-1] == tag:
+            self.open.pop()
+        else:
+            self.misnested.append(tag)
         if tag in ("td", "th") and self._cell is not None:
             self.tables[-1][-1].append("".join(self._cell).strip())
             self._cell = None
@@ -162,6 +170,8 @@ class TestHtml:
         html = (out / "report.html").read_text(encoding="utf-8")
         page = _page(html)
         assert page.doctype.lower() == "doctype html" and page.tags[:2] == ["html", "head"]
+        assert page.open == [] and page.misnested == []  # every element closed, in order
+        assert ("meta", "charset", "utf-8") in page.attrs and "title" in page.tags
         assert not {"script", "link", "iframe", "object", "embed"} & set(page.tags)
         assert "@import" not in html and "url(" not in html
         refs = [(tag, k, v) for tag, k, v in page.attrs if k in ("src", "href", "srcset", "data")]
