@@ -64,7 +64,7 @@ def _write(stored, folder: Path, **opts) -> Path:
     options = RunOptions(n_starts=2, se_method="louis", output_dir=str(folder), **opts).validate()
     record = stored["data_preparation"]
     model = build_model(options, record["meta"])
-    from src.output.writers import result_files, removable, write_file_set, manifest_bytes
+    from src.output.writers import manifest_bytes, removable, result_files, write_file_set
 
     if not sections and not figures:
         write_all(model, record, stored["model_estimation"], stored["standard_error_computation"],

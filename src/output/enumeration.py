@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 from ..models.base import MixtureModel
 from ..progress.atomic import remove_stray_temporaries, write_file_set
 from ..utils.messages import register
-from .document import Bullets, Callout, Document, Figure, Paragraph, Section, Strong, Table
+from .document import Bullets, Callout, Document, Figure, Section, Strong, Table
 from .plots import criteria_plot
 from .report import report_language, tr
 from .writers import (MANIFEST, format_number, manifest_bytes, removable, report_files,
