@@ -1,5 +1,15 @@
 """Label switching: match a bootstrap replicate's classes to the estimate's.
 
+The bootstrap matches classes by what they do on the data (:func:`align_by_posteriors`):
+replicate class ``a`` goes with estimate class ``b`` when the rows the estimate puts in
+``b`` are the rows the replicate puts in ``a``, i.e. the permutation maximising
+``sum_i tau_ib(estimate) tau_ia(replicate)`` on the observed rows.  This needs no scale for
+the parameters and cannot be misled by an entry that is nearly equal across classes (Old
+Faithful's two waiting-time variances, 33.7 and 36.0, made the parameter distance below
+swap the classes of 2 replicates in 50, and the bootstrap SE of a mean 13 times too large).
+
+Without data, :func:`align_to` compares parameters:
+
 Distance between replicate class ``a`` and estimate class ``b`` (generic over models,
 since every parameter array's first axis is the class):
 
@@ -21,9 +31,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..models.base import MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params
 
-__all__ = ["class_distance", "align_to", "align_params"]
+__all__ = ["class_distance", "align_to", "align_params", "posterior_agreement",
+           "align_by_posteriors"]
 
 
 def class_distance(reference: Params, replicate: Params) -> np.ndarray:
@@ -57,3 +68,31 @@ def align_to(reference: Params, replicate: Params) -> np.ndarray:
 def align_params(model: MixtureModel, reference: Params, replicate: Params) -> Params:
     """The replicate's parameters relabelled to match the reference's classes."""
     return model.permute(replicate, align_to(reference, replicate))
+
+
+def posterior_agreement(model: MixtureModel, data: Data, reference: Params, replicate: Params,
+                        chunk_size: int = 4096) -> np.ndarray:
+    """Matrix (K, K): entry [b, a] = sum over rows of tau_ib(reference) tau_ia(replicate)."""
+    n = int(next(iter(data.values())).shape[0])
+    K = model.n_components
+    agree = np.zeros((K, K))
+    for a in range(0, n, chunk_size):
+        part = {k: v[a:a + chunk_size] for k, v in data.items()}
+        ref, _ = model.e_step(part, reference)
+        rep, _ = model.e_step(part, replicate)
+        agree += np.nan_to_num(ref).T @ np.nan_to_num(rep)
+    return agree
+
+
+def align_by_posteriors(model: MixtureModel, data: Data, reference: Params,
+                        replicate: Params, chunk_size: int = 4096) -> Params:
+    """The replicate's parameters relabelled so that each class holds the rows the
+    reference's class of the same number holds (most posterior agreement, Hungarian);
+    the parameter distance decides only when the posteriors cannot (no rows)."""
+    agree = posterior_agreement(model, data, reference, replicate, chunk_size)
+    if not np.any(agree > 0):
+        return align_params(model, reference, replicate)
+    rows, cols = linear_sum_assignment(-agree)
+    perm = np.empty(agree.shape[0], dtype=int)
+    perm[rows] = cols
+    return model.permute(replicate, perm)

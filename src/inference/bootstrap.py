@@ -35,7 +35,7 @@ from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from ..utils.messages import register, t, templates
 from ..utils.rng import stream
-from .align import align_params
+from .align import align_by_posteriors
 from .intervals import percentile_intervals
 from .results import SEResult
 
@@ -99,7 +99,8 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
             warnings.simplefilter("ignore")
             fit = fit_em(model, data_b, tol=opts["tol"], max_iter=opts["max_iter"],
                          accelerate=opts["accelerate"], chunk_size=opts["chunk_size"], **starts)
-        free = model.to_free(align_params(model, params, fit.params))
+        free = model.to_free(align_by_posteriors(model, data, params, fit.params,
+                                                   opts["chunk_size"]))
         if not np.all(np.isfinite(free)):
             status = "error"
             message = "the refitted parameters are not finite"
