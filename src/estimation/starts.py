@@ -157,8 +157,19 @@ def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator,
     def feature(c: int) -> np.ndarray:
         return F[c] if inverse is None else F[inverse[c]]
 
+    # small whole-number features (one-hot answers): every distance and every partial sum
+    # is an exact integer, so |x|^2 + |c|^2 - 2 x.c and any order of summation give the
+    # same numbers as the squared differences added row by row
+    exact = inverse is not None and _small_integers(F)
+    norms = (F * F).sum(axis=1) if exact else None
+
+    def dist2(f: np.ndarray) -> np.ndarray:
+        if exact:
+            return norms + float(f @ f) - 2.0 * (F @ f)
+        return ((F - f) ** 2).sum(axis=1)
+
     chosen = [int(rng.integers(n))]
-    d2 = ((F - feature(chosen[0])) ** 2).sum(axis=1)
+    d2 = dist2(feature(chosen[0]))
     for _ in range(1, k):
         rows = d2 if inverse is None else d2[inverse]
         total = float(rows.sum())
@@ -168,8 +179,15 @@ def kmeanspp_centres(F: np.ndarray, k: int, rng: np.random.Generator,
         else:
             c = int(rng.integers(n))
         chosen.append(c)
-        d2 = np.minimum(d2, ((F - feature(c)) ** 2).sum(axis=1))
+        d2 = np.minimum(d2, dist2(feature(c)))
     return np.array(chosen, dtype=np.int64)
+
+
+def _small_integers(F: np.ndarray) -> bool:
+    """True when every entry of ``F`` is a whole number of magnitude below 2**10 (so the
+    squared distances of up to 2**20 rows add up exactly in double precision)."""
+    return bool(F.size and F.shape[1] <= 2 ** 10 and np.all(np.abs(F) < 2 ** 10)
+                and np.array_equal(F, np.round(F)))
 
 
 def nearest_centre(F: np.ndarray, centres: np.ndarray,

@@ -125,6 +125,7 @@ class LatentClassModel(MixtureModel):
     """Latent class model for categorical items; data ``{"Y": (N, J) int64}``, -1 = missing."""
 
     name = "lca"
+    summaries = ("response_patterns",)
     has_closed_form_m_step = True
     #: the data layer reads the columns as text (so code ``1`` stays ``1``)
     reads_text = True
@@ -322,7 +323,11 @@ class LatentClassModel(MixtureModel):
         No :meth:`degeneracies`: probabilities on the boundary are proper maxima.
         """
         O = data.get("onehot") if isinstance(data, Mapping) else None
-        return np.array(O) if O is not None else self.one_hot(data["Y"])[0]
+        if O is None:
+            return self.one_hot(data["Y"])[0]
+        O = O.view()   # the patterns' cached one-hot matrix, read only
+        O.flags.writeable = False
+        return O
 
     # ------------------------------------------------------ closed-form M-step
     def _stats(self, O: np.ndarray, observed: np.ndarray, resp: np.ndarray) -> dict[str, np.ndarray]:
@@ -334,6 +339,8 @@ class LatentClassModel(MixtureModel):
 
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         """``nk`` (K,), ``counts`` (K, J, Cmax), ``mass`` (K, J) observed mass per item."""
+        if "onehot" in data:   # answer patterns (compressed_rows) carry theirs
+            return self._stats(data["onehot"], data["observed"], resp)
         O, observed = self.one_hot(data["Y"])
         return self._stats(O, observed, resp)
 
@@ -375,6 +382,8 @@ class LatentClassModel(MixtureModel):
             return hit[2]
         out = self._compress(Y)
         if cache:
+            for key in [key for key, entry in _PATTERNS.items() if entry[0]() is None]:
+                del _PATTERNS[key]   # arrays gone: their patterns go too
             if len(_PATTERNS) >= _PATTERNS_MAX:
                 _PATTERNS.pop(next(iter(_PATTERNS)))
             _PATTERNS[id(Y)] = (weakref.ref(Y), sig, out)
