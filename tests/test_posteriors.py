@@ -241,9 +241,8 @@ class TestIdColumn:
         assert bad.returncode == 2
         assert_one_sentence(bad.stderr)
         out = results_dir(tmp_path) / "posteriors.csv"
-        if not out.is_file():
-            pytest.xfail("posteriors.csv is not among the result files yet (writers.result_files)")
         got = _read(out.read_bytes(), id_type=str)
         assert got.columns[0] == "pid" and got["pid"].tolist() == [ROWS[i][0] for i in KEPT]
         fit = json.loads((results_dir(tmp_path) / "fit.json").read_text())
         assert fit["n_obs"] == len(got) == 18
+        assert fit["rows"] == {"n_used": 18, "n_dropped": len(ROWS) - 18, "id_column": "pid"}

@@ -98,6 +98,9 @@ class MixtureModel(ABC):
     needs_data: ClassVar[bool] = False
     #: standard-error methods the family supports (None: every registered method)
     se_methods: ClassVar[tuple[str, ...] | None] = None
+    #: the family's own summaries in the results (:data:`src.inference.summaries.SUMMARIES`:
+    #: "response_patterns" for categorical answers, "sd_correlation" for covariances)
+    summaries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_components: int, **options: Any) -> None:
         if int(n_components) < 1:

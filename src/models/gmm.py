@@ -90,6 +90,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
     """
 
     name = "gmm"
+    summaries = ("sd_correlation",)
     has_closed_form_m_step = True
     option_specs = (
         Option("covariance", str, "full", "gmm: covariance structure", choices=COVARIANCE_TYPES,

@@ -192,13 +192,15 @@ def write_enumeration(models: Mapping[int, MixtureModel], record: Mapping[str, A
                       se_by_k: Mapping[str, Any], options: Any, *,
                       fingerprint: Mapping[str, Any],
                       sections_by_k: Mapping[int, Sequence[Section]] | None = None,
-                      figures_by_k: Mapping[int, Mapping[str, Any]] | None = None) -> list[str]:
+                      figures_by_k: Mapping[int, Mapping[str, Any]] | None = None,
+                      conclusions_by_k: Mapping[int, Any] | None = None) -> list[str]:
     """Write every K's folder, then the top-level set (see the module docstring); return
     the paths written.  ``sections_by_k``, ``figures_by_k``: each K's extra report sections
     and figures, as :func:`~.writers.result_files` takes them."""
     out_dir = Path(options.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections_by_k, figures_by_k = sections_by_k or {}, figures_by_k or {}
+    conclusions_by_k = conclusions_by_k or {}
     written: list[Path] = []
     subsets: dict[str, bytes] = {}
     for k in selection["ks"]:
@@ -206,7 +208,8 @@ def write_enumeration(models: Mapping[int, MixtureModel], record: Mapping[str, A
         folder.mkdir(exist_ok=True)
         files = result_files(models[k], record, fits[str(k)], se_by_k.get(str(k), {}),
                              options.replace(components=k), fingerprint=fingerprint,
-                             sections=sections_by_k.get(k, ()), figures=figures_by_k.get(k))
+                             sections=sections_by_k.get(k, ()), figures=figures_by_k.get(k),
+                             conclusions=conclusions_by_k.get(k))
         old = removable(folder)
         remove_stray_temporaries(folder, (*old, *files, MANIFEST))
         manifest = manifest_bytes(options.task_name, files)
@@ -216,7 +219,8 @@ def write_enumeration(models: Mapping[int, MixtureModel], record: Mapping[str, A
     sel_options = options.replace(components=sel)
     files, report = result_set(models[sel], record, fits[str(sel)], se_by_k.get(str(sel), {}),
                                sel_options, fingerprint=fingerprint,
-                               sections=sections_by_k.get(sel, ()), figures=figures_by_k.get(sel))
+                               sections=sections_by_k.get(sel, ()), figures=figures_by_k.get(sel),
+                               conclusions=conclusions_by_k.get(sel))
     files["fit.json"] = _fit_json_with_enumeration(files["fit.json"], selection, options)
     files[ENUMERATION_CSV] = enumeration_csv(selection["rows"])
     plot = (criteria_plot(selection["rows"], sel, selection["rule"])

@@ -24,11 +24,14 @@ from typing import Any, Mapping, Sequence
 from ..inference import Comparison
 from ..models.base import MixtureModel
 from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_file, write_file_set
-from .estimates import covariance_rows, csv_bytes, estimates_rows, format_number, primary_method
+from .conclusions import conclusion_sections
+from .estimates import (covariance_rows, csv_bytes, estimates_rows, format_number, interval_summary,
+                        primary_method)
 from .document import FIGURE_NAME, Document, Section, to_markdown
 from .render_html import to_html
 from .render_latex import to_latex
-from .report import comparison_of, disagreements, not_comparable, report_document, starts_json
+from .report import (comparison_of, disagreements, not_comparable, report_document,
+                     report_language, starts_json)
 
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
            "comparison_of", "Comparison", "remove_stray_temporaries", "result_set_is_complete",
@@ -41,7 +44,8 @@ REPORT_FILES = {"md": "report.md", "html": "report.html", "tex": "tables.tex"}
 #: every result file a run may write (a later run without one removes the earlier one's;
 #: enumeration.csv and criteria.png only with several K, see src/output/enumeration.py;
 #: the figures src.output.plots draws; other figures are found in the earlier manifest)
-RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", *REPORT_FILES.values(),
+RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "posteriors.csv",
+                *REPORT_FILES.values(),
                 "enumeration.csv", "criteria.png", "profile.png", "scatter.png", "density.png",
                 "regression.png", "posterior.png")
 
@@ -72,13 +76,15 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
 
 
 def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
-              se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any]) -> list[str]:
+              se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
+              conclusions: Any = None) -> list[str]:
     """Write every result file into ``options.results_dir``; return their paths."""
     from .enumeration import remove_subsets
 
     out_dir = Path(options.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = result_files(model, record, fit, se, options, fingerprint=fingerprint)
+    files = result_files(model, record, fit, se, options, fingerprint=fingerprint,
+                         conclusions=conclusions)
     old = removable(out_dir)
     remove_stray_temporaries(out_dir, (*old, *files, MANIFEST))
     manifest = _manifest(options.task_name, files)
@@ -90,7 +96,8 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
 def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
                  se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
                  sections: Sequence[Section] = (),
-                 figures: Mapping[str, Any] | None = None) -> dict[str, bytes]:
+                 figures: Mapping[str, Any] | None = None,
+                 conclusions: Any = None) -> dict[str, bytes]:
     """The result files of one fit, by name: estimates.csv, covariance.csv (with standard
     errors), fit.json, the figures, and the report in each of ``options.formats``
     (report.md, report.html, tables.tex).
@@ -99,26 +106,38 @@ def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[st
     ``after``, see :func:`~.report.report_document`); ``figures``: ``{file name: (png,
     caption)}`` or ``{file name: Plot}``, shown in the report's "Figures" section.  Every
     figure of the report (these and any :class:`~.document.Figure` inside ``sections``) is
-    written as its PNG file.
+    written as its PNG file.  ``conclusions``: what
+    :func:`src.pipeline.conclusions.conclusions_of` found (fit.json keys, report sections,
+    figures, posteriors.csv).
     """
     files, doc = result_set(model, record, fit, se, options, fingerprint=fingerprint,
-                            sections=sections, figures=figures)
+                            sections=sections, figures=figures, conclusions=conclusions)
     return {**files, **report_files(doc, options)}
 
 
 def result_set(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
                se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
                sections: Sequence[Section] = (),
-               figures: Mapping[str, Any] | None = None) -> tuple[dict[str, bytes], Document]:
+               figures: Mapping[str, Any] | None = None,
+               conclusions: Any = None) -> tuple[dict[str, bytes], Document]:
     """:func:`result_files` in two parts: the files but the report and its figures, and the
     report as a :class:`~.document.Document` (for a caller that adds to it, as the
     enumeration does, before :func:`report_files`)."""
     header, rows = estimates_rows(model, fit, se, options)
     files = {"estimates.csv": csv_bytes(header, rows)}
-    cov = covariance_rows(se, options)
+    cov = covariance_rows(se, options, model=model)
     if cov is not None:
         files["covariance.csv"] = csv_bytes(*cov)
     fitj = _fit_json(model, record, fit, se, options, dict(fingerprint))
+    fitj.update(conclusions.json if conclusions is not None
+                else interval_summary(model, se, options))
+    # a phrase in the run's language: the report's, not fit.json's (the same in any --lang)
+    description = fitj.pop("interval_description", None)
+    if conclusions is not None:
+        files.update(conclusions.files)
+        sections = [*conclusion_sections({**fitj, "interval_description": description},
+                                         report_language(options)), *sections]
+        figures = {**conclusions.figures, **(figures or {})}
     # keys sorted: the same bytes (but for "seconds") however the results were gathered or resumed
     files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
                          + "\n").encode()

@@ -29,6 +29,7 @@ import numpy as np
 from ..config import RunOptions
 from ..models.base import MixtureModel
 from ..models.registry import constructor_options, get_model_class
+from ..utils.console import KINDS
 from ..utils.checkpointing import Checkpointer, CheckpointInvalid, NullCheckpointer, require
 from ..utils.errors import DataError, FingerprintMismatch, ModelError
 from ..utils.messages import register, t
@@ -348,7 +349,7 @@ def se_arguments(method: str, options: RunOptions, *, checkpoint: Checkpointer |
         kwargs["executor"] = executor
     if desc.progress and reporter is not None:
         kwargs[desc.progress] = lambda index, status, done, total: reporter.unit(
-            method, done, total, kind="bootstrap" if method == "bootstrap" else "replicate", k=k)
+            method, done, total, kind=method if method in KINDS else "replicate", k=k)
     return kwargs
 
 
@@ -383,37 +384,57 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
 
 
 def needs_workers(options: RunOptions, fit_done: bool, se_done: bool,
-                  selection_done: bool = True) -> bool:
+                  selection_done: bool = True, output_done: bool = True) -> bool:
     """Whether the rest of the run has work for worker processes."""
     from ..inference import SE_METHODS
 
     return (not fit_done or (not selection_done and options.blrt > 0)
-            or (not se_done and any(SE_METHODS[m].parallel for m in options.se_methods())))
+            or (not se_done and any(SE_METHODS[m].parallel for m in options.se_methods()))
+            or (not output_done and options.gof_bootstrap > 0))
 
 
 # ---------------------------------------------------------------- output
 def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
-                  options: RunOptions, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Phase ``result_output``: estimates.csv, covariance.csv, fit.json, report.md."""
+                  options: RunOptions, fingerprint: dict[str, Any] | None = None, *,
+                  checkpoint: Checkpointer | None = None, executor: Any = None,
+                  reporter: Any = None) -> dict[str, Any]:
+    """Phase ``result_output``: estimates.csv, covariance.csv, posteriors.csv, fit.json,
+    the figures and the report (:mod:`src.pipeline.conclusions` says what the fit means;
+    its goodness-of-fit bootstrap is the phase's only checkpointed work)."""
     from ..output.writers import write_all
+    from .conclusions import conclusions_of
 
+    found = conclusions_of(prepared, fit, se, options, checkpoint=checkpoint,
+                           executor=executor, reporter=reporter)
     files = write_all(prepared.model, prepared.record, fit, se, options,
-                      fingerprint=fingerprint or {})
+                      fingerprint=fingerprint or {}, conclusions=found)
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
 
 
 def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
                               selection: dict[str, Any], se: dict[str, Any],
                               options: RunOptions,
-                              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+                              fingerprint: dict[str, Any] | None = None, *,
+                              checkpoint: Checkpointer | None = None, executor: Any = None,
+                              reporter: Any = None) -> dict[str, Any]:
     """Phase ``result_output`` with several K: the selected K's files, enumeration.csv,
-    criteria.png and a folder ``k{K}/`` per K (``src.output.enumeration``)."""
+    criteria.png and a folder ``k{K}/`` per K (``src.output.enumeration``), each with its
+    conclusions (the goodness-of-fit bootstrap for the selected K only)."""
     from ..output.enumeration import write_enumeration
+    from .conclusions import conclusions_of
     from .enumeration import prepared_for
 
-    models = {k: prepared_for(prepared, options, k).model for k in options.k_list()}
-    files = write_enumeration(models, prepared.record, fits["fits"], selection, se["by_k"],
-                              options, fingerprint=fingerprint or {})
+    selected = int(selection["selected"])
+    preps = {k: prepared_for(prepared, options, k) for k in options.k_list()}
+    found = {k: conclusions_of(preps[k], fits["fits"][str(k)], se["by_k"].get(str(k), {}),
+                               options.replace(components=k),
+                               checkpoint=checkpoint if k == selected else None,
+                               executor=executor, reporter=reporter, k=k,
+                               gof_bootstrap_replicates=None if k == selected else 0)
+             for k in options.k_list()}
+    files = write_enumeration({k: p.model for k, p in preps.items()}, prepared.record,
+                              fits["fits"], selection, se["by_k"], options,
+                              fingerprint=fingerprint or {}, conclusions_by_k=found)
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
 
 

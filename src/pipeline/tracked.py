@@ -62,9 +62,13 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                      options, reporter)
     prepared = phases.materialise(record, options)
     several = options.enumerating
+    if tracker.is_completed("result_output") and not phases.output_is_current(
+            tracker.get_phase_result("result_output"), options):
+        tracker.invalidate_phase("result_output")  # its files were removed or moved
     workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
                                    tracker.is_completed("standard_error_computation"),
-                                   not several or tracker.is_completed("model_selection"))
+                                   not several or tracker.is_completed("model_selection"),
+                                   tracker.is_completed("result_output"))
     with phases.run_executor(options, workers) as executor:  # workers warm up during the fit
         fit = resume_estimation_phase(tracker, "model_estimation",
                                       _announced(reporter, "model_estimation", phases.estimate_model),
@@ -82,13 +86,11 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                                 _se_phase),
                                      prepared, fit, selection, options, tracker, reporter,
                                      executor)
-    if tracker.is_completed("result_output") and not phases.output_is_current(
-            tracker.get_phase_result("result_output"), options):
-        tracker.invalidate_phase("result_output")  # its files were removed or moved
-    output = resume_estimation_phase(tracker, "result_output",
-                                     _announced(reporter, "result_output", _output_phase),
-                                     prepared, fit, selection, se, options,
-                                     tracker.fingerprints.get("result_output"))
+        output = resume_estimation_phase(tracker, "result_output",
+                                         _announced(reporter, "result_output", _output_phase),
+                                         prepared, fit, selection, se, options,
+                                         tracker.fingerprints.get("result_output"), tracker,
+                                         reporter, executor)
     if not several:
         return {"fit": fit, "se": se, "output": output, "prepared": prepared}
     k = int(selection["selected"])
@@ -121,11 +123,14 @@ def _se_phase(prepared: phases.Prepared, fit: dict[str, Any], selection: dict[st
 
 def _output_phase(prepared: phases.Prepared, fit: dict[str, Any],
                   selection: dict[str, Any] | None, se: dict[str, Any], options: RunOptions,
-                  fingerprint: dict[str, Any] | None) -> dict[str, Any]:
+                  fingerprint: dict[str, Any] | None, checkpoint: Any = None,
+                  reporter: Reporter | None = None, executor: Any = None) -> dict[str, Any]:
     """Phase ``result_output``: one K's files, or with several the enumeration's."""
+    kw = {"checkpoint": checkpoint, "executor": executor, "reporter": reporter}
     if selection is None:
-        return phases.write_results(prepared, fit, se, options, fingerprint)
-    return phases.write_enumeration_results(prepared, fit, selection, se, options, fingerprint)
+        return phases.write_results(prepared, fit, se, options, fingerprint, **kw)
+    return phases.write_enumeration_results(prepared, fit, selection, se, options, fingerprint,
+                                            **kw)
 
 
 def run(options: RunOptions, reporter: Reporter | None = None, *,

@@ -1,0 +1,96 @@
+"""What a fit means, for the result files: per-row posteriors, classification quality,
+goodness of fit, derived parameters, the intervals' method, and the figures.
+
+One call per K in ``result_output`` (:func:`conclusions_of`); it gathers the pure functions of
+:mod:`src.inference.classification`, :mod:`src.inference.goodness`,
+:mod:`src.output.estimates`, :mod:`src.output.posteriors` and :mod:`src.output.plots` and
+hands the writers a :class:`Conclusions`: keys for ``fit.json``, report sections
+(:mod:`src.output.conclusions`), figures and extra files.  Which parts apply is decided by
+what the model declares: goodness of fit against the saturated table for latent class models,
+standard deviations and correlations for Gaussian mixtures (what the family declares,
+:mod:`src.inference.summaries`), the rest for every model.
+
+The parametric-bootstrap p-values of G2 and X2 (``--gof-bootstrap B``) are the only long
+part: replicates run on the run's executor and are checkpointed one by one (the
+``result_output`` phase's checkpoint), so a killed run resumes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..config import RunOptions
+from ..inference.classification import classification_summary
+from ..inference.summaries import model_summaries
+from ..output.estimates import interval_summary, primary_method
+from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
+from ..selection.blrt import FIT_OPTION_KEYS
+from .phases import Prepared
+
+__all__ = ["Conclusions", "conclusions_of"]
+
+
+@dataclass
+class Conclusions:
+    """What :func:`conclusions_of` found: ``json`` (keys added to fit.json), ``summary``
+    (what the report sections are made of), ``figures`` ({file: Plot}), ``files`` ({name:
+    bytes}, e.g. posteriors.csv)."""
+
+    json: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def _params(fit: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in fit["params"].items()}
+
+
+def _responsibilities(model: Any, data: Mapping[str, np.ndarray], params: Any,
+                      chunk_size: int) -> np.ndarray:
+    from ..inference.classification import responsibility_chunks
+
+    return np.concatenate([r for _, r in responsibility_chunks(model, data, params, chunk_size)])
+
+
+def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, Any],
+                   options: RunOptions, *, checkpoint: Any = None, executor: Any = None,
+                   reporter: Any = None, k: int | None = None,
+                   gof_bootstrap_replicates: int | None = None) -> Conclusions:
+    """The conclusions of one fit (one K) on the prepared data.
+
+    ``gof_bootstrap_replicates``: B of the goodness-of-fit bootstrap (default
+    ``options.gof_bootstrap``; the enumeration runs it for the selected K only)."""
+    model, data, params = prepared.model, prepared.data, _params(fit)
+    chunk = int(options.chunk_size)
+    out = Conclusions()
+    record = prepared.record
+    n_obs = prepared.n_obs
+    out.json["rows"] = {"n_used": n_obs,
+                        "n_dropped": int(record.get("n_dropped", int(record.get("n_rows", n_obs)) - n_obs)),
+                        "id_column": prepared.id_column}
+    out.json["classification"] = classification_summary(model, data, params, chunk_size=chunk)
+    intervals = interval_summary(model, se, options)
+    out.json.update(intervals)
+    primary = primary_method(se, options)
+    progress = None
+    if reporter is not None:
+        def progress(index: int, status: str, done: int, total: int) -> None:
+            reporter.unit("G2/X2", done, total, kind="replicate", k=k)
+    B = options.gof_bootstrap if gof_bootstrap_replicates is None else gof_bootstrap_replicates
+    out.json.update(model_summaries(
+        model, data, params, n_params=int(fit["n_params"]),
+        se=se[primary] if primary is not None else None, ci_level=options.ci_level,
+        seed=options.seed, gof_replicates=B,
+        fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
+        executor=executor, checkpoint=checkpoint, on_replicate=progress))
+    out.files[POSTERIORS_CSV] = posteriors_csv(model, data, params, prepared.row_labels,
+                                               id_column=prepared.id_column, chunk_size=chunk)
+    if options.plots:
+        from ..output.plots import figures
+
+        resp = _responsibilities(model, data, params, chunk)
+        out.figures = figures(model, data, params, resp)
+    return out
