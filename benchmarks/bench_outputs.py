@@ -1,0 +1,295 @@
+"""What writing the conclusions costs: issue 10's target "writing all outputs and plots for
+N = 1e5 adds at most 10% to a default run".
+
+Each measurement is one run of the main pipeline in a fresh process (as a user's run: imports,
+matplotlib's first import and font cache lookups included), with the script's defaults
+(10 starts from 50 candidates, SQUAREM, Louis standard errors, ``--formats md,html``, plots)
+and one BLAS thread (the pipeline limits BLAS itself; ``OPENBLAS_NUM_THREADS=1`` and friends
+are set for the child too).  The child parses the flags as the script does
+(``src.pipeline.cli.parse``) and calls ``src.pipeline.run`` with a Reporter that notes when each
+phase starts and ends, so the phases are timed inside the run:
+
+* ``output`` = the ``result_output`` phase (posteriors.csv, classification quality, the family's
+  summaries, figures, estimates/covariance/fit.json, report.md and report.html, the manifest);
+* ``rest`` = the rest of ``src.pipeline.run`` (``data_preparation``, ``model_estimation``,
+  ``standard_error_computation``, and between them the checks, fingerprints and re-reading of
+  the data); ``wall`` = the child process from exec to exit, measured by the parent;
+* inside ``output``: ``mpl import`` (matplotlib's modules the first figure needs, imported
+  just before the figures are drawn) and ``draw`` (``src.output.plots.figures``: drawing and
+  PNG encoding), timed by wrapping that function in the child.
+
+**ratio = output / rest** (the issue's "adds at most 10%": the output phase against the run
+without it; interpreter start-up and imports counted in neither, which makes the ratio larger
+than against the whole process).  ``minimal`` runs the same with ``--no-plots --formats md``
+(estimates, covariance, posteriors.csv, fit.json and report.md only) to show what the figures
+and the HTML add.  Each round runs every case in both settings, the order alternating between
+rounds; tables give medians over rounds (min-max of the ratio).
+
+Cases (data simulated once from ``src.utils.rng.stream(SEED, "bench-outputs", i)``, i the case's position in CASES, and
+written as CSV, N = 1e5 unless ``--n``): ``gmm2``, ``gmm5`` (2 and 5 columns, 2 well
+separated correlated Gaussian classes), ``lca10`` (10 binary items, 2 classes).  All K = 2
+(the default).
+
+``--profile CASE`` instead runs one default run of CASE under cProfile and prints where the
+``result_output`` phase spends its time (cumulative seconds of the functions inside it).
+
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_outputs.py [--rounds 3] [--n 1e5]
+[--cases gmm2,gmm5,lca10] [--json out.json]`` (about 10 minutes at 3 rounds on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 20261202
+CASES = ("gmm2", "gmm5", "lca10")
+PHASES = ("data_preparation", "model_estimation", "standard_error_computation", "result_output")
+MINIMAL = ("--no-plots", "--formats", "md")
+ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+# ----------------------------------------------------------------------- data
+def simulate(case: str, n: int) -> "object":
+    """The case's data as a pandas DataFrame (a fixed stream per case)."""
+    import pandas as pd
+
+    if case not in CASES:
+        raise SystemExit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+
+    from src.utils.rng import stream
+
+    rng = stream(SEED, "bench-outputs", CASES.index(case))
+    if case.startswith("gmm"):
+        d = int(case[3:])
+        z = rng.random(n) < 0.4
+        means = np.stack([np.zeros(d), np.full(d, 2.5)])
+        A = [np.eye(d) + 0.3 * rng.standard_normal((d, d)) for _ in range(2)]
+        X = means[z.astype(int)] + np.einsum(
+            "nij,nj->ni", np.stack(A)[z.astype(int)], rng.standard_normal((n, d)))
+        return pd.DataFrame(X, columns=[f"x{j + 1}" for j in range(d)])
+    if case == "lca10":
+        items = 10
+        probs = np.stack([np.linspace(0.15, 0.45, items), np.linspace(0.85, 0.55, items)])
+        z = (rng.random(n) < 0.35).astype(int)
+        Y = (rng.random((n, items)) < probs[z]).astype(int) + 1
+        return pd.DataFrame(Y, columns=[f"item{j + 1}" for j in range(items)])
+    raise SystemExit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+
+
+def case_args(case: str, path: Path) -> list[str]:
+    model = "lca" if case.startswith("lca") else "gmm"
+    return ["--model", model, "--data", str(path)]
+
+
+# ---------------------------------------------------------------------- child
+def child(argv: list[str], profile: bool) -> None:
+    """One run of the pipeline in this process; prints {phase: seconds} as JSON."""
+    t_exec = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    from src.pipeline import cli, run
+    from src.utils.console import Reporter
+
+    class PhaseClock(Reporter):
+        """A Reporter that also notes each phase's start and end (perf_counter)."""
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.times: dict[str, list[float]] = {}
+
+        def phase_started(self, phase):
+            self.times[phase] = [time.perf_counter()]
+            super().phase_started(phase)
+
+        def phase_finished(self, phase):
+            super().phase_finished(phase)
+            self.times[phase].append(time.perf_counter())
+
+    # what the figures cost inside result_output: matplotlib's import, then the drawing
+    import src.output.plots as plots
+    draw = plots.figures
+    figure_times: dict[str, float] = {}
+
+    def timed_figures(*a, **kw):
+        t = time.perf_counter()
+        import matplotlib.figure  # noqa: F401  (what the first figure imports)
+        from matplotlib.backends import backend_agg  # noqa: F401
+        from matplotlib import font_manager  # noqa: F401
+        figure_times["mpl_import"] = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            return draw(*a, **kw)
+        finally:
+            figure_times["figures"] = time.perf_counter() - t
+
+    plots.figures = timed_figures  # src.pipeline.conclusions imports it when it draws
+    _, options = cli.parse(argv)
+    reporter = PhaseClock(stream=open(os.devnull, "w"), live=False)
+    prof = None
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    run(options, reporter)
+    t1 = time.perf_counter()
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+    out = {p: b - a for p, (a, b) in reporter.times.items()}
+    out["run"] = t1 - t0
+    out.update(figure_times)
+    out["imports"] = t0 - t_exec
+    print(json.dumps(out))
+
+
+def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None) -> dict:
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    if profile_out is not None:
+        env["BENCH_PROFILE_OUT"] = str(profile_out)
+        cmd.append("--child-profile")
+    t0 = time.perf_counter()
+    proc = subprocess.run([*cmd, "--", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr}")
+    times = json.loads(proc.stdout.strip().splitlines()[-1])
+    times["wall"] = wall
+    return times
+
+
+def measure(case: str, data: Path, minimal: bool, work: Path) -> dict:
+    """A fresh default run (minimal: --no-plots --formats md) of ``case`` in ``work``."""
+    folder = work / f"{case}-{'minimal' if minimal else 'default'}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    argv = [*case_args(case, data), "--no-progress-tracking", *(MINIMAL if minimal else ())]
+    times = run_child(argv, folder)
+    times["rest"] = times["run"] - times["result_output"]
+    times["output"] = times["result_output"]
+    times["ratio"] = times["output"] / times["rest"]
+    files = sorted(p.name for p in (folder / "results" / "main_estimation").iterdir())
+    times["files"] = files
+    return times
+
+
+def profile(case: str, data: Path, work: Path, top: int) -> None:
+    import pstats
+
+    folder = work / f"{case}-profile"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    out = work / f"{case}.prof"
+    times = run_child([*case_args(case, data), "--no-progress-tracking"], folder, profile_out=out)
+    print(f"{case}: phases {json.dumps({k: round(v, 3) for k, v in times.items()})}")
+    stats = pstats.Stats(str(out))
+    stats.sort_stats("cumulative")
+    # the output phase's callees (tracked._output_phase and below)
+    stats.print_callees("_output_phase")
+    stats.print_stats(r"src/(output|pipeline/conclusions|inference/(classification|summaries|goodness))", top)
+
+
+def machine() -> dict:
+    import numpy
+    import scipy
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "nproc": os.cpu_count(), "cpu": cpu,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "loadavg": load}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n", type=float, default=1e5)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--profile", default=None, metavar="CASE",
+                    help="profile one default run of CASE's result_output instead")
+    ap.add_argument("--top", type=int, default=30)
+    args = ap.parse_args()
+    cases = [c for c in args.cases.split(",") if c]
+    n = int(args.n)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for case in ([args.profile] if args.profile else cases):
+        paths[case] = work / f"{case}-{n}.csv"
+        if not paths[case].exists():
+            simulate(case, n).to_csv(paths[case], index=False)
+    if args.profile:
+        profile(args.profile, paths[args.profile], work, args.top)
+        return
+
+    info = machine()
+    print(f"N = {n}, rounds {args.rounds}, {info}", flush=True)
+    results: dict[str, dict[str, list[dict]]] = {c: {"default": [], "minimal": []} for c in cases}
+    for r in range(args.rounds):
+        order = [False, True] if r % 2 == 0 else [True, False]
+        for case in cases:
+            for minimal in order:
+                t = measure(case, paths[case], minimal, work)
+                results[case]["minimal" if minimal else "default"].append(t)
+                print(f"round {r + 1} {case:6s} {'minimal' if minimal else 'default':7s} "
+                      f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
+                      f"  (mpl {t.get('mpl_import', 0):.2f}, draw {t.get('figures', 0):.2f})"
+                      f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
+                      f"se {t['standard_error_computation']:.2f}, wall {t['wall']:.2f}, "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+    info["loadavg_end"] = os.getloadavg()
+
+    def med(rows, key):
+        return statistics.median(row[key] for row in rows)
+
+    def fmt(rows, key):
+        return f"{med(rows, key):.3f}" if all(key in row for row in rows) else "-"
+
+    print("\n| case | setting | data s | fit s | SE s | rest s | **output s** | mpl import s | draw s | **output / rest** (min-max) | output / (wall - output) | files |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for case in cases:
+        for setting in ("default", "minimal"):
+            rows = results[case][setting]
+            ratios = [row["ratio"] for row in rows]
+            wall_ratio = statistics.median(row["output"] / (row["wall"] - row["output"])
+                                           for row in rows)
+            print(f"| {case} | {setting} | {med(rows, 'data_preparation'):.2f} | "
+                  f"{med(rows, 'model_estimation'):.2f} | {med(rows, 'standard_error_computation'):.2f} | "
+                  f"{med(rows, 'rest'):.2f} | **{med(rows, 'output'):.3f}** | "
+                  f"{fmt(rows, 'mpl_import')} | {fmt(rows, 'figures')} | "
+                  f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                  f"{wall_ratio:.3f} | {len(rows[0]['files'])} |")
+    if args.json:
+        args.json.write_text(json.dumps({"n": n, "machine": info, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        i = sys.argv.index("--")
+        child(sys.argv[i + 1:], "--child-profile" in sys.argv[:i])
+    else:
+        sys.path.insert(0, str(ROOT))
+        main()
