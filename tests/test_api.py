@@ -205,6 +205,7 @@ class TestSameAsScript:
         assert (tmp_path / "api" / "estimates.csv").read_bytes() == \
             (tmp_path / "script" / "estimates.csv").read_bytes()
         assert res.se_result is not None and res.best_start >= 1
+        _same_files(tmp_path / "api", tmp_path / "again", res.write(tmp_path / "again"))
         with pytest.raises(UsageError, match="did you mean 'task_name'"):
             run(task_nam="x")
 
@@ -426,6 +427,16 @@ class TestInferenceTable:
         assert w["ci_lower"] == pytest.approx(expit(logit(w["estimate"]) - half), rel=1e-12)
         assert 0 < w["ci_lower"] < w["estimate"] < w["ci_upper"] < 1
         assert res.standard_errors("louis", ci_level=0.9).equals(table)
+
+    def test_bootstrap_intervals_are_percentiles(self):
+        """Bootstrap standard errors give percentile intervals: numpy's quantiles of the replicates."""
+        res = fit("builtin:faithful", "gmm", 2, n_starts=2)
+        table = res.standard_errors("bootstrap", n_bootstrap=6, ci_level=0.8)
+        rep = res.se_result.replicates
+        assert table.attrs["interval_method"] == "percentile" and rep.shape[1] == len(table)
+        np.testing.assert_array_equal(table["ci_lower"], np.percentile(rep, 10, axis=0))
+        np.testing.assert_array_equal(table["ci_upper"], np.percentile(rep, 90, axis=0))
+        np.testing.assert_allclose(table["se"], rep.std(axis=0, ddof=1), rtol=1e-12)
 
     def test_boundary_probabilities_are_empty_as_in_estimates_csv(self, carcinoma_pair):
         """Carcinoma's 0/1 probabilities have no interval; every cell equals estimates.csv's at 0.9."""
