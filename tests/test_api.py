@@ -501,10 +501,15 @@ class TestFiguresAndFiles:
             assert mpimg.imread(io.BytesIO(plot.png), format="png").shape[:2] == (plot.height, plot.width)
 
     def test_write_gives_the_scripts_files(self, faithful_pair, tmp_path):
-        """write(ci_level=0.9) writes the script's files; formats and plots choose the report and figures."""
+        """write(ci_level=0.9) writes the script's files; formats, plots and lang choose the report and figures."""
+        from src.utils.messages import get_language
+
         out, res = faithful_pair
         _same_files(out, tmp_path / "api", res.write(tmp_path / "api", ci_level=0.9, lang="en"))
-        fewer = res.write(tmp_path / "api", formats=["md", "tex"], plots=False)
+        before = get_language()
+        fewer = res.write(tmp_path / "api", formats=["md", "tex"], plots=False, lang="zh")
+        assert (tmp_path / "api" / "report.md").read_text(encoding="utf-8").startswith("# 估计报告")
+        assert get_language() == before
         names = sorted(Path(f).name for f in fewer)
         assert names == ["covariance.csv", "estimates.csv", "fit.json", "manifest.json",
                          "posteriors.csv", "report.md", "tables.tex"]
