@@ -28,7 +28,7 @@ from .models.base import MixtureModel
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL, family_options, options_of
 from .progress.paths import DEFAULT_TASK
 from .utils.errors import UsageError
-from .utils.messages import register, t
+from .utils.messages import get_language, register, t
 from .utils.options import Option, check_names, check_value
 
 __all__ = ["RunOptions", "OPTIONS", "CORE_OPTIONS", "load_config", "build_options",
@@ -358,4 +358,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     sel = {**est, **parts["model_selection"]}
     se = {**sel, **parts["standard_error_computation"]}
     return {"data_preparation": data, "model_estimation": est, "model_selection": sel,
-            "standard_error_computation": se, "result_output": {**se, **parts["result_output"]}}
+            "standard_error_computation": se,
+            # the files are written in the report's language (redone without asking when
+            # only this phase's inputs change: src/pipeline/tracked.py)
+            "result_output": {**se, **parts["result_output"],
+                              "report_language": options.lang or get_language()}}

@@ -43,8 +43,29 @@ def test_rerun_of_completed_run_skips_every_phase(tmp_path, louis_run):
     assert (results_dir(tmp_path) / "estimates.csv").read_bytes() == before
     zh = run_script(tmp_path, *LOUIS, lang="zh_CN.UTF-8")  # default language from LANG
     check_rc(zh, 0)
-    for phase in PHASES:
+    for phase in PHASES[:-1]:
         assert skip_line(phase, "zh") in zh.stdout
+    # the files are written again in Chinese without asking; no number changes
+    assert "report_language: 'en' -> 'zh'" in zh.stdout
+    assert (results_dir(tmp_path) / "estimates.csv").read_bytes() == before
+    assert "## 拟合" in (results_dir(tmp_path) / "report.md").read_text(encoding="utf-8") or \
+        "拟合" in (results_dir(tmp_path) / "report.md").read_text(encoding="utf-8")
+
+
+def test_output_options_of_a_completed_run_rewrite_only_the_files(tmp_path, louis_run):
+    """--ci-level, --formats and --no-plots after a completed run redo result_output alone (no --recompute-changed needed); other inputs are still refused."""
+    copy_run(louis_run, tmp_path)
+    before = (results_dir(tmp_path) / "estimates.csv").read_text(encoding="utf-8")
+    proc = run_script(tmp_path, *LOUIS, "--ci-level", "0.9", "--formats", "md", "--no-plots")
+    check_rc(proc, 0)
+    for phase in PHASES[:-1]:
+        assert skip_line(phase) in proc.stdout
+    after = (results_dir(tmp_path) / "estimates.csv").read_text(encoding="utf-8")
+    assert after != before and after.splitlines()[0] == before.splitlines()[0]
+    names = {p.name for p in results_dir(tmp_path).iterdir()}
+    assert "report.html" not in names and not any(n.endswith(".png") for n in names)
+    refused = run_script(tmp_path, *LOUIS, "--ci-level", "0.9", "--tol", "1e-6")
+    check_rc(refused, 3)
 
 
 # ------------------------------------------------------------------------ fingerprints

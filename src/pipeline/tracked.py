@@ -156,7 +156,8 @@ def run(options: RunOptions, reporter: Reporter | None = None, *,
                                  enabled=not options.no_progress_tracking,
                                  fingerprints=fingerprints, restart=options.restart,
                                  recompute_changed=options.recompute_changed,
-                                 notify=reporter.message, phases=PHASES) as tracker:
+                                 notify=reporter.message, phases=PHASES,
+                                 rederivable=("result_output",)) as tracker:
             result = wiring(tracker, options, reporter)
     reporter.close()
     if options.auto_cleanup_progress and not options.no_progress_tracking:

@@ -134,13 +134,16 @@ class SavedProgress:
         self.notify = notify
 
     def recover(self, fingerprints: Mapping[str, Mapping[str, Any]] | None = None,
-                recompute_changed: bool = False) -> Recovered | None:
+                recompute_changed: bool = False,
+                rederivable: Sequence[str] = ()) -> Recovered | None:
         """What can be resumed (None: no saved progress), its results checked against
-        this run's ``fingerprints`` (phase -> inputs).  Damaged files may be set aside,
-        never deleted."""
+        this run's ``fingerprints`` (phase -> inputs).  ``rederivable``: phases recomputed
+        without asking when only their own inputs changed (writing the results in another
+        form or language redoes no estimation).  Damaged files may be set aside, never
+        deleted."""
         rec = self._load()
         if rec is not None and fingerprints:
-            self._check_fingerprints(rec, fingerprints, recompute_changed)
+            self._check_fingerprints(rec, fingerprints, recompute_changed, rederivable)
         return rec
 
     def discard(self) -> None:
@@ -338,7 +341,7 @@ class SavedProgress:
 
     # ------------------------------------------------------------ inputs
     def _check_fingerprints(self, rec: Recovered, fingerprints: Mapping[str, Mapping[str, Any]],
-                            recompute_changed: bool) -> None:
+                            recompute_changed: bool, rederivable: Sequence[str] = ()) -> None:
         """Refuse (or, with recompute_changed, drop) results whose inputs changed."""
         changes: dict[str, tuple] = {}
         affected: list[str] = []
@@ -356,7 +359,7 @@ class SavedProgress:
         if not affected:
             return
         text = describe_changes(changes)
-        if not recompute_changed:
+        if not recompute_changed and not set(affected) <= set(rederivable):
             raise FingerprintMismatch(t("progress.mismatch", task=self.task_name, changes=text,
                                         phases=", ".join(affected)))
         self.notify(t("progress.recompute", changes=text, phases=", ".join(affected)))

@@ -80,7 +80,8 @@ class EstimationProgressTracker:
                  fingerprints: Mapping[str, Mapping[str, Any]] | None = None,
                  restart: bool = False, recompute_changed: bool = False,
                  notify: Callable[[str], None] | None = None,
-                 phases: Sequence[str] | None = None) -> None:
+                 phases: Sequence[str] | None = None,
+                 rederivable: Sequence[str] = ()) -> None:
         self.task_name = validate_task_name(task_name)
         self.enabled = enabled
         self.progress_dir = Path(progress_dir)
@@ -90,6 +91,8 @@ class EstimationProgressTracker:
         self.phases = None if phases is None else tuple(validate_phase_name(p) for p in phases)
         self.restart = restart
         self.recompute_changed = recompute_changed
+        #: phases redone without --recompute-changed when only their own inputs changed
+        self.rederivable = tuple(rederivable)
         self.notify = notify or print
         now = time.time()
         self.current_phase: str | None = None
@@ -147,7 +150,8 @@ class EstimationProgressTracker:
                 if self.restart:
                     saved.discard()
                 else:
-                    recovered = saved.recover(self.fingerprints, self.recompute_changed)
+                    recovered = saved.recover(self.fingerprints, self.recompute_changed,
+                                              self.rederivable)
                     if recovered is not None:
                         self._adopt(recovered)
                     if self.completed_phases or self._checkpoint_state is not None:
@@ -447,7 +451,8 @@ def estimation_progress(task_name: str = "main_estimation", save_interval: float
     """Track a run: resume earlier progress, save on exit, exception, SIGINT, SIGTERM, SIGHUP.
 
     Keyword options go to :class:`EstimationProgressTracker` (``enabled``,
-    ``fingerprints``, ``restart``, ``recompute_changed``, ``notify``, ``phases``).  SIGTERM
+    ``fingerprints``, ``restart``, ``recompute_changed``, ``notify``, ``phases``,
+    ``rederivable``).  SIGTERM
     and SIGHUP become :class:`Terminated` (``exit_code`` 143 / 129, ``signame``) and
     SIGINT ``KeyboardInterrupt`` (130), so the state is written before the process ends.
     The first signal decides the end: later ones are ignored, and after a signal-ended run
