@@ -352,6 +352,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
             continue  # nothing is selected among one K
         value = getattr(options, opt.name, opt.default)  # a user model's own option: default
         parts[opt.fingerprint or "model_estimation"][opt.name] = value
+    if options.id is not None and options.columns is None:
+        parts["data_preparation"]["id"] = options.id  # it also decides the model's columns
     data = {"version": __version__, "environment": dict(environment), "data_sha256": data_sha256,
             "model_file_sha256": model_file_sha256, **parts["data_preparation"]}
     est = {**data, **parts["model_estimation"]}

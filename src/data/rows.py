@@ -5,11 +5,12 @@ is row 0), or, with ``--id COLUMN``, by that column's value.  The id column is c
 through, never modelled, so:
 
 * it must be in the file: otherwise a DataError naming it and the available columns;
-* it must not be one of the model's columns: ``--id x --columns a,x`` is a UsageError, and
-  so is ``--id x`` without ``--columns`` (then every column of the file enters the model,
-  the id too).  The model's columns are therefore the same with and without ``--id``, and
-  so are the parsed data and their hash: ``--id`` only changes what the results are
-  labelled with (it is a ``result_output`` option);
+* it must not be one of the model's columns: ``--id x --columns a,x`` is a UsageError;
+  without ``--columns`` every other column of the file enters the model.  With
+  ``--columns``, ``--id`` changes only what the results are labelled with (a
+  ``result_output`` option: the parsed data and their hash are the same with and without
+  it); without, it also decides the model's columns, so it is then part of
+  ``data_preparation``'s fingerprint too (:func:`src.config.phase_fingerprints`);
 * its values are kept as they are (a text file's cell as written, so ``007`` stays
   ``007``; a Parquet column with its type); repeated ids are allowed (every row keeps its
   own line in ``posteriors.csv``), and :func:`id_notes` says how many repeat.
@@ -40,11 +41,6 @@ register({
               "an id is carried through, not modelled, so leave it out of --columns.",
         "zh": "--id 指定的列 {column!r} 同时也是模型的列（--columns {columns}）；id 列只随结果输出、不参与建模，"
               "请把它从 --columns 中去掉。"},
-    "data.id_needs_columns": {
-        "en": "--id {column} needs --columns, since without it every column of {source} enters "
-              "the model, the id too; list the model's columns, e.g. --columns {others}.",
-        "zh": "--id {column} 需要同时给出 --columns，否则 {source} 的每一列（包括 id 列）都会进入模型；"
-              "请列出模型使用的列，例如 --columns {others}。"},
     "data.id_unmatched": {
         "en": "Model '{model}' kept {n_kept} of the {n_rows} rows of {source} by a rule of its "
               "own, so the --id values cannot be matched to its rows; remove the rows it "
@@ -75,10 +71,6 @@ def check_id_column(id_column: str | None, columns: Sequence[str] | None,
     if column not in names:
         raise DataError(t("data.missing_id", column=column, source=source,
                           available=", ".join(names) or "-"))
-    if columns is None:
-        others = [c for c in names if c != column]
-        raise UsageError(t("data.id_needs_columns", column=column, source=source,
-                           others=",".join(others) or "-"))
 
 
 def split_id(frame: pd.DataFrame, id_column: str | None, columns: Sequence[str] | None,
