@@ -2,8 +2,8 @@
 
 The script examples run in-process in a folder that links the repository's ``src``,
 ``tests`` and ``examples`` (so the relative paths are the README's), with a few flags
-appended that make them fast (fewer starts, bootstrap and BLRT replicates, one process); the Python
-example runs as written.
+appended that make them fast (fewer starts, bootstrap, BLRT and goodness-of-fit replicates, one
+process); the Python example runs as written.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from tests.helpers import ROOT
 from tests.inprocess import run_main
 
 README = ROOT / "README.md"
-FASTER = ("--n-starts", "2", "--n-bootstrap", "4", "--blrt", "4", "--workers", "1", "--lang", "en")
+FASTER = ("--n-starts", "2", "--n-bootstrap", "4", "--blrt", "4", "--gof-bootstrap", "4",
+          "--workers", "1", "--lang", "en")
 
 
 def _blocks(lang: str) -> list[str]:
