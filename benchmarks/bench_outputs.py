@@ -40,6 +40,7 @@ Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_outputs.py [--rounds 3] [-
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -124,9 +125,9 @@ def child(argv: list[str], profile: bool) -> None:
 
     def timed_figures(*a, **kw):
         t = time.perf_counter()
-        import matplotlib.figure  # noqa: F401  (what the first figure imports)
-        from matplotlib.backends import backend_agg  # noqa: F401
-        from matplotlib import font_manager  # noqa: F401
+        for name in ("matplotlib.figure", "matplotlib.backends.backend_agg",
+                     "matplotlib.font_manager"):  # what the first figure imports
+            importlib.import_module(name)
         figure_times["mpl_import"] = time.perf_counter() - t
         t = time.perf_counter()
         try:

@@ -26,7 +26,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from tests.helpers import (TASK, blank_timings, check_rc, read_progress, results_dir,
+from tests.helpers import (blank_timings, check_rc, read_progress, results_dir,
                            run_script, skip_line)
 from tests.inprocess import run_main
 
