@@ -359,7 +359,7 @@ class TestOptionsOfTheOutput:
 
 class TestGoodnessOfFitBootstrapResume:
     def test_sigkill_inside_result_output_resumes_to_identical_files(self, runs, tmp_path):
-        """Killed after 4 of 8 bootstrap replicates of result_output, the run resumes them to the uninterrupted run's files (fit.json but for timings)."""
+        """Killed after 4 of 8 bootstrap replicates of result_output, the run resumes from the 5th to the uninterrupted run's files (fit.json but for timings)."""
         killed = run_script(tmp_path, *LCA, fault="kill:result_output:5")
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         saved = read_progress(tmp_path)
@@ -373,6 +373,9 @@ class TestGoodnessOfFitBootstrapResume:
         check_rc(resumed, 0)
         for phase in PHASES:
             assert (skip_line(phase) in resumed.stdout) == (phase != "result_output")
+        # the replicates saved before the kill are kept: the first one reported is the 5th
+        assert "G2/X2 replicates 5/8" in resumed.stdout, resumed.stdout
+        assert "G2/X2 replicates 1/8" not in resumed.stdout
         assert_same_files(results_dir(tmp_path), results_dir(runs["lca"]))
         assert read_progress(tmp_path)["completed_phases"] == PHASES
 
