@@ -100,11 +100,15 @@ register({
         "en": "The model has at least as many parameters as the table has free cells (df = {df}), so G2 and X2 have no p-value.",
         "zh": "模型参数个数不少于表中自由单元格数（df = {df}），因此 G2 和 X2 没有 p 值。"},
     "gof.sparse_mean": {
-        "en": "The table of response patterns is sparse ({n} rows over {cells} cells, {mean:.3g} expected per cell, below {limit:g}), so chi-square p-values would be unreliable and are not given; --gof-bootstrap B gives parametric-bootstrap p-values.",
-        "zh": "回答模式表是稀疏的（{n} 行分布在 {cells} 个单元格中，每格期望频数 {mean:.3g}，低于 {limit:g}），卡方 p 值不可靠，因此不予给出；使用 --gof-bootstrap B 可得到参数自助法 p 值。"},
+        "en": "The table of response patterns is sparse ({n} rows over {cells} cells, {mean:.3g} expected per cell, below {limit:g}), so chi-square p-values would be unreliable and are not given; {then}.",
+        "zh": "回答模式表是稀疏的（{n} 行分布在 {cells} 个单元格中，每格期望频数 {mean:.3g}，低于 {limit:g}），卡方 p 值不可靠，因此不予给出；{then}。"},
     "gof.sparse_cells": {
-        "en": "The table of response patterns is sparse ({share:.0%} of the expected counts are below {small:g}, smallest {min:.3g}; Cochran's rule allows at most {limit:.0%} below {small:g} and none below {floor:g}), so chi-square p-values would be unreliable and are not given; --gof-bootstrap B gives parametric-bootstrap p-values.",
-        "zh": "回答模式表是稀疏的（{share:.0%} 的期望频数低于 {small:g}，最小为 {min:.3g}；Cochran 规则要求低于 {small:g} 的不超过 {limit:.0%} 且没有低于 {floor:g} 的），卡方 p 值不可靠，因此不予给出；使用 --gof-bootstrap B 可得到参数自助法 p 值。"},
+        "en": "The table of response patterns is sparse ({share:.0%} of the expected counts are below {small:g}, smallest {min:.3g}; Cochran's rule allows at most {limit:.0%} below {small:g} and none below {floor:g}), so chi-square p-values would be unreliable and are not given; {then}.",
+        "zh": "回答模式表是稀疏的（{share:.0%} 的期望频数低于 {small:g}，最小为 {min:.3g}；Cochran 规则要求低于 {small:g} 的不超过 {limit:.0%} 且没有低于 {floor:g} 的），卡方 p 值不可靠，因此不予给出；{then}。"},
+    "gof.then_offer": {"en": "--gof-bootstrap B gives parametric-bootstrap p-values",
+                       "zh": "使用 --gof-bootstrap B 可得到参数自助法 p 值"},
+    "gof.then_used": {"en": "the p-values given are from the parametric bootstrap ({B} replicates)",
+                      "zh": "所给 p 值来自参数自助法（{B} 次重复）"},
     "gof.boot_failed": {
         "en": "{n} of {B} goodness-of-fit bootstrap replicates were left out because they raised an error (first, replicate {r}: {msg}).",
         "zh": "{B} 次拟合优度自助法重复中有 {n} 次出错而被排除（第一次为第 {r} 次重复：{msg}）。"},
@@ -216,7 +220,7 @@ def _sparseness(model: MixtureModel, params: Params, n: int, n_cells: int) -> di
 
 
 def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
-                       n_params: int) -> dict[str, Any]:
+                       n_params: int, bootstrap: int = 0) -> dict[str, Any]:
     """G2 and X2 of a latent class estimate against the saturated multinomial (module doc).
 
     ``data["Y"]``: (N, J) answers coded 0..C_j-1, -1 missing; ``n_params``: the fit's number
@@ -233,6 +237,8 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
       were enumerated); ``bootstrap_suggested`` (True when a p-value is missing only
       because the table is sparse);
     * ``notes``: sentences for the report (rows left out, why no p-value, ``--gof-bootstrap``).
+        ``bootstrap``: B of the parametric bootstrap the caller runs (``gof_bootstrap``), so a
+    sparse table's note says the p-values given come from it instead of offering it.
     """
     Y = _answers(data)
     N = int(Y.shape[0])
@@ -259,14 +265,15 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
     if df <= 0:
         notes.append(t("gof.df", df=df))
     elif out["sparse"]:
-        out["bootstrap_suggested"] = True
+        out["bootstrap_suggested"] = not bootstrap
+        then = t("gof.then_used", B=bootstrap) if bootstrap else t("gof.then_offer")
         if out["sparse_rule"] == "mean":
             notes.append(t("gof.sparse_mean", n=n, cells=n_cells, mean=n / n_cells,
-                           limit=SPARSE_MEAN))
+                           limit=SPARSE_MEAN, then=then))
         else:
             notes.append(t("gof.sparse_cells", share=out["share_expected_below_5"],
                            small=SMALL_EXPECTED, min=out["min_expected"] or 0.0,
-                           limit=SMALL_SHARE, floor=MIN_EXPECTED))
+                           limit=SMALL_SHARE, floor=MIN_EXPECTED, then=then))
     else:
         out["p_value_g2"] = _num(stats.chi2.sf(st["g2"], df))
         out["p_value_x2"] = _num(stats.chi2.sf(st["x2"], df))

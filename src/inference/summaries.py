@@ -27,7 +27,8 @@ __all__ = ["SUMMARIES", "model_summaries"]
 
 def _response_patterns(model: MixtureModel, data: Data, params: Params, ctx: Mapping[str, Any]
                        ) -> dict[str, Any]:
-    gof = lca_fit_statistics(model, data, params, n_params=ctx["n_params"])
+    gof = lca_fit_statistics(model, data, params, n_params=ctx["n_params"],
+                             bootstrap=ctx["gof_replicates"])
     if ctx["gof_replicates"] > 0:
         gof["bootstrap"] = gof_bootstrap(model, data, params, ctx["gof_replicates"], ctx["seed"],
                                          fit_options=ctx["fit_options"],
