@@ -237,7 +237,8 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
       were enumerated); ``bootstrap_suggested`` (True when a p-value is missing only
       because the table is sparse);
     * ``notes``: sentences for the report (rows left out, why no p-value, ``--gof-bootstrap``).
-        ``bootstrap``: B of the parametric bootstrap the caller runs (``gof_bootstrap``), so a
+
+    ``bootstrap``: B of the parametric bootstrap the caller runs (``gof_bootstrap``), so a
     sparse table's note says the p-values given come from it instead of offering it.
     """
     Y = _answers(data)
