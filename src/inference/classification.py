@@ -14,27 +14,34 @@ first class on a tie), ``pi_k`` the estimated class weights and ``n`` the rows:
   ``OCC_k = (AvePP_k / (1 - AvePP_k)) / (pi_k / (1 - pi_k))`` with ``AvePP_k`` the diagonal of
   ``average_posterior`` (inf when ``AvePP_k`` is 1; None for K = 1); Nagin suggests OCC > 5;
 * ``entropy`` (relative: ``1 - EN / (n ln K)``, None for K = 1) and ``smallest_class`` (the
-  smallest estimated weight): :func:`src.selection.criteria.criteria`, so they are the
-  numbers of ``enumeration.csv``;
+  smallest estimated weight) with the definitions of :func:`src.selection.criteria.criteria`,
+  so they are the numbers of ``enumeration.csv`` (to rounding);
 * ``warnings`` (in the run's language) when ``smallest_class`` is under
   :data:`SMALL_CLASS` (0.05) or a class's ``AvePP_k`` is below :data:`LOW_AVEPP` (0.7).
 
-The posteriors are computed ``chunk_size`` rows at a time and accumulated in row order, so
-memory is bounded by the chunk and the result depends on the chunk size only by rounding.
+The posteriors are computed once per fit (:func:`posteriors_of`, a :class:`Posteriors`) and
+handed to every consumer (this summary, ``posteriors.csv``, the figures) through their
+``resp=`` argument; without it each computes them itself, ``chunk_size`` rows at a time.  A
+model with ``row_patterns(data)`` (latent class models: ``(patterns, counts, inverse)`` of the
+distinct answer patterns, or None) has them computed on its distinct patterns only, and the
+summary sums over patterns weighted by their counts: the same numbers as row by row, up to
+rounding (sums in another order).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
-from ..selection.criteria import criteria, smallest_class
+from ..selection.criteria import smallest_class
 from ..utils.messages import register, t
 
 __all__ = ["classification_summary", "summarise_responsibilities", "responsibility_chunks",
-           "SMALL_CLASS", "LOW_AVEPP"]
+           "Posteriors", "posteriors_of", "as_posteriors", "relative_entropy", "SMALL_CLASS", "LOW_AVEPP"]
 
 #: a warning when the smallest estimated class weight is under this
 SMALL_CLASS = 0.05
@@ -72,29 +79,125 @@ def responsibility_chunks(model: MixtureModel, data: Data, params: Params,
         yield a, np.asarray(resp, dtype=float)
 
 
+@dataclass(frozen=True)
+class Posteriors:
+    """The posterior class probabilities of every row, computed once (:func:`posteriors_of`).
+
+    ``tau`` (m, K): one row per data row (``inverse`` None), or per distinct row pattern,
+    with ``inverse`` (n,) naming each data row's pattern (row ``i`` has ``tau[inverse[i]]``)
+    and ``counts`` (m,) how many rows have each pattern.  :meth:`chunks` and :meth:`rows`
+    give them row by row in input order; :meth:`weighted` the compact form for sums."""
+
+    tau: np.ndarray
+    inverse: np.ndarray | None = None
+    counts: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.tau.shape[0] if self.inverse is None else self.inverse.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.tau.shape[1])
+
+    def chunks(self, chunk_size: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, posteriors (m, K))`` of ``chunk_size`` rows at a time, in row order
+        (patterns expanded one chunk at a time, so memory is bounded by the chunk)."""
+        size = max(int(chunk_size), 1)
+        for a in range(0, self.n_rows, size):
+            if self.inverse is None:
+                yield a, self.tau[a:a + size]
+            else:
+                yield a, self.tau[self.inverse[a:a + size]]
+
+    def rows(self) -> np.ndarray:
+        """Every row's posteriors, (n, K), in row order."""
+        return self.tau if self.inverse is None else self.tau[self.inverse]
+
+    def weighted(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(tau, counts)``: sums over rows are ``counts @ f(tau)`` (counts None: one each)."""
+        return self.tau, self.counts
+
+
+def as_posteriors(resp: "Posteriors | np.ndarray") -> Posteriors:
+    """``resp`` as :class:`Posteriors` (an (n, K) array: one row per data row)."""
+    if isinstance(resp, Posteriors):
+        return resp
+    tau = np.asarray(resp, dtype=float)
+    return Posteriors(tau.reshape(tau.shape[0], -1))
+
+
+def posteriors_of(model: MixtureModel, data: Data, params: Params,
+                  chunk_size: int = 4096) -> Posteriors:
+    """The posteriors of every row of ``data`` at ``params`` (``model.e_step``), once.
+
+    A model with ``row_patterns(data)`` returning ``(patterns, counts, inverse)`` (latent
+    class models: the distinct answer patterns) has them computed on the patterns only;
+    otherwise (or when it returns None) row by row, ``chunk_size`` rows at a time."""
+    grouped = getattr(model, "row_patterns", None)
+    found = grouped(data) if callable(grouped) else None
+    if found is not None:
+        patterns, counts, inverse = found
+        tau = np.concatenate([r for _, r in responsibility_chunks(model, patterns, params,
+                                                                  chunk_size)])
+        return Posteriors(tau, np.asarray(inverse, dtype=np.int64).reshape(-1),
+                          np.asarray(counts, dtype=float).reshape(-1))
+    K = int(model.n_components)
+    parts = [r for _, r in responsibility_chunks(model, data, params, chunk_size)]
+    return Posteriors(np.concatenate(parts) if parts else np.zeros((0, K)))
+
+
+def relative_entropy(resp: "Posteriors | np.ndarray") -> float | None:
+    """``1 - EN / (n ln K)`` with ``EN = -sum_i sum_k tau_ik ln tau_ik`` (``0 ln 0 = 0``):
+    :func:`src.selection.criteria.criteria`'s ``entropy`` (enumeration.csv) from given
+    posteriors; None for K = 1."""
+    post = as_posteriors(resp)
+    K, n = post.n_components, post.n_rows
+    if K < 2:
+        return None
+    tau, counts = post.weighted()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = (tau * np.where(tau > 0, np.log(np.where(tau > 0, tau, 1.0)), 0.0)).sum(axis=1)
+    en = -float(per.sum() if counts is None else counts @ per)
+    return 1.0 - en / (n * math.log(K))
+
+
 def _floats(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values]
 
 
-def summarise_responsibilities(resp: np.ndarray | Iterable[np.ndarray],
+def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndarray]",
                                weights: np.ndarray) -> dict[str, Any]:
     """The counts three ways, ``average_posterior``, ``odds_correct`` and their notes and
-    AvePP warnings from responsibilities (an (n, K) array or an iterable of (m, K) chunks
-    in row order) and the estimated class weights (K,).  See the module docstring."""
+    AvePP warnings from responsibilities (an (n, K) array, a :class:`Posteriors`, or an
+    iterable of (m, K) chunks in row order) and the estimated class weights (K,).  See the
+    module docstring."""
     weights = np.asarray(weights, dtype=float).reshape(-1)
     K = weights.size
-    chunks = [resp] if isinstance(resp, np.ndarray) else resp
+    if isinstance(resp, Posteriors):
+        tau, counts = resp.weighted()
+        chunks: Iterable[Any] = [(tau, counts)]
+    elif isinstance(resp, np.ndarray):
+        chunks = [(resp, None)]
+    else:
+        chunks = ((chunk, None) for chunk in resp)
     n = 0
     post = np.zeros(K)
     modal = np.zeros(K, dtype=np.int64)
     by_modal = np.zeros((K, K))
-    for chunk in chunks:
+    for chunk, counts in chunks:
         tau = np.asarray(chunk, dtype=float).reshape(-1, K)
         c = tau.argmax(axis=1)
-        n += tau.shape[0]
-        post += tau.sum(axis=0)
-        modal += np.bincount(c, minlength=K)
-        np.add.at(by_modal, c, tau)
+        if counts is None:
+            n += tau.shape[0]
+            post += tau.sum(axis=0)
+            modal += np.bincount(c, minlength=K)
+            np.add.at(by_modal, c, tau)
+        else:   # distinct patterns, each standing for counts[p] rows
+            n += int(round(float(counts.sum())))
+            post += counts @ tau
+            modal += np.rint(np.bincount(c, weights=counts, minlength=K)).astype(np.int64)
+            np.add.at(by_modal, c, tau * counts[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         avepp = by_modal / modal[:, None]
         diag = np.diag(avepp).copy()
@@ -115,8 +218,12 @@ def summarise_responsibilities(resp: np.ndarray | Iterable[np.ndarray],
 
 
 def classification_summary(model: MixtureModel, data: Data, params: Params, *,
-                           chunk_size: int = 4096) -> dict[str, Any]:
+                           chunk_size: int = 4096,
+                           resp: "Posteriors | np.ndarray | None" = None) -> dict[str, Any]:
     """Classification quality of ``params`` on ``data`` (JSON-able; NaN/inf as floats).
+
+    ``resp``: the posteriors of ``data``'s rows at ``params`` when already computed (a
+    :class:`Posteriors` from :func:`posteriors_of`, or an (n, K) array); None: computed here.
 
     Keys: ``n_obs``, ``n_components``, ``counts`` and ``proportions`` (each
     ``{"weights", "posteriors", "modal"}``: lists of K; classes in order 1..K),
@@ -126,11 +233,11 @@ def classification_summary(model: MixtureModel, data: Data, params: Params, *,
     0.7}``), ``warnings`` and ``notes`` (sentences in the run's language).
     """
     weights = np.asarray(params["weight"], dtype=float)
-    out = summarise_responsibilities(
-        (tau for _, tau in responsibility_chunks(model, data, params, chunk_size)), weights)
-    # entropy and smallest class exactly as enumeration.csv has them (the criteria are not used)
-    crit = criteria(model, data, params, loglik=0.0, n_params=0, chunk_size=chunk_size)
-    out["entropy"] = crit["entropy"]
+    post = (posteriors_of(model, data, params, chunk_size) if resp is None
+            else as_posteriors(resp))
+    out = summarise_responsibilities(post, weights)
+    # entropy and smallest class with enumeration.csv's definitions (src.selection.criteria)
+    out["entropy"] = relative_entropy(post)
     out["smallest_class"] = smallest_class(params)
     out["thresholds"] = {"smallest_class": SMALL_CLASS, "average_posterior": LOW_AVEPP}
     if out["smallest_class"] < SMALL_CLASS:

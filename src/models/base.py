@@ -44,6 +44,17 @@ class ModelWarning(UserWarning):
 
 #: constraint kinds a parameter may declare
 CONSTRAINTS = ("simplex", "real", "positive", "covariance", "probability")
+#: summaries a family may declare (:attr:`MixtureModel.summaries`), each computed by
+#: :data:`src.inference.summaries.SUMMARIES`
+SUMMARY_NAMES = ("response_patterns", "sd_correlation")
+#: figures a family may declare (:attr:`MixtureModel.figures`), each drawn as ``<name>.png`` by
+#: :data:`src.output.plots.FIGURES`
+FIGURE_NAMES = ("profile", "scatter", "density", "regression")
+#: the figures a family gets from its summaries when it declares none of its own (a family
+#: whose answers are categorical has the item-response profile, one with Gaussian
+#: covariances the scatter matrix or, for one column, the density)
+FIGURES_OF_SUMMARY: dict[str, tuple[str, ...]] = {"response_patterns": ("profile",),
+                                                  "sd_correlation": ("scatter", "density")}
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,22 @@ class MixtureModel(ABC):
     #: the family's own summaries in the results (:data:`src.inference.summaries.SUMMARIES`:
     #: "response_patterns" for categorical answers, "sd_correlation" for covariances)
     summaries: ClassVar[tuple[str, ...]] = ()
+    #: the family's own figures in the results (:data:`FIGURE_NAMES`; the posterior
+    #: histogram is every model's).  A class that declares summaries and no figures (nor
+    #: inherits any) gets the figures those summaries imply (:data:`FIGURES_OF_SUMMARY`):
+    #: ``LatentClassModel`` the ``profile``
+    figures: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the names the family declares (a ModelError when one is not known) and
+        give a family that declares summaries but no figures the figures they imply."""
+        super().__init_subclass__(**kwargs)
+        from .checks import check_declarations
+
+        check_declarations(cls)
+        if "figures" not in cls.__dict__ and not cls.figures and "summaries" in cls.__dict__:
+            cls.figures = tuple(dict.fromkeys(
+                name for summary in cls.summaries for name in FIGURES_OF_SUMMARY.get(summary, ())))
 
     def __init__(self, n_components: int, **options: Any) -> None:
         if int(n_components) < 1:

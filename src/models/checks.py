@@ -12,6 +12,10 @@ one sentence names the class, the method and what was wrong ("first at row 17, c
 * ``e_step_stats`` / ``suff_stats``: a (statistics, log-likelihood) pair; statistics finite
   and of the same shapes for every chunk of rows (so they add up).
 
+* the names a family declares (``summaries``, ``figures``): checked when its class is defined
+  (:func:`check_declarations`, called by ``MixtureModel.__init_subclass__``), so a misspelt
+  name fails when the model is loaded, not when the results are written.
+
 Exceptions raised inside a *user* model's method become a ModelError naming the method
 (the innermost frame of the model); built-in models keep their own errors and tracebacks.
 The checks cost the built-in models only a few comparisons on values already computed.
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from .base import MixtureModel
 
 __all__ = ["is_builtin", "guarded", "check_log_joint", "check_params", "check_e_step_stats",
-           "diagnose_loglik"]
+           "diagnose_loglik", "check_declarations"]
 
 register({
     "model.raised": {
@@ -110,6 +114,14 @@ register({
               "although log_joint is finite there; fix the model class.",
         "zh": "{model}.{method} 对第 {first} 至 {last} 行返回的对数似然为 {value}，而 log_joint 在这些行"
               "是有限的；请修正该模型类。"},
+    "model.unknown_names": {
+        "en": "{model}.{attribute} declares {unknown}, not among the known {attribute} "
+              "({known}); fix the model class.",
+        "zh": "{model}.{attribute} 声明了 {unknown}，不在已知的 {attribute}（{known}）之中；请修正该模型类。"},
+    "model.names_type": {
+        "en": "{model}.{attribute} is {got}, expected a tuple of names from {known}; fix the "
+              "model class.",
+        "zh": "{model}.{attribute} 是 {got}，应为由 {known} 中的名称组成的元组；请修正该模型类。"},
 })
 
 _BUILTIN_CLASSES = {"src.models.gmm:GaussianMixtureModel", "src.models.lca:LatentClassModel",
@@ -286,3 +298,26 @@ def diagnose_loglik(model: "MixtureModel", data: Mapping[str, np.ndarray], param
     check_log_joint(model, lj, rows[1] - rows[0], first_row=rows[0])
     raise ModelError(t("model.loglik_not_finite", model=_name(model), method=method,
                        value=repr(ll), first=rows[0] + 1, last=rows[1]))
+
+
+def check_declarations(cls: type) -> None:
+    """Raise ModelError unless ``cls.summaries`` and ``cls.figures`` are tuples (or lists)
+    of known names (:data:`src.models.base.SUMMARY_NAMES`, :data:`~src.models.base.FIGURE_NAMES`).
+
+    Called when a model class is defined, so a user model with a misspelt name fails when
+    it is loaded, with one sentence naming the class, the attribute and the known names."""
+    from .base import FIGURE_NAMES, SUMMARY_NAMES
+
+    for attribute, known in (("summaries", SUMMARY_NAMES), ("figures", FIGURE_NAMES)):
+        value = getattr(cls, attribute, ())
+        known_text = ", ".join(known)
+        if value is None:
+            value = ()
+        if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+            got = repr(value) if isinstance(value, str) else _type_name(value)
+            raise ModelError(t("model.names_type", model=cls.__name__, attribute=attribute,
+                               got=got, known=known_text))
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ModelError(t("model.unknown_names", model=cls.__name__, attribute=attribute,
+                               unknown=", ".join(repr(v) for v in unknown), known=known_text))

@@ -91,6 +91,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
     name = "gmm"
     summaries = ("sd_correlation",)
+    figures = ("scatter", "density")
     has_closed_form_m_step = True
     option_specs = (
         Option("covariance", str, "full", "gmm: covariance structure", choices=COVARIANCE_TYPES,

@@ -77,6 +77,7 @@ class MixtureRegressionModel(MixtureModel):
     """Gaussian mixture of linear regressions; data ``{"X": (N, P), "y": (N,)}``."""
 
     name = "mixreg"
+    figures = ("regression",)
     has_closed_form_m_step = True
     option_specs = (
         Option("target", str, None, "mixreg: the response column", nullable=True,

@@ -8,14 +8,28 @@ run's.  Figure text is English (the bundled font has no Chinese glyphs; a CJK fo
 installed, is used for column and item names); captions follow ``--lang``.
 
 One call gives every figure of a fit: :func:`figures` ``(model, data, params, resp)`` ->
-``{file name: Plot}``, chosen by ``model.name``:
+``{file name: Plot}``.  Which figures a model gets is what its family declares,
+``MixtureModel.figures`` (as it declares its summaries), each name one entry of
+:data:`FIGURES` and one file ``<name>.png``:
 
-============  =========================================================================
-``lca``       ``profile.png``: item-response probabilities by class
-``gmm``       ``scatter.png`` (2+ columns) or ``density.png`` (one column)
-``mixreg``    ``regression.png``: the data with each class's line
-every model   ``posterior.png``: histogram of the largest posterior probability per row
-============  =========================================================================
+==============  =======================================================================
+``profile``     item-response probabilities by class (``LatentClassModel``: its
+                summary ``response_patterns`` implies it)
+``scatter``     pairwise scatter with each component's ellipse (Gaussian mixtures of 2+
+                columns)
+``density``     the one column's histogram with the mixture density (one column)
+``regression``  the data with each class's line (mixtures of regressions)
+every model     ``posterior.png``: histogram of the largest posterior probability per row
+==============  =======================================================================
+
+A figure that does not apply to the data (``scatter`` of one column) is left out.
+
+Speed (issue 10's budget for all outputs): margins are fixed from the figure's size and
+the measured width of its tick labels, titles and legends (no ``tight_layout``, which lays
+every tick out once more); points are drawn as markers of one colour per class in
+interleaved random batches (Agg stamps a marker; a scatter collection rasterises each
+point); the scatter matrix puts ticks on the outer panels only, as R's ``pairs()``.
+:func:`preload` imports matplotlib in a background thread while the fit runs.
 
 Large data: histograms and densities use every row; scatter plots draw at most
 :data:`MAX_POINTS` rows, a fixed random subset (``src.utils.rng.stream(0,
@@ -28,18 +42,21 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from src.inference.classification import Posteriors, as_posteriors
 from src.utils.messages import register, t
 from src.utils.rng import stream
 
-__all__ = ["criteria_plot", "Plot", "figures", "profile_plot", "scatter_plot", "density_plot",
-           "regression_plot", "posterior_plot", "posterior_histogram", "ellipse_geometry", "subsample", "covariances",
-           "MAX_POINTS", "MAX_COLUMNS", "ELLIPSE_LEVEL", "DPI"]
+__all__ = ["criteria_plot", "Plot", "figures", "FIGURES", "profile_plot", "scatter_plot",
+           "density_plot", "regression_plot", "posterior_plot", "posterior_histogram",
+           "ellipse_geometry", "subsample", "covariances", "preload", "MAX_POINTS", "MAX_COLUMNS",
+           "ELLIPSE_LEVEL", "DPI"]
 
 _LABELS = {"aic": "AIC", "bic": "BIC", "sabic": "SABIC", "caic": "CAIC", "icl": "ICL"}
 
@@ -111,6 +128,50 @@ class Plot:
     height: int
 
 
+# --------------------------------------------------------------- background import
+_PRELOAD: threading.Thread | None = None
+_PRELOAD_LOCK = threading.Lock()
+
+
+def _import_matplotlib() -> None:
+    """Import what the first figure needs (Figure, the Agg canvas, fonts and their cache,
+    patches, colormaps, PNG writing); failures are left for the drawing to report."""
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.font_manager  # noqa: F401  (reads the font cache)
+        import matplotlib.lines  # noqa: F401
+        import matplotlib.patches  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
+        import PIL.Image  # noqa: F401  (savefig's PNG writer)
+        import PIL.PngImagePlugin  # noqa: F401
+    except Exception:  # pragma: no cover - drawing raises it again, in the main thread
+        pass
+
+
+def preload() -> threading.Thread:
+    """Start importing matplotlib in a daemon thread (once per process) and return it.
+
+    A run calls this when it starts with plots on (:mod:`src.pipeline.tracked`): the import
+    (0.4-1 s) then runs on an idle core while the fit works in NumPy, which releases the
+    GIL, and :func:`figures` finds matplotlib imported.  Nothing is drawn or configured in
+    the thread; :func:`figures` and :func:`criteria_plot` wait for it before drawing."""
+    global _PRELOAD
+    with _PRELOAD_LOCK:
+        if _PRELOAD is None:
+            _PRELOAD = threading.Thread(target=_import_matplotlib, name="plots-preload",
+                                        daemon=True)
+            _PRELOAD.start()
+        return _PRELOAD
+
+
+def _preloaded() -> None:
+    """Wait for :func:`preload`'s thread, if one was started (no import runs twice)."""
+    thread = _PRELOAD
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
+
+
 # ------------------------------------------------------------------ drawing helpers
 @contextlib.contextmanager
 def _style() -> Iterator[None]:
@@ -137,14 +198,125 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _finish(fig: Any, caption: str) -> Plot:
-    """Lay out, render to PNG without date or software, and wrap with the caption."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tight_layout's "not compatible" notes
-        fig.tight_layout()
+    """Render to PNG without date or software, and wrap with the caption (the figure's
+    margins are already set, :func:`_margins`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     w, h = fig.get_size_inches()
     return Plot(buf.getvalue(), caption, int(round(w * DPI)), int(round(h * DPI)))
+
+
+# ------------------------------------------------------------------ fixed margins
+#: points per inch
+_PT = 72.0
+#: space (inches) kept free at every edge of the figure beyond the text
+_EDGE = 0.1
+
+
+def _text_size(fig: Any, texts: Sequence[str], size: float) -> tuple[float, float]:
+    """Largest width and height (inches) of the lines of ``texts`` at ``size`` points in the
+    current font (the figure's own renderer, so the numbers are what is drawn)."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    prop = FontProperties(size=size)
+    width = height = 0.0
+    for text in texts:
+        for line in str(text).split("\n"):
+            if line:
+                w, h, _ = renderer.get_text_width_height_descent(line, prop, ismath=False)
+                width, height = max(width, w), max(height, h)
+    if height == 0.0:
+        _, height, _ = renderer.get_text_width_height_descent("0", prop, ismath=False)
+        width = 0.0
+    return width / fig.dpi, height / fig.dpi
+
+
+def _tick_texts(axis: Any) -> list[str]:
+    """The major tick labels ``axis`` will show (its locator and formatter on its limits)."""
+    if not axis.get_tick_params().get("label1On", True):
+        return []
+    lo, hi = sorted(axis.get_view_interval())
+    eps = 1e-9 * max(hi - lo, 1e-300)
+    locs = [v for v in axis.get_majorticklocs() if lo - eps <= v <= hi + eps]
+    return [s for s in axis.get_major_formatter().format_ticks(locs)]
+
+
+def _tick_room(fig: Any, axis: Any, size: float, across: bool) -> float:
+    """Inches the tick marks and labels of ``axis`` take from the axes' edge: label widths
+    (``across``: a y axis) or heights, plus tick length and pad (matplotlib's defaults)."""
+    texts = _tick_texts(axis)
+    w, h = _text_size(fig, texts, size)
+    label = (w if across else h) if texts else 0.0
+    return label + (3.5 + 3.5) / _PT
+
+
+def _label_room(fig: Any, text: str, size: float) -> float:
+    """Inches an axis label takes (its height plus matplotlib's 4-point label pad)."""
+    return (_text_size(fig, [text], size)[1] * max(1, str(text).count("\n") + 1)
+            + 4.0 / _PT) if text else 0.0
+
+
+def _margins(fig: Any, *, left: float, right: float, bottom: float, top: float,
+             wspace: float | None = None, hspace: float | None = None) -> None:
+    """Place the subplot grid with margins given in inches (plus :data:`_EDGE`)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=(left + _EDGE) / w, right=1.0 - (right + _EDGE) / w,
+                        bottom=(bottom + _EDGE) / h, top=1.0 - (top + _EDGE) / h,
+                        wspace=wspace, hspace=hspace)
+
+
+def _single_axes_margins(fig: Any, ax: Any, *, title: str = "", title_size: float = 10,
+                         right: float = 0.15, tick_size: float = 10,
+                         x_rotated: bool = False, x_tick_size: float | None = None) -> None:
+    """Margins of a one-panel figure from its tick labels, axis labels and title."""
+    x_size = tick_size if x_tick_size is None else x_tick_size
+    left = _tick_room(fig, ax.yaxis, tick_size, True) + _label_room(fig, ax.get_ylabel(), 10)
+    if x_rotated:   # labels at 45 degrees, anchored at their right end
+        w, h = _text_size(fig, _tick_texts(ax.xaxis), x_size)
+        bottom = math.sqrt(0.5) * (w + h) + 7.0 / _PT
+        left = max(left, math.sqrt(0.5) * (w + h) - 0.3)
+    else:
+        bottom = _tick_room(fig, ax.xaxis, x_size, False)
+    bottom += _label_room(fig, ax.get_xlabel(), 10)
+    lines = title.count("\n") + 1 if title else 0
+    top = (_text_size(fig, [title], title_size)[1] * 1.2 * lines + 6.0 / _PT) if title else 0.1
+    _margins(fig, left=left, right=max(right, 0.2), bottom=bottom, top=top)
+
+
+def _legend_width(fig: Any, legend: Any) -> float:
+    """The drawn width (inches) of ``legend``."""
+    return legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+
+
+def _inner_ticks(lo: float, hi: float) -> Any:
+    """At most 4 round ticks on [lo, hi], none in the outer 10% at either end (the labels of
+    neighbouring panels of a scatter matrix would run into each other)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    ticks = MaxNLocator(4).tick_values(lo, hi)
+    pad = 0.1 * (hi - lo)
+    inner = [float(v) for v in ticks if lo + pad <= v <= hi - pad]
+    if len(inner) < 2:
+        inner = [float(v) for v in ticks if lo <= v <= hi]
+    return FixedLocator(inner)
+
+
+def _points(ax: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, colors: Sequence[Any],
+            size: float, alpha: float = 0.6, batches: int = 8) -> None:
+    """Points coloured by group as markers (one Line2D per group and batch): the rows come in
+    ``batches`` consecutive batches of the (random) order given, each drawn group by group,
+    so no group lies wholly on top of another.  ``size``: marker area (points^2)."""
+    n = x.size
+    bounds = np.linspace(0, n, min(batches, max(n, 1)) + 1).astype(int)
+    diameter = math.sqrt(size)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        g = groups[a:b]
+        for k, color in enumerate(colors):
+            sel = np.flatnonzero(g == k) + a
+            if sel.size:
+                ax.plot(x[sel], y[sel], linestyle="none", marker="o", markersize=diameter,
+                        markeredgewidth=0, color=color, alpha=alpha)
 
 
 def _colors(K: int) -> list[tuple[float, ...]]:
@@ -258,8 +430,9 @@ def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlim(-0.5, J - 0.5)
             ax.grid(axis="y", color="0.9")
-            ax.set_title("Item-response probabilities by class", fontsize=10)
-            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            title = "Item-response probabilities by class"
+            ax.set_title(title, fontsize=10)
+            legend = ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
             axes = [ax]
             caption = t("plots.profile_binary", what=what)
         else:
@@ -281,18 +454,27 @@ def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
                 ax.set_yticks([0, 0.5, 1])
                 ax.set_ylabel(_class_label(k, weight).replace(" (", "\n("), fontsize=8)
                 if k < K - 1:
-                    ax.set_xticklabels([])
-            axes[0].set_title("Item-response probabilities by class (stacked categories)",
-                              fontsize=10)
+                    ax.tick_params(labelbottom=False)
+            title = "Item-response probabilities by class (stacked categories)"
+            axes[0].set_title(title, fontsize=10)
             handles, labels = axes[0].get_legend_handles_labels()
-            axes[0].legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left",
-                           bbox_to_anchor=(1.01, 1.0),
-                           title="answer" if shared else "in item order", title_fontsize=8)
+            legend = axes[0].legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left",
+                                    bbox_to_anchor=(1.01, 1.0),
+                                    title="answer" if shared else "in item order",
+                                    title_fontsize=8)
             caption = t("plots.profile_stacked")
         for ax in axes:
             ax.set_xticks(x)
         axes[-1].set_xticklabels([str(i) for i in items], rotation=45 if rotate else 0,
                                  ha="right" if rotate else "center", fontsize=8)
+        width = fig.get_size_inches()[0]
+        _single_axes_margins(fig, axes[-1], title=title, x_rotated=rotate, x_tick_size=8,
+                             right=_legend_width(fig, legend) + 0.012 * width + 4.0 / _PT)
+        if len(axes) > 1:   # the class labels are two lines at 8 points
+            left = (_tick_room(fig, axes[0].yaxis, 10, True)
+                    + 2 * _text_size(fig, ["class"], 8)[1] * 1.2 + 4.0 / _PT)
+            pars = fig.subplotpars
+            fig.subplots_adjust(left=max(pars.left, (left + _EDGE) / width), hspace=0.12)
         return _finish(fig, caption)
 
 
@@ -344,7 +526,9 @@ def density_plot(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.n
         ax.legend(handles=handles, fontsize=8)
         ax.set_xlabel(str(column))
         ax.set_ylabel("density")
-        ax.set_title(f"Density of {column}: data and mixture (n = {x.size})", fontsize=10)
+        title = f"Density of {column}: data and mixture (n = {x.size})"
+        ax.set_title(title, fontsize=10)
+        _single_axes_margins(fig, ax, title=title)
         return _finish(fig, t(caption_key, column=column, target=column, n=x.size))
 
 
@@ -356,12 +540,16 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
     Each component's mean (x) and its :data:`ELLIPSE_LEVEL` ellipse in the plane of the two
     columns (the 2 x 2 block of its covariance: the marginal of a normal is normal).  Two
     columns: one panel; more: the lower triangle of a matrix whose diagonal shows each
-    column's histogram (all rows) with the weighted component densities.  At most
-    :data:`MAX_COLUMNS` columns (the first ones, noted in the title); at most
-    :data:`MAX_POINTS` points (:func:`subsample`).
+    column's histogram (all rows) with the weighted component densities; every panel of a
+    column has that column's range across, every panel of a row its range up, and as in
+    R's ``pairs()`` only the outer panels carry ticks and labels (the bottom row across,
+    the first column up).  At most :data:`MAX_COLUMNS` columns (the first ones, noted in
+    the title); at most :data:`MAX_POINTS` points (:func:`subsample`).
     """
+    import matplotlib
     from matplotlib.lines import Line2D
     from matplotlib.patches import Ellipse
+    from matplotlib.ticker import NullLocator
 
     X = np.asarray(X, dtype=float)
     n, D = X.shape
@@ -370,9 +558,9 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
     means = np.asarray(means, dtype=float)
     covs = np.asarray(covs, dtype=float)
     K = weight.size
-    colors = np.array(_colors(K))
+    colors = _colors(K)
     idx = subsample(n)
-    point_colors = colors[np.asarray(modal)[idx]]
+    groups = np.asarray(modal)[idx]
     ranges = [_range(X[:, j]) for j in range(m)]
     title = f"Data by modal class, {ELLIPSE_LEVEL:.0%} ellipses"
     if D > m:
@@ -381,19 +569,21 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
         title += f"; {idx.size} of {n} rows shown"
 
     def pair(ax: Any, i: int, j: int) -> None:   # column j across, column i up
-        ax.scatter(X[idx, j], X[idx, i], c=point_colors,
-                   s=_marker_size(idx.size) * (1.0 if m == 2 else 0.5), linewidths=0, alpha=0.6)
+        _points(ax, X[idx, j], X[idx, i], groups, colors,
+                _marker_size(idx.size) * (1.0 if m == 2 else 0.5))
         for k in range(K):
             sub = covs[k][np.ix_([j, i], [j, i])]
             w, h, ang = ellipse_geometry(sub)
             ax.add_patch(Ellipse((means[k, j], means[k, i]), w, h, angle=ang, fill=False,
-                                 edgecolor=colors[k], linewidth=1.6))
-            ax.plot(means[k, j], means[k, i], marker="x", color="black", markersize=6,
-                    markeredgewidth=1.5)
+                                 edgecolor=colors[k], linewidth=1.6 if m == 2 else 1.2))
+        ax.plot(means[:, j], means[:, i], linestyle="none", marker="x", color="black",
+                markersize=6 if m == 2 else 4.5, markeredgewidth=1.5 if m == 2 else 1.2)
         ax.set_xlim(*ranges[j])
         ax.set_ylim(*ranges[i])
 
-    with _style():   # every artist is made inside: rcParams are read when it is created
+    small = {"xtick.labelsize": 7, "ytick.labelsize": 7} if m > 2 else {}
+    # every artist is made inside (rcParams are read when it is created, ticks when drawn)
+    with _style(), matplotlib.rc_context(small):
         handles = [Line2D([], [], color=colors[k], marker="o", linestyle="-",
                           label=_class_label(k, weight)) for k in range(K)]
         if m == 2:
@@ -404,29 +594,45 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
             ax.set_ylabel(str(columns[1]))
             ax.set_title(title, fontsize=10)
             ax.legend(handles=handles, fontsize=8)
+            _single_axes_margins(fig, ax, title=title)
         else:
             size = 1.6 * m + 1.0
             fig = _figure(size, size)
             sds = np.sqrt(np.stack([np.diag(c) for c in covs]))
+            outer_x: list[Any] = []
+            outer_y: list[Any] = []
             for i in range(m):
                 for j in range(i + 1):
                     ax = fig.add_subplot(m, m, i * m + j + 1)
                     if i == j:
                         _draw_marginal(ax, X[:, i], weight, means[:, i], sds[:, i], colors)
-                        ax.set_yticks([])
+                        ax.yaxis.set_major_locator(NullLocator())
                     else:
                         pair(ax, i, j)
-                    ax.tick_params(labelsize=7)
+                        if j == 0:
+                            ax.yaxis.set_major_locator(_inner_ticks(*ranges[i]))
+                            ax.set_ylabel(str(columns[i]), fontsize=8)
+                            outer_y.append(ax)
+                        else:
+                            ax.yaxis.set_major_locator(NullLocator())
                     if i == m - 1:
+                        ax.xaxis.set_major_locator(_inner_ticks(*ranges[j]))
                         ax.set_xlabel(str(columns[j]), fontsize=8)
+                        outer_x.append(ax)
                     else:
-                        ax.set_xticklabels([])
-                    if j == 0 and i > 0:
-                        ax.set_ylabel(str(columns[i]), fontsize=8)
-                    elif j > 0:
-                        ax.set_yticklabels([])
-            fig.legend(handles=handles, fontsize=8, loc="upper right")
+                        ax.xaxis.set_major_locator(NullLocator())
             fig.suptitle(title, fontsize=10)
+            left = max(_tick_room(fig, a.yaxis, 7, True) for a in outer_y)
+            bottom = max(_tick_room(fig, a.xaxis, 7, False) for a in outer_x)
+            label = _label_room(fig, "x", 8)
+            head = _text_size(fig, [title], 10)[1] + 0.12
+            right = 0.1
+            _margins(fig, left=left + label, right=right, bottom=bottom + label, top=head,
+                     wspace=0.08, hspace=0.08)
+            # the legend in the empty upper right triangle, below the title
+            fig.legend(handles=handles, fontsize=8, loc="upper right",
+                       bbox_to_anchor=(1.0 - (right + _EDGE) / size,
+                                       1.0 - (head + _EDGE) / size))
         extra = t("plots.scatter_columns", shown=m, total=D) if D > m else ""
         caption = t("plots.scatter", level=ELLIPSE_LEVEL, columns=extra)
         return _finish(fig, caption + _subsample_note(n, idx.size))
@@ -457,8 +663,9 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
         return density_plot(y, weight, coef[:, 0], np.asarray(sigma, dtype=float), target,
                             caption_key="plots.regression_density")
     K, n = weight.size, y.size
-    colors = np.array(_colors(K))
+    colors = _colors(K)
     idx = subsample(n)
+    groups = modal[idx]
     with _style():
         fig = _figure(6.4, 5.0)
         ax = fig.add_subplot(1, 1, 1)
@@ -466,8 +673,7 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
         if len(slopes) == 1:
             p = slopes[0]
             x = X[:, p]
-            ax.scatter(x[idx], y[idx], c=colors[modal[idx]], s=_marker_size(idx.size),
-                       linewidths=0, alpha=0.6)
+            _points(ax, x[idx], y[idx], groups, colors, _marker_size(idx.size))
             lo, hi = _range(x)
             grid = np.array([lo, hi])
             has_intercept = "intercept" in predictors
@@ -486,8 +692,7 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
             caption = t("plots.regression_line", target=target, predictor=predictors[p])
         else:
             fitted = np.einsum("ij,ij->i", X[idx], coef[modal[idx]])
-            ax.scatter(fitted, y[idx], c=colors[modal[idx]], s=_marker_size(idx.size),
-                       linewidths=0, alpha=0.6)
+            _points(ax, fitted, y[idx], groups, colors, _marker_size(idx.size))
             lo = min(float(fitted.min()), float(y[idx].min()))
             hi = max(float(fitted.max()), float(y[idx].max()))
             ax.plot([lo, hi], [lo, hi], color="0.3", linestyle="--", linewidth=1)
@@ -500,112 +705,158 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
         if idx.size < n:
             ax.set_title(ax.get_title() + f"\n({idx.size} of {n} rows shown)", fontsize=10)
         ax.legend(handles=handles, fontsize=8)
+        _single_axes_margins(fig, ax, title=ax.get_title())
         return _finish(fig, caption + _subsample_note(n, idx.size))
 
 
 # ----------------------------------------------------------------------- any model
-def posterior_histogram(resp: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def posterior_histogram(resp: "np.ndarray | Posteriors", bins: int = 40
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """(edges (bins+1,), counts (K, bins)): every row's largest posterior probability
     binned on equal bins from 1/K (K = 1: 0) to 1, by modal class; numpy.histogram's
-    convention (left-closed bins, the last one closed)."""
-    resp = np.asarray(resp, dtype=float)
-    K = resp.shape[1]
-    top = resp.max(axis=1)
-    modal = resp.argmax(axis=1)
+    convention (left-closed bins, the last one closed).  ``resp``: (n, K), or
+    :class:`~src.inference.classification.Posteriors` (distinct patterns counted as often
+    as they occur)."""
+    tau, weights = as_posteriors(resp).weighted()
+    K = tau.shape[1]
+    top = tau.max(axis=1)
+    modal = tau.argmax(axis=1)
     edges = np.linspace(1.0 / K if K > 1 else 0.0, 1.0, bins + 1)
     b = np.clip(np.searchsorted(edges, top, side="right") - 1, 0, bins - 1)
-    return edges, np.bincount(modal * bins + b, minlength=K * bins).reshape(K, bins)
+    counts = np.bincount(modal * bins + b, weights=weights, minlength=K * bins)
+    return edges, np.rint(counts).astype(np.int64).reshape(K, bins)
 
 
-def posterior_plot(resp: np.ndarray) -> Plot:
+def posterior_plot(resp: "np.ndarray | Posteriors") -> Plot:
     """Histogram of every row's largest posterior probability, stacked by modal class.
 
-    ``resp`` (n, K).  40 equal bins from 1/K (the smallest possible largest posterior) to 1
-    (K = 1: from 0); a dashed line at 0.7, the usual threshold of a clear assignment.
+    ``resp`` (n, K) or :class:`~src.inference.classification.Posteriors`.  40 equal bins
+    from 1/K (the smallest possible largest posterior) to 1 (K = 1: from 0); a dashed line
+    at 0.7, the usual threshold of a clear assignment.
     """
-    resp = np.asarray(resp, dtype=float)
-    n, K = resp.shape
-    top = resp.max(axis=1)
-    edges, counts = posterior_histogram(resp)
-    nb = edges.size - 1
+    post = as_posteriors(resp)
+    n, K = post.n_rows, post.n_components
+    tau, weights = post.weighted()
+    top = tau.max(axis=1)
+    edges, counts = posterior_histogram(post)
     colors = _colors(K)
-    mean = float(top.mean()) if n else math.nan
+    if not n:
+        mean = math.nan
+    else:
+        mean = float(top.mean() if weights is None else weights @ top / n)
     with _style():
         fig = _figure(6.4, 4.2)
         ax = fig.add_subplot(1, 1, 1)
-        bottom = np.zeros(nb)
-        for k in range(K):
-            ax.bar(edges[:-1], counts[k], width=np.diff(edges), bottom=bottom, align="edge",
-                   color=colors[k], linewidth=0, label=f"class {k + 1}")
+        bottom = np.zeros(edges.size - 1)
+        for k in range(K):   # one filled step outline per class, stacked
+            ax.stairs(bottom + counts[k], edges, baseline=bottom.copy(), fill=True,
+                      color=colors[k], linewidth=0, label=f"class {k + 1}")
             bottom += counts[k]
         ax.axvline(0.7, color="0.3", linestyle="--", linewidth=1)
         ax.set_xlim(edges[0], 1.0)
+        ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.05)
         ax.set_xlabel("largest posterior probability")
         ax.set_ylabel("rows")
-        ax.set_title(f"Largest posterior probability per row (n = {n}, mean {mean:.3f})",
-                     fontsize=10)
+        title = f"Largest posterior probability per row (n = {n}, mean {mean:.3f})"
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, title="modal class", title_fontsize=8, loc="upper left")
+        _single_axes_margins(fig, ax, title=title)
         return _finish(fig, t("plots.posterior", n=n, mean=mean))
 
 
 # ------------------------------------------------------------------------ dispatcher
+def _weights(params: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(params["weight"], dtype=float).reshape(-1)
+
+
+def _profile(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
+             post: Posteriors) -> Plot | None:
+    return profile_plot(params["prob"], _weights(params), model.items, model.categories)
+
+
+def _gmm_parts(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    w = _weights(params)
+    return (np.asarray(data["X"], dtype=float), w, covariances(model, params),
+            np.asarray(params["mean"], dtype=float).reshape(w.size, -1))
+
+
+def _scatter(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
+             post: Posteriors) -> Plot | None:
+    X, w, covs, means = _gmm_parts(model, data, params)
+    if X.shape[1] < 2:
+        return None
+    return scatter_plot(X, model.columns, w, means, covs, post.rows().argmax(axis=1))
+
+
+def _density(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
+             post: Posteriors) -> Plot | None:
+    X, w, covs, means = _gmm_parts(model, data, params)
+    if X.shape[1] != 1:
+        return None
+    return density_plot(X[:, 0], w, means[:, 0], np.sqrt(covs[:, 0, 0]), model.columns[0])
+
+
+def _regression(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
+                post: Posteriors) -> Plot | None:
+    return regression_plot(data["X"], data["y"], model.predictors,
+                           str(model.meta.get("target", "y")), _weights(params), params["coef"],
+                           params["sigma"], post.rows().argmax(axis=1))
+
+
+#: figure name (``MixtureModel.figures``; the file is ``<name>.png``) -> function
+#: ``(model, data, params, posteriors) -> Plot``, or None when it does not apply to the data.
+#: The names are :data:`src.models.base.FIGURE_NAMES` (a family declaring another is an
+#: error when its class is defined).
+FIGURES: dict[str, Callable[..., Plot | None]] = {
+    "profile": _profile,
+    "scatter": _scatter,
+    "density": _density,
+    "regression": _regression,
+}
+
+
 def figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
-            resp: np.ndarray) -> dict[str, Plot]:
+            resp: "np.ndarray | Posteriors") -> dict[str, Plot]:
     """Every figure of a fitted model: ``{file name: Plot}`` in a fixed order.
 
     ``model`` set up (``setup(meta)`` done), ``data`` its arrays (``prepared.data``),
-    ``params`` the estimate, ``resp`` (n, K) the posterior class probabilities of the same
-    rows in the same order.  By ``model.name``: ``"lca"`` -> ``profile.png``; ``"gmm"`` ->
-    ``scatter.png`` (2+ columns) or ``density.png`` (1 column); ``"mixreg"`` ->
-    ``regression.png``; then for every model, user models too, ``posterior.png``.
-    Write ``plot.png`` bytes as they are; ``plot.caption`` is in the current language.
+    ``params`` the estimate, ``resp`` the posterior class probabilities of the same rows in
+    the same order: (n, K), or the :class:`~src.inference.classification.Posteriors` of
+    :func:`~src.inference.classification.posteriors_of` (computed once per fit).  The
+    figures the family declares (``model.figures``, in that order; see :data:`FIGURES`),
+    those that apply to the data, then for every model, user models too,
+    ``posterior.png``.  Write ``plot.png`` bytes as they are; ``plot.caption`` is in the
+    current language.
     """
-    resp = np.asarray(resp, dtype=float)
-    modal = resp.argmax(axis=1)
+    _preloaded()
+    post = as_posteriors(resp)
     out: dict[str, Plot] = {}
-    name = getattr(model, "name", "")
-    if name in ("lca", "gmm", "mixreg"):
-        w = np.asarray(params["weight"], dtype=float)
-    if name == "lca":
-        out["profile.png"] = profile_plot(params["prob"], w, model.items, model.categories)
-    elif name == "gmm":
-        X = np.asarray(data["X"], dtype=float)
-        covs = covariances(model, params)
-        means = np.asarray(params["mean"], dtype=float).reshape(w.size, -1)
-        if X.shape[1] == 1:
-            out["density.png"] = density_plot(X[:, 0], w, means[:, 0], np.sqrt(covs[:, 0, 0]),
-                                              model.columns[0])
-        else:
-            out["scatter.png"] = scatter_plot(X, model.columns, w, means, covs, modal)
-    elif name == "mixreg":
-        out["regression.png"] = regression_plot(
-            data["X"], data["y"], model.predictors, str(model.meta.get("target", "y")), w,
-            params["coef"], params["sigma"], modal)
-    out["posterior.png"] = posterior_plot(resp)
+    for name in getattr(model, "figures", ()) or ():
+        plot = FIGURES[name](model, data, params, post)
+        if plot is not None:
+            out[f"{name}.png"] = plot
+    out["posterior.png"] = posterior_plot(post)
     return out
 
 
 def criteria_plot(rows: Sequence[Mapping[str, Any]], selected: int, rule: str) -> bytes:
     """The information criteria against K (lower is better), the selected K marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    _preloaded()
     ks = [int(r["k"]) for r in rows]
-    fig = Figure(figsize=(6.4, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    markers = "osD^v"
-    for (name, label), marker in zip(_LABELS.items(), markers):
-        ys = [float(r[name]) if r.get(name) is not None else math.nan for r in rows]
-        ax.plot(ks, ys, marker=marker, label=label, linewidth=1.2, markersize=4)
-    ax.axvline(selected, color="0.4", linestyle="--", linewidth=1)
-    ax.set_xticks(ks)
-    ax.set_xlabel("number of classes K")
-    ax.set_ylabel("criterion (lower is better)")
-    ax.set_title(f"Information criteria by K; selected K = {selected} ({rule.upper()})",
-                 fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    with _style():
+        fig = _figure(6.4, 4.2)
+        ax = fig.add_subplot(1, 1, 1)
+        markers = "osD^v"
+        for (name, label), marker in zip(_LABELS.items(), markers):
+            ys = [float(r[name]) if r.get(name) is not None else math.nan for r in rows]
+            ax.plot(ks, ys, marker=marker, label=label, linewidth=1.2, markersize=4)
+        ax.axvline(selected, color="0.4", linestyle="--", linewidth=1)
+        ax.set_xticks(ks)
+        ax.set_xlabel("number of classes K")
+        ax.set_ylabel("criterion (lower is better)")
+        title = f"Information criteria by K; selected K = {selected} ({rule.upper()})"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        _single_axes_margins(fig, ax, title=title)
+        return _finish(fig, "").png

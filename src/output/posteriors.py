@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..inference.classification import responsibility_chunks
+from ..inference.classification import Posteriors, as_posteriors, responsibility_chunks
 from ..models.base import Data, MixtureModel, Params
 
 __all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "write_posteriors_parquet",
@@ -39,6 +39,8 @@ __all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "write_poste
 POSTERIORS_CSV = "posteriors.csv"
 #: the name of the first column without ``--id``
 ROW_COLUMN = "row"
+#: rows per Arrow table when the posteriors are given (fewer, larger writes)
+_WRITE_ROWS = 1 << 16
 
 
 def posterior_columns(n_components: int, id_column: str | None = None) -> list[str]:
@@ -110,12 +112,16 @@ def _needs_quotes(arr: Any) -> bool:
 
 def posteriors_csv(model: MixtureModel, data: Data, params: Params,
                    ids: Sequence[Any] | np.ndarray | None = None, *,
-                   id_column: str | None = None, chunk_size: int = 4096) -> bytes:
+                   id_column: str | None = None, chunk_size: int = 4096,
+                   resp: Posteriors | np.ndarray | None = None) -> bytes:
     """The bytes of ``posteriors.csv`` (UTF-8, ``\\n`` line ends, as ``estimates.csv``).
 
     ``ids``: one name per row of ``data`` (the pipeline's ``Prepared.row_labels``: the
     ``--id`` values or the input positions); None: 0..n-1.  ``id_column``: the ``--id``
     column's name (``Prepared.id_column``), which heads the first column (None: ``row``).
+    ``resp``: the posteriors of ``data``'s rows when already computed
+    (:func:`src.inference.classification.posteriors_of`, or an (n, K) array); None:
+    computed here, ``chunk_size`` rows at a time.
 
     Written by Arrow's CSV writer (ten times faster than Python's formatting): floats as
     their shortest round-trip text (``0.25``, ``1``, ``1e-7`` style: read back, every value
@@ -129,6 +135,8 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     labels = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
     if labels.shape[0] != n:
         raise ValueError(f"{labels.shape[0]} ids for {n} rows")
+    if resp is not None and as_posteriors(resp).n_rows != n:
+        raise ValueError(f"posteriors of {as_posteriors(resp).n_rows} rows for {n} rows")
     K = int(model.n_components)
     header = ",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n"
     sink = pa.BufferOutputStream()
@@ -138,7 +146,9 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     options = pacsv.WriteOptions(include_header=False, quoting_style=quoting, eol="\n")
     writer = None
     try:
-        for a, tau in responsibility_chunks(model, data, params, chunk_size):
+        chunks = (responsibility_chunks(model, data, params, chunk_size) if resp is None
+                  else as_posteriors(resp).chunks(max(int(chunk_size), _WRITE_ROWS)))
+        for a, tau in chunks:
             table = _table(K, id_all.slice(a, tau.shape[0]), tau)
             if writer is None:
                 writer = pacsv.CSVWriter(sink, table.schema, write_options=options)

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import RunOptions
-from ..inference.classification import classification_summary
+from ..inference.classification import classification_summary, posteriors_of
 from ..inference.summaries import model_summaries
 from ..output.estimates import interval_summary, primary_method
 from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
@@ -48,13 +48,6 @@ def _params(fit: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in fit["params"].items()}
 
 
-def _responsibilities(model: Any, data: Mapping[str, np.ndarray], params: Any,
-                      chunk_size: int) -> np.ndarray:
-    from ..inference.classification import responsibility_chunks
-
-    return np.concatenate([r for _, r in responsibility_chunks(model, data, params, chunk_size)])
-
-
 def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, Any],
                    options: RunOptions, *, checkpoint: Any = None, executor: Any = None,
                    reporter: Any = None, k: int | None = None,
@@ -71,7 +64,11 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
     out.json["rows"] = {"n_used": n_obs,
                         "n_dropped": int(record.get("n_dropped", int(record.get("n_rows", n_obs)) - n_obs)),
                         "id_column": prepared.id_column}
-    out.json["classification"] = classification_summary(model, data, params, chunk_size=chunk)
+    # the posteriors of every row, once (on the distinct answer patterns when the model
+    # groups its rows): the classification summary, posteriors.csv and the figures share them
+    post = posteriors_of(model, data, params, chunk)
+    out.json["classification"] = classification_summary(model, data, params, chunk_size=chunk,
+                                                        resp=post)
     intervals = interval_summary(model, se, options)
     out.json.update(intervals)
     primary = primary_method(se, options)
@@ -87,10 +84,10 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
         executor=executor, checkpoint=checkpoint, on_replicate=progress))
     out.files[POSTERIORS_CSV] = posteriors_csv(model, data, params, prepared.row_labels,
-                                               id_column=prepared.id_column, chunk_size=chunk)
+                                               id_column=prepared.id_column, chunk_size=chunk,
+                                               resp=post)
     if options.plots:
         from ..output.plots import figures
 
-        resp = _responsibilities(model, data, params, chunk)
-        out.figures = figures(model, data, params, resp)
+        out.figures = figures(model, data, params, post)
     return out

@@ -57,6 +57,10 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     ``model_selection`` runs only with several K (``--components 1-4``): one K keeps the
     four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
     (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several."""
+    if options.plots and not tracker.is_completed("result_output"):
+        from ..output.plots import preload
+
+        preload()  # matplotlib imported in a background thread while the data are read and fitted
     record = resume_estimation_phase(tracker, "data_preparation",
                                      _announced(reporter, "data_preparation", phases.prepare_data),
                                      options, reporter)
