@@ -13,6 +13,16 @@ everything else, once for every model:
   bitwise-identically;
 * several starts (in process, or one per worker through an executor), the best kept:
   many cheap candidates, the best run to convergence (:mod:`src.estimation.starts`);
+* **lockstep** for models whose rows compress (built-in LCA: the distinct answer patterns
+  with their counts, :meth:`~src.models.lca.LatentClassModel.compressed_rows`): one EM-map
+  evaluation of such data costs less than Python's overhead per evaluation, so the
+  candidates run in groups of :data:`CANDIDATE_GROUP` (fixed by candidate number) and the
+  final starts all together, every step one stacked evaluation of all active starts
+  (``em_map_batch``) and their SQUAREM proposals together (:func:`squarem.proposals`).
+  Each start makes the same transitions as alone; its numbers can differ from a lone run
+  in the last bits, so the groups never depend on workers or interruptions: this path
+  runs in process (an executor is not used), is checkpointed after every group of
+  candidates and every step of the final starts, and resumes bitwise-identically;
 * each finished start checked for a degenerate maximum (:meth:`MixtureModel.degeneracies`:
   a collapsed covariance, too few rows, a regression sigma at its floor); flagged starts
   are never chosen while an unflagged one exists, and the replication of the chosen
@@ -49,7 +59,6 @@ from src.utils.messages import register, t
 from src.utils.rng import stream
 
 from . import squarem, starts
-from .numeric_mstep import generic_em_map, generic_init_params
 from .results import FitResult
 
 __all__ = ["fit_em", "run_start", "run_candidate", "em_map", "start_params", "draw_random_params",
@@ -131,6 +140,7 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     """
     if not model.has_closed_form_m_step:
         with checks.guarded(model, "log_joint"):
+            from .numeric_mstep import generic_em_map   # scipy.optimize: only when needed
             return generic_em_map(model, data, params, check=check)
     compact = _compressed(model, data)
     rows, weights = (data, None) if compact is None else compact
@@ -192,6 +202,7 @@ def draw_random_params(model: MixtureModel, data: Data, rng: np.random.Generator
         checks.check_params(model, params, "init_params" if overrides else "m_step")
         return params
     with checks.guarded(model, "log_joint"):
+        from .numeric_mstep import generic_init_params
         return generic_init_params(model, data, rng)
 
 
@@ -698,7 +709,8 @@ def fit_em(model: MixtureModel, data: Data, *, n_starts: int = 10,
     ``checkpoint``: resume from its state and checkpoint after every candidate and every
     evaluation of a final start (every finished start with ``force``).  ``executor``: run
     each candidate and each final start on a worker (``map_unordered``); the results do not
-    depend on it.  ``on_iteration(start, evaluation, loglik)`` (in process, final starts
+    depend on it (a model run in lockstep, see the module doc, does not use it).
+    ``on_iteration(start, evaluation, loglik)`` (in process, final starts
     only): ``start`` is the 0-based place in ``start_*``, as ``best_start``.  ``n_threads``: chunks of one EM map computed on that many threads (BLAS
     stays at 1 thread).
     """

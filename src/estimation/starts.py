@@ -19,7 +19,10 @@ with mclust's deterministic hierarchical start among the candidates:
    The hard partitions are of at most :data:`START_SUBSAMPLE` rows (:data:`HC_SUBSAMPLE`
    for Ward's method, which is quadratic in them): all rows when there are fewer, else a
    subsample drawn first from the candidate's stream; the features and the M-step see only
-   those rows, so memory stays bounded whatever the data's size.
+   those rows, so memory stays bounded whatever the data's size.  For a built-in model
+   whose rows compress (LCA's answer patterns, ``row_patterns``) the k-means++ distances,
+   the nearest centres and the M-step are computed once per distinct row: the same numbers
+   (whole-number features and counts add up exactly), a fraction of the work.
 
    A model without start features (the default for user models) gets ``partition``
    instead of ``hierarchical`` and ``kmeans++``.  Each candidate runs ``candidate_iter``

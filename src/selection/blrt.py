@@ -70,7 +70,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..inference import derivatives as dv
 from ..models.base import Data, MixtureModel, Params
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
 from ..utils.messages import register, t
@@ -167,7 +166,9 @@ def _rows(data: Data) -> int:
 
 def _responsibilities(model: MixtureModel, data: Data, params: Params,
                       chunk_size: int) -> np.ndarray:
-    return np.concatenate([model.e_step(c, params)[0] for c in dv.iter_chunks(data, chunk_size)])
+    n, step = _rows(data), max(int(chunk_size), 1)
+    return np.concatenate([model.e_step({k: v[a:a + step] for k, v in data.items()}, params)[0]
+                           for a in range(0, n, step)])
 
 
 def _start_features(model: MixtureModel, data: Data, n: int) -> np.ndarray | None:
@@ -187,6 +188,8 @@ def _start_features(model: MixtureModel, data: Data, n: int) -> np.ndarray | Non
 def _score_features(model: MixtureModel, data: Data, params: Params, resp: np.ndarray,
                     j: int) -> np.ndarray | None:
     """Class ``j``'s complete-data scores (without the weights), each column standardised."""
+    from ..inference import derivatives as dv   # (not at import: workers start faster)
+
     S = dv.complete_score(model, data, params)[:, j, model.n_components - 1:]
     S = np.where(resp[:, j, None] > 0, S, 0.0)
     keep = np.all(np.isfinite(S), axis=0) & np.any(S != 0, axis=0)
