@@ -400,3 +400,22 @@ class TestLockstep:
             b = fit_em(model, data, executor=ex, **kw)
         assert a.loglik == b.loglik and a.start_logliks == b.start_logliks
         assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+    def test_lockstep_only_for_few_distinct_rows(self):
+        """Lockstep is for compressible answers of few distinct patterns; more patterns, rows that do not compress, or a user subclass go start by start."""
+        from src.estimation.em import LOCKSTEP_MAX_ROWS, lockstep
+        from tests.test_lca import PlainLCA
+
+        model, data = lca_case()
+        assert lockstep(model, data)
+        plain = PlainLCA(3)
+        plain.setup(LatentClassModel.meta_from_array(data["Y"]))
+        assert not lockstep(plain, data)
+        rng = stream(9, "test-data", 1)
+        many = {"Y": rng.integers(0, 2, size=(4 * LOCKSTEP_MAX_ROWS, 15))}   # ~28,000 patterns
+        big = LatentClassModel(2)
+        big.setup(LatentClassModel.meta_from_array(many["Y"]))
+        patterns, counts = big.compressed_rows(many)
+        assert LOCKSTEP_MAX_ROWS < len(counts) <= 2 * LOCKSTEP_MAX_ROWS
+        assert not lockstep(big, many)
+        assert not lockstep(GaussianMixtureModel(2), {"X": rng.normal(size=(50, 2))})

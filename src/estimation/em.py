@@ -434,6 +434,9 @@ def _candidate_state(model: MixtureModel, data: Data, options: Mapping[str, Any]
 # ------------------------------------------------- several starts in lockstep
 #: the lockstep path runs the candidates in groups of this many, fixed by candidate number
 CANDIDATE_GROUP = 10
+#: lockstep only up to this many distinct rows: beyond, an evaluation costs more than
+#: Python's overhead and the starts are better spread over workers
+LOCKSTEP_MAX_ROWS = 16384
 
 
 def lockstep(model: MixtureModel, data: Data) -> bool:
@@ -441,12 +444,14 @@ def lockstep(model: MixtureModel, data: Data) -> bool:
 
     That is a built-in model with a batched EM map (``em_map_batch``: one evaluation of
     several parameter sets as a few stacked array operations) whose rows compress
-    (``compressed_rows``: LCA's answer patterns), so one evaluation is cheap and Python's
-    overhead per evaluation would dominate.  Depends on the model and the data only.
+    (``compressed_rows``: LCA's answer patterns) to at most :data:`LOCKSTEP_MAX_ROWS`
+    distinct rows, so one evaluation is cheap and Python's overhead per evaluation would
+    dominate.  Depends on the model and the data only.
     """
     if getattr(model, "em_map_batch", None) is None or not model.has_closed_form_m_step:
         return False
-    return _compressed(model, data) is not None
+    compact = _compressed(model, data)
+    return compact is not None and _n_rows(compact[0]) <= LOCKSTEP_MAX_ROWS
 
 
 def _check_first(model: MixtureModel, data: Data, params: Params, new: Params, ll: float,
