@@ -107,7 +107,7 @@ def proposals(model: MixtureModel, cycles: list[tuple[Params, Params, Params]],
     batch = all(hasattr(model, f) for f in ("to_free_batch", "from_free_batch",
                                              "in_parameter_space_batch"))
     if batch:
-        F0, F1, F2 = (model.to_free_batch([c[i] for c in cycles]) for i in range(3))
+        F0, F1, F2 = np.split(model.to_free_batch([c[i] for i in range(3) for c in cycles]), 3)
     else:
         F0, F1, F2 = (np.array([model.to_free(c[i]) for c in cycles]) for i in range(3))
     R = F1 - F0
