@@ -170,3 +170,64 @@ class TestWarnings:
         for key in ("classification.small_class", "classification.low_avepp",
                     "classification.empty_modal"):
             assert set(templates()[key]) == {"en", "zh"}
+
+
+CARCINOMA = Path(__file__).resolve().parent / "reference" / "carcinoma.csv"
+
+
+@pytest.fixture(scope="module")
+def carcinoma3():
+    """poLCA's carcinoma data (118 rows, 20 distinct answer patterns) and a 3-class fit."""
+    from src.models.lca import LatentClassModel
+
+    frame = pd.read_csv(CARCINOMA, dtype=str)
+    data, meta = LatentClassModel.prepare_data(frame, {})
+    model = LatentClassModel(3)
+    model.setup(meta)
+    fit = fit_em(model, data, n_starts=3, seed=1)
+    return model, data, fit.params
+
+
+class TestPosteriorsOnce:
+    def test_patterns_expand_to_every_rows_responsibilities(self, carcinoma3):
+        """On LCA's 20 distinct patterns, expanded row by row (any chunk size), the posteriors are e_step's on all 118 rows."""
+        from src.inference.classification import posteriors_of
+
+        model, data, params = carcinoma3
+        post = posteriors_of(model, data, params)
+        assert post.tau.shape == (20, 3) and post.n_rows == 118 and post.counts.sum() == 118
+        rows, _ = model.e_step(data, params)
+        np.testing.assert_allclose(post.rows(), rows, rtol=1e-12, atol=1e-15)
+        for size in (1, 7, 1000):
+            chunks = list(post.chunks(size))
+            assert [a for a, _ in chunks] == list(range(0, 118, size))
+            np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), post.rows())
+
+    def test_summary_on_patterns_equals_the_summary_on_rows(self, carcinoma3):
+        """Summing over patterns weighted by their counts gives the row-by-row summary: modal counts exactly, the rest to rounding, entropy as criteria's."""
+        from src.inference.classification import posteriors_of
+
+        model, data, params = carcinoma3
+        rows, _ = model.e_step(data, params)
+        by_pattern = classification_summary(model, data, params)
+        by_row = classification_summary(model, data, params, resp=rows)
+        again = classification_summary(model, data, params, resp=posteriors_of(model, data, params))
+        assert by_pattern == again
+        assert by_pattern["n_obs"] == by_row["n_obs"] == 118
+        assert by_pattern["counts"]["modal"] == by_row["counts"]["modal"]
+        np.testing.assert_allclose(by_pattern["counts"]["posteriors"], by_row["counts"]["posteriors"],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(by_pattern["average_posterior"], by_row["average_posterior"],
+                                   rtol=1e-11, atol=1e-15)
+        crit = criteria(model, data, params, loglik=-1.0, n_params=1)
+        en = float(entr(rows).sum())
+        assert by_pattern["entropy"] == pytest.approx(crit["entropy"], rel=1e-12)
+        assert by_pattern["entropy"] == pytest.approx(1 - en / (118 * math.log(3)), rel=1e-12)
+
+    def test_given_responsibilities_are_used_as_given(self):
+        """resp= is what the summary counts: hand-made posteriors give their own modal counts and sums."""
+        tau = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        s = classification_summary(_model(X5[:3], 2), {"X": X5[:3]}, P5, resp=tau)
+        assert s["counts"]["modal"] == [2, 1]
+        assert s["counts"]["posteriors"] == pytest.approx([1.7, 1.3], rel=1e-15)
+        assert s["average_posterior"][0] == pytest.approx([0.75, 0.25], rel=1e-15)

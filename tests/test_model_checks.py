@@ -306,3 +306,68 @@ def test_script_exits_2_with_one_line_naming_class_and_method(tmp_path):
     assert proc.stderr.startswith("NanModel.log_joint returned NaN")
     assert "row 16 (0-based), class 2" in proc.stderr
     assert "RuntimeWarning" not in proc.stderr + proc.stdout
+
+
+# ----------------------------------------------- declared summaries and figures
+class TestDeclarations:
+    def test_unknown_figure_is_named_when_the_class_is_defined(self):
+        """A misspelt figure name fails at the class statement with one sentence naming class, attribute and the known names."""
+        from src.models.base import FIGURE_NAMES
+
+        with pytest.raises(ModelError) as err:
+            class Profiled(Exp):   # noqa: F841
+                figures = ("profil",)
+        text = str(err.value)
+        assert_one_sentence(text)
+        assert text.startswith("Profiled.figures declares 'profil'")
+        assert all(name in text for name in FIGURE_NAMES)
+
+    def test_unknown_summary_and_text_instead_of_tuple(self):
+        """An unknown summary, and a bare string where a tuple belongs, are ModelErrors naming Class.summaries."""
+        from src.models.base import SUMMARY_NAMES
+
+        with pytest.raises(ModelError, match=r"^Odd\.summaries declares 'fit_table'") as err:
+            class Odd(Exp):   # noqa: F841
+                summaries = ("response_patterns", "fit_table")
+        assert all(name in str(err.value) for name in SUMMARY_NAMES)
+        with pytest.raises(ModelError, match=r"^Bare\.summaries is 'sd_correlation', expected a tuple"):
+            class Bare(Exp):   # noqa: F841
+                summaries = "sd_correlation"
+
+    def test_known_names_and_the_figures_summaries_imply(self):
+        """Known names pass; a class declaring summaries but no figures gets the figures they imply, an explicit () stays empty, subclasses inherit."""
+        from src.models.lca import LatentClassModel
+
+        class Categorical(Exp):
+            summaries = ("response_patterns",)
+
+        class Quiet(Exp):
+            summaries = ("response_patterns",)
+            figures = ()
+
+        class MyLCA(LatentClassModel):
+            name = "my_lca"
+
+        assert Categorical.figures == ("profile",) and Quiet.figures == ()
+        assert LatentClassModel.figures == MyLCA.figures == ("profile",)
+        assert Exp.figures == ()
+
+    def test_the_vocabularies_match_what_computes_and_draws_them(self):
+        """SUMMARY_NAMES are the summaries src.inference.summaries computes and FIGURE_NAMES the figures src.output.plots draws."""
+        from src.inference.summaries import SUMMARIES
+        from src.models.base import FIGURE_NAMES, FIGURES_OF_SUMMARY, SUMMARY_NAMES
+        from src.output.plots import FIGURES
+
+        assert tuple(SUMMARIES) == SUMMARY_NAMES and tuple(FIGURES) == FIGURE_NAMES
+        assert set(FIGURES_OF_SUMMARY) <= set(SUMMARY_NAMES)
+        assert {f for fs in FIGURES_OF_SUMMARY.values() for f in fs} <= set(FIGURE_NAMES)
+
+    def test_model_file_with_an_unknown_figure_fails_when_loaded(self, tmp_path):
+        """--model file.py:Class declaring an unknown figure: exit 2 before any data are read, the message names the class and the attribute."""
+        (tmp_path / "odd_model.py").write_text(MODEL_FILE.replace(
+            '    name = "nan_model"\n', '    name = "nan_model"\n    figures = ("histogram",)\n'))
+        proc = run_script(tmp_path, "--model", "odd_model.py:NanModel", "--data", "missing.csv")
+        check_rc(proc, 2)
+        assert_one_sentence(proc.stderr)
+        assert "NanModel.figures declares 'histogram'" in proc.stderr
+        assert "profile, scatter, density, regression" in proc.stderr

@@ -20,7 +20,8 @@ from src.models.lca import LatentClassModel
 from src.models.mixreg import MixtureRegressionModel
 from src.models.registry import get_model_class
 from src.output.plots import (DPI, ELLIPSE_LEVEL, MAX_COLUMNS, MAX_POINTS, Plot, covariances,
-                              ellipse_geometry, figures, posterior_histogram, subsample)
+                              ellipse_geometry, figures, posterior_histogram, profile_plot,
+                              subsample)
 from src.utils.messages import get_language, set_language
 from src.utils.rng import stream
 
@@ -257,3 +258,103 @@ class TestGeometry:
         np.testing.assert_array_equal(big, subsample(10 * MAX_POINTS))
         assert sorted(subsample(37)) == list(range(37))
         assert DPI == 100
+
+
+class TestDeclaredFigures:
+    def test_user_subclasses_get_their_familys_figures(self, fits, drawn):
+        """A LatentClassModel or GaussianMixtureModel subclass under another name draws the family's figures, byte for byte."""
+        class MyLCA(LatentClassModel):
+            name = "my_lca"
+
+        class MyGMM(GaussianMixtureModel):
+            name = "my_gmm"
+
+        for cls, case in ((MyLCA, "lca_binary"), (MyGMM, "gmm2"), (MyGMM, "gmm1")):
+            model, data, params, resp = fits[case]
+            user = cls(model.n_components, **model.options)
+            user.setup(model.meta)
+            got = figures(user, data, params, resp)
+            assert {k: v.png for k, v in got.items()} == {k: v.png for k, v in drawn[case].items()}
+
+    def test_a_family_without_figures_gets_the_posterior_histogram_only(self, fits):
+        """A subclass declaring figures = () draws posterior.png alone."""
+        class Plain(MixtureRegressionModel):
+            name = "plain"
+            figures = ()
+
+        model, data, params, resp = fits["mixreg1"]
+        user = Plain(2, **model.options)
+        user.setup(model.meta)
+        assert list(figures(user, data, params, resp)) == ["posterior.png"]
+
+
+class TestGivenPosteriors:
+    def test_patterns_give_the_rows_histogram(self, fits):
+        """LCA's posteriors on distinct patterns (counts as weights) give numpy's histogram of the expanded rows, and the same figure set."""
+        from src.inference.classification import posteriors_of
+
+        model, data, params, resp = fits["lca_binary"]
+        post = posteriors_of(model, data, params)
+        assert post.inverse is not None and post.tau.shape[0] < resp.shape[0]
+        edges, counts = posterior_histogram(post)
+        top, modal = resp.max(axis=1), resp.argmax(axis=1)
+        for k in range(resp.shape[1]):
+            np.testing.assert_array_equal(counts[k], np.histogram(top[modal == k], edges)[0])
+        got = figures(model, data, params, post)
+        assert list(got) == list(EXPECTED["lca_binary"])
+        assert got["profile.png"].png == figures(model, data, params, resp)["profile.png"].png
+
+    def test_posteriors_object_or_array_same_bytes(self, fits, drawn):
+        """A Posteriors of the rows draws the bytes the (n, K) array draws."""
+        from src.inference.classification import Posteriors
+
+        model, data, params, resp = fits["gmm4_diag"]
+        got = figures(model, data, params, Posteriors(resp))
+        assert {k: v.png for k, v in got.items()} == {k: v.png for k, v in drawn["gmm4_diag"].items()}
+
+
+class TestLayout:
+    @pytest.mark.parametrize("case", sorted(EXPECTED))
+    def test_nothing_reaches_the_edge(self, drawn, case):
+        """The fixed margins hold every label, title and legend: the outer 3 pixels of every figure are white."""
+        for name, plot in drawn[case].items():
+            image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")[..., :3]
+            for edge in (image[:3], image[-3:], image[:, :3], image[:, -3:]):
+                assert edge.min() == 1.0, (case, name)
+
+    def test_long_names_and_many_items_fit(self):
+        """Forty items with long names (rotated labels) and a wide legend stay inside the figure."""
+        rng = stream(5, "test-plots-long")
+        J, K = 40, 3
+        prob = np.zeros((K, J, 2))
+        prob[:, :, 1] = rng.uniform(0.05, 0.95, (K, J))
+        prob[:, :, 0] = 1 - prob[:, :, 1]
+        items = [f"question_{j + 1}_about_something" for j in range(J)]
+        plot = profile_plot(prob, np.array([0.5, 0.3, 0.2]), items, [["no", "yes"]] * J)
+        image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")[..., :3]
+        for edge in (image[:3], image[-3:], image[:, :3], image[:, -3:]):
+            assert edge.min() == 1.0
+        assert image.shape[:2] == (plot.height, plot.width)
+
+    def test_preload_imports_matplotlib_in_a_thread_and_changes_no_byte(self, tmp_path):
+        """After preload() a fresh process has matplotlib's Figure and Agg canvas (not pyplot) and draws the bytes a process without it draws."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys, hashlib, numpy as np\n"
+            "from src.output import plots\n"
+            "if sys.argv[1] == 'preload':\n"
+            "    thread = plots.preload(); assert thread.daemon and plots.preload() is thread\n"
+            "    thread.join()\n"
+            "    assert 'matplotlib.figure' in sys.modules and 'matplotlib.backends.backend_agg' in sys.modules\n"
+            "    assert 'matplotlib.pyplot' not in sys.modules\n"
+            "resp = np.array([[0.9, 0.1], [0.3, 0.7], [0.55, 0.45]])\n"
+            "print(hashlib.sha256(plots.posterior_plot(resp).png).hexdigest())\n")
+        out = {}
+        for mode in ("preload", "plain"):
+            proc = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            out[mode] = proc.stdout.strip()
+        assert out["preload"] == out["plain"] and len(out["plain"]) == 64

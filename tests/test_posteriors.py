@@ -100,6 +100,26 @@ class TestPosteriors:
         assert [line.split(",")[0] for line in floats.decode().splitlines()[1:]] == ["1", "2.5", "", "4"]
 
 
+    @pytest.mark.parametrize("family", ["gmm", "lca"])
+    def test_given_posteriors_write_the_same_file(self, family):
+        """With resp= (posteriors_of: LCA's patterns expanded) the file reads back as the one computed row by row, to rounding, with the same classes."""
+        from src.inference.classification import posteriors_of
+
+        model, data, params = _fitted(family)
+        post = posteriors_of(model, data, params)
+        given = _read(posteriors_csv(model, data, params, chunk_size=100, resp=post))
+        computed = _read(posteriors_csv(model, data, params, chunk_size=100))
+        assert list(given.columns) == list(computed.columns)
+        assert given["row"].tolist() == computed["row"].tolist()
+        np.testing.assert_allclose(given[["p1", "p2"]].to_numpy(), computed[["p1", "p2"]].to_numpy(),
+                                   rtol=1e-12, atol=1e-15)
+        assert (given["class"] == computed["class"]).all()
+        as_array = posteriors_csv(model, data, params, resp=post.rows())
+        assert as_array == posteriors_csv(model, data, params, resp=post)
+        with pytest.raises(ValueError, match="posteriors of 3 rows"):
+            posteriors_csv(model, data, params, resp=post.rows()[:3])
+
+
 class TestParquet:
     def test_parts_in_sorted_order_equal_the_csv(self, tmp_path):
         """Partitions written as part files read back, files sorted and rows in file order, as the whole data's CSV."""

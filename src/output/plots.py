@@ -220,15 +220,15 @@ def _text_size(fig: Any, texts: Sequence[str], size: float) -> tuple[float, floa
 
     renderer = fig.canvas.get_renderer()
     prop = FontProperties(size=size)
-    width = height = 0.0
+    # a line's height is at least that of tall and descending letters (a text of digits or
+    # lower-case letters only would measure shorter than the line matplotlib lays out)
+    _, height, _ = renderer.get_text_width_height_descent("Ag|", prop, ismath=False)
+    width = 0.0
     for text in texts:
         for line in str(text).split("\n"):
             if line:
                 w, h, _ = renderer.get_text_width_height_descent(line, prop, ismath=False)
                 width, height = max(width, w), max(height, h)
-    if height == 0.0:
-        _, height, _ = renderer.get_text_width_height_descent("0", prop, ismath=False)
-        width = 0.0
     return width / fig.dpi, height / fig.dpi
 
 
@@ -624,7 +624,7 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
             fig.suptitle(title, fontsize=10)
             left = max(_tick_room(fig, a.yaxis, 7, True) for a in outer_y)
             bottom = max(_tick_room(fig, a.xaxis, 7, False) for a in outer_x)
-            label = _label_room(fig, "x", 8)
+            label = max(_label_room(fig, str(c), 8) for c in columns[:m])
             head = _text_size(fig, [title], 10)[1] + 0.12
             right = 0.1
             _margins(fig, left=left + label, right=right, bottom=bottom + label, top=head,

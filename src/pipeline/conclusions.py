@@ -10,6 +10,11 @@ what the model declares: goodness of fit against the saturated table for latent 
 standard deviations and correlations for Gaussian mixtures (what the family declares,
 :mod:`src.inference.summaries`), the rest for every model.
 
+The posteriors of every row are computed once per K
+(:func:`src.inference.classification.posteriors_of`: on the distinct answer patterns for a
+model with ``row_patterns``) and shared by the classification summary, ``posteriors.csv``
+and the figures.
+
 The parametric-bootstrap p-values of G2 and X2 (``--gof-bootstrap B``) are the only long
 part: replicates run on the run's executor and are checkpointed one by one (the
 ``result_output`` phase's checkpoint), so a killed run resumes them.

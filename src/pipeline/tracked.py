@@ -57,10 +57,6 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     ``model_selection`` runs only with several K (``--components 1-4``): one K keeps the
     four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
     (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several."""
-    if options.plots and not tracker.is_completed("result_output"):
-        from ..output.plots import preload
-
-        preload()  # matplotlib imported in a background thread while the data are read and fitted
     record = resume_estimation_phase(tracker, "data_preparation",
                                      _announced(reporter, "data_preparation", phases.prepare_data),
                                      options, reporter)
@@ -73,6 +69,10 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                    tracker.is_completed("standard_error_computation"),
                                    not several or tracker.is_completed("model_selection"),
                                    tracker.is_completed("result_output"))
+    if options.plots and not tracker.is_completed("result_output"):
+        from ..output.plots import preload
+
+        preload()  # matplotlib imported in a background thread while the model is fitted
     with phases.run_executor(options, workers) as executor:  # workers warm up during the fit
         fit = resume_estimation_phase(tracker, "model_estimation",
                                       _announced(reporter, "model_estimation", phases.estimate_model),
