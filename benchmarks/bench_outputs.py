@@ -15,8 +15,12 @@ phase starts and ends, so the phases are timed inside the run:
   ``standard_error_computation``, and between them the checks, fingerprints and re-reading of
   the data); ``wall`` = the child process from exec to exit, measured by the parent;
 * inside ``output``: ``mpl import`` (matplotlib's modules the first figure needs, imported
-  just before the figures are drawn) and ``draw`` (``src.output.plots.figures``: drawing and
-  PNG encoding), timed by wrapping that function in the child.
+  just before the figures are drawn: what is left of the import when the figures start, 0
+  once the background import of :func:`src.output.plots.preload` has finished during the
+  fit) and ``draw`` (``src.output.plots.figures``: drawing and PNG encoding), timed by
+  wrapping that function in the child.  ``run`` = the whole of ``src.pipeline.run``: compare
+  it across versions to see whether work only moved between phases (the background import
+  is charged to the phase it overlaps).
 
 **ratio = output / rest** (the issue's "adds at most 10%": the output phase against the run
 without it; interpreter start-up and imports counted in neither, which makes the ratio larger
@@ -30,11 +34,17 @@ written as CSV, N = 1e5 unless ``--n``): ``gmm2``, ``gmm5`` (2 and 5 columns, 2 
 separated correlated Gaussian classes), ``lca10`` (10 binary items, 2 classes).  All K = 2
 (the default).
 
+``--code NAME=PATH`` (repeatable) compares versions of the project: each child runs the code
+under PATH (e.g. ``git archive <commit> | tar -x -C PATH``), every round runs every version
+in turn, so before/after ratios come from the same minutes of a shared machine.  Default:
+this checkout, named ``here``.
+
 ``--profile CASE`` instead runs one default run of CASE under cProfile and prints where the
 ``result_output`` phase spends its time (cumulative seconds of the functions inside it).
 
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_outputs.py [--rounds 3] [--n 1e5]
-[--cases gmm2,gmm5,lca10] [--json out.json]`` (about 10 minutes at 3 rounds on 2 cores).
+[--cases gmm2,gmm5,lca10] [--code before=/tmp/old --code after=.] [--json out.json]``
+(about 10 minutes at 3 rounds on 2 cores, per version).
 """
 
 from __future__ import annotations
@@ -99,7 +109,7 @@ def case_args(case: str, path: Path) -> list[str]:
 def child(argv: list[str], profile: bool) -> None:
     """One run of the pipeline in this process; prints {phase: seconds} as JSON."""
     t_exec = time.perf_counter()
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, os.environ.get("BENCH_CODE", str(ROOT)))
     from src.pipeline import cli, run
     from src.utils.console import Reporter
 
@@ -156,8 +166,10 @@ def child(argv: list[str], profile: bool) -> None:
     print(json.dumps(out))
 
 
-def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None) -> dict:
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
+              code: Path = ROOT) -> dict:
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(code), "BENCH_CODE": str(code),
+           "LANG": "C.UTF-8"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child"]
     if profile_out is not None:
         env["BENCH_PROFILE_OUT"] = str(profile_out)
@@ -172,13 +184,14 @@ def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None) ->
     return times
 
 
-def measure(case: str, data: Path, minimal: bool, work: Path) -> dict:
-    """A fresh default run (minimal: --no-plots --formats md) of ``case`` in ``work``."""
+def measure(case: str, data: Path, minimal: bool, work: Path, code: Path = ROOT) -> dict:
+    """A fresh default run (minimal: --no-plots --formats md) of ``case`` in ``work`` with
+    the project's code under ``code``."""
     folder = work / f"{case}-{'minimal' if minimal else 'default'}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     argv = [*case_args(case, data), "--no-progress-tracking", *(MINIMAL if minimal else ())]
-    times = run_child(argv, folder)
+    times = run_child(argv, folder, code=code)
     times["rest"] = times["run"] - times["result_output"]
     times["output"] = times["result_output"]
     times["ratio"] = times["output"] / times["rest"]
@@ -222,11 +235,26 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M"), "loadavg": load}
 
 
+def _codes(specs: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` pairs (default: this checkout as ``here``)."""
+    out: dict[str, Path] = {}
+    for spec in specs or [f"here={ROOT}"]:
+        name, _, path = spec.partition("=")
+        if not name or not path or not (Path(path) / "src" / "pipeline").is_dir():
+            raise SystemExit(f"--code {spec!r}: expected NAME=PATH of a copy of the project")
+        out[name] = Path(path).resolve()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=float, default=1e5)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
+                    help="a version of the project to run (repeat to compare; default: this one)")
+    ap.add_argument("--settings", default="default,minimal",
+                    help="default (plots, md+html) and/or minimal (--no-plots --formats md)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--profile", default=None, metavar="CASE",
@@ -234,6 +262,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
+    settings = [s for s in args.settings.split(",") if s]
+    codes = _codes(args.code)
     n = int(args.n)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -247,20 +277,24 @@ def main() -> None:
         return
 
     info = machine()
+    info["code"] = {name: str(path) for name, path in codes.items()}
     print(f"N = {n}, rounds {args.rounds}, {info}", flush=True)
-    results: dict[str, dict[str, list[dict]]] = {c: {"default": [], "minimal": []} for c in cases}
+    results: dict[str, dict[str, dict[str, list[dict]]]] = {
+        code: {c: {s: [] for s in settings} for c in cases} for code in codes}
     for r in range(args.rounds):
-        order = [False, True] if r % 2 == 0 else [True, False]
+        order = settings if r % 2 == 0 else settings[::-1]
+        names = list(codes) if r % 2 == 0 else list(codes)[::-1]
         for case in cases:
-            for minimal in order:
-                t = measure(case, paths[case], minimal, work)
-                results[case]["minimal" if minimal else "default"].append(t)
-                print(f"round {r + 1} {case:6s} {'minimal' if minimal else 'default':7s} "
-                      f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
-                      f"  (mpl {t.get('mpl_import', 0):.2f}, draw {t.get('figures', 0):.2f})"
-                      f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
-                      f"se {t['standard_error_computation']:.2f}, wall {t['wall']:.2f}, "
-                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+            for setting in order:
+                for code in names:
+                    t = measure(case, paths[case], setting == "minimal", work, codes[code])
+                    results[code][case][setting].append(t)
+                    print(f"round {r + 1} {code:8s} {case:6s} {setting:7s} "
+                          f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
+                          f"  (mpl {t.get('mpl_import', 0):.2f}, draw {t.get('figures', 0):.2f})"
+                          f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
+                          f"se {t['standard_error_computation']:.2f}, run {t['run']:.2f}, "
+                          f"wall {t['wall']:.2f}, load {os.getloadavg()[0]:.1f})", flush=True)
     info["loadavg_end"] = os.getloadavg()
 
     def med(rows, key):
@@ -269,20 +303,21 @@ def main() -> None:
     def fmt(rows, key):
         return f"{med(rows, key):.3f}" if all(key in row for row in rows) else "-"
 
-    print("\n| case | setting | data s | fit s | SE s | rest s | **output s** | mpl import s | draw s | **output / rest** (min-max) | output / (wall - output) | files |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| code | case | setting | data s | fit s | SE s | rest s | **output s** | mpl import s "
+          "| draw s | **output / rest** (min-max) | run s | wall s | files |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
-        for setting in ("default", "minimal"):
-            rows = results[case][setting]
-            ratios = [row["ratio"] for row in rows]
-            wall_ratio = statistics.median(row["output"] / (row["wall"] - row["output"])
-                                           for row in rows)
-            print(f"| {case} | {setting} | {med(rows, 'data_preparation'):.2f} | "
-                  f"{med(rows, 'model_estimation'):.2f} | {med(rows, 'standard_error_computation'):.2f} | "
-                  f"{med(rows, 'rest'):.2f} | **{med(rows, 'output'):.3f}** | "
-                  f"{fmt(rows, 'mpl_import')} | {fmt(rows, 'figures')} | "
-                  f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
-                  f"{wall_ratio:.3f} | {len(rows[0]['files'])} |")
+        for setting in settings:
+            for code in codes:
+                rows = results[code][case][setting]
+                ratios = [row["ratio"] for row in rows]
+                print(f"| {code} | {case} | {setting} | {med(rows, 'data_preparation'):.2f} | "
+                      f"{med(rows, 'model_estimation'):.2f} | "
+                      f"{med(rows, 'standard_error_computation'):.2f} | "
+                      f"{med(rows, 'rest'):.2f} | **{med(rows, 'output'):.3f}** | "
+                      f"{fmt(rows, 'mpl_import')} | {fmt(rows, 'figures')} | "
+                      f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                      f"{med(rows, 'run'):.2f} | {med(rows, 'wall'):.2f} | {len(rows[0]['files'])} |")
     if args.json:
         args.json.write_text(json.dumps({"n": n, "machine": info, "results": results}, indent=1))
 
