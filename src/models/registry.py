@@ -85,6 +85,8 @@ def get_model_class(spec: str) -> type[MixtureModel]:
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
+    except ModelError:  # a class the family checks refused: that sentence, as it is
+        raise
     except Exception as exc:  # the user's code: report, do not crash
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise ModelError(t("registry.import_failed", path=path_text, detail=detail)) from exc
