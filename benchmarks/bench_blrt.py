@@ -22,6 +22,9 @@ rounds and last in even ones; each ratio taken within a round, medians over roun
 * ``ours_warm_equal_1p``: StepMix's search (``n_init`` cold starts, plain EM) plus our warm
   starts and early stopping: what warm starts and stopping save at equal search.
 
+Our rows run the project's code as a user gets it: the LCA's E-step on its distinct answer
+patterns and, for such data, the starts of a fit in lockstep (benchmarks/README.md, BLRT).
+
 Tolerance: ours stops when ``|l_t - l_{t-1}| < tol |l_t|`` (tol 1e-8, our default); StepMix
 when the change of the *mean* log-likelihood is below ``abs_tol``, so it gets ``tol * |l| / N``
 with ``l`` our 3-class log-likelihood (the translation of bench_se.py, reversed: StepMix's
