@@ -595,7 +595,8 @@ class LatentClassModel(MixtureModel):
             diag = _ratio(counts[k, self.free_flat], pf[self.free_flat] ** 2)
             last = _ratio(counts[k, self.last_of_free], pf[self.last_of_free] ** 2)
             col = K - 1 + k * m
-            info[col:col + m, col:col + m] = np.diag(diag) + same_item * last[:, None]
+            with np.errstate(invalid="ignore"):  # 0 * inf on the boundary: NaN, as meant
+                info[col:col + m, col:col + m] = np.diag(diag) + same_item * last[:, None]
         return info
 
     # ------------------------------------------------------- reported names
