@@ -379,6 +379,21 @@ class TestGoodnessOfFitBootstrapResume:
         assert_same_files(results_dir(tmp_path), results_dir(runs["lca"]))
         assert read_progress(tmp_path)["completed_phases"] == PHASES
 
+    def test_output_only_change_refits_no_replicate(self, runs, tmp_path):
+        """--ci-level after a completed run redoes result_output with the replicates it kept: a kill armed at its first replicate checkpoint never fires, and the bootstrap p-values are those of the first run; more replicates refit only the new ones."""
+        work = copy_of(runs["lca"], tmp_path / "w")
+        first = fitj(results_dir(work))["goodness_of_fit"]["bootstrap"]
+        # write 1 starts the phase and the last completes it: a refit replicate would be write 2, one more write 3
+        again = run_script(work, *LCA, "--ci-level", "0.9", fault="kill:result_output:3")
+        check_rc(again, 0)
+        assert fitj(results_dir(work))["goodness_of_fit"]["bootstrap"] == first
+        ten = [("10" if a == "8" and b == "--gof-bootstrap" else a) for b, a in zip(("",) + LCA, LCA)]
+        more = run_main(work, *ten, "--ci-level", "0.9")
+        check_rc(more, 0)
+        assert "G2/X2 replicates 9/10" in more.stdout and "G2/X2 replicates 1/10" not in more.stdout
+        boot = fitj(results_dir(work))["goodness_of_fit"]["bootstrap"]
+        assert boot["g2_star"][:8] == first["g2_star"]
+
     def test_two_workers_give_the_same_files(self, runs, tmp_path):
         """Starts, standard errors and the bootstrap replicates on 2 workers give the 1-worker files."""
         check_rc(run_main(tmp_path, *LCA, "--workers", "2"), 0)

@@ -35,7 +35,7 @@ from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
 from ..selection.blrt import FIT_OPTION_KEYS
 from .phases import Prepared
 
-__all__ = ["Conclusions", "conclusions_of"]
+__all__ = ["Conclusions", "conclusions_of", "KeptReplicates", "with_kept_replicates"]
 
 
 @dataclass
@@ -96,3 +96,46 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
 
         out.figures = figures(model, data, params, post)
     return out
+
+
+class KeptReplicates:
+    """The phase's checkpoint for the goodness-of-fit bootstrap, seeded with the replicates an
+    earlier ``result_output`` of this task kept (``kept``: its final state), so redoing the
+    results for an output-only change (``--ci-level``, ``--formats``, the language) refits
+    nothing already refitted.  The phase's own saved state wins; ``last`` is the final state,
+    stored in the phase's result for the next time."""
+
+    def __init__(self, checkpoint: Any, kept: Mapping[str, Any] | None) -> None:
+        self.inner, self.kept, self.last = checkpoint, kept, None
+        self.used_kept = False
+
+    def resume_state(self) -> Any:
+        own = self.inner.resume_state() if self.inner is not None else None
+        if own:
+            self.last = own
+            return own
+        if self.kept:
+            self.used_kept = True
+            self.last = self.kept
+        return self.kept
+
+    def checkpoint(self, state: Any, *, force: bool = False) -> bool:
+        self.last = state
+        return self.inner.checkpoint(state, force=force) if self.inner is not None else False
+
+
+def with_kept_replicates(compute: Any, checkpoint: Any, kept: Mapping[str, Any] | None
+                         ) -> tuple[Any, Any]:
+    """``compute(checkpoint)`` with :class:`KeptReplicates`; kept replicates of other
+    settings or another estimate (CheckpointInvalid) are set aside and the bootstrap runs
+    afresh.  Returns (result, the bootstrap's final state or None)."""
+    from ..utils.checkpointing import CheckpointInvalid
+
+    keeper = KeptReplicates(checkpoint, kept)
+    try:
+        return compute(keeper), keeper.last
+    except CheckpointInvalid:
+        if not keeper.used_kept:
+            raise
+    keeper = KeptReplicates(checkpoint, None)
+    return compute(keeper), keeper.last

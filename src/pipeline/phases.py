@@ -397,18 +397,21 @@ def needs_workers(options: RunOptions, fit_done: bool, se_done: bool,
 def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
                   options: RunOptions, fingerprint: dict[str, Any] | None = None, *,
                   checkpoint: Checkpointer | None = None, executor: Any = None,
-                  reporter: Any = None) -> dict[str, Any]:
+                  reporter: Any = None, kept: dict[str, Any] | None = None) -> dict[str, Any]:
     """Phase ``result_output``: estimates.csv, covariance.csv, posteriors.csv, fit.json,
     the figures and the report (:mod:`src.pipeline.conclusions` says what the fit means;
-    its goodness-of-fit bootstrap is the phase's only checkpointed work)."""
+    its goodness-of-fit bootstrap is the phase's only checkpointed work, and its replicates
+    are kept in the result (``gof_state``) for an output-only redo: ``kept``)."""
     from ..output.writers import write_all
-    from .conclusions import conclusions_of
+    from .conclusions import conclusions_of, with_kept_replicates
 
-    found = conclusions_of(prepared, fit, se, options, checkpoint=checkpoint,
-                           executor=executor, reporter=reporter)
+    found, gof = with_kept_replicates(
+        lambda cp: conclusions_of(prepared, fit, se, options, checkpoint=cp, executor=executor,
+                                  reporter=reporter), checkpoint, kept)
     files = write_all(prepared.model, prepared.record, fit, se, options,
                       fingerprint=fingerprint or {}, conclusions=found)
-    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
+    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time(),
+            **({"gof_state": gof} if gof else {})}
 
 
 def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
@@ -416,26 +419,31 @@ def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
                               options: RunOptions,
                               fingerprint: dict[str, Any] | None = None, *,
                               checkpoint: Checkpointer | None = None, executor: Any = None,
-                              reporter: Any = None) -> dict[str, Any]:
+                              reporter: Any = None, kept: dict[str, Any] | None = None
+                              ) -> dict[str, Any]:
     """Phase ``result_output`` with several K: the selected K's files, enumeration.csv,
     criteria.png and a folder ``k{K}/`` per K (``src.output.enumeration``), each with its
     conclusions (the goodness-of-fit bootstrap for the selected K only)."""
     from ..output.enumeration import write_enumeration
-    from .conclusions import conclusions_of
+    from .conclusions import conclusions_of, with_kept_replicates
     from .enumeration import prepared_for
 
     selected = int(selection["selected"])
     preps = {k: prepared_for(prepared, options, k) for k in options.k_list()}
-    found = {k: conclusions_of(preps[k], fits["fits"][str(k)], se["by_k"].get(str(k), {}),
-                               options.replace(components=k),
-                               checkpoint=checkpoint if k == selected else None,
-                               executor=executor, reporter=reporter, k=k,
-                               gof_bootstrap_replicates=None if k == selected else 0)
-             for k in options.k_list()}
+
+    def one(k: int, cp: Any) -> Any:
+        return conclusions_of(preps[k], fits["fits"][str(k)], se["by_k"].get(str(k), {}),
+                              options.replace(components=k), checkpoint=cp, executor=executor,
+                              reporter=reporter, k=k,
+                              gof_bootstrap_replicates=None if k == selected else 0)
+
+    found = {k: one(k, None) for k in options.k_list() if k != selected}
+    found[selected], gof = with_kept_replicates(lambda cp: one(selected, cp), checkpoint, kept)
     files = write_enumeration({k: p.model for k, p in preps.items()}, prepared.record,
                               fits["fits"], selection, se["by_k"], options,
                               fingerprint=fingerprint or {}, conclusions_by_k=found)
-    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time()}
+    return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time(),
+            **({"gof_state": gof} if gof else {})}
 
 
 def output_is_current(result: dict[str, Any], options: RunOptions) -> bool:

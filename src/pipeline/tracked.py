@@ -130,7 +130,10 @@ def _output_phase(prepared: phases.Prepared, fit: dict[str, Any],
                   fingerprint: dict[str, Any] | None, checkpoint: Any = None,
                   reporter: Reporter | None = None, executor: Any = None) -> dict[str, Any]:
     """Phase ``result_output``: one K's files, or with several the enumeration's."""
-    kw = {"checkpoint": checkpoint, "executor": executor, "reporter": reporter}
+    stale = getattr(checkpoint, "stale_result", None)
+    earlier = stale("result_output") if stale is not None else None
+    kept = earlier[0].get("gof_state") if earlier and isinstance(earlier[0], dict) else None
+    kw = {"checkpoint": checkpoint, "executor": executor, "reporter": reporter, "kept": kept}
     if selection is None:
         return phases.write_results(prepared, fit, se, options, fingerprint, **kw)
     return phases.write_enumeration_results(prepared, fit, selection, se, options, fingerprint,
