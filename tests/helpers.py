@@ -226,3 +226,26 @@ def skip_line(phase: str, lang: str = "en") -> str:
     if lang == "zh":
         return f"阶段 '{phase}' 已完成，跳过执行"
     return f"Phase '{phase}' already completed, skipping"
+
+
+def run_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a results folder (subfolders included), fit.json's timings blanked
+    and manifests by name only (they hold fit.json's SHA-256, timings included)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "fit.json":
+                data = blank_timings(data.decode()).encode()
+            elif path.name == "manifest.json":
+                data = b""
+            out[str(path.relative_to(folder))] = data
+    return out
+
+
+def assert_same_files(got: Path, want: Path) -> None:
+    """The same result files, byte for byte (fit.json but for timings)."""
+    a, b = run_files(got), run_files(want)
+    assert sorted(a) == sorted(b)
+    for name in b:
+        assert a[name] == b[name], f"{name} differs"

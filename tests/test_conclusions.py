@@ -26,7 +26,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from tests.helpers import (blank_timings, check_rc, read_progress, results_dir,
+from tests.helpers import (assert_same_files, check_rc, read_progress, results_dir,
                            run_script, skip_line)
 from tests.inprocess import run_main
 
@@ -124,28 +124,6 @@ def expected_posteriors(family: str, folder: Path, K: int = 2) -> np.ndarray:
     if family == "lca":
         return softmax(lca_pattern_logprob(est, K, lca_items()))
     return softmax(mixreg_log_joint(est, K))
-
-
-def run_files(folder: Path) -> dict[str, bytes]:
-    """Every file of a results folder, fit.json's timings blanked, manifests by name only
-    (they hold fit.json's SHA-256, timings included)."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "fit.json":
-                data = blank_timings(data.decode()).encode()
-            elif path.name == "manifest.json":
-                data = b""
-            out[str(path.relative_to(folder))] = data
-    return out
-
-
-def assert_same_files(got: Path, want: Path) -> None:
-    a, b = run_files(got), run_files(want)
-    assert sorted(a) == sorted(b)
-    for name in b:
-        assert a[name] == b[name], f"{name} differs"
 
 
 def pngs(folder: Path) -> list[str]:

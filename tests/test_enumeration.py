@@ -21,8 +21,8 @@ from src.output.writers import result_set_is_complete
 from src.selection.criteria import information_criteria
 from src.utils.errors import FingerprintMismatch
 from src.utils.estimation_progress import estimation_progress
-from tests.helpers import (TASK, blank_timings, check_rc, read_progress, reference_proc,
-                           results_dir, run_script, skip_line)
+from tests.helpers import (TASK, assert_same_files, check_rc, read_progress,
+                           reference_proc, results_dir, run_script, skip_line)
 from tests.inprocess import run_main
 
 #: a small enumeration: 3 K, VLMR/LMR, a 5-replicate BLRT (no early stop), Louis SEs
@@ -36,28 +36,6 @@ PHASES = ["data_preparation", "model_estimation", "model_selection",
 def read_rows(folder: Path) -> list[dict[str, str]]:
     with open(folder / "enumeration.csv", newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def run_files(folder: Path) -> dict[str, bytes]:
-    """Every file of a results folder (subfolders included), fit.json's timings blanked
-    and manifests by name only (they hold fit.json's SHA-256, timings included)."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "fit.json":
-                data = blank_timings(data.decode()).encode()
-            elif path.name == "manifest.json":
-                data = b""
-            out[str(path.relative_to(folder))] = data
-    return out
-
-
-def assert_same_files(got: Path, want: Path) -> None:
-    a, b = run_files(got), run_files(want)
-    assert sorted(a) == sorted(b)
-    for name in b:
-        assert a[name] == b[name], f"{name} differs"
 
 
 @pytest.fixture(scope="module")
