@@ -358,3 +358,17 @@ class TestLayout:
             assert proc.returncode == 0, proc.stderr
             out[mode] = proc.stdout.strip()
         assert out["preload"] == out["plain"] and len(out["plain"]) == 64
+
+
+def test_scatter_range_holds_each_ellipse_and_the_data():
+    """The axis range holds the data and each component's 95% ellipse shadow (mean +- 2.448 sd), and a very wide component widens it by at most half the data's range."""
+    from scipy import stats
+
+    from src.output.plots import _ellipse_range
+
+    x = np.array([1.0, 2.0, 3.0])
+    r = np.sqrt(stats.chi2.ppf(0.95, 2))
+    lo, hi = _ellipse_range(x, np.array([1.2, 2.8]), np.array([0.25, 0.04]))
+    assert lo <= 1.2 - r * 0.5 and hi >= 2.8 + r * 0.2 and lo <= 1.0 and hi >= 3.0
+    lo, hi = _ellipse_range(x, np.array([2.0]), np.array([100.0]))
+    assert (lo, hi) == pytest.approx((0.0 - 0.05 * 4, 4.0 + 0.05 * 4))  # data 1..3 +- 1, then 5%

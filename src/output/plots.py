@@ -355,6 +355,22 @@ def _range(x: np.ndarray) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def _ellipse_range(x: np.ndarray, means: np.ndarray, variances: np.ndarray,
+                   level: float = ELLIPSE_LEVEL) -> tuple[float, float]:
+    """An axis range holding the data and every component's ellipse (its shadow on this axis
+    is mean +- r sd, r^2 = -2 log(1 - level)), widened by 5% each side; an ellipse may push
+    the range at most half the data's range beyond the data (a flat component stays cut)."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    span = hi - lo if hi > lo else 1.0
+    r = math.sqrt(-2.0 * math.log1p(-level))
+    sd = np.sqrt(np.clip(np.asarray(variances, dtype=float), 0.0, None))
+    e_lo = float(np.min(np.asarray(means, dtype=float) - r * sd))
+    e_hi = float(np.max(np.asarray(means, dtype=float) + r * sd))
+    lo, hi = min(lo, max(e_lo, lo - 0.5 * span)), max(hi, min(e_hi, hi + 0.5 * span))
+    pad = 0.05 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
 def _normal_pdf(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
     z = (x - mean) / sd
     return np.exp(-0.5 * z * z) / (sd * math.sqrt(2 * math.pi))
@@ -567,7 +583,7 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
     colors = _colors(K)
     idx = subsample(n)
     groups = np.asarray(modal)[idx]
-    ranges = [_range(X[:, j]) for j in range(m)]
+    ranges = [_ellipse_range(X[:, j], means[:, j], covs[:, j, j]) for j in range(m)]
     title = f"Data by modal class, {ELLIPSE_LEVEL:.0%} ellipses"
     if D > m:
         title += f" (first {m} of {D} columns)"
