@@ -337,6 +337,7 @@ class TestChinese:
             assert f"\n{head}\n" in md
         assert "- 对数似然：-" in md and "- 对数似然: " not in md  # a full-width colon
         assert "类别按模型的规范顺序排列" in md and "AIC 与 BIC 越小越好。" in md
+        assert "协方差矩阵" in md and "covariances" not in md  # the family's option phrase
         html = (out / "report.html").read_text(encoding="utf-8")
         assert '<html lang="zh">' in html and "<h2>拟合</h2>" in html
         assert r"\caption{估计值}" in (out / "tables.tex").read_text(encoding="utf-8")

@@ -45,6 +45,7 @@ _FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the 
 DEGENERATE_FRACTION = 1e-3
 
 register({
+    "option.report.covariance": {"en": "{value} covariances", "zh": "{value} 协方差矩阵"},
     "gmm.empty_component": {
         "en": "Gaussian component {k} has almost no rows assigned to it; use fewer components "
               "or more random starts.",

@@ -36,6 +36,7 @@ __all__ = ["MixtureRegressionModel"]
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 register({
+    "option.report.target": {"en": "response {value}", "zh": "因变量 {value}"},
     "mixreg.no_target": {
         "en": "The regression mixture needs a target column: set --target to one of {available}.",
         "zh": "回归混合模型需要目标列：请将 --target 设为以下之一：{available}。"},

@@ -150,11 +150,18 @@ def constructor_options(cls: type[MixtureModel], values: Mapping[str, Any]) -> d
     return {k: v for k, v in values.items() if k in params}
 
 
-def option_phrases(model: MixtureModel) -> list[str]:
-    """Phrases describing a fitted model's options for reports ("full covariances")."""
+def option_phrases(model: MixtureModel, lang: str = "en") -> list[str]:
+    """Phrases describing a fitted model's options for reports ("full covariances"): the
+    option's ``report`` template, or in ``lang`` the message ``option.report.<name>`` when
+    one is registered (``{value}`` filled in)."""
+    from ..utils.messages import templates
+
     out = []
+    known = templates()
     for opt in type(model).option_specs:
         value = model.options.get(opt.name, opt.default)
         if opt.report and value is not None:
-            out.append(opt.report.format(value))
+            texts = known.get(f"option.report.{opt.name}", {})
+            template = texts.get(lang)
+            out.append(template.format(value=value) if template else opt.report.format(value))
     return out

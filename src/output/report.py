@@ -277,7 +277,7 @@ def estimates_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Tab
 
 
 def _overview(model, record, se, options, fitj, lang: str) -> Section:
-    phrases = "".join(("，" if lang == "zh" else ", ") + p for p in option_phrases(model))
+    phrases = "".join(("，" if lang == "zh" else ", ") + p for p in option_phrases(model, lang))
     items: list[Any] = [
         Bullet(tr(lang, "report.data", source=record.get("source"), n=fitj["n_obs"],
                   columns=", ".join(record.get("columns") or [])),
