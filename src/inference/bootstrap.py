@@ -32,6 +32,7 @@ import numpy as np
 
 from ..estimation.starts import DEFAULT_CANDIDATE_ITER, DEFAULT_N_CANDIDATES
 from ..models.base import Data, MixtureModel, Params
+from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from ..utils.messages import register, t, templates
 from ..utils.rng import stream
@@ -185,20 +186,13 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     missing = [r for r in range(B) if str(r) not in done]
     if missing:
         fn = functools.partial(bootstrap_replicate, model, data, params, opts)
-        results = (executor.map_unordered(fn, [(r,) for r in missing]) if executor is not None
-                   else ((i, fn(r)) for i, r in enumerate(missing)))
-        try:
-            for i, rec in results:
-                r = missing[i]
+        with units_finished(executor, fn, missing) as finished:
+            for r, rec in finished:
                 done[str(r)] = rec
                 checkpoint.checkpoint({"kind": "bootstrap", "config": config,
                                        "replicates": dict(done)})
                 if on_replicate is not None:
                     on_replicate(r, rec["status"], len(done), B)
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
         checkpoint.checkpoint({"kind": "bootstrap", "config": config, "replicates": dict(done)},
                               force=True)
     return _summarise(model, params, done, B, kind, opts)

@@ -66,6 +66,7 @@ from scipy.special import logsumexp
 
 from ..models.base import Data, MixtureModel, Params
 from ..selection.blrt import FIT_OPTION_KEYS
+from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
 from ..utils.messages import register, t
 from ..utils.rng import stream
@@ -395,19 +396,12 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
     missing = [r for r in range(B) if str(r) not in done]
     if missing:
         fn = functools.partial(gof_replicate, model, data, params, opts)
-        results = (executor.map_unordered(fn, [(r,) for r in missing]) if executor is not None
-                   else ((i, fn(r)) for i, r in enumerate(missing)))
-        try:
-            for i, rec in results:
-                r = missing[i]
+        with units_finished(executor, fn, missing) as finished:
+            for r, rec in finished:
                 done[str(r)] = rec
                 checkpoint.checkpoint(state())
                 if on_replicate is not None:
                     on_replicate(r, rec["status"], len(done), B)
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
         checkpoint.checkpoint(state(), force=True)
     return _summarise(model, data, params, done, B)
 

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 
 import numpy as np
 
-__all__ = ["Executor", "Partitions", "add_stats", "fold_in_order", "check_handle", "persisted"]
+__all__ = ["Executor", "Partitions", "add_stats", "fold_in_order", "check_handle", "persisted",
+           "units_finished"]
 
 
 class Partitions:
@@ -111,6 +112,27 @@ def persisted(executor: Any, partitions: "Partitions | Sequence[Any]") -> Iterat
     finally:
         if own:
             handle.release()
+
+
+@contextmanager
+def units_finished(executor: Any, fn: Callable[[Any], Any], units: Sequence[Any]
+                   ) -> Iterator[Iterator[tuple[Any, Any]]]:
+    """``(unit, fn(unit))`` for each of ``units`` as it finishes, on ``executor`` (None: in
+    process, in order); leaving the block, early or by an exception, cancels the units not
+    yet finished.  The loop of random starts' and replicates' callers::
+
+        with units_finished(executor, fn, missing) as finished:
+            for r, rec in finished: ...
+    """
+    units = list(units)
+    results = (executor.map_unordered(fn, [(u,) for u in units]) if executor is not None
+               else ((i, fn(u)) for i, u in enumerate(units)))
+    try:
+        yield ((units[i], res) for i, res in results)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 @runtime_checkable

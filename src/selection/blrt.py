@@ -71,6 +71,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..models.base import Data, MixtureModel, Params
+from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
 from ..utils.messages import register, t
 from ..utils.rng import stream
@@ -475,11 +476,8 @@ def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
     if missing and rule is None:
         fn = functools.partial(blrt_replicate, model_small, model_big, data, params_small, opts)
         for wave in _waves(missing, executor, alpha, early_stop):
-            results = (executor.map_unordered(fn, [(r,) for r in wave]) if executor is not None
-                       else ((i, fn(r)) for i, r in enumerate(wave)))
-            try:
-                for i, rec in results:
-                    r = wave[i]
+            with units_finished(executor, fn, wave) as finished:
+                for r, rec in finished:
                     done[str(r)] = rec
                     checkpoint.checkpoint(state())
                     if on_replicate is not None:
@@ -487,10 +485,6 @@ def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
                     n_used, rule = _decision(T, done, B, alpha, early_stop)
                     if rule is not None:
                         break
-            finally:
-                close = getattr(results, "close", None)
-                if close is not None:
-                    close()
             if rule is not None:
                 break
         checkpoint.checkpoint(state(), force=True)
