@@ -40,9 +40,9 @@ __all__ = ["Conclusions", "conclusions_of", "KeptReplicates", "with_kept_replica
 
 @dataclass
 class Conclusions:
-    """What :func:`conclusions_of` found: ``json`` (keys added to fit.json), ``summary``
-    (what the report sections are made of), ``figures`` ({file: Plot}), ``files`` ({name:
-    bytes}, e.g. posteriors.csv)."""
+    """What :func:`conclusions_of` found: ``json`` (keys added to fit.json, from which the
+    report's sections are made), ``figures`` ({file: Plot}), ``files`` ({name: bytes},
+    e.g. posteriors.csv)."""
 
     json: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
