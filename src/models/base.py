@@ -34,6 +34,22 @@ from .parameterisation import FreeParameterisation
 Data = dict[str, np.ndarray]
 Params = dict[str, np.ndarray]
 
+#: the key of the row weights in a data dict: ``data[WEIGHT_KEY]`` is a float64 array of
+#: shape (n,), every entry > 0 (the data layer drops rows of weight 0).  Unweighted data lack
+#: the key.  Being one more row-aligned array, it follows every row operation (chunk slices,
+#: bootstrap resampling, sub-samples).  A model method never sees it: callers strip it with
+#: :func:`split_weight` first.
+WEIGHT_KEY = "__weight__"
+
+
+def split_weight(data: Data) -> tuple[Data, np.ndarray | None]:
+    """``(rows, w)``: the data dict without :data:`WEIGHT_KEY` (the same dict when it has none)
+    and the row weights as float64 (None for unweighted data)."""
+    if WEIGHT_KEY not in data:
+        return data, None
+    rows = {key: value for key, value in data.items() if key != WEIGHT_KEY}
+    return rows, np.asarray(data[WEIGHT_KEY], dtype=np.float64)
+
 class ModelWarning(UserWarning):
     """A model's advice to the user (e.g. a component regularised against singularity).
 
@@ -338,6 +354,20 @@ class MixtureModel(ABC):
         """
         resp, ll = self.e_step(data, params)
         return self.suff_stats(data, resp), ll
+
+    def e_step_stats_weighted(self, data: Data, params: Params,
+                              weights: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """:meth:`e_step_stats` of rows that each stand for ``weights[i]`` identical rows.
+
+        ``data`` holds no :data:`WEIGHT_KEY` (see :func:`split_weight`).  The generic version
+        (valid because every sufficient statistic is linear in the responsibilities):
+        ``suff_stats(data, resp * w[:, None])`` and ``loglik = w @ loglik_rows``.
+        """
+        lj = self.log_joint(data, params)
+        lse = logsumexp(lj, axis=1)
+        w = np.asarray(weights, dtype=np.float64)
+        resp = np.exp(lj - lse[:, None])
+        return self.suff_stats(data, resp * w[:, None]), float(w @ lse)
 
     def e_step(self, data: Data, params: Params) -> tuple[np.ndarray, float]:
         """Responsibilities (n, K) and the observed log-likelihood of these rows."""
