@@ -136,7 +136,7 @@ def sum_in_order(results: Iterable[tuple[dict[str, Any], float]]) -> tuple[dict[
     """The partitions' ``(stats, loglik)`` (in partition index order) folded from the left."""
     acc: tuple[dict[str, Any], float] | None = None
     for part in results:
-        acc = (dict(part[0]), 0.0 + float(part[1])) if acc is None else add_partition_stats(acc, part)
+        acc = (dict(part[0]), float(part[1])) if acc is None else add_partition_stats(acc, part)
     if acc is None:
         raise ValueError(t("engine.no_partitions"))
     return acc

@@ -1,0 +1,292 @@
+"""A row engine on a Dask cluster: each partition's E-step on a worker, the sum on the driver.
+
+:class:`DaskEngine` follows :class:`src.estimation.engines.RowEngine`.  The partitions are
+described by a small picklable *reader* (:class:`~src.estimation.engines.ParquetPartitions`
+for Parquet files the workers can see, :class:`~src.estimation.engines.MemoryPartitions` for
+data given in memory); the reader goes to the workers once (cloudpickle bytes scattered to
+every worker, so a user model's class travels by value), and workers read the partitions
+themselves.
+
+* ``persist=True``: each partition's chunks are loaded once by a task on a worker
+  (``load-<i>``) and held there as a future; every later pass runs the statistics where the
+  chunks live.  ``persist=False`` re-reads the partition inside every pass's task (worker
+  memory bounded by a chunk).  ``"auto"``: persist when the data's estimated size is at most
+  :data:`PERSIST_SHARE` of the workers' memory limits.
+* Each :meth:`DaskEngine.reduce_stats` scatters the parameters once (broadcast to every
+  worker), submits one statistics task per partition, and folds the results **in partition
+  index order** on the driver as they arrive (:func:`src.parallel.protocol.fold_in_order`
+  with :func:`src.estimation.engines.add_partition_stats`): the same bits as the in-process
+  engines, whatever the number of workers or which worker ran what.
+* A worker lost during a pass: its tasks run again elsewhere, and the partitions it held are
+  loaded again from the reader (every task is a pure function of the reader, the partition
+  index and the parameters), so the pass returns the same bits.
+
+The driver holds only the parameters and one partition's statistics per partition still
+waiting for a lower index; its memory does not grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Sequence
+
+import cloudpickle
+
+from src.estimation.engines import (add_partition_stats, as_reader, partition_stats,
+                                    require_closed_form)
+from src.models.base import MixtureModel, Params
+
+from .protocol import fold_in_order
+from .tasks import digest, one_blas_thread
+
+__all__ = ["DaskEngine", "PERSIST_SHARE"]
+
+#: ``persist="auto"`` keeps the partitions in worker memory when their estimated size is at
+#: most this share of the workers' summed memory limits (Dask starts spilling at 0.6)
+PERSIST_SHARE = 0.5
+
+# ------------------------------------------------------------------ worker side
+#: objects unpickled on this worker, by digest (readers, models, mapped functions)
+_OBJECTS: "OrderedDict[bytes, Any]" = OrderedDict()
+_OBJECTS_SIZE = 16
+
+
+def _obj(key: bytes, payload: bytes) -> Any:
+    """The object pickled as ``payload``, unpickled once per worker."""
+    obj = _OBJECTS.get(key)
+    if obj is None:
+        obj = _OBJECTS[key] = cloudpickle.loads(payload)
+        while len(_OBJECTS) > _OBJECTS_SIZE:
+            _OBJECTS.popitem(last=False)
+    else:
+        _OBJECTS.move_to_end(key)
+    return obj
+
+
+def load_partition(reader_key: bytes, reader_payload: bytes, index: int) -> list[dict]:
+    """Worker: partition ``index``'s chunks, read into memory."""
+    reader = _obj(reader_key, reader_payload)
+    with one_blas_thread():
+        return list(reader.chunks(index))
+
+
+def loaded_stats(chunks: list[dict], model_key: bytes, model_payload: bytes,
+                 params: Params) -> tuple[dict, float]:
+    """Worker: ``partition_stats`` of chunks held in memory."""
+    model = _obj(model_key, model_payload)
+    with one_blas_thread():
+        return partition_stats(model, chunks, params)
+
+
+def read_stats(reader_key: bytes, reader_payload: bytes, index: int, model_key: bytes,
+               model_payload: bytes, params: Params) -> tuple[dict, float]:
+    """Worker: ``partition_stats`` of partition ``index`` read chunk by chunk."""
+    reader = _obj(reader_key, reader_payload)
+    model = _obj(model_key, model_payload)
+    with one_blas_thread():
+        return partition_stats(model, reader.chunks(index), params)
+
+
+def loaded_map(chunks: list[dict], fn_key: bytes, fn_payload: bytes, args: bytes) -> Any:
+    """Worker: ``fn(chunks, *args)`` of chunks held in memory."""
+    fn = _obj(fn_key, fn_payload)
+    with one_blas_thread():
+        return fn(iter(chunks), *cloudpickle.loads(args))
+
+
+def read_map(reader_key: bytes, reader_payload: bytes, index: int, fn_key: bytes,
+             fn_payload: bytes, args: bytes) -> Any:
+    """Worker: ``fn(chunks, *args)`` of partition ``index`` read chunk by chunk."""
+    reader = _obj(reader_key, reader_payload)
+    fn = _obj(fn_key, fn_payload)
+    with one_blas_thread():
+        return fn(reader.chunks(index), *cloudpickle.loads(args))
+
+
+# ------------------------------------------------------------------ driver side
+class DaskEngine:
+    """Row engine on a Dask cluster (``client``: a ``distributed.Client`` or a scheduler address).
+
+    ``source``: a partitioned source (then ``cls``, ``options``, ``meta``, ``chunk_rows``,
+    ``weight_column`` as for :class:`~src.estimation.engines.StreamingEngine`), a reader, or
+    an in-process engine (its reader).  ``n_obs``: the rows the model sees (None: the
+    reader's count, a pass over the data when it is Parquet).  ``persist``: True, False or
+    ``"auto"`` (module docstring).  ``workers``: the worker addresses that may run the
+    partitions' tasks (None: any).
+
+    ``timings`` accumulates, per :meth:`reduce_stats`, the seconds spent scattering the
+    parameters (``scatter``), waiting for the partitions (``wait``) and folding their
+    statistics (``reduce``), and the number of passes (``passes``): the benchmark's task
+    overhead and reduce time.
+    """
+
+    def __init__(self, client: Any, source: Any, cls: Any = None, options: Any = None,
+                 meta: Any = None, chunk_rows: int = 4096, *, weight_column: str | None = None,
+                 n_obs: int | None = None, persist: bool | str = "auto",
+                 workers: Sequence[str] | None = None) -> None:
+        from distributed import Client
+        if persist not in (True, False, "auto"):
+            raise ValueError(f"persist must be True, False or 'auto', got {persist!r}")
+        self.reader = as_reader(source, cls, options, meta, chunk_rows, weight_column=weight_column)
+        own = not isinstance(client, Client)
+        self.client = Client(client, set_as_default=False) if own else client
+        self._own = own
+        self._tag = uuid.uuid4().hex[:12]
+        self._workers = list(workers) if workers is not None else None
+        self._pass = 0
+        self._scattered: "OrderedDict[bytes, Any]" = OrderedDict()
+        self._loaded: list[Any] | None = None
+        self.timings = {"scatter": 0.0, "wait": 0.0, "reduce": 0.0, "passes": 0}
+        try:
+            payload = cloudpickle.dumps(self.reader)
+            self._reader_key = digest(payload)
+            self._reader = self.client.scatter(payload, broadcast=True, hash=False)
+            self._n_obs = None if n_obs is None else int(n_obs)
+            self.persist = self._fits() if persist == "auto" else bool(persist)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def n_partitions(self) -> int:
+        return int(self.reader.n_partitions)
+
+    @property
+    def n_obs(self) -> int:
+        if self._n_obs is None:
+            if self.persist:   # count on the workers, where the chunks are loaded anyway
+                counts = self.map_partitions(_count_rows)
+                self._n_obs = int(sum(counts))
+            else:
+                self._n_obs = int(self.reader.n_rows)
+        return self._n_obs
+
+    def _fits(self) -> bool:
+        """Whether the partitions fit in :data:`PERSIST_SHARE` of the workers' memory limits."""
+        limits = [int(w.get("memory_limit") or 0)
+                  for w in self.client.scheduler_info()["workers"].values()]
+        if self._workers is not None:
+            info = self.client.scheduler_info()["workers"]
+            limits = [int(info[a].get("memory_limit") or 0) for a in self._workers if a in info]
+        if not limits or any(v == 0 for v in limits):   # no limit set
+            return True
+        return self.reader.nbytes() <= PERSIST_SHARE * sum(limits)
+
+    # ---------------------------------------------------------------- plumbing
+    def _submit(self, fn: Callable, *args: Any, key: str) -> Any:
+        extra = {} if self._workers is None else {"workers": self._workers,
+                                                   "allow_other_workers": False}
+        return self.client.submit(fn, *args, key=key, pure=False, **extra)
+
+    def _object(self, obj: Any) -> tuple[bytes, Any]:
+        """``obj``'s digest and its cloudpickle bytes scattered to every worker (once)."""
+        payload = cloudpickle.dumps(obj)
+        key = digest(payload)
+        fut = self._scattered.get(key)
+        if fut is None:
+            fut = self._scattered[key] = self.client.scatter(payload, broadcast=True, hash=False)
+            while len(self._scattered) > 4:
+                self._scattered.popitem(last=False)
+        else:
+            self._scattered.move_to_end(key)
+        return key, fut
+
+    def _chunks(self) -> list[Any]:
+        """The futures of the partitions' loaded chunks (submitted on first use)."""
+        if self._loaded is None:
+            self._loaded = [self._submit(load_partition, self._reader_key, self._reader, i,
+                                         key=f"engine-{self._tag}-load-{i}")
+                            for i in range(self.n_partitions)]
+        return self._loaded
+
+    def _partition_tasks(self, name: str, on_loaded: Callable, on_read: Callable,
+                         *args: Any) -> list[Any]:
+        self._pass += 1
+        keys = [f"engine-{self._tag}-{name}-{self._pass}-{i}" for i in range(self.n_partitions)]
+        if self.persist:
+            return [self._submit(on_loaded, part, *args, key=k)
+                    for part, k in zip(self._chunks(), keys)]
+        return [self._submit(on_read, self._reader_key, self._reader, i, *args, key=k)
+                for i, k in enumerate(keys)]
+
+    def _results(self, futures: list[Any]) -> Iterable[tuple[int, Any]]:
+        """``(index, result)`` as the futures finish; those left are cancelled on the way out."""
+        from distributed import as_completed
+        index = {fut.key: i for i, fut in enumerate(futures)}
+        left = dict(zip(index, futures))
+        try:
+            for fut in as_completed(futures, loop=self.client.loop):
+                left.pop(fut.key, None)
+                yield index[fut.key], fut.result()
+        finally:
+            if left and self.client.status not in ("closing", "closed"):
+                self.client.cancel(list(left.values()))
+
+    # ---------------------------------------------------------------- the engine
+    def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """``fn(chunks, *args)`` on the workers for every partition, in partition order."""
+        fn_key, fn_fut = self._object(fn)
+        blob = self.client.scatter(cloudpickle.dumps(tuple(args)), broadcast=True, hash=False)
+        futures = self._partition_tasks("map", loaded_map, read_map, fn_key, fn_fut, blob)
+        out: list[Any] = [None] * len(futures)
+        for i, value in self._results(futures):
+            out[i] = value
+        return out
+
+    def reduce_stats(self, model: MixtureModel, params: Params) -> tuple[dict[str, Any], float]:
+        """``(stats, loglik)``: partitions' statistics on the workers, folded in index order."""
+        require_closed_form(model)
+        t0 = time.perf_counter()
+        model_key, model_fut = self._object(model)
+        # a list: a scattered dict would become one future per key, named by the key
+        params_fut = self.client.scatter([dict(params)], broadcast=True, hash=False)[0]
+        futures = self._partition_tasks("stats", loaded_stats, read_stats, model_key, model_fut,
+                                        params_fut)
+        t1 = time.perf_counter()
+        folding = [0.0]
+
+        def reduce(acc: Any, part: Any) -> Any:
+            s = time.perf_counter()
+            out = add_partition_stats(acc, part)
+            folding[0] += time.perf_counter() - s
+            return out
+
+        total = fold_in_order(self._results(futures), len(futures), reduce)
+        del params_fut
+        t2 = time.perf_counter()
+        self.timings["scatter"] += t1 - t0
+        self.timings["wait"] += t2 - t1 - folding[0]
+        self.timings["reduce"] += folding[0]
+        self.timings["passes"] += 1
+        return total
+
+    def close(self) -> None:
+        """Release the loaded partitions and scattered objects; close a client made here."""
+        client = getattr(self, "client", None)
+        if client is None:
+            return
+        if client.status not in ("closing", "closed"):
+            held = list(self._loaded or []) + list(self._scattered.values())
+            if getattr(self, "_reader", None) is not None:
+                held.append(self._reader)
+            if held:
+                client.cancel(held)
+        self._loaded = None
+        self._scattered.clear()
+        self._reader = None
+        if self._own:
+            client.close()
+
+    def __enter__(self) -> "DaskEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _count_rows(chunks: Iterable[dict]) -> int:
+    """Rows of one partition's chunks."""
+    return sum(int(next(iter(c.values())).shape[0]) for c in chunks)
