@@ -23,6 +23,11 @@ everything else, once for every model:
   in the last bits, so the groups never depend on workers or interruptions: this path
   runs in process (an executor is not used), is checkpointed after every group of
   candidates and every step of the final starts, and resumes bitwise-identically;
+* **row weights** (:data:`~src.models.base.WEIGHT_KEY` in the data dict: a row of weight w
+  stands for w identical rows): the EM map, :func:`final_stats` and ``n_obs`` (the sum of
+  the weights) honour them; starting values ignore them (:mod:`src.estimation.starts`);
+  integer weights give the replicated rows' estimates (to rounding: the sums run in
+  another order);
 * each finished start checked for a degenerate maximum (:meth:`MixtureModel.degeneracies`:
   a collapsed covariance, too few rows, a regression sigma at its floor); flagged starts
   are never chosen while an unflagged one exists, and the replication of the chosen
@@ -52,7 +57,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from src.models import checks
-from src.models.base import Data, MixtureModel, ModelWarning, Params
+from src.models.base import Data, MixtureModel, ModelWarning, Params, split_weight
 from src.utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from src.utils.errors import ModelError
 from src.utils.messages import register, t
@@ -62,7 +67,7 @@ from . import squarem, starts
 from .results import FitResult
 
 __all__ = ["fit_em", "run_start", "run_candidate", "em_map", "start_params", "draw_random_params",
-           "final_stats", "replication_summary", "REPLICATION_ABS_TOL"]
+           "final_stats", "replication_summary", "n_observations", "REPLICATION_ABS_TOL"]
 
 #: replication: log-likelihoods within max(this, 100 * tol * |best|) reach the same maximum
 REPLICATION_ABS_TOL = 1e-3
@@ -127,6 +132,13 @@ def _n_rows(data: Data) -> int:
     return int(next(iter(data.values())).shape[0])
 
 
+def n_observations(data: Data) -> float:
+    """The n of the criteria: the number of rows, or the sum of the row weights
+    (:data:`~src.models.base.WEIGHT_KEY`: a row with weight w stands for w rows)."""
+    rows, w = split_weight(data)
+    return _n_rows(rows) if w is None else float(w.sum())
+
+
 def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 4096,
            pool: ThreadPoolExecutor | None = None, check: bool = False) -> tuple[Params, float]:
     """One evaluation of the EM map: ``(M(params), loglik(params))``.
@@ -137,13 +149,16 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     (:mod:`src.models.checks`) so a broken model stops here with one sentence; a user
     model's ``log_joint`` is then evaluated once more per chunk to be checked in full.
     Exceptions raised inside a user model always become a ModelError naming the method.
+    Row weights (:data:`~src.models.base.WEIGHT_KEY` in ``data``) weight every row's
+    statistics and log-likelihood (``e_step_stats_weighted``); the model never sees the key.
     """
+    data, row_weights = split_weight(data)
     if not model.has_closed_form_m_step:
         with checks.guarded(model, "log_joint"):
             from .numeric_mstep import generic_em_map   # scipy.optimize: only when needed
-            return generic_em_map(model, data, params, check=check)
-    compact = _compressed(model, data)
-    rows, weights = (data, None) if compact is None else compact
+            return generic_em_map(model, data, params, check=check, weights=row_weights)
+    compact = _compressed(model, data, row_weights)
+    rows, weights = (data, row_weights) if compact is None else compact
     n = _n_rows(rows)
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
     strict = check and not checks.is_builtin(model)
@@ -151,10 +166,10 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     def one(b: tuple[int, int]) -> tuple[Mapping[str, Any], float]:
         chunk = _slice(rows, *b)
         with checks.guarded(model, "e_step_stats"):
-            if weights is not None:
-                return model.e_step_stats_weighted(chunk, params, weights[b[0]:b[1]])
             if strict:
                 checks.check_log_joint(model, model.log_joint(chunk, params), b[1] - b[0], b[0])
+            if weights is not None:
+                return model.e_step_stats_weighted(chunk, params, weights[b[0]:b[1]])
             return model.e_step_stats(chunk, params)
 
     results = pool.map(one, bounds) if pool is not None and len(bounds) > 1 else map(one, bounds)
@@ -164,7 +179,7 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
         if check:
             stats, chunk_ll = checks.check_e_step_stats(model, out, b, total)
             if not np.isfinite(chunk_ll):
-                if weights is not None:   # name the row of the data, not the pattern
+                if compact is not None:   # name the row of the data, not the pattern
                     checks.diagnose_loglik(model, data, params, (0, _n_rows(data)), chunk_ll)
                 checks.diagnose_loglik(model, _slice(rows, *b), params, b, chunk_ll)
         else:
@@ -178,14 +193,17 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     return new, ll
 
 
-def _compressed(model: MixtureModel, data: Data) -> tuple[Data, np.ndarray] | None:
+def _compressed(model: MixtureModel, data: Data,
+                weights: np.ndarray | None = None) -> tuple[Data, np.ndarray] | None:
     """``(rows, weights)`` when the model evaluates its E-step on distinct rows weighted by
-    their counts (a built-in model's ``compressed_rows``, e.g. LCA's answer patterns), else
-    None.  Only built-in models: the weighted E-step is not part of the user-model API."""
+    their counts (a built-in model's ``compressed_rows``, e.g. LCA's answer patterns; with
+    row ``weights`` a pattern's count is the sum of its rows' weights), else None.  Only
+    built-in models: the compressed E-step is not part of the user-model API.  ``data``
+    without the weight key (:func:`~src.models.base.split_weight`)."""
     get = getattr(model, "compressed_rows", None)
     if get is None or not checks.is_builtin(model):
         return None
-    return get(data)
+    return get(data) if weights is None else get(data, weights=weights)
 
 
 def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Params:
@@ -194,7 +212,9 @@ def start_params(model: MixtureModel, data: Data, seed: int, start: int) -> Para
 
 
 def draw_random_params(model: MixtureModel, data: Data, rng: np.random.Generator) -> Params:
-    """The model's random starting values (its ``init_params`` or the generic ones), checked."""
+    """The model's random starting values (its ``init_params`` or the generic ones), checked.
+    Row weights are ignored: starting values need only be valid."""
+    data = split_weight(data)[0]
     overrides = type(model).init_params is not MixtureModel.init_params
     if model.has_closed_form_m_step or overrides:
         with checks.guarded(model, "init_params"):
@@ -450,7 +470,7 @@ def lockstep(model: MixtureModel, data: Data) -> bool:
     """
     if getattr(model, "em_map_batch", None) is None or not model.has_closed_form_m_step:
         return False
-    compact = _compressed(model, data)
+    compact = _compressed(model, *split_weight(data))
     return compact is not None and _n_rows(compact[0]) <= LOCKSTEP_MAX_ROWS
 
 
@@ -480,6 +500,8 @@ def _run_group(model: MixtureModel, data: Data, options: Mapping[str, Any],
     states = [dict(st) for st in states]
     seen: list[set[tuple[Any, ...]]] = [set() for _ in states]
     chunk = int(options["chunk_size"])
+    rows, w = split_weight(data)
+    weighted = {} if w is None else {"weights": w}
     with _one_blas_thread():
         while True:
             active = [i for i, st in enumerate(states)
@@ -487,7 +509,7 @@ def _run_group(model: MixtureModel, data: Data, options: Mapping[str, Any],
             if not active:
                 break
             plist = [states[i]["params"] for i in active]
-            news, lls, notes = model.em_map_batch(data, plist, chunk)
+            news, lls, notes = model.em_map_batch(rows, plist, chunk, **weighted)
             for j, i in enumerate(active):
                 if states[i]["n_eval"] == 0:
                     _check_first(model, data, plist[j], news[j], float(lls[j]), chunk)
@@ -527,20 +549,24 @@ def final_stats(model: MixtureModel, data: Data, params: Params,
                 chunk_size: int = 4096) -> dict[str, Any]:
     """Summed sufficient statistics at ``params`` (closed-form models), always with ``nk``.
 
-    ``nk`` (K,) is the responsibility mass of each class (its effective number of rows).
+    ``nk`` (K,) is the responsibility mass of each class (its effective number of rows;
+    with row weights, the weighted mass).
     """
+    data, w = split_weight(data)
     n = _n_rows(data)
     total: dict[str, Any] | None = None
     nk = np.zeros(model.n_components)
     for a in range(0, n, chunk_size):
-        chunk = _slice(data, a, min(a + chunk_size, n))
+        b = min(a + chunk_size, n)
+        chunk = _slice(data, a, b)
         if model.has_closed_form_m_step:
-            stats, _ = model.e_step_stats(chunk, params)
+            stats, _ = (model.e_step_stats(chunk, params) if w is None
+                        else model.e_step_stats_weighted(chunk, params, w[a:b]))
             total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
             if "nk" in stats:
                 continue
         resp, _ = model.e_step(chunk, params)
-        nk = nk + resp.sum(axis=0)
+        nk = nk + (resp.sum(axis=0) if w is None else w[a:b] @ resp)
     out = dict(total or {})
     out.setdefault("nk", nk)
     return out
@@ -946,7 +972,7 @@ def _assemble(model: MixtureModel, data: Data, results: Sequence[Mapping[str, An
                      converged=bool(res["converged"]), best_start=best, start_logliks=lls,
                      start_n_iter=[int(r["n_iter"]) for r in results],
                      start_converged=[bool(r["converged"]) for r in results],
-                     loglik_trace=list(res["trace"]), n_obs=_n_rows(data),
+                     loglik_trace=list(res["trace"]), n_obs=n_observations(data),
                      n_params=model.n_free_parameters(), seconds=seconds, warnings=notes,
                      start_ids=[int(u) for u in units],
                      start_kinds=[str(r.get("kind", "random")) for r in results],

@@ -9,7 +9,9 @@ for real entries, log for positive ones, log-Cholesky for covariance matrices an
 (last category as reference) for probability rows.
 The optimiser starts from the current parameters and its answer is kept only when it
 does not lower Q, so EM stays monotone (a generalised EM step).  Such models hold the
-N x K responsibilities in memory.
+N x K responsibilities in memory.  With row weights ``w`` (a row standing for ``w_i``
+identical rows) Q and the class weights use ``w_i * resp_ik``, so integer weights maximise
+the replicated rows' Q.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ def _weight_spec(model: MixtureModel) -> ParamSpec | None:
 
 
 def _maximise_q(model: MixtureModel, data: Data, resp: np.ndarray, weights: np.ndarray | None,
-                u0: np.ndarray) -> Params:
-    """Parameters maximising Q(resp) over the non-weight parameters, started at ``u0``."""
+                u0: np.ndarray, row_weights: np.ndarray | None = None) -> Params:
+    """Parameters maximising Q(resp) over the non-weight parameters, started at ``u0``.
+
+    ``weights``: the class weights; ``resp``: already multiplied by the ``row_weights``
+    (whose sum scales Q as the number of rows does without them)."""
     wspec = _weight_spec(model)
     free = model.parameterisation()
     n = resp.shape[0]
@@ -41,10 +46,12 @@ def _maximise_q(model: MixtureModel, data: Data, resp: np.ndarray, weights: np.n
             p[wspec.name] = weights
         return p
 
+    total = n if row_weights is None else float(row_weights.sum())
+
     def negq(u: np.ndarray) -> float:
         with np.errstate(all="ignore"):
             lj = model.log_joint(data, assemble(u))
-            val = -float(np.sum(resp * np.where(resp > 0, lj, 0.0))) / n
+            val = -float(np.sum(resp * np.where(resp > 0, lj, 0.0))) / total
         return val if np.isfinite(val) else np.inf
 
     f0 = negq(u0)
@@ -59,20 +66,29 @@ def _maximise_q(model: MixtureModel, data: Data, resp: np.ndarray, weights: np.n
 
 
 def generic_em_map(model: MixtureModel, data: Data, params: Params,
-                   check: bool = False) -> tuple[Params, float]:
+                   check: bool = False, weights: np.ndarray | None = None) -> tuple[Params, float]:
     """One EM-map evaluation: ``(M(params), loglik(params))`` without a closed form.
 
     ``check``: first evaluation of a start; ``log_joint``'s values are checked
-    (:func:`src.models.checks.check_log_joint`) before they are used.
+    (:func:`src.models.checks.check_log_joint`) before they are used.  ``weights``: row
+    weights (``data`` without the weight key): the weighted Q and log-likelihood.
     """
     lj = model.log_joint(data, params)
     if check:
         checks.check_log_joint(model, lj, next(iter(data.values())).shape[0])
     lse = logsumexp(lj, axis=1)
     resp = np.exp(lj - lse[:, None])
-    weights = resp.sum(axis=0) / resp.shape[0]
-    new = _maximise_q(model, data, resp, weights, model.parameterisation().to_unconstrained(params))
-    return new, float(lse.sum())
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        resp = resp * w[:, None]
+        class_weights = resp.sum(axis=0) / float(w.sum())
+        ll = float(w @ lse)
+    else:
+        class_weights = resp.sum(axis=0) / resp.shape[0]
+        ll = float(lse.sum())
+    new = _maximise_q(model, data, resp, class_weights,
+                      model.parameterisation().to_unconstrained(params), weights)
+    return new, ll
 
 
 def generic_init_params(model: MixtureModel, data: Data, rng: np.random.Generator) -> Params:

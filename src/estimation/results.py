@@ -13,7 +13,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["FitResult"]
+__all__ = ["FitResult", "as_count"]
+
+
+def as_count(n: Any) -> int | float:
+    """A number of rows as JSON shows it: an int when whole (every unweighted count, and
+    sums of integer weights), else a float (a sum of non-integer weights)."""
+    value = float(n)
+    return int(value) if value.is_integer() else value
 
 
 @dataclass
@@ -39,6 +46,8 @@ class FitResult:
       maximum), from :meth:`MixtureModel.degeneracies`: ``singular_covariance``,
       ``few_rows``, ``sigma_floor``.
     loglik_trace : accepted log-likelihoods of the best start, one per accepted evaluation.
+    n_obs : the n of the criteria: the number of rows, or with row weights their sum (an
+      int when whole, see :func:`as_count`).
     flags : ``{kind: number of starts flagged with it}`` (kinds with a count only).
     replication : the replication summary, stable keys:
 
@@ -66,7 +75,7 @@ class FitResult:
     start_n_iter: list[int]
     start_converged: list[bool]
     loglik_trace: list[float]
-    n_obs: int
+    n_obs: int | float
     n_params: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
@@ -104,7 +113,7 @@ class FitResult:
             "start_n_iter": [int(x) for x in self.start_n_iter],
             "start_converged": [bool(x) for x in self.start_converged],
             "loglik_trace": [float(x) for x in self.loglik_trace],
-            "n_obs": int(self.n_obs),
+            "n_obs": as_count(self.n_obs),
             "n_params": int(self.n_params),
             "seconds": float(self.seconds),
             "warnings": [str(w) for w in self.warnings],
@@ -130,7 +139,7 @@ class FitResult:
             start_n_iter=[int(x) for x in d["start_n_iter"]],
             start_converged=[bool(x) for x in d["start_converged"]],
             loglik_trace=[float(x) for x in d["loglik_trace"]],
-            n_obs=int(d["n_obs"]),
+            n_obs=as_count(d["n_obs"]),
             n_params=int(d["n_params"]),
             seconds=float(d["seconds"]),
             warnings=[str(w) for w in d.get("warnings", [])],

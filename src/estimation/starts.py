@@ -36,6 +36,10 @@ with mclust's deterministic hierarchical start among the candidates:
    and run to convergence beside the ``n_starts`` best candidates, numbered after the drawn
    candidates (candidate ``n_candidates + j`` for extra start ``j``).
 
+**Row weights** (:data:`~src.models.base.WEIGHT_KEY`) are ignored by the starting values
+(subsamples, features, partitions and their M-step see the rows unweighted): a start need
+only be valid, and the candidates' short EM runs and the final runs use the weights.
+
 ``n_candidates = 0`` is the previous policy: ``n_starts`` starts from the model's random
 starting values (``stream(seed, "start", s)``), each run to convergence; it gives the
 numbers earlier versions gave.  With one class every starting point gives the same
@@ -54,7 +58,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.models.base import Data, MixtureModel, Params
+from src.models.base import Data, MixtureModel, Params, split_weight
 from src.utils.rng import stream
 
 __all__ = ["DEFAULT_N_CANDIDATES", "DEFAULT_CANDIDATE_ITER", "HC_SUBSAMPLE", "START_SUBSAMPLE",
@@ -247,7 +251,9 @@ def candidate_params(model: MixtureModel, data: Data, seed: int, i: int) -> tupl
 
     Draws, in order: the subsample (only when the data have more rows than it holds), then
     the kind's own draws.  A model whose ``start_features`` returns None gets a partition.
+    Row weights are ignored (see the module docstring).
     """
+    data = split_weight(data)[0]
     kind = candidate_kind(i, has_features(model))
     rng = stream(seed, "candidate", i)
     K = model.n_components

@@ -18,6 +18,9 @@
   as Latent GOLD and Mplus do): N = 1e4 rows of 10 binary items hold at most 1024 patterns,
   and the likelihood is the same sum (agreeing to rounding, ~1e-13 relative).  Every public
   per-row method (``log_joint``, ``e_step``, ``suff_stats``, scores, ``sample``) stays per row.
+  With row weights (an aggregated table of answer patterns and their frequencies) a
+  pattern's count is the sum of its rows' weights: integer weights give exactly the counts,
+  so the same numbers, as the rows replicated.
 * Free parameterisation: K-1 weights, then class by class the first C_j - 1
   probabilities of each item (the last category is 1 - the sum).
 """
@@ -101,6 +104,8 @@ ONEHOT_CACHE_MAX = 1 << 22
 #: the compressed forms of the last few answer arrays (keyed on the array object)
 _PATTERNS: dict[int, tuple[Any, tuple[int, ...], Any]] = {}
 _PATTERNS_MAX = 8
+#: the patterns' summed row weights of the last few (answers, weights) arrays
+_WEIGHTED: dict[tuple[int, int], tuple[Any, Any, np.ndarray]] = {}
 
 
 def _pattern_keys(Y: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
@@ -352,8 +357,10 @@ class LatentClassModel(MixtureModel):
         return self._stats(O, observed, resp), ll
 
     # ------------------------------------------- compressed rows (EM driver)
-    def compressed_rows(self, data: Data) -> tuple[Data, np.ndarray] | None:
-        """``(patterns, counts)``: the distinct rows of ``data["Y"]`` and how often each occurs.
+    def compressed_rows(self, data: Data, weights: np.ndarray | None = None
+                        ) -> tuple[Data, np.ndarray] | None:
+        """``(patterns, counts)``: the distinct rows of ``data["Y"]`` and how often each occurs
+        (with row ``weights``: the sum of its rows' weights).
 
         Internal to the EM driver (:func:`src.estimation.em.em_map`), which then calls
         :meth:`e_step_stats_weighted` on chunks of ``patterns``: the same log-likelihood and
@@ -364,23 +371,47 @@ class LatentClassModel(MixtureModel):
         rows distinct).  Cached on the array object (the data must not be changed in place
         while it is in use; a new array is a new entry).
         """
-        out = self.row_patterns(data)
+        out = self.row_patterns(data, weights=weights)
         return None if out is None else out[:2]
 
-    def row_patterns(self, data: Data, cache: bool = True
+    def row_patterns(self, data: Data, cache: bool = True, weights: np.ndarray | None = None
                      ) -> tuple[Data, np.ndarray, np.ndarray] | None:
         """``(patterns, counts, inverse)``: :meth:`compressed_rows` plus each row's pattern
         (``patterns["Y"][inverse]`` is ``data["Y"]``), for the candidate starts
-        (:mod:`src.estimation.starts`).  ``cache=False``: not kept (a one-off subsample)."""
+        (:mod:`src.estimation.starts`).  ``cache=False``: not kept (a one-off subsample).
+        ``weights`` (n,): row weights; ``counts`` are then each pattern's sum of weights."""
+        out = self._row_patterns(data, cache, weights is not None)
+        if out is None or weights is None:
+            return out
+        w = np.asarray(weights, dtype=np.float64)
+        Y = data["Y"]
+        key = (id(Y), id(w))
+        hit = _WEIGHTED.get(key)
+        if hit is not None and hit[0]() is Y and hit[1]() is w and hit[2].shape == out[1].shape:
+            return out[0], hit[2], out[2]
+        counts = np.bincount(out[2], weights=w, minlength=out[1].size)
+        if cache:
+            for old in [k for k, entry in _WEIGHTED.items()
+                        if entry[0]() is None or entry[1]() is None]:
+                del _WEIGHTED[old]
+            if len(_WEIGHTED) >= _PATTERNS_MAX:
+                _WEIGHTED.pop(next(iter(_WEIGHTED)))
+            _WEIGHTED[key] = (weakref.ref(Y), weakref.ref(w), counts)
+        return out[0], counts, out[2]
+
+    def _row_patterns(self, data: Data, cache: bool, weighted: bool = False
+                      ) -> tuple[Data, np.ndarray, np.ndarray] | None:
+        """The patterns of ``data["Y"]`` (weighted rows: whatever their share of the rows,
+        as a table of patterns and frequencies is made of distinct rows)."""
         self._require_setup()
         Y = data.get("Y") if isinstance(data, Mapping) else None
         if not isinstance(Y, np.ndarray) or Y.ndim != 2 or len(data) != 1:
             return None
-        sig = tuple(int(c) for c in self.sizes)
+        sig = (*(int(c) for c in self.sizes), bool(weighted))
         hit = _PATTERNS.get(id(Y))
         if hit is not None and hit[0]() is Y and hit[1] == sig:
             return hit[2]
-        out = self._compress(Y)
+        out = self._compress(Y, 1.0 if weighted else COMPRESS_MAX_SHARE)
         if cache:
             for key in [key for key, entry in _PATTERNS.items() if entry[0]() is None]:
                 del _PATTERNS[key]   # arrays gone: their patterns go too
@@ -389,7 +420,8 @@ class LatentClassModel(MixtureModel):
             _PATTERNS[id(Y)] = (weakref.ref(Y), sig, out)
         return out
 
-    def _compress(self, Y: np.ndarray) -> tuple[Data, np.ndarray, np.ndarray] | None:
+    def _compress(self, Y: np.ndarray, max_share: float = COMPRESS_MAX_SHARE
+                  ) -> tuple[Data, np.ndarray, np.ndarray] | None:
         n = Y.shape[0]
         if n < 2:
             return None
@@ -400,7 +432,7 @@ class LatentClassModel(MixtureModel):
             U = Y[first]
         else:
             U, inverse, counts = np.unique(Y, axis=0, return_inverse=True, return_counts=True)
-        if U.shape[0] > COMPRESS_MAX_SHARE * n:
+        if U.shape[0] > max_share * n:
             return None
         U = np.ascontiguousarray(U, dtype=np.int64)
         patterns: dict[str, np.ndarray] = {"Y": U}
@@ -426,7 +458,8 @@ class LatentClassModel(MixtureModel):
         O, observed = self.one_hot(rows["Y"])
         return np.hstack([O, np.ones((O.shape[0], 1)), observed.astype(float)])
 
-    def em_map_batch(self, data: Data, params_list: list[Params], chunk_size: int = 4096
+    def em_map_batch(self, data: Data, params_list: list[Params], chunk_size: int = 4096,
+                     weights: np.ndarray | None = None
                      ) -> tuple[list[Params], np.ndarray, list[list[str]]]:
         """The EM map of several parameter sets at once, on the answer patterns (internal
         to the EM driver's lockstep path, :func:`src.estimation.em.fit_em`).
@@ -436,10 +469,10 @@ class LatentClassModel(MixtureModel):
         its M-step gives (an empty class).  The same formulas as :meth:`e_step_stats` and
         :meth:`m_step`, with the L x K classes side by side in two matrix products per
         chunk of patterns (so a set's numbers can differ from its lone evaluation in the
-        last bits).
+        last bits).  ``weights``: row weights (the patterns' counts are their sums).
         """
         self._require_setup()
-        comp = self.compressed_rows(data)
+        comp = self.compressed_rows(data, weights=weights)
         if comp is None:
             raise ValueError("em_map_batch needs data whose answer patterns compress")
         rows, weights = comp

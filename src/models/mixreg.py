@@ -239,6 +239,19 @@ class MixtureRegressionModel(MixtureModel):
         resp, ll = _responsibilities(lj)
         return self.suff_stats(data, resp), ll
 
+    def e_step_stats_weighted(self, data: Data, params: Params,
+                              weights: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """:meth:`e_step_stats` of rows standing for ``weights`` identical rows each."""
+        lj = self.log_joint(data, params)
+        m = lj.max(axis=1, keepdims=True)
+        m[~np.isfinite(m)] = 0.0
+        e = np.exp(lj - m)
+        s = e.sum(axis=1, keepdims=True)
+        w = np.asarray(weights, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            ll = float(w @ (np.log(s[:, 0]) + m[:, 0]))
+        return self.suff_stats(data, e * (w[:, None] / s)), ll
+
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
         """Weighted least squares per class; sigma^2 = weighted RSS / nk, floored."""
         self._require_setup()
