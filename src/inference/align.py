@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, split_weight
 
 __all__ = ["class_distance", "align_to", "align_params", "posterior_agreement",
            "align_by_posteriors"]
@@ -72,15 +72,20 @@ def align_params(model: MixtureModel, reference: Params, replicate: Params) -> P
 
 def posterior_agreement(model: MixtureModel, data: Data, reference: Params, replicate: Params,
                         chunk_size: int = 4096) -> np.ndarray:
-    """Matrix (K, K): entry [b, a] = sum over rows of tau_ib(reference) tau_ia(replicate)."""
-    n = int(next(iter(data.values())).shape[0])
+    """Matrix (K, K): entry [b, a] = sum over rows of w_i tau_ib(reference) tau_ia(replicate)
+    (w_i the row weights, 1 without them)."""
+    rows, w = split_weight(data)
+    n = int(next(iter(rows.values())).shape[0])
     K = model.n_components
     agree = np.zeros((K, K))
     for a in range(0, n, chunk_size):
-        part = {k: v[a:a + chunk_size] for k, v in data.items()}
+        part = {k: v[a:a + chunk_size] for k, v in rows.items()}
         ref, _ = model.e_step(part, reference)
         rep, _ = model.e_step(part, replicate)
-        agree += np.nan_to_num(ref).T @ np.nan_to_num(rep)
+        ref = np.nan_to_num(ref)
+        if w is not None:
+            ref = ref * w[a:a + chunk_size, None]
+        agree += ref.T @ np.nan_to_num(rep)
     return agree
 
 

@@ -6,6 +6,12 @@ free parameter j is a fixed fraction of its *natural scale* ``u_j = sqrt(N / I_c
 spread of one observation's information: sigma/sqrt(w) for a mean, sqrt(p(1-p)/w) for a
 probability), shrunk until the perturbed point stays in the parameter space.  So steps
 suit data on any scale without tuning.
+
+Row weights (``data[WEIGHT_KEY]``, :func:`src.models.base.split_weight`) multiply every
+per-row term: the information sums ``w_i r_ik (-H_ik)``, N is the sum of the weights (so the
+natural scales, and the steps, are those of the data with each row replicated ``w_i``
+times), and the model's methods get the rows without the key.  Per-row scores are per row
+(unweighted): callers weight them.
 """
 
 from __future__ import annotations
@@ -14,16 +20,27 @@ from typing import Iterator
 
 import numpy as np
 
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, split_weight
 
 __all__ = ["complete_score", "complete_information", "natural_scales", "feasible_steps",
-           "iter_chunks", "n_rows", "has_analytic_score", "EPS"]
+           "iter_chunks", "n_rows", "has_analytic_score", "weighted_resp", "total_weight", "EPS"]
 
 EPS = float(np.finfo(float).eps)
 
 
 def n_rows(data: Data) -> int:
     return int(next(iter(data.values())).shape[0])
+
+
+def total_weight(data: Data) -> float:
+    """The number of rows the data stand for: the sum of the row weights, else the rows."""
+    _, w = split_weight(data)
+    return float(n_rows(data)) if w is None else float(w.sum())
+
+
+def weighted_resp(resp: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """``resp * w[:, None]`` (``resp`` itself when unweighted)."""
+    return resp if w is None else resp * w[:, None]
 
 
 def iter_chunks(data: Data, chunk_size: int) -> Iterator[Data]:
@@ -36,7 +53,7 @@ def iter_chunks(data: Data, chunk_size: int) -> Iterator[Data]:
 
 def has_analytic_score(model: MixtureModel, data: Data, params: Params) -> bool:
     """True when the model's ``complete_score`` returns an array (tried on one row)."""
-    one = {k: v[:1] for k, v in data.items()}
+    one = {k: v[:1] for k, v in split_weight(data)[0].items()}
     return model.complete_score(one, params) is not None
 
 
@@ -62,7 +79,8 @@ def feasible_steps(model: MixtureModel, theta: np.ndarray, steps: np.ndarray,
 
 
 def _q_value(model: MixtureModel, data: Data, theta: np.ndarray, resp: np.ndarray) -> float:
-    """Q(theta) = sum_ik resp_ik log p(y_i, z_i=k | theta) with resp held fixed."""
+    """Q(theta) = sum_ik resp_ik log p(y_i, z_i=k | theta) with resp held fixed (``data``
+    without weights: weighted rows come as weighted ``resp``)."""
     lj = model.log_joint(data, model.from_free(theta))
     mask = resp > 0  # 0 * (-inf) would be NaN; such terms contribute nothing
     return float(np.sum(resp[mask] * lj[mask]))
@@ -73,7 +91,9 @@ def _crude_diagonal(model: MixtureModel, data: Data, params: Params, theta: np.n
     """-d2 Q / d theta_j2 for j in ``which`` by second differences with steps ``h`` (else 0)."""
     diag = np.zeros(theta.size)
     for chunk in iter_chunks(data, chunk_size):
+        chunk, w = split_weight(chunk)
         resp, _ = model.e_step(chunk, params)
+        resp = weighted_resp(resp, w)
         q0 = _q_value(model, chunk, theta, resp)
         for j in which:
             e = np.zeros(theta.size)
@@ -99,15 +119,17 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
     is redone at 1e-4 of the scale found (grown 1000x where the curvature came out <= 0)
     until it is within 10x of that, at most 8 rounds: the scale then does not depend on
     the data's units.  Falls back to max(|theta_j|, 1) where the diagonal is not positive.
+    With row weights N is their sum and I_c weighted (the replicated data's scales).
     """
     theta = model.to_free(params)
     P = theta.size
-    N = n_rows(data)
+    N = total_weight(data)
     diag = np.zeros(P)
     analytic = True
     for chunk in iter_chunks(data, chunk_size):
+        chunk, w = split_weight(chunk)
         resp, _ = model.e_step(chunk, params)
-        info = model.complete_information(chunk, params, resp)
+        info = model.complete_information(chunk, params, weighted_resp(resp, w))
         if info is None:
             analytic = False
             break
@@ -142,21 +164,23 @@ def complete_score(model: MixtureModel, data: Data, params: Params,
 
     The model's closed form when it returns one; otherwise central differences of
     ``log_joint`` with ``steps`` (default: eps^(1/3) times the natural scales of ``data``).
+    Row weights in ``data`` are ignored (the scores are per row); they only set the scales.
     """
-    s = model.complete_score(data, params)
+    rows, _ = split_weight(data)
+    s = model.complete_score(rows, params)
     if s is not None:
         return np.asarray(s, dtype=float)
     theta = model.to_free(params)
     if steps is None:
         steps = feasible_steps(model, theta,
                                EPS ** (1 / 3) * natural_scales(model, data, params), factor=1.0)
-    n = n_rows(data)
+    n = n_rows(rows)
     out = np.empty((n, model.n_components, theta.size))
     for j in range(theta.size):
         e = np.zeros(theta.size)
         e[j] = steps[j]
-        lp = model.log_joint(data, model.from_free(theta + e))
-        lm = model.log_joint(data, model.from_free(theta - e))
+        lp = model.log_joint(rows, model.from_free(theta + e))
+        lm = model.log_joint(rows, model.from_free(theta - e))
         with np.errstate(invalid="ignore"):
             out[:, :, j] = (lp - lm) / (2.0 * steps[j])
     return out
@@ -168,9 +192,12 @@ def complete_information(model: MixtureModel, data: Data, params: Params, resp: 
 
     The model's closed form when it returns one; otherwise minus the central-difference
     Hessian of Q(theta) = sum_ik resp_ik log_joint_ik(theta) with ``resp`` fixed, with
-    ``steps`` (default: eps^(1/4) times the natural scales).
+    ``steps`` (default: eps^(1/4) times the natural scales).  Row weights in ``data``
+    multiply ``resp`` (sum_ik w_i resp_ik (-H_ik)).
     """
-    info = model.complete_information(data, params, resp)
+    rows, w = split_weight(data)
+    resp = weighted_resp(np.asarray(resp, dtype=float), w)
+    info = model.complete_information(rows, params, resp)
     if info is not None:
         return np.asarray(info, dtype=float)
     theta = model.to_free(params)
@@ -178,10 +205,9 @@ def complete_information(model: MixtureModel, data: Data, params: Params, resp: 
     if steps is None:
         steps = feasible_steps(model, theta,
                                EPS ** (1 / 4) * natural_scales(model, data, params), factor=1.0)
-    resp = np.asarray(resp, dtype=float)
 
     def q(t: np.ndarray) -> float:
-        return _q_value(model, data, t, resp)
+        return _q_value(model, rows, t, resp)
 
     q0 = q(theta)
     H = np.empty((P, P))

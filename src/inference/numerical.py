@@ -6,6 +6,11 @@ central difference of that gradient: 2P gradient evaluations, step ``eps^(1/3) u
 ``u_j`` the parameter's natural scale (see :mod:`.derivatives`), then symmetrised.
 Otherwise ``numdifftools.Hessian`` differences the log-likelihood itself, with Richardson
 extrapolation over steps that start at ``u_j / 100`` (shrunk to stay in the space).
+
+With row weights (``data[WEIGHT_KEY]``) both are of the weighted log-likelihood
+sum_i w_i log p(y_i); the natural scales are the replicated data's (see
+:mod:`.derivatives`).  :func:`observed_score_of_chunks` and :func:`loglik_of_chunks` are the
+additive pieces (one partition's chunks each), for engines that hold the rows elsewhere.
 """
 
 from __future__ import annotations
@@ -13,30 +18,51 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..models.base import Data, MixtureModel, Params
+from typing import Iterable
+
+from ..models.base import Data, MixtureModel, Params, split_weight
 from . import derivatives as dv
 from .results import SEResult, boundary_parameters, invert_information, wald_result
 
-__all__ = ["observed_score", "numerical_hessian", "numerical_se"]
+__all__ = ["observed_score", "observed_score_of_chunks", "loglik_of_chunks", "numerical_hessian",
+           "numerical_se"]
 
 
 def observed_score(model: MixtureModel, data: Data, theta: np.ndarray, *,
                    chunk_size: int = 4096) -> np.ndarray:
-    """Gradient of the observed log-likelihood at free vector ``theta`` (Fisher's identity)."""
+    """Gradient of the (weighted) observed log-likelihood at free vector ``theta`` (Fisher's
+    identity)."""
+    return observed_score_of_chunks(model, dv.iter_chunks(data, chunk_size), theta)
+
+
+def observed_score_of_chunks(model: MixtureModel, chunks: Iterable[Data],
+                             theta: np.ndarray) -> np.ndarray:
+    """sum_i w_i sum_k r_ik s_ik over ``chunks`` (w_i = 1 without weights): additive."""
     params = model.from_free(theta)
     g = np.zeros(theta.size)
-    for chunk in dv.iter_chunks(data, chunk_size):
+    for chunk in chunks:
+        chunk, w = split_weight(chunk)
         resp, _ = model.e_step(chunk, params)
         S = model.complete_score(chunk, params)
         S = np.where(resp[:, :, None] > 0, S, 0.0)
-        g += np.einsum("nk,nkp->p", resp, S)
+        g += np.einsum("nk,nkp->p", dv.weighted_resp(resp, w), S)
     return g
+
+
+def loglik_of_chunks(model: MixtureModel, chunks: Iterable[Data], params: Params) -> float:
+    """sum_i w_i log p(y_i) over ``chunks`` (w_i = 1 without weights): additive."""
+    total = 0.0
+    for chunk in chunks:
+        chunk, w = split_weight(chunk)
+        total += (model.loglik(chunk, params) if w is None
+                  else float(w @ model.loglik_rows(chunk, params)))
+    return total
 
 
 def numerical_hessian(model: MixtureModel, data: Data, params: Params, *,
                       chunk_size: int = 4096,
                       skip: set[int] | frozenset = frozenset()) -> np.ndarray:
-    """Hessian (P, P) of the observed log-likelihood; NaN rows/columns for ``skip``."""
+    """Hessian (P, P) of the (weighted) observed log-likelihood; NaN rows/columns for ``skip``."""
     theta = model.to_free(params)
     P = theta.size
     u = dv.natural_scales(model, data, params, chunk_size=chunk_size, skip=skip)
@@ -56,10 +82,14 @@ def numerical_hessian(model: MixtureModel, data: Data, params: Params, *,
         idx = np.array(active)
         base = dv.feasible_steps(model, theta, 1e-2 * u, factor=2.0, skip=skip)[idx]
 
+        rows, w = split_weight(data)
+
         def loglik(sub: np.ndarray) -> float:
             t = theta.copy()
             t[idx] = sub
-            return model.loglik(data, model.from_free(t))
+            if w is None:
+                return model.loglik(rows, model.from_free(t))
+            return float(w @ model.loglik_rows(rows, model.from_free(t)))
 
         gen = nd.MaxStepGenerator(base_step=base, step_ratio=2.0, num_steps=8)
         H[np.ix_(idx, idx)] = nd.Hessian(loglik, step=gen)(theta[idx])
