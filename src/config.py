@@ -85,6 +85,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "detected)", nullable=True, group=_DATA, fingerprint=_D),
     Option("drop_missing", bool, False, "drop rows with a missing value", group=_DATA,
            fingerprint=_D),
+    Option("weights", str, None, "column of row weights (never a model column; rows of weight "
+           "0 are dropped; default: every row weight 1)", nullable=True, group=_DATA,
+           fingerprint=_D, metavar="COLUMN"),
+    Option("weight_type", str, "frequency", "with --weights: frequency (a row stands for w "
+           "identical rows; n = sum of weights) or sampling (survey weights: sandwich standard "
+           "errors, approximate information criteria)", choices=("frequency", "sampling"),
+           group=_DATA, fingerprint=_D),
     Option("model", str, DEFAULT_MODEL, f"{', '.join(BUILTIN_MODELS)} or path/to/file.py:ClassName",
            group=_DATA, fingerprint=_D),
     Option("components", int, 2, "number of latent classes K: one K, a range 1-6 or a list 2,3,5 "
@@ -350,6 +357,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
             continue  # it only picks which of several methods fills the 'se' column
         if opt.name in _ENUMERATION_ONLY and not options.enumerating:
             continue  # nothing is selected among one K
+        if opt.name in ("weights", "weight_type") and options.weights is None:
+            continue  # unweighted runs keep the fingerprints they had before weights existed
         value = getattr(options, opt.name, opt.default)  # a user model's own option: default
         parts[opt.fingerprint or "model_estimation"][opt.name] = value
     if options.id is not None and options.columns is None:

@@ -15,6 +15,13 @@ through, never modelled, so:
   ``007``; a Parquet column with its type); repeated ids are allowed (every row keeps its
   own line in ``posteriors.csv``), and :func:`id_notes` says how many repeat.
 
+The ``--weights`` column (:func:`split_weights`) is taken out the same way: never a model
+column (``--weights w --columns a,w`` is a UsageError; without ``--columns`` every other
+column enters the model), every value a finite number >= 0 (a DataError naming the column,
+the first bad row and what to do; a missing weight drops its row with ``--drop-missing``,
+as a missing value does), and rows of weight 0 dropped with a note (they stand for no
+row).  The kept rows' weights travel under :data:`~src.models.base.WEIGHT_KEY`.
+
 Rows dropped by ``--drop-missing`` have no posterior; :func:`kept_positions` gives the input
 positions of the rows a family kept (families drop exactly the rows with a missing value
 in one of their columns, which is what it checks).
@@ -30,7 +37,8 @@ import pandas as pd
 from src.utils.errors import DataError, UsageError
 from src.utils.messages import register, t
 
-__all__ = ["check_id_column", "split_id", "kept_positions", "kept_rows", "id_notes"]
+__all__ = ["check_id_column", "split_id", "kept_positions", "kept_rows", "id_notes",
+           "check_weight_column", "split_weights", "zero_weight_note"]
 
 register({
     "data.missing_id": {
@@ -47,6 +55,41 @@ register({
               "drops from the file, or run without --id.",
         "zh": "模型 '{model}' 按其自身规则保留了 {source} 的 {n_rows} 行中的 {n_kept} 行，因此无法把 --id "
               "的值对应到这些行；请先从文件中删除它会丢弃的行，或不使用 --id。"},
+    "data.missing_weights": {
+        "en": "The --weights column {column!r} is not in {source}; the available columns are: {available}.",
+        "zh": "{source} 中没有 --weights 指定的列 {column!r}；可用的列：{available}。"},
+    "data.weights_in_columns": {
+        "en": "The --weights column {column!r} is also one of the model's columns (--columns {columns}); "
+              "weights are not modelled, so leave it out of --columns.",
+        "zh": "--weights 指定的列 {column!r} 同时也是模型的列（--columns {columns}）；权重不参与建模，"
+              "请把它从 --columns 中去掉。"},
+    "data.weights_is_id": {
+        "en": "The --weights column {column!r} is also the --id column; give the weights and the ids in two columns.",
+        "zh": "--weights 指定的列 {column!r} 同时也是 --id 列；请把权重和 id 放在两个不同的列中。"},
+    "data.bad_weight": {
+        "en": "The --weights column {column!r} of {source} has {what} in row {row} "
+              "(0-based, as pandas counts); every weight must be a finite number >= 0, so "
+              "correct that value{fix}.",
+        "zh": "{source} 的 --weights 列 {column!r} 在位置为 {row} 的行（从 0 开始计数，与 pandas 一致）中有"
+              "{what}；每个权重都必须是 >= 0 的有限数，请更正该值{fix}。"},
+    "data.bad_weight.text": {"en": "the non-numeric value {value!r}", "zh": "非数值 {value!r}"},
+    "data.bad_weight.negative": {"en": "the negative value {value!r}", "zh": "负值 {value!r}"},
+    "data.bad_weight.infinite": {"en": "the infinite value {value!r}", "zh": "无穷值 {value!r}"},
+    "data.bad_weight.missing": {"en": "a missing value", "zh": "缺失值"},
+    "data.bad_weight.fix_missing": {"en": " or drop such rows with --drop-missing",
+                                    "zh": "，或用 --drop-missing 丢弃这些行"},
+    "data.all_zero_weights": {
+        "en": "Every row of {source} has weight 0 (or a missing weight) in the --weights column {column!r}, so no row is left to fit; check the column.",
+        "zh": "{source} 的每一行在 --weights 列 {column!r} 中的权重都为 0（或缺失），没有可用于拟合的行；请检查该列。"},
+    "data.weights_unmatched": {
+        "en": "Model '{model}' kept {n_kept} of the {n_rows} rows of {source} by a rule of its "
+              "own, so the --weights values cannot be matched to its rows; remove the rows it "
+              "drops from the file, or run without --weights.",
+        "zh": "模型 '{model}' 按其自身规则保留了 {source} 的 {n_rows} 行中的 {n_kept} 行，因此无法把 --weights "
+              "的值对应到这些行；请先从文件中删除它会丢弃的行，或不使用 --weights。"},
+    "data.note.zero_weights": {
+        "en": "{count} rows of {source} have weight 0 in the --weights column {column!r} (the first: row {row}) and were dropped: they stand for no row.",
+        "zh": "{source} 中有 {count} 行在 --weights 列 {column!r} 中的权重为 0（第一行：位置 {row}），已被丢弃：它们不代表任何行。"},
     "data.note.duplicate_ids": {
         "en": "The --id column {column!r} repeats {count} values (the first: {value!r}); every row "
               "keeps its own line in posteriors.csv, so the id there is not a unique key.",
@@ -126,3 +169,74 @@ def id_notes(ids: np.ndarray | None, id_column: str | None) -> list[str]:
     first: Any = values.iloc[int(np.flatnonzero(repeated)[0])]
     return [t("data.note.duplicate_ids", column=str(id_column), count=int(repeated.sum()),
               value=first.item() if hasattr(first, "item") else first)]
+
+
+def check_weight_column(weight_column: str | None, columns: Sequence[str] | None,
+                        available: Sequence[str] | None, source: str,
+                        id_column: str | None = None) -> None:
+    """The rules of ``--weights`` as :func:`check_id_column` has them for ``--id`` (and it
+    may not be the id column); ``available`` None: not known yet."""
+    if weight_column is None:
+        return
+    column = str(weight_column)
+    if columns is not None and column in [str(c) for c in columns]:
+        raise UsageError(t("data.weights_in_columns", column=column,
+                           columns=",".join(str(c) for c in columns)))
+    if id_column is not None and str(id_column) == column:
+        raise UsageError(t("data.weights_is_id", column=column))
+    if available is None:
+        return
+    names = [str(c) for c in available]
+    if column not in names:
+        raise DataError(t("data.missing_weights", column=column, source=source,
+                          available=", ".join(names) or "-"))
+
+
+def split_weights(frame: pd.DataFrame, weight_column: str | None, columns: Sequence[str] | None,
+                  source: str, *, drop_missing: bool = False
+                  ) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``(the model's frame, the weight of every input row as float64)``; without
+    ``--weights`` the frame as it is and None.
+
+    Every weight must be a finite number >= 0 (else a DataError naming the column, the first
+    bad row and the fix); a missing weight is NaN with ``drop_missing`` (its row is dropped
+    as a row with a missing value is), else an error.  Rows of weight 0 are the caller's to
+    drop (:func:`zero_weight_note` says so)."""
+    if weight_column is None:
+        return frame, None
+    check_weight_column(weight_column, columns, list(frame.columns), source)
+    column = str(weight_column)
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        values = raw.astype(float).to_numpy()
+    elif pd.api.types.is_numeric_dtype(raw.dtype):
+        values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    present = raw.notna().to_numpy()
+    kinds = (("text", present & np.isnan(values)),
+             ("missing", ~present if not drop_missing else np.zeros(len(values), bool)),
+             ("infinite", np.isinf(values)),
+             ("negative", values < 0))
+    first = None
+    for kind, bad in kinds:
+        rows = np.flatnonzero(bad)
+        if rows.size and (first is None or rows[0] < first[1]):
+            first = (kind, int(rows[0]))
+    if first is not None:
+        kind, row = first
+        value = raw.iloc[row]
+        value = value.item() if hasattr(value, "item") else value
+        raise DataError(t("data.bad_weight", column=column, source=source,
+                          what=t(f"data.bad_weight.{kind}", value=value), row=row,
+                          fix=t("data.bad_weight.fix_missing") if kind == "missing" else ""))
+    return frame.drop(columns=[column]), values.astype(np.float64)
+
+
+def zero_weight_note(weights: np.ndarray, column: str, source: str) -> list[str]:
+    """The note on rows of weight 0 (dropped: they stand for no row), for the caller to print."""
+    zero = np.flatnonzero(weights == 0)
+    if zero.size == 0:
+        return []
+    return [t("data.note.zero_weights", count=int(zero.size), source=source, column=str(column),
+              row=int(zero[0]))]

@@ -142,9 +142,15 @@ def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]
     """The table named by ``--data`` (read as the family asks), its record, the class."""
     from ..data.loading import load_table
 
+    from ..data.rows import check_weight_column
+
     cls = model_class(options)
     check_model_needs(cls, options)
-    frame, record = load_table(options.data, columns=options.columns,
+    columns = options.columns
+    if options.weights is not None and columns is not None:   # read beside the model's columns
+        check_weight_column(options.weights, columns, None, str(options.data), options.id)
+        columns = [*columns, str(options.weights)]
+    frame, record = load_table(options.data, columns=columns,
                                as_text=bool(cls.reads_text), sep=options.sep,
                                encoding=options.encoding, id_column=options.id)
     return frame, record, cls
@@ -155,25 +161,70 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     """The family's arrays, meta and set-up model from a table (script and API).
 
     A ValueError of the family becomes a DataError; fewer rows than free parameters is one.
-    The ``--id`` column (``options.id``) is taken out of ``frame`` first (never a model
-    column; :mod:`src.data.rows`); the record gains ``n_dropped``.
+    The ``--id`` column (``options.id``) and the ``--weights`` column are taken out of
+    ``frame`` first (never model columns; :mod:`src.data.rows`); the record gains
+    ``n_dropped`` and, with weights, ``weight_column``, ``weight_type``, ``weight_sum``
+    (the kept rows'), ``n_zero_weight`` and its notes.  Rows of weight 0 (and, with
+    ``--drop-missing``, of a missing weight) are dropped before the family's arrays are made
+    again from the other rows (the whole table is validated first, so errors name input rows).
     """
     from ..data.loading import check_enough_rows
-    from ..data.rows import kept_rows, split_id
+    from ..data.rows import kept_rows, split_id, split_weights, zero_weight_note
+    from ..models.base import WEIGHT_KEY
 
     source = str(record.get("source") or "the data")
+    if options.weights is not None:
+        from ..data.rows import check_weight_column
+        check_weight_column(options.weights, options.columns, None, source, options.id)
     frame, ids = split_id(frame, options.id, options.columns, source)
-    try:
-        data, meta = cls.prepare_data(frame, {**options.model_options(cls), "source": source})
-    except (DataError, ModelError):
-        raise
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    n_input = int(len(frame))
+    frame, weights = split_weights(frame, options.weights, options.columns, source,
+                                   drop_missing=bool(options.drop_missing))
+
+    def arrays(rows: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        try:
+            return cls.prepare_data(rows, {**options.model_options(cls), "source": source})
+        except (DataError, ModelError):
+            raise
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    data, meta = arrays(frame)
+    base = None   # the input rows left after dropping weight 0 / missing weights
+    notes: list[str] = []
+    if weights is not None:
+        notes = zero_weight_note(weights, str(options.weights), source)
+        used = weights > 0
+        if not used.any():
+            raise DataError(t("data.all_zero_weights", source=source, column=str(options.weights)))
+        if not used.all():
+            base = np.flatnonzero(used)
+            frame = frame.iloc[base].reset_index(drop=True)
+            ids = None if ids is None else ids[base]
+            data, meta = arrays(frame)
     model = build_model(options, meta, cls)
     n_obs = int(next(iter(data.values())).shape[0])
-    check_enough_rows(n_obs, model.n_free_parameters(), source)
-    positions, kept_ids = kept_rows(frame, ids, n_obs, model=options.model, source=source)
-    record = {**record, "n_dropped": int(len(frame)) - n_obs}
+    if weights is None:
+        positions, kept_ids = kept_rows(frame, ids, n_obs, model=options.model, source=source)
+        check_enough_rows(n_obs, model.n_free_parameters(), source)
+    else:
+        from ..data.rows import kept_positions
+        positions = kept_positions(frame, n_obs)
+        if positions is None:
+            raise DataError(t("data.weights_unmatched", model=options.model, n_kept=n_obs,
+                              n_rows=n_input, source=source))
+        kept_ids = None if ids is None else ids[positions]
+        w = weights[base][positions] if base is not None else weights[positions]
+        data = {**data, WEIGHT_KEY: np.ascontiguousarray(w, dtype=np.float64)}
+        positions = base[positions] if base is not None else positions
+        frequency = options.weight_type == "frequency"
+        check_enough_rows(float(w.sum()) if frequency else n_obs, model.n_free_parameters(), source)
+        record = {**record, "columns": [c for c in record.get("columns", [])
+                                        if str(c) != str(options.weights)],
+                  "weight_column": str(options.weights), "weight_type": options.weight_type,
+                  "weight_sum": float(w.sum()), "n_zero_weight": int((weights == 0).sum()),
+                  "notes": [*record.get("notes", []), *notes]}
+    record = {**record, "n_dropped": n_input - n_obs}
     return Prepared(model, data, meta, record, positions,
                     None if ids is None else str(options.id), kept_ids)
 
@@ -193,6 +244,8 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
             reporter.message(note)
     prepared = prepare_frame(frame, options, cls, record)
     if reporter is not None:
+        for note in prepared.record.get("notes", [])[len(record.get("notes", [])):]:
+            reporter.message(note)   # the data's own (rows of weight 0 dropped)
         for note in id_notes(prepared.row_ids, prepared.id_column):
             reporter.message(note)
     parsed = _hash_data(prepared.data, prepared.meta)
