@@ -132,9 +132,18 @@ def _n_rows(data: Data) -> int:
     return int(next(iter(data.values())).shape[0])
 
 
+def is_engine(data: Any) -> bool:
+    """True when ``data`` is a row engine (:mod:`src.estimation.engines`: rows in partitions,
+    streamed or on a Dask cluster) rather than a data dict in memory."""
+    return not isinstance(data, dict) and hasattr(data, "reduce_stats")
+
+
 def n_observations(data: Data) -> float:
     """The n of the criteria: the number of rows, or the sum of the row weights
     (:data:`~src.models.base.WEIGHT_KEY`: a row with weight w stands for w rows)."""
+    if is_engine(data):
+        total = getattr(data, "weight_sum", None)
+        return int(data.n_obs) if total is None else float(total)
     rows, w = split_weight(data)
     return _n_rows(rows) if w is None else float(w.sum())
 
@@ -152,6 +161,13 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     Row weights (:data:`~src.models.base.WEIGHT_KEY` in ``data``) weight every row's
     statistics and log-likelihood (``e_step_stats_weighted``); the model never sees the key.
     """
+    if is_engine(data):   # rows in partitions: one pass of the engine, the M-step here
+        from .engines import engine_em_map, require_closed_form
+        require_closed_form(model)
+        new, ll = engine_em_map(model, data, params)
+        if check:
+            checks.check_params(model, new, "m_step")
+        return new, ll
     data, row_weights = split_weight(data)
     if not model.has_closed_form_m_step:
         with checks.guarded(model, "log_joint"):
@@ -201,7 +217,7 @@ def _compressed(model: MixtureModel, data: Data,
     built-in models: the compressed E-step is not part of the user-model API.  ``data``
     without the weight key (:func:`~src.models.base.split_weight`)."""
     get = getattr(model, "compressed_rows", None)
-    if get is None or not checks.is_builtin(model):
+    if get is None or not checks.is_builtin(model) or is_engine(data):
         return None
     return get(data) if weights is None else get(data, weights=weights)
 
@@ -552,6 +568,31 @@ def final_stats(model: MixtureModel, data: Data, params: Params,
     ``nk`` (K,) is the responsibility mass of each class (its effective number of rows;
     with row weights, the weighted mass).
     """
+    if is_engine(data):   # each partition's sums, added in partition order
+        parts = data.map_partitions(_chunks_final_stats, model, params)
+        out = dict(parts[0])
+        for part in parts[1:]:
+            out = {k: out[k] + v for k, v in part.items()}
+        return out
+    return _chunks_final_stats([data], model, params, chunk_size)
+
+
+def _chunks_final_stats(chunks: Any, model: MixtureModel, params: Params,
+                        chunk_size: int = 1 << 62) -> dict[str, Any]:
+    """:func:`final_stats` over data dicts in order (each cut into ``chunk_size`` rows)."""
+    total: dict[str, Any] | None = None
+    nk = np.zeros(model.n_components)
+    for part in chunks:
+        stats = _final_stats_dict(model, part, params, chunk_size)
+        nk = nk + stats.pop("nk")
+        total = stats if total is None else {k: total[k] + v for k, v in stats.items()}
+    out = dict(total or {})
+    out["nk"] = nk
+    return out
+
+
+def _final_stats_dict(model: MixtureModel, data: Data, params: Params,
+                      chunk_size: int) -> dict[str, Any]:
     data, w = split_weight(data)
     n = _n_rows(data)
     total: dict[str, Any] | None = None
