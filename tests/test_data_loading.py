@@ -260,15 +260,16 @@ class TestSources:
         assert classify_source(tmp_path / "nope.csv").kind == "missing"
 
     def test_folder_says_what_it_holds(self, tmp_path):
-        """A folder is said to be a folder, with its Parquet/CSV counts and that a single file is needed."""
+        """A folder is said to be a folder, with its Parquet/CSV counts and that Parquet parts go through the partitioned path."""
         parts = tmp_path / "parts"
         parts.mkdir()
         for i in range(3):
             pd.DataFrame({"x": [1.0, 2.0]}).to_parquet(parts / f"part-{i}.parquet")
         write_csv(parts / "extra.csv", "x\n1\n")
         with pytest.raises(DataError, match=r"parts is a folder holding 3 Parquet and 1 CSV/TSV files "
-                                            r"\(such as extra.csv\), not a single file; partitioned "
-                                            r"input \(a folder\) is not supported yet") as err:
+                                            r"\(such as extra.csv\), not a single file; a folder of "
+                                            r"Parquet files is partitioned input, read part by part "
+                                            r"through the partitioned path") as err:
             load_table(str(parts))
         assert err.value.exit_code == 2 and "does not exist" not in str(err.value)
         with pytest.raises(DataError, match=r"parts is a folder holding 3 Parquet"):
@@ -281,8 +282,8 @@ class TestSources:
         """A file pattern and a named pipe each get their own sentence instead of 'does not exist'."""
         for i in range(2):
             write_csv(tmp_path / f"d{i}.csv", "x\n1\n")
-        with pytest.raises(DataError, match=r"is a file pattern matching 0 Parquet and 2 CSV/TSV files; "
-                                            r"reading several files at once is not supported yet"):
+        with pytest.raises(DataError, match=r"is a file pattern matching 2 CSV/TSV files; several "
+                                            r"CSV/TSV files are not read as one data set"):
             load_table(str(tmp_path / "d*.csv"))
         os.mkfifo(tmp_path / "pipe.csv")
         with pytest.raises(DataError, match="pipe.csv is not a regular file"):
@@ -490,7 +491,7 @@ class TestChineseNewMessages:
         set_language("zh")
         (tmp_path / "parts").mkdir()
         pd.DataFrame({"x": [1.0]}).to_parquet(tmp_path / "parts" / "p0.parquet")
-        with pytest.raises(DataError, match="是一个文件夹，其中有 1 个 Parquet 文件.*目前尚不支持分区输入"):
+        with pytest.raises(DataError, match="是一个文件夹，其中有 1 个 Parquet 文件.*是分区输入，应通过分区路径"):
             load_table(str(tmp_path / "parts"))
         path = write_csv(tmp_path / "s.csv", "a;b\n1,5;2\n")
         with pytest.raises(DataError, match="被选择了 2 次"):

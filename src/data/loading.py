@@ -9,8 +9,9 @@ header being line 1.
 What is read (:func:`load_table`), and what it says when it cannot:
 
 * **sources** (:mod:`src.data.sources`): ``builtin:NAME`` or one file.  A folder or a
-  file pattern is recognised and its CSV/Parquet files counted, then refused: partitioned
-  input is not supported yet (a folder/glob of Parquet files is the next source kind).
+  file pattern is recognised and its CSV/Parquet files counted, then refused: a folder or
+  pattern of Parquet files is partitioned input, read chunk by chunk by
+  :mod:`src.data.partitions`, never as one table; several CSV files are not read at all.
 * **the id column** (``id_column``, ``--id``): read beside ``columns``, never one of them
   (:mod:`src.data.rows` has the rules and the kept rows' input positions).
 * **format** from the extension: .csv/.txt, .tsv, .parquet/.pq (.gz/.bz2/.xz/.zip/.zst
@@ -57,7 +58,7 @@ from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
 
 __all__ = ["BUILTIN_DATASETS", "DEFAULT_SOURCE", "load_table", "resolve_source", "file_sha256",
-           "builtin_path", "numeric_matrix", "check_enough_rows"]
+           "builtin_path", "numeric_matrix", "check_enough_rows", "check_parquet_file", "chunk_of"]
 
 _BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 #: name after ``builtin:`` -> file in ``src/data/builtin``
@@ -74,19 +75,36 @@ register({
         "zh": "数据文件 {path} 不存在，请检查路径。"},
     "data.folder": {
         "en": "{path} is a folder holding {n_parquet} Parquet and {n_text} CSV/TSV files (such as "
-              "{example}), not a single file; partitioned input (a folder) is not supported yet, "
-              "so give one file with --data.",
+              "{example}), not a single file; a folder of Parquet files is partitioned input, "
+              "read part by part through the partitioned path (src.data.partitions), not loaded "
+              "as one table.",
         "zh": "{path} 是一个文件夹，其中有 {n_parquet} 个 Parquet 文件和 {n_text} 个 CSV/TSV 文件（如 "
-              "{example}），而不是单个文件；目前尚不支持分区输入（文件夹），请用 --data 指定一个文件。"},
+              "{example}），而不是单个文件；由 Parquet 文件组成的文件夹是分区输入，应通过分区路径"
+              "（src.data.partitions）逐块读取，而不是作为一张表整体读入。"},
+    "data.folder_text": {
+        "en": "{path} is a folder holding {n_text} CSV/TSV files (such as {example}), not a single "
+              "file; several CSV/TSV files are not read as one data set, so give one file with "
+              "--data or write them as Parquet files in a folder.",
+        "zh": "{path} 是一个文件夹，其中有 {n_text} 个 CSV/TSV 文件（如 {example}），而不是单个文件；"
+              "多个 CSV/TSV 文件不会作为一个数据集读取，请用 --data 指定一个文件，或把它们写成一个文件夹中的 "
+              "Parquet 文件。"},
     "data.folder_no_data": {
         "en": "{path} is a folder with no CSV, TSV or Parquet file in it, not a data file; give "
               "one file with --data.",
         "zh": "{path} 是一个文件夹，其中没有 CSV、TSV 或 Parquet 文件，不是数据文件；请用 --data 指定一个文件。"},
     "data.glob": {
         "en": "{path} is a file pattern matching {n_parquet} Parquet and {n_text} CSV/TSV files; "
-              "reading several files at once is not supported yet, so give one file with --data.",
+              "a pattern of Parquet files is partitioned input, read part by part through the "
+              "partitioned path (src.data.partitions), not loaded as one table.",
         "zh": "{path} 是一个文件名模式，匹配 {n_parquet} 个 Parquet 文件和 {n_text} 个 CSV/TSV 文件；"
-              "目前尚不支持一次读取多个文件，请用 --data 指定一个文件。"},
+              "匹配 Parquet 文件的模式是分区输入，应通过分区路径（src.data.partitions）逐块读取，"
+              "而不是作为一张表整体读入。"},
+    "data.glob_text": {
+        "en": "{path} is a file pattern matching {n_text} CSV/TSV files; several CSV/TSV files "
+              "are not read as one data set, so give one file with --data or write them as "
+              "Parquet files in a folder.",
+        "zh": "{path} 是一个文件名模式，匹配 {n_text} 个 CSV/TSV 文件；多个 CSV/TSV 文件不会作为一个"
+              "数据集读取，请用 --data 指定一个文件，或把它们写成一个文件夹中的 Parquet 文件。"},
     "data.not_regular": {
         "en": "{path} is not a regular file (it is a device, pipe or socket); give a CSV, TSV or "
               "Parquet file.",
@@ -224,7 +242,8 @@ def _unsupported(info: SourceInfo) -> DataError:
         example = info.files[0] if info.files else "-"
         if info.kind == "folder" and info.path is not None and info.files:
             example = os.path.relpath(info.files[0], info.path)
-        return DataError(t(f"data.{info.kind}", path=info.text, n_parquet=info.n_parquet,
+        key = f"data.{info.kind}" if info.n_parquet else f"data.{info.kind}_text"
+        return DataError(t(key, path=info.text, n_parquet=info.n_parquet,
                            n_text=info.n_text, example=str(example)))
     if info.kind == "folder":
         return DataError(t("data.folder_no_data", path=info.text))
@@ -288,11 +307,9 @@ def _check_columns(available: Sequence[str], columns: Sequence[str], source: str
                               available=", ".join(names) or "-"))
 
 
-def _read_parquet(path: Path, columns: list[str] | None, source: str,
-                  id_column: str | None = None) -> pd.DataFrame:
-    """A Parquet file, after checking its signatures (so a CSV named .parquet is said to be one)."""
-    import pyarrow.parquet as pq
-
+def check_parquet_file(path: Path) -> None:
+    """A DataError (one sentence naming ``path``) unless the file starts and ends with the
+    Parquet signature: an empty file, another format (named) or a truncated file."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(4096)
@@ -305,6 +322,14 @@ def _read_parquet(path: Path, columns: list[str] | None, source: str,
         raise DataError(t("data.not_parquet", path=str(path), what=t(f"data.looks.{kind}")))
     if size < 12 or tail != b"PAR1":
         raise DataError(t("data.parquet_truncated", path=str(path)))
+
+
+def _read_parquet(path: Path, columns: list[str] | None, source: str,
+                  id_column: str | None = None) -> pd.DataFrame:
+    """A Parquet file, after checking its signatures (so a CSV named .parquet is said to be one)."""
+    import pyarrow.parquet as pq
+
+    check_parquet_file(path)
     header = list(pq.read_schema(path).names)
     _check_header(header, columns, source)
     if columns is not None:
@@ -466,8 +491,11 @@ def load_table(source: str | Path | None, *, columns: list[str] | None = None,
     return frame, record
 
 
-def _numeric_column(col: pd.Series, name: str, source: str) -> np.ndarray:
-    """One column as float64 (NaN for missing); a DataError for text or infinite values."""
+def _numeric_column(col: pd.Series, name: str, source: str,
+                    rows: pd.Index | None = None) -> np.ndarray:
+    """One column as float64 (NaN for missing); a DataError for text or infinite values.
+
+    ``rows``: the rows' names in messages (a chunk's global row numbers); None: positions."""
     if pd.api.types.is_bool_dtype(col.dtype):
         values = col.astype(float).to_numpy()
     elif pd.api.types.is_numeric_dtype(col.dtype):
@@ -477,12 +505,31 @@ def _numeric_column(col: pd.Series, name: str, source: str) -> np.ndarray:
         bad = np.flatnonzero(coerced.isna().to_numpy() & col.notna().to_numpy())
         if bad.size:
             raise DataError(t("data.non_numeric", column=name, source=source,
-                              value=str(col.iloc[bad[0]]), row=int(bad[0])))
+                              value=str(col.iloc[bad[0]]), row=_row(rows, bad[0])))
         values = coerced.to_numpy(dtype=float, na_value=np.nan)
     inf = np.flatnonzero(np.isinf(values))
     if inf.size:
-        raise DataError(t("data.infinite", column=name, source=source, row=int(inf[0])))
+        raise DataError(t("data.infinite", column=name, source=source, row=_row(rows, inf[0])))
     return values
+
+
+def _row(rows: pd.Index | None, position: int) -> int:
+    """The number by which a message names the row at ``position``."""
+    return int(position) if rows is None else int(rows[int(position)])
+
+
+def chunk_of(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """``frame.attrs["_chunk"]``: set when ``frame`` is one chunk of partitioned input
+    (:mod:`src.data.partitions`), else None.
+
+    A chunk is a dict with ``path`` (the Parquet file the rows come from); the frame's index
+    holds the rows' global 0-based input positions.  :func:`numeric_matrix` then names that
+    file and those positions in its sentences and leaves the checks that need every row (a
+    column with no value, no complete row, a constant column) to the merge of the chunks'
+    meta (``MixtureModel.merge_meta``).
+    """
+    chunk = frame.attrs.get("_chunk") if hasattr(frame, "attrs") else None
+    return chunk if isinstance(chunk, dict) else None
 
 
 def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing: bool,
@@ -491,8 +538,14 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing:
 
     Rows with a missing value are dropped when ``drop_missing``, otherwise they are an
     error saying how many there are.  ``reject_constant`` (Gaussian models) makes a
-    column with a single value an error naming it.
+    column with a single value an error naming it.  A chunk of partitioned input
+    (:func:`chunk_of`) is named by its file and global row numbers, and its checks that
+    need every row are left to the merge of the chunks.
     """
+    chunk = chunk_of(frame)
+    rows = frame.index if chunk is not None else None
+    if chunk is not None:
+        source = str(chunk.get("path") or source)
     columns = [str(c) for c in columns]
     _check_unique(columns)
     _check_columns(list(frame.columns), columns, source)
@@ -500,25 +553,26 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing:
         raise DataError(t("data.no_rows", source=source))
     X = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):
-        X[:, j] = _numeric_column(frame[name], name, source)
+        X[:, j] = _numeric_column(frame[name], name, source, rows)
     nan = np.isnan(X)
     for j, name in enumerate(columns):
-        if nan[:, j].all():
+        if chunk is None and nan[:, j].all():
             raise DataError(t("data.column_all_missing", column=name, source=source))
     keep = ~nan.any(axis=1)
     if not drop_missing:
         empty = np.flatnonzero(nan.all(axis=1))
         if empty.size:
             raise DataError(t("data.all_missing_rows", count=int(empty.size), source=source,
-                              row=int(empty[0])))
+                              row=_row(rows, empty[0])))
         if not keep.all():
             first = int(np.flatnonzero(~keep)[0])
             raise DataError(t("data.missing_values", count=int((~keep).sum()), source=source,
-                              row=first, column=columns[int(np.flatnonzero(nan[first])[0])]))
-    if not keep.any():
+                              row=_row(rows, first),
+                              column=columns[int(np.flatnonzero(nan[first])[0])]))
+    if chunk is None and not keep.any():
         raise DataError(t("data.no_complete_rows", source=source))
     X = X[keep] if not keep.all() else X
-    if reject_constant:
+    if reject_constant and chunk is None:
         for j, name in enumerate(columns):
             if X.shape[0] > 1 and np.all(X[:, j] == X[0, j]):
                 raise DataError(t("data.constant_column", column=name, source=source,
