@@ -78,11 +78,6 @@ def _smallest_scaled_eigenvalue(cov: np.ndarray, var_scale: np.ndarray) -> float
     return float(np.linalg.eigvalsh(cov * np.outer(isd, isd))[0])
 
 
-def _add(total: dict[str, np.ndarray] | None, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Sum statistics in a fixed order (block by block)."""
-    return part if total is None else {key: total[key] + part[key] for key in total}
-
-
 class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
     """Mixture of K multivariate normal distributions.
 
@@ -142,6 +137,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         self.meta = dict(meta)
         self.columns = [str(c) for c in meta["columns"]]
         self.shift = np.asarray(meta["shift"], dtype=float).reshape(len(self.columns))
+        self.__dict__.pop("_consts_cache", None)
 
     @property
     def n_features(self) -> int:
@@ -193,37 +189,68 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         logdet = np.log(isd).sum(axis=1) if self.covariance == "diag" else self.n_features * np.log(isd)
         return isd, logdet
 
-    class _Work:
-        """Per-call constants and reusable buffers of the block computations.
+    class _Consts:
+        """What the block computations need from the parameters, computed once per parameter
+        values (:meth:`_consts` caches it: an EM map evaluates every chunk at the same ones).
 
-        Rows are processed transposed: ``XA`` (D+1, n) holds ``(x - shift)'`` with a last
-        row of ones, so for full covariances ``Y = [U_1'..U_K' | -b] XA`` is one GEMM giving
-        the whitened residuals of every class, and the scatter matrices (with the weighted
-        sums in their last row) are one more.  Long axes are contiguous, which keeps the
-        per-row softmax over K classes vectorised.
+        ``const`` (K, 1): log w_k + log det U_k - D/2 log 2 pi; full: ``stacked`` = [U_1'..U_K' |
+        -b] (K*D, D+1) with b_k = U_k'(mu_k - shift); diag: ``muc`` (K, D, 1) and ``fac``
+        (K, D, 1) the inverse standard deviations; spherical: ``muc`` and ``fac2`` (K, 1) the
+        inverse variances.  Read-only once built, so threads may share it.
         """
 
-        def __init__(self, model: "GaussianMixtureModel", params: Params | None, n_rows: int):
+        def __init__(self, model: "GaussianMixtureModel", params: Params) -> None:
             K, D = model.n_components, model.n_features
-            B = min(_BLOCK, max(n_rows, 1))
-            self.K, self.D, self.shift, self.cov_type = K, D, model.shift, model.covariance
-            self.xa = np.empty((D + 1) * B)
-            self.buf = np.empty(K * (D + 1) * B)
-            if params is None:
-                return
             fac, logdet = model._factors(params)
             with np.errstate(divide="ignore"):
                 logw = np.log(np.asarray(params["weight"], dtype=float))
             self.const = (logw + logdet - 0.5 * D * _LOG_2PI)[:, None]
             self.muc = (np.asarray(params["mean"], dtype=float) - model.shift)[:, :, None]
-            self.fac = fac
-            if self.cov_type == "full":
+            if model.covariance == "full":
                 b = np.einsum("kd,kde->ke", self.muc[:, :, 0], fac).reshape(K * D, 1)
                 self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b])
-            elif self.cov_type == "diag":
+            elif model.covariance == "diag":
                 self.fac = fac[:, :, None]
             else:
                 self.fac2 = (fac * fac)[:, None]
+
+    def _consts(self, params: Params) -> "GaussianMixtureModel._Consts":
+        """:class:`_Consts` of ``params``, cached for the last parameter values seen (compared
+        byte for byte with the shift: a cheap test next to a chunk's work, never a stale hit)."""
+        arrays = [np.asarray(params[name], dtype=float)
+                  for name in ("weight", "mean", "var" if self.covariance == "spherical" else "cov")]
+        key = (self.shift.tobytes(), *[(a.shape, a.tobytes()) for a in arrays])
+        hit = self.__dict__.get("_consts_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        consts = self._Consts(self, params)
+        self.__dict__["_consts_cache"] = (key, consts)      # one assignment: thread-safe
+        return consts
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cache of :meth:`_consts` (models travel to workers)."""
+        state = dict(self.__dict__)
+        state.pop("_consts_cache", None)
+        return state
+
+    class _Work:
+        """Reusable buffers of the block computations (one per call: threads never share one).
+
+        Rows are processed transposed: ``XA`` (D+1, n) holds ``(x - shift)'`` with a last
+        row of ones, so for full covariances ``Y = [U_1'..U_K' | -b] XA`` is one GEMM giving
+        the whitened residuals of every class, and the scatter matrices (with the weighted
+        sums in their last row) are one more.  Long axes are contiguous, which keeps the
+        per-row softmax over K classes vectorised.  Statistics accumulate block by block in
+        ``acc`` (in block order: the same sums as adding the blocks' statistics).
+        """
+
+        def __init__(self, model: "GaussianMixtureModel", n_rows: int):
+            K, D = model.n_components, model.n_features
+            B = min(_BLOCK, max(n_rows, 1))
+            self.K, self.D, self.shift, self.cov_type = K, D, model.shift, model.covariance
+            self.xa = np.empty((D + 1) * B)
+            self.buf = np.empty(K * (D + 1) * B)
+            self.acc: dict[str, np.ndarray] | None = None
 
         def rows(self, X: np.ndarray) -> np.ndarray:
             """``XA`` (D+1, n) for the rows ``X`` (n, D), in the reusable buffer."""
@@ -233,75 +260,109 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             XA[self.D] = 1.0
             return XA
 
-        def log_joint(self, XA: np.ndarray) -> np.ndarray:
+        def log_joint(self, XA: np.ndarray, c: "GaussianMixtureModel._Consts") -> np.ndarray:
             """log p(x_i, z_i=k) transposed, shape (K, n)."""
             K, D, n = self.K, self.D, XA.shape[1]
             Y = self.buf[: K * D * n].reshape(K, D, n)
             if self.cov_type == "full":
-                np.matmul(self.stacked, XA, out=Y.reshape(K * D, n))
+                np.matmul(c.stacked, XA, out=Y.reshape(K * D, n))
             else:
-                np.subtract(XA[None, :D], self.muc, out=Y)
+                np.subtract(XA[None, :D], c.muc, out=Y)
                 if self.cov_type == "diag":
-                    Y *= self.fac
+                    Y *= c.fac
             np.square(Y, out=Y)
             maha = Y.sum(axis=1)
             if self.cov_type == "spherical":
-                maha *= self.fac2
+                maha *= c.fac2
             maha *= -0.5
-            maha += self.const
+            maha += c.const
             return maha
 
-        def stats(self, XA: np.ndarray, respT: np.ndarray) -> dict[str, np.ndarray]:
-            """Additive statistics of these rows given responsibilities transposed (K, n)."""
+        def add_stats(self, XA: np.ndarray, respT: np.ndarray) -> None:
+            """Add the statistics of these rows, responsibilities transposed (K, n), to ``acc``."""
             K, D, n = self.K, self.D, XA.shape[1]
             Xc = XA[:D]
-            out = {"nk": respT.sum(axis=1)}
+            nk = respT.sum(axis=1)
             if self.cov_type == "full":
                 W = self.buf[: K * (D + 1) * n].reshape(K, D + 1, n)
                 np.multiply(respT[:, None, :], XA[None], out=W)
-                G = (W.reshape(K * (D + 1), n) @ Xc.T).reshape(K, D + 1, D)
-                out["sx"] = np.ascontiguousarray(G[:, D])
-                out["sxx"] = np.ascontiguousarray(G[:, :D])
+                part = {"nk": nk, "G": W.reshape(K * (D + 1), n) @ Xc.T}
             else:
-                out["sx"] = respT @ Xc.T
                 sq = Xc * Xc
-                out["sxx"] = respT @ (sq.T if self.cov_type == "diag" else sq.sum(axis=0))
-            return out
+                part = {"nk": nk, "sx": respT @ Xc.T,
+                        "sxx": respT @ (sq.T if self.cov_type == "diag" else sq.sum(axis=0))}
+            if self.acc is None:
+                self.acc = part
+            else:
+                for key, value in part.items():
+                    self.acc[key] += value
+
+        def result(self) -> dict[str, np.ndarray]:
+            """The accumulated statistics (``nk``, ``sx``, ``sxx``)."""
+            acc = self.acc
+            if acc is None:       # no rows
+                K, D = self.K, self.D
+                shape = {"full": (K, D, D), "diag": (K, D), "spherical": (K,)}[self.cov_type]
+                return {"nk": np.zeros(K), "sx": np.zeros((K, D)), "sxx": np.zeros(shape)}
+            if self.cov_type != "full":
+                return acc
+            G = acc["G"].reshape(self.K, self.D + 1, self.D)
+            return {"nk": acc["nk"], "sx": np.ascontiguousarray(G[:, self.D]),
+                    "sxx": np.ascontiguousarray(G[:, : self.D])}
 
     def log_joint(self, data: Data, params: Params) -> np.ndarray:
         X = np.asarray(data["X"], dtype=float)
-        work = self._Work(self, params, X.shape[0])
+        c = self._consts(params)
+        work = self._Work(self, X.shape[0])
         out = np.empty((X.shape[0], self.n_components))
         for s in range(0, X.shape[0], _BLOCK):
-            out[s:s + _BLOCK] = work.log_joint(work.rows(X[s:s + _BLOCK])).T
+            out[s:s + _BLOCK] = work.log_joint(work.rows(X[s:s + _BLOCK]), c).T
         return out
 
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         X = np.asarray(data["X"], dtype=float)
         resp = np.asarray(resp, dtype=float)
-        work = self._Work(self, None, X.shape[0])
-        total = None
+        work = self._Work(self, X.shape[0])
         for s in range(0, X.shape[0], _BLOCK):
-            part = work.stats(work.rows(X[s:s + _BLOCK]), np.ascontiguousarray(resp[s:s + _BLOCK].T))
-            total = _add(total, part)
-        return total
+            work.add_stats(work.rows(X[s:s + _BLOCK]), np.ascontiguousarray(resp[s:s + _BLOCK].T))
+        return work.result()
 
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
         """Fused E-step: statistics of these rows and their log-likelihood, block by block."""
+        return self._e_step_stats(data, params, None)
+
+    def e_step_stats_weighted(self, data: Data, params: Params,
+                              weights: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """:meth:`e_step_stats` of rows each standing for ``weights[i]`` rows: the statistics of
+        ``resp * w`` and the log-likelihood ``w @ loglik_rows``, fused as the unweighted one
+        (the responsibilities' normalisation and the weights in one multiplication)."""
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        return self._e_step_stats(data, params, w)
+
+    def _e_step_stats(self, data: Data, params: Params,
+                      w: np.ndarray | None) -> tuple[dict[str, np.ndarray], float]:
         X = np.asarray(data["X"], dtype=float)
-        work = self._Work(self, params, X.shape[0])
-        total, ll = None, 0.0
+        if w is not None and w.shape[0] != X.shape[0]:
+            raise ValueError(f"{w.shape[0]} weights for {X.shape[0]} rows")
+        c = self._consts(params)
+        work = self._Work(self, X.shape[0])
+        ll = 0.0
         for s in range(0, X.shape[0], _BLOCK):
             XA = work.rows(X[s:s + _BLOCK])
-            lj = work.log_joint(XA)           # (K, n); becomes the responsibilities in place
+            lj = work.log_joint(XA, c)        # (K, n); becomes the responsibilities in place
             mx = lj.max(axis=0)
             lj -= mx
             np.exp(lj, out=lj)
             total_k = lj.sum(axis=0)
-            lj /= total_k
-            ll += float((mx + np.log(total_k)).sum())
-            total = _add(total, work.stats(XA, lj))
-        return total, ll
+            if w is None:
+                lj /= total_k
+                ll += float((mx + np.log(total_k)).sum())
+            else:
+                wb = w[s:s + _BLOCK]
+                ll += float(wb @ (mx + np.log(total_k)))
+                lj *= wb / total_k
+            work.add_stats(XA, lj)
+        return work.result(), ll
 
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
         """Weights, means and regularised covariances from summed statistics.
@@ -464,7 +525,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         chosen = cand[np.sort(first)][:K]
         if chosen.size < K:  # fewer distinct rows than classes: repeat some
             chosen = np.concatenate([chosen, rng.choice(n, size=K - chosen.size)])
-        work = self._Work(self, None, n)  # the data's covariance, block by block (no n x D copy)
+        work = self._Work(self, n)  # the data's covariance, block by block (no n x D copy)
         S, m = np.zeros((D, D)), np.zeros(D)
         for s in range(0, n, _BLOCK):
             Xc = work.rows(X[s:s + _BLOCK])[:D]
