@@ -87,6 +87,7 @@ class TestInProcess:
         for model, data, params in (gmm_case(), mixreg_case()):
             engine = InMemoryEngine([data], chunk_rows=700)
             assert isinstance(engine, RowEngine) and engine.n_obs == len(next(iter(data.values())))
+            assert engine.weight_sum is None
             assert same_bits(engine_em_map(model, engine, params),
                              em_map(model, data, params, chunk_size=700))
 
@@ -114,9 +115,11 @@ class TestInProcess:
         w = stream(8, "test-weights").integers(1, 4, size=1500).astype(float)
         weighted = dict(data, **{WEIGHT_KEY: w})
         repeated = {k: np.repeat(v, w.astype(int), axis=0) for k, v in data.items()}
-        a = engine_em_map(model, InMemoryEngine(split(weighted, [400, 900]), chunk_rows=256), params)
+        engine = InMemoryEngine(split(weighted, [400, 900]), chunk_rows=256)
+        a = engine_em_map(model, engine, params)
         b = engine_em_map(model, InMemoryEngine([repeated]), params)
         assert close(a, b)
+        assert engine.n_obs == 1500 and engine.weight_sum == pytest.approx(w.sum(), abs=0)
 
     def test_map_partitions_in_order(self):
         """map_partitions gives each partition's result in partition order."""
@@ -150,6 +153,7 @@ class TestDask:
                 for workers in (one, None):
                     with DaskEngine(client, reader, persist=persist, workers=workers) as engine:
                         assert isinstance(engine, RowEngine) and engine.n_obs == 8000
+                        assert engine.weight_sum is None
                         for p, want in zip(steps, expected):
                             assert same_bits(engine.reduce_stats(model, p), want)
                         assert engine.map_partitions(count_rows, 0) == [

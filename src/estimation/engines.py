@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - before the convention existed
                 np.asarray(data[WEIGHT_KEY], dtype=np.float64))
 
 __all__ = ["RowEngine", "partition_stats", "add_partition_stats", "sum_in_order", "engine_em_map",
+           "count_rows", "add_counts",
            "MemoryPartitions", "ParquetPartitions", "InMemoryEngine", "StreamingEngine",
            "DEFAULT_CHUNK_ROWS"]
 
@@ -74,9 +75,14 @@ register({
 
 @runtime_checkable
 class RowEngine(Protocol):
-    """Where the rows live and how one pass over them runs (in process, or on a Dask cluster)."""
+    """Where the rows live and how one pass over them runs (in process, or on a Dask cluster).
+
+    ``n_obs``: the rows the model sees; ``weight_sum``: the sum of their weights (None when
+    the rows carry none).
+    """
 
     n_obs: int
+    weight_sum: float | None
 
     def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``fn(chunks, *args)`` for every partition (``chunks``: an iterable of its data
@@ -161,6 +167,26 @@ def _n_rows(data: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(data.values())).shape[0])
 
 
+def count_rows(chunks: Iterable[Data]) -> tuple[int, float | None]:
+    """``(rows, sum of the row weights or None)`` of one partition's chunks."""
+    n, total = 0, None
+    for chunk in chunks:
+        n += _n_rows(chunk)
+        if WEIGHT_KEY in chunk:
+            total = (0.0 if total is None else total) + float(np.sum(chunk[WEIGHT_KEY]))
+    return n, total
+
+
+def add_counts(counts: Iterable[tuple[int, float | None]]) -> tuple[int, float | None]:
+    """The partitions' :func:`count_rows` added in order."""
+    n, total = 0, None
+    for rows, weight in counts:
+        n += int(rows)
+        if weight is not None:
+            total = (0.0 if total is None else total) + float(weight)
+    return n, total
+
+
 class MemoryPartitions:
     """Partitions already in memory: each a data dict (cut into chunks of ``chunk_rows`` rows,
     as ``em_map`` cuts its rows) or a list of data dicts (the chunks as given)."""
@@ -190,6 +216,10 @@ class MemoryPartitions:
     @property
     def n_rows(self) -> int:
         return sum(_n_rows(c) for part in self.parts for c in part)
+
+    def counts(self) -> tuple[int, float | None]:
+        """``(rows, sum of the row weights or None)``."""
+        return add_counts(count_rows(part) for part in self.parts)
 
     def nbytes(self) -> int:
         """Bytes the partitions' arrays take."""
@@ -239,7 +269,11 @@ class ParquetPartitions:
     @property
     def n_rows(self) -> int:
         """Rows after preparation (a pass over the data)."""
-        return sum(_n_rows(c) for i in range(self.n_partitions) for c in self.chunks(i))
+        return self.counts()[0]
+
+    def counts(self) -> tuple[int, float | None]:
+        """``(rows after preparation, sum of their weights or None)``: a pass over the data."""
+        return add_counts(count_rows(self.chunks(i)) for i in range(self.n_partitions))
 
 
 def as_reader(source: Any, cls: Any = None, options: Mapping[str, Any] | None = None,
@@ -262,16 +296,25 @@ class _InProcessEngine:
     """Partitions read one after the other in this process (nothing held between passes
     beyond what the reader holds)."""
 
-    def __init__(self, reader: Any, n_obs: int | None = None) -> None:
+    def __init__(self, reader: Any, n_obs: int | None = None,
+                 weight_sum: float | None = None) -> None:
         self.reader = reader
-        self._n_obs = None if n_obs is None else int(n_obs)
+        self._counts = None if n_obs is None else (int(n_obs), weight_sum)
+
+    def _counted(self) -> tuple[int, float | None]:
+        if self._counts is None:
+            self._counts = self.reader.counts()
+        return self._counts
 
     @property
     def n_obs(self) -> int:
         """Rows the model sees (given, or counted in one pass on first use)."""
-        if self._n_obs is None:
-            self._n_obs = int(self.reader.n_rows)
-        return self._n_obs
+        return int(self._counted()[0])
+
+    @property
+    def weight_sum(self) -> float | None:
+        """The sum of the row weights (None: unweighted rows)."""
+        return self._counted()[1]
 
     @property
     def n_partitions(self) -> int:
@@ -303,19 +346,19 @@ class InMemoryEngine(_InProcessEngine):
                  chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         reader = partitions if isinstance(partitions, MemoryPartitions) else \
             MemoryPartitions(partitions, chunk_rows)
-        super().__init__(reader, reader.n_rows)
+        super().__init__(reader)
 
 
 class StreamingEngine(_InProcessEngine):
     """A partitioned Parquet source streamed chunk by chunk on every pass: memory bounded by a
     chunk (and the reader's buffers), not by the number of rows.
 
-    ``n_obs``: the kept rows (the scan's ``n_obs``); None counts them in one pass when first
-    asked for.
+    ``n_obs``, ``weight_sum``: the kept rows and their weights' sum (the scan's; None for
+    unweighted rows); without ``n_obs`` both are counted in one pass when first asked for.
     """
 
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None,
-                 n_obs: int | None = None) -> None:
+                 n_obs: int | None = None, weight_sum: float | None = None) -> None:
         super().__init__(ParquetPartitions(source, cls, options, meta, chunk_rows,
-                                           weight_column=weight_column), n_obs)
+                                           weight_column=weight_column), n_obs, weight_sum)

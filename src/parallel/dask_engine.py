@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import cloudpickle
 
-from src.estimation.engines import (add_partition_stats, as_reader, partition_stats,
-                                    require_closed_form)
+from src.estimation.engines import (add_counts, add_partition_stats, as_reader, count_rows,
+                                    partition_stats, require_closed_form)
 from src.models.base import MixtureModel, Params
 
 from .protocol import fold_in_order
@@ -111,8 +111,9 @@ class DaskEngine:
 
     ``source``: a partitioned source (then ``cls``, ``options``, ``meta``, ``chunk_rows``,
     ``weight_column`` as for :class:`~src.estimation.engines.StreamingEngine`), a reader, or
-    an in-process engine (its reader).  ``n_obs``: the rows the model sees (None: the
-    reader's count, a pass over the data when it is Parquet).  ``persist``: True, False or
+    an in-process engine (its reader).  ``n_obs``, ``weight_sum``: the rows the model sees
+    and their weights' sum (None: unweighted); without ``n_obs`` both are counted on the
+    workers in one pass when first asked for.  ``persist``: True, False or
     ``"auto"`` (module docstring).  ``workers``: the worker addresses that may run the
     partitions' tasks (None: any).
 
@@ -124,7 +125,8 @@ class DaskEngine:
 
     def __init__(self, client: Any, source: Any, cls: Any = None, options: Any = None,
                  meta: Any = None, chunk_rows: int = 4096, *, weight_column: str | None = None,
-                 n_obs: int | None = None, persist: bool | str = "auto",
+                 n_obs: int | None = None, weight_sum: float | None = None,
+                 persist: bool | str = "auto",
                  workers: Sequence[str] | None = None) -> None:
         from distributed import Client
         if persist not in (True, False, "auto"):
@@ -143,7 +145,7 @@ class DaskEngine:
             payload = cloudpickle.dumps(self.reader)
             self._reader_key = digest(payload)
             self._reader = self.client.scatter(payload, broadcast=True, hash=False)
-            self._n_obs = None if n_obs is None else int(n_obs)
+            self._counts = None if n_obs is None else (int(n_obs), weight_sum)
             self.persist = self._fits() if persist == "auto" else bool(persist)
         except BaseException:
             self.close()
@@ -154,15 +156,21 @@ class DaskEngine:
     def n_partitions(self) -> int:
         return int(self.reader.n_partitions)
 
+    def _counted(self) -> tuple[int, float | None]:
+        """``(rows, weight sum or None)``: given, or counted on the workers once."""
+        if self._counts is None:
+            self._counts = add_counts(self.map_partitions(count_rows))
+        return self._counts
+
     @property
     def n_obs(self) -> int:
-        if self._n_obs is None:
-            if self.persist:   # count on the workers, where the chunks are loaded anyway
-                counts = self.map_partitions(_count_rows)
-                self._n_obs = int(sum(counts))
-            else:
-                self._n_obs = int(self.reader.n_rows)
-        return self._n_obs
+        """The rows the model sees."""
+        return int(self._counted()[0])
+
+    @property
+    def weight_sum(self) -> float | None:
+        """The sum of the row weights (None: unweighted rows)."""
+        return self._counted()[1]
 
     def _fits(self) -> bool:
         """Whether the partitions fit in :data:`PERSIST_SHARE` of the workers' memory limits."""
@@ -286,7 +294,3 @@ class DaskEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _count_rows(chunks: Iterable[dict]) -> int:
-    """Rows of one partition's chunks."""
-    return sum(int(next(iter(c.values())).shape[0]) for c in chunks)
