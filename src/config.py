@@ -72,6 +72,9 @@ _D, _M, _C, _S, _R = ("data_preparation", "model_estimation", "model_selection",
 #: --formats: the report's forms (report.md, report.html, LaTeX tables)
 FORMAT_CHOICES = ("md", "html", "tex")
 
+#: options that count in the fingerprints only when the input is partitioned
+PARTITIONED_ONLY = ("stream", "hash_data", "sample_rows")
+
 #: the run's own options (families and SE methods add theirs, see OPTIONS)
 CORE_OPTIONS: tuple[Option, ...] = (
     # data and model
@@ -92,6 +95,15 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "identical rows; n = sum of weights) or sampling (survey weights: sandwich standard "
            "errors, approximate information criteria)", choices=("frequency", "sampling"),
            group=_DATA, fingerprint=_D),
+    Option("stream", bool, False, "read a Parquet file chunk by chunk on every pass instead of "
+           "into memory (a folder or glob of Parquet files always is): memory bounded by "
+           "--chunk-size, for data larger than memory", group=_DATA, fingerprint=_D),
+    Option("hash_data", bool, False, "partitioned input: fingerprint every byte of the files "
+           "(default: their Parquet metadata: sizes, row counts, footers)", group=_DATA,
+           fingerprint=_D),
+    Option("sample_rows", int, 100_000, "partitioned input: rows of the random sample the "
+           "start search runs on before the best start is refined on all rows", low=100,
+           group=_DATA, fingerprint=_M),
     Option("model", str, DEFAULT_MODEL, f"{', '.join(BUILTIN_MODELS)} or path/to/file.py:ClassName",
            group=_DATA, fingerprint=_D),
     Option("components", int, 2, "number of latent classes K: one K, a range 1-6 or a list 2,3,5 "
@@ -262,6 +274,17 @@ class _RunOptionsMethods:
         return isinstance(self.components, list)
 
     @property
+    def partitioned(self) -> bool:
+        """True when the rows are read in partitions on every pass (a folder or glob of
+        Parquet files, or ``--stream``) instead of into memory."""
+        if self.stream:
+            return True
+        if not self.data or str(self.data).startswith("builtin:"):
+            return False
+        from .data.sources import classify_source
+        return classify_source(self.data).kind in ("folder", "glob")
+
+    @property
     def results_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("results") / self.task_name
 
@@ -359,6 +382,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
             continue  # nothing is selected among one K
         if opt.name in ("weights", "weight_type") and options.weights is None:
             continue  # unweighted runs keep the fingerprints they had before weights existed
+        if opt.name in PARTITIONED_ONLY and not options.partitioned:
+            continue  # in-memory runs keep the fingerprints they had before partitions existed
         value = getattr(options, opt.name, opt.default)  # a user model's own option: default
         parts[opt.fingerprint or "model_estimation"][opt.name] = value
     if options.id is not None and options.columns is None:
