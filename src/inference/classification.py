@@ -26,6 +26,11 @@ model with ``row_patterns(data)`` (latent class models: ``(patterns, counts, inv
 distinct answer patterns, or None) has them computed on its distinct patterns only, and the
 summary sums over patterns weighted by their counts: the same numbers as row by row, up to
 rounding (sums in another order).
+
+Row weights (:data:`~src.models.base.WEIGHT_KEY` in the data): ``n`` is the sum of the
+weights and every sum over rows is weighted (counts by posteriors and by modal class,
+``average_posterior``, the entropy), so integer weights give the replicated rows' numbers;
+the posteriors themselves stay one per row (``posteriors.csv``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..models.base import Data, MixtureModel, Params
+from ..estimation.results import as_count
+from ..models.base import Data, MixtureModel, Params, split_weight
 from ..selection.criteria import smallest_class
 from ..utils.messages import register, t
 
@@ -73,6 +79,7 @@ def responsibility_chunks(model: MixtureModel, data: Data, params: Params,
                           chunk_size: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, responsibilities (m, K))`` of ``chunk_size`` rows at a time, in row
     order, from ``model.e_step``."""
+    data = split_weight(data)[0]
     n, size = _n_rows(data), max(int(chunk_size), 1)
     for a in range(0, n, size):
         resp, _ = model.e_step({k: v[a:a + size] for k, v in data.items()}, params)
@@ -85,8 +92,10 @@ class Posteriors:
 
     ``tau`` (m, K): one row per data row (``inverse`` None), or per distinct row pattern,
     with ``inverse`` (n,) naming each data row's pattern (row ``i`` has ``tau[inverse[i]]``)
-    and ``counts`` (m,) how many rows have each pattern.  :meth:`chunks` and :meth:`rows`
-    give them row by row in input order; :meth:`weighted` the compact form for sums."""
+    and ``counts`` (m,) how many rows have each pattern (with row weights: the sum of their
+    weights; without patterns, ``counts`` may hold the row weights).  :meth:`chunks` and
+    :meth:`rows` give them row by row in input order; :meth:`weighted` the compact form for
+    sums, :attr:`total` the n of the summaries."""
 
     tau: np.ndarray
     inverse: np.ndarray | None = None
@@ -95,6 +104,11 @@ class Posteriors:
     @property
     def n_rows(self) -> int:
         return int(self.tau.shape[0] if self.inverse is None else self.inverse.shape[0])
+
+    @property
+    def total(self) -> float:
+        """The number of rows, or the sum of their weights."""
+        return float(self.n_rows) if self.counts is None else float(self.counts.sum())
 
     @property
     def n_components(self) -> int:
@@ -133,9 +147,13 @@ def posteriors_of(model: MixtureModel, data: Data, params: Params,
 
     A model with ``row_patterns(data)`` returning ``(patterns, counts, inverse)`` (latent
     class models: the distinct answer patterns) has them computed on the patterns only;
-    otherwise (or when it returns None) row by row, ``chunk_size`` rows at a time."""
+    otherwise (or when it returns None) row by row, ``chunk_size`` rows at a time.  Row
+    weights become the patterns' counts (sums of weights) or the rows' counts."""
+    data, w = split_weight(data)
     grouped = getattr(model, "row_patterns", None)
-    found = grouped(data) if callable(grouped) else None
+    found = None
+    if callable(grouped):
+        found = grouped(data) if w is None else grouped(data, weights=w)
     if found is not None:
         patterns, counts, inverse = found
         tau = np.concatenate([r for _, r in responsibility_chunks(model, patterns, params,
@@ -144,7 +162,7 @@ def posteriors_of(model: MixtureModel, data: Data, params: Params,
                           np.asarray(counts, dtype=float).reshape(-1))
     K = int(model.n_components)
     parts = [r for _, r in responsibility_chunks(model, data, params, chunk_size)]
-    return Posteriors(np.concatenate(parts) if parts else np.zeros((0, K)))
+    return Posteriors(np.concatenate(parts) if parts else np.zeros((0, K)), None, w)
 
 
 def relative_entropy(resp: "Posteriors | np.ndarray") -> float | None:
@@ -152,7 +170,7 @@ def relative_entropy(resp: "Posteriors | np.ndarray") -> float | None:
     :func:`src.selection.criteria.criteria`'s ``entropy`` (enumeration.csv) from given
     posteriors; None for K = 1."""
     post = as_posteriors(resp)
-    K, n = post.n_components, post.n_rows
+    K, n = post.n_components, post.total
     if K < 2:
         return None
     tau, counts = post.weighted()
@@ -181,9 +199,9 @@ def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndar
         chunks = [(resp, None)]
     else:
         chunks = ((chunk, None) for chunk in resp)
-    n = 0
+    n = 0.0
     post = np.zeros(K)
-    modal = np.zeros(K, dtype=np.int64)
+    modal = np.zeros(K)
     by_modal = np.zeros((K, K))
     for chunk, counts in chunks:
         tau = np.asarray(chunk, dtype=float).reshape(-1, K)
@@ -193,10 +211,10 @@ def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndar
             post += tau.sum(axis=0)
             modal += np.bincount(c, minlength=K)
             np.add.at(by_modal, c, tau)
-        else:   # distinct patterns, each standing for counts[p] rows
-            n += int(round(float(counts.sum())))
+        else:   # distinct patterns (or weighted rows), each standing for counts[p] rows
+            n += float(counts.sum())
             post += counts @ tau
-            modal += np.rint(np.bincount(c, weights=counts, minlength=K)).astype(np.int64)
+            modal += np.bincount(c, weights=counts, minlength=K)
             np.add.at(by_modal, c, tau * counts[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         avepp = by_modal / modal[:, None]
@@ -206,9 +224,9 @@ def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndar
     warnings = [t("classification.low_avepp", k=k + 1, value=diag[k], limit=LOW_AVEPP)
                 for k in range(K) if modal[k] > 0 and diag[k] < LOW_AVEPP]
     return {
-        "n_obs": int(n), "n_components": int(K),
+        "n_obs": as_count(n), "n_components": int(K),
         "counts": {"weights": _floats(weights * n), "posteriors": _floats(post),
-                   "modal": [int(v) for v in modal]},
+                   "modal": [as_count(v) for v in modal]},
         "proportions": {"weights": _floats(weights), "posteriors": _floats(post / n),
                         "modal": _floats(modal / n)},
         "average_posterior": [_floats(row) for row in avepp],

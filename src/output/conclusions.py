@@ -41,6 +41,9 @@ register({
     "concl.smallest": {"en": "Smallest class weight", "zh": "最小类别权重"},
     "concl.rows_used": {"en": "Rows used", "zh": "使用的行数"},
     "concl.rows_dropped": {"en": "Rows dropped (missing values)", "zh": "删除的行数（缺失值）"},
+    "concl.rows_dropped_weighted": {"en": "Rows dropped (missing values or weight 0)",
+                                    "zh": "删除的行数（缺失值或权重为 0）"},
+    "concl.weight_sum": {"en": "Sum of the weights of the rows used", "zh": "所用行的权重之和"},
     "concl.posteriors_file": {
         "en": "Each row's posterior class probabilities and most likely class are in "
               "posteriors.csv (rows in input order, named by {id}).",
@@ -127,13 +130,21 @@ def _classification(c: Mapping[str, Any], rows: Mapping[str, Any], lang: str) ->
     header = [tr(lang, f"concl.{k}") for k in ("class", "weight", "n_weights", "n_posteriors",
                                                   "n_modal", "share_modal", "avepp", "occ")]
     body = [[str(k + 1), _f(props["weights"][k]), _f(counts["weights"][k], 1),
-             _f(counts["posteriors"][k], 1), str(int(counts["modal"][k])),
+             _f(counts["posteriors"][k], 1),
+             (str(int(counts["modal"][k])) if float(counts["modal"][k]).is_integer()
+              else _f(counts["modal"][k], 1)),
              _f(props["modal"][k]), _f(avepp[k][k]), _f(occ[k], 2)] for k in range(K)]
+    weighted = rows.get("weight_sum") is not None
+    row_pairs = [(tr(lang, "concl.rows_used"), str(rows["n_used"])),
+                 (tr(lang, "concl.rows_dropped_weighted" if weighted else "concl.rows_dropped"),
+                  str(rows["n_dropped"]))]
+    if weighted:
+        from ..estimation.results import as_count
+        row_pairs.append((tr(lang, "concl.weight_sum"), str(as_count(rows["weight_sum"]))))
     blocks: list[Any] = [
         KeyValues([(tr(lang, "concl.entropy"), _f(c.get("entropy"))),
                    (tr(lang, "concl.smallest"), _f(c.get("smallest_class"))),
-                   (tr(lang, "concl.rows_used"), str(rows["n_used"])),
-                   (tr(lang, "concl.rows_dropped"), str(rows["n_dropped"]))]),
+                   *row_pairs]),
         Table(header, body, caption=tr(lang, "concl.counts_caption"))]
     if K > 1:
         blocks.append(Table([tr(lang, "concl.class")] + [str(k + 1) for k in range(K)],

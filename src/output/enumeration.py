@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from ..models.base import MixtureModel
 from ..progress.atomic import remove_stray_temporaries, write_file_set
+from ..selection.criteria import approximate
 from ..utils.messages import register
 from .document import Bullets, Callout, Document, Figure, Section, Strong, Table
 from .plots import criteria_plot
@@ -158,6 +159,8 @@ def enumeration_sections(selection: Mapping[str, Any], options: Any,
                                notes=[tr(lang, "report.enum.table_note")])]
     blocks += [Callout(w, "warning") for w in selection.get("warnings", [])]
     blocks += [Callout(n, "note") for n in selection.get("notes", [])]
+    if getattr(options, "weights", None) is not None and approximate(options.weight_type):
+        blocks.append(Callout(tr(lang, "report.criteria_approximate"), "note"))
     if plot is not None:
         blocks.append(Figure(PLOT, plot, tr(lang, "report.enum.plot")))
     return [Section("enumeration", None, [Bullets(items)]),

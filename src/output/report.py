@@ -32,6 +32,17 @@ MESSAGES = {
     "report.title": {"en": "Estimation report: {task}", "zh": "估计报告：{task}"},
     "report.data": {"en": "Data: {source} ({n} rows, columns {columns})",
                     "zh": "数据：{source}（{n} 行，列 {columns}）"},
+    "report.data_weighted": {
+        "en": "Data: {source} ({rows} rows, columns {columns}), weighted by column {column} "
+              "({kind} weights, sum {n})",
+        "zh": "数据：{source}（{rows} 行，列 {columns}），按列 {column} 加权（{kind}权重，总和 {n}）"},
+    "report.weight.frequency": {"en": "frequency", "zh": "频数"},
+    "report.weight.sampling": {"en": "sampling", "zh": "抽样"},
+    "report.n_weighted": {"en": "n (sum of the weights)", "zh": "n（权重之和）"},
+    "report.criteria_approximate": {
+        "en": "With sampling weights the log-likelihood is a weighted pseudo-likelihood and n the "
+              "sum of the weights, so AIC and BIC (and the enumeration's criteria) are approximate.",
+        "zh": "使用抽样权重时，对数似然是加权的伪似然，n 为权重之和，因此 AIC 与 BIC（以及类别数比较的准则）只是近似值。"},
     "report.model": {"en": "Model: {model} with {k} classes{phrases}",
                      "zh": "模型：{model}，{k} 个类别{phrases}"},
     "report.em": {"en": "EM: {n} iterations, {state} (tol {tol}, acceleration {acc})",
@@ -278,10 +289,16 @@ def estimates_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Tab
 
 def _overview(model, record, se, options, fitj, lang: str) -> Section:
     phrases = "".join(("，" if lang == "zh" else ", ") + p for p in option_phrases(model, lang))
+    weights = fitj.get("weights")
+    columns = ", ".join(record.get("columns") or [])
+    data_line = (tr(lang, "report.data", source=record.get("source"), n=fitj["n_obs"],
+                    columns=columns) if not weights else
+                 tr(lang, "report.data_weighted", source=record.get("source"),
+                    rows=record.get("n_obs", record.get("n_rows")), columns=columns,
+                    column=weights["column"], kind=tr(lang, f"report.weight.{weights['type']}"),
+                    n=fitj["n_obs"]))
     items: list[Any] = [
-        Bullet(tr(lang, "report.data", source=record.get("source"), n=fitj["n_obs"],
-                  columns=", ".join(record.get("columns") or [])),
-               tuple(record.get("notes") or [])),  # how the file was read
+        Bullet(data_line, tuple(record.get("notes") or [])),  # how the file was read
         tr(lang, "report.model", model=options.model, k=options.components, phrases=phrases),
         tr(lang, "report.em", n=fitj["n_iter"],
            state=tr(lang, "report.converged" if fitj["converged"] else "report.not_converged"),
@@ -301,10 +318,13 @@ def _overview(model, record, se, options, fitj, lang: str) -> Section:
 def _fit_section(fitj: Mapping[str, Any], lang: str) -> Section:
     pairs = [(tr(lang, "report.loglik"), f"{fitj['loglik']:.6f}"),
              (tr(lang, "report.n_params"), str(fitj["n_params"])),
-             (tr(lang, "report.n_obs"), str(fitj["n_obs"])),
+             (tr(lang, "report.n_weighted" if fitj.get("weights") else "report.n_obs"),
+              str(fitj["n_obs"])),
              ("AIC", f"{fitj['aic']:.4f}"), ("BIC", f"{fitj['bic']:.4f}")]
-    return Section("fit", tr(lang, "report.fit"),
-                   [KeyValues(pairs, notes=[tr(lang, "report.fit_note")])])
+    notes = [tr(lang, "report.fit_note")]
+    if fitj.get("criteria_approximate"):
+        notes.append(tr(lang, "report.criteria_approximate"))
+    return Section("fit", tr(lang, "report.fit"), [KeyValues(pairs, notes=notes)])
 
 
 def report_document(model, record, fit, se, options, fitj, header, rows, *,

@@ -52,7 +52,10 @@ RESULT_FILES = ("estimates.csv", "covariance.csv", "fit.json", "posteriors.csv",
 
 
 def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
-    n, p, ll = int(fit["n_obs"]), int(fit["n_params"]), float(fit["loglik"])
+    from ..estimation.results import as_count
+    from ..selection.criteria import approximate
+
+    n, p, ll = as_count(fit["n_obs"]), int(fit["n_params"]), float(fit["loglik"])
     out = {
         "loglik": ll, "n_obs": n, "n_params": p,
         "aic": -2 * ll + 2 * p, "bic": -2 * ll + p * math.log(n),
@@ -67,6 +70,11 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
         "data": {k: record.get(k) for k in ("source", "path", "sha256", "n_rows", "columns")},
         "fingerprint": fingerprint,
     }
+    if record.get("weight_column") is not None:   # n_obs is then the sum of the weights
+        out["weights"] = {"column": record["weight_column"], "type": record.get("weight_type"),
+                          "sum": float(record.get("weight_sum", n)),
+                          "n_zero_weight": int(record.get("n_zero_weight", 0))}
+        out["criteria_approximate"] = approximate(record.get("weight_type"))
     for m, r in se.items():
         extra = dict(r.get("extra", {}))
         out[f"se_{m}"] = {"notes": list(r.get("notes", [])), **extra}

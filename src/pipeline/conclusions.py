@@ -69,6 +69,8 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
     out.json["rows"] = {"n_used": n_obs,
                         "n_dropped": int(record.get("n_dropped", int(record.get("n_rows", n_obs)) - n_obs)),
                         "id_column": prepared.id_column}
+    if record.get("weight_column") is not None:   # the rows used stand for this many
+        out.json["rows"]["weight_sum"] = float(record.get("weight_sum", n_obs))
     # the posteriors of every row, once (on the distinct answer patterns when the model
     # groups its rows): the classification summary, posteriors.csv and the figures share them
     post = posteriors_of(model, data, params, chunk)

@@ -16,6 +16,11 @@ class; undefined, None, for K = 1), and ``smallest_class`` the smallest estimate
 weight (the one definition every warning about small classes uses).  The posteriors
 ``tau`` are computed chunk by chunk in row order, so memory is bounded by the chunk size
 and the sums are the same on every run.
+
+Row weights (:data:`~src.models.base.WEIGHT_KEY`): ``n`` is the sum of the weights and the
+sums over rows (EN, the ICL's modal term) are weighted, so integer frequency weights give the
+replicated rows' criteria.  With sampling weights the same formulas are only approximate
+(the pipeline marks them so: :func:`approximate`).
 """
 
 from __future__ import annotations
@@ -25,17 +30,32 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, split_weight
 
-__all__ = ["information_criteria", "classification", "criteria", "smallest_class", "CRITERIA"]
+__all__ = ["information_criteria", "classification", "criteria", "smallest_class", "CRITERIA",
+           "n_of", "approximate"]
 
 #: the information criteria, in the order tables show them
 CRITERIA = ("aic", "bic", "sabic", "caic", "icl")
 
 
-def information_criteria(loglik: float, n_params: int, n_obs: int) -> dict[str, float]:
-    """AIC, BIC, SABIC and CAIC of a fit (lower is better)."""
-    dev, p, n = -2.0 * float(loglik), int(n_params), int(n_obs)
+def n_of(data: Data) -> float:
+    """The n of the criteria: the rows of ``data``, or the sum of their weights."""
+    rows, w = split_weight(data)
+    return float(next(iter(rows.values())).shape[0]) if w is None else float(w.sum())
+
+
+def approximate(weight_type: str | None) -> bool:
+    """True when the information criteria are approximate: sampling (survey) weights, whose
+    sum is not a number of independent rows and whose weighted log-likelihood is a
+    pseudo-likelihood."""
+    return weight_type == "sampling"
+
+
+def information_criteria(loglik: float, n_params: int, n_obs: float) -> dict[str, float]:
+    """AIC, BIC, SABIC and CAIC of a fit (lower is better); ``n_obs`` may be a sum of
+    weights."""
+    dev, p, n = -2.0 * float(loglik), int(n_params), float(n_obs)
     return {"aic": dev + 2.0 * p, "bic": dev + p * math.log(n),
             "sabic": dev + p * math.log((n + 2) / 24.0), "caic": dev + p * (math.log(n) + 1.0)}
 
@@ -43,25 +63,34 @@ def information_criteria(loglik: float, n_params: int, n_obs: int) -> dict[str, 
 def classification(model: MixtureModel, data: Data, params: Params,
                    chunk_size: int = 4096) -> dict[str, float]:
     """``{"entropy_sum": EN, "modal_log_sum": sum_i ln tau_{i,c(i)}, "n_obs"}`` from the
-    posteriors of ``params``, chunk by chunk (``tau ln tau`` is 0 where ``tau`` is 0)."""
-    n = int(next(iter(data.values())).shape[0])
+    posteriors of ``params``, chunk by chunk (``tau ln tau`` is 0 where ``tau`` is 0); with
+    row weights the sums are weighted and ``n_obs`` is their sum."""
+    rows, w = split_weight(data)
+    n = int(next(iter(rows.values())).shape[0])
     en, modal = 0.0, 0.0
     for a in range(0, n, int(chunk_size)):
-        lj = model.log_joint({k: v[a:a + chunk_size] for k, v in data.items()}, params)
+        lj = model.log_joint({k: v[a:a + chunk_size] for k, v in rows.items()}, params)
         top = lj.max(axis=1, keepdims=True)
         lse = top[:, 0] + np.log(np.exp(lj - top).sum(axis=1))
         log_tau = lj - lse[:, None]
         tau = np.exp(log_tau)
-        en -= float((tau * np.where(tau > 0, log_tau, 0.0)).sum())
-        modal += float(log_tau.max(axis=1).sum())
-    return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n}
+        ent = tau * np.where(tau > 0, log_tau, 0.0)
+        if w is None:
+            en -= float(ent.sum())
+            modal += float(log_tau.max(axis=1).sum())
+        else:
+            wa = w[a:a + chunk_size]
+            en -= float(wa @ ent.sum(axis=1))
+            modal += float(wa @ log_tau.max(axis=1))
+    return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n if w is None else float(w.sum())}
 
 
 def criteria(model: MixtureModel, data: Data, params: Params, *, loglik: float,
              n_params: int, chunk_size: int = 4096) -> dict[str, Any]:
     """Every criterion of one fitted K: ``aic, bic, sabic, caic, icl, entropy,
-    smallest_class`` (``entropy`` None for K = 1)."""
-    n = int(next(iter(data.values())).shape[0])
+    smallest_class`` (``entropy`` None for K = 1).  ``n`` is the sum of the row weights
+    when ``data`` has them (:func:`n_of`)."""
+    n = n_of(data)
     k = int(model.n_components)
     out: dict[str, Any] = information_criteria(loglik, n_params, n)
     cls = classification(model, data, params, chunk_size)
