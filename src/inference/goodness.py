@@ -36,6 +36,14 @@ model-implied counts ``n_jl sum_k w_k p_kj(a) p_kl(b)``, divided by ``(C_j - 1)(
 Values above 3.84 (the 95% point of a chi-square with 1 df, Latent GOLD's rule of thumb)
 suggest local dependence between the two items.
 
+**Row weights** (:data:`~src.models.base.WEIGHT_KEY`; e.g. a table of response patterns
+with their frequencies): a pattern's observed count is the sum of its rows' weights (any
+non-negative number), ``N`` and ``N'`` are sums of weights, and the bivariate residuals'
+two-way tables count weights, so integer weights give the replicated rows' statistics.  The
+bootstrap simulates the rows as many times as they stand for
+(:func:`~src.models.base.replicate_rows`: ``round(sum w)`` rows).  With sampling weights
+the chi-square p-values are only approximate (no design correction).
+
 **Response probabilities** (:func:`response_probability_table`): one row per item and
 category, one column per class.
 
@@ -64,7 +72,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import logsumexp
 
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, replicate_rows, split_weight
 from ..selection.blrt import FIT_OPTION_KEYS
 from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
@@ -132,21 +140,31 @@ def _answers(data: Data) -> np.ndarray:
     return np.asarray(data["Y"])
 
 
+def _count(x: float) -> int | float:
+    """A count as JSON shows it (an int when whole: every unweighted count)."""
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
 # ---------------------------------------------------------------- G2 and X2
-def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params) -> dict[str, Any]:
+def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params,
+                       weights: np.ndarray | None = None) -> dict[str, Any]:
     """G2 and X2 of the complete rows of ``Y`` (n, J) at ``params`` (see the module doc).
 
     Returns ``g2``, ``x2`` (floats; NaN when no row is complete), ``n_complete``,
     ``n_patterns`` (distinct observed patterns) and ``expected_observed`` (the expected
-    count of the observed patterns together).
+    count of the observed patterns together).  ``weights`` (n,): row weights, each
+    pattern's count the sum of its rows' weights (``n_complete`` their sum).
     """
     Y = np.asarray(Y)
-    complete = Y[(Y >= 0).all(axis=1)]
-    n = int(complete.shape[0])
-    if n == 0:
+    keep = (Y >= 0).all(axis=1)
+    complete = Y[keep]
+    w = None if weights is None else np.asarray(weights, dtype=float)[keep]
+    n = int(complete.shape[0]) if w is None else float(w.sum())
+    if complete.shape[0] == 0:
         return {"g2": float("nan"), "x2": float("nan"), "n_complete": 0, "n_patterns": 0,
                 "expected_observed": 0.0}
-    patterns, counts = _distinct_rows(complete, _sizes(model))
+    patterns, counts = _distinct_rows(complete, _sizes(model), w)
     counts = counts.astype(float)
     log_p = np.concatenate([logsumexp(model.log_joint({"Y": patterns[a:a + _ROWS]}, params), axis=1)
                             for a in range(0, patterns.shape[0], _ROWS)])
@@ -164,15 +182,21 @@ def _sizes(model: MixtureModel) -> list[int]:
     return [int(s) for s in model.sizes]
 
 
-def _distinct_rows(Y: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_rows(Y: np.ndarray, sizes: list[int], weights: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(distinct rows, counts) of complete answers; one int64 key per row when the table's
-    cells fit in one (much faster than comparing rows), else rows compared."""
+    cells fit in one (much faster than comparing rows), else rows compared.  ``weights``:
+    the counts are sums of the rows' weights."""
     if math.prod(sizes) < 2**62:
         place = np.array([math.prod(sizes[j + 1:]) for j in range(len(sizes))], dtype=np.int64)
-        _, first, counts = np.unique(Y.astype(np.int64) @ place, return_index=True,
-                                     return_counts=True)
-        return Y[first], counts
-    return np.unique(Y, axis=0, return_counts=True)
+        _, first, inverse, counts = np.unique(Y.astype(np.int64) @ place, return_index=True,
+                                              return_inverse=True, return_counts=True)
+        U = Y[first]
+    else:
+        U, inverse, counts = np.unique(Y, axis=0, return_inverse=True, return_counts=True)
+    if weights is not None:
+        counts = np.bincount(np.asarray(inverse).ravel(), weights=weights, minlength=U.shape[0])
+    return U, counts
 
 
 def _cell_log_probs(model: MixtureModel, params: Params):
@@ -241,15 +265,17 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
 
     ``bootstrap``: B of the parametric bootstrap the caller runs (``gof_bootstrap``), so a
     sparse table's note says the p-values given come from it instead of offering it.
+    Row weights: ``n_rows`` and ``n_complete`` are sums of weights (see the module doc).
     """
+    data, w = split_weight(data)
     Y = _answers(data)
-    N = int(Y.shape[0])
+    N = int(Y.shape[0]) if w is None else _count(w.sum())
     p = int(n_params)
     n_cells = math.prod(_sizes(model))
     df = n_cells - 1 - p
     df_polca = min(N, n_cells - 1) - p
-    st = pattern_statistics(model, Y, params)
-    n = st["n_complete"]
+    st = pattern_statistics(model, Y, params, w)
+    n = _count(st["n_complete"])
     out: dict[str, Any] = {"n_rows": N, "n_complete": n, "n_cells": n_cells,
                            "n_patterns": st["n_patterns"], "n_params": p,
                            "g2": _num(st["g2"]), "x2": _num(st["x2"]), "df": df,
@@ -394,8 +420,8 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
         return {"kind": "gof_bootstrap", "config": config, "replicates": dict(done)}
 
     missing = [r for r in range(B) if str(r) not in done]
-    if missing:
-        fn = functools.partial(gof_replicate, model, data, params, opts)
+    if missing:   # weighted rows simulated as the rows they stand for
+        fn = functools.partial(gof_replicate, model, replicate_rows(data), params, opts)
         with units_finished(executor, fn, missing) as finished:
             for r, rec in finished:
                 done[str(r)] = rec
@@ -408,7 +434,8 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
 
 def _summarise(model: MixtureModel, data: Data, params: Params,
                done: Mapping[str, Mapping[str, Any]], B: int) -> dict[str, Any]:
-    st = pattern_statistics(model, _answers(data), params)
+    rows, w = split_weight(data)
+    st = pattern_statistics(model, _answers(rows), params, w)
     recs = [done[str(r)] for r in range(B)]
     used = [rec for rec in recs if rec["status"] != "error"]
     failed = [r for r, rec in enumerate(recs) if rec["status"] == "error"]
@@ -450,7 +477,9 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     in item order with ``item_1``, ``item_2``, ``n`` (rows observing both), ``df``
     ((C_j - 1)(C_l - 1)), ``x2`` (Pearson X2 of the two-way table) and ``bvr`` (x2 / df;
     None when df or n is 0), ``flagged`` (bvr > threshold); ``n_flagged`` and ``max_bvr``.
+    Row weights: the two-way tables and ``n`` count weights.
     """
+    data, row_w = split_weight(data)
     Y = _answers(data)
     sizes = np.asarray(_sizes(model))
     off = np.asarray(model.offsets)
@@ -460,9 +489,14 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     both = np.zeros((J, J))
     for a in range(0, Y.shape[0], _ROWS):
         O, observed = model.one_hot(Y[a:a + _ROWS])
-        counts += O.T @ O
         obs = observed.astype(float)
-        both += obs.T @ obs
+        if row_w is None:
+            counts += O.T @ O
+            both += obs.T @ obs
+        else:
+            wa = row_w[a:a + _ROWS, None]
+            counts += O.T @ (O * wa)
+            both += obs.T @ (obs * wa)
     w = np.asarray(params["weight"], dtype=float)
     prob = np.asarray(params["prob"], dtype=float)
     pf = prob[:, model.flat_item, model.flat_cat]                  # (K, n_flat)
@@ -481,7 +515,8 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
                 terms = np.where(O == E, 0.0, (O - E) ** 2 / E)
             x2 = float(terms.sum())
             bvr = x2 / df if df > 0 and n > 0 else float("nan")
-            pairs.append({"item_1": items[j], "item_2": items[l], "n": int(round(n)), "df": df,
+            pairs.append({"item_1": items[j], "item_2": items[l],
+                          "n": int(round(n)) if row_w is None else _count(n), "df": df,
                           "x2": _num(x2), "bvr": _num(bvr),
                           "flagged": bool(bvr > BVR_THRESHOLD)})   # NaN: not flagged
     finite = [p["bvr"] for p in pairs if p["bvr"] is not None]

@@ -50,6 +50,24 @@ def split_weight(data: Data) -> tuple[Data, np.ndarray | None]:
     rows = {key: value for key, value in data.items() if key != WEIGHT_KEY}
     return rows, np.asarray(data[WEIGHT_KEY], dtype=np.float64)
 
+
+def replicate_rows(data: Data) -> Data:
+    """The rows of ``data`` each repeated as often as its weight says, without the weight key
+    (for simulations that need independent rows: the BLRT, the goodness-of-fit bootstrap).
+
+    Integer weights: exactly ``w_i`` copies of row ``i``.  Others: ``floor(w_i)`` copies plus
+    one more for the rows with the largest fractional parts (ties: the earlier row), so that
+    there are ``round(sum w)`` rows.  Unweighted data are returned as they are."""
+    rows, w = split_weight(data)
+    if w is None:
+        return rows
+    copies = np.floor(w).astype(np.int64)
+    short = int(round(float(w.sum()))) - int(copies.sum())
+    if short > 0:
+        copies[np.argsort(-(w - copies), kind="stable")[:short]] += 1
+    index = np.repeat(np.arange(w.size), copies)
+    return {key: value[index] for key, value in rows.items()}
+
 class ModelWarning(UserWarning):
     """A model's advice to the user (e.g. a component regularised against singularity).
 
@@ -162,6 +180,42 @@ class MixtureModel(ABC):
         sentence naming the column and the problem for unusable data.
         """
         raise NotImplementedError(f"model {cls.name!r} does not read data frames")
+
+    # ------------------------------------- partitioned input (src.data.partitions)
+    @classmethod
+    def chunk_meta(cls, data: Data, meta: dict[str, Any]) -> dict[str, Any]:
+        """One chunk's ``meta`` as :meth:`merge_meta` needs it: :meth:`prepare_data`'s, plus
+        entries whose names start with ``_`` holding what the checks over every row need
+        (e.g. column ranges).  Default: ``meta`` as it is.
+
+        Partitioned input calls :meth:`prepare_data` once per chunk with
+        ``options["_chunk"]`` set (``{"path": file}``; the frame indexed by global row
+        numbers): a family then skips the checks that need every row and makes them in
+        :meth:`merge_meta` (see :mod:`src.data.partitions`).
+        """
+        return dict(meta)
+
+    @classmethod
+    def merge_meta(cls, metas: list[dict[str, Any]], counts: list[int], *,
+                   source: str = "the data") -> dict[str, Any]:
+        """The whole data's ``meta`` from its chunks' (:meth:`chunk_meta`, in input order;
+        ``counts``: the rows each kept), with the checks that need every row.
+
+        Default: every entry equal in the chunks that kept rows, ``n_dropped`` summed,
+        entries starting with ``_`` left out; a DataError (one sentence) when an entry
+        differs.  Families override it for entries computed from the rows (GMM's shift:
+        the row-weighted mean; LCA's categories: the union).
+        """
+        from src.data.partitions import merge_equal
+
+        return merge_equal(metas, counts, source=source, model=cls.name)
+
+    @classmethod
+    def conform_data(cls, data: Data, meta_local: Mapping[str, Any],
+                     meta_global: Mapping[str, Any]) -> Data:
+        """One chunk's arrays (made with its own ``meta_local``) as the whole data's
+        ``meta_global`` codes them (LCA re-maps its answer codes).  Default: unchanged."""
+        return data
 
     def setup(self, meta: Mapping[str, Any]) -> None:
         """Fix dimensions and labels from the data's ``meta``."""
