@@ -1,9 +1,9 @@
 """What a ``--data`` value points at: a built-in data set, one file, a folder, a pattern, nothing.
 
-:func:`classify_source` only looks (it never raises); :mod:`src.data.loading` decides which
-kinds it can read.  Today that is ``builtin`` and ``file``.  A folder or glob of Parquet
-files (partitioned input, for scale-out work) is recognised and counted here so that a
-reader for it can be added later as one more kind, without changing how sources are named.
+:func:`classify_source` only looks (it never raises); :mod:`src.data.loading` reads
+``builtin`` and ``file`` as one table.  A folder or glob of Parquet files is partitioned
+input: :func:`parquet_files` lists its files (every one, sorted) for
+:mod:`src.data.partitions`, which reads them chunk by chunk.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["SourceInfo", "SourceKind", "classify_source", "PARQUET_SUFFIXES", "TEXT_SUFFIXES"]
+__all__ = ["SourceInfo", "SourceKind", "classify_source", "parquet_files", "PARQUET_SUFFIXES",
+           "TEXT_SUFFIXES"]
 
 SourceKind = Literal["builtin", "file", "folder", "glob", "missing", "other"]
 
@@ -107,3 +108,43 @@ def classify_source(source: str | os.PathLike[str]) -> SourceInfo:
         matches = [Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)]
         return SourceInfo("glob", text, None, **_count([p for p in matches if p.is_file()]))  # type: ignore[arg-type]
     return SourceInfo("missing", text, path)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _walk_parquet(folder: Path) -> list[Path]:
+    """Every Parquet file under ``folder`` (subfolders too), hidden and ``_`` entries skipped."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        found.extend(Path(root) / f for f in files
+                     if not _hidden(f) and f.lower().endswith(PARQUET_SUFFIXES))
+    return found
+
+
+def parquet_files(info: SourceInfo) -> list[Path]:
+    """The Parquet files of a ``file``, ``folder`` or ``glob`` source: absolute, sorted by
+    path (as text), each once.
+
+    A folder is searched with its subfolders (``key=value`` folders of partitioned data
+    sets); a pattern's matches that are folders are searched the same way.  Names starting
+    with ``.`` or ``_`` (``_SUCCESS``, ``.crc``, ``_metadata``) are skipped, and so are
+    files not named ``.parquet`` / ``.pq``, except a single file given as it is.
+    """
+    if info.kind == "file" and info.path is not None:
+        return [info.path]
+    if info.kind == "folder" and info.path is not None:
+        paths = _walk_parquet(info.path)
+    elif info.kind == "glob":
+        paths = []
+        for match in glob.glob(os.path.expanduser(info.text), recursive=True):
+            m = Path(match)
+            if m.is_dir():
+                paths.extend(_walk_parquet(m))
+            elif m.is_file() and not _hidden(m.name) and m.name.lower().endswith(PARQUET_SUFFIXES):
+                paths.append(m)
+    else:
+        return []
+    return sorted({p.resolve() for p in paths}, key=str)

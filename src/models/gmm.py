@@ -570,3 +570,35 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         mean = np.asarray(params["mean"], dtype=float)
         keys = [np.arange(mean.shape[0])] + [mean[:, j] for j in range(mean.shape[1] - 1, -1, -1)]
         return np.lexsort(keys)
+
+    # ------------------------------------- partitioned input (src.data.partitions)
+    @classmethod
+    def chunk_meta(cls, data: Data, meta: dict[str, Any]) -> dict[str, Any]:
+        """A chunk's meta plus each column's smallest and largest kept value (``_min``,
+        ``_max``), for the constant-column check over every row."""
+        out = dict(meta)
+        X = np.asarray(data["X"], dtype=float)
+        if X.shape[0]:
+            out["_min"] = [float(v) for v in X.min(axis=0)]
+            out["_max"] = [float(v) for v in X.max(axis=0)]
+        return out
+
+    @classmethod
+    def merge_meta(cls, metas: list[dict[str, Any]], counts: list[int], *,
+                   source: str = "the data") -> dict[str, Any]:
+        """Chunks' meta merged: ``shift`` the row-weighted mean of theirs (the column means
+        of every kept row, to rounding), ``n_dropped`` summed; a column constant over every
+        kept row is the error :meth:`prepare_data` gives for whole data."""
+        from src.data.partitions import merge_equal
+        from src.utils.errors import DataError
+
+        out = merge_equal(metas, counts, source=source, model=cls.name, averaged=("shift",))
+        ranged = [m for m, c in zip(metas, counts) if c > 0 and "_min" in m]
+        if sum(int(c) for c in counts) > 1 and ranged:
+            low = np.min([m["_min"] for m in ranged], axis=0)
+            high = np.max([m["_max"] for m in ranged], axis=0)
+            for j, name in enumerate(out["columns"]):
+                if low[j] == high[j]:
+                    raise DataError(t("data.constant_column", column=str(name), source=source,
+                                       value=f"{low[j]:g}"))
+        return out

@@ -53,6 +53,12 @@ register({
               "counts); remove them, since such a row carries no information about the classes.",
         "zh": "有 {count} 行所有回答都缺失（第一行的位置是 {row}，从 0 开始计数，与 pandas 一致）；"
               "请删除这些行，它们不含任何关于类别的信息。"},
+    "lca.all_missing_rows_in": {
+        "en": "{count} rows of {source} have every answer missing (the first is row {row}, the "
+              "0-based position in the input); remove them, since such a row carries no "
+              "information about the classes.",
+        "zh": "{source} 中有 {count} 行所有回答都缺失（第一行是输入中从 0 开始的第 {row} 行）；"
+              "请删除这些行，它们不含任何关于类别的信息。"},
     "lca.empty_class": {
         "en": "Latent class {k} is empty (no responsibility mass); use fewer classes or more starts.",
         "zh": "潜在类别 {k} 为空（责任权重为零）；请减少类别数或增加随机起点。"},
@@ -140,9 +146,15 @@ class LatentClassModel(MixtureModel):
     # ------------------------------------------------------------------ data
     @classmethod
     def prepare_data(cls, frame: Any, options: Mapping[str, Any]) -> tuple[Data, dict[str, Any]]:
-        """Every column of ``frame`` is an item; codes become 0-based indices, -1 missing."""
+        """Every column of ``frame`` is an item; codes become 0-based indices, -1 missing.
+
+        A chunk of partitioned input (``options["_chunk"]``, :mod:`src.data.partitions`) may
+        have an item with no answer (its categories ``[]``): :meth:`merge_meta` checks the
+        items over the whole data; rows are named by the frame's index (global positions).
+        """
         import pandas as pd
 
+        chunk = options.get("_chunk")
         if frame.shape[1] == 0:
             raise DataError(t("lca.no_items"))
         n, J = frame.shape
@@ -151,15 +163,53 @@ class LatentClassModel(MixtureModel):
         for j, column in enumerate(frame.columns):
             text, missing = _as_text(frame.iloc[:, j])
             codes = order_codes(set(text[~missing]))
-            if not codes:
+            if not codes and not chunk:
                 raise DataError(t("lca.empty_item", column=str(column)))
             idx = pd.Categorical(text[~missing], categories=codes).codes
             Y[~missing, j] = idx
             categories.append(codes)
         empty = np.flatnonzero((Y < 0).all(axis=1))
+        if empty.size and chunk:
+            raise DataError(t("lca.all_missing_rows_in", count=int(empty.size),
+                              source=str(chunk.get("path")), row=int(frame.index[empty[0]])))
         if empty.size:
             raise DataError(t("lca.all_missing_rows", count=int(empty.size), row=int(empty[0])))
         return {"Y": Y}, {"items": [str(c) for c in frame.columns], "categories": categories}
+
+    @classmethod
+    def merge_meta(cls, metas: list[dict[str, Any]], counts: list[int], *,
+                   source: str = "the data") -> dict[str, Any]:
+        """Chunks' meta merged: each item's categories the union of the chunks' codes, in
+        the documented order (:func:`order_codes`); an item with no answer in any chunk is
+        the error :meth:`prepare_data` gives for whole data."""
+        from src.data.partitions import merge_equal
+
+        out = merge_equal(metas, counts, source=source, model=cls.name, skip=("categories",))
+        items = out.get("items", [])
+        categories = []
+        for j, item in enumerate(items):
+            codes = order_codes({str(c) for m in metas for c in m["categories"][j]})
+            if not codes:
+                raise DataError(t("lca.empty_item", column=str(item)))
+            categories.append(codes)
+        out["categories"] = categories
+        return out
+
+    @classmethod
+    def conform_data(cls, data: Data, meta_local: Mapping[str, Any],
+                     meta_global: Mapping[str, Any]) -> Data:
+        """A chunk's answers re-coded from its own categories to the merged ones."""
+        local, merged = meta_local["categories"], meta_global["categories"]
+        if [list(c) for c in local] == [list(c) for c in merged]:
+            return data
+        Y = np.array(data["Y"], dtype=np.int64, copy=True)
+        for j, (own, whole) in enumerate(zip(local, merged)):
+            if list(own) == list(whole):
+                continue
+            index = {str(c): i for i, c in enumerate(whole)}
+            mapping = np.array([index[str(c)] for c in own] + [-1], dtype=np.int64)
+            Y[:, j] = mapping[Y[:, j]]   # -1 (missing) picks the last entry, -1
+        return {**data, "Y": Y}
 
     @staticmethod
     def meta_from_array(Y: np.ndarray) -> dict[str, Any]:

@@ -93,7 +93,11 @@ class MixtureRegressionModel(MixtureModel):
     # ------------------------------------------------------------------ data
     @classmethod
     def prepare_data(cls, frame: Any, options: Mapping[str, Any]) -> tuple[Data, dict[str, Any]]:
-        """Design matrix (intercept first when on) and target; numeric, no missing values."""
+        """Design matrix (intercept first when on) and target; numeric, no missing values.
+
+        A chunk of partitioned input (``options["_chunk"]``) leaves the constant-predictor
+        and rank checks to :meth:`merge_meta`, over every row.
+        """
         from src.data.loading import numeric_matrix
 
         columns = [str(c) for c in frame.columns]
@@ -113,14 +117,15 @@ class MixtureRegressionModel(MixtureModel):
                                    drop_missing=bool(options.get("drop_missing", False)),
                                    source=str(options.get("source", "the data")))
         y, Z = values[:, 0].copy(), values[:, 1:]
-        if intercept:
+        whole = not options.get("_chunk")
+        if intercept and whole:
             for j, name in enumerate(predictors):
                 if Z.shape[0] > 1 and np.all(Z[:, j] == Z[0, j]):
                     raise DataError(t("mixreg.constant", column=name))
             X = np.column_stack([np.ones(y.size), Z])
         else:
             X = np.ascontiguousarray(Z)
-        rank = int(np.linalg.matrix_rank(X))
+        rank = int(np.linalg.matrix_rank(X)) if whole else X.shape[1]
         if rank < X.shape[1]:
             raise DataError(t("mixreg.collinear", rank=rank, p=X.shape[1]))
         meta = {"predictors": (["intercept"] if intercept else []) + predictors,
@@ -133,12 +138,72 @@ class MixtureRegressionModel(MixtureModel):
         """Centring shifts (column means; none without an intercept) and the target's scale."""
         X = np.asarray(X, dtype=float)
         y = np.asarray(y, dtype=float)
+        if y.size == 0:   # a chunk of partitioned input that kept no row
+            return {"x_shift": [0.0] * X.shape[1], "y_shift": 0.0, "y_scale": 1.0}
         x_shift = X.mean(axis=0) if intercept else np.zeros(X.shape[1])
         if intercept:
             x_shift[0] = 0.0
         return {"x_shift": [float(v) for v in x_shift],
                 "y_shift": float(y.mean()) if intercept else 0.0,
                 "y_scale": float(y.std()) if y.size > 1 and y.std() > 0 else 1.0}
+
+    # ------------------------------------- partitioned input (src.data.partitions)
+    @classmethod
+    def chunk_meta(cls, data: Data, meta: dict[str, Any]) -> dict[str, Any]:
+        """A chunk's meta plus what the checks over every row need: its rows ``_n``, the
+        target's mean ``_y_mean`` and sum of squared deviations ``_y_m2``, the design's
+        column ranges ``_min`` / ``_max`` and its QR factor ``_r`` (an array)."""
+        out = dict(meta)
+        X, y = np.asarray(data["X"], dtype=float), np.asarray(data["y"], dtype=float)
+        out["_n"] = int(y.size)
+        if y.size:
+            mean = float(y.mean())
+            out["_y_mean"], out["_y_m2"] = mean, float(((y - mean) ** 2).sum())
+            out["_min"] = [float(v) for v in X.min(axis=0)]
+            out["_max"] = [float(v) for v in X.max(axis=0)]
+            out["_r"] = np.linalg.qr(X, mode="r")
+        return out
+
+    @classmethod
+    def merge_meta(cls, metas: list[dict[str, Any]], counts: list[int], *,
+                   source: str = "the data") -> dict[str, Any]:
+        """Chunks' meta merged: the shifts the row-weighted means of theirs, ``y_scale`` the
+        pooled standard deviation of the target, ``n_dropped`` summed; a constant predictor
+        or a design of deficient rank over every kept row is the error :meth:`prepare_data`
+        gives for whole data (the rank from the chunks' stacked QR factors, with
+        ``matrix_rank``'s tolerance)."""
+        import math
+
+        from src.data.partitions import merge_equal
+
+        intercept = bool(metas[0].get("intercept", True)) if metas else True
+        out = merge_equal(metas, counts, source=source, model=cls.name, skip=("y_scale",),
+                          averaged=("x_shift", "y_shift") if intercept else ())
+        rows = [m for m, c in zip(metas, counts) if int(c) > 0 and "_r" in m]
+        total = sum(int(m["_n"]) for m in rows)
+        out["y_scale"] = 1.0
+        if not rows:
+            return out
+        mean = math.fsum(m["_n"] * m["_y_mean"] for m in rows) / total
+        m2 = math.fsum([m["_y_m2"] for m in rows] +
+                       [m["_n"] * (m["_y_mean"] - mean) ** 2 for m in rows])
+        sd = math.sqrt(m2 / total)
+        out["y_scale"] = sd if total > 1 and sd > 0 else 1.0
+        if intercept and total > 1:
+            low = np.min([m["_min"] for m in rows], axis=0)
+            high = np.max([m["_max"] for m in rows], axis=0)
+            for j, name in enumerate(out["predictors"][1:], start=1):
+                if low[j] == high[j]:
+                    raise DataError(t("mixreg.constant", column=name))
+        R = None
+        for m in rows:
+            R = m["_r"] if R is None else np.linalg.qr(np.vstack([R, m["_r"]]), mode="r")
+        s = np.linalg.svd(R, compute_uv=False)
+        p = R.shape[1]
+        rank = int((s > s.max() * max(total, p) * np.finfo(float).eps).sum()) if s.size else 0
+        if rank < p:
+            raise DataError(t("mixreg.collinear", rank=rank, p=p))
+        return out
 
     def setup(self, meta: Mapping[str, Any]) -> None:
         super().setup(meta)
