@@ -20,7 +20,9 @@ from ..utils.errors import UsageError
 from ..utils.messages import register, t
 from .phases import check_model_needs, model_class
 
-__all__ = ["check_before_run", "check_folder", "check_writable", "check_data_source"]
+__all__ = ["check_before_run", "check_folder", "check_writable", "check_data_source",
+           "check_partitioned_source",
+           "check_weight_options"]
 
 register({
     "checks.not_a_folder": {
@@ -29,6 +31,18 @@ register({
     "checks.not_writable": {
         "en": "{flag} {path} cannot be written ({reason}); choose a folder you can write to.",
         "zh": "{flag} {path} 无法写入（{reason}）；请选择可写的文件夹。"},
+    "checks.sampling_blrt": {
+        "en": "--blrt simulates independent rows, which sampling weights (--weight-type sampling) "
+              "do not describe; run without --blrt (and choose K with --select bic or another "
+              "criterion), or use --weight-type frequency if each row stands for w identical rows.",
+        "zh": "--blrt 模拟的是相互独立的行，而抽样权重（--weight-type sampling）不满足这一点；请去掉 --blrt"
+              "（并用 --select bic 或其他准则选择 K），或在每行代表 w 个相同行时使用 --weight-type frequency。"},
+    "checks.sampling_vlmr": {
+        "en": "The Vuong-Lo-Mendell-Rubin tests assume independent rows, which sampling weights "
+              "(--weight-type sampling) do not describe; add --no-vlmr, or use --weight-type "
+              "frequency if each row stands for w identical rows.",
+        "zh": "Vuong-Lo-Mendell-Rubin 检验假定各行相互独立，而抽样权重（--weight-type sampling）不满足这一点；"
+              "请加上 --no-vlmr，或在每行代表 w 个相同行时使用 --weight-type frequency。"},
 })
 
 
@@ -37,11 +51,27 @@ def check_before_run(options: RunOptions) -> type[MixtureModel]:
     validate_task_name(options.task_name)
     cls = model_class(options)
     check_model_needs(cls, options)
-    check_data_source(options.data)
+    check_weight_options(options)
+    if options.partitioned:
+        check_partitioned_source(options)
+    else:
+        check_data_source(options.data)
     if not options.no_progress_tracking:
         check_folder("--progress-dir", Path(options.progress_dir))
     check_writable("--output-dir", options.results_dir)
     return cls
+
+
+def check_weight_options(options: RunOptions) -> None:
+    """UsageError for a test of K that sampling weights do not allow (as Mplus refuses
+    TECH11/TECH14 with complex samples): the BLRT, and the VLMR/LMR tests, both of which
+    treat the rows as independent draws; frequency weights are fine (rows replicated)."""
+    if options.weights is None or options.weight_type != "sampling" or not options.enumerating:
+        return
+    if options.blrt > 0:
+        raise UsageError(t("checks.sampling_blrt"))
+    if options.vlmr:
+        raise UsageError(t("checks.sampling_vlmr"))
 
 
 def check_data_source(source: str | None) -> None:
@@ -50,6 +80,15 @@ def check_data_source(source: str | None) -> None:
     from ..data.loading import resolve_source
 
     resolve_source(source)
+
+
+def check_partitioned_source(options: RunOptions) -> None:
+    """The partitioned reader's own DataError when ``--data`` holds no readable Parquet
+    files (or files whose columns differ), before any work; a run that would need every
+    row in memory (a standard-error method or test that resamples rows) is refused."""
+    from ..data.partitions import PartitionedSource
+
+    PartitionedSource.open(str(options.data))
 
 
 def check_folder(flag: str, path: Path) -> None:

@@ -57,6 +57,11 @@ The p-value reported is then the one of replicates 1..r.  Since the rule reads o
 replicates 1..r, the result is the same whatever the completion order, the number of
 workers or the interruptions.  Replicates that raise (e.g. a simulation that fails) are
 left out and counted; replicates whose fits did not converge are kept and counted.
+
+**Row weights.**  Frequency weights: the replicates simulate the rows as many times as
+they stand for (:func:`~src.models.base.replicate_rows`: ``round(sum w)`` rows, unweighted),
+so integer weights give the replicated rows' test.  Sampling weights are refused before the
+run (:func:`src.pipeline.checks.check_weight_options`).
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, replicate_rows
 from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
 from ..utils.messages import register, t
@@ -474,7 +479,9 @@ def blrt_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
     n_used, rule = _decision(T, done, B, alpha, early_stop)
     missing = [r for r in range(B) if str(r) not in done]
     if missing and rule is None:
-        fn = functools.partial(blrt_replicate, model_small, model_big, data, params_small, opts)
+        # weighted rows simulated as the rows they stand for (round(sum w) rows)
+        fn = functools.partial(blrt_replicate, model_small, model_big, replicate_rows(data),
+                               params_small, opts)
         for wave in _waves(missing, executor, alpha, early_stop):
             with units_finished(executor, fn, wave) as finished:
                 for r, rec in finished:

@@ -31,6 +31,11 @@ statistics are still reported.  Caveat (Jeffries 2003): the regularity condition
 theorem fail for K-1 against K classes (the smaller model sits on the boundary of the
 larger, where its parameters are not identified), so these p-values are approximate at best;
 the bootstrap likelihood-ratio test (:mod:`.blrt`) is preferred.
+
+Row weights (frequency weights: a row stands for w identical rows): the log-likelihoods,
+the informations and S are weighted sums (``S = sum_i w_i g_i g_i'``) and n is the sum of the
+weights, so integer weights give the replicated rows' test.  Sampling weights are refused
+before the run (:func:`src.pipeline.checks.check_weight_options`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from scipy import integrate, stats
 from ..inference import derivatives as dv
 from ..inference.louis import louis_information
 from ..inference.results import boundary_parameters
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import Data, MixtureModel, Params, split_weight
 from ..utils.messages import register, t
 from ..utils.rng import stream
 
@@ -195,7 +200,9 @@ def _score_steps(model: MixtureModel, data: Data, params: Params, skip: set[int]
 
 def observed_score_rows(model: MixtureModel, data: Data, params: Params,
                         steps: np.ndarray | None = None) -> np.ndarray:
-    """Per-row observed scores g_i = sum_k tau_ik s_ik (n, P); zero-responsibility terms dropped."""
+    """Per-row observed scores g_i = sum_k tau_ik s_ik (n, P); zero-responsibility terms dropped
+    (row weights, if any, are not applied here)."""
+    data = split_weight(data)[0]
     resp, _ = model.e_step(data, params)
     S = dv.complete_score(model, data, params, steps)
     with np.errstate(invalid="ignore"):
@@ -216,7 +223,17 @@ def _positive_definite(info: np.ndarray) -> bool:
     return bool(vals[0] > RCOND * vals[-1])
 
 
-def lmr_adjusted(lr: float, p_big: int, p_small: int, n: int) -> float:
+def _loglik(model: MixtureModel, data: Data, params: Params, chunk_size: int) -> float:
+    """The (weighted) log-likelihood, chunk by chunk."""
+    total = 0.0
+    for chunk in dv.iter_chunks(data, chunk_size):
+        rows, w = split_weight(chunk)
+        total += (model.loglik(rows, params) if w is None
+                  else float(w @ model.loglik_rows(rows, params)))
+    return total
+
+
+def lmr_adjusted(lr: float, p_big: int, p_small: int, n: float) -> float:
     """Lo, Mendell & Rubin's adjusted statistic LR / (1 + 1 / ((p_K - p_{K-1}) ln n))."""
     return float(lr / (1.0 + 1.0 / ((p_big - p_small) * math.log(n))))
 
@@ -236,10 +253,11 @@ def vlmr_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
     k0, k1 = model_small.n_components, model_big.n_components
     ps = {k: np.asarray(v, dtype=float) for k, v in params_small.items()}
     pb = {k: np.asarray(v, dtype=float) for k, v in params_big.items()}
-    n = dv.n_rows(data)
+    weighted = split_weight(data)[1] is not None
+    n = dv.total_weight(data) if weighted else dv.n_rows(data)
     P_small, P_big = model_small.n_free_parameters(), model_big.n_free_parameters()
-    ll_small = sum(model_small.loglik(c, ps) for c in dv.iter_chunks(data, chunk_size))
-    ll_big = sum(model_big.loglik(c, pb) for c in dv.iter_chunks(data, chunk_size))
+    ll_small = _loglik(model_small, data, ps, chunk_size)
+    ll_big = _loglik(model_big, data, pb, chunk_size)
     lr = 2.0 * (ll_big - ll_small)
     lmr = lmr_adjusted(lr, P_big, P_small, n)
     notes: list[str] = []
@@ -275,9 +293,10 @@ def vlmr_test(model_small: MixtureModel, model_big: MixtureModel, data: Data,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for chunk in dv.iter_chunks(data, chunk_size):
-            G = np.concatenate([observed_score_rows(model, chunk, params, steps)[:, keep]
+            rows, w = split_weight(chunk)
+            G = np.concatenate([observed_score_rows(model, rows, params, steps)[:, keep]
                                 for model, params, _, _, _, keep, steps in parts], axis=1)
-            S += G.T @ G
+            S += G.T @ (G if w is None else G * w[:, None])
     if not np.all(np.isfinite(S)):
         bad = k1 if not np.all(np.isfinite(S[:p_b, :p_b])) else k0
         notes.append(t("vlmr.not_finite", k=bad))
