@@ -118,9 +118,9 @@ class MixtureRegressionModel(MixtureModel):
                                    source=str(options.get("source", "the data")))
         y, Z = values[:, 0].copy(), values[:, 1:]
         whole = not options.get("_chunk")
-        if intercept and whole:
+        if intercept:
             for j, name in enumerate(predictors):
-                if Z.shape[0] > 1 and np.all(Z[:, j] == Z[0, j]):
+                if whole and Z.shape[0] > 1 and np.all(Z[:, j] == Z[0, j]):
                     raise DataError(t("mixreg.constant", column=name))
             X = np.column_stack([np.ones(y.size), Z])
         else:

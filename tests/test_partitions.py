@@ -1,0 +1,414 @@
+"""Partitioned Parquet input: files, chunks, the scan's meta and arrays against the in-memory path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from src.data.loading import load_table
+from src.data.partitions import PartitionedSource, partition_chunks, sample, scan
+from src.data.rows import kept_positions
+from src.models.base import WEIGHT_KEY
+from src.models.gmm import GaussianMixtureModel
+from src.models.lca import LatentClassModel
+from src.models.mixreg import MixtureRegressionModel
+from src.utils.errors import DataError
+from src.utils.rng import stream
+
+#: raw rows of each file, in sorted order of the paths written below (row groups of 70 rows)
+SIZES = (230, 41, 305, 120)
+#: the files: a nested key=value folder, as partitioned writers leave them
+NAMES = ("year=2019/part-0.parquet", "year=2019/part-1.parquet", "year=2020/part-0.parquet",
+         "year=2021/part-0.pq")
+GROUP_ROWS = 70
+
+
+def write(root: Path, frames: list[pd.DataFrame], names: tuple[str, ...] = NAMES,
+          group_rows: int = GROUP_ROWS) -> Path:
+    """Each frame to its own Parquet file under ``root`` (several row groups each), plus the
+    litter writers leave beside the data (skipped by the reader)."""
+    for frame, name in zip(frames, names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
+                       row_group_size=group_rows)
+    (root / "_SUCCESS").write_bytes(b"")
+    (root / "year=2019" / ".part-0.parquet.crc").write_bytes(b"junk")
+    (root / "_temporary").mkdir(exist_ok=True)
+    (root / "_temporary" / "x.parquet").write_bytes(b"not parquet")
+    return root
+
+
+def whole(tmp_path: Path, frames: list[pd.DataFrame], **kwargs) -> pd.DataFrame:
+    """The in-memory path's table: the files' rows in input order, written as one Parquet
+    file and read by load_table."""
+    path = tmp_path / "whole.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+    frame, _ = load_table(str(path), **kwargs)
+    return frame
+
+
+def gmm_frames(seed: int = 0, missing: bool = True) -> list[pd.DataFrame]:
+    """Three numeric columns (one constant within each file), a few missing cells."""
+    rng = stream(seed, "test-partitions", 0)
+    frames = []
+    for i, n in enumerate(SIZES):
+        f = pd.DataFrame({"a": rng.normal(size=n) * 2 + 100, "b": rng.normal(size=n),
+                          "c": np.full(n, float(i))})
+        if missing:
+            f.loc[rng.choice(n, 5, replace=False), "a"] = np.nan
+            f.loc[rng.choice(n, 3, replace=False), "b"] = np.nan
+        frames.append(f)
+    return frames
+
+
+def lca_frames(seed: int = 1) -> list[pd.DataFrame]:
+    """Text and numeric codes; some codes (and one item's every answer) absent from some files."""
+    rng = stream(seed, "test-partitions", 1)
+    frames = []
+    for i, n in enumerate(SIZES):
+        q1 = rng.choice(["yes", "no"] if i != 1 else ["no"], size=n).astype(object)
+        q2 = rng.choice([1, 2, 3] if i >= 2 else [1, 2], size=n).astype(float)
+        q3 = rng.choice(["a", "b", "10", "2"] if i != 0 else ["b", "2"], size=n).astype(object)
+        q2[rng.choice(n, 4, replace=False)] = np.nan
+        q3[rng.choice(n, 4, replace=False)] = None
+        if i == 3:
+            q1[:] = None                              # an item with no answer in this file
+        frames.append(pd.DataFrame({"q1": q1, "q2": q2, "q3": q3}))
+    return frames
+
+
+def mixreg_frames(seed: int = 2) -> list[pd.DataFrame]:
+    """A target, a predictor and a group indicator constant within each file."""
+    rng = stream(seed, "test-partitions", 2)
+    frames = []
+    for i, n in enumerate(SIZES):
+        x = rng.normal(size=n) * 5 + 50
+        g = np.full(n, float(i % 2))
+        y = 3 + 0.5 * x + 2 * g + rng.normal(size=n)
+        f = pd.DataFrame({"x": x, "y": y, "g": g})
+        f.loc[rng.choice(n, 3, replace=False), "x"] = np.nan
+        frames.append(f)
+    return frames
+
+
+def chunks_of(source: PartitionedSource, cls, options, scanned) -> list[dict[str, np.ndarray]]:
+    return [c for p in source.partitions
+            for c in partition_chunks(source, p, cls, options, scanned.meta, scanned.chunk_rows,
+                                      columns=scanned.columns,
+                                      weight_column=scanned.weight_column)]
+
+
+def concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+# ------------------------------------------------------------------------ files
+class TestSource:
+    def test_files_partitions_and_rows(self, tmp_path):
+        """A nested folder gives its Parquet files in sorted order (litter skipped), their rows, and partitions of whole row groups."""
+        root = write(tmp_path / "data", gmm_frames())
+        src = PartitionedSource.open(str(root))
+        assert src.files == [str((root / n).resolve()) for n in NAMES]
+        assert src.n_rows == sum(SIZES) and src.columns == ["a", "b", "c"]
+        assert [(p.n_rows, p.first_row) for p in src.partitions] == \
+            [(n, int(sum(SIZES[:i]))) for i, n in enumerate(SIZES)]
+        grouped = PartitionedSource.open(str(root), target_rows=150)
+        for p in grouped.partitions:
+            assert p.n_rows <= 150 and p.row_groups == tuple(range(p.row_groups[0],
+                                                                   p.row_groups[-1] + 1))
+        assert [p.first_row for p in grouped.partitions] == \
+            list(np.cumsum([0] + [p.n_rows for p in grouped.partitions])[:-1])
+        assert [p.index for p in grouped.partitions] == list(range(len(grouped.partitions)))
+        pattern = PartitionedSource.open(str(root / "year=2019" / "*.parquet"))
+        assert pattern.files == src.files[:2] and pattern.n_rows == sum(SIZES[:2])
+        folders = PartitionedSource.open(str(root / "year=20*"))
+        assert folders.files == src.files
+
+    def test_frames_are_the_rows_in_input_order(self, tmp_path):
+        """Chunks of exactly chunk_rows rows (each file's last one shorter), concatenated, are pandas' reading of the files one after another."""
+        frames = gmm_frames()
+        root = write(tmp_path / "data", frames)
+        expected = pd.concat([pd.read_parquet(root / n) for n in NAMES], ignore_index=True)
+        for target, chunk in ((None, 64), (100, 64), (1, 33), (None, 1000)):
+            src = PartitionedSource.open(str(root), target_rows=target)
+            got = [(first, f) for p in src.partitions
+                   for first, f in src.iter_frames(p, None, chunk)]
+            joined = pd.concat([f for _, f in got])
+            pd.testing.assert_frame_equal(joined.reset_index(drop=True), expected)
+            assert list(joined.index) == list(range(sum(SIZES)))
+            for first, f in got:
+                file = int(np.searchsorted(np.cumsum(SIZES), first, side="right"))
+                end = int(np.cumsum(SIZES)[file])
+                assert len(f) == min(chunk, end - first)
+
+    def test_chunk_boundaries_whatever_target_rows(self, tmp_path):
+        """The chunks (first row, length) are the same for every target_rows, on each file's grid."""
+        root = write(tmp_path / "data", gmm_frames())
+        seen = []
+        for target in (None, 1, 69, 71, 150, 10 ** 9):
+            src = PartitionedSource.open(str(root), target_rows=target)
+            seen.append([(first, len(f)) for p in src.partitions
+                         for first, f in src.iter_frames(p, ["a"], 50)])
+        starts = np.cumsum([0] + list(SIZES))
+        grid = [(int(s + k), int(min(50, e - s - k))) for s, e in zip(starts[:-1], starts[1:])
+                for k in range(0, int(e - s), 50)]
+        assert all(s == grid for s in seen)
+
+    def test_read_rows(self, tmp_path):
+        """read_rows gives the rows with the given global numbers, indexed by them, as text too."""
+        frames = gmm_frames()
+        root = write(tmp_path / "data", frames)
+        expected = pd.concat(frames, ignore_index=True)
+        src = PartitionedSource.open(str(root), target_rows=100)
+        rows = np.sort(stream(3, "test-partitions", 3).choice(sum(SIZES), 40, replace=False))
+        got = src.read_rows(rows, ["b", "a"])
+        pd.testing.assert_frame_equal(got, expected.loc[rows, ["b", "a"]], check_index_type=False)
+        text = src.read_rows(rows[:3], ["c"], as_text=True)
+        assert list(text["c"]) == [str(int(v)) for v in expected.loc[rows[:3], "c"]]
+
+    def test_fingerprint_survives_a_copy_not_new_values(self, tmp_path):
+        """A copy of the folder elsewhere (new paths and times) has the same fingerprint; a file rewritten with other values changes it."""
+        frames = gmm_frames()
+        root = write(tmp_path / "data", frames)
+        copy = tmp_path / "elsewhere" / "copy"
+        shutil.copytree(root, copy)
+        os.utime(copy / NAMES[0], (1, 1))
+        for hash_bytes in (False, True):
+            a = PartitionedSource.open(str(root)).fingerprint(hash_bytes=hash_bytes)
+            b = PartitionedSource.open(str(copy)).fingerprint(hash_bytes=hash_bytes)
+            assert a == b and a["rows"] == sum(SIZES) and a["files"] == len(NAMES)
+        changed = [f.copy() for f in frames]
+        changed[2].loc[7, "b"] = 123.0
+        write(copy, changed)
+        for hash_bytes in (False, True):
+            a = PartitionedSource.open(str(root)).fingerprint(hash_bytes=hash_bytes)
+            b = PartitionedSource.open(str(copy)).fingerprint(hash_bytes=hash_bytes)
+            assert a["sha256"] != b["sha256"]
+
+
+# ----------------------------------------------------- the scan against memory
+class TestScan:
+    @pytest.mark.parametrize("target,chunk", [(None, 64), (90, 50), (None, 10 ** 6)])
+    def test_gmm(self, tmp_path, target, chunk):
+        """GMM: the scan's meta is prepare_data's of all rows (shift to 1e-12), the chunks are its arrays exactly, --drop-missing counts equal."""
+        frames = gmm_frames()
+        root = write(tmp_path / "data", frames)
+        options = {"drop_missing": True}
+        data, meta = GaussianMixtureModel.prepare_data(whole(tmp_path, frames),
+                                                       {**options, "source": "x"})
+        src = PartitionedSource.open(str(root), target_rows=target)
+        scanned = scan(src, GaussianMixtureModel, options, chunk_rows=chunk)
+        assert scanned.meta["columns"] == meta["columns"]
+        assert scanned.meta["n_dropped"] == meta["n_dropped"] == scanned.n_dropped > 0
+        np.testing.assert_allclose(scanned.meta["shift"], meta["shift"], rtol=1e-12)
+        assert scanned.n_obs == data["X"].shape[0] and scanned.n_raw == sum(SIZES)
+        assert sum(scanned.kept) == scanned.n_obs and scanned.weight_sum is None
+        got = concat(chunks_of(src, GaussianMixtureModel, options, scanned))
+        assert set(got) == {"X"} and np.array_equal(got["X"], data["X"])
+
+    @pytest.mark.parametrize("target,chunk", [(None, 64), (40, 25)])
+    def test_lca(self, tmp_path, target, chunk):
+        """LCA: the merged categories are the in-memory ones (codes missing from some files, text codes, an item empty in one file) and the conformed codes equal its arrays."""
+        frames = lca_frames()
+        root = write(tmp_path / "data", frames)
+        data, meta = LatentClassModel.prepare_data(whole(tmp_path, frames, as_text=True), {})
+        src = PartitionedSource.open(str(root), target_rows=target)
+        scanned = scan(src, LatentClassModel, {"drop_missing": False}, chunk_rows=chunk)
+        assert scanned.meta == meta
+        assert meta["categories"] == [["no", "yes"], ["1", "2", "3"], ["2", "10", "a", "b"]]
+        got = concat(chunks_of(src, LatentClassModel, {}, scanned))
+        assert np.array_equal(got["Y"], data["Y"])
+
+    def test_mixreg(self, tmp_path):
+        """mixreg: shifts and y_scale are the in-memory ones to 1e-12, the rest equal, X and y exactly (a predictor constant within each file is fine)."""
+        frames = mixreg_frames()
+        root = write(tmp_path / "data", frames)
+        options = {"drop_missing": True, "target": "y", "intercept": True}
+        data, meta = MixtureRegressionModel.prepare_data(whole(tmp_path, frames),
+                                                         {**options, "source": "x"})
+        src = PartitionedSource.open(str(root), target_rows=100)
+        scanned = scan(src, MixtureRegressionModel, options, chunk_rows=60)
+        for key in ("x_shift", "y_shift", "y_scale"):
+            np.testing.assert_allclose(scanned.meta[key], meta[key], rtol=1e-12)
+        rest = {k: v for k, v in meta.items() if k not in ("x_shift", "y_shift", "y_scale")}
+        assert {k: scanned.meta[k] for k in rest} == rest and rest["n_dropped"] > 0
+        got = concat(chunks_of(src, MixtureRegressionModel, options, scanned))
+        assert np.array_equal(got["X"], data["X"]) and np.array_equal(got["y"], data["y"])
+
+    def test_whole_data_checks(self, tmp_path):
+        """Checks that need every row give the in-memory sentence: a constant GMM column, a collinear design, an LCA item never answered."""
+        frames = gmm_frames(missing=False)
+        for f in frames:
+            f["c"] = 7.0
+        write(tmp_path / "g", frames)
+        with pytest.raises(DataError) as memory:
+            GaussianMixtureModel.prepare_data(whole(tmp_path, frames), {"source": str(tmp_path / "g")})
+        with pytest.raises(DataError) as parts:
+            scan(str(tmp_path / "g"), GaussianMixtureModel, {}, chunk_rows=64)
+        assert str(parts.value) == str(memory.value) and "'c'" in str(memory.value)
+        frames = mixreg_frames()
+        for f in frames:
+            f["z"] = 2 * f["g"] + 1
+        write(tmp_path / "m", frames)
+        options = {"drop_missing": True, "target": "y"}
+        with pytest.raises(DataError) as memory:
+            MixtureRegressionModel.prepare_data(whole(tmp_path, frames), options)
+        with pytest.raises(DataError) as parts:
+            scan(str(tmp_path / "m"), MixtureRegressionModel, options, chunk_rows=64)
+        assert str(parts.value) == str(memory.value) and "rank 3 for 4" in str(memory.value)
+        frames = lca_frames()
+        for f in frames:
+            f["q1"] = None
+        write(tmp_path / "l", frames)
+        with pytest.raises(DataError) as memory:
+            LatentClassModel.prepare_data(whole(tmp_path, frames, as_text=True), {})
+        with pytest.raises(DataError) as parts:
+            scan(str(tmp_path / "l"), LatentClassModel, {}, chunk_rows=64)
+        assert str(parts.value) == str(memory.value) and "'q1'" in str(memory.value)
+
+    def test_weights(self, tmp_path):
+        """Weights travel with their rows (WEIGHT_KEY), rows of weight 0 are left out with a note, their sum is counted."""
+        frames = gmm_frames()
+        rng = stream(4, "test-partitions", 4)
+        for f in frames:
+            f["w"] = rng.integers(0, 4, size=len(f)).astype(float)
+        root = write(tmp_path / "data", frames)
+        options = {"drop_missing": True}
+        src = PartitionedSource.open(str(root), target_rows=100)
+        scanned = scan(src, GaussianMixtureModel, options, chunk_rows=50, weight_column="w")
+        table = pd.concat(frames, ignore_index=True)
+        table = table[table["w"] > 0]
+        keep = table[["a", "b", "c"]].notna().all(axis=1)
+        assert scanned.columns == ["a", "b", "c"] and scanned.n_obs == int(keep.sum())
+        assert scanned.n_zero_weight == int(sum((f["w"] == 0).sum() for f in frames))
+        assert scanned.weight_sum == float(table.loc[keep, "w"].sum())
+        assert len(scanned.notes) == 1 and "weight 0" in scanned.notes[0]
+        got = concat(chunks_of(src, GaussianMixtureModel, options, scanned))
+        assert np.array_equal(got[WEIGHT_KEY], table.loc[keep, "w"].to_numpy())
+        assert np.array_equal(got["X"], table.loc[keep, ["a", "b", "c"]].to_numpy())
+
+
+# ------------------------------------------------------------------ the sample
+class TestSample:
+    def test_sample_is_the_seeds_rows_whatever_the_split(self, tmp_path):
+        """The sample is the kept rows of ranks stream(seed, 'sample') draws, the same for any partitioning and chunking."""
+        frames = lca_frames()
+        root = write(tmp_path / "data", frames)
+        memory = whole(tmp_path, frames, as_text=True)
+        data, meta = LatentClassModel.prepare_data(memory, {})
+        n_obs = data["Y"].shape[0]
+        ranks = np.sort(stream(11, "sample").choice(n_obs, 100, replace=False))
+        seen = []
+        for target, chunk in ((None, 64), (30, 17), (None, 5000)):
+            src = PartitionedSource.open(str(root), target_rows=target)
+            scanned = scan(src, LatentClassModel, {}, chunk_rows=chunk)
+            got, rows = sample(src, LatentClassModel, {}, scanned, 100, 11)
+            assert np.array_equal(rows, ranks) and np.array_equal(got["Y"], data["Y"][ranks])
+            seen.append(rows)
+        other, _ = sample(src, LatentClassModel, {}, scanned, 100, 12)
+        assert not np.array_equal(other["Y"], data["Y"][ranks])
+        everything, rows = sample(src, LatentClassModel, {}, scanned, 10 ** 6, 11)
+        assert np.array_equal(everything["Y"], data["Y"]) and np.array_equal(rows, np.arange(n_obs))
+
+    def test_sample_of_kept_rows(self, tmp_path):
+        """With --drop-missing the sample's row numbers are the kept rows' input positions."""
+        frames = gmm_frames()
+        root = write(tmp_path / "data", frames)
+        memory = whole(tmp_path, frames)
+        data, _ = GaussianMixtureModel.prepare_data(memory, {"drop_missing": True, "source": "x"})
+        kept = kept_positions(memory, data["X"].shape[0])
+        src = PartitionedSource.open(str(root), target_rows=100)
+        scanned = scan(src, GaussianMixtureModel, {"drop_missing": True}, chunk_rows=40)
+        got, rows = sample(src, GaussianMixtureModel, {"drop_missing": True}, scanned, 50, 5)
+        ranks = np.sort(stream(5, "sample").choice(data["X"].shape[0], 50, replace=False))
+        assert np.array_equal(rows, kept[ranks]) and np.array_equal(got["X"], data["X"][ranks])
+
+
+# --------------------------------------------------------------- bad input
+class TestErrors:
+    def test_schema_mismatch_names_the_odd_file(self, tmp_path):
+        """A file with other columns, or a column stored as text where the others hold numbers, is named in one sentence."""
+        frames = gmm_frames()
+        frames[2] = frames[2].rename(columns={"b": "bee"})
+        root = write(tmp_path / "cols", frames)
+        with pytest.raises(DataError, match=r"The Parquet file .*year=2020/part-0.parquet has the "
+                                            r"columns a, bee, c but .*year=2019/part-0.parquet "
+                                            r"has a, b, c; every file of"):
+            PartitionedSource.open(str(root))
+        frames = gmm_frames()
+        frames[3]["b"] = frames[3]["b"].astype(str)
+        root = write(tmp_path / "kinds", frames)
+        with pytest.raises(DataError, match=r"Column 'b' holds text in the Parquet file "
+                                            r".*year=2021/part-0.pq but numbers in"):
+            PartitionedSource.open(str(root))
+
+    def test_nothing_to_read(self, tmp_path):
+        """A folder without Parquet files, a pattern matching none and a missing path each get one sentence."""
+        (tmp_path / "csv").mkdir()
+        (tmp_path / "csv" / "a.csv").write_text("x\n1\n")
+        with pytest.raises(DataError, match=r"csv holds no Parquet file \(named .parquet or .pq; "
+                                            r"1 CSV/TSV files are there\)"):
+            PartitionedSource.open(str(tmp_path / "csv"))
+        with pytest.raises(DataError, match="holds no Parquet file"):
+            PartitionedSource.open(str(tmp_path / "csv" / "*.parquet"))
+        with pytest.raises(DataError, match="does not exist"):
+            PartitionedSource.open(str(tmp_path / "nope"))
+        (tmp_path / "fake.parquet").write_text("a,b\n1,2\n")
+        with pytest.raises(DataError, match="fake.parquet is not a Parquet file"):
+            PartitionedSource.open(str(tmp_path / "fake.parquet"))
+
+    def test_non_numeric_value_names_file_and_row(self, tmp_path):
+        """A text value in a GMM column is named with its file and its global row, the row the in-memory sentence names."""
+        frames = gmm_frames(missing=False)
+        for f in frames:
+            f["a"] = f["a"].map(repr)
+        frames[2].loc[17, "a"] = "n/a?"
+        root = write(tmp_path / "data", frames)
+        with pytest.raises(DataError) as memory:
+            GaussianMixtureModel.prepare_data(whole(tmp_path, frames), {"source": "x"})
+        row = sum(SIZES[:2]) + 17
+        assert f"in row {row} " in str(memory.value)
+        with pytest.raises(DataError, match=rf"Column 'a' of .*year=2020/part-0.parquet has the "
+                                            rf"non-numeric value 'n/a\?' in row {row} "):
+            scan(str(root), GaussianMixtureModel, {}, chunk_rows=64)
+
+    def test_row_errors_name_file_and_global_row(self, tmp_path):
+        """A missing value without --drop-missing, an LCA row with no answer and a bad weight name the file and the global row."""
+        frames = gmm_frames(missing=False)
+        frames[1].loc[30, "b"] = np.nan
+        root = write(tmp_path / "g", frames)
+        with pytest.raises(DataError, match=rf"of .*year=2019/part-1.parquet have a missing value "
+                                            rf"\(the first is row {SIZES[0] + 30},"):
+            scan(str(root), GaussianMixtureModel, {}, chunk_rows=64)
+        frames = lca_frames()
+        frames[2].loc[3, ["q1", "q2", "q3"]] = None
+        root = write(tmp_path / "l", frames)
+        with pytest.raises(DataError, match=rf"1 rows of .*year=2020/part-0.parquet have every "
+                                            rf"answer missing \(the first is row "
+                                            rf"{SIZES[0] + SIZES[1] + 3},"):
+            scan(str(root), LatentClassModel, {}, chunk_rows=64)
+        frames = gmm_frames()
+        for f in frames:
+            f["w"] = 1.0
+        frames[3].loc[5, "w"] = -2.0
+        root = write(tmp_path / "w", frames)
+        with pytest.raises(DataError, match=rf"--weights column 'w' of .*year=2021/part-0.pq has "
+                                            rf"the value '-2.0' in row {sum(SIZES[:3]) + 5} "):
+            scan(str(root), GaussianMixtureModel, {"drop_missing": True}, chunk_rows=64,
+                 weight_column="w")
+
+    def test_load_table_refuses_partitioned_input(self, tmp_path):
+        """load_table refuses a folder or a pattern of Parquet files, saying they go through the partitioned path."""
+        root = write(tmp_path / "data", gmm_frames())
+        for text in (str(root), str(root / "year=2019" / "*.parquet")):
+            with pytest.raises(DataError, match="is partitioned input, read part by part through "
+                                                "the partitioned path"):
+                load_table(text)
