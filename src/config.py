@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 from . import __version__
 from .estimation.starts import DEFAULT_CANDIDATE_ITER, DEFAULT_N_CANDIDATES
-from .inference import DEFAULT_SE_METHOD, SE_METHODS
+from .inference import DEFAULT_SE_METHOD, SE_METHODS, default_se_method
 from .models.base import MixtureModel
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL, family_options, options_of
 from .progress.paths import DEFAULT_TASK
@@ -139,8 +139,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("vlmr", bool, True, "no Vuong-Lo-Mendell-Rubin and adjusted LMR tests of "
            "consecutive K (default: computed)", group=_SEL, fingerprint=_C),
     # standard errors
-    Option("se_method", str, DEFAULT_SE_METHOD, "standard-error method", choices=SE_CHOICES,
-           group=_SE, fingerprint=_S),
+    Option("se_method", str, None, f"standard-error method (default {DEFAULT_SE_METHOD}; "
+           f"{default_se_method('w', 'sampling')} with --weight-type sampling)",
+           choices=SE_CHOICES, nullable=True, group=_SE, fingerprint=_S),
     Option("primary_se", str, DEFAULT_SE_METHOD, "with several methods: the one in the 'se' column",
            choices=tuple(SE_METHODS), group=_SE, fingerprint=_S),
     Option("se_for", str, "selected", "with several K: standard errors for the selected K or "
@@ -262,6 +263,8 @@ class _RunOptionsMethods:
         self.formats = sorted(set(self.formats), key=FORMAT_CHOICES.index)
         if self.enumerating and self.select == "blrt" and self.blrt == 0:
             raise UsageError(t("config.select_blrt"))
+        if self.se_method is None:  # not given: sandwich with sampling weights, else Louis
+            self.se_method = default_se_method(self.weights, self.weight_type)
         return self
 
     def k_list(self) -> list[int]:
@@ -290,6 +293,8 @@ class _RunOptionsMethods:
 
     def se_methods(self) -> list[str]:
         """The standard-error methods this run computes, in registry order."""
+        if self.se_method is None:  # options not validated yet: the default it will get
+            return [default_se_method(self.weights, self.weight_type)]
         if self.se_method == "none":
             return []
         if self.se_method == "all":

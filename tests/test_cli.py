@@ -36,7 +36,7 @@ QUICK = FAST + ("--se-method", "none", "--lang", "en")
     (("--n-starts",), "Option --n-starts needs a value, e.g. --n-starts VALUE."),
     (("--debug=yes",), "Option --debug takes no value."),
     (("--n-starts", "two"), "Option 'n_starts' must be an integer, got 'two'."),
-    (("--se-method", "lois"), "Option 'se_method' must be one of louis, numerical, bootstrap, "
+    (("--se-method", "lois"), "Option 'se_method' must be one of louis, numerical, bootstrap, sandwich, "
                               "all, none, got 'lois'."),
     (("stray",), "Unexpected argument 'stray'"),
 ])

@@ -293,4 +293,4 @@ class TestResultAndDispatch:
         np.testing.assert_array_equal(back.se, res.se)
         assert back.names == res.names and back.extra == res.extra
         with pytest.raises(ValueError, match="se method"):
-            compute_standard_errors("sandwich", model, data, params)
+            compute_standard_errors("jackknife", model, data, params)

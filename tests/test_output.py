@@ -57,7 +57,7 @@ def expected_names():
 def test_estimates_columns_and_names(run):
     header, rows = _table(run)
     assert header == ["parameter", "estimate", "se", "z", "p_value", "ci_lower", "ci_upper",
-                      "se_louis", "se_numerical", "se_bootstrap"]
+                      "se_louis", "se_numerical", "se_bootstrap", "se_sandwich"]
     assert [r[0] for r in rows] == expected_names()
     assert all(len(r) == len(header) for r in rows)
 

@@ -2,8 +2,10 @@
 
     louis      observed information by Louis' method
     numerical  finite-difference Hessian of the observed log-likelihood
-    bootstrap  refitted bootstrap replicates (nonparametric or parametric; each refit from
-               the estimate or from random starts)
+    bootstrap  refitted bootstrap replicates (nonparametric, parametric or Poisson-weighted;
+               each refit from the estimate or from random starts)
+    sandwich   robust A^-1 B A^-1: Louis' information A, the rows' score outer products B
+               (w_i^2-weighted with sampling weights: the default SE with them)
 
 Each method describes itself in :data:`SE_METHODS` (an :class:`SEMethod`): its function,
 a one-line description for reports, its own options (flags, TOML keys, fingerprints) and
@@ -22,10 +24,11 @@ from .bootstrap import BOOTSTRAP_KINDS, BOOTSTRAP_STARTS, bootstrap_se
 from .louis import louis_se
 from .numerical import numerical_se
 from .results import SEResult
+from .sandwich import sandwich_se
 
 __all__ = ["SE_METHODS", "DEFAULT_SE_METHOD", "SEMethod", "Comparison", "SEResult",
            "compute_standard_errors",
-           "louis_se", "numerical_se", "bootstrap_se"]
+           "louis_se", "numerical_se", "bootstrap_se", "sandwich_se", "default_se_method"]
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,32 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
              reads={"n_bootstrap": "n_bootstrap", "kind": "bootstrap", "start": "bootstrap_start",
                     "n_starts": "n_starts", "n_candidates": "n_candidates",
                     "candidate_iter": "candidate_iter", "seed": "seed", "tol": "tol",
-                    "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size"},
+                    "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size",
+                    "weight_type": "weight_type"},
              checkpointed=True, parallel=True, progress="on_replicate",
              agreement=Comparison("bootstrap", replicates="n_bootstrap")),
+    # Not compared with Louis in reports (agreement None): under misspecification or with
+    # sampling weights it estimates another variance, and when the model holds its distance
+    # from Louis' is sampling noise of fourth moments of the scores, O(1/sqrt(n)) with a
+    # constant that depends on the data, which no fixed tolerance describes honestly.
+    SEMethod("sandwich", sandwich_se, "robust sandwich A^-1 B A^-1 (A: Louis' observed "
+             "information; B: the rows' score outer products, w_i^2-weighted with sampling "
+             "weights)",
+             reads={"chunk_size": "chunk_size", "weight_type": "weight_type"}, agreement=None),
 )}
-#: the method of ``--se-method`` and ``--primary-se`` when none is given
+#: the method of ``--se-method`` and ``--primary-se`` when none is given (unweighted data
+#: and frequency weights; with sampling weights :func:`default_se_method` gives sandwich)
 DEFAULT_SE_METHOD = "louis"
+#: the default method with sampling weights (Louis' information treats them as frequencies)
+SAMPLING_WEIGHTS_SE_METHOD = "sandwich"
+
+
+def default_se_method(weights: str | None, weight_type: str | None) -> str:
+    """The standard-error method used when none is given: sandwich with sampling weights
+    (``--weights`` given and ``--weight-type sampling``), else Louis."""
+    if weights is not None and weight_type == "sampling":
+        return SAMPLING_WEIGHTS_SE_METHOD
+    return DEFAULT_SE_METHOD
 
 
 def compute_standard_errors(method: str, model: MixtureModel, data: Data, params: Params,

@@ -3,7 +3,21 @@
 Replicate ``r`` draws every random number from ``stream(seed, "bootstrap", r)``: resampled
 rows (``nonparametric``) or data simulated from the estimate by ``model.sample``
 (``parametric``: an LCA replicate keeps each row's missing answers, a regression mixture its
-predictors).  It is refitted by EM, by default from the estimate (``start="estimate"``: one
+predictors); or (``poisson``) every row keeps its place and gets the weight Poisson(1),
+drawn by fixed blocks of global row numbers (:mod:`.poisson`: the same weights however the
+rows are split into files or chunks, so partitioned data get the same replicates), rows of
+weight 0 dropping out.
+
+Row weights (``data[WEIGHT_KEY]``, ``weight_type``): a nonparametric replicate of frequency
+weights gives the rows the counts of the replicated data's bootstrap, Multinomial(round(sum
+w), w / sum w) (rows drawn 0 times left out); of sampling weights it draws n rows uniformly,
+each keeping its weight (rows are the independent units).  A Poisson replicate gives row i
+the weight Poisson(w_i) with frequency weights (the sum of the Poisson(1) weights of the w_i
+rows it stands for) and w_i * Poisson(1) with sampling weights.  A parametric replicate
+simulates each row once and keeps its weight (with frequency weights the w_i rows a row
+stands for get one simulated answer, not w_i: prefer the nonparametric or Poisson kinds).
+
+Each replicate is refitted by EM, by default from the estimate (``start="estimate"``: one
 start, the usual shortcut) or, with ``start="random"``, from ``n_starts`` random starts
 seeded from that same stream (after the data), keeping the best, as a fresh fit would and as
 StepMix's bootstrap does; then its classes are matched to the estimate's (:mod:`.align`) and
@@ -31,19 +45,20 @@ from typing import Any, Callable
 import numpy as np
 
 from ..estimation.starts import DEFAULT_CANDIDATE_ITER, DEFAULT_N_CANDIDATES
-from ..models.base import Data, MixtureModel, Params
+from ..models.base import WEIGHT_KEY, Data, MixtureModel, Params, split_weight
 from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, check_arrays, require
 from ..utils.messages import register, t, templates
 from ..utils.rng import stream
 from .align import align_by_posteriors
 from .intervals import percentile_intervals
+from .poisson import poisson_weights_at
 from .results import SEResult
 
 __all__ = ["bootstrap_se", "bootstrap_replicate", "BOOTSTRAP_KINDS", "BOOTSTRAP_STARTS",
            "message_kind"]
 
-BOOTSTRAP_KINDS = ("nonparametric", "parametric")
+BOOTSTRAP_KINDS = ("nonparametric", "parametric", "poisson")
 #: where a replicate's EM starts: the estimate (one start) or ``n_starts`` random starts
 BOOTSTRAP_STARTS = ("estimate", "random")
 register({
@@ -67,13 +82,38 @@ FAIL_WARNING_SHARE = 0.05
 
 
 def replicate_data(model: MixtureModel, data: Data, params: Params, kind: str,
-                   rng: np.random.Generator) -> Data:
-    """One bootstrap data set: rows drawn with replacement, or simulated from ``params``."""
+                   rng: np.random.Generator, weight_type: str = "frequency") -> Data:
+    """One bootstrap data set: rows drawn with replacement (with row weights: by
+    ``weight_type``, module doc), or simulated from ``params`` (each row keeping its weight)."""
+    rows, w = split_weight(data)
+    if kind == "nonparametric" and w is not None and weight_type == "frequency":
+        counts = rng.multinomial(max(int(round(float(w.sum()))), 1), w / w.sum())
+        keep = np.flatnonzero(counts)
+        return {**{k: np.asarray(v)[keep] for k, v in rows.items()},
+                WEIGHT_KEY: counts[keep].astype(np.float64)}
     if kind == "nonparametric":
         n = next(iter(data.values())).shape[0]
         idx = rng.integers(0, n, size=n)
         return {k: np.asarray(v)[idx] for k, v in data.items()}
-    return model.sample(params, data, rng)
+    out = model.sample(params, rows, rng)
+    if w is not None:
+        out = {**out, WEIGHT_KEY: w}
+    return out
+
+
+def poisson_replicate_data(data: Data, seed: int, r: int, *, weight_type: str = "frequency",
+                           row_numbers: np.ndarray | None = None) -> Data:
+    """Replicate ``r`` of the Poisson bootstrap: the rows whose weight is not 0, weighted.
+
+    ``row_numbers``: the rows' global row numbers (default 0, 1, ...: their positions),
+    which key the draws (:func:`src.inference.poisson.poisson_weights_at`).
+    """
+    rows, w = split_weight(data)
+    n = int(next(iter(rows.values())).shape[0])
+    numbers = np.arange(n, dtype=np.int64) if row_numbers is None else np.asarray(row_numbers)
+    m = poisson_weights_at(seed, r, numbers, w, weight_type=weight_type)
+    keep = np.flatnonzero(m > 0)
+    return {**{k: np.asarray(v)[keep] for k, v in rows.items()}, WEIGHT_KEY: m[keep]}
 
 
 def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
@@ -89,7 +129,13 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
     from ..estimation.em import fit_em
     try:
         rng = stream(opts["seed"], "bootstrap", r)
-        data_b = replicate_data(model, data, params, opts["kind"], rng)
+        if opts["kind"] == "poisson":
+            data_b = poisson_replicate_data(data, opts["seed"], r,
+                                            weight_type=opts.get("weight_type", "frequency"),
+                                            row_numbers=opts.get("row_numbers"))
+        else:
+            data_b = replicate_data(model, data, params, opts["kind"], rng,
+                                    opts.get("weight_type", "frequency"))
         if opts.get("start", "estimate") == "random":
             starts = {"n_starts": opts["n_starts"], "seed": int(rng.integers(0, 2**63 - 1)),
                       "n_candidates": opts.get("n_candidates", DEFAULT_N_CANDIDATES),
@@ -148,6 +194,7 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
                  start: str = "estimate", n_starts: int = 10,
                  n_candidates: int = DEFAULT_N_CANDIDATES,
                  candidate_iter: int = DEFAULT_CANDIDATE_ITER,
+                 weight_type: str = "frequency", row_numbers: np.ndarray | None = None,
                  checkpoint: Checkpointer | None = None, executor: Any = None,
                  on_replicate: Callable[[int, str, int, int], None] | None = None) -> SEResult:
     """Bootstrap standard errors and percentile intervals from ``n_bootstrap`` replicates.
@@ -156,6 +203,9 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     work, the usual shortcut) or from ``n_starts`` random starts of its own, keeping the best
     (``"random"``: a fresh fit per replicate, searching as the estimate's fit did:
     ``n_starts``, ``n_candidates`` and ``candidate_iter`` are read only then).
+    ``weight_type``: what the row weights in ``data`` are (``frequency`` or ``sampling``;
+    not read by the parametric bootstrap nor for unweighted data).  ``row_numbers``: the rows' global row numbers
+    keying the Poisson draws (default their positions 0..n-1).
     ``checkpoint``: resumed from its state, checkpointed after every replicate.
     ``executor``: runs replicates (``map_unordered``); default in process.
     ``on_replicate(index, status, n_done, n_total)`` is called as each replicate finishes.
@@ -176,6 +226,15 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
         opts.update(n_starts=int(n_starts), n_candidates=int(n_candidates),
                     candidate_iter=int(candidate_iter))
     config = dict(opts, estimate=_estimate_digest(model, params))
+    if weight_type not in ("frequency", "sampling"):
+        raise ValueError(f"weight_type must be frequency or sampling, got {weight_type!r}")
+    if WEIGHT_KEY in data and kind != "parametric":  # the weights' meaning changes the replicates
+        opts["weight_type"] = config["weight_type"] = weight_type
+    if kind == "poisson":
+        if row_numbers is not None:
+            row_numbers = np.asarray(row_numbers, dtype=np.int64)
+            opts["row_numbers"] = row_numbers
+            config["row_numbers"] = hashlib.sha256(row_numbers.tobytes()).hexdigest()[:16]
 
     done: dict[str, dict[str, Any]] = {}
     saved = checkpoint.resume_state()
@@ -240,6 +299,8 @@ def _summarise(model: MixtureModel, params: Params, done: dict[str, dict[str, An
              "bootstrap_start": opts["start"], "n_warned": n_warned, "n_warned_by_kind": by_kind}
     if opts["start"] == "random":
         extra["bootstrap_n_starts"] = opts["n_starts"]
+    if "weight_type" in opts:
+        extra["bootstrap_weight_type"] = opts["weight_type"]
     return SEResult(method="bootstrap", names=model.reported_names(), estimates=est, se=se,
                     ci_lower=np.asarray(lo, dtype=float), ci_upper=np.asarray(hi, dtype=float),
                     free_names=model.free_names(), cov_free=cov, notes=notes, extra=extra,

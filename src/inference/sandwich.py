@@ -1,0 +1,90 @@
+"""Sandwich (robust, Huber-White) standard errors, with row weights for survey data.
+
+    cov = A^-1 B A^-1,   A = sum_i w_i I_i  (Louis' observed information, weighted),
+                         B = sum_i c_i g_i g_i',
+
+in the free parameterisation, with g_i = sum_k r_ik s_ik the observed score of row i
+(Fisher's identity; the ``g_i`` of :mod:`.louis`) at the estimate and
+
+* unweighted rows: c_i = 1 (the usual robust sandwich, White 1982; valid when the model is
+  misspecified, and close to Louis' when it is not);
+* frequency weights: c_i = w_i (a row standing for w_i identical independent rows: with
+  integer weights this is exactly the sandwich of the data with each row replicated);
+* sampling weights (survey design): c_i = w_i^2, each row an independent cluster (a
+  primary sampling unit with replacement; no strata, no finite-population correction):
+  the linearisation variance of the weighted estimating equations sum_i w_i g_i = 0
+  (Binder 1983), as Mplus' MLR with weights and R's ``survey`` with ``ids = ~1`` compute it.
+
+No small-sample factor n/(n-1) is applied (HC0).  A and B come from one pass over the rows
+(:func:`src.inference.louis.louis_parts` with ``score_power``), so partitioned data can sum
+the passes of their partitions and finish with :func:`sandwich_covariance`.  Boundary
+parameters and directions where A is singular get NaN standard errors with a note, as with
+Louis' method; a parameter whose scores are not finite is dropped too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..models.base import Data, MixtureModel, Params, split_weight
+from .louis import (SCORE_WEIGHT_POWER, louis_from_parts, louis_passes, louis_plan,
+                    max_fraction_missing_info)
+from .results import NOT_FINITE, SEResult, boundary_parameters, invert_information, wald_result
+
+__all__ = ["sandwich_se", "sandwich_covariance", "WEIGHT_TYPES"]
+
+#: what a row weight means (``--weight-type``): c_i = w_i**SCORE_WEIGHT_POWER[type] in B
+WEIGHT_TYPES = tuple(SCORE_WEIGHT_POWER)
+
+
+def sandwich_covariance(A: np.ndarray, B: np.ndarray, dropped: dict[int, str] | None = None
+                        ) -> tuple[np.ndarray, dict[int, str]]:
+    """``(cov, dropped)``: A^-1 B A^-1 on the parameters A identifies (NaN elsewhere).
+
+    ``dropped``: parameters already known to be unidentified (index -> reason); those with
+    non-finite entries of B are added (the most first, until the rest is finite), then A is inverted as Louis' information is
+    (:func:`~src.inference.results.invert_information`).
+    """
+    B = np.asarray(B, dtype=float)
+    dropped = dict(dropped or {})
+    while True:  # drop the row with the most non-finite entries until B is finite
+        keep = np.array([i for i in range(B.shape[0]) if i not in dropped], dtype=int)
+        bad = (~np.isfinite(B[np.ix_(keep, keep)])).sum(axis=1)
+        if keep.size == 0 or not bad.any():
+            break
+        dropped[int(keep[int(np.argmax(bad))])] = NOT_FINITE
+    Ainv, dropped = invert_information(A, dropped)
+    keep = np.array([i for i in range(B.shape[0]) if i not in dropped], dtype=int)
+    cov = np.full_like(Ainv, np.nan)
+    if keep.size:
+        Ak = Ainv[np.ix_(keep, keep)]
+        C = Ak @ B[np.ix_(keep, keep)] @ Ak
+        cov[np.ix_(keep, keep)] = 0.5 * (C + C.T)
+    return cov, dropped
+
+
+def sandwich_se(model: MixtureModel, data: Data, params: Params, *, chunk_size: int = 4096,
+                weight_type: str = "frequency") -> SEResult:
+    """Sandwich standard errors A^-1 B A^-1 (module doc); ``weight_type`` says what the row
+    weights in ``data`` are (``frequency``: c_i = w_i, ``sampling``: c_i = w_i^2; ignored
+    for unweighted data).  ``extra``: the weight type used (None unweighted), the number of
+    independent units (rows, or the sum of frequency weights) and, as with Louis,
+    ``max_fraction_missing_info``."""
+    if weight_type not in SCORE_WEIGHT_POWER:
+        raise ValueError(f"weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
+    rows, w = split_weight(data)
+    with threadpool_limits(1):
+        bnd = boundary_parameters(model, params)
+        plan = louis_plan(model, data, params, chunk_size=chunk_size, skip=set(bnd))
+        parts, _ = louis_passes(model, data, params, plan, chunk_size=chunk_size,
+                                score_power=SCORE_WEIGHT_POWER[weight_type])
+        A, I_c = louis_from_parts(model, params, parts, plan)
+        cov, dropped = sandwich_covariance(A, parts["B"], bnd)
+        keep = np.array([i for i in range(A.shape[0]) if i not in dropped], dtype=int)
+        frac = max_fraction_missing_info(A, I_c, keep)
+    n_rows = int(next(iter(rows.values())).shape[0])
+    units = (float(n_rows) if w is None or weight_type == "sampling" else float(w.sum()))
+    return wald_result("sandwich", model, params, cov, dropped,
+                       extra={"weight_type": None if w is None else weight_type,
+                              "n_units": units, "max_fraction_missing_info": frac})
