@@ -235,12 +235,18 @@ class ParquetPartitions:
     ``source``: a :class:`src.data.partitions.PartitionedSource` (its files and partitions
     are kept, so the reader pickles small and a worker opens the files itself);
     ``cls``: the model class or registry spec; ``options``, ``meta`` (the scan's merged
-    meta), ``chunk_rows`` and ``weight_column`` as for
+    meta), ``chunk_rows``, ``weight_column`` and ``columns`` (the model's: the scan's; default
+    every column of the files but the weight column) as for
     :func:`src.data.partitions.partition_chunks`.
     """
 
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None) -> None:
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None,
+                 columns: Sequence[str] | None = None) -> None:
+        if columns is None:   # every column of the files but the weight column
+            from src.data.partitions import model_columns
+            columns = model_columns(source, None, weight_column=weight_column)
+        self.columns = [str(c) for c in columns]
         self.files = list(source.files)
         self.partitions = list(source.partitions)
         if not self.partitions:
@@ -256,7 +262,8 @@ class ParquetPartitions:
     def chunks(self, index: int) -> Iterator[Data]:
         from src.data.partitions import partition_chunks
         return partition_chunks(self.files, self.partitions[index], self.cls, self.options,
-                                self.meta, self.chunk_rows, weight_column=self.weight_column)
+                                self.meta, self.chunk_rows, columns=self.columns,
+                                weight_column=self.weight_column)
 
     def nbytes(self) -> int:
         """Estimated bytes of every partition's arrays (the first chunk's bytes per raw row)."""
@@ -353,6 +360,10 @@ class StreamingEngine(_InProcessEngine):
     """A partitioned Parquet source streamed chunk by chunk on every pass: memory bounded by a
     chunk (and the reader's buffers), not by the number of rows.
 
+    ``source``: a :class:`src.data.partitions.PartitionedSource` (read through
+    :class:`ParquetPartitions` with ``cls``, ``options``, ``meta``, ``chunk_rows`` and
+    ``weight_column``), or any reader (``n_partitions``, ``chunks(index)``; the rest ignored).
+
     ``n_obs``, ``weight_sum``: the kept rows and their weights' sum (the scan's; None for
     unweighted rows); without ``n_obs`` both are counted in one pass when first asked for.
     """
@@ -360,5 +371,5 @@ class StreamingEngine(_InProcessEngine):
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None,
                  n_obs: int | None = None, weight_sum: float | None = None) -> None:
-        super().__init__(ParquetPartitions(source, cls, options, meta, chunk_rows,
-                                           weight_column=weight_column), n_obs, weight_sum)
+        super().__init__(as_reader(source, cls, options, meta, chunk_rows,
+                                   weight_column=weight_column), n_obs, weight_sum)

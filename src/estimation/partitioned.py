@@ -6,11 +6,12 @@ evaluation of the EM map is a full pass over the rows.  Running the whole multi-
 (:mod:`src.estimation.starts`: 50 candidates, 10 starts to convergence) on such data would
 cost hundreds of passes, so the search runs on a **random sample** of the rows held in
 memory, and the best start of the sample is **refined on the full data** by EM (with SQUAREM
-when asked) to convergence.  What the sample is: :func:`src.data.partitions.sample` (a
-simple random sample without replacement of ``--sample-rows`` kept rows, the row numbers
+when asked) to convergence.  A sample of every row (``--sample-rows`` at least N) is the data
+in input order: its search is the in-memory fit, and nothing is left to refine.
+
+What the sample is: :func:`src.data.partitions.sample` (a simple random sample without replacement of ``--sample-rows`` kept rows, the row numbers
 drawn from ``stream(seed, "sample")``), so it does not depend on how the files are split or on
-the number of workers.  A sample holding every row (``--sample-rows`` at least N) makes the
-search the in-memory one.
+the number of workers.
 
 Checkpoints: the search's state, then (once it is done) its result and the refinement's
 state, in one phase state ``{"stage", "search", "inner"}``; a resumed run continues the
@@ -91,6 +92,8 @@ def fit_partitioned(model: MixtureModel, engine: Any, sample: Data, *,
         stage = _Stage(checkpoint, "search", None, saved.get("inner") if saved else None)
         searched = fit_em(model, sample, checkpoint=stage, executor=executor, **options)
         saved = {}
+    if n_sample >= int(engine.n_obs):   # the sample is every row, in input order: done
+        return searched
     record = searched.to_dict()
     refine_options = {k: v for k, v in options.items()
                       if k not in ("n_starts", "n_candidates", "candidate_iter", "extra_starts")}

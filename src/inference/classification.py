@@ -46,7 +46,7 @@ from ..models.base import Data, MixtureModel, Params, split_weight
 from ..selection.criteria import smallest_class
 from ..utils.messages import register, t
 
-__all__ = ["classification_summary", "summarise_responsibilities", "responsibility_chunks",
+__all__ = ["classification_summary", "ResponsibilitySums", "summarise_responsibilities", "responsibility_chunks",
            "Posteriors", "posteriors_of", "as_posteriors", "relative_entropy", "SMALL_CLASS", "LOW_AVEPP"]
 
 #: a warning when the smallest estimated class weight is under this
@@ -184,38 +184,65 @@ def _floats(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values]
 
 
-def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndarray]",
+class ResponsibilitySums:
+    """The additive sums the classification summary is made of, over chunks of rows (each
+    optionally weighted: a row, or a distinct pattern, standing for ``counts`` rows): so
+    rows that never sit in memory together (partitioned input) are summarised chunk by chunk."""
+
+    def __init__(self, n_components: int) -> None:
+        K = int(n_components)
+        self.n = 0.0
+        self.post = np.zeros(K)
+        self.modal = np.zeros(K)
+        self.by_modal = np.zeros((K, K))
+        self.entropy = 0.0   # -sum_i c_i sum_k tau_ik ln tau_ik
+
+    def add(self, tau: np.ndarray, counts: np.ndarray | None = None) -> None:
+        K = self.post.size
+        tau = np.asarray(tau, dtype=float).reshape(-1, K)
+        c = tau.argmax(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per = (tau * np.where(tau > 0, np.log(np.where(tau > 0, tau, 1.0)), 0.0)).sum(axis=1)
+        if counts is None:
+            self.n += tau.shape[0]
+            self.post += tau.sum(axis=0)
+            self.modal += np.bincount(c, minlength=K)
+            np.add.at(self.by_modal, c, tau)
+            self.entropy -= float(per.sum())
+        else:   # distinct patterns (or weighted rows), each standing for counts[p] rows
+            counts = np.asarray(counts, dtype=float)
+            self.n += float(counts.sum())
+            self.post += counts @ tau
+            self.modal += np.bincount(c, weights=counts, minlength=K)
+            np.add.at(self.by_modal, c, tau * counts[:, None])
+            self.entropy -= float(counts @ per)
+
+    def relative_entropy(self) -> float | None:
+        """``1 - EN / (n ln K)`` (None for K = 1): :func:`relative_entropy` of the rows added."""
+        K = self.post.size
+        return None if K < 2 else 1.0 - self.entropy / (self.n * math.log(K))
+
+
+def summarise_responsibilities(resp: "Posteriors | np.ndarray | Iterable[np.ndarray] | ResponsibilitySums",
                                weights: np.ndarray) -> dict[str, Any]:
     """The counts three ways, ``average_posterior``, ``odds_correct`` and their notes and
-    AvePP warnings from responsibilities (an (n, K) array, a :class:`Posteriors`, or an
-    iterable of (m, K) chunks in row order) and the estimated class weights (K,).  See the
-    module docstring."""
+    AvePP warnings from responsibilities (an (n, K) array, a :class:`Posteriors`, an
+    iterable of (m, K) chunks in row order, or their :class:`ResponsibilitySums`) and the
+    estimated class weights (K,).  See the module docstring."""
     weights = np.asarray(weights, dtype=float).reshape(-1)
     K = weights.size
-    if isinstance(resp, Posteriors):
-        tau, counts = resp.weighted()
-        chunks: Iterable[Any] = [(tau, counts)]
-    elif isinstance(resp, np.ndarray):
-        chunks = [(resp, None)]
+    if isinstance(resp, ResponsibilitySums):
+        sums = resp
     else:
-        chunks = ((chunk, None) for chunk in resp)
-    n = 0.0
-    post = np.zeros(K)
-    modal = np.zeros(K)
-    by_modal = np.zeros((K, K))
-    for chunk, counts in chunks:
-        tau = np.asarray(chunk, dtype=float).reshape(-1, K)
-        c = tau.argmax(axis=1)
-        if counts is None:
-            n += tau.shape[0]
-            post += tau.sum(axis=0)
-            modal += np.bincount(c, minlength=K)
-            np.add.at(by_modal, c, tau)
-        else:   # distinct patterns (or weighted rows), each standing for counts[p] rows
-            n += float(counts.sum())
-            post += counts @ tau
-            modal += np.bincount(c, weights=counts, minlength=K)
-            np.add.at(by_modal, c, tau * counts[:, None])
+        sums = ResponsibilitySums(K)
+        if isinstance(resp, Posteriors):
+            sums.add(*resp.weighted())
+        elif isinstance(resp, np.ndarray):
+            sums.add(resp)
+        else:
+            for chunk in resp:
+                sums.add(chunk)
+    n, post, modal, by_modal = sums.n, sums.post, sums.modal, sums.by_modal
     with np.errstate(invalid="ignore", divide="ignore"):
         avepp = by_modal / modal[:, None]
         diag = np.diag(avepp).copy()
@@ -251,11 +278,15 @@ def classification_summary(model: MixtureModel, data: Data, params: Params, *,
     0.7}``), ``warnings`` and ``notes`` (sentences in the run's language).
     """
     weights = np.asarray(params["weight"], dtype=float)
-    post = (posteriors_of(model, data, params, chunk_size) if resp is None
-            else as_posteriors(resp))
+    if isinstance(resp, ResponsibilitySums):
+        post: Any = resp
+    else:
+        post = (posteriors_of(model, data, params, chunk_size) if resp is None
+                else as_posteriors(resp))
     out = summarise_responsibilities(post, weights)
     # entropy and smallest class with enumeration.csv's definitions (src.selection.criteria)
-    out["entropy"] = relative_entropy(post)
+    out["entropy"] = (post.relative_entropy() if isinstance(post, ResponsibilitySums)
+                      else relative_entropy(post))
     out["smallest_class"] = smallest_class(params)
     out["thresholds"] = {"smallest_class": SMALL_CLASS, "average_posterior": LOW_AVEPP}
     if out["smallest_class"] < SMALL_CLASS:

@@ -31,6 +31,7 @@ from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
 from ..models.base import Data, MixtureModel, Params, split_weight
+from ..estimation.em import is_engine
 from . import derivatives as dv
 from .results import SEResult, boundary_parameters, invert_information, wald_result
 
@@ -276,9 +277,13 @@ def louis_passes(model: MixtureModel, data: Data, params: Params, plan: LouisPla
     (the last one's whatever it is), by :func:`louis_parts` over ``data``'s chunks."""
     result = None
     for strategy in plan.strategies:
-        parts = louis_parts(model, dv.iter_chunks(data, chunk_size), params, plan, strategy,
-                            score_power=score_power,
-                            score_rows=_score_rows(chunk_size, model.n_components, plan.n_free))
+        rows = _score_rows(chunk_size, model.n_components, plan.n_free)
+        if is_engine(data):   # each partition's sums (on its worker), added in partition order
+            parts = _sum_parts(data.map_partitions(_partition_parts, model, params, plan,
+                                                   strategy, score_power, rows))
+        else:
+            parts = louis_parts(model, dv.iter_chunks(data, chunk_size), params, plan, strategy,
+                                score_power=score_power, score_rows=rows)
         if parts is None:
             continue
         result = (parts, strategy)
@@ -290,6 +295,32 @@ def louis_passes(model: MixtureModel, data: Data, params: Params, plan: LouisPla
         if np.all(np.isfinite(V)):
             break
     return result
+
+
+def _partition_parts(chunks: Iterable[Data], model: MixtureModel, params: Params,
+                     plan: LouisPlan, strategy: str, score_power: int | None,
+                     score_rows: int) -> dict[str, np.ndarray] | None:
+    """:func:`louis_parts` of one partition's chunks (a row engine maps it)."""
+    return louis_parts(model, chunks, params, plan, strategy, score_power=score_power,
+                       score_rows=score_rows)
+
+
+def _sum_parts(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """The partitions' :func:`louis_parts` added key by key in partition order (None when
+    the model declined the moments anywhere)."""
+    if any(p is None for p in parts):
+        return None
+    total = dict(parts[0])
+    for part in parts[1:]:
+        total = {k: total[k] + v for k, v in part.items()}
+    return total
+
+
+def _head_rows(chunks: Iterable[Data]) -> Data | None:
+    """The first few rows of a partition (what :func:`louis_plan` inspects), or None."""
+    for chunk in chunks:
+        return {k: np.asarray(v)[:8] for k, v in chunk.items()}
+    return None
 
 
 def louis_information(model: MixtureModel, data: Data, params: Params, *,
@@ -310,8 +341,13 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
     when ``mask_zero_resp``).  The pieces: :func:`louis_plan`, :func:`louis_parts` (additive:
     map it over partitions and sum), :func:`louis_from_parts`.
     """
-    plan = louis_plan(model, data, params, chunk_size=chunk_size, skip=skip,
-                      mask_zero_resp=mask_zero_resp, use_fast=use_fast)
+    head = data
+    if is_engine(data):   # the plan from a few rows: the families' derivatives are analytic
+        head = next(h for h in data.map_partitions(_head_rows) if h is not None)
+    plan = louis_plan(model, head, params, chunk_size=chunk_size, skip=skip,
+                      mask_zero_resp=mask_zero_resp, use_fast=use_fast,
+                      weighted=getattr(data, "weight_sum", None) is not None
+                      if is_engine(data) else None)
     parts, _ = louis_passes(model, data, params, plan, chunk_size=chunk_size)
     return louis_from_parts(model, params, parts, plan)
 

@@ -14,7 +14,7 @@ A new family lists the names that apply to it; a new kind of summary is one entr
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,15 +61,18 @@ def model_summaries(model: MixtureModel, data: Data, params: Params, *, n_params
                     se: Mapping[str, Any] | None, ci_level: float, seed: int,
                     gof_replicates: int = 0, fit_options: Mapping[str, Any] | None = None,
                     executor: Any = None, checkpoint: Any = None,
-                    on_replicate: Callable[[int, str, int, int], None] | None = None
-                    ) -> dict[str, Any]:
-    """fit.json keys of every summary the family declares.  ``se``: the primary
-    standard-error result (``SEResult.to_dict()``) or None; ``gof_replicates``: B of the
-    goodness-of-fit bootstrap (``fit_options``: the run's search for its refits)."""
+                    on_replicate: Callable[[int, str, int, int], None] | None = None,
+                    names: Sequence[str] | None = None) -> dict[str, Any]:
+    """fit.json keys of every summary the family declares (``names``: only those of them).
+    ``se``: the primary standard-error result (``SEResult.to_dict()``) or None;
+    ``gof_replicates``: B of the goodness-of-fit bootstrap (``fit_options``: the run's
+    search for its refits)."""
     ctx = {"n_params": n_params, "se": se, "ci_level": ci_level, "seed": seed,
            "gof_replicates": int(gof_replicates), "fit_options": dict(fit_options or {}),
            "executor": executor, "checkpoint": checkpoint, "on_replicate": on_replicate}
     out: dict[str, Any] = {}
     for name in getattr(model, "summaries", ()):
+        if names is not None and name not in names:
+            continue
         out.update(SUMMARIES[name](model, data, params, ctx))
     return out

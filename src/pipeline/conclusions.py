@@ -33,6 +33,10 @@ from ..inference.summaries import model_summaries
 from ..output.estimates import interval_summary, primary_method
 from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
 from ..selection.blrt import FIT_OPTION_KEYS
+
+#: the family summaries computed for partitioned input: those that need no pass over every
+#: row (LCA's goodness of fit needs the whole response-pattern table: not yet over partitions)
+ROW_FREE_SUMMARIES = ("sd_correlation",)
 from .phases import Prepared
 
 __all__ = ["Conclusions", "conclusions_of", "KeptReplicates", "with_kept_replicates"]
@@ -73,9 +77,17 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         out.json["rows"]["weight_sum"] = float(record.get("weight_sum", n_obs))
     # the posteriors of every row, once (on the distinct answer patterns when the model
     # groups its rows): the classification summary, posteriors.csv and the figures share them
-    post = posteriors_of(model, data, params, chunk)
-    out.json["classification"] = classification_summary(model, data, params, chunk_size=chunk,
-                                                        resp=post)
+    if prepared.partitioned:   # one pass: posteriors/ as Parquet, the classification sums
+        from .partitioned import partitioned_conclusions
+
+        out.json["classification"], out.json["posteriors"] = partitioned_conclusions(
+            prepared, params, options)
+        data = prepared.sample   # the summaries and figures: the sample's rows
+        post = posteriors_of(model, data, params, chunk)
+    else:
+        post = posteriors_of(model, data, params, chunk)
+        out.json["classification"] = classification_summary(model, data, params,
+                                                            chunk_size=chunk, resp=post)
     intervals = interval_summary(model, se, options)
     out.json.update(intervals)
     primary = primary_method(se, options)
@@ -86,13 +98,15 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
     B = options.gof_bootstrap if gof_bootstrap_replicates is None else gof_bootstrap_replicates
     out.json.update(model_summaries(
         model, data, params, n_params=int(fit["n_params"]),
+        names=ROW_FREE_SUMMARIES if prepared.partitioned else None,
         se=se[primary] if primary is not None else None, ci_level=options.ci_level,
         seed=options.seed, gof_replicates=B,
         fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
         executor=executor, checkpoint=checkpoint, on_replicate=progress))
-    out.files[POSTERIORS_CSV] = posteriors_csv(model, data, params, prepared.row_labels,
-                                               id_column=prepared.id_column, chunk_size=chunk,
-                                               resp=post)
+    if not prepared.partitioned:
+        out.files[POSTERIORS_CSV] = posteriors_csv(model, data, params, prepared.row_labels,
+                                                   id_column=prepared.id_column,
+                                                   chunk_size=chunk, resp=post)
     if options.plots:
         from ..output.plots import figures
 

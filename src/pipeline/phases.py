@@ -72,10 +72,26 @@ class Prepared:
     row_positions: np.ndarray | None = None
     id_column: str | None = None
     row_ids: np.ndarray | None = None
+    #: partitioned input (``data`` is then a row engine): the start search's random sample
+    #: of rows in memory and their global row numbers (:mod:`src.pipeline.partitioned`)
+    sample: dict[str, np.ndarray] | None = None
+    sample_positions: np.ndarray | None = None
+
+    @property
+    def partitioned(self) -> bool:
+        """True when ``data`` is a row engine over partitions, not arrays in memory."""
+        return self.sample is not None
 
     @property
     def n_obs(self) -> int:
+        if self.partitioned:
+            return int(self.data.n_obs)
         return int(next(iter(self.data.values())).shape[0])
+
+    def close(self) -> None:
+        """Let go of the row engine (a Dask engine's client and held partitions)."""
+        if self.partitioned:
+            self.data.close()
 
     @property
     def row_labels(self) -> np.ndarray:
@@ -238,6 +254,9 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
     show them again (they stay in the record, ``record["notes"]``, which the API exposes)."""
     from ..data.rows import id_notes
 
+    if options.partitioned:
+        from .partitioned import prepare_partitioned
+        return prepare_partitioned(options, reporter)
     frame, record, cls = _read(options)
     if reporter is not None:
         for note in record.get("notes", []):
@@ -257,7 +276,11 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
 
 def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
     """The arrays behind a data record: from memory, or read again and checked (also when
-    this run's ``--id`` is not the one they were kept with: the ids are read again)."""
+    this run's ``--id`` is not the one they were kept with: the ids are read again).
+    Partitioned input: a row engine and a sample (:mod:`src.pipeline.partitioned`)."""
+    if record.get("partitioned"):
+        from .partitioned import materialise_partitioned
+        return materialise_partitioned(record, options)
     cached = _CACHE.get(record["parsed_sha256"])
     if cached is None or cached[3] != options.id:
         frame, _, cls = _read(options)
@@ -308,6 +331,15 @@ def fit_model(prepared: Prepared, options: RunOptions, checkpoint: Checkpointer 
         checkpoint or NullCheckpointer(), reporter,
         prepared.model.n_components if options.enumerating else None)
     with _own_executor(options, executor) as executor:
+        if prepared.partitioned:
+            from ..estimation.partitioned import fit_partitioned
+            return fit_partitioned(prepared.model, prepared.data, prepared.sample,
+                                   n_starts=options.n_starts, n_candidates=options.n_candidates,
+                                   candidate_iter=options.candidate_iter, tol=options.tol,
+                                   max_iter=options.max_iter, seed=options.seed,
+                                   accelerate=options.accelerate, chunk_size=options.chunk_size,
+                                   checkpoint=checkpoint, executor=executor,
+                                   on_iteration=on_iteration)
         return fit_em(prepared.model, prepared.data, n_starts=options.n_starts,
                       n_candidates=options.n_candidates, candidate_iter=options.candidate_iter,
                       tol=options.tol,
@@ -518,14 +550,22 @@ def input_hashes(options: RunOptions) -> dict[str, Any]:
     from ..progress.fingerprint import environment_fingerprint
 
     source = options.data or DEFAULT_SOURCE
-    if source.startswith("builtin:"):
+    if options.partitioned:
+        from .partitioned import input_fingerprint
+        try:
+            data_sha: str | None = input_fingerprint(options)
+        except DataError:
+            data_sha = "missing"
+        path = None
+    elif source.startswith("builtin:"):
         try:
             path = builtin_path(source.split(":", 1)[1])
         except DataError:
             path = None
     else:
         path = Path(source)
-    data_sha = file_sha256(path) if path is not None and path.is_file() else "missing"
+    if not options.partitioned:
+        data_sha = file_sha256(path) if path is not None and path.is_file() else "missing"
     try:
         model_sha = model_source_hash(options.model)
     except OSError:
