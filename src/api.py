@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import OPTIONS, SE_CHOICES, RunOptions, make_options
-from src.estimation.results import FitResult
+from src.estimation.results import FitResult, as_count
 from src.models.base import Data, MixtureModel, Params
 from src.models.registry import family_options, get_model_class
 from src.pipeline import phases
@@ -116,7 +116,9 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     K ``select``, ``blrt``, ``alpha``, ``vlmr``...); defaults are the script's.  An unknown
     keyword raises UsageError naming the closest valid one.  ``id``: a column carried
     through as each row's name (``posteriors``' index, as ``--id``), never modelled; with a
-    DataFrame and no ``columns`` the model takes every other column.
+    DataFrame and no ``columns`` the model takes every other column.  ``weights``: a column
+    of row weights (as ``--weights``; ``weight_type="frequency"`` or ``"sampling"``), never
+    modelled either.
 
     One K gives a :class:`MixtureResults`; several an :class:`Enumeration` (the table, the
     selected K and each K's MixtureResults), computed by the script's own phases.
@@ -128,20 +130,25 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     k = components if components is not None else n_components
     if k is None:
         k = OPTIONS["components"].default
-    id_column = options.get("id")
-    if (id_column is not None and columns is None and isinstance(data, pd.DataFrame)
-            and id_column in data.columns):
-        columns = [c for c in data.columns if c != id_column]
+    carried = [c for c in (options.get("id"), options.get("weights")) if c is not None]
+    if (carried and columns is None and isinstance(data, pd.DataFrame)
+            and any(c in data.columns for c in carried)):
+        columns = [c for c in data.columns if c not in carried]
     opts = RunOptions(**options, model=label, components=k,
                       columns=list(columns) if columns is not None else None).validate()
+    from src.pipeline.checks import check_weight_options
+    check_weight_options(opts)
+    # the --weights column is read beside the model's columns (and taken out by prepare_frame)
+    with_weights = (opts.columns if opts.columns is None or opts.weights is None
+                    or opts.weights in opts.columns else [*opts.columns, opts.weights])
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table
 
-        frame, record = load_table(str(data), columns=opts.columns, as_text=bool(cls.reads_text),
+        frame, record = load_table(str(data), columns=with_weights, as_text=bool(cls.reads_text),
                                    sep=opts.sep, encoding=opts.encoding, id_column=opts.id)
     else:
-        frame = _as_frame(data, opts.columns if opts.columns is None or opts.id is None
-                          else [*opts.columns, opts.id])
+        frame = _as_frame(data, with_weights if with_weights is None or opts.id is None
+                          else [*with_weights, opts.id])
         record = {"source": "the data", "n_rows": int(len(frame)),
                   "columns": [str(c) for c in frame.columns]}
     prepared = phases.prepare_frame(frame, opts, cls, record)
@@ -475,6 +482,14 @@ class MixtureResults:
                              conclusions=found)
 
     # ---------------------------------------------------------------- text
+    def _rows_text(self) -> str:
+        """``N rows``, or with row weights ``n = sum of the weights of N rows``."""
+        if self.prepared.record.get("weight_column") is None:
+            return f"{self.fit_result.n_obs} rows"
+        n_rows = int(next(iter(self.data.values())).shape[0])
+        return (f"n = {as_count(self.fit_result.n_obs)} (sum of the "
+                f"{self.prepared.record.get('weight_type')} weights of {n_rows} rows)")
+
     def summary(self) -> str:
         """A plain-text report: model, fit statistics, starts, classification quality,
         notes on reading the data, warnings, estimates (with standard errors, z, p-values
@@ -483,7 +498,7 @@ class MixtureResults:
         c = self.classification
         lines = [
             f"Model: {self.model.name or type(self.model).__name__}, "
-            f"{self.model.n_components} classes, {f.n_obs} rows, {f.n_params} free parameters",
+            f"{self.model.n_components} classes, {self._rows_text()}, {f.n_params} free parameters",
             f"Log-likelihood: {f.loglik:.6f}   AIC: {f.aic:.4f}   BIC: {f.bic:.4f}",
             f"EM iterations: {f.n_iter} ({'converged' if f.converged else 'NOT converged'}), "
             f"best of {len(f.start_logliks)} starts (start {self.best_start}), {f.seconds:.2f} s",

@@ -64,7 +64,7 @@ from src.utils.messages import register, t
 from src.utils.rng import stream
 
 from . import squarem, starts
-from .results import FitResult
+from .results import FitResult, as_count
 
 __all__ = ["fit_em", "run_start", "run_candidate", "em_map", "start_params", "draw_random_params",
            "final_stats", "replication_summary", "n_observations", "REPLICATION_ABS_TOL"]
@@ -145,7 +145,7 @@ def n_observations(data: Data) -> float:
         total = getattr(data, "weight_sum", None)
         return int(data.n_obs) if total is None else float(total)
     rows, w = split_weight(data)
-    return _n_rows(rows) if w is None else float(w.sum())
+    return _n_rows(rows) if w is None else as_count(w.sum())
 
 
 def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 4096,
