@@ -36,7 +36,10 @@ __all__ = ["GaussianMixtureModel", "COVARIANCE_TYPES", "gmm_n_free_parameters"]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 _LOG_2PI = float(np.log(2.0 * np.pi))
-_BLOCK = 1024            # rows per internal block: keeps the (K*D x rows) work arrays in cache
+_SQRT_HALF = float(np.sqrt(0.5))
+_BLOCK = 4096            # most rows per internal block (a chunk of the EM driver's default size) ...
+_BLOCK_BYTES = 1 << 22   # ... and at most about this many bytes of work buffer (larger K * D: fewer rows)
+_PAD_ROWS = 4            # the scatter GEMM's weighted rows padded to a multiple of this (BLAS kernels' unroll)
 _EMPTY = 1e-10           # a class with nk below this fraction of the rows is "empty"
 _SINGULAR = 1e-10        # a covariance whose smallest scaled eigenvalue is below this is singular
 _FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the data's variances)
@@ -72,10 +75,13 @@ def gmm_n_free_parameters(n_components: int, n_features: int, covariance: str) -
     return K - 1 + K * D + K * per_class
 
 
-def _smallest_scaled_eigenvalue(cov: np.ndarray, var_scale: np.ndarray) -> float:
-    """Smallest eigenvalue of ``S^-1/2 cov S^-1/2``, S = diag(var_scale): units do not matter."""
+def _smallest_scaled_eigenvalue(cov: np.ndarray, var_scale: np.ndarray) -> float | np.ndarray:
+    """Smallest eigenvalue of ``S^-1/2 cov S^-1/2``, S = diag(var_scale): units do not matter.
+
+    ``cov`` (D, D) gives a float; a stack (K, D, D) gives the K values (the same numbers)."""
     isd = 1.0 / np.sqrt(var_scale)
-    return float(np.linalg.eigvalsh(cov * np.outer(isd, isd))[0])
+    lam = np.linalg.eigvalsh(cov * np.outer(isd, isd))[..., 0]
+    return float(lam) if lam.ndim == 0 else lam
 
 
 class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
@@ -194,9 +200,10 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         values (:meth:`_consts` caches it: an EM map evaluates every chunk at the same ones).
 
         ``const`` (K, 1): log w_k + log det U_k - D/2 log 2 pi; full: ``stacked`` = [U_1'..U_K' |
-        -b] (K*D, D+1) with b_k = U_k'(mu_k - shift); diag: ``muc`` (K, D, 1) and ``fac``
-        (K, D, 1) the inverse standard deviations; spherical: ``muc`` and ``fac2`` (K, 1) the
-        inverse variances.  Read-only once built, so threads may share it.
+        -b] / sqrt(2) (K*D, D+1) with b_k = U_k'(mu_k - shift); diag: ``muc`` (K, D, 1) and ``fac``
+        (K, D, 1) the inverse standard deviations / sqrt(2); spherical: ``muc`` and ``fac2`` (K, 1)
+        the inverse variances / 2.  So the sum of squares is half the Mahalanobis distance and
+        log p(x, z=k) = const - that sum.  Read-only once built, so threads may share it.
         """
 
         def __init__(self, model: "GaussianMixtureModel", params: Params) -> None:
@@ -208,11 +215,11 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             self.muc = (np.asarray(params["mean"], dtype=float) - model.shift)[:, :, None]
             if model.covariance == "full":
                 b = np.einsum("kd,kde->ke", self.muc[:, :, 0], fac).reshape(K * D, 1)
-                self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b])
+                self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b]) * _SQRT_HALF
             elif model.covariance == "diag":
-                self.fac = fac[:, :, None]
+                self.fac = fac[:, :, None] * _SQRT_HALF
             else:
-                self.fac2 = (fac * fac)[:, None]
+                self.fac2 = (0.5 * fac * fac)[:, None]
 
     def _consts(self, params: Params) -> "GaussianMixtureModel._Consts":
         """:class:`_Consts` of ``params``, cached for the last parameter values seen (compared
@@ -246,10 +253,11 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
         def __init__(self, model: "GaussianMixtureModel", n_rows: int):
             K, D = model.n_components, model.n_features
-            B = min(_BLOCK, max(n_rows, 1))
             self.K, self.D, self.shift, self.cov_type = K, D, model.shift, model.covariance
+            self.m = K * (D + 1) + (-K * (D + 1)) % _PAD_ROWS  # rows of the scatter GEMM
+            self.block = B = min(_BLOCK, max(n_rows, 1), max(256, _BLOCK_BYTES // (8 * self.m)))
             self.xa = np.empty((D + 1) * B)
-            self.buf = np.empty(K * (D + 1) * B)
+            self.buf = np.empty(self.m * B)
             self.acc: dict[str, np.ndarray] | None = None
 
         def rows(self, X: np.ndarray) -> np.ndarray:
@@ -270,13 +278,10 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 np.subtract(XA[None, :D], c.muc, out=Y)
                 if self.cov_type == "diag":
                     Y *= c.fac
-            np.square(Y, out=Y)
-            maha = Y.sum(axis=1)
+            half = np.einsum("kdn,kdn->kn", Y, Y)      # half the Mahalanobis distances (full, diag)
             if self.cov_type == "spherical":
-                maha *= c.fac2
-            maha *= -0.5
-            maha += c.const
-            return maha
+                half *= c.fac2
+            return np.subtract(c.const, half, out=half)
 
         def add_stats(self, XA: np.ndarray, respT: np.ndarray) -> None:
             """Add the statistics of these rows, responsibilities transposed (K, n), to ``acc``."""
@@ -284,9 +289,10 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             Xc = XA[:D]
             nk = respT.sum(axis=1)
             if self.cov_type == "full":
-                W = self.buf[: K * (D + 1) * n].reshape(K, D + 1, n)
-                np.multiply(respT[:, None, :], XA[None], out=W)
-                part = {"nk": nk, "G": W.reshape(K * (D + 1), n) @ Xc.T}
+                W = self.buf[: self.m * n].reshape(self.m, n)
+                np.multiply(respT[:, None, :], XA[None], out=W[: K * (D + 1)].reshape(K, D + 1, n))
+                W[K * (D + 1):] = 0.0                   # padding rows
+                part = {"nk": nk, "G": W @ Xc.T}
             else:
                 sq = Xc * Xc
                 part = {"nk": nk, "sx": respT @ Xc.T,
@@ -306,7 +312,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 return {"nk": np.zeros(K), "sx": np.zeros((K, D)), "sxx": np.zeros(shape)}
             if self.cov_type != "full":
                 return acc
-            G = acc["G"].reshape(self.K, self.D + 1, self.D)
+            G = acc["G"][: self.K * (self.D + 1)].reshape(self.K, self.D + 1, self.D)
             return {"nk": acc["nk"], "sx": np.ascontiguousarray(G[:, self.D]),
                     "sxx": np.ascontiguousarray(G[:, : self.D])}
 
@@ -315,16 +321,18 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         c = self._consts(params)
         work = self._Work(self, X.shape[0])
         out = np.empty((X.shape[0], self.n_components))
-        for s in range(0, X.shape[0], _BLOCK):
-            out[s:s + _BLOCK] = work.log_joint(work.rows(X[s:s + _BLOCK]), c).T
+        step = work.block
+        for s in range(0, X.shape[0], step):
+            out[s:s + step] = work.log_joint(work.rows(X[s:s + step]), c).T
         return out
 
     def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
         X = np.asarray(data["X"], dtype=float)
         resp = np.asarray(resp, dtype=float)
         work = self._Work(self, X.shape[0])
-        for s in range(0, X.shape[0], _BLOCK):
-            work.add_stats(work.rows(X[s:s + _BLOCK]), np.ascontiguousarray(resp[s:s + _BLOCK].T))
+        step = work.block
+        for s in range(0, X.shape[0], step):
+            work.add_stats(work.rows(X[s:s + step]), np.ascontiguousarray(resp[s:s + step].T))
         return work.result()
 
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
@@ -346,21 +354,22 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             raise ValueError(f"{w.shape[0]} weights for {X.shape[0]} rows")
         c = self._consts(params)
         work = self._Work(self, X.shape[0])
-        ll = 0.0
-        for s in range(0, X.shape[0], _BLOCK):
-            XA = work.rows(X[s:s + _BLOCK])
+        ll, step = 0.0, work.block
+        for s in range(0, X.shape[0], step):
+            XA = work.rows(X[s:s + step])
             lj = work.log_joint(XA, c)        # (K, n); becomes the responsibilities in place
             mx = lj.max(axis=0)
             lj -= mx
             np.exp(lj, out=lj)
             total_k = lj.sum(axis=0)
             if w is None:
-                lj /= total_k
                 ll += float((mx + np.log(total_k)).sum())
+                np.reciprocal(total_k, out=total_k)
             else:
-                wb = w[s:s + _BLOCK]
+                wb = w[s:s + step]
                 ll += float(wb @ (mx + np.log(total_k)))
-                lj *= wb / total_k
+                np.divide(wb, total_k, out=total_k)
+            lj *= total_k
             work.add_stats(XA, lj)
         return work.result(), ll
 
@@ -394,9 +403,10 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             raw = 0.5 * (raw + raw.transpose(0, 2, 1))
             var_scale = np.clip(np.diag(tot), tiny, None)       # the data's variance per column
             cov = raw + reg * np.eye(D)
+            lams_raw = _smallest_scaled_eigenvalue(raw, var_scale)     # one LAPACK call per stack
+            lams = _smallest_scaled_eigenvalue(cov, var_scale)
             for k in range(K):
-                lam_raw = _smallest_scaled_eigenvalue(raw[k], var_scale)
-                lam = _smallest_scaled_eigenvalue(cov[k], var_scale)
+                lam_raw, lam = float(lams_raw[k]), float(lams[k])
                 self._warn_singular(k, lam, lam_raw, bool(empty[k]))
                 if lam <= _SINGULAR:
                     cov[k] = self._ridge(cov[k], lam, var_scale, k)
@@ -527,8 +537,8 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             chosen = np.concatenate([chosen, rng.choice(n, size=K - chosen.size)])
         work = self._Work(self, n)  # the data's covariance, block by block (no n x D copy)
         S, m = np.zeros((D, D)), np.zeros(D)
-        for s in range(0, n, _BLOCK):
-            Xc = work.rows(X[s:s + _BLOCK])[:D]
+        for s in range(0, n, work.block):
+            Xc = work.rows(X[s:s + work.block])[:D]
             S += Xc @ Xc.T
             m += Xc.sum(axis=1)
         m /= n
