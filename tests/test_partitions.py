@@ -274,6 +274,26 @@ class TestScan:
             scan(str(tmp_path / "l"), LatentClassModel, {}, chunk_rows=64)
         assert str(parts.value) == str(memory.value) and "'q1'" in str(memory.value)
 
+    def test_columns_and_id(self, tmp_path):
+        """--columns picks and orders the model's columns, and --id is checked as load_table checks it (there, not a model column)."""
+        frames = gmm_frames(missing=False)
+        root = write(tmp_path / "data", frames)
+        data, meta = GaussianMixtureModel.prepare_data(whole(tmp_path, frames, columns=["b", "a"]),
+                                                       {"source": "x"})
+        src = PartitionedSource.open(str(root))
+        scanned = scan(src, GaussianMixtureModel, {}, chunk_rows=100, columns=["b", "a"],
+                       id_column="c")
+        assert scanned.columns == ["b", "a"] and scanned.meta["columns"] == ["b", "a"]
+        assert np.array_equal(concat(chunks_of(src, GaussianMixtureModel, {}, scanned))["X"],
+                              data["X"])
+        assert scan(src, GaussianMixtureModel, {}, chunk_rows=100,
+                    id_column="c").columns == ["a", "b"]
+        with pytest.raises(DataError, match=r"The --id column 'nope' is not in .*data; the "
+                                            r"available columns are: a, b, c"):
+            scan(src, GaussianMixtureModel, {}, chunk_rows=100, id_column="nope")
+        with pytest.raises(DataError, match=r"Column 'z' is not in .*data"):
+            scan(src, GaussianMixtureModel, {}, chunk_rows=100, columns=["a", "z"])
+
     def test_weights(self, tmp_path):
         """Weights travel with their rows (WEIGHT_KEY), rows of weight 0 are left out with a note, their sum is counted."""
         frames = gmm_frames()
