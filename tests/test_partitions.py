@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from src.data.loading import load_table
-from src.data.partitions import PartitionedSource, partition_chunks, sample, scan
+from src.data.partitions import PartitionedSource, kept_chunks, partition_chunks, sample, scan
 from src.data.rows import kept_positions
 from src.models.base import WEIGHT_KEY
 from src.models.gmm import GaussianMixtureModel
@@ -293,6 +293,30 @@ class TestScan:
             scan(src, GaussianMixtureModel, {}, chunk_rows=100, id_column="nope")
         with pytest.raises(DataError, match=r"Column 'z' is not in .*data"):
             scan(src, GaussianMixtureModel, {}, chunk_rows=100, columns=["a", "z"])
+
+    def test_kept_chunks_name_their_rows(self, tmp_path):
+        """kept_chunks gives each chunk's kept rows as global input positions with their --id values; a file whose rows are all dropped gives no chunk."""
+        frames = gmm_frames()
+        for i, f in enumerate(frames):
+            f["id"] = [f"r{i}-{j}" for j in range(len(f))]
+        frames[1]["b"] = np.nan
+        root = write(tmp_path / "data", frames)
+        memory = whole(tmp_path, frames)
+        data, _ = GaussianMixtureModel.prepare_data(memory[["a", "b", "c"]],
+                                                    {"drop_missing": True, "source": "x"})
+        kept = kept_positions(memory[["a", "b", "c"]], data["X"].shape[0])
+        src = PartitionedSource.open(str(root))
+        options = {"drop_missing": True}
+        scanned = scan(src, GaussianMixtureModel, options, chunk_rows=64, id_column="id")
+        assert scanned.kept[1] == 0 and scanned.n_dropped == sum(SIZES) - len(kept)
+        assert list(partition_chunks(src, src.partitions[1], GaussianMixtureModel, options,
+                                     scanned.meta, 64, columns=scanned.columns)) == []
+        got = [c for p in src.partitions
+               for c in kept_chunks(src, p, GaussianMixtureModel, options, scanned.meta, 64,
+                                    columns=scanned.columns, extra=["id"])]
+        assert np.array_equal(np.concatenate([r for r, _, _ in got]), kept)
+        assert list(pd.concat([ids for _, ids, _ in got])["id"]) == list(memory["id"][kept])
+        assert np.array_equal(np.concatenate([d["X"] for _, _, d in got]), data["X"])
 
     def test_weights(self, tmp_path):
         """Weights travel with their rows (WEIGHT_KEY), rows of weight 0 are left out with a note, their sum is counted."""

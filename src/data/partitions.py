@@ -80,8 +80,8 @@ from src.utils.messages import register, t
 from src.utils.rng import stream
 
 __all__ = ["Partition", "PartitionedSource", "ScanResult", "PartitionScan", "scan",
-           "scan_partition", "finish_scan", "partition_chunks", "sample", "model_columns",
-           "read_partition", "merge_equal", "weighted_mean", "SAMPLE_PURPOSE"]
+           "scan_partition", "finish_scan", "partition_chunks", "kept_chunks", "sample",
+           "model_columns", "read_partition", "merge_equal", "weighted_mean", "SAMPLE_PURPOSE"]
 
 #: the purpose of the sample's random stream: ``stream(seed, "sample")``
 SAMPLE_PURPOSE = "sample"
@@ -736,7 +736,9 @@ def model_columns(source: "PartitionedSource", columns: Sequence[str] | None = N
 def _source_name(source: Any) -> str:
     if isinstance(source, PartitionedSource):
         return source.text
-    return str(source) if source is not None else "the data"
+    if source is None or isinstance(source, (list, tuple)):
+        return "the data"
+    return str(source)
 
 
 # ------------------------------------------------------------------- the scan
@@ -907,22 +909,43 @@ def partition_chunks(source: Any, partition: Partition, cls_spec: Any,
                      columns: Sequence[str], weight_column: str | None = None
                      ) -> Iterator[dict[str, np.ndarray]]:
     """The model's data dicts of one partition, chunk by chunk (chunks that keep no row are
-    skipped), conformed to the whole data's ``meta`` (``cls.conform_data``), the weights
-    under ``WEIGHT_KEY``.
+    skipped, so a partition whose rows were all dropped yields none), conformed to the whole
+    data's ``meta`` (``cls.conform_data``), the weights under ``WEIGHT_KEY``.
 
     Plain arguments (a worker needs no source object): ``source`` only names the data in
     messages (the :class:`PartitionedSource` or its text); ``columns``: the model's columns
     (``ScanResult.columns``); ``options``, ``chunk_rows``, ``weight_column``: as in the scan.
     """
+    for _, _, data in kept_chunks(source, partition, cls_spec, options, meta, chunk_rows,
+                                  columns=columns, weight_column=weight_column):
+        yield data
+
+
+def kept_chunks(source: Any, partition: Partition, cls_spec: Any, options: Mapping[str, Any],
+                meta: Mapping[str, Any], chunk_rows: int, *, columns: Sequence[str],
+                weight_column: str | None = None, extra: Sequence[str] = ()
+                ) -> Iterator[tuple[np.ndarray, pd.DataFrame | None, dict[str, np.ndarray]]]:
+    """:func:`partition_chunks` with each chunk's kept rows: ``(global row numbers of the
+    kept rows (-1 where a family drops rows by a rule of its own), the ``extra`` columns of
+    those rows (e.g. ``--id``; None without), the data dict)``."""
     cls = _resolve_class(cls_spec)
     name = _source_name(source)
     cols = [str(c) for c in columns]
-    for _, frame in read_partition(partition, _read_columns(cols, weight_column), chunk_rows):
+    more = [str(c) for c in extra if str(c) not in cols and str(c) != weight_column]
+    for _, frame in read_partition(partition, _read_columns(cols, weight_column) + more,
+                                   chunk_rows):
         p = _prepare(frame, cls, options, name, partition.path, cols, weight_column,
                      summarise=False)
         if p.data is None or p.n_kept == 0:
             continue
-        yield _conform(cls, p, meta)
+        rows = p.rows if p.rows is not None else np.full(p.n_kept, -1, dtype=np.int64)
+        labels = None
+        if extra:
+            if p.rows is None:
+                raise DataError(t("data.id_unmatched", model=cls.name, n_kept=p.n_kept,
+                                  n_rows=len(frame), source=partition.path))
+            labels = frame.loc[p.rows, [str(c) for c in extra]]
+        yield rows, labels, _conform(cls, p, meta)
 
 
 def _conform(cls: Any, p: _Prepared, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
