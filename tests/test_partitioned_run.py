@@ -1,0 +1,131 @@
+"""Partitioned Parquet input through the main script: the in-memory results (to rounding),
+posteriors as Parquet, the sample-then-refine search, a SIGKILL and resume, a Dask cluster,
+and changed files refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.utils.rng import stream
+from tests.test_executors import dask_cluster  # noqa: F401  (the session's Dask cluster)
+from tests.helpers import (assert_one_sentence, check_rc, fit_json, results_dir, run_files,
+                           run_script)
+
+FAST = ("--n-starts", "2", "--n-candidates", "6", "--no-plots", "--formats", "md",
+        "--save-interval", "0", "--tol", "1e-13")
+
+
+def _frame(n: int = 6000) -> pd.DataFrame:
+    rng = stream(11, "test-partitioned")
+    z = rng.random(n) < 0.4
+    x = np.where(z[:, None], rng.normal([0.0, 0.0], 1.0, (n, 2)),
+                 rng.normal([3.0, 1.5], 0.8, (n, 2)))
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1]})
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The same rows as one Parquet file and as a folder of three files (row groups of 1000)."""
+    base = tmp_path_factory.mktemp("partitioned-inputs")
+    frame = _frame()
+    frame.to_parquet(base / "all.parquet")
+    folder = base / "parts"
+    (folder / "year=1").mkdir(parents=True)
+    for i, (a, b) in enumerate([(0, 2500), (2500, 4000), (4000, 6000)]):
+        target = folder / ("year=1" if i == 2 else "") / f"p{i}.parquet"   # sorted: p0, p1, year=1/p2
+        frame.iloc[a:b].to_parquet(target, row_group_size=1000)
+    return base
+
+
+def _estimates(folder) -> pd.DataFrame:
+    return pd.read_csv(results_dir(folder) / "estimates.csv")
+
+
+def test_folder_of_files_gives_the_in_memory_results(tmp_path, inputs):
+    """A folder of Parquet files gives the one-file run's estimates and SEs (to the convergence tolerance) and its posteriors as Parquet.
+
+    The two runs differ only in the last bits of the GMM's centring (the column means merged
+    from the chunks' means), so they stop at iterates that agree to what --tol allows; the
+    engines' bitwise agreement from the same point is tests/test_engines.py's."""
+    mem, part = tmp_path / "mem", tmp_path / "part"
+    mem.mkdir(), part.mkdir()
+    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *FAST), 0)
+    proc = run_script(part, "--data", str(inputs / "parts"), *FAST)
+    check_rc(proc, 0)
+    assert "3 files, 3 partitions, 6000 rows" in proc.stdout + proc.stderr
+    a, b = _estimates(mem), _estimates(part)
+    assert list(a["parameter"]) == list(b["parameter"])
+    assert abs(fit_json(part)["loglik"] - fit_json(mem)["loglik"]) <= 1e-11 * abs(fit_json(mem)["loglik"])
+    for col in ("estimate", "se"):
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-6, atol=1e-8)
+    post_csv = pd.read_csv(results_dir(mem) / "posteriors.csv")
+    post_pq = pd.read_parquet(results_dir(part) / "posteriors")
+    assert list(post_pq.columns) == list(post_csv.columns)
+    assert list(post_pq["row"]) == list(range(6000))
+    np.testing.assert_allclose(post_pq[["p1", "p2"]], post_csv[["p1", "p2"]], atol=1e-7)
+    assert (post_pq["class"] == post_csv["class"]).all()
+    fj = fit_json(part)
+    assert fj["posteriors"] == {"files": 3, "folder": "posteriors", "format": "parquet"}
+    assert fj["classification"]["counts"]["modal"] == \
+        fit_json(mem)["classification"]["counts"]["modal"]
+
+
+def test_sample_search_then_refinement_reaches_the_maximum(tmp_path, inputs):
+    """With a sample smaller than the data the search runs on the sample and the refined estimate is the full-data maximum."""
+    mem, part = tmp_path / "mem", tmp_path / "part"
+    mem.mkdir(), part.mkdir()
+    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *FAST), 0)
+    check_rc(run_script(part, "--data", str(inputs / "parts"), "--sample-rows", "800", *FAST), 0)
+    fa, fb = fit_json(mem), fit_json(part)
+    assert abs(fa["loglik"] - fb["loglik"]) < 1e-6 * abs(fa["loglik"])
+    np.testing.assert_allclose(_estimates(part)["estimate"], _estimates(mem)["estimate"],
+                               rtol=1e-4, atol=1e-4)
+    assert any("random sample of 800 of the 6000 rows" in w for w in fb["warnings"])
+
+
+def test_killed_partitioned_run_resumes_to_identical_files(tmp_path, inputs):
+    """A partitioned run SIGKILLed during the refinement resumes to the uninterrupted run's files."""
+    args = ("--data", str(inputs / "parts"), "--sample-rows", "800", *FAST)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    ref.mkdir(), run.mkdir()
+    check_rc(run_script(ref, *args), 0)
+    killed = run_script(run, *args, fault="kill:model_estimation:12")
+    assert killed.returncode == -9
+    check_rc(run_script(run, *args), 0)
+    got, want = run_files(results_dir(run)), run_files(results_dir(ref))
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], name
+
+
+def test_dask_cluster_gives_the_streaming_results(tmp_path, inputs, dask_cluster):  # noqa: F811
+    """With --scheduler the partitions' E-steps run on Dask workers and the files equal the in-process run's."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    args = ("--data", str(inputs / "parts"), "--sample-rows", "800", *FAST)
+    check_rc(run_script(here, *args), 0)
+    check_rc(run_script(there, *args, "--scheduler", dask_cluster.scheduler_address), 0)
+    got, want = run_files(results_dir(there)), run_files(results_dir(here))
+    for name in ("estimates.csv", "covariance.csv"):
+        assert got[name] == want[name], name
+    assert fit_json(there)["loglik"] == fit_json(here)["loglik"]
+
+
+def test_changed_files_are_refused_on_resume(tmp_path, inputs):
+    """Rewriting a file of a partitioned input between runs stops the resumed run with one sentence."""
+    data = tmp_path / "data"
+    shutil.copytree(inputs / "parts", data)
+    args = ("--data", str(data), *FAST)
+    check_rc(run_script(tmp_path, *args, fault="kill:model_estimation:3"), -9)
+    frame = pd.read_parquet(data / "p1.parquet")
+    frame["a"] = frame["a"] + 1.0
+    frame.to_parquet(data / "p1.parquet", row_group_size=1000)
+    proc = run_script(tmp_path, *args)
+    assert proc.returncode != 0
+    assert_one_sentence(proc.stderr)
+    assert "--recompute-changed" in proc.stderr or "--restart" in proc.stderr
