@@ -51,9 +51,41 @@ def iter_chunks(data: Data, chunk_size: int) -> Iterator[Data]:
         yield {k: v[start:start + step] for k, v in data.items()}
 
 
+def _head(chunks: Iterable[Data]) -> Data | None:
+    """The first few rows of a partition, or None when it keeps none (a row engine maps it)."""
+    for chunk in chunks:
+        return {k: np.asarray(v)[:8] for k, v in chunk.items()}
+    return None
+
+
+def head_rows(data: Any) -> Data:
+    """A few rows of ``data``: itself when in memory, else those of the first partition of
+    the row engine (:mod:`src.estimation.engines`) that keeps any."""
+    from ..estimation.em import is_engine
+
+    if not is_engine(data):
+        return data
+    return next(h for h in data.map_partitions(_head) if h is not None)
+
+
+def _information_diagonal(chunks: Iterable[Data], model: MixtureModel,
+                          params: Params) -> np.ndarray | None:
+    """The diagonal of the (weighted) complete information summed over ``chunks``, or None
+    when the model has no analytic one."""
+    diag = None
+    for chunk in chunks:
+        chunk, w = split_weight(chunk)
+        resp, _ = model.e_step(chunk, params)
+        info = model.complete_information(chunk, params, weighted_resp(resp, w))
+        if info is None:
+            return None
+        diag = np.diag(info).copy() if diag is None else diag + np.diag(info)
+    return diag
+
+
 def has_analytic_score(model: MixtureModel, data: Data, params: Params) -> bool:
     """True when the model's ``complete_score`` returns an array (tried on one row)."""
-    one = {k: v[:1] for k, v in split_weight(data)[0].items()}
+    one = {k: v[:1] for k, v in split_weight(head_rows(data))[0].items()}
     return model.complete_score(one, params) is not None
 
 
@@ -86,6 +118,16 @@ def _q_value(model: MixtureModel, data: Data, theta: np.ndarray, resp: np.ndarra
     return float(np.sum(resp[mask] * lj[mask]))
 
 
+def _q_difference(resp: np.ndarray, terms: list[tuple[float, np.ndarray]]) -> float:
+    """sum_ik resp_ik (sum_t c_t lj_t,ik): a finite difference of Q taken row by row before
+    the sum, so Q's size never cancels (a row's difference is the same whatever rows come
+    with it: a row of weight w gives w times a row's, to rounding of the sum only)."""
+    mask = resp > 0  # 0 * (-inf) would be NaN; such terms contribute nothing
+    with np.errstate(invalid="ignore"):
+        d = sum(c * lj for c, lj in terms)
+    return float(np.sum(resp[mask] * d[mask]))
+
+
 def _crude_diagonal(model: MixtureModel, data: Data, params: Params, theta: np.ndarray,
                     h: np.ndarray, which: list[int], chunk_size: int) -> np.ndarray:
     """-d2 Q / d theta_j2 for j in ``which`` by second differences with steps ``h`` (else 0)."""
@@ -94,13 +136,13 @@ def _crude_diagonal(model: MixtureModel, data: Data, params: Params, theta: np.n
         chunk, w = split_weight(chunk)
         resp, _ = model.e_step(chunk, params)
         resp = weighted_resp(resp, w)
-        q0 = _q_value(model, chunk, theta, resp)
+        l0 = model.log_joint(chunk, model.from_free(theta))
         for j in which:
             e = np.zeros(theta.size)
             e[j] = h[j]
-            qp = _q_value(model, chunk, theta + e, resp)
-            qm = _q_value(model, chunk, theta - e, resp)
-            diag[j] -= (qp - 2.0 * q0 + qm) / h[j] ** 2
+            lp = model.log_joint(chunk, model.from_free(theta + e))
+            lm = model.log_joint(chunk, model.from_free(theta - e))
+            diag[j] -= _q_difference(resp, [(1.0, lp), (-2.0, l0), (1.0, lm)]) / h[j] ** 2
     return diag
 
 
@@ -121,8 +163,21 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
     the data's units.  Falls back to max(|theta_j|, 1) where the diagonal is not positive.
     With row weights N is their sum and I_c weighted (the replicated data's scales).
     """
+    from ..estimation.em import is_engine, n_observations
+
     theta = model.to_free(params)
     P = theta.size
+    if is_engine(data):   # rows in partitions: the analytic diagonal, summed in partition order
+        parts = data.map_partitions(_information_diagonal, model, params)
+        if any(p is None for p in parts):
+            raise ModelError(t("derivatives.partitioned_needs_analytic", model=type(model).__name__))
+        diag = np.zeros(P)
+        for part in parts:
+            diag = diag + part
+        N = float(n_observations(data))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.sqrt(N / diag)
+        return np.where(np.isfinite(u) & (u > 0), u, np.maximum(np.abs(theta), 1.0))
     N = total_weight(data)
     diag = np.zeros(P)
     analytic = True
@@ -192,8 +247,9 @@ def complete_information(model: MixtureModel, data: Data, params: Params, resp: 
 
     The model's closed form when it returns one; otherwise minus the central-difference
     Hessian of Q(theta) = sum_ik resp_ik log_joint_ik(theta) with ``resp`` fixed, with
-    ``steps`` (default: eps^(1/4) times the natural scales).  Row weights in ``data``
-    multiply ``resp`` (sum_ik w_i resp_ik (-H_ik)).
+    ``steps`` (default: eps^(1/4) times the natural scales), each difference taken row by
+    row before the sum (:func:`_q_difference`).  Row weights in ``data`` multiply ``resp``
+    (sum_ik w_i resp_ik (-H_ik)).
     """
     rows, w = split_weight(data)
     resp = weighted_resp(np.asarray(resp, dtype=float), w)
@@ -206,16 +262,18 @@ def complete_information(model: MixtureModel, data: Data, params: Params, resp: 
         steps = feasible_steps(model, theta,
                                EPS ** (1 / 4) * natural_scales(model, data, params), factor=1.0)
 
-    def q(t: np.ndarray) -> float:
-        return _q_value(model, rows, t, resp)
+    def lj(t: np.ndarray) -> np.ndarray:
+        return model.log_joint(rows, model.from_free(t))
 
-    q0 = q(theta)
+    l0 = lj(theta)
     H = np.empty((P, P))
     E = np.diag(steps)
     for j in range(P):
-        H[j, j] = (q(theta + E[j]) - 2.0 * q0 + q(theta - E[j])) / steps[j] ** 2
+        H[j, j] = _q_difference(resp, [(1.0, lj(theta + E[j])), (-2.0, l0),
+                                       (1.0, lj(theta - E[j]))]) / steps[j] ** 2
         for k in range(j):
-            v = (q(theta + E[j] + E[k]) - q(theta + E[j] - E[k])
-                 - q(theta - E[j] + E[k]) + q(theta - E[j] - E[k])) / (4.0 * steps[j] * steps[k])
+            v = _q_difference(resp, [(1.0, lj(theta + E[j] + E[k])), (-1.0, lj(theta + E[j] - E[k])),
+                                     (-1.0, lj(theta - E[j] + E[k])), (1.0, lj(theta - E[j] - E[k]))]
+                              ) / (4.0 * steps[j] * steps[k])
             H[j, k] = H[k, j] = v
     return -H

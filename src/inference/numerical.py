@@ -4,8 +4,9 @@ Same free parameterisation as Louis' method.  When the model has analytic comple
 the observed score is ``sum_i sum_k r_ik s_ik`` (Fisher's identity), so the Hessian is the
 central difference of that gradient: 2P gradient evaluations, step ``eps^(1/3) u_j`` with
 ``u_j`` the parameter's natural scale (see :mod:`.derivatives`), then symmetrised.
-Otherwise ``numdifftools.Hessian`` differences the log-likelihood itself, with Richardson
-extrapolation over steps that start at ``u_j / 100`` (shrunk to stay in the space).
+Otherwise ``numdifftools.Hessian`` differences the log-likelihood itself (less its value at
+the estimate, row by row, so its size never cancels), with Richardson extrapolation over
+steps that start at ``u_j / 100`` (shrunk to stay in the space).
 
 With row weights (``data[WEIGHT_KEY]``) both are of the weighted log-likelihood
 sum_i w_i log p(y_i); the natural scales are the replicated data's (see
@@ -83,13 +84,15 @@ def numerical_hessian(model: MixtureModel, data: Data, params: Params, *,
         base = dv.feasible_steps(model, theta, 1e-2 * u, factor=2.0, skip=skip)[idx]
 
         rows, w = split_weight(data)
+        ll0 = model.loglik_rows(rows, params)
 
         def loglik(sub: np.ndarray) -> float:
+            """l(theta) - l(estimate), row by row before the sum (so the log-likelihood's
+            size never cancels in the differences; a row of weight w counts w times)."""
             t = theta.copy()
             t[idx] = sub
-            if w is None:
-                return model.loglik(rows, model.from_free(t))
-            return float(w @ model.loglik_rows(rows, model.from_free(t)))
+            diff = model.loglik_rows(rows, model.from_free(t)) - ll0
+            return float(diff.sum() if w is None else w @ diff)
 
         gen = nd.MaxStepGenerator(base_step=base, step_ratio=2.0, num_steps=8)
         H[np.ix_(idx, idx)] = nd.Hessian(loglik, step=gen)(theta[idx])
