@@ -456,3 +456,41 @@ class TestErrors:
             with pytest.raises(DataError, match="is partitioned input, read part by part through "
                                                 "the partitioned path"):
                 load_table(text)
+
+
+# ------------------------------------------------------------ codes as text
+def _text_cell_by_cell(col: pd.Series, strip: bool) -> list[object]:
+    """The text of each cell formatted on its own (what the readers did before)."""
+    present = col.notna().to_numpy()
+    values = col.to_numpy(dtype=object)
+    if pd.api.types.is_float_dtype(col.dtype) and present.any():
+        v = values[present].astype(float)
+        whole = np.all(np.isfinite(v) & (v == np.round(v)))
+        texts = [str(int(x)) if whole else repr(float(x)) for x in v]
+    else:
+        texts = [str(x).strip() if strip else str(x) for x in values[present]]
+    out: list[object] = [None] * len(col)
+    for i, text in zip(np.flatnonzero(present), texts):
+        out[i] = text
+    return out
+
+
+@pytest.mark.parametrize("col", [
+    pd.Series([1.0, -0.0, 0.0, np.nan, 2.0]), pd.Series([1.5, -0.0, 0.0, np.nan, 1e20]),
+    pd.Series([1, 2, 3]), pd.Series(pd.array([1, None, 3], dtype="Int64")),
+    pd.Series(["a", None, " b", "a", "", "  "]), pd.Series(pd.array(["x", None, " "], dtype="string")),
+    pd.Series([True, False, True]), pd.Series([1, "1", 1.0, None, " 1"], dtype=object),
+    pd.Series([np.nan, np.nan]), pd.Series([np.inf, 1.0]),
+    pd.Series(pd.array([1.0, None], dtype="Float64"))])
+def test_codes_as_text_formatted_once_per_value(col):
+    """Reading codes as text formats each distinct value once and gives every cell's own text (-0.0, mixed objects, blanks)."""
+    from src.data.loading import _as_text_column
+    from src.models.lca import _as_text
+
+    expected = _text_cell_by_cell(col, strip=False)
+    got = _as_text_column(col)
+    assert [None if pd.isna(v) else v for v in got] == expected
+    text, missing = _as_text(col)
+    stripped = _text_cell_by_cell(col, strip=True)
+    assert list(missing) == [v is None or v == "" for v in stripped]
+    assert list(text) == [v if v is not None else "" for v in stripped]

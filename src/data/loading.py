@@ -423,18 +423,47 @@ def _read(path: Path, fmt: str, columns: list[str] | None, as_text: bool, source
         raise
 
 
+def distinct_values(col: pd.Series, present: np.ndarray
+                    ) -> tuple[np.ndarray, list[Any], bool] | None:
+    """``(codes, distinct values, float column)`` of the ``present`` cells of ``col``, such
+    that ``values[codes]`` gives each present cell's value, or None when the column's
+    values may compare equal without being the same (mixed Python objects).
+
+    Floats are told apart by their bits (``-0.0`` is not ``0.0``), so text made from each
+    distinct value is the text of each cell; formatting a few distinct values instead of
+    every cell is what makes reading codes as text fast."""
+    dtype = col.dtype
+    if pd.api.types.is_float_dtype(dtype):
+        vals = np.ascontiguousarray(col.to_numpy(dtype=float, na_value=np.nan)[present])
+        codes, bits = pd.factorize(vals.view(np.int64))
+        return codes, list(np.asarray(bits, dtype=np.int64).view(np.float64)), True
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype) \
+            or pd.api.types.infer_dtype(col, skipna=True) == "string":
+        codes, uniques = pd.factorize(col.to_numpy(dtype=object)[present])
+        return codes, list(uniques), False
+    return None
+
+
 def _as_text_column(col: pd.Series) -> pd.Series:
-    """Values as text with missing kept missing; whole floats print without ``.0``."""
+    """Values as text with missing kept missing; whole floats print without ``.0``.
+
+    Each distinct value is formatted once (:func:`distinct_values`)."""
     missing = col.isna().to_numpy()
-    values = col.to_numpy(dtype=object)
     out = np.empty(len(col), dtype=object)
     out[:] = np.nan
     present = ~missing
-    if pd.api.types.is_float_dtype(col.dtype):
-        vals = values[present].astype(float)
-        whole = np.all(np.isfinite(vals) & (vals == np.round(vals)))
-        out[present] = [str(int(v)) if whole else repr(float(v)) for v in vals]
-    else:
+    found = distinct_values(col, present) if present.any() else None
+    if found is not None:
+        codes, uniques, is_float = found
+        if is_float:
+            vals = np.asarray(uniques, dtype=float)
+            whole = np.all(np.isfinite(vals) & (vals == np.round(vals)))
+            texts = [str(int(v)) if whole else repr(float(v)) for v in vals]
+        else:
+            texts = [str(v) for v in uniques]
+        out[present] = np.array(texts, dtype=object)[codes]
+    elif present.any():
+        values = col.to_numpy(dtype=object)
         out[present] = [str(v) for v in values[present]]
     return pd.Series(out, index=col.index, name=col.name, dtype=object)
 

@@ -84,10 +84,26 @@ def _as_text(col: Any) -> tuple[np.ndarray, np.ndarray]:
     """(codes as stripped text, missing mask) of one column; whole floats lose their ``.0``."""
     import pandas as pd
 
+    from src.data.loading import distinct_values
+
     missing = col.isna().to_numpy()
+    present = ~missing
+    found = distinct_values(col, present) if present.any() else None
+    if found is not None:   # each distinct value formatted once (fast; the same text)
+        codes, uniques, is_float = found
+        if is_float:
+            v = np.asarray(uniques, dtype=float)
+            whole = np.all(np.isfinite(v) & (v == np.round(v)))
+            texts = [str(int(x)) if whole else repr(float(x)) for x in v]
+        else:
+            texts = [str(x).strip() for x in uniques]
+        text = np.array(texts + [""], dtype=object)
+        blank = np.array([x == "" for x in texts] + [True], dtype=bool)
+        index = np.full(len(col), len(texts), dtype=np.int64)   # missing: the last, ""
+        index[present] = codes
+        return text[index], blank[index]
     values = col.to_numpy(dtype=object)
     out = np.empty(len(col), dtype=object)
-    present = ~missing
     if pd.api.types.is_float_dtype(col.dtype) and present.any():
         v = values[present].astype(float)
         whole = np.all(np.isfinite(v) & (v == np.round(v)))
@@ -165,8 +181,9 @@ class LatentClassModel(MixtureModel):
             codes = order_codes(set(text[~missing]))
             if not codes and not chunk:
                 raise DataError(t("lca.empty_item", column=str(column)))
-            idx = pd.Categorical(text[~missing], categories=codes).codes
-            Y[~missing, j] = idx
+            found, distinct = pd.factorize(text[~missing])   # each code looked up once
+            where = {c: i for i, c in enumerate(codes)}
+            Y[~missing, j] = np.array([where[c] for c in distinct], dtype=np.int64)[found]
             categories.append(codes)
         empty = np.flatnonzero((Y < 0).all(axis=1))
         if empty.size and chunk:
