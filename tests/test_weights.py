@@ -349,3 +349,50 @@ def test_script_sampling_weights_mark_criteria_approximate(tmp_path: Path):
     assert fit["bic"] == pytest.approx(-2 * fit["loglik"] + fit["n_params"] * math.log(frame["w"].sum()))
     report = (tmp_path / "results" / "main_estimation" / "report.md").read_text()
     assert "AIC and BIC (and the enumeration's criteria) are approximate" in report
+
+
+# ------------------------------------------------------------ tests of K
+class TestTestsOfK:
+    def _pair(self):
+        rng = np.random.default_rng(21)
+        shift = 1.2 * (rng.random(80) < 0.5)[:, None]   # overlapping classes: p not 0
+        frame = pd.DataFrame(rng.normal(size=(80, 2)) + shift, columns=["a", "b"])
+        cls = get_model_class("gmm")
+        data, meta = cls.prepare_data(frame, {"covariance": "diag", "source": "t"})
+        models = []
+        for k in (1, 2):
+            m = cls(k, covariance="diag")
+            m.setup(meta)
+            models.append(m)
+        w = rng.integers(1, 4, size=len(frame))
+        weighted = {**data, WEIGHT_KEY: w.astype(float)}
+        replicated = {k: np.repeat(v, w, axis=0) for k, v in data.items()}
+        fits = [fit_em(m, replicated, n_starts=2, n_candidates=4, seed=1, tol=1e-10) for m in models]
+        return models, weighted, replicated, fits
+
+    def test_vlmr_with_frequency_weights_is_the_replicated_rows_test(self):
+        """The VLMR and LMR statistics, eigenvalue weights and p-values of weighted rows equal the replicated rows'."""
+        from src.selection.vlmr import vlmr_test
+
+        (small, big), weighted, replicated, (fs, fb) = self._pair()
+        got = vlmr_test(small, big, weighted, fs.params, fb.params, seed=3, n_monte_carlo=2000)
+        want = vlmr_test(small, big, replicated, fs.params, fb.params, seed=3, n_monte_carlo=2000)
+        assert got["n_obs"] == want["n_obs"]
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-10)
+        assert got["lmr_statistic"] == pytest.approx(want["lmr_statistic"], rel=1e-10)
+        np.testing.assert_allclose(got["weights"], want["weights"], rtol=1e-9, atol=1e-12)
+        assert 0 < want["vlmr_p"] < 1   # an Imhof value, not a clipped 0
+        assert got["vlmr_p"] == pytest.approx(want["vlmr_p"], rel=1e-7)
+        assert got["lmr_p"] == pytest.approx(want["lmr_p"], rel=1e-7)
+
+    def test_blrt_with_frequency_weights_simulates_the_replicated_rows(self):
+        """BLRT replicates of weighted rows simulate round(sum w) rows: the same T* as the replicated rows'."""
+        from src.selection.blrt import blrt_test
+
+        (small, big), weighted, replicated, (fs, fb) = self._pair()
+        opts = dict(n_replicates=2, seed=4, early_stop=False,
+                    fit_options={"n_starts": 1, "n_candidates": 3, "max_iter": 200})
+        got = blrt_test(small, big, weighted, fs.to_dict(), fb.to_dict(), **opts)
+        want = blrt_test(small, big, replicated, fs.to_dict(), fb.to_dict(), **opts)
+        assert got.t_star == want.t_star and got.p_value == want.p_value
+        np.testing.assert_array_equal(replicate_rows(weighted)["X"], replicated["X"])
