@@ -584,23 +584,26 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], *, drop_missing:
     for j, name in enumerate(columns):
         X[:, j] = _numeric_column(frame[name], name, source, rows)
     nan = np.isnan(X)
-    for j, name in enumerate(columns):
-        if chunk is None and nan[:, j].all():
-            raise DataError(t("data.column_all_missing", column=name, source=source))
-    keep = ~nan.any(axis=1)
-    if not drop_missing:
-        empty = np.flatnonzero(nan.all(axis=1))
-        if empty.size:
-            raise DataError(t("data.all_missing_rows", count=int(empty.size), source=source,
-                              row=_row(rows, empty[0])))
-        if not keep.all():
-            first = int(np.flatnonzero(~keep)[0])
-            raise DataError(t("data.missing_values", count=int((~keep).sum()), source=source,
-                              row=_row(rows, first),
-                              column=columns[int(np.flatnonzero(nan[first])[0])]))
-    if chunk is None and not keep.any():
-        raise DataError(t("data.no_complete_rows", source=source))
-    X = X[keep] if not keep.all() else X
+    if nan.any():   # else (the usual case) no row-by-row reductions: every row is kept
+        for j, name in enumerate(columns):
+            if chunk is None and nan[:, j].all():
+                raise DataError(t("data.column_all_missing", column=name, source=source))
+        keep = ~nan.any(axis=1)
+        if not drop_missing:
+            empty = np.flatnonzero(nan.all(axis=1))
+            if empty.size:
+                raise DataError(t("data.all_missing_rows", count=int(empty.size), source=source,
+                                  row=_row(rows, empty[0])))
+            if not keep.all():
+                first = int(np.flatnonzero(~keep)[0])
+                raise DataError(t("data.missing_values", count=int((~keep).sum()),
+                                  source=source, row=_row(rows, first),
+                                  column=columns[int(np.flatnonzero(nan[first])[0])]))
+        if chunk is None and not keep.any():
+            raise DataError(t("data.no_complete_rows", source=source))
+        X = X[keep] if not keep.all() else X
+    else:
+        keep = np.ones(X.shape[0], dtype=bool)
     if reject_constant and chunk is None:
         for j, name in enumerate(columns):
             if X.shape[0] > 1 and np.all(X[:, j] == X[0, j]):

@@ -672,7 +672,7 @@ def _prepare(frame: pd.DataFrame, cls: Any, options: Mapping[str, Any], source: 
         if not keep.all():
             model_frame = model_frame[keep]
             w = w[keep]
-    present = model_frame.notna().to_numpy().any(axis=0) if len(model_frame) \
+    present = model_frame.notna().to_numpy().any(axis=0) if len(model_frame) and summarise \
         else np.zeros(len(columns), dtype=bool)
     if len(model_frame) == 0:
         return _Prepared(first, n_raw, 0, np.zeros(0, dtype=np.int64), None, None, present,
