@@ -3,17 +3,23 @@
 :class:`DaskEngine` follows :class:`src.estimation.engines.RowEngine`.  The partitions are
 described by a small picklable *reader* (:class:`~src.estimation.engines.ParquetPartitions`
 for Parquet files the workers can see, :class:`~src.estimation.engines.MemoryPartitions` for
-data given in memory); the reader goes to the workers once (cloudpickle bytes scattered to
-every worker, so a user model's class travels by value), and workers read the partitions
-themselves.
+data given in memory); the reader and the model travel as cloudpickle bytes (so a user
+model's class travels by value), and workers read the partitions themselves.
+
+Everything the tasks use is **placed by a task** (``value-*``: a task returning the bytes or
+the parameters given to it), never scattered: Dask keeps a task's inputs, so a copy lost with
+a worker is made again, while scattered data lost with its worker cannot be recovered (and
+Dask's active memory manager drops the extra replicas of a broadcast, so a broadcast does not
+protect it).  A worker fetches a placed value from a peer the first time a task of its needs
+it, once per pass.
 
 * ``persist=True``: each partition's chunks are loaded once by a task on a worker
   (``load-<i>``) and held there as a future; every later pass runs the statistics where the
   chunks live.  ``persist=False`` re-reads the partition inside every pass's task (worker
   memory bounded by a chunk).  ``"auto"``: persist when the data's estimated size is at most
   :data:`PERSIST_SHARE` of the workers' memory limits.
-* Each :meth:`DaskEngine.reduce_stats` scatters the parameters once (broadcast to every
-  worker), submits one statistics task per partition, and folds the results **in partition
+* Each :meth:`DaskEngine.reduce_stats` places the parameters once (one small task),
+  submits one statistics task per partition, and folds the results **in partition
   index order** on the driver as they arrive (:func:`src.parallel.protocol.fold_in_order`
   with :func:`src.estimation.engines.add_partition_stats`): the same bits as the in-process
   engines, whatever the number of workers or which worker ran what.
@@ -48,6 +54,11 @@ __all__ = ["DaskEngine", "PERSIST_SHARE"]
 PERSIST_SHARE = 0.5
 
 # ------------------------------------------------------------------ worker side
+def value(x: Any) -> Any:
+    """Worker: ``x`` itself (how the engine places the reader, model and parameters)."""
+    return x
+
+
 #: objects unpickled on this worker, by digest (readers, models, mapped functions)
 _OBJECTS: "OrderedDict[bytes, Any]" = OrderedDict()
 _OBJECTS_SIZE = 16
@@ -117,10 +128,10 @@ class DaskEngine:
     ``"auto"`` (module docstring).  ``workers``: the worker addresses that may run the
     partitions' tasks (None: any).
 
-    ``timings`` accumulates, per :meth:`reduce_stats`, the seconds spent scattering the
-    parameters (``scatter``), waiting for the partitions (``wait``) and folding their
-    statistics (``reduce``), and the number of passes (``passes``): the benchmark's task
-    overhead and reduce time.
+    ``timings`` accumulates, per :meth:`reduce_stats`, the seconds spent submitting the
+    parameters and the tasks (``submit``), waiting for the partitions (``wait``) and folding
+    their statistics (``reduce``), and the number of passes (``passes``): the benchmark's
+    task overhead and reduce time.
     """
 
     def __init__(self, client: Any, source: Any, cls: Any = None, options: Any = None,
@@ -138,13 +149,11 @@ class DaskEngine:
         self._tag = uuid.uuid4().hex[:12]
         self._workers = list(workers) if workers is not None else None
         self._pass = 0
-        self._scattered: "OrderedDict[bytes, Any]" = OrderedDict()
+        self._placed: "OrderedDict[bytes, Any]" = OrderedDict()
         self._loaded: list[Any] | None = None
-        self.timings = {"scatter": 0.0, "wait": 0.0, "reduce": 0.0, "passes": 0}
+        self.timings = {"submit": 0.0, "wait": 0.0, "reduce": 0.0, "passes": 0}
         try:
-            payload = cloudpickle.dumps(self.reader)
-            self._reader_key = digest(payload)
-            self._reader = self.client.scatter(payload, broadcast=True, hash=False)
+            self._reader_key, self._reader = self._object(self.reader, keep=True)
             self._counts = None if n_obs is None else (int(n_obs), weight_sum)
             self.persist = self._fits() if persist == "auto" else bool(persist)
         except BaseException:
@@ -189,17 +198,24 @@ class DaskEngine:
                                                    "allow_other_workers": False}
         return self.client.submit(fn, *args, key=key, pure=False, **extra)
 
-    def _object(self, obj: Any) -> tuple[bytes, Any]:
-        """``obj``'s digest and its cloudpickle bytes scattered to every worker (once)."""
+    def _place(self, x: Any, name: str) -> Any:
+        """A future of ``x`` made by a task (recomputed if lost, unlike scattered data)."""
+        return self._submit(value, x, key=f"engine-{self._tag}-value-{name}")
+
+    def _object(self, obj: Any, keep: bool = False) -> tuple[bytes, Any]:
+        """``obj``'s digest and the future of its cloudpickle bytes (placed once per
+        distinct bytes; ``keep``: never dropped from the small cache)."""
         payload = cloudpickle.dumps(obj)
         key = digest(payload)
-        fut = self._scattered.get(key)
+        if keep:
+            return key, self._place(payload, key.hex())
+        fut = self._placed.get(key)
         if fut is None:
-            fut = self._scattered[key] = self.client.scatter(payload, broadcast=True, hash=False)
-            while len(self._scattered) > 4:
-                self._scattered.popitem(last=False)
+            fut = self._placed[key] = self._place(payload, key.hex())
+            while len(self._placed) > 4:
+                self._placed.popitem(last=False)
         else:
-            self._scattered.move_to_end(key)
+            self._placed.move_to_end(key)
         return key, fut
 
     def _chunks(self) -> list[Any]:
@@ -226,9 +242,13 @@ class DaskEngine:
         index = {fut.key: i for i, fut in enumerate(futures)}
         left = dict(zip(index, futures))
         try:
-            for fut in as_completed(futures, loop=self.client.loop):
+            # with_results: results fetched as tasks finish, concurrently (not one
+            # round trip per future after its completion)
+            for fut, result in as_completed(futures, loop=self.client.loop, with_results=True):
+                if fut.status != "finished":   # cancelled or failed: raise its error
+                    fut.result()
                 left.pop(fut.key, None)
-                yield index[fut.key], fut.result()
+                yield index[fut.key], result
         finally:
             if left and self.client.status not in ("closing", "closed"):
                 self.client.cancel(list(left.values()))
@@ -237,7 +257,7 @@ class DaskEngine:
     def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``fn(chunks, *args)`` on the workers for every partition, in partition order."""
         fn_key, fn_fut = self._object(fn)
-        blob = self.client.scatter(cloudpickle.dumps(tuple(args)), broadcast=True, hash=False)
+        blob = self._place(cloudpickle.dumps(tuple(args)), f"args-{self._pass + 1}")
         futures = self._partition_tasks("map", loaded_map, read_map, fn_key, fn_fut, blob)
         out: list[Any] = [None] * len(futures)
         for i, value in self._results(futures):
@@ -249,8 +269,7 @@ class DaskEngine:
         require_closed_form(model)
         t0 = time.perf_counter()
         model_key, model_fut = self._object(model)
-        # a list: a scattered dict would become one future per key, named by the key
-        params_fut = self.client.scatter([dict(params)], broadcast=True, hash=False)[0]
+        params_fut = self._place(dict(params), f"params-{self._pass + 1}")
         futures = self._partition_tasks("stats", loaded_stats, read_stats, model_key, model_fut,
                                         params_fut)
         t1 = time.perf_counter()
@@ -265,25 +284,25 @@ class DaskEngine:
         total = fold_in_order(self._results(futures), len(futures), reduce)
         del params_fut
         t2 = time.perf_counter()
-        self.timings["scatter"] += t1 - t0
+        self.timings["submit"] += t1 - t0
         self.timings["wait"] += t2 - t1 - folding[0]
         self.timings["reduce"] += folding[0]
         self.timings["passes"] += 1
         return total
 
     def close(self) -> None:
-        """Release the loaded partitions and scattered objects; close a client made here."""
+        """Release the loaded partitions and placed values; close a client made here."""
         client = getattr(self, "client", None)
         if client is None:
             return
         if client.status not in ("closing", "closed"):
-            held = list(self._loaded or []) + list(self._scattered.values())
+            held = list(self._loaded or []) + list(self._placed.values())
             if getattr(self, "_reader", None) is not None:
                 held.append(self._reader)
             if held:
                 client.cancel(held)
         self._loaded = None
-        self._scattered.clear()
+        self._placed.clear()
         self._reader = None
         if self._own:
             client.close()
