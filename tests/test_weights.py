@@ -396,3 +396,22 @@ class TestTestsOfK:
         want = blrt_test(small, big, replicated, fs.to_dict(), fb.to_dict(), **opts)
         assert got.t_star == want.t_star and got.p_value == want.p_value
         np.testing.assert_array_equal(replicate_rows(weighted)["X"], replicated["X"])
+
+
+def test_api_fit_takes_a_weight_column():
+    """fit(frame, weights="w") models every other column, with n the sum of the weights, as the script does."""
+    from src.api import fit
+
+    frame = _gmm_frame(np.random.default_rng(12), 60)[["a", "b"]]
+    frame["w"] = np.random.default_rng(13).integers(0, 4, 60)
+    res = fit(frame, "gmm", 2, weights="w", n_starts=1, n_candidates=4, seed=2)
+    kept = frame["w"].to_numpy() > 0
+    assert res.meta["columns"] == ["a", "b"]
+    assert res.fit_result.n_obs == int(frame["w"].sum())
+    assert len(res.posteriors) == int(kept.sum())
+    assert res.classification["n_obs"] == int(frame["w"].sum())
+    assert f"n = {int(frame['w'].sum())} (sum of the frequency weights of {int(kept.sum())} rows)" \
+        in res.summary()
+    by_columns = fit(frame, "gmm", 2, weights="w", columns=["a", "b"], n_starts=1,
+                     n_candidates=4, seed=2)
+    assert by_columns.loglik == res.loglik
