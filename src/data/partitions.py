@@ -35,7 +35,15 @@ naming the file and the global row), counts the rows kept, and merges the chunks
 (:meth:`~src.models.base.MixtureModel.merge_meta`).  :func:`partition_chunks` then yields a
 partition's data dicts chunk by chunk, conformed to the merged meta
 (:meth:`~src.models.base.MixtureModel.conform_data`: LCA's codes re-mapped to the merged
-categories).  :func:`sample` draws a random sample of kept rows for the starting values.
+categories; :func:`kept_chunks` adds each chunk's kept rows, as global row numbers, and
+columns such as ``--id``).  :func:`sample` draws a random sample of kept rows for the
+starting values.  An engine may run the scan's partitions on workers
+(:func:`scan_partition`, then :func:`finish_scan`).  A partition whose rows are all dropped
+yields no chunk.
+
+Cost of a pass (measured, 5e6 rows x 10 float columns in one file, chunks of 65536 rows, one
+core): decoding 0.12 us a row, the family's ``prepare_data`` about as much again: a GMM pass
+about 0.25 s per 1e6 rows, close to one E-step of K = 5 full covariances.
 
 How a family sees a chunk: ``prepare_data(frame, options)`` with
 ``options["_chunk"] = {"path": <the Parquet file>}`` (absent for whole data), the frame
@@ -514,7 +522,7 @@ def read_partition(partition: Partition, columns: list[str], chunk_rows: int, *,
                 buf.append(batch)
                 have += batch.num_rows
                 continue
-            table = pa.Table.from_batches(buf) if len(buf) > 1 else pa.Table.from_batches(buf[:1])
+            table = pa.Table.from_batches(buf)
             s = bounds[k][0]
             out = table.slice(0, need)
             rest = table.slice(need)
