@@ -143,19 +143,17 @@ class TestDask:
         model, data, params = gmm_case(8000)
         reader = MemoryPartitions(split(data, [1000, 2500, 2600, 4000, 6000, 7000]), chunk_rows=500)
         local = InMemoryEngine(reader)
-        steps = [params]
-        for _ in range(2):
-            steps.append(engine_em_map(model, local, steps[-1])[0])
+        steps = [params, engine_em_map(model, local, params)[0]]
         expected = [local.reduce_stats(model, p) for p in steps]
         with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
             one = sorted(client.scheduler_info()["workers"])[:1]
-            for persist in (True, False):
-                for workers in (one, None):
-                    with DaskEngine(client, reader, persist=persist, workers=workers) as engine:
-                        assert isinstance(engine, RowEngine) and engine.n_obs == 8000
-                        assert engine.weight_sum is None
-                        for p, want in zip(steps, expected):
-                            assert same_bits(engine.reduce_stats(model, p), want)
+            for persist, workers in ((True, one), (True, None), (False, None)):
+                with DaskEngine(client, reader, persist=persist, workers=workers) as engine:
+                    assert isinstance(engine, RowEngine)
+                    for p, want in zip(steps, expected):
+                        assert same_bits(engine.reduce_stats(model, p), want)
+                    if persist and workers is None:
+                        assert engine.n_obs == 8000 and engine.weight_sum is None
                         assert engine.map_partitions(count_rows, 0) == [
                             1000, 1500, 100, 1400, 2000, 1000, 1000]
 
@@ -199,3 +197,62 @@ class TestDask:
                    or killed[0] in client.scheduler_info()["workers"]):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+
+
+def write_parquet(folder, frame: pd.DataFrame, cuts, row_group: int) -> list[str]:
+    """``frame`` cut at ``cuts`` into Parquet files (row groups of ``row_group`` rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    edges = [0, *cuts, len(frame)]
+    paths = []
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        path = folder / f"part-{i}.parquet"
+        pq.write_table(pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False), path,
+                       row_group_size=row_group)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def parquet_case(tmp_path_factory):
+    """Three Parquet files of a weighted 3-column mixture, scanned; the same rows in memory."""
+    from src.data.partitions import PartitionedSource, scan
+    rng = stream(9, "test-data")
+    n = 3200
+    X = rng.normal(size=(n, 3)) + rng.integers(0, 3, size=n)[:, None] * np.array([3.0, -2.0, 1.0])
+    w = rng.integers(1, 4, size=n).astype(float)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(w=w)
+    folder = tmp_path_factory.mktemp("parts")
+    write_parquet(folder, frame, [1000, 2700], row_group=400)
+    source = PartitionedSource.open(str(folder))
+    scanned = scan(source, GaussianMixtureModel, {}, chunk_rows=300, weight_column="w")
+    model = GaussianMixtureModel(3)
+    model.setup(scanned.meta)
+    data = {"X": X, WEIGHT_KEY: w}
+    return source, scanned, model, data, start_params(model, {"X": X}, 9, 1)
+
+
+class TestParquet:
+    def test_streaming_is_in_memory_bits(self, parquet_case):
+        """Streaming the files gives the bits of the same rows in memory, cut alike, weights too."""
+        from src.estimation.engines import StreamingEngine
+        source, scanned, model, data, params = parquet_case
+        engine = StreamingEngine.from_scan(source, GaussianMixtureModel, {}, scanned)
+        assert engine.n_obs == 3200 and engine.weight_sum == pytest.approx(data[WEIGHT_KEY].sum())
+        memory = InMemoryEngine(split(data, [1000, 2700]), chunk_rows=300)
+        assert same_bits(engine.reduce_stats(model, params), memory.reduce_stats(model, params))
+        assert close(engine_em_map(model, engine, params), em_map(model, data, params))
+
+    def test_dask_reads_the_files(self, parquet_case, dask_cluster):  # noqa: F811
+        """Dask workers reading the files (held or re-read) give the streaming engine's bits."""
+        from distributed import Client
+        from src.estimation.engines import StreamingEngine
+        from src.parallel.dask_engine import DaskEngine
+        source, scanned, model, data, params = parquet_case
+        want = StreamingEngine.from_scan(source, GaussianMixtureModel, {}, scanned) \
+            .reduce_stats(model, params)
+        with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
+            for persist in (True, False):
+                with DaskEngine.from_scan(client, source, GaussianMixtureModel, {}, scanned,
+                                          persist=persist) as engine:
+                    assert same_bits(engine.reduce_stats(model, params), want)

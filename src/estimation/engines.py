@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - before the convention existed
 __all__ = ["RowEngine", "partition_stats", "add_partition_stats", "sum_in_order", "engine_em_map",
            "count_rows", "add_counts",
            "MemoryPartitions", "ParquetPartitions", "InMemoryEngine", "StreamingEngine",
-           "DEFAULT_CHUNK_ROWS"]
+           "DEFAULT_CHUNK_ROWS", "PoissonPartitions", "poisson_replicate_engine"]
 
 #: rows per chunk when none is given (the ``chunk_size`` option's default)
 DEFAULT_CHUNK_ROWS = 4096
@@ -65,6 +65,11 @@ register({
               "fitted over partitions of the data; load the data into memory or add the M-step.",
         "zh": "模型 {model} 没有闭式 M 步（suff_stats 和 m_step），因此不能按数据分区拟合；"
               "请把数据读入内存，或为模型加上 M 步。",
+    },
+    "engine.no_rows": {
+        "en": "No partition of the data kept a row, so there is nothing to fit; check "
+              "--drop-missing and the weights.",
+        "zh": "数据的所有分区都没有保留任何一行，无法拟合；请检查 --drop-missing 和权重。",
     },
     "engine.no_partitions": {
         "en": "The data have no partitions to read; give at least one Parquet file with rows.",
@@ -101,8 +106,9 @@ class RowEngine(Protocol):
 
 # ----------------------------------------------------------------- the arithmetic
 def partition_stats(model: MixtureModel, chunks: Iterable[Data], params: Params
-                    ) -> tuple[dict[str, Any], float]:
-    """``(stats, loglik)`` of one partition: its chunks' statistics summed in chunk order.
+                    ) -> tuple[dict[str, Any], float] | None:
+    """``(stats, loglik)`` of one partition: its chunks' statistics summed in chunk order
+    (None for a partition without chunks: every row dropped).
 
     Each chunk gives ``model.e_step_stats(chunk, params)``, or, when it carries row weights
     (:data:`WEIGHT_KEY`), ``model.e_step_stats_weighted(rows, params, w)`` after
@@ -122,14 +128,18 @@ def partition_stats(model: MixtureModel, chunks: Iterable[Data], params: Params
                 stats, chunk_ll = model.e_step_stats_weighted(rows, params, w)
         ll += float(chunk_ll)
         total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
-    if total is None:
-        raise ValueError("a partition gave no chunks; every partition must hold rows")
-    return total, ll
+    return None if total is None else (total, ll)
 
 
-def add_partition_stats(acc: tuple[dict[str, Any], float], part: tuple[dict[str, Any], float]
-                        ) -> tuple[dict[str, Any], float]:
-    """``acc + part`` for ``(stats, loglik)`` pairs (statistics key by key)."""
+def add_partition_stats(acc: tuple[dict[str, Any], float] | None,
+                        part: tuple[dict[str, Any], float] | None
+                        ) -> tuple[dict[str, Any], float] | None:
+    """``acc + part`` for ``(stats, loglik)`` pairs (statistics key by key; None, a partition
+    without rows, adds nothing)."""
+    if part is None:
+        return acc
+    if acc is None:
+        return dict(part[0]), float(part[1])
     stats, ll = acc
     more, more_ll = part
     if stats.keys() != more.keys():
@@ -138,13 +148,14 @@ def add_partition_stats(acc: tuple[dict[str, Any], float], part: tuple[dict[str,
     return {k: stats[k] + more[k] for k in stats}, ll + float(more_ll)
 
 
-def sum_in_order(results: Iterable[tuple[dict[str, Any], float]]) -> tuple[dict[str, Any], float]:
+def sum_in_order(results: Iterable[tuple[dict[str, Any], float] | None]
+                 ) -> tuple[dict[str, Any], float]:
     """The partitions' ``(stats, loglik)`` (in partition index order) folded from the left."""
     acc: tuple[dict[str, Any], float] | None = None
     for part in results:
-        acc = (dict(part[0]), float(part[1])) if acc is None else add_partition_stats(acc, part)
+        acc = add_partition_stats(acc, part)
     if acc is None:
-        raise ValueError(t("engine.no_partitions"))
+        raise ValueError(t("engine.no_rows"))
     return acc
 
 
@@ -232,28 +243,36 @@ class MemoryPartitions:
 class ParquetPartitions:
     """A partitioned Parquet source read chunk by chunk as the model's data dicts.
 
-    ``source``: a :class:`src.data.partitions.PartitionedSource` (its files and partitions
-    are kept, so the reader pickles small and a worker opens the files itself);
-    ``cls``: the model class or registry spec; ``options``, ``meta`` (the scan's merged
-    meta), ``chunk_rows``, ``weight_column`` and ``columns`` (the model's: the scan's; default
-    every column of the files but the weight column) as for
-    :func:`src.data.partitions.partition_chunks`.
+    ``source``: a :class:`src.data.partitions.PartitionedSource` (its text, to name the data
+    in messages, and its partitions are kept, so the reader pickles small and a worker opens
+    the files itself); ``cls``: the model class or its ``--model`` name; ``options``
+    (``prepare_data``'s), ``meta`` (the scan's merged meta), ``chunk_rows``, ``columns``
+    (the model's columns; None: every column but the weight column) and ``weight_column`` as
+    for :func:`src.data.partitions.partition_chunks`.  :meth:`from_scan` takes them from the
+    first pass.
     """
 
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None,
-                 columns: Sequence[str] | None = None) -> None:
-        if columns is None:   # every column of the files but the weight column
-            from src.data.partitions import model_columns
-            columns = model_columns(source, None, weight_column=weight_column)
-        self.columns = [str(c) for c in columns]
-        self.files = list(source.files)
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None) -> None:
+        self.text = str(getattr(source, "text", source))
         self.partitions = list(source.partitions)
         if not self.partitions:
             raise ValueError(t("engine.no_partitions"))
+        if columns is None:
+            columns = [c for c in source.columns if c != weight_column]
+        self.columns = [str(c) for c in columns]
         self.raw_rows = int(sum(p.n_rows for p in self.partitions))
         self.cls, self.options, self.meta = cls, dict(options), dict(meta)
         self.chunk_rows, self.weight_column = int(chunk_rows), weight_column
+
+    @classmethod
+    def from_scan(cls, source: Any, model_cls: Any, options: Mapping[str, Any],
+                  scanned: Any) -> "ParquetPartitions":
+        """The reader of ``source`` as :func:`src.data.partitions.scan` saw it (its meta,
+        chunk rows, columns and weight column)."""
+        return cls(source, model_cls, options, scanned.meta, scanned.chunk_rows,
+                   columns=scanned.columns, weight_column=scanned.weight_column)
 
     @property
     def n_partitions(self) -> int:
@@ -261,17 +280,18 @@ class ParquetPartitions:
 
     def chunks(self, index: int) -> Iterator[Data]:
         from src.data.partitions import partition_chunks
-        return partition_chunks(self.files, self.partitions[index], self.cls, self.options,
+        return partition_chunks(self.text, self.partitions[index], self.cls, self.options,
                                 self.meta, self.chunk_rows, columns=self.columns,
                                 weight_column=self.weight_column)
 
     def nbytes(self) -> int:
         """Estimated bytes of every partition's arrays (the first chunk's bytes per raw row)."""
-        first = next(iter(self.chunks(0)), None)
-        if first is None:
-            return 0
-        per_row = sum(int(np.asarray(v).nbytes) for v in first.values()) / max(_n_rows(first), 1)
-        return int(per_row * self.raw_rows)
+        for i in range(self.n_partitions):
+            first = next(iter(self.chunks(i)), None)
+            if first is not None:
+                per_row = sum(int(np.asarray(v).nbytes) for v in first.values()) / _n_rows(first)
+                return int(per_row * self.raw_rows)
+        return 0
 
     @property
     def n_rows(self) -> int:
@@ -285,7 +305,7 @@ class ParquetPartitions:
 
 def as_reader(source: Any, cls: Any = None, options: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, *,
-              weight_column: str | None = None) -> Any:
+              columns: Sequence[str] | None = None, weight_column: str | None = None) -> Any:
     """A reader: given (anything with ``n_partitions`` and ``chunks``), an in-process engine's,
     or a :class:`ParquetPartitions` of a partitioned source."""
     if isinstance(source, _InProcessEngine):
@@ -294,7 +314,7 @@ def as_reader(source: Any, cls: Any = None, options: Mapping[str, Any] | None = 
         return source
     if cls is None or meta is None:
         raise ValueError("a partitioned source needs the model class and the scan's meta")
-    return ParquetPartitions(source, cls, options or {}, meta, chunk_rows,
+    return ParquetPartitions(source, cls, options or {}, meta, chunk_rows, columns=columns,
                              weight_column=weight_column)
 
 
@@ -361,15 +381,23 @@ class StreamingEngine(_InProcessEngine):
     chunk (and the reader's buffers), not by the number of rows.
 
     ``source``: a :class:`src.data.partitions.PartitionedSource` (read through
-    :class:`ParquetPartitions` with ``cls``, ``options``, ``meta``, ``chunk_rows`` and
-    ``weight_column``), or any reader (``n_partitions``, ``chunks(index)``; the rest ignored).
-
-    ``n_obs``, ``weight_sum``: the kept rows and their weights' sum (the scan's; None for
-    unweighted rows); without ``n_obs`` both are counted in one pass when first asked for.
+    :class:`ParquetPartitions` with ``cls``, ``options``, ``meta``, ``chunk_rows``,
+    ``columns`` and ``weight_column``), or any reader (``n_partitions``, ``chunks(index)``;
+    the rest ignored).  ``n_obs``, ``weight_sum``: the kept rows and their weights' sum (the
+    scan's; None for unweighted rows); without ``n_obs`` both are counted in one pass when
+    first asked for.  :meth:`from_scan` takes all of these from the first pass.
     """
 
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, weight_column: str | None = None,
-                 n_obs: int | None = None, weight_sum: float | None = None) -> None:
-        super().__init__(as_reader(source, cls, options, meta, chunk_rows,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, *, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None, n_obs: int | None = None,
+                 weight_sum: float | None = None) -> None:
+        super().__init__(as_reader(source, cls, options, meta, chunk_rows, columns=columns,
                                    weight_column=weight_column), n_obs, weight_sum)
+
+    @classmethod
+    def from_scan(cls, source: Any, model_cls: Any, options: Mapping[str, Any],
+                  scanned: Any) -> "StreamingEngine":
+        """The engine of ``source`` as :func:`src.data.partitions.scan` saw it."""
+        return cls(ParquetPartitions.from_scan(source, model_cls, options, scanned), None, {},
+                   None, n_obs=scanned.n_obs, weight_sum=scanned.weight_sum)

@@ -43,6 +43,7 @@ import cloudpickle
 from src.estimation.engines import (add_counts, add_partition_stats, as_reader, count_rows,
                                     partition_stats, require_closed_form)
 from src.models.base import MixtureModel, Params
+from src.utils.messages import t
 
 from .protocol import fold_in_order
 from .tasks import digest, one_blas_thread
@@ -121,7 +122,7 @@ class DaskEngine:
     """Row engine on a Dask cluster (``client``: a ``distributed.Client`` or a scheduler address).
 
     ``source``: a partitioned source (then ``cls``, ``options``, ``meta``, ``chunk_rows``,
-    ``weight_column`` as for :class:`~src.estimation.engines.StreamingEngine`), a reader, or
+    ``columns``, ``weight_column`` as for :class:`~src.estimation.engines.StreamingEngine`), a reader, or
     an in-process engine (its reader).  ``n_obs``, ``weight_sum``: the rows the model sees
     and their weights' sum (None: unweighted); without ``n_obs`` both are counted on the
     workers in one pass when first asked for.  ``persist``: True, False or
@@ -135,14 +136,15 @@ class DaskEngine:
     """
 
     def __init__(self, client: Any, source: Any, cls: Any = None, options: Any = None,
-                 meta: Any = None, chunk_rows: int = 4096, *, weight_column: str | None = None,
-                 n_obs: int | None = None, weight_sum: float | None = None,
-                 persist: bool | str = "auto",
+                 meta: Any = None, chunk_rows: int = 4096, *, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None, n_obs: int | None = None,
+                 weight_sum: float | None = None, persist: bool | str = "auto",
                  workers: Sequence[str] | None = None) -> None:
         from distributed import Client
         if persist not in (True, False, "auto"):
             raise ValueError(f"persist must be True, False or 'auto', got {persist!r}")
-        self.reader = as_reader(source, cls, options, meta, chunk_rows, weight_column=weight_column)
+        self.reader = as_reader(source, cls, options, meta, chunk_rows, columns=columns,
+                                weight_column=weight_column)
         own = not isinstance(client, Client)
         self.client = Client(client, set_as_default=False) if own else client
         self._own = own
@@ -159,6 +161,16 @@ class DaskEngine:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def from_scan(cls, client: Any, source: Any, model_cls: Any, options: Any, scanned: Any, *,
+                  persist: bool | str = "auto", workers: Sequence[str] | None = None
+                  ) -> "DaskEngine":
+        """The engine of ``source`` as :func:`src.data.partitions.scan` saw it."""
+        from src.estimation.engines import ParquetPartitions
+        return cls(client, ParquetPartitions.from_scan(source, model_cls, options, scanned),
+                   n_obs=scanned.n_obs, weight_sum=scanned.weight_sum, persist=persist,
+                   workers=workers)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -283,6 +295,8 @@ class DaskEngine:
 
         total = fold_in_order(self._results(futures), len(futures), reduce)
         del params_fut
+        if total is None:
+            raise ValueError(t("engine.no_rows"))
         t2 = time.perf_counter()
         self.timings["submit"] += t1 - t0
         self.timings["wait"] += t2 - t1 - folding[0]
