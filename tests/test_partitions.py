@@ -318,27 +318,38 @@ class TestScan:
         assert list(pd.concat([ids for _, ids, _ in got])["id"]) == list(memory["id"][kept])
         assert np.array_equal(np.concatenate([d["X"] for _, _, d in got]), data["X"])
 
-    def test_weights(self, tmp_path):
-        """Weights travel with their rows (WEIGHT_KEY), rows of weight 0 are left out with a note, their sum is counted."""
-        frames = gmm_frames()
+    @pytest.mark.parametrize("model", ["gmm", "lca"])
+    def test_weights_as_in_memory(self, tmp_path, model):
+        """With --weights the scan and chunks give the in-memory data phase's meta, arrays, weights, counts and note (rows of weight 0 and missing weights left out)."""
+        from src.config import RunOptions
+        from src.pipeline.phases import prepare_frame
+
+        frames = gmm_frames() if model == "gmm" else lca_frames()
+        cls = GaussianMixtureModel if model == "gmm" else LatentClassModel
         rng = stream(4, "test-partitions", 4)
         for f in frames:
             f["w"] = rng.integers(0, 4, size=len(f)).astype(float)
+            f.loc[rng.choice(len(f), 2, replace=False), "w"] = np.nan
         root = write(tmp_path / "data", frames)
-        options = {"drop_missing": True}
+        opts = RunOptions(model=model, components=2, weights="w", drop_missing=True).validate()
+        memory = prepare_frame(whole(tmp_path, frames, as_text=cls.reads_text), opts, cls,
+                               {"source": str(root)})
         src = PartitionedSource.open(str(root), target_rows=100)
-        scanned = scan(src, GaussianMixtureModel, options, chunk_rows=50, weight_column="w")
-        table = pd.concat(frames, ignore_index=True)
-        table = table[table["w"] > 0]
-        keep = table[["a", "b", "c"]].notna().all(axis=1)
-        assert scanned.columns == ["a", "b", "c"] and scanned.n_obs == int(keep.sum())
-        assert scanned.n_zero_weight == int(sum((f["w"] == 0).sum() for f in frames))
-        assert scanned.weight_sum == float(table.loc[keep, "w"].sum())
-        assert len(scanned.notes) == 1 and "weight 0" in scanned.notes[0]
-        got = concat(chunks_of(src, GaussianMixtureModel, options, scanned))
-        assert np.array_equal(got[WEIGHT_KEY], table.loc[keep, "w"].to_numpy())
-        assert np.array_equal(got["X"], table.loc[keep, ["a", "b", "c"]].to_numpy())
-
+        scanned = scan(src, cls, opts.model_options(cls), chunk_rows=50, weight_column="w")
+        assert scanned.meta.keys() == memory.meta.keys()
+        for key, value in memory.meta.items():
+            if key == "shift":
+                np.testing.assert_allclose(scanned.meta[key], value, rtol=1e-12)
+            else:
+                assert scanned.meta[key] == value
+        record = memory.record
+        assert scanned.n_obs == memory.n_obs and scanned.weight_sum == record["weight_sum"]
+        assert scanned.n_zero_weight == record["n_zero_weight"] > 0
+        assert scanned.n_dropped + scanned.n_zero_weight == record["n_dropped"]
+        assert scanned.notes == [n for n in record["notes"] if "weight 0" in n]
+        got = concat(chunks_of(src, cls, opts.model_options(cls), scanned))
+        assert got.keys() == memory.data.keys()
+        assert all(np.array_equal(got[k], memory.data[k]) for k in got)
 
 # ------------------------------------------------------------------ the sample
 class TestSample:
@@ -445,7 +456,7 @@ class TestErrors:
         frames[3].loc[5, "w"] = -2.0
         root = write(tmp_path / "w", frames)
         with pytest.raises(DataError, match=rf"--weights column 'w' of .*year=2021/part-0.pq has "
-                                            rf"the value '-2.0' in row {sum(SIZES[:3]) + 5} "):
+                                            rf"the negative value -2.0 in row {sum(SIZES[:3]) + 5} "):
             scan(str(root), GaussianMixtureModel, {"drop_missing": True}, chunk_rows=64,
                  weight_column="w")
 

@@ -60,10 +60,13 @@ Text codes (families with ``reads_text``): a float column is written as text per
 ``1.0`` as ``1`` when every value of the chunk is whole, as the in-memory reader decides for
 the whole column: a float column mixing whole and fractional codes should be stored as text.
 
-Row weights (``weight_column``, ``--weights``): read beside the model's columns, checked
-(a number, finite, >= 0: one sentence naming the file and the row otherwise; a missing
-weight drops the row with ``--drop-missing``, else is an error), rows of weight 0 left out
-before ``prepare_data`` (one note), and carried under ``WEIGHT_KEY`` in the data dicts.
+Row weights (``weight_column``, ``--weights``): read beside the model's columns and checked
+as in memory (:func:`src.data.rows.split_weights`' rules and sentences, naming the file and
+the global row), each chunk validated whole through ``prepare_data``, then its rows of
+weight 0 (and, with ``--drop-missing``, of a missing weight) left out and its arrays made
+again from the others (one note for the rows of weight 0); the weights travel under
+``WEIGHT_KEY`` in the data dicts.  Errors are found in input order, chunk by chunk (in a
+chunk the weights first).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ import pandas as pd
 
 from src.data.loading import (_as_text_column, _check_columns, _check_header, _check_unique,
                               check_parquet_file)
-from src.data.rows import check_id_column, kept_positions
+from src.data.rows import check_id_column, check_weight_column, kept_positions
 from src.data.sources import classify_source, parquet_files
 from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
@@ -129,28 +132,6 @@ register({
               "separately.",
         "zh": "{source} 的各数据块为模型 {model!r} 给出了不同的 {key!r}（{first} 与 {other}），"
               "无法作为一个数据集拟合；请使各文件一致，或分别拟合。"},
-    "partitions.weight_bad": {
-        "en": "The --weights column {column!r} of {path} has the value {value!r} in row {row} "
-              "(0-based position in the input); weights must be finite numbers >= 0, so "
-              "correct it.",
-        "zh": "{path} 中 --weights 列 {column!r} 在第 {row} 行（输入中从 0 开始的位置）的值为 {value!r}；"
-              "权重必须是大于等于 0 的有限数值，请更正。"},
-    "partitions.weight_missing": {
-        "en": "The --weights column {column!r} of {path} has no value in row {row} (0-based "
-              "position in the input); fill it in or use --drop-missing to drop such rows.",
-        "zh": "{path} 中 --weights 列 {column!r} 在第 {row} 行（输入中从 0 开始的位置）没有值；"
-              "请补全，或使用 --drop-missing 删除这样的行。"},
-    "partitions.weights_unmatched": {
-        "en": "Model {model!r} kept {n_kept} of {n_rows} rows of a chunk of {path} by a rule of "
-              "its own, so the --weights values cannot be matched to its rows; remove the rows "
-              "it drops, or run without --weights.",
-        "zh": "模型 {model!r} 按其自身规则保留了 {path} 中一个数据块的 {n_rows} 行中的 {n_kept} 行，"
-              "因此无法把 --weights 的值对应到这些行；请先删除它会丢弃的行，或不使用 --weights。"},
-    "partitions.note.zero_weights": {
-        "en": "{count} rows of {source} have weight 0 in the --weights column {column!r} (the first "
-              "is row {row} of the input, in {path}) and were left out.",
-        "zh": "{source} 中有 {count} 行在 --weights 列 {column!r} 中的权重为 0（第一行是输入中的第 {row} "
-              "行，位于 {path}），已被略去。"},
     "partitions.unit": {"en": "partitions read", "zh": "已读取的分区"},
 })
 
@@ -619,35 +600,38 @@ class _Prepared:
     present: np.ndarray               # per model column: a value in some row
     n_zero: int = 0
     zero_row: int | None = None
+    n_used: int = 0                   # rows of weight > 0 (all rows without weights)
 
 
-def _weights(values: pd.Series, column: str, path: str, drop_missing: bool
-             ) -> tuple[np.ndarray, np.ndarray, int, int | None]:
-    """(weights of every row, rows kept, rows of weight 0, the first such row)."""
+def _weights(values: pd.Series, column: str, path: str, drop_missing: bool) -> np.ndarray:
+    """The weight of every row of a chunk (NaN: missing, with ``drop_missing``), checked by
+    the rules of :func:`src.data.rows.split_weights` and its sentences, the file and the
+    global row named."""
     if pd.api.types.is_bool_dtype(values.dtype):
         w = values.astype(float).to_numpy()
-        coerced = None
     elif pd.api.types.is_numeric_dtype(values.dtype):
-        w = values.to_numpy(dtype=float, na_value=np.nan)
-        coerced = None
+        w = values.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        coerced = pd.to_numeric(values, errors="coerce")
-        w = coerced.to_numpy(dtype=float, na_value=np.nan)
-    given = values.notna().to_numpy()
-    bad = given & ~(np.isfinite(w) & (w >= 0))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(t("partitions.weight_bad", column=column, path=path,
-                          value=str(values.iloc[i]), row=int(values.index[i])))
-    missing = ~given
-    if missing.any() and not drop_missing:
-        i = int(np.flatnonzero(missing)[0])
-        raise DataError(t("partitions.weight_missing", column=column, path=path,
-                          row=int(values.index[i])))
-    zero = given & (w == 0)
-    keep = given & ~zero
-    first_zero = int(values.index[int(np.flatnonzero(zero)[0])]) if zero.any() else None
-    return w, keep, int(zero.sum()), first_zero
+        w = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    present = values.notna().to_numpy()
+    kinds = (("text", present & np.isnan(w)),
+             ("missing", ~present if not drop_missing else np.zeros(len(w), bool)),
+             ("infinite", np.isinf(w)),
+             ("negative", w < 0))
+    first = None
+    for kind, bad in kinds:
+        rows = np.flatnonzero(bad)
+        if rows.size and (first is None or rows[0] < first[1]):
+            first = (kind, int(rows[0]))
+    if first is not None:
+        kind, i = first
+        value = values.iloc[i]
+        value = value.item() if hasattr(value, "item") else value
+        raise DataError(t("data.bad_weight", column=column, source=path,
+                          what=t(f"data.bad_weight.{kind}", value=value),
+                          row=int(values.index[i]),
+                          fix=t("data.bad_weight.fix_missing") if kind == "missing" else ""))
+    return w.astype(np.float64)
 
 
 def _chunk_options(options: Mapping[str, Any], source: str, path: str) -> dict[str, Any]:
@@ -674,43 +658,54 @@ def _prepare(frame: pd.DataFrame, cls: Any, options: Mapping[str, Any], source: 
                                    index=frame.index)
     w = None
     n_zero, zero_row = 0, None
-    if weight_column is not None:
-        w, keep, n_zero, zero_row = _weights(frame[weight_column], weight_column, path,
-                                             drop_missing)
-        if not keep.all():
-            model_frame = model_frame[keep]
-            w = w[keep]
-    present = model_frame.notna().to_numpy().any(axis=0) if len(model_frame) and summarise \
-        else np.zeros(len(columns), dtype=bool)
-    if len(model_frame) == 0:
-        return _Prepared(first, n_raw, 0, np.zeros(0, dtype=np.int64), None, None, present,
-                         n_zero, zero_row)
-    model_frame.attrs["_chunk"] = {"path": path}
+    if weight_column is not None:   # weights first, as split_weights checks them first
+        w = _weights(frame[weight_column], weight_column, path, drop_missing)
     opts = _chunk_options(options, source, path)
-    try:
-        if drop_missing and not model_frame.notna().all(axis=1).any():
-            with warnings.catch_warnings():   # no row kept: a family's means of nothing
-                warnings.simplefilter("ignore", RuntimeWarning)
-                data, meta = cls.prepare_data(model_frame, opts)
-        else:
-            data, meta = cls.prepare_data(model_frame, opts)
-    except PipelineError:
-        raise
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    model_frame.attrs["_chunk"] = {"path": path}
+    data, meta = _family_arrays(cls, model_frame, opts, drop_missing)
+    if w is not None:   # every row validated; the family's arrays of the rows of weight > 0
+        used = w > 0
+        zero = np.flatnonzero(w == 0)
+        n_zero = int(zero.size)
+        zero_row = int(frame.index[zero[0]]) if zero.size else None
+        if not used.all():
+            model_frame, w = model_frame[used], w[used]
+            model_frame.attrs["_chunk"] = {"path": path}
+            if len(model_frame) == 0:
+                return _Prepared(first, n_raw, 0, np.zeros(0, dtype=np.int64), None, None,
+                                 np.zeros(len(columns), dtype=bool), n_zero, zero_row, 0)
+            data, meta = _family_arrays(cls, model_frame, opts, drop_missing)
+    present = model_frame.notna().to_numpy().any(axis=0) if summarise \
+        else np.zeros(len(columns), dtype=bool)
     data = dict(data)
     n_kept = int(next(iter(data.values())).shape[0]) if data else 0
     positions = kept_positions(model_frame, n_kept)
     rows = None if positions is None else model_frame.index.to_numpy(dtype=np.int64)[positions]
     if w is not None:
         if positions is None:
-            raise DataError(t("partitions.weights_unmatched", model=cls.name, n_kept=n_kept,
-                              n_rows=int(len(model_frame)), path=path))
+            raise DataError(t("data.weights_unmatched", model=cls.name, n_kept=n_kept,
+                              n_rows=int(len(model_frame)), source=path))
         data[WEIGHT_KEY] = np.ascontiguousarray(w[positions], dtype=np.float64)
     rows_only = data if WEIGHT_KEY not in data else \
         {k: v for k, v in data.items() if k != WEIGHT_KEY}
     meta = cls.chunk_meta(rows_only, dict(meta)) if summarise else dict(meta)
-    return _Prepared(first, n_raw, n_kept, rows, data, meta, present, n_zero, zero_row)
+    return _Prepared(first, n_raw, n_kept, rows, data, meta, present, n_zero, zero_row,
+                     int(len(model_frame)))
+
+
+def _family_arrays(cls: Any, frame: pd.DataFrame, options: dict[str, Any],
+                   drop_missing: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``cls.prepare_data`` of a chunk; its ValueError a DataError."""
+    try:
+        if drop_missing and not frame.notna().all(axis=1).any():
+            with warnings.catch_warnings():   # no row kept: a family's means of nothing
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return cls.prepare_data(frame, options)
+        return cls.prepare_data(frame, options)
+    except PipelineError:
+        raise
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _resolve_class(cls_spec: Any) -> Any:
@@ -731,8 +726,7 @@ def model_columns(source: "PartitionedSource", columns: Sequence[str] | None = N
     weight column) or every column of the files but the id and weight columns."""
     available = list(source.columns)
     check_id_column(id_column, columns, available, source.text)
-    if weight_column is not None:
-        _check_columns(available, [weight_column], source.text)
+    check_weight_column(weight_column, columns, available, source.text, id_column)
     if columns is None:
         return [c for c in available if c not in (id_column, weight_column)]
     cols = [str(c) for c in columns]
@@ -762,7 +756,7 @@ class PartitionScan:
     present: np.ndarray | None = None
     n_zero: int = 0
     zero_row: int | None = None
-    zero_path: str | None = None
+    n_used: int = 0
     error: PipelineError | None = None
 
     @property
@@ -823,9 +817,10 @@ def scan_partition(source: Any, partition: Partition, cls_spec: Any, options: Ma
             if p.data is not None and weight_column is not None:
                 from src.models.base import WEIGHT_KEY
                 out.weight_sums.append(math.fsum(p.data[WEIGHT_KEY]))
+            out.n_used += p.n_used
             if p.n_zero:
                 if out.zero_row is None:
-                    out.zero_row, out.zero_path = p.zero_row, partition.path
+                    out.zero_row = p.zero_row
                 out.n_zero += p.n_zero
     except PipelineError as exc:
         out.error = exc
@@ -853,6 +848,8 @@ def finish_scan(source: "PartitionedSource", cls_spec: Any, parts: Sequence[Part
     present = np.zeros(len(columns), dtype=bool)
     for p in parts:
         present |= p.present if p.present is not None else False
+    if weight_column is not None and not any(p.n_used for p in parts):
+        raise DataError(t("data.all_zero_weights", source=source.text, column=weight_column))
     meta = cls.merge_meta(metas, counts, source=source.text) if metas else {}
     for j, col in enumerate(columns):
         if not present[j]:
@@ -864,8 +861,8 @@ def finish_scan(source: "PartitionedSource", cls_spec: Any, parts: Sequence[Part
     notes = []
     if n_zero:
         first = next(p for p in parts if p.n_zero)
-        notes.append(t("partitions.note.zero_weights", count=n_zero, source=source.text,
-                       column=weight_column, row=first.zero_row, path=first.zero_path))
+        notes.append(t("data.note.zero_weights", count=n_zero, source=source.text,
+                       column=weight_column, row=first.zero_row))
     weight_sum = None
     if weight_column is not None:
         weight_sum = math.fsum(s for p in parts for s in p.weight_sums)
