@@ -123,6 +123,19 @@ class TestEstimation:
         if model.has_closed_form_m_step:
             _close(final_stats(model, weighted, init), final_stats(model, replicated, init), 1e-12)
 
+    @pytest.mark.parametrize("case", ["gmm_full", "gmm_diag", "lca_missing", "mixreg"])
+    def test_generic_weighted_e_step(self, case):
+        """The base class's generic e_step_stats_weighted (suff_stats of w-weighted responsibilities) gives the replicated rows' statistics."""
+        from src.models.base import MixtureModel
+
+        model, weighted, _, replicated = _setup(case)
+        params = fit_em(model, replicated, n_starts=1, n_candidates=0, seed=1, max_iter=3).params
+        rows, w = split_weight(weighted)
+        got, ll = MixtureModel.e_step_stats_weighted(model, rows, params, w)
+        want, ll_r = model.e_step_stats(replicated, params)
+        assert ll == pytest.approx(ll_r, rel=1e-13)
+        _close(got, want, 1e-12)
+
     def test_lca_lockstep_uses_weighted_patterns(self):
         """A frequency table of answer patterns (each row distinct) fits in lockstep to the replicated rows' estimate, bitwise."""
         model, _, _, _ = _setup("lca_missing")
