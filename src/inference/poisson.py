@@ -29,6 +29,7 @@ same count either way.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import special
 
 from ..utils.rng import stream
@@ -44,22 +45,39 @@ _CDF1 = special.pdtr(np.arange(40.0), 1.0)
 
 
 def _uniforms(seed: int, r: int, rows: np.ndarray) -> np.ndarray:
-    """The uniform of every global row number in ``rows`` (int64, any order)."""
+    """The uniform of every global row number in ``rows`` (int64, any order; increasing
+    rows, the usual case, need no sort)."""
     out = np.empty(rows.size)
     if rows.size == 0:
         return out
     blocks = rows // BLOCK_ROWS
-    order = np.argsort(blocks, kind="stable")
-    sorted_blocks = blocks[order]
+    if rows.size == 1 or np.all(rows[1:] >= rows[:-1]):
+        order = None
+        sorted_blocks = blocks
+    else:
+        order = np.argsort(blocks, kind="stable")
+        sorted_blocks = blocks[order]
     starts = np.flatnonzero(np.r_[True, sorted_blocks[1:] != sorted_blocks[:-1]])
     ends = np.r_[starts[1:], rows.size]
     for a, e in zip(starts, ends):
         b = int(sorted_blocks[a])
-        idx = order[a:e]
+        idx = slice(a, e) if order is None else order[a:e]
         offsets = rows[idx] - b * BLOCK_ROWS
         u = stream(seed, POISSON_PURPOSE, r, b).random(int(offsets.max()) + 1)
         out[idx] = u[offsets]
     return out
+
+
+def _count_below(table: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """How many entries of the increasing ``table`` are < u, for each u (as float): the
+    smallest k with table[k] >= u.  Short tables by one comparison per entry below max(u)
+    (several times faster than a binary search per value), long ones by binary search."""
+    if table.size > 64 or u.size < 64:
+        return np.searchsorted(table, u, side="left").astype(float)
+    k = np.zeros(u.shape, dtype=np.int32)
+    for c in table[:int(np.searchsorted(table, u.max(), side="left"))]:
+        k += u > c
+    return k.astype(float)
 
 
 #: at most this many distinct means: one CDF table each (else the vectorised inversion)
@@ -84,17 +102,20 @@ def _poisson_quantile(u: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
     rule holds; so both give the same k.
     """
     if mean is None:
-        return np.searchsorted(_CDF1, u, side="left").astype(float)
+        return _count_below(_CDF1, u)
     mean = np.broadcast_to(np.asarray(mean, dtype=float), u.shape)
-    values, inverse = np.unique(mean, return_inverse=True)
+    codes, values = pd.factorize(mean)   # hashed: O(n), distinct means in order of appearance
     if values.size <= _MAX_TABLES:
+        if values.size == 1:
+            lam = float(values[0])
+            return _count_below(_CDF1 if lam == 1.0 else _cdf_table(lam), u)
         out = np.empty(u.shape)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(values.size + 1))
+        order = np.argsort(codes.astype(np.int16), kind="stable")   # a radix sort
+        bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=values.size))]
         for j, lam in enumerate(values):
             idx = order[bounds[j]:bounds[j + 1]]
             table = _CDF1 if lam == 1.0 else _cdf_table(float(lam))
-            out[idx] = np.searchsorted(table, u[idx], side="left")
+            out[idx] = _count_below(table, u[idx])
         return out
     # scipy.stats.poisson.ppf's rule: a first guess from the inverse of the CDF in the
     # mean, then one step down where the CDF there already reaches u
