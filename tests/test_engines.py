@@ -22,7 +22,7 @@ from src.estimation.engines import (InMemoryEngine, MemoryPartitions, RowEngine,
                                     partition_stats)
 from src.models.base import WEIGHT_KEY
 from src.models.gmm import GaussianMixtureModel
-from src.utils.errors import ModelError
+from src.utils.errors import DataError, ModelError
 from src.utils.rng import stream
 from tests.test_executors import dask_cluster  # noqa: F401  (the session's Dask cluster)
 from tests.test_lca import build as build_lca, simulate as simulate_lca
@@ -81,6 +81,20 @@ def count_rows(chunks, plus):
     return sum(len(c["X"]) for c in chunks) + plus
 
 
+class FailingReader(MemoryPartitions):
+    """In-memory partitions whose partition ``bad`` fails after its first chunk."""
+
+    def __init__(self, partitions, chunk_rows, bad):
+        super().__init__(partitions, chunk_rows)
+        self.bad = bad
+
+    def chunks(self, index):
+        for j, chunk in enumerate(super().chunks(index)):
+            if index == self.bad and j == 1:
+                raise DataError("row 7 of part 2 is not a number")
+            yield chunk
+
+
 class TestInProcess:
     def test_one_partition_is_em_maps_bits(self):
         """One partition chunked as em_map chunks the rows gives em_map's bits (gmm, mixreg)."""
@@ -120,6 +134,23 @@ class TestInProcess:
         b = engine_em_map(model, InMemoryEngine([repeated]), params)
         assert close(a, b)
         assert engine.n_obs == 1500 and engine.weight_sum == pytest.approx(w.sum(), abs=0)
+
+    def test_read_ahead_same_bits_and_errors_reach_the_caller(self):
+        """Chunks read ahead by a thread give the same bits; a reading error reaches the
+        caller and the thread ends."""
+        from src.estimation.engines import StreamingEngine
+        model, data, params = gmm_case(3000)
+        parts = split(data, [700, 1900])
+        want = InMemoryEngine(parts, chunk_rows=256).reduce_stats(model, params)
+        for ahead in (1, 3):
+            engine = StreamingEngine(MemoryPartitions(parts, 256), None, {}, None, read_ahead=ahead)
+            assert same_bits(engine.reduce_stats(model, params), want)
+            assert engine.map_partitions(count_rows, 0) == [700, 1200, 1100]
+        before = threading.active_count()
+        failing = StreamingEngine(FailingReader(parts, 256, bad=1), None, {}, None, read_ahead=2)
+        with pytest.raises(DataError, match="row 7"):
+            failing.reduce_stats(model, params)
+        assert threading.active_count() == before
 
     def test_map_partitions_in_order(self):
         """map_partitions gives each partition's result in partition order."""

@@ -31,6 +31,8 @@ over an engine (the M-step of :meth:`RowEngine.reduce_stats`).
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -58,6 +60,8 @@ __all__ = ["RowEngine", "partition_stats", "add_partition_stats", "sum_in_order"
 
 #: rows per chunk when none is given (the ``chunk_size`` option's default)
 DEFAULT_CHUNK_ROWS = 4096
+#: chunks the streaming engine reads ahead on a background thread
+READ_AHEAD = 2
 
 register({
     "engine.no_closed_form": {
@@ -319,13 +323,78 @@ def as_reader(source: Any, cls: Any = None, options: Mapping[str, Any] | None = 
 
 
 # ------------------------------------------------------------------ in-process engines
+class _ReadAhead:
+    """Every partition's chunks, in order, read by a background thread up to ``depth`` chunks
+    ahead of their use (reading Parquet and preparing the arrays mostly run outside the
+    GIL, beside the E-step of the chunk before).  ``partitions()`` yields one chunk iterator
+    per partition, in order; leaving early (an error, a closed generator) stops the thread."""
+
+    _END = object()
+
+    def __init__(self, reader: Any, depth: int) -> None:
+        self.reader, self.queue = reader, queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="engine-read-ahead", daemon=True)
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for i in range(int(self.reader.n_partitions)):
+                for chunk in self.reader.chunks(i):
+                    if not self._put((i, chunk)):
+                        return
+                if not self._put((i, self._END)):
+                    return
+        except BaseException as exc:   # handed to the consumer, raised there
+            self._put((None, exc))
+
+    def _take(self) -> tuple[Any, Any]:
+        i, item = self.queue.get()
+        if i is None:
+            raise item
+        return i, item
+
+    def _chunks(self, index: int) -> Iterator[Data]:
+        while True:
+            i, item = self._take()
+            if item is self._END:
+                return
+            yield item
+
+    def partitions(self) -> Iterator[Iterator[Data]]:
+        self.thread.start()
+        try:
+            for i in range(int(self.reader.n_partitions)):
+                chunks = self._chunks(i)
+                yield chunks
+                for _ in chunks:   # what the consumer left of this partition
+                    pass
+        finally:
+            self.stop.set()
+            while self.thread.is_alive():
+                try:
+                    self.queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self.thread.join()
+
+
 class _InProcessEngine:
     """Partitions read one after the other in this process (nothing held between passes
-    beyond what the reader holds)."""
+    beyond what the reader holds); ``read_ahead`` chunks read ahead by a thread (0: none)."""
 
     def __init__(self, reader: Any, n_obs: int | None = None,
-                 weight_sum: float | None = None) -> None:
+                 weight_sum: float | None = None, read_ahead: int = 0) -> None:
         self.reader = reader
+        self.read_ahead = int(read_ahead)
         self._counts = None if n_obs is None else (int(n_obs), weight_sum)
 
     def _counted(self) -> tuple[int, float | None]:
@@ -347,13 +416,26 @@ class _InProcessEngine:
     def n_partitions(self) -> int:
         return int(self.reader.n_partitions)
 
+    def _partitions(self) -> Iterator[Iterable[Data]]:
+        """Each partition's chunks, in order (read ahead by a thread when asked)."""
+        if self.read_ahead < 1:
+            return (self.reader.chunks(i) for i in range(self.n_partitions))
+        return _ReadAhead(self.reader, self.read_ahead).partitions()
+
     def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        return [fn(self.reader.chunks(i), *args) for i in range(self.n_partitions)]
+        parts = self._partitions()
+        try:
+            return [fn(chunks, *args) for chunks in parts]
+        finally:
+            getattr(parts, "close", lambda: None)()
 
     def reduce_stats(self, model: MixtureModel, params: Params) -> tuple[dict[str, Any], float]:
         require_closed_form(model)
-        return sum_in_order(partition_stats(model, self.reader.chunks(i), params)
-                            for i in range(self.n_partitions))
+        parts = self._partitions()
+        try:
+            return sum_in_order(partition_stats(model, chunks, params) for chunks in parts)
+        finally:
+            getattr(parts, "close", lambda: None)()
 
     def close(self) -> None:
         pass
@@ -386,18 +468,22 @@ class StreamingEngine(_InProcessEngine):
     the rest ignored).  ``n_obs``, ``weight_sum``: the kept rows and their weights' sum (the
     scan's; None for unweighted rows); without ``n_obs`` both are counted in one pass when
     first asked for.  :meth:`from_scan` takes all of these from the first pass.
+    ``read_ahead``: chunks a background thread reads ahead (:data:`READ_AHEAD`; 0: none):
+    the reading overlaps the E-step, at the cost of that many more chunks in memory; the
+    chunks and their order, so the bits, are the same.
     """
 
     def __init__(self, source: Any, cls: Any, options: Mapping[str, Any], meta: Mapping[str, Any],
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, *, columns: Sequence[str] | None = None,
                  weight_column: str | None = None, n_obs: int | None = None,
-                 weight_sum: float | None = None) -> None:
+                 weight_sum: float | None = None, read_ahead: int = READ_AHEAD) -> None:
         super().__init__(as_reader(source, cls, options, meta, chunk_rows, columns=columns,
-                                   weight_column=weight_column), n_obs, weight_sum)
+                                   weight_column=weight_column), n_obs, weight_sum, read_ahead)
 
     @classmethod
-    def from_scan(cls, source: Any, model_cls: Any, options: Mapping[str, Any],
-                  scanned: Any) -> "StreamingEngine":
+    def from_scan(cls, source: Any, model_cls: Any, options: Mapping[str, Any], scanned: Any, *,
+                  read_ahead: int = READ_AHEAD) -> "StreamingEngine":
         """The engine of ``source`` as :func:`src.data.partitions.scan` saw it."""
         return cls(ParquetPartitions.from_scan(source, model_cls, options, scanned), None, {},
-                   None, n_obs=scanned.n_obs, weight_sum=scanned.weight_sum)
+                   None, n_obs=scanned.n_obs, weight_sum=scanned.weight_sum,
+                   read_ahead=read_ahead)
