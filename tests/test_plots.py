@@ -1,4 +1,4 @@
-"""Figures of a fit (src/output/plots.py): written, read back by matplotlib at the expected
+"""Figures of a fit (src/output/plots/): written, read back by matplotlib at the expected
 pixel size, byte-identical for the same numbers, the expected set per model, and their
 geometry (ellipses, covariances, histogram counts) against independent computations."""
 

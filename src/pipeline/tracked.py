@@ -56,45 +56,69 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
 
     ``model_selection`` runs only with several K (``--components 1-4``): one K keeps the
     four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
-    (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several."""
-    record = resume_estimation_phase(tracker, "data_preparation",
-                                     _announced(reporter, "data_preparation", phases.prepare_data),
-                                     options, reporter)
-    prepared = phases.materialise(record, options)
-    several = options.enumerating
-    if tracker.is_completed("result_output") and not phases.output_is_current(
-            tracker.get_phase_result("result_output"), options):
-        tracker.invalidate_phase("result_output")  # its files were removed or moved
-    workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
-                                   tracker.is_completed("standard_error_computation"),
-                                   not several or tracker.is_completed("model_selection"),
-                                   tracker.is_completed("result_output"))
-    if options.plots and not tracker.is_completed("result_output"):
-        from ..output.plots import preload
+    (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several.
 
-        preload()  # matplotlib imported in a background thread while the model is fitted
-    with phases.run_executor(options, workers) as executor:  # workers warm up during the fit
-        fit = resume_estimation_phase(tracker, "model_estimation",
-                                      _announced(reporter, "model_estimation", phases.estimate_model),
-                                      prepared, options, tracker, reporter, executor,
-                                      **_reuse(tracker, "model_estimation", several))
-        selection = None
-        if several:
-            selection = resume_estimation_phase(tracker, "model_selection",
-                                                _announced(reporter, "model_selection",
-                                                           enumeration.select_model),
-                                                prepared, fit, options, tracker, reporter,
-                                                executor, **_reuse(tracker, "model_selection"))
-        se = resume_estimation_phase(tracker, "standard_error_computation",
-                                     _announced(reporter, "standard_error_computation",
-                                                _se_phase),
-                                     prepared, fit, selection, options, tracker, reporter,
-                                     executor)
-        output = resume_estimation_phase(tracker, "result_output",
-                                         _announced(reporter, "result_output", _output_phase),
-                                         prepared, fit, selection, se, options,
-                                         tracker.fingerprints.get("result_output"), tracker,
-                                         reporter, executor)
+    With plots and one K the figures are drawn in a second process
+    (:mod:`src.output.plots.background`): started here, before the data are read, so
+    matplotlib is imported on another core meanwhile; sent the figures as soon as the
+    estimate is known, so they are drawn while the standard errors are computed; ended
+    when the run leaves, whichever way."""
+    from ..output.plots import background as drawing
+
+    several = options.enumerating
+    draw_ahead = options.plots and not several
+    if draw_ahead and not tracker.is_completed("result_output"):
+        drawing.start()
+    try:
+        record = resume_estimation_phase(tracker, "data_preparation",
+                                         _announced(reporter, "data_preparation",
+                                                    phases.prepare_data),
+                                         options, reporter)
+        prepared = phases.materialise(record, options)
+        if tracker.is_completed("result_output") and not phases.output_is_current(
+                tracker.get_phase_result("result_output"), options):
+            tracker.invalidate_phase("result_output")  # its files were removed or moved
+        output_due = options.plots and not tracker.is_completed("result_output")
+        if not (draw_ahead and output_due):
+            drawing.stop()
+        elif not drawing.start():  # (running already unless result_output was invalidated)
+            draw_ahead = False
+        workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
+                                       tracker.is_completed("standard_error_computation"),
+                                       not several or tracker.is_completed("model_selection"),
+                                       tracker.is_completed("result_output"))
+        if output_due and not draw_ahead:
+            from ..output.plots import preload
+
+            preload()  # matplotlib imported in a background thread while the model is fitted
+        with phases.run_executor(options, workers) as executor:  # workers warm up during the fit
+            fit = resume_estimation_phase(tracker, "model_estimation",
+                                          _announced(reporter, "model_estimation",
+                                                     phases.estimate_model),
+                                          prepared, options, tracker, reporter, executor,
+                                          **_reuse(tracker, "model_estimation", several))
+            if draw_ahead and output_due:  # drawn while the standard errors are computed
+                drawing.submit_fit(prepared.model, prepared.data, fit["params"],
+                                   options.chunk_size)
+            selection = None
+            if several:
+                selection = resume_estimation_phase(tracker, "model_selection",
+                                                    _announced(reporter, "model_selection",
+                                                               enumeration.select_model),
+                                                    prepared, fit, options, tracker, reporter,
+                                                    executor, **_reuse(tracker, "model_selection"))
+            se = resume_estimation_phase(tracker, "standard_error_computation",
+                                         _announced(reporter, "standard_error_computation",
+                                                    _se_phase),
+                                         prepared, fit, selection, options, tracker, reporter,
+                                         executor)
+            output = resume_estimation_phase(tracker, "result_output",
+                                             _announced(reporter, "result_output", _output_phase),
+                                             prepared, fit, selection, se, options,
+                                             tracker.fingerprints.get("result_output"), tracker,
+                                             reporter, executor)
+    finally:
+        drawing.stop()
     if not several:
         return {"fit": fit, "se": se, "output": output, "prepared": prepared}
     k = int(selection["selected"])

@@ -1,0 +1,266 @@
+"""Gaussian mixtures: the pairwise scatter with each component's ellipse (``scatter.png``,
+2+ columns) and one column's density with its components (``density.png``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import layout as L
+from .captions import t
+from .spec import DRAW, Spec
+
+__all__ = ["covariances", "ellipse_geometry", "ellipse_range", "density_spec", "density_plot",
+           "scatter_spec", "scatter_plot", "MAX_COLUMNS", "ELLIPSE_LEVEL"]
+
+#: most columns in the GMM scatter matrix (the first ones)
+MAX_COLUMNS = 6
+#: probability mass inside each component's ellipse (in the plane of the two columns)
+ELLIPSE_LEVEL = 0.95
+
+
+def covariances(model: Any, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The K full covariance matrices (K, D, D) of a Gaussian mixture of any covariance kind."""
+    D = model.n_features
+    if model.covariance == "full":
+        return np.asarray(params["cov"], dtype=float).reshape(-1, D, D)
+    if model.covariance == "diag":
+        var = np.asarray(params["cov"], dtype=float).reshape(-1, D)
+        return np.stack([np.diag(v) for v in var])
+    var = np.asarray(params["var"], dtype=float).reshape(-1)
+    return var[:, None, None] * np.eye(D)[None]
+
+
+def ellipse_geometry(cov: np.ndarray, level: float = ELLIPSE_LEVEL) -> tuple[float, float, float]:
+    """(width, height, angle in degrees) of the ellipse ``(x-m)' cov^-1 (x-m) <= r^2`` that
+    holds ``level`` of a bivariate normal's mass, as ``matplotlib.patches.Ellipse`` takes them.
+
+    ``r^2 = -2 log(1 - level)`` (the chi-square quantile with 2 degrees of freedom: 5.99 at
+    0.95, i.e. 2.45 standard deviations along each principal axis).  Closed form for a 2 x 2
+    covariance ``[[a, b], [b, c]]``: eigenvalues ``(a+c)/2 +- sqrt(((a-c)/2)^2 + b^2)``,
+    the larger one's axis at ``atan2(2b, a-c) / 2``; width = 2 r sqrt(larger eigenvalue).
+    """
+    cov = np.asarray(cov, dtype=float)
+    a, b, c = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+    r2 = -2.0 * math.log1p(-level)
+    mid, rad = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
+    big, small = mid + rad, max(mid - rad, 0.0)
+    angle = 0.5 * math.degrees(math.atan2(2.0 * b, a - c))
+    return 2.0 * math.sqrt(r2 * big), 2.0 * math.sqrt(r2 * small), angle
+
+
+def ellipse_range(lo: float, hi: float, means: np.ndarray, variances: np.ndarray,
+                  level: float = ELLIPSE_LEVEL) -> tuple[float, float]:
+    """An axis range holding the data (from ``lo`` to ``hi``) and every component's ellipse
+    (its shadow on this axis is mean +- r sd, r^2 = -2 log(1 - level)), widened by 5% each
+    side; an ellipse may push the range at most half the data's range beyond the data (a
+    flat component stays cut)."""
+    lo, hi = float(lo), float(hi)
+    span = hi - lo if hi > lo else 1.0
+    r = math.sqrt(-2.0 * math.log1p(-level))
+    sd = np.sqrt(np.clip(np.asarray(variances, dtype=float), 0.0, None))
+    e_lo = float(np.min(np.asarray(means, dtype=float) - r * sd))
+    e_hi = float(np.max(np.asarray(means, dtype=float) + r * sd))
+    lo, hi = min(lo, max(e_lo, lo - 0.5 * span)), max(hi, min(e_hi, hi + 0.5 * span))
+    pad = 0.05 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
+def _marginal(ax: Any, x: np.ndarray, weight: np.ndarray, means: np.ndarray,
+              sds: np.ndarray, colors: Sequence[Any]) -> None:
+    """Histogram of every value of ``x`` with the weighted normal components and their sum."""
+    edges = np.linspace(*L.data_range(np.min(x), np.max(x)), L.n_bins(x.size) + 1)
+    counts, _ = np.histogram(x, edges)
+    dens = counts / (x.size * np.diff(edges))
+    ax.stairs(dens, edges, fill=True, color="0.85")
+    grid = np.linspace(edges[0], edges[-1], 400)
+    comps = [weight[k] * L.normal_pdf(grid, means[k], sds[k]) for k in range(weight.size)]
+    for k, comp in enumerate(comps):
+        ax.plot(grid, comp, color=colors[k], linewidth=1.2)
+    ax.plot(grid, np.sum(comps, axis=0), color="black", linewidth=1.4)
+    ax.set_xlim(edges[0], edges[-1])
+
+
+# ----------------------------------------------------------------------- density
+def density_spec(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.ndarray,
+                 column: str, caption_key: str = "plots.density") -> Spec:
+    """The density figure's :class:`~.spec.Spec` (arguments as :func:`density_plot`)."""
+    x = np.asarray(x, dtype=float).reshape(-1)
+    return Spec("density", {"column": str(column)},
+                {"x": x, "weight": np.asarray(weight, dtype=float).reshape(-1),
+                 "means": np.asarray(means, dtype=float).reshape(-1),
+                 "sds": np.asarray(sds, dtype=float).reshape(-1)},
+                t(caption_key, column=column, target=column, n=x.size))
+
+
+def density_plot(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.ndarray,
+                 column: str, caption_key: str = "plots.density") -> L.Plot:
+    """One column: histogram of every row with the mixture density and each weighted
+    component ``weight[k] N(means[k], sds[k]^2)``; ``x`` (n,), the rest (K,)."""
+    from .spec import render
+
+    return render(density_spec(x, weight, means, sds, column, caption_key))
+
+
+def draw_density(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int, int]:
+    from matplotlib.lines import Line2D
+
+    x, weight, means, sds = arrays["x"], arrays["weight"], arrays["means"], arrays["sds"]
+    column = meta["column"]
+    colors = L.colors(weight.size)
+    with L.style():
+        fig = L.figure(6.4, 4.4)
+        ax = fig.add_subplot(1, 1, 1)
+        _marginal(ax, x, weight, means, sds, colors)
+        handles = [Line2D([], [], color="black", label="mixture")] + [
+            Line2D([], [], color=colors[k], label=L.class_label(k, weight))
+            for k in range(weight.size)]
+        ax.legend(handles=handles, fontsize=8)
+        ax.set_xlabel(str(column))
+        ax.set_ylabel("density")
+        title = f"Density of {column}: data and mixture (n = {x.size})"
+        ax.set_title(title, fontsize=10)
+        L.single_axes_margins(fig, ax, title=title)
+        return L.finish(fig)
+
+
+# ----------------------------------------------------------------------- scatter
+def _small_int(a: np.ndarray) -> np.ndarray:
+    """Class numbers in the smallest integer type that holds them (fewer bytes to carry)."""
+    a = np.asarray(a)
+    top = int(a.max()) if a.size else 0
+    return a.astype(np.int8 if top < 127 else np.int16 if top < 32767 else np.int64)
+
+
+def scatter_spec(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
+                 means: np.ndarray, covs: np.ndarray, modal: np.ndarray) -> Spec:
+    """The scatter figure's :class:`~.spec.Spec` (arguments as :func:`scatter_plot`): the
+    first :data:`MAX_COLUMNS` columns of every row and their modal classes (the drawing
+    takes the subsample and the histograms)."""
+    X = np.asarray(X, dtype=float)
+    n, D = X.shape
+    m = min(D, MAX_COLUMNS)
+    shown = min(n, L.MAX_POINTS)
+    extra = t("plots.scatter_columns", shown=m, total=D) if D > m else ""
+    caption = t("plots.scatter", level=ELLIPSE_LEVEL, columns=extra)
+    return Spec("scatter", {"columns": [str(c) for c in columns[:m]], "n_columns": D},
+                {"X": X[:, :m] if m < D else X,
+                 "weight": np.asarray(weight, dtype=float),
+                 "means": np.asarray(means, dtype=float)[:, :m],
+                 "covs": np.asarray(covs, dtype=float)[:, :m, :m],
+                 "modal": _small_int(modal)},
+                caption + L.subsample_note(n, shown))
+
+
+def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
+                 means: np.ndarray, covs: np.ndarray, modal: np.ndarray) -> L.Plot:
+    """Pairwise scatter of a Gaussian mixture's data coloured by modal class.
+
+    ``X`` (n, D) with D >= 2, ``means`` (K, D), ``covs`` (K, D, D), ``modal`` (n,) 0-based.
+    Each component's mean (x) and its :data:`ELLIPSE_LEVEL` ellipse in the plane of the two
+    columns (the 2 x 2 block of its covariance: the marginal of a normal is normal).  Two
+    columns: one panel; more: the lower triangle of a matrix whose diagonal shows each
+    column's histogram (all rows) with the weighted component densities; every panel of a
+    column has that column's range across, every panel of a row its range up, and as in
+    R's ``pairs()`` only the outer panels carry ticks and labels (the bottom row across,
+    the first column up).  At most :data:`MAX_COLUMNS` columns (the first ones, noted in
+    the title); at most :data:`~.layout.MAX_POINTS` points (:func:`~.layout.subsample`).
+    """
+    from .spec import render
+
+    return render(scatter_spec(X, columns, weight, means, covs, modal))
+
+
+def draw_scatter(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int, int]:
+    import matplotlib
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Ellipse
+    from matplotlib.ticker import NullLocator
+
+    X, weight, means, covs = arrays["X"], arrays["weight"], arrays["means"], arrays["covs"]
+    columns, D = meta["columns"], int(meta["n_columns"])
+    n, m = X.shape
+    K = weight.size
+    colors = L.colors(K)
+    idx = L.subsample(n)
+    groups = arrays["modal"][idx]
+    lows, highs = X.min(axis=0), X.max(axis=0)
+    ranges = [ellipse_range(lows[j], highs[j], means[:, j], covs[:, j, j]) for j in range(m)]
+    title = f"Data by modal class, {ELLIPSE_LEVEL:.0%} ellipses"
+    if D > m:
+        title += f" (first {m} of {D} columns)"
+    if idx.size < n:
+        title += f"; {idx.size} of {n} rows shown"
+
+    def pair(ax: Any, i: int, j: int) -> None:   # column j across, column i up
+        L.points(ax, X[idx, j], X[idx, i], groups, colors,
+                 L.marker_size(idx.size) * (1.0 if m == 2 else 0.5))
+        for k in range(K):
+            sub = covs[k][np.ix_([j, i], [j, i])]
+            w, h, ang = ellipse_geometry(sub)
+            ax.add_patch(Ellipse((means[k, j], means[k, i]), w, h, angle=ang, fill=False,
+                                 edgecolor=colors[k], linewidth=1.6 if m == 2 else 1.2))
+        ax.plot(means[:, j], means[:, i], linestyle="none", marker="x", color="black",
+                markersize=6 if m == 2 else 4.5, markeredgewidth=1.5 if m == 2 else 1.2)
+        ax.set_xlim(*ranges[j])
+        ax.set_ylim(*ranges[i])
+
+    small = {"xtick.labelsize": 7, "ytick.labelsize": 7} if m > 2 else {}
+    # every artist is made inside (rcParams are read when it is created, ticks when drawn)
+    with L.style(), matplotlib.rc_context(small):
+        handles = [Line2D([], [], color=colors[k], marker="o", linestyle="-",
+                          label=L.class_label(k, weight)) for k in range(K)]
+        if m == 2:
+            fig = L.figure(6.4, 5.4)
+            ax = fig.add_subplot(1, 1, 1)
+            pair(ax, 1, 0)
+            ax.set_xlabel(str(columns[0]))
+            ax.set_ylabel(str(columns[1]))
+            ax.set_title(title, fontsize=10)
+            ax.legend(handles=handles, fontsize=8)
+            L.single_axes_margins(fig, ax, title=title)
+        else:
+            size = 1.6 * m + 1.0
+            fig = L.figure(size, size)
+            sds = np.sqrt(np.stack([np.diag(c) for c in covs]))
+            outer_x: list[Any] = []
+            outer_y: list[Any] = []
+            for i in range(m):
+                for j in range(i + 1):
+                    ax = fig.add_subplot(m, m, i * m + j + 1)
+                    if i == j:
+                        _marginal(ax, X[:, i], weight, means[:, i], sds[:, i], colors)
+                        ax.yaxis.set_major_locator(NullLocator())
+                    else:
+                        pair(ax, i, j)
+                        if j == 0:
+                            ax.yaxis.set_major_locator(L.inner_ticks(*ranges[i]))
+                            ax.set_ylabel(str(columns[i]), fontsize=8)
+                            outer_y.append(ax)
+                        else:
+                            ax.yaxis.set_major_locator(NullLocator())
+                    if i == m - 1:
+                        ax.xaxis.set_major_locator(L.inner_ticks(*ranges[j]))
+                        ax.set_xlabel(str(columns[j]), fontsize=8)
+                        outer_x.append(ax)
+                    else:
+                        ax.xaxis.set_major_locator(NullLocator())
+            fig.suptitle(title, fontsize=10)
+            left = max(L.tick_room(fig, a.yaxis, 7, True) for a in outer_y)
+            bottom = max(L.tick_room(fig, a.xaxis, 7, False) for a in outer_x)
+            label = max(L.label_room(fig, str(c), 8) for c in columns[:m])
+            head = L.text_size(fig, [title], 10)[1] + 0.12
+            right = 0.1
+            L.margins(fig, left=left + label, right=right, bottom=bottom + label, top=head,
+                      wspace=0.08, hspace=0.08)
+            # the legend in the empty upper right triangle, below the title
+            fig.legend(handles=handles, fontsize=8, loc="upper right",
+                       bbox_to_anchor=(1.0 - (right + L.EDGE) / size,
+                                       1.0 - (head + L.EDGE) / size))
+        return L.finish(fig)
+
+
+DRAW["density"] = draw_density
+DRAW["scatter"] = draw_scatter

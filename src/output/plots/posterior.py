@@ -1,0 +1,101 @@
+"""Every model: the histogram of each row's largest posterior probability (``posterior.png``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import layout as L
+from .captions import t
+from .spec import DRAW, Spec
+
+__all__ = ["posterior_histogram", "posterior_spec", "posterior_plot", "BINS"]
+
+#: bins of the histogram, from 1/K to 1
+BINS = 40
+
+
+def _histogram(tau: np.ndarray, weights: np.ndarray | None, bins: int = BINS
+               ) -> tuple[np.ndarray, np.ndarray]:
+    K = tau.shape[1]
+    top = tau.max(axis=1)
+    modal = tau.argmax(axis=1)
+    edges = np.linspace(1.0 / K if K > 1 else 0.0, 1.0, bins + 1)
+    b = np.clip(np.searchsorted(edges, top, side="right") - 1, 0, bins - 1)
+    counts = np.bincount(modal * bins + b, weights=weights, minlength=K * bins)
+    return edges, np.rint(counts).astype(np.int64).reshape(K, bins)
+
+
+def posterior_histogram(resp: Any, bins: int = BINS) -> tuple[np.ndarray, np.ndarray]:
+    """(edges (bins+1,), counts (K, bins)): every row's largest posterior probability
+    binned on equal bins from 1/K (K = 1: 0) to 1, by modal class; numpy.histogram's
+    convention (left-closed bins, the last one closed).  ``resp``: (n, K), or
+    :class:`~src.inference.classification.Posteriors` (distinct patterns counted as often
+    as they occur)."""
+    from src.inference.classification import as_posteriors
+
+    tau, weights = as_posteriors(resp).weighted()
+    return _histogram(tau, weights, bins)
+
+
+def posterior_spec(resp: Any) -> Spec:
+    """The histogram's :class:`~.spec.Spec`: the posteriors (of the distinct patterns with
+    their counts, when so given) and their mean largest probability."""
+    from src.inference.classification import as_posteriors
+
+    post = as_posteriors(resp)
+    n = post.n_rows
+    tau, weights = post.weighted()
+    top = tau.max(axis=1)
+    if not n:
+        mean = math.nan
+    else:
+        mean = float(top.mean() if weights is None else weights @ top / n)
+    arrays = {"tau": tau}
+    if weights is not None:
+        arrays["weights"] = weights
+    return Spec("posterior", {"n": int(n), "mean": mean}, arrays, t("plots.posterior", n=n, mean=mean))
+
+
+def posterior_plot(resp: Any) -> L.Plot:
+    """Histogram of every row's largest posterior probability, stacked by modal class.
+
+    ``resp`` (n, K) or :class:`~src.inference.classification.Posteriors`.  40 equal bins
+    from 1/K (the smallest possible largest posterior) to 1 (K = 1: from 0); a dashed line
+    at 0.7, the usual threshold of a clear assignment.
+    """
+    from .spec import render
+
+    return render(posterior_spec(resp))
+
+
+def draw_posterior(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+                   ) -> tuple[bytes, int, int]:
+    n, mean = int(meta["n"]), float(meta["mean"])
+    tau = arrays["tau"]
+    K = tau.shape[1]
+    edges, counts = _histogram(tau, arrays.get("weights"))
+    colors = L.colors(K)
+    with L.style():
+        fig = L.figure(6.4, 4.2)
+        ax = fig.add_subplot(1, 1, 1)
+        bottom = np.zeros(edges.size - 1)
+        for k in range(K):   # one filled step outline per class, stacked
+            ax.stairs(bottom + counts[k], edges, baseline=bottom.copy(), fill=True,
+                      color=colors[k], linewidth=0, label=f"class {k + 1}")
+            bottom += counts[k]
+        ax.axvline(0.7, color="0.3", linestyle="--", linewidth=1)
+        ax.set_xlim(edges[0], 1.0)
+        ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.05)
+        ax.set_xlabel("largest posterior probability")
+        ax.set_ylabel("rows")
+        title = f"Largest posterior probability per row (n = {n}, mean {mean:.3f})"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, title="modal class", title_fontsize=8, loc="upper left")
+        L.single_axes_margins(fig, ax, title=title)
+        return L.finish(fig)
+
+
+DRAW["posterior"] = draw_posterior

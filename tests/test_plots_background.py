@@ -1,0 +1,198 @@
+"""The drawing process (src/output/plots/background.py): figures drawn there are the bytes
+drawn in the run, a dead or missing helper falls back to drawing in the run, it never
+outlives the run (SIGKILL included), and the spec messages carry numbers only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from src.estimation import fit_em
+from src.inference.classification import posteriors_of
+from src.models.gmm import GaussianMixtureModel
+from src.models.lca import LatentClassModel
+from src.models.mixreg import MixtureRegressionModel
+from src.output.plots import Spec, background, figure_specs, render
+from src.output.plots.spec import FormatError, HEAD_SIZE, message_size, pack, unpack
+from src.utils.rng import stream
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN = ROOT / "src" / "data" / "builtin"
+
+
+def _fit(model_cls, frame, K, options=None, **fit_options):
+    data, meta = model_cls.prepare_data(frame, options or {})
+    model = model_cls(K, **(options or {}))
+    model.setup(meta)
+    fit = fit_em(model, data, seed=1, **{"n_starts": 1, "n_candidates": 0, **fit_options})
+    return model, data, fit.params, posteriors_of(model, data, fit.params)
+
+
+@pytest.fixture(scope="module")
+def fits():
+    """A scatter matrix, a one-column density, an LCA profile and a regression fit."""
+    iris = pd.read_csv(BUILTIN / "iris.csv").iloc[:, :4]
+    faithful = pd.read_csv(BUILTIN / "faithful.csv")
+    carcinoma = pd.read_csv(ROOT / "tests" / "reference" / "carcinoma.csv", dtype=str)
+    rng = stream(1, "test-plots-background")
+    x = rng.uniform(0, 10, 200)
+    y = np.where(rng.integers(0, 2, 200) == 1, 1 + 2 * x, 8 - 0.5 * x) + rng.normal(0, 1, 200)
+    return {
+        "gmm4": _fit(GaussianMixtureModel, iris, 3),
+        "gmm1": _fit(GaussianMixtureModel, faithful[["waiting"]], 2),
+        "lca": _fit(LatentClassModel, carcinoma, 3, max_iter=50),
+        "mixreg": _fit(MixtureRegressionModel, pd.DataFrame({"x": x, "y": y}), 2, {"target": "y"}),
+    }
+
+
+@pytest.fixture()
+def helper():
+    """A running drawing process, ended after the test."""
+    assert background.start()
+    yield background.helper_pid()
+    background.stop()
+
+
+def _bytes(plots):
+    return {name: (p.png, p.caption, p.width, p.height) for name, p in plots.items()}
+
+
+def test_helper_draws_the_bytes_drawn_here(fits, helper):
+    """Every figure the helper draws is byte for byte the figure drawn in this process from the same fit."""
+    from src.output.plots import figures
+
+    for case, (model, data, params, post) in fits.items():
+        here = {name: render(spec) for name, spec in figure_specs(model, data, params, post).items()}
+        assert background.start() and background.submit(model, data, params, post), case
+        got = figures(model, data, params, post)
+        assert background.last_source() == "helper", case
+        assert list(got) == list(here) and _bytes(got) == _bytes(here), case
+
+
+def test_other_numbers_are_drawn_here(fits, helper):
+    """A job for one estimate is not taken for another: figures() draws the other estimate here."""
+    from src.output.plots import figures
+
+    model, data, params, post = fits["gmm1"]
+    assert background.submit(model, data, params, post)
+    moved = {k: np.array(v, dtype=float) * (1.001 if k == "mean" else 1.0) for k, v in params.items()}
+    got = figures(model, data, moved, post)
+    assert background.last_source() == "here"
+    assert got["density.png"].png == render(figure_specs(model, data, moved, post)["density.png"]).png
+    assert background.collect(model, data, params, post) is not None  # still the first job's
+
+
+def test_a_killed_helper_falls_back_to_drawing_here(fits, helper):
+    """SIGKILL the helper after the figures were sent: figures() draws them here, the same bytes."""
+    from src.output.plots import figures
+
+    model, data, params, post = fits["lca"]
+    here = _bytes({n: render(s) for n, s in figure_specs(model, data, params, post).items()})
+    assert background.submit(model, data, params, post)
+    os.kill(helper, signal.SIGKILL)
+    got = figures(model, data, params, post)
+    assert _bytes(got) == here
+    assert background.last_source() in ("here", "helper")  # (it may have answered first)
+    assert not background.running() or background.helper_pid() != helper
+
+
+DRIVER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from src.output.plots import background
+assert background.start()
+print(background.helper_pid(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_no_helper_outlives_a_sigkilled_run(tmp_path):
+    """A process that started the helper is SIGKILLed: the helper is gone within seconds."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(ROOT)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline())
+        helper = psutil.Process(pid)
+        assert helper.ppid() == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    gone, alive = psutil.wait_procs([helper], timeout=10)
+    assert not alive
+
+
+def test_a_run_draws_in_the_helper_and_ends_it(tmp_path):
+    """A whole run with plots takes its figures from the helper (the bytes drawn here from its fit) and leaves no child process."""
+    from src.config import RunOptions
+    from src.output.plots import figures
+    from src.pipeline import run
+    from src.utils.console import Reporter
+
+    options = RunOptions(model="gmm", n_starts=2, n_candidates=4, se_method="louis",
+                         progress_dir=str(tmp_path / "progress"), output_dir=str(tmp_path / "results"),
+                         no_progress_tracking=True).validate()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
+    assert background.last_source() == "helper"
+    assert background.helper_pid() is None
+    left = [p for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left
+    prepared = result["prepared"]
+    params = {k: np.asarray(v) for k, v in result["fit"]["params"].items()}
+    here = figures(prepared.model, prepared.data, params,
+                   posteriors_of(prepared.model, prepared.data, params, options.chunk_size))
+    for name, plot in here.items():
+        assert (Path(options.results_dir) / name).read_bytes() == plot.png
+
+
+# ------------------------------------------------------------------ the byte format
+def _roundtrip(meta, arrays):
+    message = b"".join(bytes(p) for p in pack(meta, arrays))
+    head, rest = message[:HEAD_SIZE], message[HEAD_SIZE:]
+    assert message_size(head) == len(rest)
+    return unpack(head, rest)
+
+
+def test_messages_carry_numbers_and_json():
+    """Arrays of every numeric kind and shape (empty, 0-d, strided, big-endian) and JSON meta come back equal."""
+    arrays = {"f": np.arange(12.0).reshape(3, 4)[:, ::2], "i8": np.array([-1, 0, 5], np.int8),
+              "u": np.array([[1, 2]], np.uint32), "b": np.array([True, False]),
+              "empty": np.zeros((0, 3)), "scalar": np.float64(np.pi),
+              "big": np.array([1.5, -2.0], dtype=">f8")}
+    meta = {"names": ["a", "é,\n"], "x": 0.1, "nan": float("nan"), "n": 3}
+    got_meta, got = _roundtrip(meta, arrays)
+    assert got_meta["names"] == meta["names"] and got_meta["x"] == 0.1 and np.isnan(got_meta["nan"])
+    for name, value in arrays.items():
+        assert got[name].shape == np.shape(value) and np.array_equal(got[name], value), name
+
+
+def test_messages_refuse_objects_and_damage():
+    """Object arrays are not packed; a truncated or foreign message raises FormatError."""
+    with pytest.raises(TypeError):
+        pack({}, {"o": np.array([object()])})
+    message = b"".join(bytes(p) for p in pack({"a": 1}, {"x": np.arange(4.0)}))
+    head, rest = message[:HEAD_SIZE], message[HEAD_SIZE:]
+    with pytest.raises(FormatError):
+        unpack(head, rest[:-1])
+    with pytest.raises(FormatError):
+        message_size(b"x" * HEAD_SIZE)
+
+
+def test_spec_drawn_from_a_message_is_the_same_figure(fits):
+    """A spec packed and unpacked (read-only arrays) draws the bytes of the original spec."""
+    model, data, params, post = fits["gmm4"]
+    for name, spec in figure_specs(model, data, params, post).items():
+        meta, arrays = _roundtrip(spec.meta, spec.arrays)
+        assert render(Spec(spec.kind, meta, arrays, spec.caption)) == render(spec), name
