@@ -148,23 +148,33 @@ def _count(x: float) -> int | float:
 
 # ---------------------------------------------------------------- G2 and X2
 def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params,
-                       weights: np.ndarray | None = None) -> dict[str, Any]:
+                       weights: np.ndarray | None = None,
+                       patterns: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """G2 and X2 of the complete rows of ``Y`` (n, J) at ``params`` (see the module doc).
 
     Returns ``g2``, ``x2`` (floats; NaN when no row is complete), ``n_complete``,
     ``n_patterns`` (distinct observed patterns) and ``expected_observed`` (the expected
     count of the observed patterns together).  ``weights`` (n,): row weights, each
     pattern's count the sum of its rows' weights (``n_complete`` their sum).
+    ``patterns``: ``(distinct rows, counts)`` of unweighted ``Y`` sorted as the rows'
+    answers (the model's :func:`_known_patterns`), so they are not found again: the same
+    numbers, bit for bit.
     """
     Y = np.asarray(Y)
-    keep = (Y >= 0).all(axis=1)
-    complete = Y[keep]
-    w = None if weights is None else np.asarray(weights, dtype=float)[keep]
-    n = int(complete.shape[0]) if w is None else float(w.sum())
-    if complete.shape[0] == 0:
+    if patterns is not None and weights is None:
+        U, c = patterns
+        keep = (U >= 0).all(axis=1)
+        patterns, counts = U[keep], np.asarray(c, dtype=float)[keep]
+        n = int(counts.sum())
+    else:
+        keep = (Y >= 0).all(axis=1)
+        complete = Y[keep]
+        w = None if weights is None else np.asarray(weights, dtype=float)[keep]
+        n = int(complete.shape[0]) if w is None else float(w.sum())
+        patterns, counts = _distinct_rows(complete, _sizes(model), w)
+    if patterns.shape[0] == 0:
         return {"g2": float("nan"), "x2": float("nan"), "n_complete": 0, "n_patterns": 0,
                 "expected_observed": 0.0}
-    patterns, counts = _distinct_rows(complete, _sizes(model), w)
     counts = counts.astype(float)
     log_p = np.concatenate([logsumexp(model.log_joint({"Y": patterns[a:a + _ROWS]}, params), axis=1)
                             for a in range(0, patterns.shape[0], _ROWS)])
@@ -197,6 +207,21 @@ def _distinct_rows(Y: np.ndarray, sizes: list[int], weights: np.ndarray | None =
     if weights is not None:
         counts = np.bincount(np.asarray(inverse).ravel(), weights=weights, minlength=U.shape[0])
     return U, counts
+
+
+def _known_patterns(model: MixtureModel, rows: Data, weights: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(distinct answer rows, counts)`` of unweighted ``rows`` as the model keeps them
+    (``row_patterns``, cached on the array: found once by the fit or the posteriors), or
+    None (weighted rows, or a model without them).  Their order is the rows' answers'
+    (missing first), so the complete ones come in :func:`_distinct_rows`'s order."""
+    grouped = getattr(model, "row_patterns", None)
+    if weights is not None or not callable(grouped):
+        return None
+    found = grouped(rows)
+    if found is None or "Y" not in found[0]:
+        return None
+    return np.asarray(found[0]["Y"]), np.asarray(found[1], dtype=float)
 
 
 def _cell_log_probs(model: MixtureModel, params: Params):
@@ -274,7 +299,7 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
     n_cells = math.prod(_sizes(model))
     df = n_cells - 1 - p
     df_polca = min(N, n_cells - 1) - p
-    st = pattern_statistics(model, Y, params, w)
+    st = pattern_statistics(model, Y, params, w, _known_patterns(model, data, w))
     n = _count(st["n_complete"])
     out: dict[str, Any] = {"n_rows": N, "n_complete": n, "n_cells": n_cells,
                            "n_patterns": st["n_patterns"], "n_params": p,
@@ -435,7 +460,7 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
 def _summarise(model: MixtureModel, data: Data, params: Params,
                done: Mapping[str, Mapping[str, Any]], B: int) -> dict[str, Any]:
     rows, w = split_weight(data)
-    st = pattern_statistics(model, _answers(rows), params, w)
+    st = pattern_statistics(model, _answers(rows), params, w, _known_patterns(model, rows, w))
     recs = [done[str(r)] for r in range(B)]
     used = [rec for rec in recs if rec["status"] != "error"]
     failed = [r for r, rec in enumerate(recs) if rec["status"] == "error"]
@@ -481,6 +506,9 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     """
     data, row_w = split_weight(data)
     Y = _answers(data)
+    known = _known_patterns(model, data, row_w)
+    if known is not None:   # the distinct rows, each weighted by its count: the same sums
+        Y, row_w = known
     sizes = np.asarray(_sizes(model))
     off = np.asarray(model.offsets)
     n_flat = int(sizes.sum())
