@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover - before the convention existed
 __all__ = ["RowEngine", "partition_stats", "add_partition_stats", "sum_in_order", "engine_em_map",
            "count_rows", "add_counts",
            "MemoryPartitions", "ParquetPartitions", "InMemoryEngine", "StreamingEngine",
-           "DEFAULT_CHUNK_ROWS", "PoissonPartitions", "poisson_replicate_engine"]
+           "DEFAULT_CHUNK_ROWS"]
 
 #: rows per chunk when none is given (the ``chunk_size`` option's default)
 DEFAULT_CHUNK_ROWS = 4096

@@ -26,7 +26,7 @@ from src.models.base import Data, MixtureModel
 from src.utils.checkpointing import Checkpointer, NullCheckpointer, require
 from src.utils.messages import register, t
 
-from .em import fit_em
+from .em import fit_em, n_observations
 from .results import FitResult
 
 __all__ = ["fit_partitioned"]
@@ -113,7 +113,7 @@ def fit_partitioned(model: MixtureModel, engine: Any, sample: Data, *,
                      converged=refined.converged, best_start=searched.best_start,
                      start_logliks=lls, start_n_iter=list(searched.start_n_iter),
                      start_converged=list(searched.start_converged),
-                     loglik_trace=list(refined.loglik_trace), n_obs=int(engine.n_obs),
+                     loglik_trace=list(refined.loglik_trace), n_obs=n_observations(engine),
                      n_params=refined.n_params, seconds=searched.seconds + refined.seconds,
                      warnings=notes, start_ids=list(searched.start_ids),
                      start_kinds=list(searched.start_kinds),

@@ -64,6 +64,8 @@ class SEMethod:
     ``progress``: the keyword of a callback ``(index, status, n_done, n_total)`` called as
     each unit finishes (the console shows ``n_done/n_total``).  ``agreement``: how reports
     compare its standard errors with the other methods' (None: not compared).
+    ``sample_keyword`` and ``partitioned_options``: what it needs on partitioned input (the
+    bootstrap: the sample to align classes on, and the Poisson kind).
     """
 
     name: str
@@ -75,6 +77,10 @@ class SEMethod:
     parallel: bool = False
     progress: str | None = None
     agreement: Comparison | None = None
+    #: partitioned input: the keyword that gets the run's in-memory sample of rows (None:
+    #: not needed), and the option values the method needs there (``{option: value}``)
+    sample_keyword: str | None = None
+    partitioned_options: Mapping[str, str] = field(default_factory=dict)
 
 
 _SE = "standard errors"
@@ -102,7 +108,8 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
                     "max_iter": "max_iter", "accelerate": "accelerate", "chunk_size": "chunk_size",
                     "weight_type": "weight_type"},
              checkpointed=True, parallel=True, progress="on_replicate",
-             agreement=Comparison("bootstrap", replicates="n_bootstrap")),
+             agreement=Comparison("bootstrap", replicates="n_bootstrap"),
+             sample_keyword="align_data", partitioned_options={"bootstrap": "poisson"}),
     # Not compared with Louis in reports (agreement None): under misspecification or with
     # sampling weights it estimates another variance, and when the model holds its distance
     # from Louis' is sampling noise of fourth moments of the scores, O(1/sqrt(n)) with a

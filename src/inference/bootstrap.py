@@ -126,10 +126,15 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
     ``opts["n_starts"]`` starts are seeded by a number drawn from the replicate's stream
     after its data, so they depend on (seed, r) only.
     """
-    from ..estimation.em import fit_em
+    from ..estimation.em import fit_em, is_engine
     try:
         rng = stream(opts["seed"], "bootstrap", r)
-        if opts["kind"] == "poisson":
+        engine = is_engine(data)
+        if opts["kind"] == "poisson" and engine:   # rows in partitions: reweighted on every pass
+            from ..estimation.reweighted import poisson_replicate_engine
+            data_b = poisson_replicate_engine(data, opts["seed"], r,
+                                              opts.get("weight_type", "frequency"))
+        elif opts["kind"] == "poisson":
             data_b = poisson_replicate_data(data, opts["seed"], r,
                                             weight_type=opts.get("weight_type", "frequency"),
                                             row_numbers=opts.get("row_numbers"))
@@ -142,11 +147,17 @@ def bootstrap_replicate(model: MixtureModel, data: Data, params: Params,
                       "candidate_iter": opts.get("candidate_iter", DEFAULT_CANDIDATE_ITER)}
         else:
             starts = {"n_starts": 1, "seed": opts["seed"], "init_params": params}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = fit_em(model, data_b, tol=opts["tol"], max_iter=opts["max_iter"],
-                         accelerate=opts["accelerate"], chunk_size=opts["chunk_size"], **starts)
-        free = model.to_free(align_by_posteriors(model, data, params, fit.params,
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = fit_em(model, data_b, tol=opts["tol"], max_iter=opts["max_iter"],
+                             accelerate=opts["accelerate"], chunk_size=opts["chunk_size"],
+                             **starts)
+        finally:
+            if engine:
+                data_b.close()
+        aligned_on = opts.get("align_data") if engine else data   # partitions: their sample
+        free = model.to_free(align_by_posteriors(model, aligned_on, params, fit.params,
                                                    opts["chunk_size"]))
         if not np.all(np.isfinite(free)):
             status = "error"
@@ -195,6 +206,7 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
                  n_candidates: int = DEFAULT_N_CANDIDATES,
                  candidate_iter: int = DEFAULT_CANDIDATE_ITER,
                  weight_type: str = "frequency", row_numbers: np.ndarray | None = None,
+                 align_data: Data | None = None,
                  checkpoint: Checkpointer | None = None, executor: Any = None,
                  on_replicate: Callable[[int, str, int, int], None] | None = None) -> SEResult:
     """Bootstrap standard errors and percentile intervals from ``n_bootstrap`` replicates.
@@ -205,7 +217,10 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     ``n_starts``, ``n_candidates`` and ``candidate_iter`` are read only then).
     ``weight_type``: what the row weights in ``data`` are (``frequency`` or ``sampling``;
     not read by the parametric bootstrap nor for unweighted data).  ``row_numbers``: the rows' global row numbers
-    keying the Poisson draws (default their positions 0..n-1).
+    keying the Poisson draws (default their positions 0..n-1).  ``data`` may be a row
+    engine (partitioned input): then only ``kind="poisson"``, each replicate refitted over
+    the partitions reweighted by global row number, in process (the engine's workers do
+    the passes), its classes aligned on the rows of ``align_data`` (the run's sample).
     ``checkpoint``: resumed from its state, checkpointed after every replicate.
     ``executor``: runs replicates (``map_unordered``); default in process.
     ``on_replicate(index, status, n_done, n_total)`` is called as each replicate finishes.
@@ -228,8 +243,18 @@ def bootstrap_se(model: MixtureModel, data: Data, params: Params, *, n_bootstrap
     config = dict(opts, estimate=_estimate_digest(model, params))
     if weight_type not in ("frequency", "sampling"):
         raise ValueError(f"weight_type must be frequency or sampling, got {weight_type!r}")
-    if WEIGHT_KEY in data and kind != "parametric":  # the weights' meaning changes the replicates
+    from ..estimation.em import is_engine
+
+    engine = is_engine(data)   # rows in partitions: only the Poisson bootstrap, in process
+    if engine and kind != "poisson":
+        raise ValueError(f"the {kind} bootstrap needs the rows in memory; partitioned input "
+                         "is bootstrapped with kind 'poisson'")
+    weighted = (getattr(data, "weight_sum", None) is not None) if engine else WEIGHT_KEY in data
+    if weighted and kind != "parametric":  # the weights' meaning changes the replicates
         opts["weight_type"] = config["weight_type"] = weight_type
+    if engine:
+        executor = None   # each replicate's passes run on the engine (its workers)
+        opts["align_data"] = align_data
     if kind == "poisson":
         if row_numbers is not None:
             row_numbers = np.asarray(row_numbers, dtype=np.int64)

@@ -16,14 +16,26 @@ times), and the model's methods get the rows without the key.  Per-row scores ar
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ..models.base import Data, MixtureModel, Params, split_weight
+from ..utils.errors import ModelError
+from ..utils.messages import register, t
+
+register({
+    "derivatives.partitioned_needs_analytic": {
+        "en": "Model {model} has no analytic complete-data information, which standard errors on "
+              "partitioned input need (numerical derivatives need every row in memory); give a "
+              "single file without --stream, or use --se-method louis or bootstrap.",
+        "zh": "模型 {model} 没有解析的完全数据信息矩阵，而分区输入上的标准误需要它（数值导数需要全部数据在内存中）；"
+              "请改用单个文件且不加 --stream，或使用 --se-method louis 或 bootstrap。"},
+})
 
 __all__ = ["complete_score", "complete_information", "natural_scales", "feasible_steps",
-           "iter_chunks", "n_rows", "has_analytic_score", "weighted_resp", "total_weight", "EPS"]
+           "iter_chunks", "n_rows", "has_analytic_score", "weighted_resp", "total_weight",
+           "head_rows", "EPS"]
 
 EPS = float(np.finfo(float).eps)
 
@@ -177,7 +189,7 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
         N = float(n_observations(data))
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.sqrt(N / diag)
-        return np.where(np.isfinite(u) & (u > 0), u, np.maximum(np.abs(theta), 1.0))
+        return np.where(np.isfinite(u) & (diag > 0), u, np.maximum(np.abs(theta), 1.0))
     N = total_weight(data)
     diag = np.zeros(P)
     analytic = True

@@ -316,13 +316,6 @@ def _sum_parts(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarra
     return total
 
 
-def _head_rows(chunks: Iterable[Data]) -> Data | None:
-    """The first few rows of a partition (what :func:`louis_plan` inspects), or None."""
-    for chunk in chunks:
-        return {k: np.asarray(v)[:8] for k, v in chunk.items()}
-    return None
-
-
 def louis_information(model: MixtureModel, data: Data, params: Params, *,
                       chunk_size: int = 4096,
                       skip: set[int] | frozenset = frozenset(),
@@ -343,7 +336,7 @@ def louis_information(model: MixtureModel, data: Data, params: Params, *,
     """
     head = data
     if is_engine(data):   # the plan from a few rows: the families' derivatives are analytic
-        head = next(h for h in data.map_partitions(_head_rows) if h is not None)
+        head = dv.head_rows(data)
     plan = louis_plan(model, head, params, chunk_size=chunk_size, skip=skip,
                       mask_zero_resp=mask_zero_resp, use_fast=use_fast,
                       weighted=getattr(data, "weight_sum", None) is not None

@@ -24,6 +24,8 @@ from typing import Iterable
 from ..models.base import Data, MixtureModel, Params, split_weight
 from . import derivatives as dv
 from .results import SEResult, boundary_parameters, invert_information, wald_result
+from ..utils.errors import ModelError
+from ..utils.messages import t
 
 __all__ = ["observed_score", "observed_score_of_chunks", "loglik_of_chunks", "numerical_hessian",
            "numerical_se"]
@@ -32,8 +34,20 @@ __all__ = ["observed_score", "observed_score_of_chunks", "loglik_of_chunks", "nu
 def observed_score(model: MixtureModel, data: Data, theta: np.ndarray, *,
                    chunk_size: int = 4096) -> np.ndarray:
     """Gradient of the (weighted) observed log-likelihood at free vector ``theta`` (Fisher's
-    identity)."""
+    identity); over a row engine's partitions, added in partition order."""
+    from ..estimation.em import is_engine
+
+    if is_engine(data):
+        g = np.zeros(theta.size)
+        for part in data.map_partitions(_score_of_partition, model, theta):
+            g = g + part
+        return g
     return observed_score_of_chunks(model, dv.iter_chunks(data, chunk_size), theta)
+
+
+def _score_of_partition(chunks: Iterable[Data], model: MixtureModel,
+                        theta: np.ndarray) -> np.ndarray:
+    return observed_score_of_chunks(model, chunks, theta)
 
 
 def observed_score_of_chunks(model: MixtureModel, chunks: Iterable[Data],
@@ -79,6 +93,10 @@ def numerical_hessian(model: MixtureModel, data: Data, params: Params, *,
             H[:, j] = (gp - gm) / (2.0 * h[j])
         H = 0.5 * (H + H.T)
     elif active:
+        from ..estimation.em import is_engine
+        if is_engine(data):
+            raise ModelError(t("derivatives.partitioned_needs_analytic",
+                               model=type(model).__name__))
         import numdifftools as nd
         idx = np.array(active)
         base = dv.feasible_steps(model, theta, 1e-2 * u, factor=2.0, skip=skip)[idx]

@@ -28,6 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..models.base import Data, MixtureModel, Params, split_weight
+from . import derivatives as dv
 from .louis import (SCORE_WEIGHT_POWER, louis_from_parts, louis_passes, louis_plan,
                     max_fraction_missing_info)
 from .results import NOT_FINITE, SEResult, boundary_parameters, invert_information, wald_result
@@ -73,18 +74,24 @@ def sandwich_se(model: MixtureModel, data: Data, params: Params, *, chunk_size: 
     ``max_fraction_missing_info``."""
     if weight_type not in SCORE_WEIGHT_POWER:
         raise ValueError(f"weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
-    rows, w = split_weight(data)
+    from ..estimation.em import is_engine, n_observations
+
+    engine = is_engine(data)   # rows in partitions: the plan from a few rows, passes summed
+    weighted = (getattr(data, "weight_sum", None) is not None if engine
+                else split_weight(data)[1] is not None)
     with threadpool_limits(1):
         bnd = boundary_parameters(model, params)
-        plan = louis_plan(model, data, params, chunk_size=chunk_size, skip=set(bnd))
+        plan = louis_plan(model, dv.head_rows(data), params, chunk_size=chunk_size,
+                          skip=set(bnd), weighted=weighted)
         parts, _ = louis_passes(model, data, params, plan, chunk_size=chunk_size,
                                 score_power=SCORE_WEIGHT_POWER[weight_type])
         A, I_c = louis_from_parts(model, params, parts, plan)
         cov, dropped = sandwich_covariance(A, parts["B"], bnd)
         keep = np.array([i for i in range(A.shape[0]) if i not in dropped], dtype=int)
         frac = max_fraction_missing_info(A, I_c, keep)
-    n_rows = int(next(iter(rows.values())).shape[0])
-    units = (float(n_rows) if w is None or weight_type == "sampling" else float(w.sum()))
+    n_rows = int(data.n_obs) if engine else int(next(iter(split_weight(data)[0].values())).shape[0])
+    units = (float(n_rows) if not weighted or weight_type == "sampling"
+             else float(n_observations(data)))
     return wald_result("sandwich", model, params, cov, dropped,
-                       extra={"weight_type": None if w is None else weight_type,
+                       extra={"weight_type": weight_type if weighted else None,
                               "n_units": units, "max_fraction_missing_info": frac})

@@ -46,6 +46,25 @@ register({
 })
 
 
+register({
+    "checks.partitioned_option": {
+        "en": "Standard errors by {method} on partitioned input need {flag} {value} (given: "
+              "{given}), as the rows are not in memory; add {flag} {value}.",
+        "zh": "分区输入上按 {method} 计算标准误需要 {flag} {value}（当前为 {given}），因为数据不在内存中；"
+              "请加上 {flag} {value}。"},
+    "checks.partitioned_tests": {
+        "en": "The BLRT is not available for partitioned input (it refits data sets of N "
+              "simulated rows in memory); drop --blrt and choose K by --select bic (or aic, "
+              "sabic, caic, icl).",
+        "zh": "分区输入不支持 BLRT（它需要在内存中重拟合 N 行模拟数据）；请去掉 --blrt，"
+              "并用 --select bic（或 aic、sabic、caic、icl）选择 K。"},
+    "checks.partitioned_gof": {
+        "en": "The goodness-of-fit bootstrap (--gof-bootstrap) is not available for partitioned "
+              "input; drop --gof-bootstrap.",
+        "zh": "分区输入不支持拟合优度自助法（--gof-bootstrap）；请去掉 --gof-bootstrap。"},
+})
+
+
 def check_before_run(options: RunOptions) -> type[MixtureModel]:
     """Every check a run needs before it starts; returns the model class."""
     validate_task_name(options.task_name)
@@ -89,6 +108,18 @@ def check_partitioned_source(options: RunOptions) -> None:
     from ..data.partitions import PartitionedSource
 
     PartitionedSource.open(str(options.data))
+    from ..inference import SE_METHODS
+
+    for method in options.se_methods():
+        for name, value in SE_METHODS[method].partitioned_options.items():
+            if getattr(options, name) != value:
+                raise UsageError(t("checks.partitioned_option", method=method,
+                                   flag="--" + name.replace("_", "-"), value=value,
+                                   given=getattr(options, name)))
+    if options.enumerating and options.blrt > 0:
+        raise UsageError(t("checks.partitioned_tests"))
+    if options.gof_bootstrap > 0:
+        raise UsageError(t("checks.partitioned_gof"))
 
 
 def check_folder(flag: str, path: Path) -> None:

@@ -74,6 +74,10 @@ register({
     "enum.test_failed": {
         "en": "{test} of K = {a} against K = {b} could not be computed ({detail}).",
         "zh": "K = {a} 对 K = {b} 的 {test} 无法计算（{detail}）。"},
+    "enum.vlmr_partitioned": {
+        "en": "The VLMR/LMR tests were not computed: they need every row's scores in memory, "
+              "which partitioned input is not.",
+        "zh": "未计算 VLMR/LMR 检验：它们需要内存中每一行的得分，而分区输入不在内存中。"},
     "enum.module_missing": {
         "en": "{test} is not available in this installation ({module} cannot be imported); its columns stay empty.",
         "zh": "此安装中没有 {test}（无法导入 {module}）；相应列留空。"},
@@ -305,7 +309,8 @@ def _run_tests(prepared: Prepared, fits: Mapping[str, Any], options: RunOptions,
     small, big = prepared_for(prepared, options, a), prepared_for(prepared, options, b)
     fit_a, fit_b = fits["fits"][str(a)], fits["fits"][str(b)]
     notes = entry.setdefault("notes", [])
-    if options.vlmr and "vlmr" not in entry and vlmr_available() is None:
+    if options.vlmr and not options.partitioned and "vlmr" not in entry \
+            and vlmr_available() is None:
         from ..selection.vlmr import vlmr_test
 
         try:
@@ -416,6 +421,8 @@ def select_model(prepared: Prepared, fits: Mapping[str, Any], options: RunOption
     for name, on, available, module in wanted:
         if on and available() is not None:
             notes.append(t("enum.module_missing", test=name, module=module))
+    if options.vlmr and options.partitioned:
+        notes.append(t("enum.vlmr_partitioned"))
     rows = criteria_rows(prepared, fits, options)
     needs_executor = options.blrt > 0 and any("blrt" not in tests.get(k, {}) for k in keys)
     with phases._own_executor(options, executor, needs_executor) as executor:
@@ -448,7 +455,7 @@ def select_model(prepared: Prepared, fits: Mapping[str, Any], options: RunOption
 
 def _wanted_tests(options: RunOptions) -> list[str]:
     out = []
-    if options.vlmr and vlmr_available() is None:
+    if options.vlmr and not options.partitioned and vlmr_available() is None:
         out.append("vlmr")
     if options.blrt > 0 and blrt_available() is None:
         out.append("blrt")

@@ -150,27 +150,20 @@ def materialise_partitioned(record: dict[str, Any], options: RunOptions) -> Any:
 POSTERIORS_FOLDER = "posteriors"
 
 
-def _labelled_chunks(prepared: Any, options: RunOptions, partition: Any
-                     ) -> Any:
+def _labelled_chunks(prepared: Any, options: RunOptions, partition: Any) -> Any:
     """``(row labels, data dict)`` of each chunk of ``partition`` as the engines see it: the
     labels are the ``--id`` values of the kept rows, or their global 0-based row numbers."""
-    from ..data import partitions as parts
+    from ..data.partitions import kept_chunks
 
     record = prepared.record
     cls, family_options = _family(options)
-    columns = list(record["columns"])
-    weight_column = record.get("weight_column")
-    read = parts._read_columns(columns, weight_column)
-    if options.id is not None and options.id not in read:
-        read = read + [options.id]
-    for _, frame in parts.read_partition(partition, read, int(record["chunk_rows"])):
-        p = parts._prepare(frame, cls, family_options, str(options.data), partition.path,
-                           columns, weight_column)
-        if p.data is None or p.n_kept == 0:
-            continue
-        rows = p.rows if p.rows is not None else np.full(p.n_kept, -1, dtype=np.int64)
-        labels = frame.loc[rows, options.id].to_numpy() if options.id is not None else rows
-        yield labels, parts._conform(cls, p, record["meta"])
+    extra = (options.id,) if options.id is not None else ()
+    for rows, labels, data in kept_chunks(str(options.data), partition, cls, family_options,
+                                          record["meta"], int(record["chunk_rows"]),
+                                          columns=list(record["columns"]),
+                                          weight_column=record.get("weight_column"),
+                                          extra=extra):
+        yield (labels.iloc[:, 0].to_numpy() if labels is not None else rows), data
 
 
 def partitioned_conclusions(prepared: Any, params: dict[str, np.ndarray], options: RunOptions

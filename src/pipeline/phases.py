@@ -462,6 +462,9 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
                                   k=prepared.model.n_components if options.enumerating else None,
                                   checkpoint=_MethodCheckpoint(checkpoint, method, done, methods,
                                                                prepared.model))
+            keyword = SE_METHODS[method].sample_keyword
+            if prepared.partitioned and keyword is not None:   # e.g. classes aligned on it
+                kwargs[keyword] = prepared.sample
             result = SE_METHODS[method].function(prepared.model, prepared.data, params, **kwargs)
             done[method] = result.to_dict()
             checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
