@@ -129,3 +129,22 @@ def test_changed_files_are_refused_on_resume(tmp_path, inputs):
     assert proc.returncode != 0
     assert_one_sentence(proc.stderr)
     assert "--recompute-changed" in proc.stderr or "--restart" in proc.stderr
+
+
+def test_poisson_bootstrap_over_partitions_equals_the_in_memory_one(tmp_path, inputs):
+    """The Poisson bootstrap over a folder of files reweights the same rows as in memory, so its SEs agree with the one-file run's."""
+    mem, part = tmp_path / "mem", tmp_path / "part"
+    mem.mkdir(), part.mkdir()
+    se = ("--se-method", "bootstrap", "--bootstrap", "poisson", "--n-bootstrap", "4")
+    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *FAST, *se), 0)
+    check_rc(run_script(part, "--data", str(inputs / "parts"), *FAST, *se), 0)
+    a, b = _estimates(mem), _estimates(part)
+    np.testing.assert_allclose(b["se"], a["se"], rtol=1e-5)
+
+
+def test_nonparametric_bootstrap_on_partitions_is_refused(tmp_path, inputs):
+    """Asking partitioned input for the row-resampling bootstrap stops at once with one sentence naming --bootstrap poisson."""
+    proc = run_script(tmp_path, "--data", str(inputs / "parts"), "--se-method", "bootstrap")
+    assert proc.returncode != 0
+    assert_one_sentence(proc.stderr)
+    assert "--bootstrap poisson" in proc.stderr
