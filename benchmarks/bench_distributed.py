@@ -1,0 +1,554 @@
+"""EM over partitioned Parquet: in memory, streamed, on a Dask LocalCluster, against Spark MLlib.
+
+The data: N rows of the 10-dimensional, 5-component mixture of ``bench_gmm_vs_sklearn.py``
+(``full`` covariances), written once as ``--partitions`` Parquet files (``part-000.parquet``
+...; row groups of 65,536 rows; columns x1..x10 as float64) in a folder under ``--workdir``
+(kept for later runs; its disk use is reported).  Every engine starts from the same parameters
+(our ``gmm`` start 0 of the first 100,000 rows) and the same ``meta`` (columns and the
+column means), and runs the same EM iterations; each measurement runs in its own
+subprocess with BLAS at one thread.
+
+* ``inmemory``: the whole matrix in memory, one :func:`src.estimation.em.em_map` per
+  iteration (``chunk_size`` 4096): the reference.
+* ``streaming``: :class:`src.estimation.engines.StreamingEngine` (``chunk_rows`` 65,536) from
+  the files on every pass; its peak memory above the resident size after the imports and the
+  engine's set-up (``psutil`` sampled every 2 ms, and ``ru_maxrss``), at ``--sizes``.
+* ``dask``: :class:`src.parallel.dask_engine.DaskEngine` on a ``LocalCluster`` of 1 and of 2
+  worker processes (1 thread each), partitions loaded once on the workers (``persist``);
+  per iteration: wall time, and from the task stream each worker's busy time (so the
+  overhead = wall - the busiest worker's time), plus the engine's own submit / wait / reduce
+  split.
+* ``overhead``: the scaling simulation: tiny partitions (100 rows) so a pass is pure
+  overhead, P in {50, 100} partitions on W in {1, 2, 4, 8, 16} worker processes (fake
+  workers: 16 processes on 2 cores); a least-squares fit ``wall = a + b W + c P`` gives the
+  per-pass fixed cost, the broadcast cost per worker and the scheduling + reduce cost per
+  partition.  With the compute time per row measured on one worker, the model
+  ``T(W) = C N ceil(P/W) / P + a + b W + c P`` predicts a pass on 10-100 workers.
+* ``spark``: ``pyspark.ml.clustering.GaussianMixture`` (K=5, ``tol=0``) in local mode
+  (``local[2]``) on the same files (``VectorAssembler``, cached and counted first); time per
+  iteration = (fit with ``maxIter = 1 + m`` - fit with ``maxIter = 1``) / m.  Optional: needs
+  ``pyspark`` (the ``bench`` extra) and Java 17.
+
+Usage: ``python benchmarks/bench_distributed.py [--n 1e7] [--partitions 24] [--iters 3]
+[--sizes 1e6 1e7] [--spark-n 1e6] [--skip dask,spark,...] [--json F]``.  Results go to
+``benchmarks/out/distributed/`` (not in git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D, K, SEED, REG = 10, 5, 20261128, 1e-6
+ROW_GROUP = 65_536
+CHUNK_ROWS = 65_536
+COLUMNS = [f"x{j + 1}" for j in range(D)]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------- the data
+def mixture() -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The means, covariance Cholesky factors and weights of bench_gmm_vs_sklearn's mixture."""
+    rng = np.random.default_rng(SEED)
+    means = rng.normal(0.0, 0.8, size=(K, D))
+    chols = []
+    for _ in range(K):
+        A = rng.normal(size=(D, D))
+        chols.append(np.linalg.cholesky(0.2 * A @ A.T / D + np.eye(D)))
+    return means, chols, np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+
+
+def partition_rows(n: int, parts: int) -> list[int]:
+    """Rows of each of ``parts`` files (as equal as possible)."""
+    return [n // parts + (1 if p < n % parts else 0) for p in range(parts)]
+
+
+def write_data(folder: Path, n: int, parts: int) -> dict:
+    """The Parquet files of N rows (kept when a complete manifest says they are there)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        info = json.loads(manifest.read_text())
+        if info.get("n") == n and info.get("partitions") == parts:
+            return info
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    means, chols, weights = mixture()
+    sums = np.zeros(D)
+    t0 = time.perf_counter()
+    for p, rows in enumerate(partition_rows(n, parts)):
+        rng = np.random.default_rng([SEED, p])
+        X = np.empty((rows, D))
+        z = rng.choice(K, size=rows, p=weights)
+        e = rng.normal(size=(rows, D))
+        for k in range(K):
+            sel = z == k
+            X[sel] = means[k] + e[sel] @ chols[k].T
+        sums += X.sum(axis=0)
+        table = pa.table({c: X[:, j] for j, c in enumerate(COLUMNS)})
+        pq.write_table(table, folder / f"part-{p:03d}.parquet", row_group_size=ROW_GROUP)
+    info = {"n": n, "partitions": parts, "shift": list(sums / n), "columns": COLUMNS,
+            "bytes_on_disk": sum(f.stat().st_size for f in folder.glob("*.parquet")),
+            "bytes_in_memory": n * D * 8, "write_seconds": time.perf_counter() - t0}
+    manifest.write_text(json.dumps(info))
+    return info
+
+
+# --------------------------------------------------------------- inside the children
+def _model(info: dict):
+    sys.path.insert(0, str(ROOT))
+    from src.models.gmm import GaussianMixtureModel
+
+    model = GaussianMixtureModel(K, covariance="full", reg_covar=REG)
+    model.setup({"columns": info["columns"], "shift": info["shift"]})
+    return model
+
+
+def _params(path: str) -> dict:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+class ArrowReader:
+    """A plain pyarrow reader of the files (x1..x10 as ``X``), used only when the project's
+    partitioned source (``src.data.partitions``) is not there."""
+
+    def __init__(self, folder: str, chunk_rows: int) -> None:
+        self.files = sorted(str(p) for p in Path(folder).glob("*.parquet"))
+        self.chunk_rows = chunk_rows
+
+    @property
+    def n_partitions(self) -> int:
+        return len(self.files)
+
+    def chunks(self, index: int):
+        import pyarrow.parquet as pq
+        for batch in pq.ParquetFile(self.files[index]).iter_batches(batch_size=self.chunk_rows,
+                                                                    columns=COLUMNS):
+            yield {"X": np.stack([c.to_numpy() for c in batch.columns], axis=1)}
+
+    def counts(self):
+        import pyarrow.parquet as pq
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files), None
+
+    @property
+    def n_rows(self) -> int:
+        return self.counts()[0]
+
+    def nbytes(self) -> int:
+        return self.n_rows * D * 8
+
+
+def reader_of(folder: str, info: dict, chunk_rows: int):
+    """``(reader, kind)``: the project's Parquet partitions when they exist, else ArrowReader."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from src.data.partitions import PartitionedSource
+    except ImportError:
+        return ArrowReader(folder, chunk_rows), "arrow-fallback"
+    from src.estimation.engines import ParquetPartitions
+    from src.models.gmm import GaussianMixtureModel
+    source = PartitionedSource.open(folder)
+    meta = {"columns": info["columns"], "shift": info["shift"], "n_dropped": 0}
+    return ParquetPartitions(source, GaussianMixtureModel, {"covariance": "full"}, meta,
+                             chunk_rows, columns=COLUMNS), "project"
+
+
+class PeakRSS:
+    """The largest resident set size seen by a thread sampling every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.002) -> None:
+        import psutil
+        self.proc, self.every, self.peak = psutil.Process(), every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self.proc.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _iterate(step, params: dict, iters: int) -> tuple[list[float], float]:
+    """``iters`` timed EM iterations ``params <- step(params)``; (seconds each, last loglik)."""
+    times, ll = [], float("nan")
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        params, ll = step(params)
+        times.append(time.perf_counter() - t0)
+    return times, ll
+
+
+def child_inmemory(cfg: dict) -> dict:
+    import pyarrow.parquet as pq
+    from threadpoolctl import threadpool_limits
+    info = cfg["info"]
+    model = _model(info)
+    from src.estimation.em import em_map
+    files = sorted(Path(cfg["folder"]).glob("*.parquet"))
+    X = np.empty((info["n"], D))
+    a = 0
+    for f in files:
+        t = pq.read_table(f, columns=COLUMNS)
+        X[a:a + t.num_rows] = np.stack([c.to_numpy() for c in t.columns], axis=1)
+        a += t.num_rows
+    data = {"X": X}
+    with threadpool_limits(1):
+        times, ll = _iterate(lambda p: em_map(model, data, p, 4096), _params(cfg["params"]),
+                             cfg["iters"])
+    return {"seconds": times, "loglik": ll}
+
+
+def child_streaming(cfg: dict) -> dict:
+    """Peak memory above the RSS after imports and set-up: of the first pass (the scan:
+    validation, row counts, meta) and of the EM passes; time of each."""
+    import pyarrow.parquet  # noqa: F401  (imported before the baseline, as the reader needs it)
+    import psutil
+    from threadpoolctl import threadpool_limits
+    info = cfg["info"]
+    model = _model(info)
+    from src.estimation.engines import StreamingEngine, engine_em_map
+    reader, kind = reader_of(cfg["folder"], info, cfg["chunk_rows"])
+    engine = StreamingEngine(reader, None, {}, None, n_obs=info["n"])
+    params = _params(cfg["params"])
+    out: dict = {"reader": kind, "chunk_bytes": cfg["chunk_rows"] * D * 8}
+    base = psutil.Process().memory_info().rss
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if kind == "project":
+        from src.data.partitions import PartitionedSource, scan
+        from src.models.gmm import GaussianMixtureModel
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            scanned = scan(PartitionedSource.open(cfg["folder"]), GaussianMixtureModel, {},
+                           chunk_rows=cfg["chunk_rows"], columns=COLUMNS)
+            out["scan_seconds"] = time.perf_counter() - t0
+        out["scan_peak_above_setup"] = peak.peak - base
+        out["scan_n_obs"] = scanned.n_obs
+        del scanned
+    with threadpool_limits(1), PeakRSS() as peak:
+        times, ll = _iterate(lambda p: engine_em_map(model, engine, p), params, cfg["iters"])
+    maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out.update(seconds=times, loglik=ll, rss_after_setup=base,
+               peak_above_setup_sampled=peak.peak - base, maxrss_before=maxrss_before,
+               maxrss_after=maxrss_after, peak_above_setup_maxrss=max(0, maxrss_after - base))
+    return out
+
+
+def _busy(stream: list[dict], prefix: str) -> dict[str, float]:
+    """Seconds each worker spent computing tasks whose key contains ``prefix``."""
+    out: dict[str, float] = {}
+    for task in stream:
+        if prefix not in str(task["key"]):
+            continue
+        spent = sum(s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute")
+        out[task["worker"]] = out.get(task["worker"], 0.0) + spent
+    return out
+
+
+def child_dask(cfg: dict) -> dict:
+    import distributed
+    info = cfg["info"]
+    model = _model(info)
+    from src.parallel.dask_engine import DaskEngine
+    from src.estimation.engines import engine_em_map
+    reader, kind = reader_of(cfg["folder"], info, cfg["chunk_rows"])
+    t0 = time.perf_counter()
+    cluster = distributed.LocalCluster(n_workers=cfg["workers"], threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
+    client = distributed.Client(cluster)
+    start = time.perf_counter() - t0
+    try:
+        with DaskEngine(client, reader, n_obs=info["n"], persist=True) as engine:
+            params = _params(cfg["params"])
+            t0 = time.perf_counter()
+            params, _ = engine_em_map(model, engine, params)   # loads the partitions
+            first = time.perf_counter() - t0
+            engine.timings.update(submit=0.0, wait=0.0, reduce=0.0, passes=0)
+            passes = []
+            for _ in range(cfg["iters"]):
+                with distributed.get_task_stream(client) as ts:
+                    t0 = time.perf_counter()
+                    params, ll = engine_em_map(model, engine, params)
+                    wall = time.perf_counter() - t0
+                busy = _busy(ts.data, "-stats-")
+                passes.append({"wall": wall, "busy": busy, "overhead": wall - max(busy.values())})
+            timings = dict(engine.timings)
+    finally:
+        client.close()
+        cluster.close()
+    return {"cluster_start": start, "first_pass_with_load": first, "passes": passes,
+            "timings": timings, "loglik": ll, "reader": kind}
+
+
+def child_overhead(cfg: dict) -> dict:
+    import distributed
+    from threadpoolctl import threadpool_limits
+    info = cfg["info"]
+    model = _model(info)
+    from src.estimation.engines import MemoryPartitions
+    from src.parallel.dask_engine import DaskEngine
+    params = _params(cfg["params"])
+    rng = np.random.default_rng(1)
+    rows = []
+    cluster = distributed.LocalCluster(n_workers=cfg["workers"], threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        for P in cfg["P"]:
+            reader = MemoryPartitions([{"X": rng.normal(size=(cfg["rows"], D))} for _ in range(P)])
+            with DaskEngine(client, reader, n_obs=P * cfg["rows"], persist=True) as engine, \
+                    threadpool_limits(1):
+                engine.reduce_stats(model, params)
+                engine.reduce_stats(model, params)
+                engine.timings.update(submit=0.0, wait=0.0, reduce=0.0, passes=0)
+                walls = []
+                for _ in range(cfg["repeats"]):
+                    t0 = time.perf_counter()
+                    engine.reduce_stats(model, params)
+                    walls.append(time.perf_counter() - t0)
+                tm = engine.timings
+                rows.append({"W": cfg["workers"], "P": P, "wall": statistics.median(walls),
+                             "submit": tm["submit"] / tm["passes"],
+                             "reduce": tm["reduce"] / tm["passes"],
+                             "wait": tm["wait"] / tm["passes"]})
+    finally:
+        client.close()
+        cluster.close()
+    return {"rows": rows}
+
+
+def child_spark(cfg: dict) -> dict:
+    os.environ.setdefault("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+    from pyspark.ml.clustering import GaussianMixture
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import SparkSession
+    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", cfg["driver_memory"])
+             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        frame = spark.read.parquet(str(Path(cfg["folder"]) / "*.parquet"))
+        df = VectorAssembler(inputCols=COLUMNS, outputCol="features").transform(frame) \
+            .select("features").cache()
+        t0 = time.perf_counter()
+        n = df.count()
+        load = time.perf_counter() - t0
+        out = {"n": n, "load_and_cache": load, "partitions": df.rdd.getNumPartitions(), "fits": []}
+        GaussianMixture(k=K, maxIter=1, tol=0.0, seed=SEED).fit(df)   # warm-up (JIT, caches)
+        per = []
+        for _ in range(cfg.get("rounds", 2)):
+            pair = []
+            for iters in (1, 1 + cfg["iters"]):
+                gm = GaussianMixture(k=K, maxIter=iters, tol=0.0, seed=SEED)
+                t0 = time.perf_counter()
+                fitted = gm.fit(df)
+                pair.append({"seconds": time.perf_counter() - t0,
+                             "iterations": fitted.summary.numIter,
+                             "loglik": fitted.summary.logLikelihood})
+            out["fits"] += pair
+            per.append((pair[1]["seconds"] - pair[0]["seconds"])
+                       / (pair[1]["iterations"] - pair[0]["iterations"]))
+        out["per_iteration_rounds"] = per
+        out["per_iteration"] = statistics.median(per)
+        out["spark_version"] = spark.version
+        return out
+    finally:
+        spark.stop()
+
+
+CHILDREN = {"inmemory": child_inmemory, "streaming": child_streaming, "dask": child_dask,
+            "overhead": child_overhead, "spark": child_spark}
+
+
+# ----------------------------------------------------------------------- the parent
+def run_child(kind: str, cfg: dict) -> dict:
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(cfg)], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["child_seconds"] = time.perf_counter() - t0
+    out["load_average_1min_after"] = os.getloadavg()[0]
+    return out
+
+
+def start_params_file(folder: Path, info: dict, path: Path) -> None:
+    """Our gmm start 0 of the first 100,000 rows of the first file, saved for every child."""
+    import pyarrow.parquet as pq
+    sys.path.insert(0, str(ROOT))
+    from src.estimation.em import start_params
+    t = pq.read_table(sorted(folder.glob("*.parquet"))[0], columns=COLUMNS)
+    X = np.stack([c.to_numpy() for c in t.columns], axis=1)[:100_000]
+    params = start_params(_model(info), {"X": X}, SEED, 0)
+    np.savez(path, **params)
+
+
+def scaling_model(sim: list[dict], compute_per_row: float, ns: list[float]) -> dict:
+    """Least squares ``wall = a + b W + c P`` on the simulation, and the predicted pass times."""
+    A = np.array([[1.0, r["W"], r["P"]] for r in sim])
+    y = np.array([r["wall"] for r in sim])
+    (a, b, c), *_ = np.linalg.lstsq(A, y, rcond=None)
+    resid = y - A @ np.array([a, b, c])
+    pred = {}
+    for n in ns:
+        for W in (1, 2, 10, 20, 50, 100):
+            P = max(24, 2 * W)
+            compute = compute_per_row * n * math.ceil(P / W) / P
+            pred[f"N={n:.0e},W={W}"] = {"P": P, "compute": compute, "overhead": a + b * W + c * P,
+                                        "total": compute + a + b * W + c * P,
+                                        "speedup_vs_1": None}
+        one = pred[f"N={n:.0e},W=1"]["total"]
+        for W in (1, 2, 10, 20, 50, 100):
+            row = pred[f"N={n:.0e},W={W}"]
+            row["speedup_vs_1"] = one / row["total"]
+    return {"a_fixed": a, "b_per_worker": b, "c_per_partition": c,
+            "residual_max": float(np.max(np.abs(resid))), "compute_per_row": compute_per_row,
+            "predictions": pred}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=float, default=1e7)
+    ap.add_argument("--partitions", type=int, default=24)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--sizes", type=float, nargs="*", default=[1e6, 1e7])
+    ap.add_argument("--spark-n", type=float, default=None, help="rows for Spark (default --n)")
+    ap.add_argument("--spark-memory", default="8g")
+    ap.add_argument("--skip", default="")
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/bench_distributed"))
+    ap.add_argument("--json", default=str(ROOT / "benchmarks/out/distributed/results.json"))
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    n = int(args.n)
+    if args.spark_n is None:
+        args.spark_n = n
+    work = Path(args.workdir)
+    sizes = sorted({int(s) for s in args.sizes} | {n})
+    datasets = {}
+    rows_per_file = n / args.partitions   # smaller sets: files of the same size, fewer
+    for size in sizes + ([int(args.spark_n)] if "spark" not in skip else []):
+        if size not in datasets:
+            parts = args.partitions if size == n else max(1, round(size / rows_per_file))
+            datasets[size] = (work / f"n{size:.0e}", write_data(work / f"n{size:.0e}", size, parts))
+    folder, info = datasets[n]
+    params = work / "start.npz"
+    start_params_file(folder, info, params)
+    results: dict = {"n": n, "partitions": args.partitions, "iters": args.iters,
+                     "data": {f"{k:.0e}": v[1] for k, v in datasets.items()}, "cpu": os.cpu_count()}
+
+    def cfg(size: int, **more) -> dict:
+        f, i = datasets[size]
+        return {"folder": str(f), "info": i, "params": str(params), "iters": args.iters,
+                "chunk_rows": CHUNK_ROWS, **more}
+
+    def show(name: str, value) -> None:
+        print(f"{name}: {json.dumps(value, default=str)[:600]}", flush=True)
+
+    if "inmemory" not in skip:
+        results["inmemory"] = run_child("inmemory", cfg(n))
+        show("inmemory", results["inmemory"])
+    if "streaming" not in skip:
+        results["streaming"] = {f"{s:.0e}": run_child("streaming", cfg(s)) for s in sizes}
+        show("streaming", results["streaming"])
+    if "dask" not in skip:
+        results["dask"] = {str(w): run_child("dask", cfg(n, workers=w)) for w in (1, 2)}
+        show("dask", results["dask"])
+    if "overhead" not in skip:
+        sim = []
+        for w in (1, 2, 4, 8, 16):
+            sim += run_child("overhead", cfg(n, workers=w, P=[50, 100], rows=100,
+                                             repeats=5))["rows"]
+        results["overhead"] = sim
+        show("overhead", sim)
+    if "spark" not in skip:
+        try:
+            import pyspark  # noqa: F401
+            results["spark"] = run_child("spark", cfg(int(args.spark_n),
+                                                      driver_memory=args.spark_memory))
+        except Exception as exc:   # documented in the results, not fatal
+            results["spark"] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
+        show("spark", results["spark"])
+    summarise(results)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=str))
+    print(f"written {out}")
+
+
+def summarise(r: dict) -> None:
+    """Ratios and the scaling model, added to ``r["summary"]`` and printed."""
+    s: dict = {}
+    per = lambda times: statistics.median(times)  # noqa: E731
+    if "inmemory" in r:
+        s["inmemory_s_per_iter"] = per(r["inmemory"]["seconds"])
+    if "streaming" in r:
+        for size, row in r["streaming"].items():
+            s[f"streaming_{size}_s_per_iter"] = per(row["seconds"])
+            s[f"streaming_{size}_peak_above_setup_mb"] = row["peak_above_setup_sampled"] / 2**20
+            s[f"streaming_{size}_peak_in_chunks"] = row["peak_above_setup_sampled"] / row["chunk_bytes"]
+        big = f"{r['n']:.0e}"
+        if "inmemory" in r and big in r["streaming"]:
+            s["streaming_over_inmemory"] = s[f"streaming_{big}_s_per_iter"] / s["inmemory_s_per_iter"]
+        peaks = [row["peak_above_setup_sampled"] for row in r["streaming"].values()]
+        if len(peaks) > 1:
+            s["streaming_peak_ratio_largest_smallest"] = peaks[-1] / peaks[0]
+    if "dask" in r:
+        for w, row in r["dask"].items():
+            s[f"dask_{w}w_s_per_iter"] = per([p["wall"] for p in row["passes"]])
+            s[f"dask_{w}w_overhead_s"] = per([p["overhead"] for p in row["passes"]])
+            tm = row["timings"]
+            s[f"dask_{w}w_submit_s"] = tm["submit"] / max(tm["passes"], 1)
+            s[f"dask_{w}w_reduce_s"] = tm["reduce"] / max(tm["passes"], 1)
+        if "1" in r["dask"] and "2" in r["dask"]:
+            s["dask_speedup_2_over_1"] = s["dask_1w_s_per_iter"] / s["dask_2w_s_per_iter"]
+            busy = [sum(p["busy"].values()) for p in r["dask"]["1"]["passes"]]
+            compute_per_row = per(busy) / r["n"]
+            if "overhead" in r:
+                s["scaling"] = scaling_model(r["overhead"], compute_per_row, [1e7, 1e8])
+    if "spark" in r and "per_iteration" in r["spark"]:
+        s["spark_s_per_iter"] = r["spark"]["per_iteration"]
+        key = f"streaming_{r['spark']['n']:.0e}_s_per_iter"
+        if key in s:
+            s["ours_streaming_over_spark"] = s[key] / s["spark_s_per_iter"]
+        if r["spark"]["n"] == r["n"]:
+            for name in ("inmemory_s_per_iter", "dask_1w_s_per_iter", "dask_2w_s_per_iter"):
+                if name in s:
+                    s[f"ours_{name[:-11]}_over_spark"] = s[name] / s["spark_s_per_iter"]
+    r["summary"] = s
+    print(json.dumps(s, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+        result = CHILDREN[sys.argv[2]](json.loads(sys.argv[3]))
+        print(json.dumps(result, default=float))
+    else:
+        main()
