@@ -148,3 +148,20 @@ def test_nonparametric_bootstrap_on_partitions_is_refused(tmp_path, inputs):
     assert proc.returncode != 0
     assert_one_sentence(proc.stderr)
     assert "--bootstrap poisson" in proc.stderr
+
+
+def test_class_enumeration_over_partitions_matches_in_memory(tmp_path, inputs):
+    """Fitting K = 1..2 over a folder of files gives the one-file run's criteria and choice (VLMR skipped with a note)."""
+    mem, part = tmp_path / "mem", tmp_path / "part"
+    mem.mkdir(), part.mkdir()
+    args = (*FAST, "--components", "1-2")
+    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *args), 0)
+    check_rc(run_script(part, "--data", str(inputs / "parts"), *args), 0)
+    a = pd.read_csv(results_dir(mem) / "enumeration.csv")
+    b = pd.read_csv(results_dir(part) / "enumeration.csv")
+    for col in ("loglik", "bic", "icl", "entropy"):
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-9)
+    assert list(b["selected"]) == list(a["selected"])
+    assert b["vlmr_p"].isna().all() and not a["vlmr_p"].isna().all()
+    assert any("VLMR/LMR tests were not computed" in n
+               for n in fit_json(part)["selection"]["notes"])

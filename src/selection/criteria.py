@@ -40,7 +40,12 @@ CRITERIA = ("aic", "bic", "sabic", "caic", "icl")
 
 
 def n_of(data: Data) -> float:
-    """The n of the criteria: the rows of ``data``, or the sum of their weights."""
+    """The n of the criteria: the rows of ``data``, or the sum of their weights (``data``
+    may be a row engine over partitions)."""
+    from ..estimation.em import is_engine, n_observations
+
+    if is_engine(data):
+        return float(n_observations(data))
     rows, w = split_weight(data)
     return float(next(iter(rows.values())).shape[0]) if w is None else float(w.sum())
 
@@ -64,7 +69,15 @@ def classification(model: MixtureModel, data: Data, params: Params,
                    chunk_size: int = 4096) -> dict[str, float]:
     """``{"entropy_sum": EN, "modal_log_sum": sum_i ln tau_{i,c(i)}, "n_obs"}`` from the
     posteriors of ``params``, chunk by chunk (``tau ln tau`` is 0 where ``tau`` is 0); with
-    row weights the sums are weighted and ``n_obs`` is their sum."""
+    row weights the sums are weighted and ``n_obs`` is their sum.  Over a row engine's
+    partitions: each partition's sums, added in partition order."""
+    from ..estimation.em import is_engine
+
+    if is_engine(data):
+        en, modal = 0.0, 0.0
+        for part in data.map_partitions(_classification_of_chunks, model, params):
+            en, modal = en + part["entropy_sum"], modal + part["modal_log_sum"]
+        return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n_of(data)}
     rows, w = split_weight(data)
     n = int(next(iter(rows.values())).shape[0])
     en, modal = 0.0, 0.0
@@ -83,6 +96,16 @@ def classification(model: MixtureModel, data: Data, params: Params,
             en -= float(wa @ ent.sum(axis=1))
             modal += float(wa @ log_tau.max(axis=1))
     return {"entropy_sum": en, "modal_log_sum": modal, "n_obs": n if w is None else float(w.sum())}
+
+
+def _classification_of_chunks(chunks: Any, model: MixtureModel, params: Params) -> dict[str, float]:
+    """:func:`classification` of one partition's chunks (a row engine maps it)."""
+    en, modal = 0.0, 0.0
+    for chunk in chunks:
+        n = int(next(iter(split_weight(chunk)[0].values())).shape[0])
+        part = classification(model, chunk, params, max(n, 1))
+        en, modal = en + part["entropy_sum"], modal + part["modal_log_sum"]
+    return {"entropy_sum": en, "modal_log_sum": modal}
 
 
 def criteria(model: MixtureModel, data: Data, params: Params, *, loglik: float,
