@@ -165,3 +165,35 @@ def test_class_enumeration_over_partitions_matches_in_memory(tmp_path, inputs):
     assert b["vlmr_p"].isna().all() and not a["vlmr_p"].isna().all()
     assert any("VLMR/LMR tests were not computed" in n
                for n in fit_json(part)["selection"]["notes"])
+
+
+def test_lca_goodness_of_fit_over_partitions_equals_in_memory(tmp_path):
+    """poLCA's carcinoma data split into two files give the one-file run's G2, X2 and bivariate residuals (the pattern table summed over partitions)."""
+    from tests.helpers import ROOT
+
+    frame = pd.read_csv(ROOT / "tests" / "reference" / "carcinoma.csv")
+    (tmp_path / "d").mkdir()
+    frame.to_parquet(tmp_path / "all.parquet")
+    frame.iloc[:60].to_parquet(tmp_path / "d" / "a.parquet")
+    frame.iloc[60:].to_parquet(tmp_path / "d" / "b.parquet")
+    mem, part = tmp_path / "mem", tmp_path / "part"
+    mem.mkdir(), part.mkdir()
+    args = ("--model", "lca", *FAST)
+    check_rc(run_script(mem, "--data", str(tmp_path / "all.parquet"), *args), 0)
+    check_rc(run_script(part, "--data", str(tmp_path / "d"), *args), 0)
+    a, b = fit_json(mem), fit_json(part)
+    assert b["goodness_of_fit"]["g2"] == pytest.approx(a["goodness_of_fit"]["g2"], rel=1e-9)
+    assert b["goodness_of_fit"]["x2"] == pytest.approx(a["goodness_of_fit"]["x2"], rel=1e-9)
+    assert b["goodness_of_fit"]["n_patterns"] == a["goodness_of_fit"]["n_patterns"] == 20
+    assert json_close(a["bivariate_residuals"], b["bivariate_residuals"])
+
+
+def json_close(a, b, rel: float = 1e-9) -> bool:
+    """Two JSON values equal, numbers to ``rel``."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(json_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(json_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, nan_ok=True)
+    return a == b

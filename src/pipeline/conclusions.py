@@ -34,8 +34,9 @@ from ..output.estimates import interval_summary, primary_method
 from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
 from ..selection.blrt import FIT_OPTION_KEYS
 
-#: the family summaries computed for partitioned input: those that need no pass over every
-#: row (LCA's goodness of fit needs the whole response-pattern table: not yet over partitions)
+#: the family summaries computed for partitioned input by a family whose rows do not group
+#: into a pattern table (those needing no pass over the rows); LCA's goodness of fit gets the
+#: whole pattern table (:func:`src.pipeline.partitioned.pattern_table`)
 ROW_FREE_SUMMARIES = ("sd_correlation",)
 from .phases import Prepared
 
@@ -82,8 +83,11 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
 
         out.json["classification"], out.json["posteriors"] = partitioned_conclusions(
             prepared, params, options)
-        data = prepared.sample   # the summaries and figures: the sample's rows
+        data = prepared.sample   # the figures: the sample's rows
         post = posteriors_of(model, data, params, chunk)
+        from .partitioned import pattern_table
+
+        table = pattern_table(prepared)   # LCA: every row as answer patterns with counts
     else:
         post = posteriors_of(model, data, params, chunk)
         out.json["classification"] = classification_summary(model, data, params,
@@ -96,9 +100,11 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         def progress(index: int, status: str, done: int, total: int) -> None:
             reporter.unit("G2/X2", done, total, kind="replicate", k=k)
     B = options.gof_bootstrap if gof_bootstrap_replicates is None else gof_bootstrap_replicates
+    summary_data, names = data, None
+    if prepared.partitioned:
+        summary_data, names = (table, None) if table is not None else (data, ROW_FREE_SUMMARIES)
     out.json.update(model_summaries(
-        model, data, params, n_params=int(fit["n_params"]),
-        names=ROW_FREE_SUMMARIES if prepared.partitioned else None,
+        model, summary_data, params, n_params=int(fit["n_params"]), names=names,
         se=se[primary] if primary is not None else None, ci_level=options.ci_level,
         seed=options.seed, gof_replicates=B,
         fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
