@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..inference.classification import Posteriors, as_posteriors, responsibility_chunks
-from ..models.base import Data, MixtureModel, Params
+if TYPE_CHECKING:  # imported where used: the drawing process writes posteriors.csv too
+    from ..inference.classification import Posteriors
+    from ..models.base import Data, MixtureModel, Params
 
-__all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "write_posteriors_parquet",
-           "part_name"]
+__all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "csv_of_posteriors",
+           "write_posteriors_parquet", "part_name"]
 
 #: the file name in the results folder
 POSTERIORS_CSV = "posteriors.csv"
@@ -127,17 +128,53 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     their shortest round-trip text (``0.25``, ``1``, ``1e-7`` style: read back, every value
     is the float64 the model computed), text ids unquoted unless one of them holds a comma,
     a quote or a line end (then every text id is quoted), a missing id empty.
+
+    When the run sent this file to the drawing process (:mod:`.background`: the same model
+    and data objects, equal estimate, posteriors, ids, id column and chunk size), its bytes
+    are taken from there (they are the bytes written here).
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    from ..inference.classification import as_posteriors, responsibility_chunks
 
     n = int(next(iter(data.values())).shape[0])
     labels = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
     if labels.shape[0] != n:
         raise ValueError(f"{labels.shape[0]} ids for {n} rows")
-    if resp is not None and as_posteriors(resp).n_rows != n:
-        raise ValueError(f"posteriors of {as_posteriors(resp).n_rows} rows for {n} rows")
     K = int(model.n_components)
+    if resp is None:
+        return _csv(labels, K, id_column, responsibility_chunks(model, data, params, chunk_size))
+    post = as_posteriors(resp)
+    if post.n_rows != n:
+        raise ValueError(f"posteriors of {post.n_rows} rows for {n} rows")
+    from . import background
+
+    done = background.collect_posteriors_csv(model, data, params, labels, id_column,
+                                             int(chunk_size), post)
+    if done is not None:
+        return done
+    background._LAST[background.CSV_ITEM] = "here"
+    return csv_of_posteriors(labels, post.tau, post.inverse, id_column, chunk_size)
+
+
+def csv_of_posteriors(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
+                      id_column: str | None = None, chunk_size: int = 4096) -> bytes:
+    """:func:`posteriors_csv` of given posteriors as plain arrays: ``tau`` (n, K) one row per
+    data row, or (m, K) per pattern with ``inverse`` (n,) naming each row's pattern (as
+    :class:`~src.inference.classification.Posteriors` holds them); ``labels`` (n,)."""
+    size = max(int(chunk_size), _WRITE_ROWS)
+    n = labels.shape[0]
+
+    def chunks() -> Iterator[tuple[int, np.ndarray]]:
+        for a in range(0, n, size):
+            yield a, (tau[a:a + size] if inverse is None else tau[inverse[a:a + size]])
+
+    return _csv(labels, int(tau.shape[1]), id_column, chunks())
+
+
+def _csv(labels: np.ndarray, K: int, id_column: str | None,
+         chunks: Iterable[tuple[int, np.ndarray]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     header = ",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n"
     sink = pa.BufferOutputStream()
     sink.write(header.encode("utf-8"))
@@ -146,8 +183,6 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     options = pacsv.WriteOptions(include_header=False, quoting_style=quoting, eol="\n")
     writer = None
     try:
-        chunks = (responsibility_chunks(model, data, params, chunk_size) if resp is None
-                  else as_posteriors(resp).chunks(max(int(chunk_size), _WRITE_ROWS)))
         for a, tau in chunks:
             table = _table(K, id_all.slice(a, tau.shape[0]), tau)
             if writer is None:
@@ -182,6 +217,8 @@ def write_posteriors_parquet(parts: Iterable[tuple[Sequence[Any] | np.ndarray, D
     the folder holds exactly this result.
     """
     import pyarrow.parquet as pq
+
+    from ..inference.classification import responsibility_chunks
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -58,12 +58,12 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
     (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several.
 
-    With plots and one K the figures are drawn in a second process
-    (:mod:`src.output.plots.background`): started here, before the data are read, so
-    matplotlib is imported on another core meanwhile; sent the figures as soon as the
-    estimate is known, so they are drawn while the standard errors are computed; ended
-    when the run leaves, whichever way."""
-    from ..output.plots import background as drawing
+    With plots and one K the figures (and posteriors.csv) are made in a second process
+    (:mod:`src.output.background`): started here, before the data are read, so matplotlib
+    is imported on another core meanwhile; sent the posteriors and figures' inputs as soon
+    as the estimate is known, so they are made while the standard errors are computed;
+    ended when the run leaves, whichever way."""
+    from ..output import background as drawing
 
     several = options.enumerating
     draw_ahead = options.plots and not several
@@ -97,9 +97,14 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                                      phases.estimate_model),
                                           prepared, options, tracker, reporter, executor,
                                           **_reuse(tracker, "model_estimation", several))
-            if draw_ahead and output_due:  # drawn while the standard errors are computed
-                drawing.submit_fit(prepared.model, prepared.data, fit["params"],
-                                   options.chunk_size)
+            if draw_ahead and output_due:  # made while the standard errors are computed
+                if prepared.partitioned:   # (posteriors/ is written in the output phase)
+                    drawing.submit_fit(prepared.model, prepared.sample, fit["params"],
+                                       options.chunk_size)
+                else:
+                    drawing.submit_fit(prepared.model, prepared.data, fit["params"],
+                                       options.chunk_size, row_labels=prepared.row_labels,
+                                       id_column=prepared.id_column)
             selection = None
             if several:
                 selection = resume_estimation_phase(tracker, "model_selection",

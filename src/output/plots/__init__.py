@@ -4,8 +4,8 @@ no backend is chosen for the caller) and returned as PNG bytes.
 The PNG carries no date and no software version, and every figure is drawn under
 matplotlib's default settings (a user's ``matplotlibrc`` is ignored), so the same numbers
 give the same bytes: a resumed run's figures are byte-identical to an uninterrupted run's,
-and a figure drawn in the drawing process (:mod:`.background`) to one drawn here.  Figure
-text is English (the bundled font has no Chinese glyphs; a CJK font, when installed, is
+and a figure drawn in the drawing process (:mod:`src.output.background`) to one drawn
+here.  Figure text is English (the bundled font has no Chinese glyphs; a CJK font, when installed, is
 used for column and item names); captions follow ``--lang``.
 
 One call gives every figure of a fit: :func:`figures` ``(model, data, params, resp)`` ->
@@ -33,7 +33,8 @@ Each figure is a *spec* (:mod:`.spec`: plain arrays and names gathered in the ru
 drawing function; :mod:`.layout` holds what the drawings share (margins fixed from
 measured text, points as markers).  A run with plots starts the drawing process as it
 begins (matplotlib is imported there, on another core, while the data are read and the model
-fitted), sends it the specs as soon as the estimate is known (:func:`.background.submit`),
+fitted), sends it the specs as soon as the estimate is known
+(:func:`src.output.background.submit_fit`),
 and :func:`figures` collects the PNGs it drew meanwhile; drawn here when the process is
 not there or failed.
 
@@ -212,15 +213,15 @@ def figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.
     ``posterior.png``.  Write ``plot.png`` bytes as they are; ``plot.caption`` is in the
     current language.
 
-    When the run sent these figures to the drawing process (:func:`.background.submit`,
-    the same model and data objects, equal estimate and posteriors), its PNGs are taken
+    When the run sent these figures to the drawing process
+    (:func:`src.output.background.submit`, the same model and data objects, equal estimate and posteriors), its PNGs are taken
     (waiting for them if need be); otherwise, or when it failed, they are drawn here.
     """
-    from . import background
+    from .. import background
 
-    done = background.collect(model, data, params, resp)
+    done = background.collect_figures(model, data, params, resp)
     if done is not None:
         return done
-    background._LAST[0] = "here"
+    background._LAST["figures"] = "here"
     _preloaded()
     return {name: render(spec) for name, spec in figure_specs(model, data, params, resp).items()}

@@ -6,7 +6,7 @@ and legends (no ``tight_layout``, which lays every tick out once more).  Points 
 markers of one colour per class in interleaved batches (Agg stamps a marker; a scatter
 collection rasterises each point).  Nothing here imports matplotlib at module level: the
 modules are imported where a figure is drawn (in the run, or in the drawing process of
-:mod:`.background`).
+:mod:`src.output.background`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and the caption in the current language -- and a drawing function (``DRAW[kind]`
 ``meta`` and ``arrays`` into PNG bytes.  The drawing functions compute what they need from the
 arrays themselves (subsamples, histograms, ranges), so a spec carries raw arrays and the
 run does little work; drawn in this process or in the drawing process
-(:mod:`.background`), the same spec gives the same bytes.
+(:mod:`src.output.background`), the same spec gives the same bytes.
 
 :func:`pack` / :func:`unpack`: a JSON header and the arrays' raw bytes (little-endian
 numeric dtypes only, no pickle), so the receiving side runs no code it was sent.

@@ -1,6 +1,6 @@
-"""The drawing process (src/output/plots/background.py): figures drawn there are the bytes
-drawn in the run, a dead or missing helper falls back to drawing in the run, it never
-outlives the run (SIGKILL included), and the spec messages carry numbers only."""
+"""The drawing process (src/output/background.py): figures drawn and posteriors.csv written
+there are the bytes made in the run, a dead or missing helper falls back to making them in
+the run, it never outlives the run (SIGKILL included), and its messages carry numbers only."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from src.inference.classification import posteriors_of
 from src.models.gmm import GaussianMixtureModel
 from src.models.lca import LatentClassModel
 from src.models.mixreg import MixtureRegressionModel
-from src.output.plots import Spec, background, figure_specs, render
+from src.output import background
+from src.output.plots import Spec, figure_specs, render
+from src.output.posteriors import posteriors_csv
 from src.output.plots.spec import FormatError, HEAD_SIZE, message_size, pack, unpack
 from src.utils.rng import stream
 
@@ -78,6 +80,27 @@ def test_helper_draws_the_bytes_drawn_here(fits, helper):
         assert list(got) == list(here) and _bytes(got) == _bytes(here), case
 
 
+def test_helper_writes_the_posteriors_csv_written_here(fits, helper):
+    """posteriors.csv from the helper (rows and answer patterns, named by positions with gaps) is byte for byte the file written here; other row names are written here."""
+    for case in ("gmm1", "lca"):
+        model, data, params, post = fits[case]
+        n = post.n_rows
+        labels = np.arange(n, dtype=np.int64) * 3 + 1
+        here = posteriors_csv(model, data, params, labels, id_column="id", chunk_size=100,
+                              resp=post)
+        assert background.last_source("posteriors.csv") == "here"
+        assert background.start() and background.submit(model, data, params, post,
+                                                        row_labels=labels, id_column="id",
+                                                        chunk_size=100)
+        other = posteriors_csv(model, data, params, labels + 1, id_column="id", chunk_size=100,
+                               resp=post)
+        assert background.last_source("posteriors.csv") == "here" and other != here
+        got = posteriors_csv(model, data, params, labels, id_column="id", chunk_size=100,
+                             resp=post)
+        assert background.last_source("posteriors.csv") == "helper" and got == here, case
+        background.collect_figures(model, data, params, post)
+
+
 def test_other_numbers_are_drawn_here(fits, helper):
     """A job for one estimate is not taken for another: figures() draws the other estimate here."""
     from src.output.plots import figures
@@ -88,7 +111,7 @@ def test_other_numbers_are_drawn_here(fits, helper):
     got = figures(model, data, moved, post)
     assert background.last_source() == "here"
     assert got["density.png"].png == render(figure_specs(model, data, moved, post)["density.png"]).png
-    assert background.collect(model, data, params, post) is not None  # still the first job's
+    assert background.collect_figures(model, data, params, post) is not None  # the first job's
 
 
 def test_a_killed_helper_falls_back_to_drawing_here(fits, helper):
@@ -108,7 +131,7 @@ def test_a_killed_helper_falls_back_to_drawing_here(fits, helper):
 DRIVER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from src.output.plots import background
+from src.output import background
 assert background.start()
 print(background.helper_pid(), flush=True)
 time.sleep(120)
@@ -144,7 +167,7 @@ def test_a_run_draws_in_the_helper_and_ends_it(tmp_path):
                          no_progress_tracking=True).validate()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
-    assert background.last_source() == "helper"
+    assert background.last_source() == background.last_source("posteriors.csv") == "helper"
     assert background.helper_pid() is None
     left = [p for p in psutil.Process().children(recursive=True)
             if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
@@ -155,6 +178,8 @@ def test_a_run_draws_in_the_helper_and_ends_it(tmp_path):
                    posteriors_of(prepared.model, prepared.data, params, options.chunk_size))
     for name, plot in here.items():
         assert (Path(options.results_dir) / name).read_bytes() == plot.png
+    assert (Path(options.results_dir) / "posteriors.csv").read_bytes() == posteriors_csv(
+        prepared.model, prepared.data, params, prepared.row_labels, chunk_size=options.chunk_size)
 
 
 # ------------------------------------------------------------------ the byte format
