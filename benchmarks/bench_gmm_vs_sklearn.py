@@ -18,7 +18,9 @@ own subprocess, so peak memory is that process's peak resident set (``ru_maxrss`
   round and the median (min-max) over rounds is reported, so the load of a shared machine
   hits both sides of a ratio alike.
 
-Usage: ``python benchmarks/bench_gmm_vs_sklearn.py [--sizes 1e4 1e5 1e6] [--repeats 3] [--json F]``.
+Usage: ``python benchmarks/bench_gmm_vs_sklearn.py [--sizes 1e4 1e5 1e6] [--repeats 3] [--json F]``;
+``--only periter`` measures the time per iteration alone (no fits), ``--periter-tools ours sklearn``
+leaves out the 2-thread row.
 ``--unset-openblas-coretype`` removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the
 workers' environment (both tools alike).
 """
@@ -108,8 +110,8 @@ def worker(cfg: dict) -> dict:
     tool, out = cfg["tool"], {}
     n_threads = 2 if tool == "ours-2t" else 1
     if cfg["mode"] == "periter":
-        n_timed = int(max(5, min(40, 4e5 / cfg["n"])))
-        times = []
+        n_timed = int(max(10, min(40, 2e6 / cfg["n"])))
+        times, cpu = [], []
         if tool.startswith("ours"):
             from concurrent.futures import ThreadPoolExecutor
             from src.estimation.em import em_map
@@ -118,19 +120,25 @@ def worker(cfg: dict) -> dict:
             with threadpool_limits(1):
                 p = init
                 for i in range(n_timed + 2):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     p, _ = em_map(model, {"X": X}, p, 4096, pool)
                     times.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 gm = _sklearn(init, 1, 0.0).fit(X)
             for i in range(n_timed + 2):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 _, log_resp = gm._e_step(X)
                 gm._m_step(X, log_resp)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
         out["ms_per_iter"] = 1e3 * statistics.median(times[2:])
+        # CPU time of the process: what a loaded machine's time slicing does not inflate (both
+        # tools run one thread here; with ours-2t it adds the two threads' times)
+        out["cpu_ms_per_iter"] = 1e3 * statistics.median(cpu[2:])
+        out["n_timed"] = n_timed
     else:
         warm = X[:500]  # first calls import lazily (both tools): keep that out of the timing
         with warnings.catch_warnings():
@@ -215,6 +223,10 @@ def main() -> None:
                     help="above --converge-max-n, peak memory comes from a fit of this many iterations")
     ap.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
     ap.add_argument("--unset-openblas-coretype", action="store_true")
+    ap.add_argument("--only", choices=["all", "periter"], default="all",
+                    help="periter: the time per iteration alone, no fits")
+    ap.add_argument("--periter-tools", nargs="+", default=["ours", "ours-2t", "sklearn"],
+                    choices=["ours", "ours-2t", "sklearn"])
     ap.add_argument("--json", help="also write every measurement and summary to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -240,18 +252,34 @@ def main() -> None:
         for threads in args.threads:
             base = {"n": n, "threads": threads, "init": init_path}
             cell: dict = {"n": n, "threads": threads, "meaning": THREADS_MEANING[threads]}
-            per = interleaved([(t, {**base, "tool": t, "mode": "periter"})
-                               for t in ("ours", "ours-2t", "sklearn")], args.repeats, env, "ours")
+            tools = [t for t in ("ours", "ours-2t", "sklearn") if t in args.periter_tools or t == "sklearn"]
+            per = interleaved([(t, {**base, "tool": t, "mode": "periter"}) for t in tools],
+                              args.repeats, env, "ours")
             print(f"\nN={n:.0e} threads={threads}: {THREADS_MEANING[threads]}\n"
                   f"  blas={per['sklearn'][0]['blas']}")
             cell["per_iteration_ms"] = {t: med(rows, "ms_per_iter") for t, rows in per.items()}
-            cell["per_iteration_ratio"] = {}
-            for t in ("ours", "ours-2t"):
+            cell["per_iteration_cpu_ms"] = {t: med(rows, "cpu_ms_per_iter") for t, rows in per.items()}
+            cell["per_iteration_ratio"], cell["per_iteration_cpu_ratio"] = {}, {}
+            for t in tools[:-1]:
                 r = ratio_summary(per[t], per["sklearn"], "ms_per_iter")
-                cell["per_iteration_ratio"][t] = r
+                rc = ratio_summary(per[t], per["sklearn"], "cpu_ms_per_iter")
+                cell["per_iteration_ratio"][t], cell["per_iteration_cpu_ratio"][t] = r, rc
                 print(f"  per-iteration {t:8s} {med(per[t], 'ms_per_iter'):9.2f} ms vs sklearn "
                       f"{med(per['sklearn'], 'ms_per_iter'):9.2f} ms   ratio {r['median']:.3f} "
-                      f"({r['min']:.3f}-{r['max']:.3f})")
+                      f"({r['min']:.3f}-{r['max']:.3f});  CPU time {med(per[t], 'cpu_ms_per_iter'):.2f} "
+                      f"vs {med(per['sklearn'], 'cpu_ms_per_iter'):.2f} ms ratio {rc['median']:.3f} "
+                      f"({rc['min']:.3f}-{rc['max']:.3f})")
+            if args.only == "periter":
+                loads = [r["load"] for rows in per.values() for r in rows]
+                cell["load_average_1min"] = {"min": min(loads), "max": max(loads),
+                                             "median": statistics.median(loads)}
+                cell["raw"] = {"per_iteration": per}
+                print(f"  load average (1 min) during this cell: {min(loads):.2f}-{max(loads):.2f}")
+                report["cells"].append(cell)
+                sys.stdout.flush()
+                if args.json:
+                    Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
+                continue
             converge = n <= args.converge_max_n
             fit_cfg = {**base, "mode": "fit", "tol": args.tol if converge else 0.0,
                        "max_iter": args.max_iter if converge else args.memory_iters}

@@ -169,3 +169,77 @@ class TestThreads:
         assert ll_pool == ll
         for key in alone:
             np.testing.assert_array_equal(pooled[key], alone[key])
+
+
+class TestQuadraticPath:
+    @staticmethod
+    def both_paths(model, data, params, monkeypatch, weights=None):
+        """(quadratic-feature path, whitened path) results of the same E-step."""
+        model.__dict__.pop("_consts_cache", None)
+        assert model._consts(params).quad is not None
+        fast = (model.e_step_stats(data, params) if weights is None
+                else model.e_step_stats_weighted(data, params, weights))
+        monkeypatch.setattr(gmm_module, "_QUAD_LIMIT", -1.0)
+        model.__dict__.pop("_consts_cache", None)
+        assert model._consts(params).quad is None
+        slow = (model.e_step_stats(data, params) if weights is None
+                else model.e_step_stats_weighted(data, params, weights))
+        monkeypatch.undo()
+        model.__dict__.pop("_consts_cache", None)
+        return fast, slow
+
+    @pytest.mark.parametrize("cov", COV_TYPES)
+    def test_quadratic_features_equal_whitened_residuals(self, cov, monkeypatch):
+        """Both E-step paths give the same statistics and log-likelihood to rounding (K=5, D=4)."""
+        model, data, params = problem(cov, D=4, K=5)
+        (fast, ll), (slow, ll_slow) = self.both_paths(model, data, params, monkeypatch)
+        assert ll == pytest.approx(ll_slow, rel=1e-13)
+        assert_stats_close(fast, slow, rtol=1e-12)
+
+    def test_weighted_quadratic_path(self, monkeypatch):
+        """The weighted E-step's two paths agree to rounding."""
+        model, data, params = problem("full", D=4, K=5)
+        w = stream(4, "test-weights").uniform(0.5, 2.0, data["X"].shape[0])
+        (fast, ll), (slow, ll_slow) = self.both_paths(model, data, params, monkeypatch, w)
+        assert ll == pytest.approx(ll_slow, rel=1e-13)
+        assert_stats_close(fast, slow, rtol=1e-12)
+
+    def test_a_tight_class_far_from_the_centre_keeps_its_digits(self, monkeypatch):
+        """A class 80 of its own standard deviations from the data's mean still agrees to 1e-10."""
+        rng = stream(5, "test-data")
+        X = np.vstack([rng.normal(size=(600, 4)), 5.0 + 0.1 * rng.normal(size=(150, 4))])
+        model = GaussianMixtureModel(5, covariance="full")
+        model.setup(model.meta_for_array(X))
+        data = {"X": X}
+        params = model.init_params(data, stream(5, "start", 0))
+        params["mean"][0] = X[600:].mean(axis=0)
+        params["cov"][0] = np.cov(X[600:], rowvar=False)
+        params, _ = em_map(model, data, params)
+        c = model._consts(params)
+        centre = (params["mean"] - model.shift)
+        assert c.quad is not None
+        assert max(float(m @ np.linalg.solve(S, m)) for m, S in zip(centre, params["cov"])) > 1e3
+        (fast, ll), (slow, ll_slow) = self.both_paths(model, data, params, monkeypatch)
+        assert ll == pytest.approx(ll_slow, rel=1e-12)
+        assert_stats_close(fast, slow, rtol=1e-10)
+
+    def test_a_class_beyond_the_limit_uses_whitened_residuals(self):
+        """A collapsed class far from the centre (beyond _QUAD_LIMIT) sends the E-step to the exact path."""
+        model, data, params = problem("full", D=4, K=5)
+        params = {**params, "cov": params["cov"].copy(), "mean": params["mean"].copy()}
+        params["mean"][2] = model.shift + 50.0
+        params["cov"][2] = 1e-4 * np.eye(4)
+        assert model._consts(params).quad is None
+        stats, ll = model.e_step_stats(data, params)
+        resp, ll_rows = model.e_step(data, params)
+        assert ll == pytest.approx(ll_rows, rel=1e-13)
+        assert_stats_close(stats, model.suff_stats(data, resp))
+
+    @pytest.mark.parametrize("K, D, cov, used", [(5, 10, "full", True), (2, 10, "full", False),
+                                                 (3, 2, "full", True), (2, 10, "diag", True),
+                                                 (1, 5, "diag", False), (2, 5, "spherical", True)])
+    def test_the_path_is_chosen_by_its_cost(self, K, D, cov, used):
+        """The quadratic features are used when they are not much more than K*(D+1) rows."""
+        model = GaussianMixtureModel(K, covariance=cov)
+        model.setup(model.meta_for_array(np.random.default_rng(0).normal(size=(50, D))))
+        assert model._quadratic_path() is used

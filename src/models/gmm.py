@@ -40,6 +40,8 @@ _SQRT_HALF = float(np.sqrt(0.5))
 _BLOCK = 4096            # most rows per internal block (a chunk of the EM driver's default size) ...
 _BLOCK_BYTES = 1 << 22   # ... and at most about this many bytes of work buffer (larger K * D: fewer rows)
 _PAD_ROWS = 4            # the scatter GEMM's weighted rows padded to a multiple of this (BLAS kernels' unroll)
+_QUAD_RATIO = 1.5        # the quadratic-feature E-step when its F features <= this * K * (D+1) ...
+_QUAD_LIMIT = 1e4        # ... and every (mu_k - shift)' P_k (mu_k - shift) <= this (rounding: see _e_step_stats)
 _EMPTY = 1e-10           # a class with nk below this fraction of the rows is "empty"
 _SINGULAR = 1e-10        # a covariance whose smallest scaled eigenvalue is below this is singular
 _FLOOR = 1e-9            # ... and is ridged up to this (scaled: divided by the data's variances)
@@ -203,7 +205,11 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         -b] / sqrt(2) (K*D, D+1) with b_k = U_k'(mu_k - shift); diag: ``muc`` (K, D, 1) and ``fac``
         (K, D, 1) the inverse standard deviations / sqrt(2); spherical: ``muc`` and ``fac2`` (K, 1)
         the inverse variances / 2.  So the sum of squares is half the Mahalanobis distance and
-        log p(x, z=k) = const - that sum.  Read-only once built, so threads may share it.
+        log p(x, z=k) = const - that sum.
+
+        ``quad`` (K, F) or None: the coefficients of log p(x, z=k) on the quadratic features
+        of :meth:`_Work.features` (the E-step's fast path; see :meth:`_e_step_stats`), None when
+        that path is not used.  Read-only once built, so threads may share it.
         """
 
         def __init__(self, model: "GaussianMixtureModel", params: Params) -> None:
@@ -212,14 +218,34 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
             with np.errstate(divide="ignore"):
                 logw = np.log(np.asarray(params["weight"], dtype=float))
             self.const = (logw + logdet - 0.5 * D * _LOG_2PI)[:, None]
-            self.muc = (np.asarray(params["mean"], dtype=float) - model.shift)[:, :, None]
+            mu = np.asarray(params["mean"], dtype=float) - model.shift
+            self.muc = mu[:, :, None]
             if model.covariance == "full":
-                b = np.einsum("kd,kde->ke", self.muc[:, :, 0], fac).reshape(K * D, 1)
+                b = np.einsum("kd,kde->ke", mu, fac).reshape(K * D, 1)
                 self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b]) * _SQRT_HALF
-            elif model.covariance == "diag":
-                self.fac = fac[:, :, None] * _SQRT_HALF
+                prec = fac @ fac.transpose(0, 2, 1)             # U U' = the precision matrices
+                lin = np.einsum("kab,kb->ka", prec, mu)         # P (mu - shift)
+                a, b2 = np.triu_indices(D)
+                quad = -prec[:, a, b2] * np.where(a == b2, 0.5, 1.0)
             else:
-                self.fac2 = (0.5 * fac * fac)[:, None]
+                prec = fac * fac if model.covariance == "diag" else np.outer(fac * fac, np.ones(D))
+                lin = prec * mu
+                if model.covariance == "diag":
+                    self.fac = fac[:, :, None] * _SQRT_HALF
+                    quad = -0.5 * prec
+                else:
+                    self.fac2 = (0.5 * fac * fac)[:, None]
+                    quad = -0.5 * prec[:, :1]
+            centre = np.einsum("ka,ka->k", mu, lin)               # (mu - shift)' P (mu - shift)
+            self.quad = None
+            if model._quadratic_path() and np.all(centre <= _QUAD_LIMIT):
+                self.quad = np.hstack([quad, lin, self.const - 0.5 * centre[:, None]])
+
+    def _quadratic_path(self) -> bool:
+        """Whether the E-step's fast path pays for this K and D (see :meth:`_e_step_stats`)."""
+        K, D = self.n_components, self.n_features
+        n_quad = {"full": D * (D + 1) // 2, "diag": D, "spherical": 1}[self.covariance]
+        return n_quad + D + 1 <= _QUAD_RATIO * K * (D + 1)
 
     def _consts(self, params: Params) -> "GaussianMixtureModel._Consts":
         """:class:`_Consts` of ``params``, cached for the last parameter values seen (compared
@@ -249,24 +275,53 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
         sums in their last row) are one more.  Long axes are contiguous, which keeps the
         per-row softmax over K classes vectorised.  Statistics accumulate block by block in
         ``acc`` (in block order: the same sums as adding the blocks' statistics).
+
+        ``quad=True``: the quadratic features ``Phi`` (F, n) = [products x_a x_b, a <= b (full) /
+        squares x_a^2 (diag) / sum of squares (spherical); x_1..x_D; 1], with ``XA`` its last
+        D+1 rows; log p(x, z) = quad-coefficients @ Phi and the statistics = resp @ Phi'.
         """
 
-        def __init__(self, model: "GaussianMixtureModel", n_rows: int):
+        def __init__(self, model: "GaussianMixtureModel", n_rows: int, quad: bool = False):
             K, D = model.n_components, model.n_features
             self.K, self.D, self.shift, self.cov_type = K, D, model.shift, model.covariance
             self.m = K * (D + 1) + (-K * (D + 1)) % _PAD_ROWS  # rows of the scatter GEMM
-            self.block = B = min(_BLOCK, max(n_rows, 1), max(256, _BLOCK_BYTES // (8 * self.m)))
-            self.xa = np.empty((D + 1) * B)
-            self.buf = np.empty(self.m * B)
+            self.n_quad = {"full": D * (D + 1) // 2, "diag": D, "spherical": 1}[self.cov_type]
+            rows = self.n_quad + D + 1 if quad else self.m + D + 1
+            self.block = B = min(_BLOCK, max(n_rows, 1), max(256, _BLOCK_BYTES // (8 * rows)))
+            self.quad = quad
+            if quad:
+                self.phi = np.empty((self.n_quad + D + 1) * B)
+            else:
+                self.xa = np.empty((D + 1) * B)
+                self.buf = np.empty(self.m * B)
             self.acc: dict[str, np.ndarray] | None = None
 
         def rows(self, X: np.ndarray) -> np.ndarray:
             """``XA`` (D+1, n) for the rows ``X`` (n, D), in the reusable buffer."""
-            n = X.shape[0]
-            XA = self.xa[: (self.D + 1) * n].reshape(self.D + 1, n)
-            np.subtract(X.T, self.shift[:, None], out=XA[: self.D])
-            XA[self.D] = 1.0
+            n, D = X.shape[0], self.D
+            if self.quad:
+                XA = self.phi[: (self.n_quad + D + 1) * n].reshape(-1, n)[self.n_quad:]
+            else:
+                XA = self.xa[: (D + 1) * n].reshape(D + 1, n)
+            np.subtract(X.T, self.shift[:, None], out=XA[:D])
+            XA[D] = 1.0
             return XA
+
+        def features(self, X: np.ndarray) -> np.ndarray:
+            """``Phi`` (F, n) of the rows ``X`` (n, D), in the reusable buffer (``quad=True``)."""
+            n, D = X.shape[0], self.D
+            Phi = self.phi[: (self.n_quad + D + 1) * n].reshape(-1, n)
+            XA = self.rows(X)
+            if self.cov_type == "full":
+                o = 0
+                for a in range(D):                     # x_a x_b for b >= a, as np.triu_indices
+                    np.multiply(XA[a], XA[a:D], out=Phi[o:o + D - a])
+                    o += D - a
+            elif self.cov_type == "diag":
+                np.square(XA[:D], out=Phi[:D])
+            else:
+                np.einsum("an,an->n", XA[:D], XA[:D], out=Phi[0])
+            return Phi
 
         def log_joint(self, XA: np.ndarray, c: "GaussianMixtureModel._Consts") -> np.ndarray:
             """log p(x_i, z_i=k) transposed, shape (K, n)."""
@@ -297,6 +352,13 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 sq = Xc * Xc
                 part = {"nk": nk, "sx": respT @ Xc.T,
                         "sxx": respT @ (sq.T if self.cov_type == "diag" else sq.sum(axis=0))}
+            self._add(part)
+
+        def add_feature_stats(self, Phi: np.ndarray, respT: np.ndarray) -> None:
+            """Add ``respT @ Phi'`` (K, F): every statistic of these rows in one product."""
+            self._add({"S": respT @ Phi.T})
+
+        def _add(self, part: dict[str, np.ndarray]) -> None:
             if self.acc is None:
                 self.acc = part
             else:
@@ -305,16 +367,27 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
         def result(self) -> dict[str, np.ndarray]:
             """The accumulated statistics (``nk``, ``sx``, ``sxx``)."""
-            acc = self.acc
+            acc, K, D = self.acc, self.K, self.D
             if acc is None:       # no rows
-                K, D = self.K, self.D
                 shape = {"full": (K, D, D), "diag": (K, D), "spherical": (K,)}[self.cov_type]
                 return {"nk": np.zeros(K), "sx": np.zeros((K, D)), "sxx": np.zeros(shape)}
+            if "S" in acc:
+                S, q = acc["S"], self.n_quad
+                out = {"nk": np.ascontiguousarray(S[:, -1]), "sx": np.ascontiguousarray(S[:, q:q + D])}
+                if self.cov_type == "full":
+                    a, b = np.triu_indices(D)
+                    sxx = np.empty((K, D, D))
+                    sxx[:, a, b] = S[:, :q]
+                    sxx[:, b, a] = S[:, :q]
+                    out["sxx"] = sxx
+                else:
+                    out["sxx"] = np.ascontiguousarray(S[:, :q] if self.cov_type == "diag" else S[:, 0])
+                return out
             if self.cov_type != "full":
                 return acc
-            G = acc["G"][: self.K * (self.D + 1)].reshape(self.K, self.D + 1, self.D)
-            return {"nk": acc["nk"], "sx": np.ascontiguousarray(G[:, self.D]),
-                    "sxx": np.ascontiguousarray(G[:, : self.D])}
+            G = acc["G"][: K * (D + 1)].reshape(K, D + 1, D)
+            return {"nk": acc["nk"], "sx": np.ascontiguousarray(G[:, D]),
+                    "sxx": np.ascontiguousarray(G[:, :D])}
 
     def log_joint(self, data: Data, params: Params) -> np.ndarray:
         X = np.asarray(data["X"], dtype=float)
@@ -349,15 +422,32 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
     def _e_step_stats(self, data: Data, params: Params,
                       w: np.ndarray | None) -> tuple[dict[str, np.ndarray], float]:
+        """The E-step of a chunk, block by block, by one of two paths.
+
+        * quadratic features (when :meth:`_quadratic_path` says it pays, e.g. K=5, D=10 full, and
+          every class mean lies within sqrt(_QUAD_LIMIT) = 100 of its own standard deviations
+          of the shift): ``Phi`` = [x_a x_b; x; 1] of the centred rows is built once per block
+          and both products use it: log p(x, z=k) = C_k . Phi (one GEMM for every class) and
+          nk, sx, sxx = resp @ Phi' (one more).  Expanding (x-mu)'P(x-mu) cancels terms of size
+          (mu-shift)'P(mu-shift), hence the limit: the rounding error stays below ~1e4 * eps
+          (~1e-12) in a log-density;
+        * whitened residuals (otherwise, and in the public :meth:`log_joint`): one GEMM gives
+          U_k'(x - mu_k) for every class, exact to rounding however far the classes lie.
+        """
         X = np.asarray(data["X"], dtype=float)
         if w is not None and w.shape[0] != X.shape[0]:
             raise ValueError(f"{w.shape[0]} weights for {X.shape[0]} rows")
         c = self._consts(params)
-        work = self._Work(self, X.shape[0])
+        quad = c.quad is not None
+        work = self._Work(self, X.shape[0], quad=quad)
         ll, step = 0.0, work.block
         for s in range(0, X.shape[0], step):
-            XA = work.rows(X[s:s + step])
-            lj = work.log_joint(XA, c)        # (K, n); becomes the responsibilities in place
+            if quad:
+                Phi = work.features(X[s:s + step])
+                lj = c.quad @ Phi                     # (K, n); becomes the responsibilities
+            else:
+                XA = work.rows(X[s:s + step])
+                lj = work.log_joint(XA, c)
             mx = lj.max(axis=0)
             lj -= mx
             np.exp(lj, out=lj)
@@ -370,7 +460,10 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 ll += float(wb @ (mx + np.log(total_k)))
                 np.divide(wb, total_k, out=total_k)
             lj *= total_k
-            work.add_stats(XA, lj)
+            if quad:
+                work.add_feature_stats(Phi, lj)
+            else:
+                work.add_stats(XA, lj)
         return work.result(), ll
 
     def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
