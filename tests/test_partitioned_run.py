@@ -164,7 +164,7 @@ def test_class_enumeration_over_partitions_matches_in_memory(tmp_path, inputs):
     assert list(b["selected"]) == list(a["selected"])
     assert b["vlmr_p"].isna().all() and not a["vlmr_p"].isna().all()
     assert any("VLMR/LMR tests were not computed" in n
-               for n in fit_json(part)["selection"]["notes"])
+               for n in fit_json(part)["enumeration"]["notes"])
 
 
 def test_lca_goodness_of_fit_over_partitions_equals_in_memory(tmp_path):
