@@ -81,6 +81,8 @@ class SEMethod:
     #: not needed), and the option values the method needs there (``{option: value}``)
     sample_keyword: str | None = None
     partitioned_options: Mapping[str, str] = field(default_factory=dict)
+    #: the keyword that gets the kept rows' global (input) row numbers (None: not needed)
+    row_numbers_keyword: str | None = None
 
 
 _SE = "standard errors"
@@ -109,7 +111,8 @@ SE_METHODS: dict[str, SEMethod] = {m.name: m for m in (
                     "weight_type": "weight_type"},
              checkpointed=True, parallel=True, progress="on_replicate",
              agreement=Comparison("bootstrap", replicates="n_bootstrap"),
-             sample_keyword="align_data", partitioned_options={"bootstrap": "poisson"}),
+             sample_keyword="align_data", partitioned_options={"bootstrap": "poisson"},
+             row_numbers_keyword="row_numbers"),
     # Not compared with Louis in reports (agreement None): under misspecification or with
     # sampling weights it estimates another variance, and when the model holds its distance
     # from Louis' is sampling noise of fourth moments of the scores, O(1/sqrt(n)) with a

@@ -465,6 +465,10 @@ def compute_standard_errors(prepared: Prepared, fit: dict[str, Any], options: Ru
             keyword = SE_METHODS[method].sample_keyword
             if prepared.partitioned and keyword is not None:   # e.g. classes aligned on it
                 kwargs[keyword] = prepared.sample
+            numbers = SE_METHODS[method].row_numbers_keyword
+            if numbers is not None and not prepared.partitioned \
+                    and prepared.row_positions is not None:   # rows keep their input numbers
+                kwargs[numbers] = prepared.row_positions
             result = SE_METHODS[method].function(prepared.model, prepared.data, params, **kwargs)
             done[method] = result.to_dict()
             checkpoint.checkpoint({"done": dict(done), "method": None, "inner": None}, force=True)
