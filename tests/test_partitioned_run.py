@@ -85,7 +85,9 @@ def test_sample_search_then_refinement_reaches_the_maximum(tmp_path, inputs):
     assert abs(fa["loglik"] - fb["loglik"]) < 1e-6 * abs(fa["loglik"])
     np.testing.assert_allclose(_estimates(part)["estimate"], _estimates(mem)["estimate"],
                                rtol=1e-4, atol=1e-4)
-    assert any("random sample of 800 of the 6000 rows" in w for w in fb["warnings"])
+    assert fb["search"]["sample_rows"] == 800 and fb["search"]["refine_iter"] >= 1
+    report = (results_dir(part) / "report.md").read_text(encoding="utf-8")
+    assert "on a random sample of 800 of the 6000 rows" in report
 
 
 def test_killed_partitioned_run_resumes_to_identical_files(tmp_path, inputs):

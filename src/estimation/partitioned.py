@@ -24,21 +24,12 @@ from typing import Any, Callable
 
 from src.models.base import Data, MixtureModel
 from src.utils.checkpointing import Checkpointer, NullCheckpointer, require
-from src.utils.messages import register, t
 
 from .em import fit_em, n_observations
 from .results import FitResult
 
 __all__ = ["fit_partitioned"]
 
-register({
-    "partitioned.search_on_sample": {
-        "en": "the start search ran on a random sample of {m} of the {n} rows (--sample-rows); "
-              "the best of its starts (log-likelihood {ll:.6f} on the sample) was refined on all rows",
-        "zh": "起点搜索在 {n} 行中随机抽取的 {m} 行样本上进行（--sample-rows）；其最佳起点"
-              "（样本上的对数似然 {ll:.6f}）在全部数据上继续迭代至收敛",
-    },
-})
 
 
 class _Stage:
@@ -102,9 +93,7 @@ def fit_partitioned(model: MixtureModel, engine: Any, sample: Data, *,
                            "inner": saved.get("inner") if saved else None}, force=True)
     refined = fit_em(model, engine, init_params=searched.params, n_starts=1,
                      checkpoint=stage, on_iteration=on_iteration, **refine_options)
-    notes = list(dict.fromkeys(
-        [t("partitioned.search_on_sample", m=n_sample, n=int(engine.n_obs), ll=searched.loglik)]
-        + list(searched.warnings) + list(refined.warnings)))
+    notes = list(dict.fromkeys(list(searched.warnings) + list(refined.warnings)))
     search = {**searched.search, "sample_rows": n_sample,
               "sample_loglik": float(searched.loglik), "refine_iter": int(refined.n_iter)}
     lls = list(searched.start_logliks)

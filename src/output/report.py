@@ -54,6 +54,11 @@ MESSAGES = {
               "partitions; {it} EM iterations each) run to convergence",
         "zh": "{m} 个候选起点（层次聚类、k-means++、随机、随机划分；各 {it} 次 EM 迭代）中最好的 "
               "{n} 个迭代至收敛"},
+    "report.sample_search": {
+        "en": "; on a random sample of {m} of the {n} rows (--sample-rows; best log-likelihood "
+              "{ll} on the sample), the best start then refined on all rows in {it} iterations",
+        "zh": "；在 {n} 行中随机抽取的 {m} 行样本上进行（--sample-rows；样本上的最佳对数似然 {ll}），"
+              "最佳起点随后在全部数据上迭代 {it} 次"},
     "report.random_starts": {"en": "{n} random starts run to convergence",
                              "zh": "{n} 个随机起点迭代至收敛"},
     "report.given_starts": {"en": ", plus {n} given starting values",
@@ -258,6 +263,9 @@ def _search_lines(fitj: Mapping[str, Any], options: Any, lang: str) -> list[str]
         how = tr(lang, "report.random_starts", n=n_starts)
     if search.get("n_extra"):
         how += tr(lang, "report.given_starts", n=search["n_extra"])
+    if search.get("sample_rows"):   # partitioned input: the search ran on a sample
+        how += tr(lang, "report.sample_search", m=search["sample_rows"], n=fitj["n_obs"],
+                  ll=f"{search['sample_loglik']:.6f}", it=search.get("refine_iter", 0))
     lines = [tr(lang, "report.starts", how=how, best=fitj["best_start"])]
     if rep:
         maxima = ", ".join(f"{ll:.6f} ({c})" for ll, c in rep.get("maxima", [])[:6])
