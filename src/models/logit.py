@@ -1,0 +1,322 @@
+"""The multinomial logit of class membership, with a reference class (pure numpy/scipy).
+
+``pi_ik(beta) = softmax(z_i' beta)_k`` with ``beta`` of shape (K, q) whose row ``reference`` is
+fixed at 0.  The **free parameterisation** is the other K-1 rows, row-major: free index
+``j * q + c`` is class ``free_classes[j]`` (the classes other than the reference, in order) and
+covariate ``c``.
+
+The objective ``sum_i w_i sum_k R_ik log pi_ik(beta)`` splits into a linear part and a
+normaliser::
+
+    sum_k beta_k' S_k   -   sum_i m_i lse(z_i' beta),   S = (w R)' Z  (K, q),  m_i = w_i sum_k R_ik
+
+Both are sums over rows, so every function here returns a sum over the rows it is given:
+map it over chunks or partitions and add the results (:class:`Terms` adds with ``+`` and
+``sum``).  ``R`` is any (n, K) array of "targets": posterior probabilities (rows summing to 1),
+or BCH-weighted indicators, which may be negative.  Nothing here assumes ``R >= 0`` or rows
+summing to 1; only the Hessian's sign depends on it: it is negative semi-definite when every
+``m_i >= 0`` (then the objective is concave); otherwise :func:`newton` shifts it until it is
+(a damped Newton step) and still never lets the objective fall.
+
+Functions:
+  :func:`design`            intercept + covariate columns -> (Z, names)
+  :func:`probabilities`     (n, K) class probabilities
+  :func:`linear_stats`      S = (w R)' Z, additive
+  :func:`normaliser`        sum_i m_i lse(z_i' beta) with gradient and Hessian (free), additive
+  :func:`objective`         the whole objective with gradient and Hessian (free), additive
+  :func:`newton`            Newton's method with step-halving on a caller's ``eval_fn``
+  :func:`to_free`, :func:`from_free`, :func:`rereference`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "INTERCEPT", "Terms", "NewtonResult", "design", "probabilities", "log_probabilities",
+    "linear_stats", "linear_terms", "normaliser", "objective", "newton", "to_free", "from_free",
+    "free_classes", "rereference",
+]
+
+#: the name of the intercept column that :func:`design` puts first
+INTERCEPT = "intercept"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A value with its gradient (p,) and Hessian (p, p) in the free parameterisation.
+
+    ``Terms`` add elementwise (``a + b``, ``sum(list_of_terms)``), so the terms of chunks of rows
+    sum to the terms of all rows.  ``grad`` / ``hess`` are None when not asked for."""
+
+    value: float
+    grad: np.ndarray | None = None
+    hess: np.ndarray | None = None
+
+    def __add__(self, other: "Terms") -> "Terms":
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return Terms(self.value + other.value, _add(self.grad, other.grad), _add(self.hess, other.hess))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: "Terms") -> "Terms":
+        return self + other.scaled(-1.0)
+
+    def scaled(self, c: float) -> "Terms":
+        return Terms(c * self.value, None if self.grad is None else c * self.grad,
+                     None if self.hess is None else c * self.hess)
+
+    def as_tuple(self) -> tuple[float, np.ndarray | None, np.ndarray | None]:
+        return self.value, self.grad, self.hess
+
+
+def _add(a, b):
+    if a is None or b is None:
+        return None
+    return a + b
+
+
+# ----------------------------------------------------------------------------------------------
+# design and the parameterisation
+
+
+def design(frame_or_array, names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The design matrix: a column of ones first, then the covariates, float64 (n, q).
+
+    ``frame_or_array``: a pandas DataFrame (``names`` are its columns to take; default all), or
+    an (n,) / (n, c) array (``names`` name its columns; default ``z1..zc``).  Returns ``(Z,
+    names)`` with ``names[0] == INTERCEPT``.  Values must be finite numbers (the data layer
+    checks and says which row is not)."""
+    if hasattr(frame_or_array, "columns"):
+        cols = list(frame_or_array.columns) if names is None else list(names)
+        X = np.asarray(frame_or_array[cols].to_numpy(dtype=np.float64), dtype=np.float64)
+    else:
+        X = np.asarray(frame_or_array, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        cols = [f"z{c + 1}" for c in range(X.shape[1])] if names is None else list(names)
+        if len(cols) != X.shape[1]:
+            raise ValueError(f"design: {len(cols)} names for {X.shape[1]} columns")
+    if X.ndim != 2:
+        raise ValueError(f"design: expected a 2-d array of covariates, got shape {X.shape}")
+    Z = np.empty((X.shape[0], X.shape[1] + 1), dtype=np.float64)
+    Z[:, 0] = 1.0
+    Z[:, 1:] = X
+    return Z, [INTERCEPT] + [str(c) for c in cols]
+
+
+def free_classes(K: int, reference: int = 0) -> np.ndarray:
+    """The classes other than ``reference`` (0-based), in order: the free rows of beta."""
+    if not 0 <= reference < K:
+        raise ValueError(f"reference class {reference} out of range for K = {K}")
+    return np.array([k for k in range(K) if k != reference], dtype=np.intp)
+
+
+def to_free(beta: np.ndarray, reference: int = 0) -> np.ndarray:
+    """The free vector ((K-1) q,) of ``beta`` (K, q) re-referenced to ``reference``
+    (``beta - beta[reference]``: the same probabilities), row-major."""
+    beta = np.asarray(beta, dtype=np.float64)
+    K = beta.shape[0]
+    return (beta[free_classes(K, reference)] - beta[reference]).ravel()
+
+
+def from_free(free: np.ndarray, K: int, q: int, reference: int = 0) -> np.ndarray:
+    """``beta`` (K, q) from the free vector, the reference row 0."""
+    beta = np.zeros((K, q), dtype=np.float64)
+    beta[free_classes(K, reference)] = np.asarray(free, dtype=np.float64).reshape(K - 1, q)
+    return beta
+
+
+def rereference(beta: np.ndarray, reference: int) -> np.ndarray:
+    """``beta - beta[reference]``: the same probabilities with row ``reference`` at 0."""
+    beta = np.asarray(beta, dtype=np.float64)
+    return beta - beta[reference]
+
+
+# ----------------------------------------------------------------------------------------------
+# probabilities
+
+
+def _eta(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    return np.asarray(Z, dtype=np.float64) @ np.asarray(beta, dtype=np.float64).T
+
+
+def _lse_rows(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lse (n,), probabilities (n, K)) of the rows of ``eta``, stable."""
+    top = eta.max(axis=1, keepdims=True)
+    e = np.exp(eta - top)
+    s = e.sum(axis=1, keepdims=True)
+    return (np.log(s) + top)[:, 0], e / s
+
+
+def log_probabilities(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``log pi_ik`` (n, K)."""
+    eta = _eta(Z, beta)
+    lse, _ = _lse_rows(eta)
+    return eta - lse[:, None]
+
+
+def probabilities(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``pi_ik = softmax(z_i' beta)_k`` (n, K)."""
+    return _lse_rows(_eta(Z, beta))[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# the objective, in additive pieces
+
+
+def linear_stats(Z: np.ndarray, R: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """``S = (w R)' Z`` (K, q): the statistic of the objective's linear part (additive over
+    rows; ``R`` any real targets)."""
+    R = np.asarray(R, dtype=np.float64)
+    if w is not None:
+        R = R * np.asarray(w, dtype=np.float64)[:, None]
+    return R.T @ np.asarray(Z, dtype=np.float64)
+
+
+def linear_terms(S: np.ndarray, beta: np.ndarray, reference: int = 0, order: int = 2) -> Terms:
+    """``sum_k beta_k' S_k`` with its gradient (the free rows of S, re-referenced: the
+    reference row of ``beta`` is taken as 0) and zero Hessian."""
+    S = np.asarray(S, dtype=np.float64)
+    K, q = S.shape
+    fc = free_classes(K, reference)
+    b = rereference(beta, reference)
+    value = float(np.sum(b * S))
+    grad = S[fc].ravel().copy() if order >= 1 else None
+    hess = np.zeros(((K - 1) * q,) * 2) if order >= 2 else None
+    return Terms(value, grad, hess)
+
+
+def normaliser(Z: np.ndarray, beta: np.ndarray, mass: np.ndarray | None = None,
+               reference: int = 0, order: int = 2) -> Terms:
+    """``sum_i m_i lse(z_i' beta)`` with gradient ``sum_i m_i (pi_i - e_ref)...`` and Hessian
+    in the free parameterisation; ``mass`` = ``m`` (n,) (default 1 per row; any real numbers,
+    e.g. ``w_i * sum_k R_ik``).  ``beta``'s reference row is taken as 0.  Additive over rows."""
+    Z = np.asarray(Z, dtype=np.float64)
+    K = np.asarray(beta).shape[0]
+    q = Z.shape[1]
+    fc = free_classes(K, reference)
+    b = rereference(beta, reference)
+    lse, pi = _lse_rows(_eta(Z, b))
+    m = None if mass is None else np.asarray(mass, dtype=np.float64)
+    value = float(lse.sum() if m is None else lse @ m)
+    grad = hess = None
+    if order >= 1:
+        P = pi[:, fc]                                        # (n, K-1)
+        Pm = P if m is None else P * m[:, None]
+        grad = (Pm.T @ Z).ravel()
+    if order >= 2:
+        p = (K - 1) * q
+        hess = np.empty((p, p))
+        for a in range(K - 1):
+            for c in range(a, K - 1):
+                # d2/dbeta_a dbeta_c of lse = pi_a (delta_ac - pi_c) z z'
+                coef = Pm[:, a] * ((1.0 if a == c else 0.0) - P[:, c])
+                block = (Z * coef[:, None]).T @ Z
+                hess[a * q:(a + 1) * q, c * q:(c + 1) * q] = block
+                if c != a:
+                    hess[c * q:(c + 1) * q, a * q:(a + 1) * q] = block.T
+    return Terms(value, grad, hess)
+
+
+def objective(Z: np.ndarray, beta: np.ndarray, R: np.ndarray, w: np.ndarray | None = None,
+              reference: int = 0, order: int = 2) -> Terms:
+    """``sum_i w_i sum_k R_ik log pi_ik(beta)`` with gradient and Hessian in the free
+    parameterisation (``beta``'s reference row taken as 0); additive over rows.  ``R`` (n, K)
+    any real targets, ``w`` (n,) row weights or None."""
+    R = np.asarray(R, dtype=np.float64)
+    mass = R.sum(axis=1)
+    if w is not None:
+        mass = mass * np.asarray(w, dtype=np.float64)
+    lin = linear_terms(linear_stats(Z, R, w), beta, reference, order)
+    return lin - normaliser(Z, beta, mass, reference, order)
+
+
+# ----------------------------------------------------------------------------------------------
+# Newton's method
+
+
+@dataclass(frozen=True)
+class NewtonResult:
+    """``beta`` (K, q) reached (reference row 0), its objective ``value``, the number of
+    accepted ``steps``, whether the Newton decrement fell below ``tol`` (``converged``), and
+    the number of objective evaluations (``evaluations``)."""
+
+    beta: np.ndarray
+    value: float
+    steps: int
+    converged: bool
+    evaluations: int
+
+
+def _ascent_direction(grad: np.ndarray, hess: np.ndarray) -> np.ndarray:
+    """``(-H + lambda I)^{-1} g`` with the smallest ``lambda`` of 0, 1e-8 |H|, ... that makes
+    ``-H + lambda I`` positive definite (Cholesky)."""
+    A = -np.asarray(hess, dtype=np.float64)
+    A = 0.5 * (A + A.T)
+    scale = max(float(np.max(np.abs(np.diag(A)))) if A.size else 0.0, 1e-12)
+    shift = 0.0
+    for _ in range(40):
+        try:
+            L = np.linalg.cholesky(A + shift * np.eye(A.shape[0]) if shift else A)
+        except np.linalg.LinAlgError:
+            shift = scale * 1e-8 if shift == 0.0 else shift * 10.0
+            continue
+        y = np.linalg.solve(L, grad)
+        return np.linalg.solve(L.T, y)
+    return grad / scale
+
+
+def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps: int = 25,
+           tol: float = 1e-10, reference: int = 0, max_halvings: int = 30) -> NewtonResult:
+    """Maximise an objective of ``beta`` (K, q) by Newton's method with step-halving.
+
+    ``eval_fn(beta) -> (value, grad, hess)`` (or a :class:`Terms`) in the free parameterisation
+    of ``reference``; the caller decides how to pass over the rows (in memory, chunks,
+    partitions).  Each step solves ``(-H) d = g`` (``-H`` shifted towards the identity when it
+    is not positive definite), then halves ``d`` until the objective does not fall (at most
+    ``max_halvings`` times; if none is accepted the iteration stops where it is), so the
+    returned value is never below ``eval_fn(beta0)``'s.  Stops when the Newton decrement
+    ``g' d / 2 <= tol * (1 + |value|)`` or after ``max_steps`` accepted steps."""
+    beta0 = np.asarray(beta0, dtype=np.float64)
+    K, q = beta0.shape
+    fc = free_classes(K, reference)
+
+    def call(b):
+        out = eval_fn(b)
+        return out.as_tuple() if isinstance(out, Terms) else out
+
+    beta = rereference(beta0, reference)
+    value, grad, hess = call(beta)
+    evaluations = 1
+    steps = 0
+    converged = False
+    while True:
+        d = _ascent_direction(grad, hess)
+        decrement = 0.5 * float(grad @ d)
+        if not np.isfinite(decrement) or decrement <= tol * (1.0 + abs(value)):
+            converged = bool(np.isfinite(decrement))
+            break
+        if steps >= max_steps:
+            break
+        step = d.reshape(K - 1, q)
+        accepted = False
+        t = 1.0
+        for _ in range(max_halvings + 1):
+            trial = beta.copy()
+            trial[fc] += t * step
+            v, g, h = call(trial)
+            evaluations += 1
+            if np.isfinite(v) and v >= value:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        beta, value, grad, hess = trial, v, g, h
+        steps += 1
+    return NewtonResult(beta, float(value), steps, converged, evaluations)
