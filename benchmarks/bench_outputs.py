@@ -13,26 +13,31 @@ phase starts and ends, so the phases are timed inside the run:
   summaries, figures, estimates/covariance/fit.json, report.md and report.html, the manifest);
 * ``rest`` = the rest of ``src.pipeline.run`` (``data_preparation``, ``model_estimation``,
   ``standard_error_computation``, and between them the checks, fingerprints and re-reading of
-  the data); ``wall`` = the child process from exec to exit, measured by the parent;
-* inside ``output``: ``mpl import`` (matplotlib's modules the first figure needs, imported
-  just before the figures are drawn: what is left of the import when the figures start, 0
-  once the background import of :func:`src.output.plots.preload` has finished during the
-  fit) and ``draw`` (``src.output.plots.figures``: drawing and PNG encoding), timed by
-  wrapping that function in the child.  ``run`` = the whole of ``src.pipeline.run``: compare
-  it across versions to see whether work only moved between phases (the background import
-  is charged to the phase it overlaps).
+  the data); ``run`` = the whole of ``src.pipeline.run``; ``wall`` = the child process from
+  exec to exit, measured by the parent;
+* inside ``output``: ``figures`` (the time inside ``src.output.plots.figures``: drawing in the
+  run's process, or waiting for and taking the drawing process's PNGs) and ``csv`` (inside
+  ``src.output.posteriors.posteriors_csv``); ``mpl`` says whether matplotlib was imported in
+  the run's own process (not with the drawing process).
 
-**ratio = output / rest** (the issue's "adds at most 10%": the output phase against the run
-without it; interpreter start-up and imports counted in neither, which makes the ratio larger
-than against the whole process).  ``minimal`` runs the same with ``--no-plots --formats md``
-(estimates, covariance, posteriors.csv, fit.json and report.md only) to show what the figures
-and the HTML add.  Each round runs every case in both settings, the order alternating between
-rounds; tables give medians over rounds (min-max of the ratio).
+Settings: ``default`` (plots, md+html); ``minimal`` = ``--no-plots --formats md`` (estimates,
+covariance, posteriors.csv, fit.json and report.md only); ``none`` = the same run without
+any result file (``--no-plots`` and the ``result_output`` phase replaced by one that writes
+nothing): the run the outputs are added to.
 
-Cases (data simulated once from ``src.utils.rng.stream(SEED, "bench-outputs", i)``, i the case's position in CASES, and
-written as CSV, N = 1e5 unless ``--n``): ``gmm2``, ``gmm5`` (2 and 5 columns, 2 well
-separated correlated Gaussian classes), ``lca10`` (10 binary items, 2 classes).  All K = 2
-(the default).
+Two ratios.  **output / rest** (same run: the output phase against the rest of it; blind to
+work moved out of the output phase into the others).  **added** = (run of default - run of
+none) / run of none, medians over rounds: the issue's "adds at most 10%" in wall time of the
+whole run, work moved between phases included; noisier (two processes; the Gaussian fits vary
+by a few tenths of a second under load).  Interpreter start-up and imports before
+``run()`` are counted in neither (the same for every setting).  Each round runs every case in
+every setting, the order alternating between rounds; tables give medians over rounds (min-max
+of the ratio).
+
+Cases (data simulated once from ``src.utils.rng.stream(SEED, "bench-outputs", i)``, i the case's
+position in CASES, and written as CSV, N = 1e5 unless ``--n``): ``gmm2``, ``gmm5`` (2 and 5
+columns, 2 well separated correlated Gaussian classes), ``lca10`` (10 binary items, 2
+classes).  All K = 2 (the default).
 
 ``--code NAME=PATH`` (repeatable) compares versions of the project: each child runs the code
 under PATH (e.g. ``git archive <commit> | tar -x -C PATH``), every round runs every version
@@ -43,8 +48,8 @@ this checkout, named ``here``.
 ``result_output`` phase spends its time (cumulative seconds of the functions inside it).
 
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_outputs.py [--rounds 3] [--n 1e5]
-[--cases gmm2,gmm5,lca10] [--code before=/tmp/old --code after=.] [--json out.json]``
-(about 10 minutes at 3 rounds on 2 cores, per version).
+[--cases gmm2,gmm5,lca10] [--settings default,minimal,none] [--code before=/tmp/old --code
+after=.] [--json out.json]`` (about 10 minutes at 3 rounds on 2 cores, per version).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ SEED = 20261202
 CASES = ("gmm2", "gmm5", "lca10")
 PHASES = ("data_preparation", "model_estimation", "standard_error_computation", "result_output")
 MINIMAL = ("--no-plots", "--formats", "md")
+SETTINGS = {"default": (), "minimal": MINIMAL, "none": ("--no-plots",)}
 ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -106,6 +112,35 @@ def case_args(case: str, path: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------- child
+class _WhenImported:
+    """A meta-path finder that calls ``patches[name](module)`` right after module ``name``
+    is executed (the first time anything imports it)."""
+
+    def __init__(self, patches):
+        self.patches = dict(patches)
+
+    def find_spec(self, name, path, target=None):
+        patch = self.patches.pop(name, None)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
 def child(argv: list[str], profile: bool) -> None:
     """One run of the pipeline in this process; prints {phase: seconds} as JSON."""
     t_exec = time.perf_counter()
@@ -128,24 +163,33 @@ def child(argv: list[str], profile: bool) -> None:
             super().phase_finished(phase)
             self.times[phase].append(time.perf_counter())
 
-    # what the figures cost inside result_output: matplotlib's import, then the drawing
-    import src.output.plots as plots
-    draw = plots.figures
-    figure_times: dict[str, float] = {}
+    # what the figures and posteriors.csv cost inside result_output: the functions are
+    # wrapped when their modules are first imported (by the run, so no import moves out of
+    # the phase that needs it)
+    inner: dict[str, float] = {}
 
-    def timed_figures(*a, **kw):
-        t = time.perf_counter()
-        for name in ("matplotlib.figure", "matplotlib.backends.backend_agg",
-                     "matplotlib.font_manager"):  # what the first figure imports
-            importlib.import_module(name)
-        figure_times["mpl_import"] = time.perf_counter() - t
-        t = time.perf_counter()
-        try:
-            return draw(*a, **kw)
-        finally:
-            figure_times["figures"] = time.perf_counter() - t
+    def timed(name, fn):
+        def call(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                inner[name] = inner.get(name, 0.0) + time.perf_counter() - t
+        return call
 
-    plots.figures = timed_figures  # src.pipeline.conclusions imports it when it draws
+    def wrap_figures(module):
+        module.figures = timed("figures", module.figures)
+
+    def wrap_csv(module):
+        module.posteriors_csv = timed("csv", module.posteriors_csv)
+
+    sys.meta_path.insert(0, _WhenImported({"src.output.plots": wrap_figures,
+                                           "src.pipeline.conclusions": wrap_csv}))
+    import src.pipeline.tracked as tracked
+    if os.environ.get("BENCH_NO_OUTPUT"):   # setting "none": result_output writes nothing
+        def no_output(prepared, fit, selection, se, options, *a, **kw):
+            return {"output_dir": str(options.results_dir), "files": [], "written_at": 0.0}
+        tracked._output_phase = no_output
     _, options = cli.parse(argv)
     reporter = PhaseClock(stream=open(os.devnull, "w"), live=False)
     prof = None
@@ -161,15 +205,19 @@ def child(argv: list[str], profile: bool) -> None:
         prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
     out = {p: b - a for p, (a, b) in reporter.times.items()}
     out["run"] = t1 - t0
-    out.update(figure_times)
+    out.update(inner)
+    out["mpl"] = "matplotlib" in sys.modules
     out["imports"] = t0 - t_exec
     print(json.dumps(out))
 
 
 def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
-              code: Path = ROOT) -> dict:
+              code: Path = ROOT, no_output: bool = False) -> dict:
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(code), "BENCH_CODE": str(code),
            "LANG": "C.UTF-8"}
+    env.pop("BENCH_NO_OUTPUT", None)
+    if no_output:
+        env["BENCH_NO_OUTPUT"] = "1"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child"]
     if profile_out is not None:
         env["BENCH_PROFILE_OUT"] = str(profile_out)
@@ -184,19 +232,19 @@ def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
     return times
 
 
-def measure(case: str, data: Path, minimal: bool, work: Path, code: Path = ROOT) -> dict:
-    """A fresh default run (minimal: --no-plots --formats md) of ``case`` in ``work`` with
-    the project's code under ``code``."""
-    folder = work / f"{case}-{'minimal' if minimal else 'default'}"
+def measure(case: str, data: Path, setting: str, work: Path, code: Path = ROOT) -> dict:
+    """A fresh run of ``case`` in ``work`` in ``setting`` (:data:`SETTINGS`) with the
+    project's code under ``code``."""
+    folder = work / f"{case}-{setting}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    argv = [*case_args(case, data), "--no-progress-tracking", *(MINIMAL if minimal else ())]
-    times = run_child(argv, folder, code=code)
+    argv = [*case_args(case, data), "--no-progress-tracking", *SETTINGS[setting]]
+    times = run_child(argv, folder, code=code, no_output=setting == "none")
     times["rest"] = times["run"] - times["result_output"]
     times["output"] = times["result_output"]
     times["ratio"] = times["output"] / times["rest"]
-    files = sorted(p.name for p in (folder / "results" / "main_estimation").iterdir())
-    times["files"] = files
+    results = folder / "results" / "main_estimation"
+    times["files"] = sorted(p.name for p in results.iterdir()) if results.is_dir() else []
     return times
 
 
@@ -253,8 +301,9 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                     help="a version of the project to run (repeat to compare; default: this one)")
-    ap.add_argument("--settings", default="default,minimal",
-                    help="default (plots, md+html) and/or minimal (--no-plots --formats md)")
+    ap.add_argument("--settings", default="default,minimal,none",
+                    help="default (plots, md+html), minimal (--no-plots --formats md), none "
+                         "(no result file: the run the outputs are added to)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--profile", default=None, metavar="CASE",
@@ -287,11 +336,12 @@ def main() -> None:
         for case in cases:
             for setting in order:
                 for code in names:
-                    t = measure(case, paths[case], setting == "minimal", work, codes[code])
+                    t = measure(case, paths[case], setting, work, codes[code])
                     results[code][case][setting].append(t)
                     print(f"round {r + 1} {code:8s} {case:6s} {setting:7s} "
                           f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
-                          f"  (mpl {t.get('mpl_import', 0):.2f}, draw {t.get('figures', 0):.2f})"
+                          f"  (figures {t.get('figures', 0):.3f}, csv {t.get('csv', 0):.3f}, "
+                          f"mpl {'yes' if t['mpl'] else 'no'})"
                           f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
                           f"se {t['standard_error_computation']:.2f}, run {t['run']:.2f}, "
                           f"wall {t['wall']:.2f}, load {os.getloadavg()[0]:.1f})", flush=True)
@@ -303,21 +353,32 @@ def main() -> None:
     def fmt(rows, key):
         return f"{med(rows, key):.3f}" if all(key in row for row in rows) else "-"
 
-    print("\n| code | case | setting | data s | fit s | SE s | rest s | **output s** | mpl import s "
-          "| draw s | **output / rest** (min-max) | run s | wall s | files |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    def added(code, case, setting):
+        """(run of setting - run of none) / run of none, round by round."""
+        if setting == "none" or "none" not in settings:
+            return None
+        pairs = zip(results[code][case][setting], results[code][case]["none"])
+        return [(a["run"] - b["run"]) / b["run"] for a, b in pairs]
+
+    print("\n| code | case | setting | data s | fit s | SE s | rest s | **output s** | figures s "
+          "| csv s | **output / rest** (min-max) | run s | **added** (min-max) | wall s | files |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         for setting in settings:
             for code in codes:
                 rows = results[code][case][setting]
                 ratios = [row["ratio"] for row in rows]
+                more = added(code, case, setting)
+                more_s = (f"**{statistics.median(more):.3f}** ({min(more):.3f}-{max(more):.3f})"
+                          if more else "-")
                 print(f"| {code} | {case} | {setting} | {med(rows, 'data_preparation'):.2f} | "
                       f"{med(rows, 'model_estimation'):.2f} | "
                       f"{med(rows, 'standard_error_computation'):.2f} | "
                       f"{med(rows, 'rest'):.2f} | **{med(rows, 'output'):.3f}** | "
-                      f"{fmt(rows, 'mpl_import')} | {fmt(rows, 'figures')} | "
+                      f"{fmt(rows, 'figures')} | {fmt(rows, 'csv')} | "
                       f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
-                      f"{med(rows, 'run'):.2f} | {med(rows, 'wall'):.2f} | {len(rows[0]['files'])} |")
+                      f"{med(rows, 'run'):.2f} | {more_s} | {med(rows, 'wall'):.2f} | "
+                      f"{len(rows[0]['files'])} |")
     if args.json:
         args.json.write_text(json.dumps({"n": n, "machine": info, "results": results}, indent=1))
 

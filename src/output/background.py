@@ -48,7 +48,7 @@ from .plots.layout import Plot
 from .plots.spec import HEAD_SIZE, FormatError, Spec, message_size, pack, render, unpack
 
 __all__ = ["start", "running", "submit", "submit_fit", "collect_figures",
-           "collect_posteriors_csv", "stop", "helper_pid", "last_source", "serve"]
+           "collect_posteriors_csv", "stop", "helper_pid", "last_source", "wait_ready", "serve"]
 
 #: the project's root (the folder holding ``src``), put on the helper's path
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -129,6 +129,10 @@ class _Helper:
         self._lock = threading.Lock()
         self.alive = True
         self.finished = False
+        #: the helper said it has matplotlib and Arrow imported and nothing to do: only
+        #: then is posteriors.csv sent (a helper still starting up draws the figures first)
+        self.csv_ready = False
+        self.ready_event = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="figures-writer",
                                         daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="figures-reader",
@@ -167,6 +171,10 @@ class _Helper:
                 if message is None:
                     break
                 meta, arrays = message
+                if meta.get("ready"):
+                    self.csv_ready = True
+                    self.ready_event.set()
+                    continue
                 with self._lock:
                     future = self._pending.pop((int(meta["job"]), str(meta["item"])), None)
                 if future is not None:
@@ -243,6 +251,13 @@ def helper_pid() -> int | None:
     return helper.pid if helper is not None and helper.alive else None
 
 
+def wait_ready(timeout: float | None = None) -> bool:
+    """Wait until the drawing process is done starting up (matplotlib and Arrow imported);
+    False when none runs or it is not ready within ``timeout`` seconds."""
+    helper = _HELPER
+    return helper is not None and helper.ready_event.wait(timeout) and helper.alive
+
+
 def last_source(what: str = "figures") -> str | None:
     """Where the last figures :func:`src.output.plots.figures` returned were drawn
     (``what="posteriors.csv"``: where the last ``posteriors.csv`` of
@@ -256,8 +271,9 @@ def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any]
            *, row_labels: np.ndarray | None = None, id_column: str | None = None,
            chunk_size: int = 4096) -> bool:
     """Send every figure of this fit (:func:`~src.output.plots.figure_specs`) and, with
-    numeric ``row_labels`` (one per row), ``posteriors.csv`` to the drawing process, to be
-    taken by the collect functions; False when no process runs."""
+    numeric ``row_labels`` (one per row) and a helper done starting up, ``posteriors.csv``
+    to the drawing process, to be taken by the collect functions; False when no process
+    runs."""
     global _JOB, _NEXT_ID
     from src.inference.classification import as_posteriors
 
@@ -271,7 +287,7 @@ def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any]
     specs = figure_specs(model, data, params, post)
     items, arrays = [], {}
     csv = None
-    if row_labels is not None:
+    if row_labels is not None and helper.csv_ready:
         labels = np.asarray(row_labels)
         if labels.dtype.kind in "iufb" and labels.ndim == 1 and labels.shape[0] == post.n_rows:
             csv = {"labels": labels, "id_column": id_column, "chunk_size": int(chunk_size)}
@@ -412,13 +428,34 @@ atexit.register(stop)
 
 
 # ---------------------------------------------------------------------- server
-def _warm_up() -> None:
-    """A small figure and CSV (fonts loaded, caches filled) so the first real ones are quick."""
-    from .plots.posterior import posterior_spec
+def _waiting(fd: int) -> bool:
+    """Whether a request is waiting on ``fd`` (then the helper does no more warming up)."""
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _start_up_to(out: int) -> None:
+    """Import matplotlib, draw a small figure (fonts loaded, caches filled), import Arrow
+    and write a small CSV, each step only while no request waits; then tell the run that
+    posteriors.csv may be sent too."""
+    from .plots import _import_matplotlib
+
+    _import_matplotlib()
+    if _waiting(0):
+        return
+    render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model imports)
+                {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))
+    if _waiting(0):
+        return
     from .posteriors import csv_of_posteriors
 
-    render(posterior_spec(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])))
     csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
+    if not _waiting(0):
+        _write_all(out, pack({"ready": True}, {}))
 
 
 def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
@@ -447,10 +484,7 @@ def serve(parent: int) -> None:
     out = os.dup(1)
     os.dup2(2, 1)  # a stray print must not enter the answers
     try:
-        from .plots import _import_matplotlib
-
-        _import_matplotlib()
-        _warm_up()
+        _start_up_to(out)
     except Exception:   # matplotlib or Arrow missing or broken: the run makes everything
         pass
     while True:

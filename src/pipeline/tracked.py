@@ -176,7 +176,19 @@ def run(options: RunOptions, reporter: Reporter | None = None, *,
     Returns ``{"fit", "se", "output", "prepared"}``.  Raises the pipeline's errors
     (one sentence each), KeyboardInterrupt and ``Terminated`` for the caller to map to
     exit codes.  Task files that dead runs left in ``/dev/shm`` go first (those of runs
-    still going are kept)."""
+    still going are kept).  With plots and one K the drawing process starts first
+    (:func:`run_estimation_with_tracking` ends it when the results are already there)."""
+    from ..output import background as drawing
+
+    if options.plots and not options.enumerating:
+        drawing.start()
+    try:
+        return _run(options, reporter, wiring)
+    finally:
+        drawing.stop()
+
+
+def _run(options: RunOptions, reporter: Reporter | None, wiring: Phases) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from ..parallel.cleanup import remove_stale_task_files
