@@ -37,7 +37,7 @@ __all__ = ["RunOptions", "OPTIONS", "CORE_OPTIONS", "load_config", "build_option
 
 #: the phases in order; model_selection runs only when several K are given (--components)
 PHASES = ("data_preparation", "model_estimation", "model_selection", "standard_error_computation",
-          "result_output")
+          "structural_estimation", "result_output")
 DEFAULT_SEED = 20241101
 #: --se-method: one registered method, every one of them, or none
 SE_CHOICES = (*SE_METHODS, "all", "none")
@@ -69,11 +69,16 @@ _DATA, _EST, _SEL, _SE, _OUT, _EXEC, _PROG = ("data and model", "estimation", "c
                                               "execution and output", "progress tracking")
 _D, _M, _C, _S, _R = ("data_preparation", "model_estimation", "model_selection",
                       "standard_error_computation", "result_output")
+#: three-step estimation's options and phase (counted in fingerprints only with --structural)
+_STR, _T = "three-step estimation", "structural_estimation"
 #: --formats: the report's forms (report.md, report.html, LaTeX tables)
 FORMAT_CHOICES = ("md", "html", "tex")
 
 #: options that count in the fingerprints only when the input is partitioned
 PARTITIONED_ONLY = ("stream", "hash_data", "sample_rows")
+#: options that count in the fingerprints only with --structural (three-step estimation)
+STRUCTURAL_ONLY = ("structural", "correction", "assignment", "distal", "distal_type",
+                   "structural_se")
 
 #: the run's own options (families and SE methods add theirs, see OPTIONS)
 CORE_OPTIONS: tuple[Option, ...] = (
@@ -146,6 +151,26 @@ CORE_OPTIONS: tuple[Option, ...] = (
            choices=tuple(SE_METHODS), group=_SE, fingerprint=_S),
     Option("se_for", str, "selected", "with several K: standard errors for the selected K or "
            "for all", choices=("selected", "all"), group=_SE, fingerprint=_S),
+    # three-step estimation (src/structural, docs/structural.md; only with --structural)
+    Option("structural", str, None, "three-step estimation of a structural model with the "
+           "measurement model held fixed: covariates of the class (--covariates) or distal "
+           "outcomes (--distal)", choices=("covariates", "distal"), nullable=True,
+           group=_STR, fingerprint=_T),
+    Option("correction", str, "bch", "with --structural: the three-step correction: none "
+           "(naive), bch (Bolck-Croon-Hagenaars weights) or ml (Vermunt's maximum likelihood)",
+           choices=("none", "bch", "ml"), group=_STR, fingerprint=_T),
+    Option("assignment", str, "modal", "with --structural: class assignment of step 2",
+           choices=("modal", "soft"), group=_STR, fingerprint=_T),
+    Option("distal", list, None, "with --structural distal: the distal outcome columns "
+           "(never model columns)", nullable=True, group=_STR, fingerprint=_D,
+           metavar="COLUMN[,..]"),
+    Option("distal_type", str, "gaussian", "with --structural distal: gaussian (a mean and "
+           "variance per class) or categorical (probabilities per class)",
+           choices=("gaussian", "categorical"), group=_STR, fingerprint=_T),
+    Option("structural_se", str, "corrected", "with --structural: standard errors of step 3: "
+           "corrected (also for step 1's uncertainty, Bakk-Oberski-Vermunt; needs --se-method), "
+           "bootstrap (all three steps, --n-bootstrap replicates) or step3 (sandwich of step 3 "
+           "alone)", choices=("corrected", "bootstrap", "step3"), group=_STR, fingerprint=_T),
     # results (what is written; change no estimate)
     Option("ci_level", float, 0.95, "confidence level of the intervals in estimates.csv",
            low=0, low_open=True, high=1, high_open=True, group=_OUT, fingerprint=_R),
@@ -389,6 +414,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
             continue  # unweighted runs keep the fingerprints they had before weights existed
         if opt.name in PARTITIONED_ONLY and not options.partitioned:
             continue  # in-memory runs keep the fingerprints they had before partitions existed
+        if opt.name in STRUCTURAL_ONLY and getattr(options, "structural", None) is None:
+            continue  # runs without --structural keep the fingerprints they had before it
         value = getattr(options, opt.name, opt.default)  # a user model's own option: default
         parts[opt.fingerprint or "model_estimation"][opt.name] = value
     if options.id is not None and options.columns is None:
@@ -398,9 +425,12 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     est = {**data, **parts["model_estimation"]}
     sel = {**est, **parts["model_selection"]}
     se = {**sel, **parts["standard_error_computation"]}
+    if getattr(options, "structural", None) is not None and options.structural_se == "bootstrap":
+        parts["structural_estimation"]["n_bootstrap"] = options.n_bootstrap  # its replicates
+    structural = {**se, **parts["structural_estimation"]}
     return {"data_preparation": data, "model_estimation": est, "model_selection": sel,
-            "standard_error_computation": se,
+            "standard_error_computation": se, "structural_estimation": structural,
             # the files are written in the report's language (redone without asking when
             # only this phase's inputs change: src/pipeline/tracked.py)
-            "result_output": {**se, **parts["result_output"],
+            "result_output": {**structural, **parts["result_output"],
                               "report_language": options.lang or get_language()}}
