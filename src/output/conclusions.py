@@ -236,4 +236,7 @@ def conclusion_sections(fitj: Mapping[str, Any], lang: str) -> list[Section]:
         out.append(_goodness(fitj["goodness_of_fit"], fitj.get("bivariate_residuals"), lang))
     if "response_probabilities" in fitj:
         out.append(_profile(fitj["response_probabilities"], lang))
+    if "structural" in fitj:   # three-step estimation (--structural)
+        from .structural import structural_section
+        out.append(structural_section(fitj["structural"], lang))
     return out

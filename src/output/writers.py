@@ -146,6 +146,9 @@ def result_set(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str,
         sections = [*conclusion_sections({**fitj, "interval_description": description},
                                          report_language(options)), *sections]
         figures = {**conclusions.figures, **(figures or {})}
+    if "structural" in fitj:   # three-step estimation: its rows after the measurement model's
+        from .structural import structural_rows
+        files["estimates.csv"] = csv_bytes(header, rows + structural_rows(fitj["structural"], header))
     # keys sorted: the same bytes (but for "seconds") however the results were gathered or resumed
     files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
                          + "\n").encode()

@@ -53,6 +53,15 @@ register({
 
 #: parsed hash -> (data, meta, row positions, id column, id values of the kept rows)
 _CACHE: dict[str, tuple[dict[str, np.ndarray], dict[str, Any], Any, Any, Any]] = {}
+#: (parsed hash, structural columns) -> the kept rows' --structural columns
+_STRUCTURAL: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _structural_key(parsed: str, options: RunOptions) -> tuple[str, tuple[str, ...]] | None:
+    from ..structural.data import structural_columns
+
+    cols = structural_columns(options)
+    return (parsed, tuple(cols)) if cols else None
 
 
 @dataclass
@@ -76,6 +85,8 @@ class Prepared:
     #: of rows in memory and their global row numbers (:mod:`src.pipeline.partitioned`)
     sample: dict[str, np.ndarray] | None = None
     sample_positions: np.ndarray | None = None
+    #: --structural: the kept rows' covariate or distal columns (a DataFrame, never modelled)
+    structural: Any = None
 
     @property
     def partitioned(self) -> bool:
@@ -166,6 +177,11 @@ def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]
     if options.weights is not None and columns is not None:   # read beside the model's columns
         check_weight_column(options.weights, columns, None, str(options.data), options.id)
         columns = [*columns, str(options.weights)]
+    if options.structural is not None:   # covariates or distal outcomes: beside them too
+        from ..structural.data import check_structural_columns, structural_columns
+        check_structural_columns(options, None, str(options.data))
+        if columns is not None:
+            columns = [*columns, *structural_columns(options)]
     frame, record = load_table(options.data, columns=columns,
                                as_text=bool(cls.reads_text), sep=options.sep,
                                encoding=options.encoding, id_column=options.id)
@@ -193,6 +209,8 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
         from ..data.rows import check_weight_column
         check_weight_column(options.weights, options.columns, None, source, options.id)
     frame, ids = split_id(frame, options.id, options.columns, source)
+    from ..structural.data import split_structural
+    frame, structural = split_structural(frame, options, source)   # never model columns
     n_input = int(len(frame))
     frame, weights = split_weights(frame, options.weights, options.columns, source,
                                    drop_missing=bool(options.drop_missing))
@@ -241,8 +259,13 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
                   "weight_sum": float(w.sum()), "n_zero_weight": int((weights == 0).sum()),
                   "notes": [*record.get("notes", []), *notes]}
     record = {**record, "n_dropped": n_input - n_obs}
+    if structural is not None:
+        from ..structural.data import kept_structural
+        structural = kept_structural(structural, positions, options, source)
+        record = {**record, "columns": [c for c in record.get("columns", [])
+                                        if str(c) not in [str(x) for x in structural.columns]]}
     return Prepared(model, data, meta, record, positions,
-                    None if ids is None else str(options.id), kept_ids)
+                    None if ids is None else str(options.id), kept_ids, structural=structural)
 
 
 def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
@@ -270,6 +293,8 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
     parsed = _hash_data(prepared.data, prepared.meta)
     _CACHE[parsed] = (prepared.data, prepared.meta, prepared.row_positions,
                       prepared.id_column, prepared.row_ids)
+    if prepared.structural is not None:
+        _STRUCTURAL[_structural_key(parsed, options)] = prepared.structural
     return {**prepared.record, "n_obs": prepared.n_obs, "meta": prepared.meta,
             "parsed_sha256": parsed}
 
@@ -282,7 +307,8 @@ def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
         from .partitioned import materialise_partitioned
         return materialise_partitioned(record, options)
     cached = _CACHE.get(record["parsed_sha256"])
-    if cached is None or cached[3] != options.id:
+    key = _structural_key(record["parsed_sha256"], options)
+    if cached is None or cached[3] != options.id or (key is not None and key not in _STRUCTURAL):
         frame, _, cls = _read(options)
         again = prepare_frame(frame, options, cls, record)
         parsed = _hash_data(again.data, again.meta)
@@ -291,8 +317,11 @@ def materialise(record: dict[str, Any], options: RunOptions) -> Prepared:
                                         old=record["parsed_sha256"][:12], new=parsed[:12]))
         cached = (again.data, again.meta, again.row_positions, again.id_column, again.row_ids)
         _CACHE[parsed] = cached
+        if key is not None:
+            _STRUCTURAL[key] = again.structural
     data, meta, positions, id_column, ids = cached
-    return Prepared(build_model(options, meta), data, meta, record, positions, id_column, ids)
+    return Prepared(build_model(options, meta), data, meta, record, positions, id_column, ids,
+                    structural=_STRUCTURAL.get(key) if key is not None else None)
 
 
 # ------------------------------------------------------------- estimation
@@ -489,7 +518,8 @@ def needs_workers(options: RunOptions, fit_done: bool, se_done: bool,
 def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
                   options: RunOptions, fingerprint: dict[str, Any] | None = None, *,
                   checkpoint: Checkpointer | None = None, executor: Any = None,
-                  reporter: Any = None, kept: dict[str, Any] | None = None) -> dict[str, Any]:
+                  reporter: Any = None, kept: dict[str, Any] | None = None,
+                  structural: dict[str, Any] | None = None) -> dict[str, Any]:
     """Phase ``result_output``: estimates.csv, covariance.csv, posteriors.csv, fit.json,
     the figures and the report (:mod:`src.pipeline.conclusions` says what the fit means;
     its goodness-of-fit bootstrap is the phase's only checkpointed work, and its replicates
@@ -500,6 +530,7 @@ def write_results(prepared: Prepared, fit: dict[str, Any], se: dict[str, Any],
     found, gof = with_kept_replicates(
         lambda cp: conclusions_of(prepared, fit, se, options, checkpoint=cp, executor=executor,
                                   reporter=reporter), checkpoint, kept)
+    _add_structural(found, structural, options)
     files = write_all(prepared.model, prepared.record, fit, se, options,
                       fingerprint=fingerprint or {}, conclusions=found)
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time(),
@@ -511,8 +542,8 @@ def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
                               options: RunOptions,
                               fingerprint: dict[str, Any] | None = None, *,
                               checkpoint: Checkpointer | None = None, executor: Any = None,
-                              reporter: Any = None, kept: dict[str, Any] | None = None
-                              ) -> dict[str, Any]:
+                              reporter: Any = None, kept: dict[str, Any] | None = None,
+                              structural: dict[str, Any] | None = None) -> dict[str, Any]:
     """Phase ``result_output`` with several K: the selected K's files, enumeration.csv,
     criteria.png and a folder ``k{K}/`` per K (``src.output.enumeration``), each with its
     conclusions (the goodness-of-fit bootstrap for the selected K only)."""
@@ -531,11 +562,20 @@ def write_enumeration_results(prepared: Prepared, fits: dict[str, Any],
 
     found = {k: one(k, None) for k in options.k_list() if k != selected}
     found[selected], gof = with_kept_replicates(lambda cp: one(selected, cp), checkpoint, kept)
+    _add_structural(found[selected], structural, options)
     files = write_enumeration({k: p.model for k, p in preps.items()}, prepared.record,
                               fits["fits"], selection, se["by_k"], options,
                               fingerprint=fingerprint or {}, conclusions_by_k=found)
     return {"output_dir": str(options.results_dir), "files": files, "written_at": time.time(),
             **({"gof_state": gof} if gof else {})}
+
+
+def _add_structural(found: Any, structural: dict[str, Any] | None, options: RunOptions) -> None:
+    """fit.json's ``structural`` block (three-step estimation), from which the writers add
+    its estimates.csv rows and report section (:mod:`src.output.structural`)."""
+    if structural:
+        from ..output.structural import structural_json
+        found.json["structural"] = structural_json(structural, options)
 
 
 def output_is_current(result: dict[str, Any], options: RunOptions) -> bool:

@@ -22,6 +22,8 @@ from ..progress import estimation_progress, resume_estimation_phase
 from ..utils.console import Reporter
 from ..utils.messages import register, t
 from . import enumeration, phases
+from .structural import estimate_structural
+from .structural import needs_workers as structural_needs_workers
 from .checks import check_before_run
 
 __all__ = ["run_estimation_with_tracking", "run"]
@@ -86,7 +88,8 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
         workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
                                        tracker.is_completed("standard_error_computation"),
                                        not several or tracker.is_completed("model_selection"),
-                                       tracker.is_completed("result_output"))
+                                       tracker.is_completed("result_output")) \
+            or structural_needs_workers(options, tracker.is_completed("structural_estimation"))
         if output_due and not draw_ahead:
             from ..output.plots import preload
 
@@ -117,19 +120,27 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                                     _se_phase),
                                          prepared, fit, selection, options, tracker, reporter,
                                          executor)
+            structural = None   # three-step estimation (--structural), after the SEs
+            if options.structural is not None:
+                structural = resume_estimation_phase(
+                    tracker, "structural_estimation",
+                    _announced(reporter, "structural_estimation", estimate_structural),
+                    prepared, fit, selection, se, options, tracker, reporter, executor)
             output = resume_estimation_phase(tracker, "result_output",
                                              _announced(reporter, "result_output", _output_phase),
                                              prepared, fit, selection, se, options,
                                              tracker.fingerprints.get("result_output"), tracker,
-                                             reporter, executor)
+                                             reporter, executor, structural)
     finally:
         drawing.stop()
     if not several:
-        return {"fit": fit, "se": se, "output": output, "prepared": prepared}
+        return {"fit": fit, "se": se, "output": output, "prepared": prepared,
+                **({"structural": structural} if structural is not None else {})}
     k = int(selection["selected"])
     return {"fit": fit["fits"][str(k)], "se": se["by_k"].get(str(k), {}), "output": output,
             "prepared": enumeration.prepared_for(prepared, options, k),
-            "enumeration": {"fits": fit, "selection": selection, "se": se}}
+            "enumeration": {"fits": fit, "selection": selection, "se": se},
+            **({"structural": structural} if structural is not None else {})}
 
 
 def _reuse(tracker: Any, phase: str, wanted: bool = True) -> dict[str, Any]:
@@ -157,12 +168,15 @@ def _se_phase(prepared: phases.Prepared, fit: dict[str, Any], selection: dict[st
 def _output_phase(prepared: phases.Prepared, fit: dict[str, Any],
                   selection: dict[str, Any] | None, se: dict[str, Any], options: RunOptions,
                   fingerprint: dict[str, Any] | None, checkpoint: Any = None,
-                  reporter: Reporter | None = None, executor: Any = None) -> dict[str, Any]:
-    """Phase ``result_output``: one K's files, or with several the enumeration's."""
+                  reporter: Reporter | None = None, executor: Any = None,
+                  structural: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Phase ``result_output``: one K's files, or with several the enumeration's (with the
+    three-step estimates of ``structural_estimation`` when there are some)."""
     stale = getattr(checkpoint, "stale_result", None)
     earlier = stale("result_output") if stale is not None else None
     kept = earlier[0].get("gof_state") if earlier and isinstance(earlier[0], dict) else None
-    kw = {"checkpoint": checkpoint, "executor": executor, "reporter": reporter, "kept": kept}
+    kw = {"checkpoint": checkpoint, "executor": executor, "reporter": reporter, "kept": kept,
+          "structural": structural}
     if selection is None:
         return phases.write_results(prepared, fit, se, options, fingerprint, **kw)
     return phases.write_enumeration_results(prepared, fit, selection, se, options, fingerprint,

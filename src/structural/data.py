@@ -239,3 +239,19 @@ def take(sdata: StructuralData, idx: np.ndarray) -> StructuralData:
     idx = np.asarray(idx)
     return StructuralData(sdata.kind, list(sdata.columns), sdata.values[idx],
                           sdata.observed[idx], sdata.distal_type, sdata.codes)
+
+
+register({
+    "structural.unmatched": {
+        "en": "Model '{model}' kept rows of {source} by a rule of its own, so the structural columns cannot be matched to its rows; remove the rows it drops from the file, or run without --structural.",
+        "zh": "模型 '{model}' 按其自身规则保留了 {source} 中的部分行，因此无法把结构变量对应到这些行；请先从文件中删除它会丢弃的行，或不使用 --structural。"},
+})
+
+
+def kept_structural(frame: pd.DataFrame, positions: np.ndarray | None, options: Any,
+                    source: str) -> pd.DataFrame:
+    """The structural columns of the rows the model kept (``positions``: their input rows);
+    a DataError when the positions are unknown (a family dropping rows by its own rule)."""
+    if positions is None:
+        raise DataError(t("structural.unmatched", model=options.model, source=source))
+    return frame.iloc[np.asarray(positions)].reset_index(drop=True)

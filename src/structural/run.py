@@ -92,9 +92,6 @@ def three_step(model: MixtureModel, data: Data, params: Params, sdata: Structura
     if not res.converged:
         warnings.append(t("structural.ml_not_converged", n=res.n_iter))
     obs = sdata.observed
-    negative = None
-    if correction == "bch":
-        negative = float(np.mean(np.any(res.targets < 0, axis=1)))
     return {
         "kind": sdata.kind, "correction": correction, "assignment": assignment,
         "columns": list(sdata.columns),
@@ -106,6 +103,5 @@ def three_step(model: MixtureModel, data: Data, params: Params, sdata: Structura
         "loglik": res.loglik, "n_iter": int(res.n_iter), "converged": bool(res.converged),
         "n_rows": int(obs.size), "n_step3": int(obs.sum()),
         "assigned": W.sum(axis=0) if c is None else (W * c[:, None]).sum(axis=0),
-        "bch_negative_share": negative,
         "warnings": warnings, "notes": [],
     }
