@@ -18,6 +18,7 @@ trace (K,) for full / diag / spherical.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Mapping
 
@@ -75,6 +76,14 @@ def gmm_n_free_parameters(n_components: int, n_features: int, covariance: str) -
     K, D = int(n_components), int(n_features)
     per_class = {"full": D * (D + 1) // 2, "diag": D, "spherical": 1}[covariance]
     return K - 1 + K * D + K * per_class
+
+
+@functools.lru_cache(maxsize=64)
+def _upper(D: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(D)``, kept (the quadratic features' order of the products x_a x_b)."""
+    a, b = np.triu_indices(D)
+    a.flags.writeable = b.flags.writeable = False
+    return a, b
 
 
 def _smallest_scaled_eigenvalue(cov: np.ndarray, var_scale: np.ndarray) -> float | np.ndarray:
@@ -225,7 +234,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 self.stacked = np.hstack([fac.transpose(0, 2, 1).reshape(K * D, D), -b]) * _SQRT_HALF
                 prec = fac @ fac.transpose(0, 2, 1)             # U U' = the precision matrices
                 lin = np.einsum("kab,kb->ka", prec, mu)         # P (mu - shift)
-                a, b2 = np.triu_indices(D)
+                a, b2 = _upper(D)
                 quad = -prec[:, a, b2] * np.where(a == b2, 0.5, 1.0)
             else:
                 prec = fac * fac if model.covariance == "diag" else np.outer(fac * fac, np.ones(D))
@@ -375,7 +384,7 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
                 S, q = acc["S"], self.n_quad
                 out = {"nk": np.ascontiguousarray(S[:, -1]), "sx": np.ascontiguousarray(S[:, q:q + D])}
                 if self.cov_type == "full":
-                    a, b = np.triu_indices(D)
+                    a, b = _upper(D)
                     sxx = np.empty((K, D, D))
                     sxx[:, a, b] = S[:, :q]
                     sxx[:, b, a] = S[:, :q]
