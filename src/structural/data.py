@@ -144,7 +144,7 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(codes 0..C-1, -1 missing; the ordered code texts) of a categorical column."""
     from ..models.lca import order_codes
 
-    present = col.notna().to_numpy()
+    present = np.array(col.notna().to_numpy(), dtype=bool)   # a writable copy
     text = np.full(len(col), "", dtype=object)
 
     def as_text(v: Any) -> str:
