@@ -6,20 +6,21 @@ for Parquet files the workers can see, :class:`~src.estimation.engines.MemoryPar
 data given in memory); the reader and the model travel as cloudpickle bytes (so a user
 model's class travels by value), and workers read the partitions themselves.
 
-Everything the tasks use is **placed by a task** (``value-*``: a task returning the bytes or
-the parameters given to it), never scattered: Dask keeps a task's inputs, so a copy lost with
-a worker is made again, while scattered data lost with its worker cannot be recovered (and
-Dask's active memory manager drops the extra replicas of a broadcast, so a broadcast does not
-protect it).  A worker fetches a placed value from a peer the first time a task of its needs
-it, once per pass.
+Nothing is scattered: Dask keeps a task's inputs, so what a lost worker held is made again,
+while scattered data lost with its worker cannot be recovered (and Dask's active memory
+manager drops the extra replicas of a broadcast, so a broadcast does not protect it).  The
+model and the parameters (a few KB) travel **inside every task** (:data:`EMBED_BYTES`), so a
+task depends only on its partition and runs where it lives; larger ones, and the reader,
+are **placed by a task** (``value-*``: a task returning the bytes given to it), which workers
+fetch from a peer when a task of theirs first needs them.  Unpickled once per worker.
 
 * ``persist=True``: each partition's chunks are loaded once by a task on a worker
   (``load-<i>``) and held there as a future; every later pass runs the statistics where the
   chunks live.  ``persist=False`` re-reads the partition inside every pass's task (worker
   memory bounded by a chunk).  ``"auto"``: persist when the data's estimated size is at most
   :data:`PERSIST_SHARE` of the workers' memory limits.
-* Each :meth:`DaskEngine.reduce_stats` places the parameters once (one small task),
-  submits one statistics task per partition, and folds the results **in partition
+* Each :meth:`DaskEngine.reduce_stats` pickles the parameters once, submits one statistics
+  task per partition, and folds the results **in partition
   index order** on the driver as they arrive (:func:`src.parallel.protocol.fold_in_order`
   with :func:`src.estimation.engines.add_partition_stats`): the same bits as the in-process
   engines, whatever the number of workers or which worker ran what.
@@ -48,7 +49,12 @@ from src.utils.messages import t
 from .protocol import fold_in_order
 from .tasks import digest, one_blas_thread
 
-__all__ = ["DaskEngine", "PERSIST_SHARE"]
+__all__ = ["DaskEngine", "PERSIST_SHARE", "EMBED_BYTES"]
+
+#: the model, the parameters and a mapped function's arguments travel inside every task when
+#: their pickled bytes are at most this size (no dependency: a task runs where its partition
+#: is, and a lost worker loses nothing of them); larger ones are placed by a task
+EMBED_BYTES = 1 << 18
 
 #: ``persist="auto"`` keeps the partitions in worker memory when their estimated size is at
 #: most this share of the workers' summed memory limits (Dask starts spilling at 0.6)
@@ -85,36 +91,42 @@ def load_partition(reader_key: bytes, reader_payload: bytes, index: int) -> list
 
 
 def loaded_stats(chunks: list[dict], model_key: bytes, model_payload: bytes,
-                 params: Params) -> tuple[dict, float]:
+                 params_key: bytes, params_payload: bytes) -> tuple[dict, float] | None:
     """Worker: ``partition_stats`` of chunks held in memory."""
     model = _obj(model_key, model_payload)
+    params = _obj(params_key, params_payload)
     with one_blas_thread():
         return partition_stats(model, chunks, params)
 
 
 def read_stats(reader_key: bytes, reader_payload: bytes, index: int, model_key: bytes,
-               model_payload: bytes, params: Params) -> tuple[dict, float]:
+               model_payload: bytes, params_key: bytes, params_payload: bytes
+               ) -> tuple[dict, float] | None:
     """Worker: ``partition_stats`` of partition ``index`` read chunk by chunk."""
     reader = _obj(reader_key, reader_payload)
     model = _obj(model_key, model_payload)
+    params = _obj(params_key, params_payload)
     with one_blas_thread():
         return partition_stats(model, reader.chunks(index), params)
 
 
-def loaded_map(chunks: list[dict], fn_key: bytes, fn_payload: bytes, args: bytes) -> Any:
+def loaded_map(chunks: list[dict], fn_key: bytes, fn_payload: bytes, args_key: bytes,
+               args_payload: bytes) -> Any:
     """Worker: ``fn(chunks, *args)`` of chunks held in memory."""
     fn = _obj(fn_key, fn_payload)
+    args = _obj(args_key, args_payload)
     with one_blas_thread():
-        return fn(iter(chunks), *cloudpickle.loads(args))
+        return fn(iter(chunks), *args)
 
 
 def read_map(reader_key: bytes, reader_payload: bytes, index: int, fn_key: bytes,
-             fn_payload: bytes, args: bytes) -> Any:
+             fn_payload: bytes, args_key: bytes, args_payload: bytes) -> Any:
     """Worker: ``fn(chunks, *args)`` of partition ``index`` read chunk by chunk."""
     reader = _obj(reader_key, reader_payload)
     fn = _obj(fn_key, fn_payload)
+    args = _obj(args_key, args_payload)
     with one_blas_thread():
-        return fn(reader.chunks(index), *cloudpickle.loads(args))
+        return fn(reader.chunks(index), *args)
 
 
 # ------------------------------------------------------------------ driver side
@@ -214,11 +226,14 @@ class DaskEngine:
         """A future of ``x`` made by a task (recomputed if lost, unlike scattered data)."""
         return self._submit(value, x, key=f"engine-{self._tag}-value-{name}")
 
-    def _object(self, obj: Any, keep: bool = False) -> tuple[bytes, Any]:
-        """``obj``'s digest and the future of its cloudpickle bytes (placed once per
-        distinct bytes; ``keep``: never dropped from the small cache)."""
+    def _object(self, obj: Any, keep: bool = False, embed: bool = False) -> tuple[bytes, Any]:
+        """``obj``'s digest and its cloudpickle bytes: the bytes themselves when ``embed`` and
+        at most :data:`EMBED_BYTES` (they travel inside every task), else the future of a
+        task placing them (once per distinct bytes; ``keep``: never dropped from the cache)."""
         payload = cloudpickle.dumps(obj)
         key = digest(payload)
+        if embed and len(payload) <= EMBED_BYTES:
+            return key, payload
         if keep:
             return key, self._place(payload, key.hex())
         fut = self._placed.get(key)
@@ -268,9 +283,10 @@ class DaskEngine:
     # ---------------------------------------------------------------- the engine
     def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``fn(chunks, *args)`` on the workers for every partition, in partition order."""
-        fn_key, fn_fut = self._object(fn)
-        blob = self._place(cloudpickle.dumps(tuple(args)), f"args-{self._pass + 1}")
-        futures = self._partition_tasks("map", loaded_map, read_map, fn_key, fn_fut, blob)
+        fn_key, fn_payload = self._object(fn, embed=True)
+        args_key, args_payload = self._object(tuple(args), embed=True)
+        futures = self._partition_tasks("map", loaded_map, read_map, fn_key, fn_payload,
+                                        args_key, args_payload)
         out: list[Any] = [None] * len(futures)
         for i, value in self._results(futures):
             out[i] = value
@@ -280,10 +296,10 @@ class DaskEngine:
         """``(stats, loglik)``: partitions' statistics on the workers, folded in index order."""
         require_closed_form(model)
         t0 = time.perf_counter()
-        model_key, model_fut = self._object(model)
-        params_fut = self._place(dict(params), f"params-{self._pass + 1}")
-        futures = self._partition_tasks("stats", loaded_stats, read_stats, model_key, model_fut,
-                                        params_fut)
+        model_key, model_payload = self._object(model, embed=True)
+        params_key, params_payload = self._object(dict(params), embed=True)
+        futures = self._partition_tasks("stats", loaded_stats, read_stats, model_key,
+                                        model_payload, params_key, params_payload)
         t1 = time.perf_counter()
         folding = [0.0]
 
@@ -294,7 +310,7 @@ class DaskEngine:
             return out
 
         total = fold_in_order(self._results(futures), len(futures), reduce)
-        del params_fut
+        del params_payload
         if total is None:
             raise ValueError(t("engine.no_rows"))
         t2 = time.perf_counter()
