@@ -164,10 +164,16 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
     if is_engine(data):   # rows in partitions: one pass of the engine, the M-step here
         from .engines import engine_em_map, require_closed_form
         require_closed_form(model)
-        new, ll = engine_em_map(model, data, params)
+        if getattr(model, "m_step_rows", None) is not None:
+            stats, ll = data.reduce_stats(model, params)
+            with checks.guarded(model, "m_step"):
+                new = model.m_step_rows(stats, params, row_sums(data))
+        else:
+            new, ll = engine_em_map(model, data, params)
         if check:
             checks.check_params(model, new, "m_step")
         return new, ll
+    summer = row_sums(data, chunk_size) if getattr(model, "m_step_rows", None) else None
     data, row_weights = split_weight(data)
     if not model.has_closed_form_m_step:
         with checks.guarded(model, "log_joint"):
@@ -203,10 +209,49 @@ def em_map(model: MixtureModel, data: Data, params: Params, chunk_size: int = 40
         ll += float(chunk_ll)
         total = dict(stats) if total is None else {k: total[k] + v for k, v in stats.items()}
     with checks.guarded(model, "m_step"):
-        new = model.m_step(total)
+        new = model.m_step(total) if summer is None else model.m_step_rows(total, params, summer)
     if check:
         checks.check_params(model, new, "m_step")
     return new, ll
+
+
+def row_sums(data: Any, chunk_size: int = 4096) -> Callable[..., Any]:
+    """``total(fn, *args)``: ``fn(rows, w, *args)`` summed (``+``, in a fixed order) over the
+    chunks of ``data``'s rows (``w`` their row weights or None): in memory chunks of
+    ``chunk_size`` rows as :func:`em_map` cuts them; a row engine's partitions' chunks in
+    partition order (``fn`` and ``args`` travel to the workers).
+
+    It is what a model whose M-step passes over the rows gets: one declaring
+    ``m_step_rows(stats, params, row_sum)`` has it called instead of ``m_step(stats)``
+    (the covariate model's Newton steps evaluate each trial beta on the rows), and one
+    declaring ``summarise_params(params, row_sum)`` has its chosen estimate completed by it
+    before the canonical order (the covariate model's average predicted class
+    probabilities)."""
+    if is_engine(data):
+        def total_engine(fn: Callable[..., Any], *args: Any) -> Any:
+            return _add_in_order(data.map_partitions(_sum_chunks, fn, args))
+        return total_engine
+    rows, w = split_weight(data)
+    n = _n_rows(rows)
+
+    def total(fn: Callable[..., Any], *args: Any) -> Any:
+        return _add_in_order(fn(_slice(rows, a, min(a + chunk_size, n)),
+                                None if w is None else w[a:a + chunk_size], *args)
+                             for a in range(0, n, chunk_size))
+    return total
+
+
+def _sum_chunks(chunks: Any, fn: Callable[..., Any], args: tuple) -> Any:
+    """One partition's ``fn(rows, w, *args)`` over its chunks, added in order (None: no rows)."""
+    return _add_in_order(fn(*split_weight(chunk), *args) for chunk in chunks)
+
+
+def _add_in_order(parts: Any) -> Any:
+    total = None
+    for part in parts:
+        if part is not None:
+            total = part if total is None else total + part
+    return total
 
 
 def _compressed(model: MixtureModel, data: Data,
@@ -986,6 +1031,8 @@ def _assemble(model: MixtureModel, data: Data, results: Sequence[Mapping[str, An
     best = max(pool, key=lambda s: (lls[s], -s))
     res = results[best]
     params = _as_params(res["params"])
+    if getattr(model, "summarise_params", None) is not None:   # see row_sums
+        params = model.summarise_params(params, row_sums(data, options["chunk_size"]))
     params = model.permute(params, model.canonical_order(params))
     counts: dict[str, int] = {}
     for f in flags:

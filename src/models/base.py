@@ -77,7 +77,7 @@ class ModelWarning(UserWarning):
 
 
 #: constraint kinds a parameter may declare
-CONSTRAINTS = ("simplex", "real", "positive", "covariance", "probability")
+CONSTRAINTS = ("simplex", "real", "positive", "covariance", "probability", "logit", "derived")
 #: summaries a family may declare (:attr:`MixtureModel.summaries`), each computed by
 #: :data:`src.inference.summaries.SUMMARIES`
 SUMMARY_NAMES = ("response_patterns", "sd_correlation")
@@ -103,8 +103,17 @@ class ParamSpec:
       * ``probability``: shape ``(J, C)``; row ``j`` is a distribution over its first
         ``sizes[j]`` entries (the rest are padding, fixed at 0); free: the first
         ``sizes[j] - 1`` entries of each row.
+      * ``logit``: the coefficients of a multinomial logit over the classes (the covariate
+        model's ``beta``), shape ``(q,)``; class ``reference`` (0-based) has its row fixed
+        at 0; free: every entry of the other K-1 classes, class by class (reported: every
+        class, the reference's entries derived, 0).
+      * ``derived``: a per-class summary the model computes from its other parameters and
+        the data (the covariate model's ``weight``: the average predicted class
+        probabilities); no free entries, not reported; ``from_free`` fills it with 1/K
+        until the model computes it again.
     labels: one sequence of text labels per axis of ``shape`` used in reported names;
       ``None`` means 1-based integers.
+    reference: the fixed class of a ``logit`` parameter (0-based; ignored otherwise).
     """
 
     name: str
@@ -112,6 +121,7 @@ class ParamSpec:
     constraint: str = "real"
     labels: tuple[Sequence[str], ...] | None = None
     sizes: tuple[int, ...] | None = None
+    reference: int = 0
 
     def __post_init__(self) -> None:
         if self.constraint not in CONSTRAINTS:

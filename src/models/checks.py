@@ -129,8 +129,11 @@ _BUILTIN_CLASSES = {"src.models.gmm:GaussianMixtureModel", "src.models.lca:Laten
 
 
 def is_builtin(model: "MixtureModel") -> bool:
-    """True for the built-in families themselves (not for user subclasses of them)."""
+    """True for the built-in families themselves (not for user subclasses of them), and for
+    the covariate model (:mod:`src.models.covariates`) around one of them."""
     cls = type(model)
+    if f"{cls.__module__}:{cls.__qualname__}" == "src.models.covariates:CovariateMixture":
+        return is_builtin(model.inner)
     return f"{cls.__module__}:{cls.__qualname__}" in _BUILTIN_CLASSES
 
 

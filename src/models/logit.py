@@ -38,7 +38,7 @@ import numpy as np
 __all__ = [
     "INTERCEPT", "Terms", "NewtonResult", "design", "probabilities", "log_probabilities",
     "linear_stats", "linear_terms", "normaliser", "objective", "newton", "to_free", "from_free",
-    "free_classes", "rereference",
+    "free_classes", "rereference", "NOISE", "normaliser_with_log_probabilities",
 ]
 
 #: the name of the intercept column that :func:`design` puts first
@@ -141,28 +141,30 @@ def rereference(beta: np.ndarray, reference: int) -> np.ndarray:
 # probabilities
 
 
-def _eta(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    return np.asarray(Z, dtype=np.float64) @ np.asarray(beta, dtype=np.float64).T
+def _eta_t(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``(Z beta')'`` as a C-contiguous (K, n) array: reductions over the classes then run
+    along the long axis (numpy reduces (n, K) arrays along a short last axis 50x slower)."""
+    return np.asarray(beta, dtype=np.float64) @ np.asarray(Z, dtype=np.float64).T
 
 
-def _lse_rows(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lse (n,), probabilities (n, K)) of the rows of ``eta``, stable."""
-    top = eta.max(axis=1, keepdims=True)
-    e = np.exp(eta - top)
-    s = e.sum(axis=1, keepdims=True)
-    return (np.log(s) + top)[:, 0], e / s
+def _lse_t(eta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lse (n,), probabilities (K, n)) of the columns of ``eta_t`` (K, n), stable."""
+    top = eta_t.max(axis=0)
+    e = np.exp(eta_t - top)
+    s = e.sum(axis=0)
+    return np.log(s) + top, e / s
 
 
 def log_probabilities(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """``log pi_ik`` (n, K)."""
-    eta = _eta(Z, beta)
-    lse, _ = _lse_rows(eta)
-    return eta - lse[:, None]
+    """``log pi_ik`` (n, K) (a transposed view of a (K, n) array)."""
+    eta_t = _eta_t(Z, beta)
+    lse, _ = _lse_t(eta_t)
+    return (eta_t - lse).T
 
 
 def probabilities(Z: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """``pi_ik = softmax(z_i' beta)_k`` (n, K)."""
-    return _lse_rows(_eta(Z, beta))[1]
+    """``pi_ik = softmax(z_i' beta)_k`` (n, K) (a transposed view of a (K, n) array)."""
+    return _lse_t(_eta_t(Z, beta))[1].T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,34 +195,43 @@ def linear_terms(S: np.ndarray, beta: np.ndarray, reference: int = 0, order: int
 
 def normaliser(Z: np.ndarray, beta: np.ndarray, mass: np.ndarray | None = None,
                reference: int = 0, order: int = 2) -> Terms:
-    """``sum_i m_i lse(z_i' beta)`` with gradient ``sum_i m_i (pi_i - e_ref)...`` and Hessian
-    in the free parameterisation; ``mass`` = ``m`` (n,) (default 1 per row; any real numbers,
-    e.g. ``w_i * sum_k R_ik``).  ``beta``'s reference row is taken as 0.  Additive over rows."""
+    """``sum_i m_i lse(z_i' beta)`` with gradient ``sum_i m_i pi_ik z_i`` (free classes k) and
+    Hessian ``sum_i m_i pi_ia (delta_ac - pi_ic) z_i z_i'`` in the free parameterisation;
+    ``mass`` = ``m`` (n,) (default 1 per row; any real numbers, e.g. ``w_i * sum_k R_ik``).
+    ``beta``'s reference row is taken as 0.  Additive over rows."""
+    return normaliser_with_log_probabilities(Z, beta, mass, reference, order)[0]
+
+
+def normaliser_with_log_probabilities(Z: np.ndarray, beta: np.ndarray,
+                                      mass: np.ndarray | None = None, reference: int = 0,
+                                      order: int = 2) -> tuple[Terms, np.ndarray]:
+    """:func:`normaliser` and ``log pi`` (K, n) from one evaluation of the probabilities."""
     Z = np.asarray(Z, dtype=np.float64)
     K = np.asarray(beta).shape[0]
     q = Z.shape[1]
     fc = free_classes(K, reference)
-    b = rereference(beta, reference)
-    lse, pi = _lse_rows(_eta(Z, b))
+    eta_t = _eta_t(Z, rereference(beta, reference))
+    lse, P = _lse_t(eta_t)
     m = None if mass is None else np.asarray(mass, dtype=np.float64)
     value = float(lse.sum() if m is None else lse @ m)
     grad = hess = None
     if order >= 1:
-        P = pi[:, fc]                                        # (n, K-1)
-        Pm = P if m is None else P * m[:, None]
-        grad = (Pm.T @ Z).ravel()
+        Pf = P[fc]                                            # (K-1, n)
+        Pm = Pf if m is None else Pf * m
+        grad = (Pm @ Z).ravel()
     if order >= 2:
         p = (K - 1) * q
         hess = np.empty((p, p))
+        Zt = Z.T
         for a in range(K - 1):
             for c in range(a, K - 1):
                 # d2/dbeta_a dbeta_c of lse = pi_a (delta_ac - pi_c) z z'
-                coef = Pm[:, a] * ((1.0 if a == c else 0.0) - P[:, c])
-                block = (Z * coef[:, None]).T @ Z
+                coef = Pm[a] * (1.0 - Pf[c]) if a == c else -(Pm[a] * Pf[c])
+                block = (Zt * coef) @ Z
                 hess[a * q:(a + 1) * q, c * q:(c + 1) * q] = block
                 if c != a:
                     hess[c * q:(c + 1) * q, a * q:(a + 1) * q] = block.T
-    return Terms(value, grad, hess)
+    return Terms(value, grad, hess), eta_t - lse
 
 
 def objective(Z: np.ndarray, beta: np.ndarray, R: np.ndarray, w: np.ndarray | None = None,
@@ -229,7 +240,7 @@ def objective(Z: np.ndarray, beta: np.ndarray, R: np.ndarray, w: np.ndarray | No
     parameterisation (``beta``'s reference row taken as 0); additive over rows.  ``R`` (n, K)
     any real targets, ``w`` (n,) row weights or None."""
     R = np.asarray(R, dtype=np.float64)
-    mass = R.sum(axis=1)
+    mass = R @ np.ones(R.shape[1])
     if w is not None:
         mass = mass * np.asarray(w, dtype=np.float64)
     lin = linear_terms(linear_stats(Z, R, w), beta, reference, order)
@@ -238,6 +249,11 @@ def objective(Z: np.ndarray, beta: np.ndarray, R: np.ndarray, w: np.ndarray | No
 
 # ----------------------------------------------------------------------------------------------
 # Newton's method
+
+
+#: relative rounding of an objective's value (sums over many rows): :func:`newton` does not
+#: compare values closer than this
+NOISE = 1e-13
 
 
 @dataclass(frozen=True)
@@ -272,7 +288,9 @@ def _ascent_direction(grad: np.ndarray, hess: np.ndarray) -> np.ndarray:
 
 
 def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps: int = 25,
-           tol: float = 1e-10, reference: int = 0, max_halvings: int = 30) -> NewtonResult:
+           tol: float = 1e-10, reference: int = 0, max_halvings: int = 30,
+           start: "Terms | tuple | None" = None,
+           value_fn: Callable[[np.ndarray], float] | None = None) -> NewtonResult:
     """Maximise an objective of ``beta`` (K, q) by Newton's method with step-halving.
 
     ``eval_fn(beta) -> (value, grad, hess)`` (or a :class:`Terms`) in the free parameterisation
@@ -280,8 +298,19 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
     partitions).  Each step solves ``(-H) d = g`` (``-H`` shifted towards the identity when it
     is not positive definite), then halves ``d`` until the objective does not fall (at most
     ``max_halvings`` times; if none is accepted the iteration stops where it is), so the
-    returned value is never below ``eval_fn(beta0)``'s.  Stops when the Newton decrement
-    ``g' d / 2 <= tol * (1 + |value|)`` or after ``max_steps`` accepted steps."""
+    returned value is never below the starting value.  Stops when the Newton decrement
+    ``g' d / 2 <= tol * (1 + |value|)`` or after ``max_steps`` accepted steps.  A step whose
+    decrement (its predicted gain) is below the rounding of the value,
+    :data:`NOISE` ``* (1 + |value|)``, cannot be judged by comparing values: it is taken in
+    full without an evaluation (near the maximum the quadratic model is exact to that
+    order, so the gradient keeps improving where the values cannot tell) and ends the
+    iteration as converged; ``value`` is then the last evaluated one plus the decrement.
+
+    ``start``: ``(value, grad, hess)`` at ``beta0`` when the caller has them already (one
+    evaluation fewer).  ``value_fn(beta) -> value``: a cheaper evaluation of the value alone;
+    given, trial points are judged by it and ``eval_fn`` is called only where a next step
+    needs the derivatives (so with ``max_steps = 1`` and ``start``, never).
+    ``evaluations`` counts the calls of both."""
     beta0 = np.asarray(beta0, dtype=np.float64)
     K, q = beta0.shape
     fc = free_classes(K, reference)
@@ -291,8 +320,12 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
         return out.as_tuple() if isinstance(out, Terms) else out
 
     beta = rereference(beta0, reference)
-    value, grad, hess = call(beta)
-    evaluations = 1
+    if start is None:
+        value, grad, hess = call(beta)
+        evaluations = 1
+    else:
+        value, grad, hess = start.as_tuple() if isinstance(start, Terms) else start
+        evaluations = 0
     steps = 0
     converged = False
     while True:
@@ -304,12 +337,22 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
         if steps >= max_steps:
             break
         step = d.reshape(K - 1, q)
+        if decrement <= NOISE * (1.0 + abs(value)):
+            beta = beta.copy()
+            beta[fc] += step
+            value += decrement
+            steps += 1
+            converged = True
+            break
         accepted = False
         t = 1.0
         for _ in range(max_halvings + 1):
             trial = beta.copy()
             trial[fc] += t * step
-            v, g, h = call(trial)
+            if value_fn is None:
+                v, g, h = call(trial)
+            else:
+                v = float(value_fn(trial))
             evaluations += 1
             if np.isfinite(v) and v >= value:
                 accepted = True
@@ -317,6 +360,13 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
             t *= 0.5
         if not accepted:
             break
-        beta, value, grad, hess = trial, v, g, h
+        beta, value = trial, v
         steps += 1
+        if value_fn is None:
+            grad, hess = g, h
+        elif steps >= max_steps:
+            break
+        else:
+            value, grad, hess = call(beta)
+            evaluations += 1
     return NewtonResult(beta, float(value), steps, converged, evaluations)

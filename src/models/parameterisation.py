@@ -5,11 +5,14 @@ and gives two views of the parameters:
 
 * the **natural-scale free vector** (standard errors, SQUAREM): spec by spec, class by class;
   K-1 weights, every real/positive entry, the vech (``i <= j``) of each covariance, the first
-  ``C_j - 1`` probabilities of each row.  The last weight and the last categories are
-  derived (1 - the sum), so every reported entry is linear in the free ones.
+  ``C_j - 1`` probabilities of each row, every entry of a ``logit`` parameter's K-1
+  non-reference classes.  The last weight and the last categories are derived (1 - the
+  sum), the reference class's logit row is 0, so every reported entry is linear in the
+  free ones.  A ``derived`` parameter (a summary the model computes) has no free entries.
 * the **unconstrained vector** (the generic numerical M-step): every parameter except the
   weights, class by class; identity for real entries, log for positive ones, log-Cholesky
-  for covariances, log-ratios to the last category for probability rows.
+  for covariances, log-ratios to the last category for probability rows, identity for
+  every class's logit row (re-referenced on the way back).
 
 It also checks the constraints (:meth:`FreeParameterisation.violation`), so the model,
 SQUAREM and the numerical M-step agree on one definition of the parameter space.
@@ -51,6 +54,8 @@ def _free_index(spec: ParamSpec) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _n_free_of_class(spec: ParamSpec) -> int:
+    if spec.constraint == "derived":
+        return 0
     if spec.constraint == "covariance":
         return spec.shape[0] * (spec.shape[0] + 1) // 2
     if spec.constraint == "probability":
@@ -67,11 +72,17 @@ class FreeParameterisation:
         self._blocks: list[_Block] = []
         pos = 0
         for spec in self.specs:
+            if spec.constraint == "logit" and not 0 <= spec.reference < K:
+                raise ValueError(f"{spec.name}: reference class {spec.reference} out of range "
+                                 f"for {K} classes")
             n = (K - 1) if spec.constraint == "simplex" else K * _n_free_of_class(spec)
+            if spec.constraint == "logit":
+                n = (K - 1) * _n_free_of_class(spec)
             self._blocks.append(_Block(spec, pos, pos + n, _free_index(spec)))
             pos += n
         self.size = pos
-        self.unconstrained_specs = [s for s in self.specs if s.constraint != "simplex"]
+        self.unconstrained_specs = [s for s in self.specs
+                                    if s.constraint not in ("simplex", "derived")]
         self.unconstrained_size = K * sum(_n_free_of_class(s) for s in self.unconstrained_specs)
 
     def same_as(self, specs: Sequence[ParamSpec], n_components: int) -> bool:
@@ -95,6 +106,11 @@ class FreeParameterisation:
             v = np.asarray(params[spec.name], dtype=float)
             if spec.constraint == "simplex":
                 parts.append(v[: K - 1])
+            elif spec.constraint == "derived":
+                continue
+            elif spec.constraint == "logit":
+                ref = spec.reference
+                parts.append(np.delete(v.reshape(K, -1) - v.reshape(K, -1)[ref], ref, axis=0).ravel())
             elif b.index is not None:
                 parts.append(v[:, b.index[0], b.index[1]].ravel())
             else:
@@ -115,6 +131,14 @@ class FreeParameterisation:
                 w[: K - 1] = theta[b.start : b.stop]
                 w[K - 1] = 1.0 - w[: K - 1].sum()
                 out[spec.name] = w
+                continue
+            if spec.constraint == "derived":
+                out[spec.name] = np.full((K,) + tuple(spec.shape), 1.0 / K)
+                continue
+            if spec.constraint == "logit":
+                arr = np.zeros((K, int(np.prod(spec.shape, dtype=int))))
+                arr[np.arange(K) != spec.reference] = theta[b.start : b.stop].reshape(K - 1, -1)
+                out[spec.name] = arr.reshape((K,) + tuple(spec.shape))
                 continue
             block = theta[b.start : b.stop].reshape(K, -1)
             if spec.constraint == "covariance":
@@ -145,7 +169,13 @@ class FreeParameterisation:
                 for k in range(K):
                     yield spec, k, (), k < K - 1
                 continue
+            if spec.constraint == "derived":
+                continue
             for k in range(K):
+                if spec.constraint == "logit":
+                    for idx in np.ndindex(*spec.shape):
+                        yield spec, k, tuple(idx), k != spec.reference
+                    continue
                 if spec.constraint == "covariance":
                     D = spec.shape[0]
                     for i in range(D):
@@ -181,6 +211,10 @@ class FreeParameterisation:
             elif spec.constraint == "probability":
                 if np.any(v < 0) or np.any(v > 1):
                     return f"{spec.name} must lie between 0 and 1"
+            elif spec.constraint == "logit":
+                if np.any(v[spec.reference] != 0):
+                    return (f"{spec.name} of the reference class {spec.reference + 1} must be 0 "
+                            "(re-reference the coefficients)")
         return None
 
     # ------------------------------------------------------ unconstrained scale
@@ -200,7 +234,12 @@ class FreeParameterisation:
             for k in range(self.n_components):
                 arr[k] = _from_u(s, u[pos : pos + n])
                 pos += n
+            if s.constraint == "logit":   # every class's row, the reference's taken back to 0
+                arr = arr - arr[s.reference]
             out[s.name] = arr
+        for s in self.specs:
+            if s.constraint == "derived":
+                out[s.name] = np.full((self.n_components,) + tuple(s.shape), 1.0 / self.n_components)
         return out
 
 

@@ -1,0 +1,467 @@
+"""The one-step covariate model: class membership as a multinomial logit of covariates.
+
+:class:`CovariateMixture` wraps any family instance (built-in or a user model whose class
+weights are the ``weight`` simplex parameter and enter ``log_joint`` as ``log weight_k``)::
+
+    log p(y_i, z_i = k | x_i) = log f_k(y_i | theta)  +  log pi_ik,
+    pi_ik = softmax(z_i' beta)_k,   z_i = (1, x_i1, ..., x_ic)
+
+``f_k`` is the inner family's class density (its ``log_joint`` evaluated with every weight 1,
+so ``log weight_k`` adds exactly 0).  ``beta`` (K, q) has the row of the reference class
+(``reference``, 0-based) fixed at 0; the fixed ``weight`` parameter is gone.
+
+Parameters: ``beta`` (constraint ``logit``: free = the other K-1 rows, reported as
+``beta[k,name]`` with the intercept first), then the inner family's parameters without
+``weight``, then ``weight`` (constraint ``derived``): the **average predicted class
+probabilities** ``sum_i w_i pi_ik / sum_i w_i``, not free and not reported, carried so that
+everything that reads class sizes (the canonical order, ``smallest_class``, the
+classification table, the figures) reads them.  The EM driver refreshes it on the rows at
+the end of every fit (:meth:`summarise_params`); inside EM it is the average posterior
+(equal to it at a maximum: the intercept's score equation).
+
+Data: the inner family's data dict plus ``Z`` (n, q), the design (intercept first), row-aligned
+so chunks, resampled rows, row weights and partitions carry it.
+
+Estimation (generalised EM, :func:`src.estimation.em.em_map`): the E-step statistics are the
+inner family's (from the posteriors under the per-row class probabilities) plus the logit's
+additive sums: ``S = (w R)' Z`` and the normaliser ``sum_i w_i lse(z_i' beta)`` with its
+gradient and Hessian at the current beta.  The M-step updates the inner parameters by the
+inner family's M-step and beta by at most ``newton_steps`` Newton steps with step-halving
+(:func:`src.models.logit.newton`), so Q never falls; every trial beta is evaluated by a pass
+over the rows' ``Z`` that the EM driver supplies (``row_sum``: the same chunks, or a row
+engine's partitions).  An inner family without a closed-form M-step is maximised by the
+generic numerical M-step, beta included.
+
+Classes are put in the inner family's canonical order (with the average predicted class
+probabilities as its weights), then beta is re-referenced to the reference class
+(:meth:`permute`), so the reference is a class of the canonical order (class 1 by
+default), also after a bootstrap replicate is aligned.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import logit
+from .base import Data, MixtureModel, Params, ParamSpec
+
+__all__ = ["CovariateMixture", "Z_KEY", "COVARIATES_META"]
+
+#: the key of the design matrix (n, q) in the data dict (intercept first)
+Z_KEY = "Z"
+#: the key of the covariate names in the data's meta (the data layer sets it)
+COVARIATES_META = "covariates"
+_S, _LSE, _GRAD, _HESS = "_beta_S", "_beta_lse", "_beta_grad", "_beta_hess"
+_OWN = (_S, _LSE, _GRAD, _HESS)
+
+
+#: a latent class model's one-hot answers per chunk of rows, kept while the array lives:
+#: key (id of the array owning the memory, address, shape, strides) -> (weakref, O, observed)
+_ONEHOT: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}
+#: at most this many bytes of one-hot matrices are kept (beyond: made again every pass)
+ONEHOT_CACHE_BYTES = 256 << 20
+
+
+def _owner(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _cached_onehot(inner: Any, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``inner.one_hot(Y)`` (a latent class model's), kept for the same rows of the same
+    array: the EM driver cuts the same chunks from the same arrays at every pass.  The data
+    must not change in place while in use (as for the family's own pattern cache)."""
+    owner = _owner(Y)
+    key = (id(owner), Y.__array_interface__["data"][0], Y.shape, Y.strides, id(inner))
+    hit = _ONEHOT.get(key)
+    if hit is not None and hit[0]() is owner:
+        return hit[1], hit[2]
+    O, observed = inner.one_hot(Y)
+    for old in [k for k, entry in _ONEHOT.items() if entry[0]() is None]:
+        del _ONEHOT[old]
+    size = sum(entry[1].nbytes for entry in _ONEHOT.values())
+    while _ONEHOT and size + O.nbytes > ONEHOT_CACHE_BYTES:
+        size -= _ONEHOT.pop(next(iter(_ONEHOT)))[1].nbytes
+    if O.nbytes <= ONEHOT_CACHE_BYTES:
+        try:
+            _ONEHOT[key] = (weakref.ref(owner), O, observed)
+        except TypeError:   # an array that takes no weak reference: not kept
+            pass
+    return O, observed
+
+
+def _normaliser_rows(rows: Data, w: np.ndarray | None, beta: np.ndarray,
+                     reference: int, order: int = 2) -> logit.Terms:
+    """One chunk's ``sum_i w_i lse(z_i' beta)`` with gradient and Hessian (``order`` 2) or
+    alone (0): a row-sum term."""
+    return logit.normaliser(rows[Z_KEY], beta, w, reference, order)
+
+
+def _pi_sum_rows(rows: Data, w: np.ndarray | None, beta: np.ndarray) -> np.ndarray:
+    """One chunk's ``sum_i w_i pi_i`` (K,)."""
+    pi = logit.probabilities(rows[Z_KEY], beta)
+    return pi.sum(axis=0) if w is None else w @ pi
+
+
+class CovariateMixture(MixtureModel):
+    """A family's mixture whose class weights are a multinomial logit of covariates.
+
+    ``inner``: the family instance (K classes); ``covariates``: the covariate names (the
+    design's columns after the intercept); ``reference``: the class whose coefficients are 0
+    (0-based, a class of the canonical order); ``newton_steps`` / ``newton_tol``: the logit's
+    Newton steps per M-step and their stopping rule (:func:`src.models.logit.newton`).
+    """
+
+    name = "covariates"
+    summaries = ()
+    figures = ()
+
+    def __init__(self, inner: MixtureModel, covariates: Sequence[str], reference: int = 0,
+                 newton_steps: int = 1, newton_tol: float = 0.0) -> None:
+        K = inner.n_components
+        super().__init__(K)
+        if not 0 <= int(reference) < K:
+            raise ValueError(f"the reference class must be one of 1..{K}, got {int(reference) + 1}")
+        self.inner = inner
+        self.covariates = [str(c) for c in covariates]
+        self.design_names = [logit.INTERCEPT] + self.covariates
+        self.reference = int(reference)
+        self.newton_steps = int(newton_steps)
+        self.newton_tol = float(newton_tol)
+        self.name = inner.name                           # the family, as fit.json names it
+        self.has_closed_form_m_step = inner.has_closed_form_m_step
+        self.figures = tuple(getattr(inner, "figures", ()))
+        self.se_methods = inner.se_methods
+        self.options = {**inner.options, "covariates": list(self.covariates),
+                        "reference_class": self.reference + 1}
+        self.meta = dict(getattr(inner, "meta", {}) or {})
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, meta: Mapping[str, Any]) -> None:
+        """The inner family's set-up, with the data's meta without the covariate names."""
+        self.meta = dict(meta)
+        self.inner.setup({k: v for k, v in meta.items() if k != COVARIATES_META})
+
+    @property
+    def q(self) -> int:
+        return len(self.design_names)
+
+    def _beta_spec(self) -> ParamSpec:
+        return ParamSpec("beta", (self.q,), "logit", labels=(self.design_names,),
+                         reference=self.reference)
+
+    def _inner_specs(self) -> list[ParamSpec]:
+        return [s for s in self.inner.param_specs() if s.name != "weight"]
+
+    def param_specs(self) -> list[ParamSpec]:
+        return [self._beta_spec(), *self._inner_specs(), ParamSpec("weight", (), "derived")]
+
+    def _weight_slice(self) -> slice:
+        return self.inner.parameterisation().slice("weight")
+
+    # ---------------------------------------------------------------- pieces
+    @staticmethod
+    def _split(data: Data) -> tuple[Data, np.ndarray]:
+        return {k: v for k, v in data.items() if k != Z_KEY}, np.asarray(data[Z_KEY], dtype=float)
+
+    def _inner_params(self, params: Params, weight: np.ndarray | None = None) -> Params:
+        """The inner family's parameters: ours without beta, with ``weight`` (default every
+        weight 1, so ``log weight_k`` adds 0 to its log_joint)."""
+        p = {k: v for k, v in params.items() if k not in ("beta", "weight")}
+        p["weight"] = np.ones(self.n_components) if weight is None else np.asarray(weight, float)
+        return p
+
+    def _valid_weight(self, params: Params) -> np.ndarray:
+        w = np.asarray(params.get("weight", np.full(self.n_components, 1.0 / self.n_components)),
+                       dtype=float)
+        if w.shape != (self.n_components,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            return np.full(self.n_components, 1.0 / self.n_components)
+        return w / w.sum()
+
+    def _from_inner(self, inner_params: Params, beta: np.ndarray) -> Params:
+        out = {k: np.asarray(v, dtype=float) for k, v in inner_params.items() if k != "weight"}
+        out["beta"] = logit.rereference(beta, self.reference)
+        out["weight"] = np.asarray(inner_params["weight"], dtype=float)
+        return {k: out[k] for k in [s.name for s in self.param_specs()]}
+
+    def _intercept_beta(self, weight: np.ndarray) -> np.ndarray:
+        """beta with no covariate effect and class probabilities ``weight``."""
+        beta = np.zeros((self.n_components, self.q))
+        lw = np.log(np.maximum(np.asarray(weight, dtype=float), 1e-12))
+        beta[:, 0] = lw - lw[self.reference]
+        return beta
+
+    # ------------------------------------------------------------- the model
+    def log_joint(self, data: Data, params: Params) -> np.ndarray:
+        rows, Z = self._split(data)
+        lj = np.asarray(self.inner.log_joint(rows, self._inner_params(params)), dtype=float)
+        return lj + logit.log_probabilities(Z, params["beta"])
+
+    def class_probabilities(self, data: Data, params: Params) -> np.ndarray:
+        """``pi_ik`` (n, K): each row's predicted class probabilities from its covariates."""
+        return logit.probabilities(np.asarray(data[Z_KEY], dtype=float), params["beta"])
+
+    def init_params(self, data: Data, rng: np.random.Generator) -> Params:
+        """The inner family's random starting values; beta with no covariate effect and the
+        inner starting weights as class probabilities."""
+        rows, _ = self._split(data)
+        inner = self.inner
+        if inner.has_closed_form_m_step or type(inner).init_params is not MixtureModel.init_params:
+            p = inner.init_params(rows, rng)
+        else:
+            from src.estimation.numeric_mstep import generic_init_params
+            p = generic_init_params(inner, rows, rng)
+        return self._from_inner(p, self._intercept_beta(p["weight"]))
+
+    def start_features(self, data: Data) -> np.ndarray | None:
+        return self.inner.start_features(self._split(data)[0])
+
+    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
+        return self.inner.degeneracies(self._inner_params(params, self._valid_weight(params)),
+                                       {k: v for k, v in stats.items() if k not in _OWN})
+
+    def canonical_order(self, params: Params) -> np.ndarray:
+        """The inner family's canonical order, its weights the average predicted class
+        probabilities."""
+        return self.inner.canonical_order(self._inner_params(params, self._valid_weight(params)))
+
+    def permute(self, params: Params, perm: Sequence[int]) -> Params:  # type: ignore[override]
+        """Reorder classes (new class ``i`` is old ``perm[i]``), then re-reference beta to the
+        reference class (the same probabilities)."""
+        out = MixtureModel.permute(params, perm)
+        if "beta" in out:
+            out["beta"] = logit.rereference(out["beta"], self.reference)
+        return out
+
+    def in_parameter_space(self, params: Params) -> bool:
+        beta = np.asarray(params["beta"], dtype=float)
+        if not np.all(np.isfinite(beta)) or np.any(beta[self.reference] != 0):
+            return False
+        w = np.asarray(params["weight"], dtype=float)
+        if not np.all(np.isfinite(w)):
+            return False
+        return bool(self.inner.in_parameter_space(self._inner_params(params,
+                                                                     self._valid_weight(params))))
+
+    # ------------------------------------------------------ E-step and M-step
+    def _e_stats(self, data: Data, params: Params,
+                 w: np.ndarray | None) -> tuple[dict[str, np.ndarray], float]:
+        """One chunk's statistics (classes along the first axis of the (K, n) arrays: numpy
+        reduces over a short last axis far more slowly)."""
+        rows, Z = self._split(data)
+        beta = np.asarray(params["beta"], dtype=float)
+        norm, log_pi = logit.normaliser_with_log_probabilities(Z, beta, w, self.reference)
+        onehot = self._onehot(rows)
+        if onehot is not None:   # a latent class model: its one-hot answers made once
+            lj_inner = self.inner._log_joint_onehot(onehot[0], self._inner_params(params))
+        else:
+            lj_inner = self.inner.log_joint(rows, self._inner_params(params))
+        lj = np.asarray(lj_inner, dtype=float).T + log_pi
+        m = lj.max(axis=0)
+        m[~np.isfinite(m)] = 0.0
+        e = np.exp(lj - m)
+        s = e.sum(axis=0)
+        with np.errstate(divide="ignore"):
+            ll_rows = np.log(s) + m
+        R = e / (s if w is None else s / w)                    # (K, n), times the row weights
+        if onehot is not None:
+            stats = dict(self.inner._stats(onehot[0], onehot[1], R.T))
+        else:
+            stats = dict(self.inner.suff_stats(rows, R.T))
+        stats[_S] = R @ Z
+        stats[_LSE] = np.array(norm.value)
+        stats[_GRAD] = norm.grad
+        stats[_HESS] = norm.hess
+        return stats, float(ll_rows.sum() if w is None else w @ ll_rows)
+
+    def _onehot(self, rows: Data) -> tuple[np.ndarray, np.ndarray] | None:
+        """The built-in latent class model's one-hot answers of these rows (cached), else
+        None (every other family: its own log_joint and suff_stats)."""
+        from .lca import LatentClassModel
+
+        inner = self.inner
+        if type(inner) is not LatentClassModel or set(rows) != {"Y"}:
+            return None
+        return _cached_onehot(inner, rows["Y"])
+
+    def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
+        return self._e_stats(data, params, None)
+
+    def e_step_stats_weighted(self, data: Data, params: Params,
+                              weights: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        return self._e_stats(data, params, np.asarray(weights, dtype=np.float64))
+
+    def suff_stats(self, data: Data, resp: np.ndarray) -> dict[str, np.ndarray]:
+        """The inner family's statistics plus ``S = resp' Z`` (what :meth:`m_step` needs)."""
+        rows, Z = self._split(data)
+        stats = dict(self.inner.suff_stats(rows, resp))
+        stats[_S] = np.asarray(resp, dtype=float).T @ Z
+        return stats
+
+    def _inner_m_step(self, stats: Mapping[str, Any]) -> Params:
+        return self.inner.m_step({k: v for k, v in stats.items() if k not in _OWN})
+
+    def m_step(self, stats: Mapping[str, np.ndarray]) -> Params:
+        """Without the rows (starting values from a partition): the inner M-step and beta
+        with no covariate effect (intercepts the log-ratios of the class masses)."""
+        inner = self._inner_m_step(stats)
+        return self._from_inner(inner, self._intercept_beta(inner["weight"]))
+
+    def m_step_rows(self, stats: Mapping[str, np.ndarray], params: Params,
+                    row_sum: Callable[..., Any]) -> Params:
+        """The generalised M-step: the inner M-step, and beta by Newton with step-halving on
+        ``Q(beta) = sum_k beta_k' S_k - sum_i w_i lse(z_i' beta)`` from the current beta
+        (whose value, gradient and Hessian the E-step summed), each trial beta's normaliser
+        summed over the rows by ``row_sum(fn, *args)`` (the EM driver's passes)."""
+        inner = self._inner_m_step(stats)
+        S = np.asarray(stats[_S], dtype=float)
+        ref = self.reference
+        beta0 = logit.rereference(params["beta"], ref)
+        lin = logit.linear_terms(S, beta0, ref)
+        start = logit.Terms(lin.value - float(stats[_LSE]), lin.grad - stats[_GRAD],
+                            -np.asarray(stats[_HESS], dtype=float))
+
+        def eval_fn(beta: np.ndarray) -> logit.Terms:
+            return logit.linear_terms(S, beta, ref) - row_sum(_normaliser_rows, beta, ref)
+
+        def value_fn(beta: np.ndarray) -> float:
+            return (logit.linear_terms(S, beta, ref, order=0).value
+                    - row_sum(_normaliser_rows, beta, ref, 0).value)
+
+        res = logit.newton(eval_fn, beta0, max_steps=self.newton_steps, tol=self.newton_tol,
+                           reference=ref, start=start, value_fn=value_fn)
+        return self._from_inner(inner, res.beta)
+
+    def summarise_params(self, params: Params, row_sum: Callable[..., Any]) -> Params:
+        """``params`` with ``weight`` the average predicted class probabilities over the rows
+        (``row_sum`` as for :meth:`m_step_rows`)."""
+        total = np.asarray(row_sum(_pi_sum_rows, np.asarray(params["beta"], dtype=float)),
+                           dtype=float)
+        return {**params, "weight": total / total.sum()}
+
+    # ------------------------------------------------------------ simulation
+    def sample(self, params: Params, data: Data, rng: np.random.Generator) -> Data:
+        """Classes drawn from each row's pi_i, then the inner family's answers given the
+        class (its ``sample`` with all the weight on that class); ``Z`` kept."""
+        rows, Z = self._split(data)
+        n = Z.shape[0]
+        pi = logit.probabilities(Z, params["beta"])
+        u = rng.random(n)
+        z = np.minimum((u[:, None] > np.cumsum(pi, axis=1)).sum(axis=1), self.n_components - 1)
+        out: dict[str, np.ndarray] | None = None
+        for k in range(self.n_components):
+            idx = np.flatnonzero(z == k)
+            if idx.size == 0:
+                continue
+            one = np.zeros(self.n_components)
+            one[k] = 1.0
+            part = self.inner.sample(self._inner_params(params, one),
+                                     {key: v[idx] for key, v in rows.items()}, rng)
+            if out is None:
+                out = {key: np.empty((n,) + np.asarray(v).shape[1:], dtype=np.asarray(v).dtype)
+                       for key, v in part.items()}
+            for key, v in part.items():
+                out[key][idx] = v
+        assert out is not None
+        return {**out, Z_KEY: Z}
+
+    # -------------------------------------------------- free parameterisation
+    def _n_beta(self) -> int:
+        return (self.n_components - 1) * self.q
+
+    def n_free_parameters(self) -> int:
+        return self._n_beta() + self.inner.n_free_parameters() - (self.n_components - 1)
+
+    def to_free(self, params: Params) -> np.ndarray:
+        """beta's K-1 free rows, then the inner family's free vector without its weights."""
+        inner = self.inner.to_free(self._inner_params(params, self._valid_weight(params)))
+        ws = self._weight_slice()
+        return np.concatenate([logit.to_free(params["beta"], self.reference),
+                               np.delete(inner, np.arange(ws.start, ws.stop))])
+
+    def from_free(self, theta: np.ndarray) -> Params:
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (self.n_free_parameters(),):
+            raise ValueError(f"expected {self.n_free_parameters()} free parameters, "
+                             f"got shape {theta.shape}")
+        K, nb = self.n_components, self._n_beta()
+        beta = logit.from_free(theta[:nb], K, self.q, self.reference)
+        ws = self._weight_slice()
+        inner_theta = np.insert(theta[nb:], ws.start, np.full(K - 1, 1.0 / K))
+        inner = self.inner.from_free(inner_theta)
+        return self._from_inner(inner, beta)
+
+    def _reported_entries(self):
+        spec = self._beta_spec()
+        for k in range(self.n_components):
+            for c, label in enumerate(self.design_names):
+                yield f"beta[{k + 1},{label}]", spec, k, (c,), k != self.reference
+        for entry in self.inner._reported_entries():
+            if entry[1].name != "weight":
+                yield entry
+
+    def reported_jacobian(self) -> np.ndarray:
+        """Block-diagonal: beta (identity on the free rows, 0 for the reference's), then the
+        inner family's without its weight rows and columns."""
+        K, q, nb = self.n_components, self.q, self._n_beta()
+        inner_entries = list(self.inner._reported_entries())
+        keep_rows = [r for r, e in enumerate(inner_entries) if e[1].name != "weight"]
+        ws = self._weight_slice()
+        keep_cols = [c for c in range(self.inner.n_free_parameters()) if not ws.start <= c < ws.stop]
+        Ji = self.inner.reported_jacobian()[np.ix_(keep_rows, keep_cols)]
+        J = np.zeros((K * q + Ji.shape[0], nb + Ji.shape[1]))
+        col = 0
+        for k in range(K):
+            if k == self.reference:
+                continue
+            J[k * q:(k + 1) * q, col:col + q] = np.eye(q)
+            col += q
+        J[K * q:, nb:] = Ji
+        return J
+
+    # ------------------------------------------------------ analytic derivatives
+    def complete_score(self, data: Data, params: Params) -> np.ndarray | None:
+        """d log p(y_i, z_i=k) / d theta (n, K, P): beta's ``(e_k - pi_i) (x) z_i`` on its
+        free rows, then the inner family's score without its weight columns (None when
+        the inner family has no analytic score: numerical derivatives then)."""
+        rows, Z = self._split(data)
+        inner = self.inner.complete_score(rows, self._inner_params(params, self._valid_weight(params)))
+        if inner is None:
+            return None
+        K, q = self.n_components, self.q
+        fc = logit.free_classes(K, self.reference)
+        pi = logit.probabilities(Z, params["beta"])
+        n = Z.shape[0]
+        d = np.eye(K)[None, :, fc] - pi[:, None, fc]                    # (n, K, K-1)
+        Sb = (d[:, :, :, None] * Z[:, None, None, :]).reshape(n, K, (K - 1) * q)
+        ws = self._weight_slice()
+        Si = np.delete(np.asarray(inner, dtype=float), np.arange(ws.start, ws.stop), axis=2)
+        return np.concatenate([Sb, Si], axis=2)
+
+    def complete_information(self, data: Data, params: Params,
+                             resp: np.ndarray) -> np.ndarray | None:
+        """sum_ik resp_ik (-Hessian) (P, P): block-diagonal, beta's the logit normaliser's
+        Hessian with each row's mass ``sum_k resp_ik``, then the inner family's without its
+        weight rows and columns."""
+        rows, Z = self._split(data)
+        inner = self.inner.complete_information(
+            rows, self._inner_params(params, self._valid_weight(params)), resp)
+        if inner is None:
+            return None
+        ws = self._weight_slice()
+        drop = np.arange(ws.start, ws.stop)
+        Ii = np.delete(np.delete(np.asarray(inner, dtype=float), drop, axis=0), drop, axis=1)
+        Ib = logit.normaliser(Z, params["beta"], np.asarray(resp, dtype=float).sum(axis=1),
+                              self.reference).hess
+        nb = self._n_beta()
+        out = np.zeros((nb + Ii.shape[0],) * 2)
+        out[:nb, :nb] = Ib
+        out[nb:, nb:] = Ii
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "n_components": self.n_components, **self.options}

@@ -1,0 +1,311 @@
+"""One-step covariate model: StepMix, derivatives, Louis = numerical, weights, chunks, engines,
+relabelling, known effects, the pipeline (options, resume, workers, report)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from src.estimation import fit_em
+from src.estimation.em import em_map
+from src.models import logit
+from src.models.covariates import CovariateMixture
+from src.models.gmm import GaussianMixtureModel
+from src.models.lca import LatentClassModel
+from src.utils.rng import stream
+from tests.derivative_checks import assert_information_matches_fd, assert_score_matches_fd
+
+K = 3
+BETA = np.array([[0.0, 0.0, 0.0, 0.0], [0.4, 1.0, -0.6, 0.3], [-0.3, -0.8, 0.5, 0.0]])
+
+
+def covariates(n: int, seed: int, c: int = 3) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Covariates (n, c), their design and names."""
+    X = stream(seed, "test", 10).normal(size=(n, c))
+    Z, names = logit.design(X, [f"x{j + 1}" for j in range(c)])
+    return X, Z, names
+
+
+def draw_classes(Z: np.ndarray, beta: np.ndarray, seed: int) -> np.ndarray:
+    pi = logit.probabilities(Z, beta)
+    u = stream(seed, "test", 11).random(Z.shape[0])
+    return (u[:, None] > np.cumsum(pi, axis=1)).sum(axis=1)
+
+
+def lca_data(n: int, seed: int = 1, J: int = 8, C: int = 2, beta: np.ndarray = BETA):
+    """Answers (codes 0..C-1) whose classes follow the logit of three covariates."""
+    X, Z, names = covariates(n, seed)
+    z = draw_classes(Z, beta, seed)
+    rng = stream(seed, "test", 12)
+    prob = np.zeros((K, J, C))
+    for k in range(K):
+        for j in range(J):
+            a = np.full(C, 0.4)
+            a[(k + j) % C] = 3.0
+            prob[k, j] = rng.dirichlet(a) if C > 2 else [0.85, 0.15][::1 if (k + j) % 2 else -1]
+    if C == 2:
+        prob[0, :, 1] = 0.85
+        prob[1, :, 1] = 0.2
+        prob[2, : J // 2, 1], prob[2, J // 2:, 1] = 0.9, 0.1
+        prob[:, :, 0] = 1 - prob[:, :, 1]
+    cum = np.cumsum(prob[z], axis=2)
+    Y = (rng.random((n, J))[:, :, None] >= cum).sum(axis=2).clip(0, C - 1).astype(np.int64)
+    return Y, X, Z, names
+
+
+def lca_model(Y: np.ndarray, names: list[str], reference: int = 0, **kw) -> CovariateMixture:
+    inner = LatentClassModel(K)
+    inner.setup(LatentClassModel.meta_from_array(Y))
+    return CovariateMixture(inner, names[1:], reference=reference, **kw)
+
+
+def gmm_data(n: int, seed: int = 2):
+    X, Z, names = covariates(n, seed, c=2)
+    beta = np.array([[0.0, 0.0, 0.0], [0.3, 0.9, -0.5], [-0.2, -0.7, 0.6]])
+    z = draw_classes(Z, beta, seed)
+    means = np.array([[0.0, 0.0], [3.0, 0.5], [-1.0, 3.0]])
+    sd = np.array([[1.0, 0.7], [0.8, 1.2], [1.1, 0.9]])
+    Y = means[z] + sd[z] * stream(seed, "test", 13).normal(size=(n, 2))
+    return Y, X, Z, names
+
+
+def gmm_model(Y: np.ndarray, names: list[str], **kw) -> CovariateMixture:
+    inner = GaussianMixtureModel(K, covariance="diag", reg_covar=1e-6)
+    inner.setup({"columns": ["y1", "y2"], "shift": [0.0, 0.0]})
+    return CovariateMixture(inner, names[1:], **kw)
+
+
+def fitted_lca(n: int = 1500, seed: int = 1, **kw):
+    Y, X, Z, names = lca_data(n, seed)
+    model = lca_model(Y, names)
+    data = {"Y": Y, "Z": Z}
+    fit = fit_em(model, data, n_starts=3, tol=1e-12, max_iter=5000, seed=3, **kw)
+    return model, data, fit
+
+
+def stepmix_fit(X_meas, X_cov, measurement: str, n_init: int = 3, **params):
+    """StepMix's one-step covariate model fitted tightly (n_steps=1, structural 'covariate')."""
+    stepmix = pytest.importorskip("stepmix.stepmix")
+    sm = stepmix.StepMix(n_components=K, measurement=measurement, structural="covariate",
+                         n_steps=1, n_init=n_init, max_iter=20000, abs_tol=1e-14, rel_tol=0.0,
+                         random_state=5, verbose=0, progress_bar=0,
+                         structural_params={"method": "newton-raphson", "max_iter": 1},
+                         measurement_params=params or None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sm.fit(X_meas, X_cov)
+    return sm, sm.score(X_meas, X_cov) * X_meas.shape[0]
+
+
+def matched_beta(ours_cost: np.ndarray, beta_sm: np.ndarray, reference: int) -> np.ndarray:
+    """StepMix's beta with its classes matched to ours (cost[ours, theirs]) and re-referenced."""
+    rows, cols = linear_sum_assignment(ours_cost)
+    perm = np.empty(K, dtype=int)
+    perm[rows] = cols
+    b = beta_sm[perm]
+    return b - b[reference]
+
+
+class TestAgainstStepMix:
+    """StepMix reports every class's coefficients (its Newton step uses a pseudo-inverse of the
+    over-parameterised Hessian); the differences from the reference class are compared."""
+
+    @pytest.mark.parametrize("categories, measurement", [(2, "binary"), (3, "categorical")])
+    def test_lca_same_maximum_and_coefficients(self, categories, measurement):
+        """LCA (binary and three-category items) with three covariates: the same maximised
+        log-likelihood and coefficient differences as StepMix's one-step fit, to 1e-6."""
+        Y, X, Z, names = lca_data(2000, seed=5, J=8, C=categories)
+        model = lca_model(Y, names)
+        fit = fit_em(model, {"Y": Y, "Z": Z}, n_starts=4, tol=1e-14, max_iter=20000, seed=2)
+        sm, ll_sm = stepmix_fit(Y.astype(float), X, measurement)
+        assert fit.loglik == pytest.approx(ll_sm, rel=1e-9)
+        pars = sm.get_parameters()
+        pis = pars["measurement"]["pis"]
+        if measurement == "binary":
+            theirs = pis                                           # P(answer 1)
+            ours = fit.params["prob"][:, :, 1]
+        else:
+            theirs = pis.reshape(K, Y.shape[1], -1)[:, :, :categories].reshape(K, -1)
+            ours = fit.params["prob"][:, :, :categories].reshape(K, -1)
+        cost = ((ours[:, None, :] - theirs[None, :, :]) ** 2).sum(axis=2)
+        beta_sm = matched_beta(cost, pars["structural"]["beta"], model.reference)
+        np.testing.assert_allclose(fit.params["beta"], beta_sm, rtol=1e-6, atol=1e-6)
+
+    def test_gaussian_same_maximum_and_coefficients(self):
+        """A diagonal Gaussian mixture with two covariates: StepMix's gaussian_diag one-step
+        fit (the same reg_covar) gives the same maximum and coefficient differences."""
+        Y, X, Z, names = gmm_data(1500)
+        model = gmm_model(Y, names)
+        fit = fit_em(model, {"X": Y, "Z": Z}, n_starts=4, tol=1e-14, max_iter=20000, seed=2)
+        sm, ll_sm = stepmix_fit(Y, X, "gaussian_diag", reg_covar=1e-6)
+        assert fit.loglik == pytest.approx(ll_sm, rel=1e-9)
+        pars = sm.get_parameters()
+        theirs = pars["measurement"]["means"]
+        cost = ((fit.params["mean"][:, None, :] - theirs[None, :, :]) ** 2).sum(axis=2)
+        beta_sm = matched_beta(cost, pars["structural"]["beta"], model.reference)
+        np.testing.assert_allclose(fit.params["beta"], beta_sm, rtol=1e-6, atol=1e-6)
+
+
+class TestModel:
+    def test_log_joint_is_inner_density_plus_log_pi(self):
+        """log p(y, z=k | x) = the family's log density (weights 1) + log softmax(z'beta)_k."""
+        Y, X, Z, names = lca_data(50)
+        model = lca_model(Y, names)
+        prob = stream(1, "test", 1).dirichlet(np.ones(2), size=(K, Y.shape[1]))
+        params = {"beta": BETA, "prob": prob, "weight": np.full(K, 1 / K)}
+        direct = np.log(prob[:, np.arange(Y.shape[1]), Y].prod(axis=2)).T   # (n, K)
+        pi = np.exp(Z @ BETA.T)
+        pi /= pi.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(model.log_joint({"Y": Y, "Z": Z}, params),
+                                   direct + np.log(pi), rtol=1e-12)
+
+    def test_free_vector_round_trip_and_names(self):
+        """to_free/from_free invert each other; names are beta[k,name] (intercept first) then
+        the family's without weights; the reference's row is reported, not free."""
+        Y, X, Z, names = lca_data(50)
+        model = lca_model(Y, names, reference=1)
+        rng = stream(1, "test", 2)
+        beta = logit.rereference(rng.normal(size=(K, 4)), 1)
+        params = {"beta": beta, "prob": rng.dirichlet(np.ones(2), size=(K, Y.shape[1])),
+                  "weight": np.full(K, 1 / K)}
+        back = model.from_free(model.to_free(params))
+        for key in ("beta", "prob"):
+            np.testing.assert_allclose(back[key], params[key], atol=1e-15)
+        rep = model.reported_names()
+        assert rep[:4] == ["beta[1,intercept]", "beta[1,x1]", "beta[1,x2]", "beta[1,x3]"]
+        assert "beta[2,x1]" not in model.free_names() and "beta[3,x1]" in model.free_names()
+        assert not any(n.startswith("weight") for n in rep)
+        assert model.n_free_parameters() == 2 * 4 + K * Y.shape[1]
+        other = {**params, "beta": 2 * beta, "prob": np.full_like(params["prob"], 0.5)}
+        J = model.reported_jacobian()      # every reported value is affine in the free ones
+        np.testing.assert_allclose(J @ (model.to_free(params) - model.to_free(other)),
+                                   model.reported_values(params) - model.reported_values(other),
+                                   atol=1e-12)
+
+    def test_analytic_derivatives_match_finite_differences(self):
+        """Complete score and information (beta and the family's parameters) equal central
+        differences of log_joint through from_free."""
+        Y, X, Z, names = gmm_data(200)
+        model = gmm_model(Y, names)
+        rng = stream(2, "test", 3)
+        params = {"beta": logit.rereference(rng.normal(size=(K, 3)) * 0.5, 0),
+                  "mean": rng.normal(size=(K, 2)), "cov": rng.uniform(0.5, 2, size=(K, 2)),
+                  "weight": np.full(K, 1 / K)}
+        data = {"X": Y, "Z": Z}
+        assert_score_matches_fd(model, data, params)
+        assert_information_matches_fd(model, data, params)
+
+    def test_permute_rereferences_and_keeps_probabilities(self):
+        """Relabelling moves every class's parameters and puts the reference row back at 0,
+        so each row's class probabilities are permuted, not changed."""
+        Y, X, Z, names = lca_data(30)
+        model = lca_model(Y, names)
+        params = {"beta": BETA, "prob": np.full((K, Y.shape[1], 2), 0.5),
+                  "weight": np.array([0.5, 0.3, 0.2])}
+        perm = [2, 0, 1]
+        out = model.permute(params, perm)
+        assert np.all(out["beta"][0] == 0)
+        np.testing.assert_allclose(logit.probabilities(Z, out["beta"]),
+                                   logit.probabilities(Z, BETA)[:, perm], rtol=1e-12)
+        np.testing.assert_allclose(out["weight"], params["weight"][perm])
+
+
+class TestEstimation:
+    def test_generalised_em_never_lowers_loglik(self):
+        """Each EM-map evaluation (inner M-step + one Newton step with halving) raises the
+        observed log-likelihood."""
+        Y, X, Z, names = lca_data(800, seed=6)
+        model = lca_model(Y, names)
+        data = {"Y": Y, "Z": Z}
+        from src.estimation.em import draw_random_params
+        p = draw_random_params(model, data, stream(6, "test", 4))
+        last = -np.inf
+        for _ in range(40):
+            p, ll = em_map(model, data, p)
+            assert ll >= last - 1e-9 * abs(ll)
+            last = ll
+
+    def test_known_effects_recovered(self):
+        """Simulated data: the coefficients are within 4 Louis standard errors of the truth,
+        the reference class is class 1 of the canonical order, the weight the average
+        predicted probabilities."""
+        from src.inference.louis import louis_se
+        n = 6000
+        Y, X, Z, names = lca_data(n, seed=7)
+        model = lca_model(Y, names)
+        data = {"Y": Y, "Z": Z}
+        fit = fit_em(model, data, n_starts=3, tol=1e-10, seed=1)
+        # the simulated classes: 0 answers 1 with 0.85, 1 with 0.2, 2 half and half
+        truth_of = [int(np.argmin(np.abs(fit.params["prob"][:, 0, 1] - v))) for v in (0.85, 0.2)]
+        truth_of.append(3 - sum(truth_of))
+        ours = np.empty_like(BETA)
+        ours[truth_of] = BETA
+        ours -= ours[0]
+        se = louis_se(model, data, fit.params)
+        names_r = model.reported_names()
+        se_beta = np.array([se.se[names_r.index(f"beta[{k + 1},{c}]")]
+                            for k in range(K) for c in model.design_names]).reshape(K, -1)
+        assert np.all(np.abs(fit.params["beta"] - ours)[1:] <= 4 * se_beta[1:])
+        assert np.all(fit.params["beta"][0] == 0)
+        avg = logit.probabilities(Z, fit.params["beta"]).mean(axis=0)
+        np.testing.assert_allclose(fit.params["weight"], avg, rtol=1e-12)
+        assert np.all(np.diff(fit.params["weight"]) <= 0)          # LCA: decreasing weight
+
+    def test_integer_weights_equal_replicated_rows(self):
+        """Integer row weights give the estimate of the rows repeated that often."""
+        from src.models.base import WEIGHT_KEY
+        Y, X, Z, names = lca_data(600, seed=8)
+        w = stream(8, "test", 5).integers(1, 4, size=600)
+        rep = np.repeat(np.arange(600), w)
+        model = lca_model(Y, names)
+        a = fit_em(model, {"Y": Y, "Z": Z, WEIGHT_KEY: w.astype(float)}, n_starts=2,
+                   tol=1e-15, max_iter=20000, seed=1)
+        b = fit_em(model, {"Y": Y[rep], "Z": Z[rep]}, n_starts=2, tol=1e-15, max_iter=20000,
+                   seed=1)
+        assert a.loglik == pytest.approx(b.loglik, rel=1e-10)
+        np.testing.assert_allclose(a.params["beta"], b.params["beta"], atol=1e-6)
+
+    def test_chunks_and_engine_agree(self):
+        """Chunk size and an in-process row engine over partitions give the same fit (the
+        Newton passes go over the same rows)."""
+        from src.estimation.engines import InMemoryEngine
+        Y, X, Z, names = lca_data(900, seed=9)
+        model = lca_model(Y, names)
+        data = {"Y": Y, "Z": Z}
+        init = fit_em(model, data, n_starts=1, max_iter=3, seed=1).params
+        kw = dict(init_params=init, tol=1e-12, max_iter=5000, accelerate="none")
+        a = fit_em(model, data, chunk_size=4096, **kw)
+        b = fit_em(model, data, chunk_size=128, **kw)
+        parts = [{k: v[i:i + 300] for k, v in data.items()} for i in range(0, 900, 300)]
+        with InMemoryEngine(parts) as engine:
+            c = fit_em(model, engine, chunk_size=300, **kw)
+        d = fit_em(model, data, chunk_size=300, **kw)
+        assert a.loglik == pytest.approx(b.loglik, rel=1e-12)
+        np.testing.assert_allclose(a.params["beta"], b.params["beta"], atol=1e-8)
+        np.testing.assert_array_equal(c.params["beta"], d.params["beta"])
+        assert c.loglik == d.loglik
+
+    def test_squarem_reaches_the_same_maximum(self):
+        """SQUAREM on the free vector reaches plain EM's maximum."""
+        model, data, a = fitted_lca(accelerate="squarem")
+        _, _, b = fitted_lca(accelerate="none")
+        assert a.loglik == pytest.approx(b.loglik, rel=1e-10)
+        np.testing.assert_allclose(a.params["beta"], b.params["beta"], atol=1e-5)
+
+
+class TestStandardErrors:
+    def test_louis_equals_numerical_hessian(self):
+        """Louis' observed information (analytic complete score and information) equals the
+        numerical Hessian of the observed log-likelihood."""
+        from src.inference.louis import louis_se
+        from src.inference.numerical import numerical_se
+        model, data, fit = fitted_lca(1200, seed=10)
+        a = louis_se(model, data, fit.params)
+        b = numerical_se(model, data, fit.params)
+        ok = np.isfinite(a.se) & np.isfinite(b.se) & (a.se > 0)
+        assert ok.sum() > 20
+        np.testing.assert_allclose(a.se[ok], b.se[ok], rtol=2e-4)
