@@ -71,6 +71,9 @@ def check_before_run(options: RunOptions) -> type[MixtureModel]:
     cls = model_class(options)
     check_model_needs(cls, options)
     check_weight_options(options)
+    if options.structural is not None:   # three-step estimation: its columns, in memory
+        from .structural import check_structural_options
+        check_structural_options(options)
     if options.partitioned:
         check_partitioned_source(options)
     else:

@@ -28,7 +28,7 @@ from ..utils.errors import DataError, ModelError
 from ..utils.messages import register, t
 from .phases import Prepared
 
-__all__ = ["estimate_structural", "needs_workers", "wald_tests"]
+__all__ = ["estimate_structural", "needs_workers", "wald_tests", "check_structural_options"]
 
 register({
     "structural.partitioned": {
@@ -44,6 +44,16 @@ register({
         "en": "The classification-error matrix D is singular (the assignments cannot tell the classes apart), so the BCH correction cannot be computed; use --correction ml or fewer classes.",
         "zh": "分类误差矩阵 D 奇异（归类无法区分各类别），无法计算 BCH 校正；请使用 --correction ml 或减少类别数。"},
 })
+
+
+def check_structural_options(options: RunOptions) -> None:
+    """Before any work: ``--structural``'s columns given and not model, id or weight columns
+    (UsageError), and the rows in memory (ModelError for partitioned input)."""
+    from ..structural.data import check_structural_columns
+
+    check_structural_columns(options, None, str(options.data))
+    if options.partitioned:
+        raise ModelError(t("structural.partitioned"))
 
 
 def needs_workers(options: RunOptions, done: bool) -> bool:
