@@ -226,3 +226,31 @@ def test_spec_drawn_from_a_message_is_the_same_figure(fits):
     for name, spec in figure_specs(model, data, params, post).items():
         meta, arrays = _roundtrip(spec.meta, spec.arrays)
         assert render(Spec(spec.kind, meta, arrays, spec.caption)) == render(spec), name
+
+
+def test_partitioned_input_draws_the_sample_in_the_helper(tmp_path):
+    """Partitioned input: the helper draws the figures of the search sample, the bytes drawn here from it."""
+    from src.config import RunOptions
+    from src.output.plots import figures
+    from src.pipeline import run
+    from src.utils.console import Reporter
+
+    rng = stream(12, "test-background-partitioned")
+    z = rng.random(3000) < 0.4
+    frame = pd.DataFrame(np.where(z[:, None], rng.normal(0.0, 1.0, (3000, 2)),
+                                  rng.normal(3.0, 0.8, (3000, 2))), columns=["a", "b"])
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:1500].to_parquet(tmp_path / "parts" / "p0.parquet")
+    frame.iloc[1500:].to_parquet(tmp_path / "parts" / "p1.parquet")
+    options = RunOptions(model="gmm", data=str(tmp_path / "parts"), n_starts=2, n_candidates=4,
+                         progress_dir=str(tmp_path / "progress"),
+                         output_dir=str(tmp_path / "results"), no_progress_tracking=True).validate()
+    result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
+    assert background.last_source() == "helper"
+    prepared = result["prepared"]
+    params = {k: np.asarray(v) for k, v in result["fit"]["params"].items()}
+    here = figures(prepared.model, prepared.sample, params,
+                   posteriors_of(prepared.model, prepared.sample, params, options.chunk_size))
+    assert list(here) == ["scatter.png", "posterior.png"]
+    for name, plot in here.items():
+        assert (Path(options.results_dir) / name).read_bytes() == plot.png
