@@ -252,6 +252,8 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 # ------------------------------------------------------------------ Markdown
 def _md(text: Text) -> str:
+    if type(text) is str:   # most cells: no bold span
+        return text
     return "".join(f"**{s}**" if bold and s else s for s, bold in spans(text))
 
 

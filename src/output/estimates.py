@@ -143,5 +143,7 @@ def covariance_rows(se: Mapping[str, Any], options: Any, *,
     else:
         names = list(se[primary]["free_names"])
         cov = 0.5 * (cov + cov.T)  # an inverse from a solver can differ from symmetric in the last bit
-    return ["parameter"] + names, [[names[i]] + [format_number(v) for v in cov[i]]
-                                   for i in range(len(names))]
+    # repr of a float is format_number's text (nan, inf and -0.0 included), without a call
+    # per entry: the matrix has a few thousand
+    return ["parameter"] + names, [[names[i]] + list(map(repr, row))
+                                   for i, row in enumerate(np.asarray(cov, dtype=float).tolist())]

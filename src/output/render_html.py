@@ -47,6 +47,8 @@ figcaption{font-size:.9rem;color:#57606a;margin-top:.3rem}
 
 
 def _inline(text: Text) -> str:
+    if type(text) is str:   # most cells: no bold span
+        return escape(text)
     return "".join(f"<strong>{escape(s)}</strong>" if bold else escape(s)
                    for s, bold in spans(text))
 

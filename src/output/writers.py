@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..inference import Comparison
 from ..models.base import MixtureModel
-from ..progress.atomic import remove_stray_temporaries, sha256_bytes, sha256_file, write_file_set
+from ..progress.atomic import (TMP_PREFIX, remove_stray_temporaries, sha256_bytes, sha256_file,
+                               write_file_set)
 from .conclusions import conclusion_sections
 from .estimates import (covariance_rows, csv_bytes, estimates_rows, format_number, interval_summary,
                         primary_method)
@@ -94,11 +96,21 @@ def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, 
     files = result_files(model, record, fit, se, options, fingerprint=fingerprint,
                          conclusions=conclusions)
     old = removable(out_dir)
-    remove_stray_temporaries(out_dir, (*old, *files, MANIFEST))
+    if _has_temporaries(out_dir):   # (each name's pattern is compiled: only when needed)
+        remove_stray_temporaries(out_dir, tuple(dict.fromkeys((*old, *files, MANIFEST))))
     manifest = _manifest(options.task_name, files)
     written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=old)
     remove_subsets(out_dir, options.task_name, keep=())  # an earlier enumeration's k*/ folders
     return [str(p) for p in written]
+
+
+def _has_temporaries(folder: Path) -> bool:
+    """Whether ``folder`` holds any file named like a temporary of an interrupted write."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name.startswith(TMP_PREFIX) for e in entries)
+    except OSError:
+        return False
 
 
 def result_files(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
