@@ -168,11 +168,73 @@ class TestDerivatives:
                                                   rel=1e-10)
 
 
+class TestLibrary:
+    def test_frequency_weights_equal_replicated_rows(self):
+        """Integer frequency weights give the replicated rows' D, estimates and sandwich."""
+        Y, z, _, yd, _ = simulate(300, 8)
+        tau = np.random.default_rng(3).dirichlet(np.ones(K) * 2, size=300)
+        c = np.random.default_rng(4).integers(1, 4, size=300).astype(float)
+        rep = np.repeat(np.arange(300), c.astype(int))
+        Z, names = logit.design(z)
+        for correction in ("none", "bch", "ml"):
+            for model_of in (lambda r: CovariateModel(Z[r], names, K),
+                             lambda r: DistalModel(yd[r, None], ["y"], ["gaussian"], K, [None],
+                                                   with_weights=correction == "ml")):
+                W = assign(tau, "modal")
+                a = step3(model_of(np.arange(300)), W, classification_error(tau, W, c),
+                          correction, weights=c)
+                b = step3(model_of(rep), W[rep], classification_error(tau[rep], W[rep]),
+                          correction)
+                np.testing.assert_allclose(a.theta, b.theta, rtol=1e-8, atol=1e-10)
+                np.testing.assert_allclose(a.cov, b.cov, rtol=1e-6, atol=1e-12)
+
+    @pytest.mark.parametrize("correction", ["bch", "ml"])
+    def test_step1_jacobian_against_refits(self, correction):
+        """d theta3 / d theta1 by the implicit function theorem equals differences of step 3
+        refitted at perturbed measurement parameters (modal assignments held)."""
+        from src.estimation.em import fit_em
+        from src.models.lca import LatentClassModel
+        from src.structural.corrected import step1_jacobian
+        from src.structural.data import StructuralData
+        from src.structural.run import posteriors
+
+        Y, z, *_ = simulate(600, 9)
+        frame = pd.DataFrame(Y.astype(str), columns=[f"i{j}" for j in range(6)])
+        data, meta = LatentClassModel.prepare_data(frame, {"source": "test"})
+        model = LatentClassModel(K)
+        model.setup(meta)
+        params = fit_em(model, data, n_starts=3, seed=1, tol=1e-12).params
+        sdata = StructuralData.from_frame(pd.DataFrame({"a": z[:, 0], "b": z[:, 1]}),
+                                          "covariates")
+        sm = sdata.model(K, correction)
+        W = assign(posteriors(model, data, params), "modal")
+
+        def theta3(p):
+            tau = posteriors(model, data, p)
+            return step3(sm, W, classification_error(tau, W), correction).theta
+
+        base = theta3(params)
+        tau = posteriors(model, data, params)
+        D = classification_error(tau, W)
+        targets = bch_weights(W, D) if correction == "bch" else log_emission(W, D)
+        _, A = estimating_functions(sm, base, correction, targets, np.ones(600))
+        J = step1_jacobian(model, data, params, sdata, sm, base, A, correction=correction,
+                           assignment="modal")
+        theta1 = model.to_free(params)
+        for j in (0, 3, 7):
+            h = 1e-4   # the refits' rounding stays far below the differences
+            e = np.zeros(theta1.size)
+            e[j] = h
+            num = (theta3(model.from_free(theta1 + e))
+                   - theta3(model.from_free(theta1 - e))) / (2 * h)
+            np.testing.assert_allclose(J[:, j], num, rtol=1e-5, atol=1e-7 * np.abs(J).max())
+
+
 # ------------------------------------------------------------------ StepMix
-def _stepmix(structural, correction, Y, Zs, params=None):
+def _stepmix(structural, correction, Y, Zs, params=None, assignment="modal"):
     sm_mod = pytest.importorskip("stepmix.stepmix")
     sm = sm_mod.StepMix(n_components=K, measurement="binary", n_steps=3, correction=correction,
-                        assignment="modal", structural=structural,
+                        assignment=assignment, structural=structural,
                         structural_params=params or {}, n_init=3, random_state=4,
                         abs_tol=1e-20, rel_tol=1e-20, max_iter=30000, verbose=0,
                         progress_bar=0)
@@ -240,6 +302,21 @@ class TestStepMix:
         res = step3(model, W, classification_error(tau, W), CORR[correction])
         np.testing.assert_allclose(model.unpack(res.theta)[0],
                                    sm._sm.parameters["pis"][:, :3], rtol=1e-6)
+
+    @pytest.mark.parametrize("correction", [None, "BCH", "ML"])
+    def test_soft_assignment(self, correction):
+        """Soft assignment (W = tau; ML's emission the posterior-weighted log of D, StepMix's
+        convention): covariate coefficients to 1e-6 relative."""
+        Y, z, *_ = simulate(1500, 1)
+        sm, tau = _stepmix("covariate", correction, Y, z,
+                           dict(method="newton-raphson", max_iter=200, tol=1e-13), "soft")
+        theirs = sm._sm.parameters["beta"]
+        W = assign(tau, "soft")
+        Z, names = logit.design(z)
+        res = step3(CovariateModel(Z, names, K), W, classification_error(tau, W),
+                    CORR[correction])
+        np.testing.assert_allclose(logit.from_free(res.theta, K, 3)[1:],
+                                   (theirs - theirs[0])[1:], rtol=1e-6)
 
     def test_ml_with_free_class_proportions(self):
         """Our ML distal (class proportions free, Vermunt's) is at least as likely as with them
@@ -344,6 +421,25 @@ class TestPipeline:
         assert not any("income" in p for p in est["parameter"] if not p.startswith("distal."))
         assert fitj["structural"]["se_method"] == "step3"   # no measurement SEs: a note
         assert any("--se-method none" in n for n in fitj["structural"]["notes"])
+
+
+    def test_several_k_uses_the_selected(self, tmp_path, data_dir):
+        """With --components 2-3 the structural step runs for the selected K, in its files."""
+        proc = run_script(tmp_path, "--data", str(data_dir / "d.csv"), *BASE[:2], "--components",
+                          "2-3", *BASE[4:], "--structural", "distal", "--distal", "income",
+                          "--se-method", "none", "--no-vlmr")
+        check_rc(proc, 0)
+        est, fitj, _ = _results(tmp_path)
+        k = fitj["structural"]["k"]
+        assert k == fitj["components"] if isinstance(fitj["components"], int) else k in (2, 3)
+        assert sum(p.startswith("distal.mean") for p in est["parameter"]) == k
+        assert len(fitj["structural"]["D"]) == k
+
+    def test_missing_column_refused(self, tmp_path, data_dir):
+        """A distal column that is not in the file is refused naming it and the columns."""
+        proc = _run(tmp_path, data_dir, "--structural", "distal", "--distal", "wage")
+        check_rc(proc, 2)
+        assert "'wage'" in proc.stderr and "income" in proc.stderr
 
 
 BOOT = ("--structural", "distal", "--distal", "income", "--structural-se", "bootstrap",

@@ -92,7 +92,7 @@ def _solve_pd(A: np.ndarray, g: np.ndarray) -> np.ndarray | None:
 
 
 def maximise_ml(model: StructuralModel, log_a: np.ndarray, theta0: np.ndarray,
-                c: np.ndarray, *, tol: float = 1e-20, max_iter: int = 500
+                c: np.ndarray, *, tol: float = 1e-32, max_iter: int = 500
                 ) -> tuple[np.ndarray, float, int, bool]:
     """``(theta, loglik, steps, converged)`` of the ML correction's log-likelihood from
     ``theta0``: Newton steps (the complete-data information's where the observed one is
@@ -124,8 +124,18 @@ def maximise_ml(model: StructuralModel, log_a: np.ndarray, theta0: np.ndarray,
                     accepted = True
                     break
             t *= 0.5
-        if not accepted:   # no higher value within rounding: converged if the decrement is tiny
-            converged = decrement <= 1e-8 * (1.0 + abs(ll))
+        if not accepted and decrement <= 1e-8 * (1.0 + abs(ll)):
+            # the rise is below the log-likelihood's rounding: take the full step while it
+            # makes the gradient smaller (Newton's last steps), else stop there
+            trial = theta + d
+            if model.feasible(trial):
+                ll_t, r_t = ml_terms(model, log_a, trial, c)
+                g_t = _observed(model, trial, r_t, c)[1]
+                accepted = bool(np.isfinite(ll_t)) and np.linalg.norm(g_t) < np.linalg.norm(g)
+            if not accepted:
+                converged = True
+                break
+        elif not accepted:
             break
         theta, ll, r = trial, ll_t, r_t
         steps += 1
@@ -163,7 +173,7 @@ def sandwich(psi: np.ndarray, A: np.ndarray, c: np.ndarray,
 
 def step3(model: StructuralModel, W: np.ndarray, D: np.ndarray, correction: str, *,
           weights: np.ndarray | None = None, weight_type: str = "frequency",
-          tol: float = 1e-20, max_iter: int = 500) -> Step3:
+          tol: float = 1e-32, max_iter: int = 500) -> Step3:
     """Step 3 on the model's rows: ``W`` (n, K) their assignments, ``D`` the classification
     error of the whole measurement sample, ``weights`` their row weights (None: 1)."""
     if correction not in CORRECTIONS:
