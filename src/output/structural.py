@@ -30,8 +30,8 @@ __all__ = ["structural_json", "structural_rows", "structural_section"]
 
 register({
     "st.title": {"en": "Three-step estimation", "zh": "三步法估计"},
-    "st.kind.covariates": {"en": "covariates of the class (multinomial logit, class 1 the reference)",
-                           "zh": "类别的协变量（多项 logit，以类别 1 为参照）"},
+    "st.kind.covariates": {"en": "covariates of the class (multinomial logit, class {ref} the reference)",
+                           "zh": "类别的协变量（多项 logit，以类别 {ref} 为参照）"},
     "st.kind.distal.gaussian": {"en": "distal outcomes, Gaussian per class (class-specific variances)",
                                 "zh": "远端结果，各类别内为正态分布（各类别方差不同）"},
     "st.kind.distal.categorical": {"en": "distal outcomes, categorical per class",
@@ -63,8 +63,8 @@ register({
     "st.assigned": {"en": "assigned {s}", "zh": "归入 {s}"},
     "st.estimates_caption": {"en": "Structural estimates ({level:g}% intervals); their rows follow the measurement model's in estimates.csv",
                              "zh": "结构模型估计值（{level:g}% 区间）；在 estimates.csv 中位于测量模型参数之后"},
-    "st.odds_caption": {"en": "Odds ratios exp(beta) against class 1 per unit of each covariate, with {level:g}% intervals",
-                        "zh": "相对于类别 1 的比值比 exp(beta)（协变量每增加一个单位），及 {level:g}% 区间"},
+    "st.odds_caption": {"en": "Odds ratios exp(beta) against class {ref} per unit of each covariate, with {level:g}% intervals",
+                        "zh": "相对于类别 {ref} 的比值比 exp(beta)（协变量每增加一个单位），及 {level:g}% 区间"},
     "st.odds": {"en": "odds ratio", "zh": "比值比"},
     "st.tests_caption": {"en": "Wald tests of step 3", "zh": "第 3 步的 Wald 检验"},
     "st.hypothesis": {"en": "hypothesis", "zh": "假设"},
@@ -100,6 +100,8 @@ def structural_json(result: Mapping[str, Any], options: Any) -> dict[str, Any]:
         "kind": result["kind"], "correction": result["correction"],
         "assignment": result["assignment"], "columns": list(result["columns"]),
         "distal_type": result.get("distal_type"), "k": int(result["k"]),
+        **({"reference_class": int(result["reference"]) + 1}
+           if result.get("reference") is not None else {}),
         "D": D.tolist(),
         "D_definition": "D[k][s] = d_sk = sum_i c_i tau_ik W_is / sum_i c_i tau_ik "
                         "(row: class k, column: assigned class s)",
@@ -155,7 +157,8 @@ def structural_section(block: Mapping[str, Any], lang: str) -> Section:
         se_text = tr(lang, "st.se.bootstrap", n=block.get("n_ok", 0), B=block.get("n_bootstrap", 0))
     else:
         se_text = tr(lang, "st.se.step3")
-    pairs = [(tr(lang, "st.model"), tr(lang, f"st.kind.{kind}")),
+    ref = block.get("reference_class", 1)
+    pairs = [(tr(lang, "st.model"), tr(lang, f"st.kind.{kind}", ref=ref)),
              (tr(lang, "st.columns"), ", ".join(block["columns"])),
              (tr(lang, "st.correction"), tr(lang, f"st.correction.{block['correction']}")),
              (tr(lang, "st.assignment"), tr(lang, f"st.assignment.{block['assignment']}")),
@@ -182,7 +185,7 @@ def structural_section(block: Mapping[str, Any], lang: str) -> Section:
                 for r in block["estimates"] if not r["parameter"].endswith(",intercept]")]
         if body:
             blocks.append(Table(["parameter", tr(lang, "st.odds"), "ci_lower", "ci_upper"], body,
-                                caption=tr(lang, "st.odds_caption", level=level)))
+                                caption=tr(lang, "st.odds_caption", level=level, ref=ref)))
     if block.get("tests"):
         blocks.append(Table([tr(lang, "st.hypothesis"), "chi2", "df", "p_value"],
                             [[x["hypothesis"], _g(x["chi2"]), str(x["df"]), _p(x["p_value"])]

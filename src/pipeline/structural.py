@@ -141,6 +141,8 @@ def estimate_structural(prepared: Prepared, fit: dict[str, Any],
                                       options.distal_type, source=source,
                                       positions=prepared.row_positions)
     K = int(model.n_components)
+    if options.structural == "covariates":   # --reference-class (the one-step model's option)
+        sdata.reference = min(int(getattr(options, "reference_class", 1) or 1), K) - 1
     sdata.check(K, options.correction)
     notes = sdata.notes(prepared.row_positions)
     if reporter is not None:

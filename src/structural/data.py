@@ -203,6 +203,9 @@ class StructuralData:
         return [t("structural.note.dropped", count=int(missing.size), n=int(self.observed.size),
                   role=t(f"structural.role.{self.kind}"), row=first)]
 
+    #: covariates: the reference class (0-based; ``--reference-class`` minus 1)
+    reference: int = 0
+
     def model(self, K: int, correction: str, rows: np.ndarray | None = None,
               fixed_weights: np.ndarray | None = None) -> Any:
         """Step 3's model on ``rows`` (default: the observed rows; indices into the kept
@@ -213,7 +216,7 @@ class StructuralData:
         if self.kind == "covariates":
             from ..models.logit import design
             Z, names = design(vals, self.columns)
-            return CovariateModel(Z, names, K)
+            return CovariateModel(Z, names, K, reference=self.reference)
         kinds = [self.distal_type] * len(self.columns)
         return DistalModel(vals, self.columns, kinds, K, self.codes or [None] * len(kinds),
                            with_weights=(correction == "ml" and fixed_weights is None),
@@ -238,7 +241,7 @@ def take(sdata: StructuralData, idx: np.ndarray) -> StructuralData:
     """The structural data of rows ``idx`` (a bootstrap replicate's rows)."""
     idx = np.asarray(idx)
     return StructuralData(sdata.kind, list(sdata.columns), sdata.values[idx],
-                          sdata.observed[idx], sdata.distal_type, sdata.codes)
+                          sdata.observed[idx], sdata.distal_type, sdata.codes, sdata.reference)
 
 
 register({

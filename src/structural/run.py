@@ -96,6 +96,7 @@ def three_step(model: MixtureModel, data: Data, params: Params, sdata: Structura
         "kind": sdata.kind, "correction": correction, "assignment": assignment,
         "columns": list(sdata.columns),
         "distal_type": sdata.distal_type if sdata.kind == "distal" else None,
+        "reference": int(sdata.reference) if sdata.kind == "covariates" else None,
         "D": D, "theta": res.theta, "cov_free": res.cov,
         "names": sm.names(), "free_names": sm.free_names(), "scales": sm.scales(),
         "estimates": sm.reported(res.theta),
