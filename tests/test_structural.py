@@ -502,3 +502,22 @@ class TestSimulation:
                 assert 0.92 <= row["coverage"] <= 0.98, (correction, name, row.to_dict())
                 assert abs(row["bias_in_mc_se"]) <= 2.0, (correction, name, row.to_dict())
             assert abs(table.loc[("none", name), "bias_in_mc_se"]) > 5.0
+
+
+class TestOutOfRange:
+    def test_bch_probability_outside_names_the_class(self):
+        """BCH weights from a poor classification push a categorical distal's probabilities
+        out of [0, 1] (3 and -2 here, by hand); the sentence names the class and column."""
+        from src.structural.data import StructuralData
+        from src.structural.run import out_of_range, step23
+
+        tau = np.r_[np.tile([0.6, 0.4], (50, 1)), np.tile([0.4, 0.6], (50, 1))]
+        y = np.r_[np.zeros(50), np.ones(50)]
+        sdata = StructuralData("distal", ["dx"], y[:, None], np.ones(100, bool), "categorical",
+                               [["a", "b"]])
+        sm, res, _, D = step23(tau, None, sdata, 2, correction="bch", assignment="modal")
+        np.testing.assert_allclose(D, [[0.6, 0.4], [0.4, 0.6]])
+        np.testing.assert_allclose(sm.unpack(res.theta)[0], [[3.0, -2.0], [-2.0, 3.0]])
+        found = out_of_range(sm, res.theta)
+        assert len(found) == 2 and "class 1" in found[0] and "dx" in found[0]
+        assert "--correction ml" in found[0]

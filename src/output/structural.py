@@ -174,7 +174,9 @@ def structural_section(block: Mapping[str, Any], lang: str) -> Section:
                          for k, row in enumerate(block["D"])],
                         caption=tr(lang, "st.D_caption")))
     level = 100 * float(block["ci_level"])
-    blocks.append(Table(["parameter", "estimate", "se", "z", "p_value", "ci_lower", "ci_upper"],
+    head = [tr(lang, f"concl.{k}") for k in ("parameter", "estimate", "se")]
+    lims = [tr(lang, "concl.ci_lower"), tr(lang, "concl.ci_upper")]
+    blocks.append(Table([*head, "z", "p_value", *lims],
                         [[r["parameter"], _g(r["estimate"]), _g(r["se"]), _g(r["z"]),
                           _p(r["p_value"]), _g(r["ci_lower"]), _g(r["ci_upper"])]
                          for r in block["estimates"]],
@@ -184,7 +186,7 @@ def structural_section(block: Mapping[str, Any], lang: str) -> Section:
                  _g(_exp(r["estimate"])), _g(_exp(r["ci_lower"])), _g(_exp(r["ci_upper"]))]
                 for r in block["estimates"] if not r["parameter"].endswith(",intercept]")]
         if body:
-            blocks.append(Table(["parameter", tr(lang, "st.odds"), "ci_lower", "ci_upper"], body,
+            blocks.append(Table([head[0], tr(lang, "st.odds"), *lims], body,
                                 caption=tr(lang, "st.odds_caption", level=level, ref=ref)))
     if block.get("tests"):
         blocks.append(Table([tr(lang, "st.hypothesis"), "chi2", "df", "p_value"],
