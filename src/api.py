@@ -131,6 +131,7 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     if k is None:
         k = OPTIONS["components"].default
     carried = [c for c in (options.get("id"), options.get("weights")) if c is not None]
+    carried += [c for c in (options.get("covariates") or []) if options.get("structural") is None]
     if (carried and columns is None and isinstance(data, pd.DataFrame)
             and any(c in data.columns for c in carried)):
         columns = [c for c in data.columns if c not in carried]
@@ -138,9 +139,14 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
                       columns=list(columns) if columns is not None else None).validate()
     from src.pipeline.checks import check_weight_options
     check_weight_options(opts)
+    from src.data.covariates import check_covariate_options, one_step_covariates
+    check_covariate_options(opts)
     # the --weights column is read beside the model's columns (and taken out by prepare_frame)
     with_weights = (opts.columns if opts.columns is None or opts.weights is None
                     or opts.weights in opts.columns else [*opts.columns, opts.weights])
+    if with_weights is not None and one_step_covariates(opts):   # read beside them too
+        with_weights = [*with_weights, *(c for c in one_step_covariates(opts)
+                                         if c not in with_weights)]
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table
 

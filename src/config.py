@@ -76,6 +76,8 @@ FORMAT_CHOICES = ("md", "html", "tex")
 
 #: options that count in the fingerprints only when the input is partitioned
 PARTITIONED_ONLY = ("stream", "hash_data", "sample_rows")
+#: options that count in the fingerprints only with --covariates (as --weights)
+COVARIATES_ONLY = ("covariates", "reference_class")
 #: options that count in the fingerprints only with --structural (three-step estimation)
 STRUCTURAL_ONLY = ("structural", "correction", "assignment", "distal", "distal_type",
                    "structural_se")
@@ -100,6 +102,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "identical rows; n = sum of weights) or sampling (survey weights: sandwich standard "
            "errors, approximate information criteria)", choices=("frequency", "sampling"),
            group=_DATA, fingerprint=_D),
+    Option("covariates", list, None, "columns of covariates of class membership (never model "
+           "columns): the class weights become a multinomial logit of them, estimated with the "
+           "model in one step (with --structural covariates: step 3's covariates instead)",
+           nullable=True, group=_DATA, fingerprint=_D, metavar="A,B,.."),
+    Option("reference_class", int, 1, "with --covariates: the class (of the canonical order) "
+           "whose logit coefficients are 0; the others' are log odds against it", low=1,
+           group=_DATA, fingerprint=_M, metavar="K"),
     Option("stream", bool, False, "read a Parquet file chunk by chunk on every pass instead of "
            "into memory (a folder or glob of Parquet files always is): memory bounded by "
            "--chunk-size, for data larger than memory", group=_DATA, fingerprint=_D),
@@ -410,6 +419,8 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
             continue  # it only picks which of several methods fills the 'se' column
         if opt.name in _ENUMERATION_ONLY and not options.enumerating:
             continue  # nothing is selected among one K
+        if opt.name in COVARIATES_ONLY and getattr(options, "covariates", None) is None:
+            continue  # runs without covariates keep the fingerprints they had before them
         if opt.name in ("weights", "weight_type") and options.weights is None:
             continue  # unweighted runs keep the fingerprints they had before weights existed
         if opt.name in PARTITIONED_ONLY and not options.partitioned:

@@ -45,6 +45,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from src.utils.messages import register
+
 from . import logit
 from .base import Data, MixtureModel, Params, ParamSpec
 
@@ -54,6 +56,10 @@ __all__ = ["CovariateMixture", "Z_KEY", "COVARIATES_META"]
 Z_KEY = "Z"
 #: the key of the covariate names in the data's meta (the data layer sets it)
 COVARIATES_META = "covariates"
+_PHRASE = {"en": "class membership a multinomial logit of {names} (one step; class {ref} the "
+                 "reference)",
+           "zh": "类别归属为 {names} 的多项 logit（一步法；以类别 {ref} 为参照）"}
+register({"covariates.phrase": _PHRASE})
 _S, _LSE, _GRAD, _HESS = "_beta_S", "_beta_lse", "_beta_grad", "_beta_hess"
 _OWN = (_S, _LSE, _GRAD, _HESS)
 
@@ -139,6 +145,22 @@ class CovariateMixture(MixtureModel):
         self.options = {**inner.options, "covariates": list(self.covariates),
                         "reference_class": self.reference + 1}
         self.meta = dict(getattr(inner, "meta", {}) or {})
+
+    def __getattr__(self, name: str) -> Any:
+        """The inner family's descriptive attributes (``items``, ``categories``, ``columns``,
+        ``covariance``...: what the figures and summaries read), never its methods (the
+        family's own fast paths over its parameters, e.g. ``compressed_rows`` or
+        ``em_map_batch``, do not apply to the wrapper's)."""
+        if name.startswith("__") or name in ("inner", "_parameterisation"):
+            raise AttributeError(name)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        value = getattr(inner, name)
+        if callable(value):
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} "
+                                 f"(the family's method is not the covariate model's)")
+        return value
 
     # ------------------------------------------------------------------ set-up
     def setup(self, meta: Mapping[str, Any]) -> None:
@@ -462,6 +484,13 @@ class CovariateMixture(MixtureModel):
         out[:nb, :nb] = Ib
         out[nb:, nb:] = Ii
         return out
+
+    def report_phrases(self, lang: str = "en") -> list[str]:
+        """The report's phrase on the model line (:func:`src.models.registry.option_phrases`)."""
+        from src.utils.messages import templates
+
+        text = templates().get("covariates.phrase", {}).get(lang) or _PHRASE["en"]
+        return [text.format(names=", ".join(self.covariates), ref=self.reference + 1)]
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "n_components": self.n_components, **self.options}

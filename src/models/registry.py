@@ -158,10 +158,11 @@ def option_phrases(model: MixtureModel, lang: str = "en") -> list[str]:
 
     out = []
     known = templates()
-    for opt in type(model).option_specs:
+    for opt in type(getattr(model, "inner", model)).option_specs:   # a wrapper: its family's
         value = model.options.get(opt.name, opt.default)
         if opt.report and value is not None:
             texts = known.get(f"option.report.{opt.name}", {})
             template = texts.get(lang)
             out.append(template.format(value=value) if template else opt.report.format(value))
-    return out
+    extra = getattr(model, "report_phrases", None)   # e.g. the covariate model's covariates
+    return out + (list(extra(lang)) if callable(extra) else [])

@@ -356,6 +356,9 @@ def report_document(model, record, fit, se, options, fitj, header, rows, *,
         Section("closing", None, [Paragraph(tr(lang, "report.closing"))]),
     ], lang=lang)
     extra = list(sections)
+    from .covariates import covariate_section   # --covariates: odds ratios, the reference
+    if (cov := covariate_section(model, header, rows, fitj, lang)) is not None:
+        extra.append(cov)
     shown = figure_blocks(_as_pairs(figures))
     if shown:
         extra.append(Section("figures", tr(lang, "report.figures"), shown))

@@ -71,6 +71,8 @@ def check_before_run(options: RunOptions) -> type[MixtureModel]:
     cls = model_class(options)
     check_model_needs(cls, options)
     check_weight_options(options)
+    from ..data.covariates import check_covariate_options
+    check_covariate_options(options)   # --covariates (one step): columns, reference, in memory
     if options.structural is not None:   # three-step estimation: its columns, in memory
         from .structural import check_structural_options
         check_structural_options(options)

@@ -150,6 +150,12 @@ def build_model(options: RunOptions, meta: dict[str, Any],
         model = cls(k, **constructor_options(cls, opts))
     except ValueError as exc:
         raise ModelError(str(exc)) from None
+    from ..models.covariates import COVARIATES_META, CovariateMixture
+    if meta.get(COVARIATES_META) is not None:   # --covariates: the one-step covariate model
+        from ..data.covariates import check_reference_class
+        check_reference_class(options.reference_class, k)
+        model = CovariateMixture(model, meta[COVARIATES_META],
+                                 reference=int(options.reference_class) - 1)
     model.setup(meta)
     return model
 
@@ -177,6 +183,12 @@ def _read(options: RunOptions) -> tuple[Any, dict[str, Any], type[MixtureModel]]
     if options.weights is not None and columns is not None:   # read beside the model's columns
         check_weight_column(options.weights, columns, None, str(options.data), options.id)
         columns = [*columns, str(options.weights)]
+    from ..data.covariates import check_covariate_columns, one_step_covariates
+    covariates = one_step_covariates(options)
+    if covariates and columns is not None:   # the one-step model's covariates: beside them
+        check_covariate_columns(covariates, columns, None, str(options.data), options.id,
+                                options.weights)
+        columns = [*columns, *covariates]
     if options.structural is not None:   # covariates or distal outcomes: beside them too
         from ..structural.data import check_structural_columns, structural_columns
         check_structural_columns(options, None, str(options.data))
@@ -214,6 +226,12 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
     n_input = int(len(frame))
     frame, weights = split_weights(frame, options.weights, options.columns, source,
                                    drop_missing=bool(options.drop_missing))
+    from ..data.covariates import one_step_covariates, split_covariates
+    covariates = one_step_covariates(options)   # --covariates (one step): never model columns
+    frame, covs = split_covariates(frame, covariates, options.columns, source,
+                                   drop_missing=bool(options.drop_missing),
+                                   id_column=options.id, weight_column=options.weights)
+    complete = None if covs is None else np.isfinite(covs).all(axis=1)
 
     def arrays(rows: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         try:
@@ -231,15 +249,27 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
         used = weights > 0
         if not used.any():
             raise DataError(t("data.all_zero_weights", source=source, column=str(options.weights)))
+        if complete is not None:   # rows with a missing covariate (--drop-missing) go too
+            used = used & complete
         if not used.all():
             base = np.flatnonzero(used)
             frame = frame.iloc[base].reset_index(drop=True)
             ids = None if ids is None else ids[base]
             data, meta = arrays(frame)
+    elif complete is not None and not complete.all():   # --drop-missing: a missing covariate
+        base = np.flatnonzero(complete)
+        frame = frame.iloc[base].reset_index(drop=True)
+        ids = None if ids is None else ids[base]
+        data, meta = arrays(frame)
+    if covs is not None:
+        from ..models.covariates import COVARIATES_META
+        meta = {**meta, COVARIATES_META: list(covariates)}
     model = build_model(options, meta, cls)
     n_obs = int(next(iter(data.values())).shape[0])
     if weights is None:
         positions, kept_ids = kept_rows(frame, ids, n_obs, model=options.model, source=source)
+        if base is not None and positions is not None:   # input rows, as with weights
+            positions = base[positions]
         check_enough_rows(n_obs, model.n_free_parameters(), source)
     else:
         from ..data.rows import kept_positions
@@ -259,6 +289,16 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
                   "weight_sum": float(w.sum()), "n_zero_weight": int((weights == 0).sum()),
                   "notes": [*record.get("notes", []), *notes]}
     record = {**record, "n_dropped": n_input - n_obs}
+    if covs is not None:   # the design of the kept rows (intercept first), row-aligned
+        from ..models.covariates import Z_KEY
+        from ..models.logit import design
+        if positions is None:
+            raise DataError(t("covariates.unmatched", model=options.model, n_kept=n_obs,
+                              n_rows=n_input, source=source))
+        data = {**data, Z_KEY: np.ascontiguousarray(design(covs[positions], covariates)[0])}
+        record = {**record, "covariates": list(covariates),
+                  "columns": [c for c in record.get("columns", [])
+                              if str(c) not in covariates]}
     if structural is not None:
         from ..structural.data import kept_structural
         structural = kept_structural(structural, positions, options, source)

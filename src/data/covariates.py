@@ -1,0 +1,180 @@
+"""The ``--covariates`` columns of the one-step covariate model, read beside the model's.
+
+Like the ``--weights`` column (:mod:`src.data.rows`), a covariate column is never a model
+column (``--covariates x --columns a,x`` is a UsageError; without ``--columns`` every other
+column enters the model), never the ``--id`` or ``--weights`` column, and must be in the
+table.  Every value must be a finite number (booleans count as 0/1; a text file's cells are
+read as numbers): otherwise a DataError names the column, the first bad row (0-based, as
+pandas counts) and what to do.  A missing value is an error too unless ``--drop-missing``,
+which drops the row as a missing model value does.
+
+The kept rows' covariates travel in the data dict as the design ``Z`` (intercept first,
+:data:`src.models.covariates.Z_KEY`) and their names in the meta
+(:data:`src.models.covariates.COVARIATES_META`), from which
+:func:`src.pipeline.phases.build_model` wraps the family in
+:class:`~src.models.covariates.CovariateMixture`.  With ``--structural covariates`` the
+same columns are step 3's (three-step estimation, :mod:`src.structural`) and no one-step
+model is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from src.utils.errors import DataError, UsageError
+from src.utils.messages import register, t
+
+__all__ = ["one_step_covariates", "check_covariate_columns", "split_covariates",
+           "check_reference_class", "check_covariate_options"]
+
+register({
+    "covariates.in_columns": {
+        "en": "The --covariates column {column!r} is also one of the model's columns (--columns {columns}); "
+              "covariates explain the classes and are not modelled, so leave it out of --columns.",
+        "zh": "--covariates 指定的列 {column!r} 同时也是模型的列（--columns {columns}）；协变量用于解释类别、"
+              "不作为模型的观测变量，请把它从 --columns 中去掉。"},
+    "covariates.is_special": {
+        "en": "The --covariates column {column!r} is also the {other} column; give them in two columns.",
+        "zh": "--covariates 指定的列 {column!r} 同时也是 {other} 列；请使用两个不同的列。"},
+    "covariates.twice": {
+        "en": "--covariates names the column {column!r} twice; give each covariate once.",
+        "zh": "--covariates 两次列出列 {column!r}；每个协变量只需给出一次。"},
+    "covariates.missing_column": {
+        "en": "The --covariates column {column!r} is not in {source}; the available columns are: {available}.",
+        "zh": "{source} 中没有 --covariates 指定的列 {column!r}；可用的列：{available}。"},
+    "covariates.bad_value": {
+        "en": "The --covariates column {column!r} of {source} has {what} in row {row} (0-based, as "
+              "pandas counts); every covariate must be a finite number, so correct that value{fix}.",
+        "zh": "{source} 的 --covariates 列 {column!r} 在位置为 {row} 的行（从 0 开始计数，与 pandas 一致）中有"
+              "{what}；每个协变量都必须是有限数，请更正该值{fix}。"},
+    "covariates.bad.text": {"en": "the non-numeric value {value!r}", "zh": "非数值 {value!r}"},
+    "covariates.bad.infinite": {"en": "the infinite value {value!r}", "zh": "无穷值 {value!r}"},
+    "covariates.bad.missing": {"en": "a missing value", "zh": "缺失值"},
+    "covariates.fix_missing": {"en": " or drop such rows with --drop-missing",
+                               "zh": "，或用 --drop-missing 丢弃这些行"},
+    "covariates.reference": {
+        "en": "--reference-class {reference} is not a class of the model with {k} classes; "
+              "choose a class from 1 to {k}.",
+        "zh": "--reference-class {reference} 不是 {k} 个类别的模型中的类别；请选择 1 到 {k} 之间的类别。"},
+    "covariates.partitioned": {
+        "en": "The one-step covariate model (--covariates) needs the rows in memory; read the "
+              "data into memory (one file, without --stream) or use three-step estimation "
+              "(--structural covariates).",
+        "zh": "一步法协变量模型（--covariates）需要把数据读入内存；请用单个文件且不加 --stream，"
+              "或改用三步法（--structural covariates）。"},
+    "covariates.unmatched": {
+        "en": "Model '{model}' kept {n_kept} of the {n_rows} rows of {source} by a rule of its "
+              "own, so the --covariates values cannot be matched to its rows; remove the rows "
+              "it drops from the file, or run without --covariates.",
+        "zh": "模型 '{model}' 按其自身规则保留了 {source} 的 {n_rows} 行中的 {n_kept} 行，因此无法把 "
+              "--covariates 的值对应到这些行；请先从文件中删除它会丢弃的行，或不使用 --covariates。"},
+})
+
+
+def one_step_covariates(options: Any) -> list[str] | None:
+    """The covariate columns of the one-step model: ``--covariates`` without
+    ``--structural`` (with it, the columns are three-step estimation's), else None."""
+    names = getattr(options, "covariates", None)
+    if not names or getattr(options, "structural", None) is not None:
+        return None
+    return [str(c) for c in names]
+
+
+def check_covariate_columns(names: Sequence[str] | None, columns: Sequence[str] | None,
+                            available: Sequence[str] | None, source: str,
+                            id_column: str | None = None,
+                            weight_column: str | None = None) -> None:
+    """The rules of the module docstring (``available`` None: not known yet, only the rules
+    about the other options are checked)."""
+    if not names:
+        return
+    model_cols = [str(c) for c in (columns or [])]
+    seen: set[str] = set()
+    for col in map(str, names):
+        if col in seen:
+            raise UsageError(t("covariates.twice", column=col))
+        seen.add(col)
+        if col in model_cols:
+            raise UsageError(t("covariates.in_columns", column=col, columns=",".join(model_cols)))
+        for other, name in (("--id", id_column), ("--weights", weight_column)):
+            if name is not None and str(name) == col:
+                raise UsageError(t("covariates.is_special", column=col, other=other))
+    if available is not None:
+        have = [str(c) for c in available]
+        for col in map(str, names):
+            if col not in have:
+                raise DataError(t("covariates.missing_column", column=col, source=source,
+                                  available=", ".join(have) or "-"))
+
+
+def _values(raw: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype(float).to_numpy()
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+    return pd.to_numeric(text.replace("", None), errors="coerce").to_numpy(dtype=np.float64,
+                                                                          na_value=np.nan)
+
+
+def split_covariates(frame: pd.DataFrame, names: Sequence[str] | None,
+                     columns: Sequence[str] | None, source: str, *, drop_missing: bool = False,
+                     id_column: str | None = None, weight_column: str | None = None
+                     ) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``(the model's frame, the covariates of every input row (n, c) float64)``; without
+    covariates the frame as it is and None.  A missing value is NaN with ``drop_missing``
+    (the caller drops its row), else a DataError, as is a value that is not a finite
+    number (the first bad row over all the columns, then the first column)."""
+    if not names:
+        return frame, None
+    check_covariate_columns(names, columns, list(frame.columns), source, id_column,
+                            weight_column)
+    by_name = {str(c): c for c in frame.columns}
+    keep = [by_name[str(c)] for c in names]
+    X = np.empty((len(frame), len(keep)))
+    first = None
+    for j, col in enumerate(keep):
+        raw = frame[col]
+        values = _values(raw)
+        present = raw.notna().to_numpy() & ~raw.astype(object).map(
+            lambda v: isinstance(v, str) and v.strip() == "").to_numpy()
+        kinds = (("text", present & np.isnan(values)),
+                 ("missing", ~present if not drop_missing else np.zeros(len(values), bool)),
+                 ("infinite", np.isinf(values)))
+        for kind, bad in kinds:
+            rows = np.flatnonzero(bad)
+            if rows.size and (first is None or rows[0] < first[0]):
+                first = (int(rows[0]), kind, str(col), raw)
+        values = np.array(values, dtype=np.float64)
+        values[~present] = np.nan
+        X[:, j] = values
+    if first is not None:
+        row, kind, col, raw = first
+        value = raw.iloc[row]
+        value = value.item() if hasattr(value, "item") else value
+        raise DataError(t("covariates.bad_value", column=col, source=source,
+                          what=t(f"covariates.bad.{kind}", value=value), row=row,
+                          fix=t("covariates.fix_missing") if kind == "missing" else ""))
+    return frame.drop(columns=keep), X
+
+
+def check_reference_class(reference: int, k: int) -> None:
+    """UsageError when ``--reference-class`` is not one of the K classes."""
+    if not 1 <= int(reference) <= int(k):
+        raise UsageError(t("covariates.reference", reference=int(reference), k=int(k)))
+
+
+def check_covariate_options(options: Any) -> None:
+    """Before any work: the one-step model's columns against ``--columns``/``--id``/
+    ``--weights``, ``--reference-class`` against every K, and no partitioned input."""
+    names = one_step_covariates(options)
+    if names is None:
+        return
+    check_covariate_columns(names, options.columns, None, str(options.data), options.id,
+                            options.weights)
+    check_reference_class(options.reference_class, min(options.k_list()))
+    if options.partitioned:
+        raise UsageError(t("covariates.partitioned"))
