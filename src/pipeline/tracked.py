@@ -122,10 +122,11 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                          executor)
             structural = None   # three-step estimation (--structural), after the SEs
             if options.structural is not None:
-                structural = resume_estimation_phase(
-                    tracker, "structural_estimation",
-                    _announced(reporter, "structural_estimation", estimate_structural),
-                    prepared, fit, selection, se, options, tracker, reporter, executor)
+                structural = resume_estimation_phase(tracker, "structural_estimation",
+                                                     _announced(reporter, "structural_estimation",
+                                                                estimate_structural),
+                                                     prepared, fit, selection, se, options,
+                                                     tracker, reporter, executor)
             output = resume_estimation_phase(tracker, "result_output",
                                              _announced(reporter, "result_output", _output_phase),
                                              prepared, fit, selection, se, options,
