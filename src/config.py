@@ -27,6 +27,7 @@ from .inference import DEFAULT_SE_METHOD, SE_METHODS, default_se_method
 from .models.base import MixtureModel
 from .models.registry import BUILTIN_MODELS, DEFAULT_MODEL, family_options, options_of
 from .progress.paths import DEFAULT_TASK
+from .structural import RESAMPLED, STRUCTURAL_SE
 from .utils.errors import UsageError
 from .utils.messages import get_language, register, t
 from .utils.options import Option, check_names, check_value
@@ -179,7 +180,7 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("structural_se", str, "corrected", "with --structural: standard errors of step 3: "
            "corrected (also for step 1's uncertainty, Bakk-Oberski-Vermunt; needs --se-method), "
            "bootstrap (all three steps, --n-bootstrap replicates) or step3 (sandwich of step 3 "
-           "alone)", choices=("corrected", "bootstrap", "step3"), group=_STR, fingerprint=_T),
+           "alone)", choices=STRUCTURAL_SE, group=_STR, fingerprint=_T),
     # results (what is written; change no estimate)
     Option("ci_level", float, 0.95, "confidence level of the intervals in estimates.csv",
            low=0, low_open=True, high=1, high_open=True, group=_OUT, fingerprint=_R),
@@ -436,7 +437,7 @@ def phase_fingerprints(options: "RunOptions", *, data_sha256: str, model_file_sh
     est = {**data, **parts["model_estimation"]}
     sel = {**est, **parts["model_selection"]}
     se = {**sel, **parts["standard_error_computation"]}
-    if getattr(options, "structural", None) is not None and options.structural_se == "bootstrap":
+    if getattr(options, "structural", None) is not None and options.structural_se == RESAMPLED:
         parts["structural_estimation"]["n_bootstrap"] = options.n_bootstrap  # its replicates
     structural = {**se, **parts["structural_estimation"]}
     return {"data_preparation": data, "model_estimation": est, "model_selection": sel,

@@ -388,6 +388,39 @@ class TestPipeline:
         np.testing.assert_allclose(block["D"], classification_error(tau, W), rtol=1e-9)
         assert "## Three-step estimation" in report and "Wald tests" in report
 
+    def test_covariates_ml(self, tmp_path, data_dir):
+        """--structural covariates: no one-step model (the measurement rows as without
+        covariates), structural.beta rows equal to the library's ML step 3 on the run's
+        posteriors, odds ratios and Wald tests in the report; --reference-class 2 the same
+        model re-referenced."""
+        check_rc(_run(tmp_path, data_dir, "--structural", "covariates", "--covariates",
+                      "age,sex", "--correction", "ml", "--se-method", "none"), 0)
+        est, fitj, report = _results(tmp_path)
+        names = list(est["parameter"])
+        assert not any(n.startswith("beta[") for n in names)   # not the one-step model
+        beta = est[est["parameter"].str.startswith("structural.beta")]
+        assert list(beta["parameter"]) == [f"structural.beta[{k},{c}]" for k in (2, 3)
+                                           for c in ("intercept", "age", "sex")]
+        post = pd.read_csv(tmp_path / "results" / "main_estimation" / "posteriors.csv")
+        tau = post[[c for c in post.columns if c.startswith("p")]].to_numpy()[:, :3]
+        frame = pd.read_csv(data_dir / "d.csv")
+        Z, labels = logit.design(frame[["age", "sex"]].to_numpy(), ["age", "sex"])
+        W = assign(tau, "modal")
+        res = step3(CovariateModel(Z, labels, 3), W, classification_error(tau, W), "ml")
+        np.testing.assert_allclose(beta["estimate"].to_numpy(), res.theta, rtol=1e-7)
+        assert "Odds ratios" in report and "beta[*,age] = 0" in report
+        other = tmp_path / "ref2"
+        other.mkdir()
+        check_rc(_run(other, data_dir, "--structural", "covariates", "--covariates", "age,sex",
+                      "--correction", "ml", "--se-method", "none", "--reference-class", "2"), 0)
+        est2, fit2, _ = _results(other)
+        b2 = est2.set_index("parameter")["estimate"]
+        b1 = est.set_index("parameter")["estimate"]
+        for c in ("intercept", "age", "sex"):   # class 1 against class 2 = minus 2 against 1
+            assert b2[f"structural.beta[1,{c}]"] == pytest.approx(-b1[f"structural.beta[2,{c}]"],
+                                                                  rel=1e-7)
+        assert fit2["structural"]["reference_class"] == 2
+
     def test_categorical_ml_corrected(self, tmp_path, data_dir):
         """A categorical distal by ML with corrected SEs: probabilities per class and code,
         corrected SEs at least the step-3 ones."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunOptions
+from ..structural import RESAMPLED
 from ..utils.errors import DataError, ModelError
 from ..utils.messages import register, t
 from .phases import Prepared
@@ -59,7 +60,7 @@ def check_structural_options(options: RunOptions) -> None:
 def needs_workers(options: RunOptions, done: bool) -> bool:
     """Whether the phase has replicates for worker processes."""
     return (getattr(options, "structural", None) is not None and not done
-            and options.structural_se == "bootstrap")
+            and options.structural_se == RESAMPLED)
 
 
 def wald_tests(result: dict[str, Any], cov_rep: np.ndarray) -> list[dict[str, Any]]:
@@ -189,6 +190,7 @@ def estimate_structural(prepared: Prepared, fit: dict[str, Any],
             chunk_size=options.chunk_size, checkpoint=checkpoint, executor=executor,
             on_replicate=progress)
         replicates = boot["replicates"]
+        method = RESAMPLED
         cov = (np.cov(replicates, rowvar=False, ddof=1).reshape(len(result["names"]), -1)
                if replicates.shape[0] >= 2 else np.full((len(result["names"]),) * 2, np.nan))
         if boot["n_failed"]:

@@ -18,9 +18,14 @@ from .assignment import ASSIGNMENTS, assign, bch_weights, classification_error, 
 from .estimate import CORRECTIONS, step3
 from .models import DISTAL_TYPES, CovariateModel, DistalModel
 
-__all__ = ["ASSIGNMENTS", "CORRECTIONS", "DISTAL_TYPES", "STRUCTURAL_KINDS", "assign",
+__all__ = ["ASSIGNMENTS", "CORRECTIONS", "DISTAL_TYPES", "STRUCTURAL_KINDS", "STRUCTURAL_SE",
+           "RESAMPLED", "assign",
            "bch_weights", "classification_error", "log_emission", "step3", "CovariateModel",
            "DistalModel"]
 
 #: --structural
 STRUCTURAL_KINDS = ("covariates", "distal")
+#: --structural-se: corrected for step 1 (Bakk-Oberski-Vermunt), the bootstrap of the three
+#: steps (RESAMPLED), or step 3's sandwich alone
+RESAMPLED = "bootstrap"
+STRUCTURAL_SE = ("corrected", RESAMPLED, "step3")
