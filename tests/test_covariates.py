@@ -309,3 +309,132 @@ class TestStandardErrors:
         ok = np.isfinite(a.se) & np.isfinite(b.se) & (a.se > 0)
         assert ok.sum() > 20
         np.testing.assert_allclose(a.se[ok], b.se[ok], rtol=2e-4)
+
+
+# ------------------------------------------------------------------ the pipeline
+import json
+import signal
+
+from tests.helpers import (assert_one_sentence, assert_same_results, check_rc, read_progress,
+                           run_script, skip_line)
+
+ITEMS = [f"q{j + 1}" for j in range(8)]
+BASE = ("--model", "lca", "--components", "3", "--columns", ",".join(ITEMS),
+        "--covariates", "x1,x2,x3", "--n-starts", "2", "--n-candidates", "4", "--no-plots",
+        "--save-interval", "0")
+
+
+def frame_of(n: int, seed: int) -> pd.DataFrame:
+    """Answers coded 1/2 (text) and three numeric covariates."""
+    Y, X, Z, names = lca_data(n, seed)
+    frame = pd.DataFrame(Y + 1, columns=ITEMS)
+    for j, c in enumerate(names[1:]):
+        frame[c] = np.round(X[:, j], 6)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("covariates")
+    frame_of(700, 3).to_csv(folder / "d.csv", index=False)
+    return folder
+
+
+def _run(tmp_path, data_dir, *args, **kw):
+    return run_script(tmp_path, "--data", str(data_dir / "d.csv"), *BASE, *args, **kw)
+
+
+def _results(tmp_path):
+    folder = tmp_path / "results" / "main_estimation"
+    return (pd.read_csv(folder / "estimates.csv").set_index("parameter"),
+            json.loads((folder / "fit.json").read_text(encoding="utf-8")),
+            (folder / "report.md").read_text(encoding="utf-8"))
+
+
+class TestPipeline:
+    def test_files_match_the_library_and_report_odds_ratios(self, tmp_path, data_dir):
+        """The script's estimates equal fit_em on the same arrays; estimates.csv has beta[k,name]
+        rows (reference class 2 all 0); the report's odds ratios are exp(beta) of them."""
+        check_rc(_run(tmp_path, data_dir, "--reference-class", "2", "--se-method", "louis"), 0)
+        est, fitj, report = _results(tmp_path)
+        assert (est.loc[[f"beta[2,{c}]" for c in ("intercept", "x1", "x2", "x3")],
+                        "estimate"] == 0).all()
+        frame = pd.read_csv(data_dir / "d.csv")
+        Y = frame[ITEMS].to_numpy() - 1
+        Z, names = logit.design(frame[["x1", "x2", "x3"]])
+        model = lca_model(Y, names, reference=1)
+        fit = fit_em(model, {"Y": Y, "Z": Z}, n_starts=3, tol=1e-10, seed=1)
+        for k in range(K):
+            for c, name in enumerate(names):
+                assert est.loc[f"beta[{k + 1},{name}]", "estimate"] == pytest.approx(
+                    fit.params["beta"][k, c], abs=2e-4)
+        assert fitj["loglik"] == pytest.approx(fit.loglik, rel=1e-8)
+        assert "## Covariates of class membership" in report and "Class 2 is the reference" in report
+        b = est.loc["beta[3,x1]"]
+        row = next(ln for ln in report.splitlines() if ln.startswith("| 3 | x1 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[4]) == pytest.approx(np.exp(b["estimate"]), rel=1e-3)
+        assert float(cells[5]) == pytest.approx(np.exp(b["ci_lower"]), rel=1e-3)
+        assert float(cells[6]) == pytest.approx(np.exp(b["ci_upper"]), rel=1e-3)
+
+    def test_sigkill_then_resume_and_two_workers(self, tmp_path, data_dir):
+        """Killed in the middle of model_estimation and again of the bootstrap, the reruns
+        resume and write the files of an uninterrupted run; two workers write the same."""
+        args = ("--se-method", "all", "--n-bootstrap", "6", "--debug")
+        ref = tmp_path / "ref"
+        ref.mkdir()
+        check_rc(_run(ref, data_dir, *args), 0)
+        killed = _run(tmp_path, data_dir, *args, fault="kill:model_estimation:5")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert read_progress(tmp_path)["current_phase"] == "model_estimation"
+        killed = _run(tmp_path, data_dir, *args, fault="kill:standard_error_computation:4")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        resumed = _run(tmp_path, data_dir, *args)
+        check_rc(resumed, 0)
+        assert skip_line("model_estimation") in resumed.stdout
+        assert_same_results(tmp_path, ref)
+        two = tmp_path / "two"
+        two.mkdir()
+        check_rc(_run(two, data_dir, *args, "--workers", "2"), 0)
+        assert_same_results(two, ref)
+
+    def test_bad_covariate_values(self, tmp_path, data_dir):
+        """Text in a covariate column is refused naming the column and row; a missing value
+        too unless --drop-missing, which drops the row."""
+        frame = pd.read_csv(data_dir / "d.csv")
+        frame["x2"] = frame["x2"].astype(object)
+        frame.loc[5, "x2"] = "abc"
+        frame.to_csv(tmp_path / "text.csv", index=False)
+        proc = run_script(tmp_path, "--data", str(tmp_path / "text.csv"), *BASE)
+        check_rc(proc, 2)
+        assert_one_sentence(proc.stderr)
+        assert "'x2'" in proc.stderr and "row 5" in proc.stderr and "'abc'" in proc.stderr
+        frame = pd.read_csv(data_dir / "d.csv")
+        frame.loc[[7, 9], "x3"] = np.nan
+        frame.to_csv(tmp_path / "gap.csv", index=False)
+        proc = run_script(tmp_path, "--data", str(tmp_path / "gap.csv"), *BASE)
+        check_rc(proc, 2)
+        assert "row 7" in proc.stderr and "--drop-missing" in proc.stderr
+        check_rc(run_script(tmp_path, "--data", str(tmp_path / "gap.csv"), *BASE,
+                            "--drop-missing", "--se-method", "none"), 0)
+        _, fitj, _ = _results(tmp_path)
+        assert fitj["rows"]["n_dropped"] == 2 and fitj["n_obs"] == 698
+
+    def test_covariate_that_is_a_model_column_refused(self, tmp_path, data_dir):
+        """A covariate named in --columns is refused before any work, in one sentence."""
+        proc = run_script(tmp_path, "--data", str(data_dir / "d.csv"), "--model", "lca",
+                          "--columns", "q1,q2,q3,x1", "--covariates", "x1")
+        check_rc(proc, 2)
+        assert_one_sentence(proc.stderr)
+        assert "'x1'" in proc.stderr and "--columns" in proc.stderr
+
+    def test_api_fit_with_covariates(self, data_dir):
+        """fit(frame, covariates=[...]) fits the one-step model (the other columns are items)."""
+        from src.api import fit
+        frame = pd.read_csv(data_dir / "d.csv").astype({c: str for c in ITEMS})
+        res = fit(frame, "lca", 3, covariates=["x1", "x2", "x3"], n_starts=2, seed=1)
+        assert list(res.estimates.index[:4]) == ["beta[1,intercept]", "beta[1,x1]",
+                                                 "beta[1,x2]", "beta[1,x3]"]
+        assert res.predict_proba().shape == (700, K)
+        assert res.params["weight"] == pytest.approx(
+            logit.probabilities(res.data["Z"], res.params["beta"]).mean(axis=0), rel=1e-10)
