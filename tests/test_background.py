@@ -68,37 +68,65 @@ def _bytes(plots):
     return {name: (p.png, p.caption, p.width, p.height) for name, p in plots.items()}
 
 
-def test_helper_draws_the_bytes_drawn_here(fits, helper):
-    """Every figure the helper draws is byte for byte the figure drawn in this process from the same fit."""
+@pytest.mark.parametrize("first_stage", [True, False])
+def test_helper_draws_the_bytes_drawn_here(fits, helper, first_stage):
+    """Every figure the helper draws (its first stage sent with the data, or both stages with the estimate) is byte for byte the figure drawn in this process from the same fit."""
     from src.output.plots import figures
 
     for case, (model, data, params, post) in fits.items():
         here = {name: render(spec) for name, spec in figure_specs(model, data, params, post).items()}
-        assert background.start() and background.submit(model, data, params, post), case
+        assert background.start()
+        if first_stage:
+            assert background.submit_data(model, data)
+        assert background.submit(model, data, params, post), case
         got = figures(model, data, params, post)
         assert background.last_source() == "helper", case
         assert list(got) == list(here) and _bytes(got) == _bytes(here), case
 
 
+def test_first_stage_specs_are_the_full_specs_first_stage(fits):
+    """figure_data_specs (data only) gives the figures of figure_specs, with the same kind and the same first-stage values."""
+    from src.output.plots import figure_data_specs
+
+    for case, (model, data, params, post) in fits.items():
+        first = figure_data_specs(model, data)
+        full = figure_specs(model, data, params, post)
+        assert list(first) == list(full), case
+        for name, spec in full.items():
+            assert first[name].kind == spec.kind and first[name].stage1 == spec.stage1, case
+            (m1, a1), (m2, a2) = first[name].first(), spec.first()
+            assert m1 == m2 and set(a1) == set(a2), case
+            assert all(np.array_equal(a1[k], a2[k]) for k in a1), case
+            assert set(spec.first()[0]) | set(spec.second()[0]) == set(spec.meta), case
+
+
 def test_helper_writes_the_posteriors_csv_written_here(fits, helper):
-    """posteriors.csv from the helper (rows and answer patterns, named by positions with gaps) is byte for byte the file written here; other row names are written here."""
+    """posteriors.csv from the helper (rows and answer patterns, named by positions with gaps) is byte for byte the file written here; asked for before the helper began it, or with other row names, it is written here."""
     for case in ("gmm1", "lca"):
         model, data, params, post = fits[case]
         n = post.n_rows
         labels = np.arange(n, dtype=np.int64) * 3 + 1
-        here = posteriors_csv(model, data, params, labels, id_column="id", chunk_size=100,
-                              resp=post)
+
+        def csv(ids):
+            return posteriors_csv(model, data, params, ids, id_column="id", chunk_size=100,
+                                  resp=post)
+
+        here = csv(labels)
         assert background.last_source("posteriors.csv") == "here"
-        assert background.start() and background.wait_ready(120)
-        assert background.submit(model, data, params, post, row_labels=labels, id_column="id",
-                                 chunk_size=100)
-        other = posteriors_csv(model, data, params, labels + 1, id_column="id", chunk_size=100,
-                               resp=post)
-        assert background.last_source("posteriors.csv") == "here" and other != here
-        got = posteriors_csv(model, data, params, labels, id_column="id", chunk_size=100,
-                             resp=post)
-        assert background.last_source("posteriors.csv") == "helper" and got == here, case
+        # asked for at once (the helper draws the figures first): written here, the same
+        assert background.start() and background.submit(model, data, params, post,
+                                                        row_labels=labels, id_column="id",
+                                                        chunk_size=100)
+        assert csv(labels) == here
         background.collect_figures(model, data, params, post)
+        # asked for once the helper wrote it: the helper's
+        assert background.start() and background.submit(model, data, params, post,
+                                                        row_labels=labels, id_column="id",
+                                                        chunk_size=100)
+        assert csv(labels + 1) != here and background.last_source("posteriors.csv") == "here"
+        background.collect_figures(model, data, params, post)
+        background._JOB.results["posteriors.csv"].result(timeout=120)   # (written there)
+        assert csv(labels) == here and background.last_source("posteriors.csv") == "helper", case
 
 
 def test_other_numbers_are_drawn_here(fits, helper):
@@ -157,7 +185,7 @@ def test_no_helper_outlives_a_sigkilled_run(tmp_path):
 
 @pytest.mark.parametrize("warm", [False, True])
 def test_a_run_draws_in_the_helper_and_ends_it(tmp_path, warm):
-    """A whole run with plots takes its figures (and, once the helper is ready before the estimate, posteriors.csv) from the helper, the bytes made here from its fit, and leaves no child process."""
+    """A whole run with plots (the helper started by run(), or already running and kept) takes its figures from the helper, the bytes drawn here from its fit, writes posteriors.csv as written here, and leaves no child process."""
     from src.config import RunOptions
     from src.output.plots import figures
     from src.pipeline import run
@@ -171,8 +199,6 @@ def test_a_run_draws_in_the_helper_and_ends_it(tmp_path, warm):
         assert background.start() and background.wait_ready(120)
     result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
     assert background.last_source() == "helper"
-    if warm:
-        assert background.last_source("posteriors.csv") == "helper"
     assert background.helper_pid() is None
     left = [p for p in psutil.Process().children(recursive=True)
             if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]

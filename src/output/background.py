@@ -2,19 +2,28 @@
 goes on.
 
 A run with plots (one K) starts a helper process as it begins (:func:`start`, from
-:mod:`src.pipeline.tracked`); the helper imports matplotlib and Arrow and draws a small
-figure to warm its fonts while the run reads the data and fits the model.  As soon as the
-estimate is known the run computes the posteriors and sends the helper what the result files
-need from them (:func:`submit_fit`): every figure's :class:`~.plots.spec.Spec` and, when the
-rows are named by numbers, the arrays of ``posteriors.csv`` (raw arrays, a few megabytes).
-The helper writes the CSV and draws the figures while the run computes the standard errors
-and the first result files; :func:`src.output.plots.figures` and
-:func:`src.output.posteriors.posteriors_csv` take its bytes (:func:`collect_figures`,
-:func:`collect_posteriors_csv`) when asked for the same thing: the same model and data
-objects, an equal estimate and equal posteriors (and for the CSV equal row names, id column
-and chunk size).  Otherwise, or when the helper is not there (it could not start, died, or
-answered with an error), they are made in the run's process from the same arrays: the bytes
-are the same either way (the functions are deterministic and see the same arrays; tested).
+:mod:`src.pipeline.tracked`); the helper imports matplotlib, draws a small figure to warm its
+fonts and imports Arrow while the run reads the data.  Then the run sends it three things:
+
+1. once the data are read, the first stage of every figure (:func:`submit_data`: column and
+   item names, the data columns; :mod:`.plots.spec`), which the helper draws while the model
+   is fitted: canvas, axes, histograms of the data, labels;
+2. once the estimate is known, the second stage (:func:`submit_fit`: the posteriors computed
+   here, then the estimate's arrays of every figure) and, when the rows are named by
+   numbers, the arrays of ``posteriors.csv``; the helper finishes the figures while the run
+   computes the standard errors, then writes the CSV;
+3. nothing else: :func:`src.output.plots.figures` and
+   :func:`src.output.posteriors.posteriors_csv` take the helper's bytes
+   (:func:`collect_figures`, :func:`collect_posteriors_csv`) when asked for the same thing --
+   the same model and data objects, an equal estimate and equal posteriors (and for the CSV
+   equal row names, id column and chunk size).  The CSV is the helper's only if it is done
+   or under way by then; otherwise the run writes it itself and tells the helper to skip it
+   (with the figures still drawing there, the run is the faster writer).
+
+Whatever the helper does not deliver (it could not start, died, answered with an error, or
+was not sent that stage) is made in the run's process from the same arrays: the bytes are
+the same either way (the drawing functions are deterministic and see the same arrays, the two
+stages make the same artists in the same order; tested).
 
 Why a process and not a thread: matplotlib's import (0.3-0.45 s) and drawing (0.1-0.3 s a
 figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's EM on answer
@@ -32,6 +41,7 @@ started it ends (``PR_SET_PDEATHSIG``, as the project's worker processes do,
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import queue
 import subprocess
@@ -45,9 +55,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from .plots.layout import Plot
-from .plots.spec import HEAD_SIZE, FormatError, Spec, message_size, pack, render, unpack
+from .plots.spec import (HEAD_SIZE, FormatError, Spec, finish, message_size, pack, render, start as
+                         start_drawing, unpack)
 
-__all__ = ["start", "running", "submit", "submit_fit", "collect_figures",
+__all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures",
            "collect_posteriors_csv", "stop", "helper_pid", "last_source", "wait_ready", "serve"]
 
 #: the project's root (the folder holding ``src``), put on the helper's path
@@ -91,11 +102,24 @@ def _read_message(fd: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | Non
     return unpack(head, rest)
 
 
+def _items(specs: Mapping[str, Spec], part: str) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """A message's items (``[name, kind, meta, array keys]``) and arrays (``name/key``) for
+    ``part`` of each spec: ``"first"`` stage, ``"second"`` stage or ``"all"``."""
+    items, arrays = [], {}
+    for name, spec in specs.items():
+        meta, arrs = ((spec.meta, spec.arrays) if part == "all"
+                      else spec.first() if part == "first" else spec.second())
+        items.append([name, spec.kind, meta, list(arrs)])
+        arrays.update({f"{name}/{key}": value for key, value in arrs.items()})
+    return items, arrays
+
+
 # ---------------------------------------------------------------------- client
 @dataclass
 class _Job:
     """What was sent for one fit: the inputs it is valid for and one future per item."""
 
+    job_id: int
     model: Any
     data: Any
     params: dict[str, np.ndarray]
@@ -107,6 +131,16 @@ class _Job:
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
         return (model is self.model and data is self.data and _same_params(params, self.params)
                 and _same_posteriors(post, self.post))
+
+
+@dataclass
+class _Prepared:
+    """The first stages sent for a model and data (job ``job_id``)."""
+
+    job_id: int
+    model: Any
+    data: Any
+    specs: dict[str, Spec]
 
 
 class _Helper:
@@ -126,13 +160,11 @@ class _Helper:
         self._from = self.proc.stdout.fileno()
         self._outbox: queue.Queue = queue.Queue()
         self._pending: dict[tuple[int, str], Future] = {}
+        self._started: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
         self.alive = True
         self.finished = False
-        #: the helper said it has matplotlib and Arrow imported and nothing to do: only
-        #: then is posteriors.csv sent (a helper still starting up draws the figures first)
-        self.csv_ready = False
-        self.ready_event = threading.Event()
+        self.ready = threading.Event()   # matplotlib and Arrow imported, nothing waiting
         self._writer = threading.Thread(target=self._write_loop, name="figures-writer",
                                         daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="figures-reader",
@@ -140,14 +172,22 @@ class _Helper:
         self._writer.start()
         self._reader.start()
 
-    def send(self, job_id: int, parts: list[Any], results: Mapping[str, Future]) -> None:
+    def send(self, parts: list[Any], job_id: int | None = None,
+             results: Mapping[str, Future] | None = None) -> bool:
+        """Queue a message; ``results``: the futures of its items (job ``job_id``)."""
         with self._lock:
             if not self.alive or self.finished:
-                for future in results.values():
+                for future in (results or {}).values():
                     future.set_exception(EOFError("the drawing process has ended"))
-                return
-            self._pending.update({(job_id, name): f for name, f in results.items()})
+                return False
+            self._pending.update({(job_id, name): f for name, f in (results or {}).items()})
         self._outbox.put(parts)
+        return True
+
+    def started(self, job_id: int, item: str) -> bool:
+        """Whether the helper said it began item ``item`` of job ``job_id``."""
+        with self._lock:
+            return (job_id, item) in self._started
 
     def _write_loop(self) -> None:
         while True:
@@ -172,11 +212,14 @@ class _Helper:
                     break
                 meta, arrays = message
                 if meta.get("ready"):
-                    self.csv_ready = True
-                    self.ready_event.set()
+                    self.ready.set()
                     continue
+                key = (int(meta["job"]), str(meta["item"]))
                 with self._lock:
-                    future = self._pending.pop((int(meta["job"]), str(meta["item"])), None)
+                    if meta.get("started"):
+                        self._started.add(key)
+                        continue
+                    future = self._pending.pop(key, None)
                 if future is not None:
                     future.set_result((meta, arrays.get("bytes")))
         except (OSError, EOFError, FormatError, KeyError, TypeError, ValueError):
@@ -217,13 +260,21 @@ class _Helper:
 _LOCK = threading.Lock()
 _HELPER: _Helper | None = None
 _JOB: _Job | None = None
+_PREPARED: _Prepared | None = None
 _NEXT_ID = 0
 _LAST: dict[str, str] = {}
 
 
+def _next_id() -> int:
+    global _NEXT_ID
+    with _LOCK:
+        _NEXT_ID += 1
+        return _NEXT_ID
+
+
 def start() -> bool:
     """Start the drawing process unless one is running; True when one is."""
-    global _HELPER
+    global _HELPER, _PREPARED
     with _LOCK:
         helper = _HELPER
         if (helper is not None and helper.alive and not helper.finished
@@ -231,6 +282,7 @@ def start() -> bool:
             return True
         if helper is not None:
             helper.close()
+        _PREPARED = None
         try:
             _HELPER = _Helper()
         except (OSError, ValueError, subprocess.SubprocessError):
@@ -255,7 +307,7 @@ def wait_ready(timeout: float | None = None) -> bool:
     """Wait until the drawing process is done starting up (matplotlib and Arrow imported);
     False when none runs or it is not ready within ``timeout`` seconds."""
     helper = _HELPER
-    return helper is not None and helper.ready_event.wait(timeout) and helper.alive
+    return helper is not None and helper.ready.wait(timeout) and helper.alive
 
 
 def last_source(what: str = "figures") -> str | None:
@@ -267,14 +319,37 @@ def last_source(what: str = "figures") -> str | None:
     return _LAST.get(what)
 
 
+def submit_data(model: Any, data: Mapping[str, np.ndarray]) -> bool:
+    """Send the first stage of every figure of ``model`` on ``data``
+    (:func:`~src.output.plots.figure_data_specs`), drawn while the model is fitted; False
+    when no process runs (or the specs cannot be made: the second stage then sends all)."""
+    global _PREPARED
+    from .plots import figure_data_specs
+
+    helper = _HELPER
+    if helper is None or not helper.alive or helper.finished:
+        return False
+    try:
+        specs = figure_data_specs(model, data)
+    except Exception:   # result_output meets the same error in its own phase
+        return False
+    job_id = _next_id()
+    items, arrays = _items(specs, "first")
+    if not helper.send(pack({"op": "prepare", "job": job_id, "items": items}, arrays)):
+        return False
+    with _LOCK:
+        _PREPARED = _Prepared(job_id, model, data, specs)
+    return True
+
+
 def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any], resp: Any,
            *, row_labels: np.ndarray | None = None, id_column: str | None = None,
            chunk_size: int = 4096) -> bool:
-    """Send every figure of this fit (:func:`~src.output.plots.figure_specs`) and, with
-    numeric ``row_labels`` (one per row) and a helper done starting up, ``posteriors.csv``
-    to the drawing process, to be taken by the collect functions; False when no process
-    runs."""
-    global _JOB, _NEXT_ID
+    """Send every figure of this fit (:func:`~src.output.plots.figure_specs`: the second
+    stage of those :func:`submit_data` sent for the same model and data, both stages of
+    the others) and, with numeric ``row_labels`` (one per row), ``posteriors.csv`` to the
+    drawing process, to be taken by the collect functions; False when no process runs."""
+    global _JOB
     from src.inference.classification import as_posteriors
 
     from .plots import figure_specs
@@ -285,9 +360,18 @@ def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any]
     post = as_posteriors(resp)
     params = {k: np.array(v, copy=True) for k, v in params.items()}
     specs = figure_specs(model, data, params, post)
+    prepared = _PREPARED
+    base = (prepared.job_id if prepared is not None and prepared.model is model
+            and prepared.data is data else None)
     items, arrays = [], {}
+    for name, spec in specs.items():
+        first = base is not None and name in prepared.specs \
+            and prepared.specs[name].kind == spec.kind
+        more, more_arrays = _items({name: spec}, "second" if first else "all")
+        items += [item + [base if first else None] for item in more]
+        arrays.update(more_arrays)
     csv = None
-    if row_labels is not None and helper.csv_ready:
+    if row_labels is not None:
         labels = np.asarray(row_labels)
         if labels.dtype.kind in "iufb" and labels.ndim == 1 and labels.shape[0] == post.n_rows:
             csv = {"labels": labels, "id_column": id_column, "chunk_size": int(chunk_size)}
@@ -295,19 +379,15 @@ def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any]
             if post.inverse is not None:
                 parts["inverse"] = post.inverse
             items.append([CSV_ITEM, "posteriors.csv",
-                          {"id_column": id_column, "chunk_size": int(chunk_size)}, list(parts)])
+                          {"id_column": id_column, "chunk_size": int(chunk_size)}, list(parts),
+                          None])
             arrays.update({f"{CSV_ITEM}/{k}": v for k, v in parts.items()})
-    for name, spec in specs.items():
-        items.append([name, spec.kind, spec.meta, list(spec.arrays)])
-        arrays.update({f"{name}/{key}": value for key, value in spec.arrays.items()})
+    job = _Job(_next_id(), model, data, params, post, specs, csv)
+    job.results = {item[0]: Future() for item in items}
     with _LOCK:
-        _NEXT_ID += 1
-        job_id = _NEXT_ID
-        job = _Job(model, data, params, post, specs, csv)
-        job.results = {item[0]: Future() for item in items}
         _JOB = job
-    helper.send(job_id, pack({"job": job_id, "items": items}, arrays), job.results)
-    return True
+    return helper.send(pack({"op": "finish", "job": job.job_id, "items": items}, arrays),
+                       job.job_id, job.results)
 
 
 def submit_fit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
@@ -338,9 +418,23 @@ def _same_posteriors(a: Any, b: Any) -> bool:
     return same(a.tau, b.tau) and same(a.inverse, b.inverse) and same(a.counts, b.counts)
 
 
+def _settled(job: _Job) -> None:
+    """Once every item of ``job`` was taken: forget it, and let the helper exit."""
+    global _JOB, _PREPARED
+    if job.results:
+        return
+    with _LOCK:
+        if _JOB is job:
+            _JOB = None
+            _PREPARED = None
+    helper = _HELPER
+    if helper is not None:
+        helper.finish()  # its work is done: it exits while the run writes the files
+
+
 def _take(job: _Job, name: str) -> tuple[dict[str, Any], np.ndarray | None]:
     """The helper's answer for item ``name`` of ``job`` (waiting for it), or ({}, None) when
-    it has none; the helper is told to finish once every item was taken."""
+    it has none."""
     future = job.results.pop(name, None)
     answer: tuple[dict[str, Any], np.ndarray | None] = ({}, None)
     if future is not None:
@@ -348,25 +442,17 @@ def _take(job: _Job, name: str) -> tuple[dict[str, Any], np.ndarray | None]:
             answer = future.result(timeout=WAIT_SECONDS)
         except Exception:   # the helper died, hung or answered nonsense
             answer = ({}, None)
-    if not job.results:
-        global _JOB
-        with _LOCK:
-            if _JOB is job:
-                _JOB = None
-        helper = _HELPER
-        if helper is not None:
-            helper.finish()  # its work is done: it exits while the run writes the files
+    _settled(job)
     return answer
 
 
-def _job_for(model: Any, data: Any, params: Mapping[str, Any], resp: Any) -> tuple[_Job, Any] | None:
+def _job_for(model: Any, data: Any, params: Mapping[str, Any], resp: Any) -> _Job | None:
     from src.inference.classification import as_posteriors
 
     job = _JOB
     if job is None or model is not job.model or data is not job.data:
         return None
-    post = as_posteriors(resp)
-    return (job, post) if job.matches(model, data, params, post) else None
+    return job if job.matches(model, data, params, as_posteriors(resp)) else None
 
 
 def collect_figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
@@ -374,10 +460,9 @@ def collect_figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[
     """The figures :func:`submit` sent for this fit, ``{file name: Plot}`` (waiting for the
     drawing process if need be; a figure it could not draw is drawn here), or None when none
     were sent for these arguments.  Taken once."""
-    found = _job_for(model, data, params, resp)
-    if found is None or not any(name in found[0].results for name in found[0].specs):
+    job = _job_for(model, data, params, resp)
+    if job is None or not any(name in job.results for name in job.specs):
         return None
-    job = found[0]
     out: dict[str, Plot] = {}
     source = "helper"
     for name, spec in job.specs.items():
@@ -398,15 +483,23 @@ def collect_posteriors_csv(model: Any, data: Mapping[str, np.ndarray], params: M
                            labels: np.ndarray, id_column: str | None, chunk_size: int,
                            resp: Any) -> bytes | None:
     """The bytes of ``posteriors.csv`` :func:`submit` sent for this fit with these row names,
-    id column and chunk size (waiting if need be), or None when not sent or not made there."""
-    found = _job_for(model, data, params, resp)
-    if found is None or found[0].csv is None or CSV_ITEM not in found[0].results:
+    id column and chunk size, when the helper has written it or is writing it (then waiting
+    for it); otherwise None, and the helper is told to skip it."""
+    job = _job_for(model, data, params, resp)
+    if job is None or job.csv is None or CSV_ITEM not in job.results:
         return None
-    job = found[0]
     csv = job.csv
     if not (csv["id_column"] == id_column and csv["chunk_size"] == int(chunk_size)
             and np.asarray(labels).dtype == csv["labels"].dtype
             and np.array_equal(labels, csv["labels"])):
+        return None
+    helper = _HELPER
+    if not job.results[CSV_ITEM].done() and (
+            helper is None or not helper.started(job.job_id, CSV_ITEM)):
+        job.results.pop(CSV_ITEM)   # not begun: written here, faster than after the figures
+        if helper is not None:
+            helper.send(pack({"op": "cancel", "job": job.job_id, "item": CSV_ITEM}, {}))
+        _settled(job)
         return None
     meta, body = _take(job, CSV_ITEM)
     if meta.get("error") is not None or body is None:
@@ -416,10 +509,10 @@ def collect_posteriors_csv(model: Any, data: Mapping[str, np.ndarray], params: M
 
 
 def stop() -> None:
-    """End the drawing process (if any) and forget a job not collected."""
-    global _HELPER, _JOB
+    """End the drawing process (if any) and forget what was sent to it."""
+    global _HELPER, _JOB, _PREPARED
     with _LOCK:
-        helper, _HELPER, _JOB = _HELPER, None, None
+        helper, _HELPER, _JOB, _PREPARED = _HELPER, None, None, None
     if helper is not None:
         helper.close()
 
@@ -428,51 +521,85 @@ atexit.register(stop)
 
 
 # ---------------------------------------------------------------------- server
-def _waiting(fd: int) -> bool:
-    """Whether a request is waiting on ``fd`` (then the helper does no more warming up)."""
-    import select
+class _Inbox:
+    """The helper's requests: read from ``fd`` as needed, or ahead of time to see a cancel."""
 
-    try:
-        return bool(select.select([fd], [], [], 0)[0])
-    except (OSError, ValueError):
-        return False
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: collections.deque = collections.deque()
+        self.cancelled: set[tuple[int, str]] = set()
+
+    def _keep(self, message: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
+        meta = message[0]
+        if meta.get("op") == "cancel":
+            self.cancelled.add((int(meta["job"]), str(meta["item"])))
+        else:
+            self.queue.append(message)
+
+    def waiting(self) -> bool:
+        """Whether a request waits (cancels are taken in as they come)."""
+        import select
+
+        while not self.queue:
+            try:
+                if not select.select([self.fd], [], [], 0)[0]:
+                    return False
+            except (OSError, ValueError):
+                return False
+            message = _read_message(self.fd)
+            if message is None:
+                return True   # end-of-file: the loop sees it next
+            self._keep(message)
+        return True
+
+    def next(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        while not self.queue:
+            message = _read_message(self.fd)
+            if message is None:
+                return None
+            self._keep(message)
+        return self.queue.popleft()
 
 
-def _start_up_to(out: int) -> None:
+def _start_up(inbox: _Inbox, out: int) -> None:
     """Import matplotlib, draw a small figure (fonts loaded, caches filled), import Arrow
-    and write a small CSV, each step only while no request waits; then tell the run that
-    posteriors.csv may be sent too."""
+    and write a small CSV, each step only while no request waits; then say so."""
     from .plots import _import_matplotlib
 
     _import_matplotlib()
-    if _waiting(0):
+    if inbox.waiting():
         return
     render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model imports)
                 {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))
-    if _waiting(0):
+    if inbox.waiting():
         return
     from .posteriors import csv_of_posteriors
 
     csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
-    if not _waiting(0):
+    if not inbox.waiting():
         _write_all(out, pack({"ready": True}, {}))
 
 
-def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-          ) -> tuple[dict[str, Any], bytes]:
+def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+          drawing: Any = None) -> tuple[dict[str, Any], bytes]:
     if kind == "posteriors.csv":
         from .posteriors import csv_of_posteriors
 
         body = csv_of_posteriors(arrays["labels"], arrays["tau"], arrays.get("inverse"),
                                  meta["id_column"], int(meta["chunk_size"]))
         return {}, body
-    plot = render(Spec(kind, dict(meta), dict(arrays)))
-    return {"width": plot.width, "height": plot.height}, plot.png
+    if drawing is None:
+        drawing = start_drawing(kind, meta, arrays)
+        meta, arrays = {}, {}
+    elif isinstance(drawing, Exception):
+        raise drawing   # its first stage failed
+    png, width, height = finish(drawing, meta, arrays)
+    return {"width": width, "height": height}, png
 
 
 def serve(parent: int) -> None:
-    """The helper's main loop (``python -c``, started by :class:`_Helper`): jobs from stdin,
-    one answer per item to stdout as it is made, until end-of-file."""
+    """The helper's main loop (``python -c``, started by :class:`_Helper`): requests from
+    stdin, one answer per item to stdout as it is made, until end-of-file."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -483,21 +610,36 @@ def serve(parent: int) -> None:
         return
     out = os.dup(1)
     os.dup2(2, 1)  # a stray print must not enter the answers
+    inbox = _Inbox(0)
     try:
-        _start_up_to(out)
+        _start_up(inbox, out)
     except Exception:   # matplotlib or Arrow missing or broken: the run makes everything
         pass
+    drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
     while True:
-        message = _read_message(0)
+        message = inbox.next()
         if message is None:
             os._exit(0)  # nothing to flush (answers go out with os.write): no slow teardown
         meta, arrays = message
-        for name, kind, item_meta, keys in meta["items"]:
+        job = int(meta["job"])
+        for name, kind, item_meta, keys, *base in meta["items"]:
+            item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
+            if meta["op"] == "prepare":
+                try:
+                    drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
+                except Exception as exc:   # reported when the second stage comes
+                    drawings[job, name] = exc
+                continue
+            if kind == "posteriors.csv":   # the run may write it itself meanwhile
+                if inbox.waiting() and (job, name) in inbox.cancelled:
+                    continue
+                _write_all(out, pack({"job": job, "item": name, "started": True}, {}))
             try:
-                info, body = _make(kind, item_meta, {k: arrays[f"{name}/{k}"] for k in keys})
-                answer = {"job": meta["job"], "item": name, "error": None, **info}
+                drawing = drawings.pop((base[0], name), None) if base and base[0] else None
+                info, body = _make(kind, item_meta, item_arrays, drawing)
+                answer = {"job": job, "item": name, "error": None, **info}
                 blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
             except Exception as exc:   # reported; the run makes this one itself
-                answer = {"job": meta["job"], "item": name, "error": f"{type(exc).__name__}: {exc}"}
+                answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
                 blobs = {}
             _write_all(out, pack(answer, blobs))

@@ -61,10 +61,11 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several.
 
     With plots and one K the figures (and posteriors.csv) are made in a second process
-    (:mod:`src.output.background`): started here, before the data are read, so matplotlib
-    is imported on another core meanwhile; sent the posteriors and figures' inputs as soon
-    as the estimate is known, so they are made while the standard errors are computed;
-    ended when the run leaves, whichever way."""
+    (:mod:`src.output.background`): started by :func:`run`, before the data are read, so
+    matplotlib is imported on another core meanwhile; sent what the data give for the
+    figures once they are read (drawn during the fit) and the rest as soon as the estimate
+    is known (drawn while the standard errors are computed); ended when the run leaves,
+    whichever way."""
     from ..output import background as drawing
 
     several = options.enumerating
@@ -85,6 +86,9 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
             drawing.stop()
         elif not drawing.start():  # (running already unless result_output was invalidated)
             draw_ahead = False
+        else:   # what the data alone give is drawn while the model is fitted
+            drawing.submit_data(prepared.model, prepared.sample if prepared.partitioned
+                                else prepared.data)
         workers = phases.needs_workers(options, tracker.is_completed("model_estimation"),
                                        tracker.is_completed("standard_error_computation"),
                                        not several or tracker.is_completed("model_selection"),

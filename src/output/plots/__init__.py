@@ -52,15 +52,17 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .criteria import criteria_plot, criteria_spec
-from .gaussian import (ELLIPSE_LEVEL, MAX_COLUMNS, covariances, density_plot, density_spec,
-                       ellipse_geometry, ellipse_range, scatter_plot, scatter_spec)
+from .gaussian import (ELLIPSE_LEVEL, MAX_COLUMNS, covariances, density_data, density_plot,
+                       density_spec, ellipse_geometry, ellipse_range, scatter_data, scatter_plot,
+                       scatter_spec)
 from .layout import DPI, MAX_POINTS, Plot, subsample
-from .posterior import posterior_histogram, posterior_plot, posterior_spec
-from .profile import profile_plot, profile_spec
-from .regression import regression_plot, regression_spec
+from .posterior import posterior_data, posterior_histogram, posterior_plot, posterior_spec
+from .profile import profile_data, profile_plot, profile_spec
+from .regression import regression_data, regression_plot, regression_spec
 from .spec import Spec, render
 
-__all__ = ["criteria_plot", "Plot", "Spec", "figures", "figure_specs", "FIGURES", "SPECS",
+__all__ = ["criteria_plot", "Plot", "Spec", "figures", "figure_specs", "figure_data_specs",
+           "FIGURES", "SPECS", "DATA_SPECS",
            "profile_plot", "scatter_plot", "density_plot", "regression_plot", "posterior_plot",
            "posterior_histogram", "ellipse_geometry", "subsample", "covariances", "preload",
            "render", "MAX_POINTS", "MAX_COLUMNS", "ELLIPSE_LEVEL", "DPI"]
@@ -170,6 +172,26 @@ SPECS: dict[str, Callable[..., Spec | None]] = {
 }
 
 
+def _data_columns(model: Any, data: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(data["X"], dtype=float)
+
+
+#: figure name -> function ``(model, data) -> Spec`` of the figure's first stage (what the
+#: data alone give: :attr:`Spec.stage1`), or None when it does not apply to the data; the
+#: same decision as :data:`SPECS`
+DATA_SPECS: dict[str, Callable[..., Spec | None]] = {
+    "profile": lambda model, data: profile_data(model.items, model.categories,
+                                                model.n_components),
+    "scatter": lambda model, data: (scatter_data(_data_columns(model, data), model.columns)
+                                    if _data_columns(model, data).shape[1] >= 2 else None),
+    "density": lambda model, data: (density_data(_data_columns(model, data)[:, 0],
+                                                 model.columns[0])
+                                    if _data_columns(model, data).shape[1] == 1 else None),
+    "regression": lambda model, data: regression_data(data["X"], data["y"], model.predictors,
+                                                      str(model.meta.get("target", "y"))),
+}
+
+
 def _drawn(spec_of: Callable[..., Spec | None]) -> Callable[..., Plot | None]:
     def draw(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
              post: Any) -> Plot | None:
@@ -197,6 +219,19 @@ def figure_specs(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str
         if spec is not None:
             out[f"{name}.png"] = spec
     out["posterior.png"] = posterior_spec(post)
+    return out
+
+
+def figure_data_specs(model: Any, data: Mapping[str, np.ndarray]) -> dict[str, Spec]:
+    """The first stage of every figure :func:`figures` draws (what the data alone give),
+    by file name, in its order: the same figures as :func:`figure_specs` of this model and
+    data, whose ``stage1`` keys and values these are."""
+    out: dict[str, Spec] = {}
+    for name in getattr(model, "figures", ()) or ():
+        spec = DATA_SPECS[name](model, data)
+        if spec is not None:
+            out[f"{name}.png"] = spec
+    out["posterior.png"] = posterior_data(int(next(iter(data.values())).shape[0]))
     return out
 
 

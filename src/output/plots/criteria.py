@@ -32,8 +32,8 @@ def criteria_plot(rows: Sequence[Mapping[str, Any]], selected: int, rule: str) -
     return render(criteria_spec(rows, selected, rule)).png
 
 
-def draw_criteria(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-                  ) -> tuple[bytes, int, int]:
+def draw_criteria(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
+    yield   # (drawn in the run: nothing to do before the estimates)
     ks, selected, rule = meta["ks"], meta["selected"], meta["rule"]
     with L.style():
         fig = L.figure(6.4, 4.2)

@@ -12,8 +12,9 @@ from . import layout as L
 from .captions import t
 from .spec import DRAW, Spec
 
-__all__ = ["covariances", "ellipse_geometry", "ellipse_range", "density_spec", "density_plot",
-           "scatter_spec", "scatter_plot", "MAX_COLUMNS", "ELLIPSE_LEVEL"]
+__all__ = ["covariances", "ellipse_geometry", "ellipse_range", "density_data", "density_spec",
+           "density_plot", "scatter_data", "scatter_spec", "scatter_plot", "MAX_COLUMNS",
+           "ELLIPSE_LEVEL"]
 
 #: most columns in the GMM scatter matrix (the first ones)
 MAX_COLUMNS = 6
@@ -68,31 +69,42 @@ def ellipse_range(lo: float, hi: float, means: np.ndarray, variances: np.ndarray
     return lo - pad, hi + pad
 
 
-def _marginal(ax: Any, x: np.ndarray, weight: np.ndarray, means: np.ndarray,
-              sds: np.ndarray, colors: Sequence[Any]) -> None:
-    """Histogram of every value of ``x`` with the weighted normal components and their sum."""
+def _histogram(ax: Any, x: np.ndarray) -> np.ndarray:
+    """Histogram (as a density) of every value of ``x``; its bin edges."""
     edges = np.linspace(*L.data_range(np.min(x), np.max(x)), L.n_bins(x.size) + 1)
     counts, _ = np.histogram(x, edges)
     dens = counts / (x.size * np.diff(edges))
     ax.stairs(dens, edges, fill=True, color="0.85")
+    ax.set_xlim(edges[0], edges[-1])
+    return edges
+
+
+def _components(ax: Any, edges: np.ndarray, weight: np.ndarray, means: np.ndarray,
+                sds: np.ndarray, colors: Sequence[Any]) -> None:
+    """The weighted normal components and their sum over the histogram's range."""
     grid = np.linspace(edges[0], edges[-1], 400)
     comps = [weight[k] * L.normal_pdf(grid, means[k], sds[k]) for k in range(weight.size)]
     for k, comp in enumerate(comps):
         ax.plot(grid, comp, color=colors[k], linewidth=1.2)
     ax.plot(grid, np.sum(comps, axis=0), color="black", linewidth=1.4)
-    ax.set_xlim(edges[0], edges[-1])
 
 
 # ----------------------------------------------------------------------- density
+def density_data(x: np.ndarray, column: str) -> Spec:
+    """The density figure's first-stage :class:`~.spec.Spec`: the column."""
+    return Spec("density", {"column": str(column)},
+                {"x": np.asarray(x, dtype=float).reshape(-1)}, "", frozenset({"column", "x"}))
+
+
 def density_spec(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.ndarray,
                  column: str, caption_key: str = "plots.density") -> Spec:
     """The density figure's :class:`~.spec.Spec` (arguments as :func:`density_plot`)."""
-    x = np.asarray(x, dtype=float).reshape(-1)
-    return Spec("density", {"column": str(column)},
-                {"x": x, "weight": np.asarray(weight, dtype=float).reshape(-1),
-                 "means": np.asarray(means, dtype=float).reshape(-1),
-                 "sds": np.asarray(sds, dtype=float).reshape(-1)},
-                t(caption_key, column=column, target=column, n=x.size))
+    spec = density_data(x, column)
+    spec.arrays.update(weight=np.asarray(weight, dtype=float).reshape(-1),
+                       means=np.asarray(means, dtype=float).reshape(-1),
+                       sds=np.asarray(sds, dtype=float).reshape(-1))
+    spec.caption = t(caption_key, column=column, target=column, n=spec.arrays["x"].size)
+    return spec
 
 
 def density_plot(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.ndarray,
@@ -104,24 +116,27 @@ def density_plot(x: np.ndarray, weight: np.ndarray, means: np.ndarray, sds: np.n
     return render(density_spec(x, weight, means, sds, column, caption_key))
 
 
-def draw_density(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int, int]:
+def draw_density(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     from matplotlib.lines import Line2D
 
-    x, weight, means, sds = arrays["x"], arrays["weight"], arrays["means"], arrays["sds"]
-    column = meta["column"]
-    colors = L.colors(weight.size)
+    x, column = arrays["x"], meta["column"]
     with L.style():
         fig = L.figure(6.4, 4.4)
         ax = fig.add_subplot(1, 1, 1)
-        _marginal(ax, x, weight, means, sds, colors)
-        handles = [Line2D([], [], color="black", label="mixture")] + [
-            Line2D([], [], color=colors[k], label=L.class_label(k, weight))
-            for k in range(weight.size)]
-        ax.legend(handles=handles, fontsize=8)
+        edges = _histogram(ax, x)
         ax.set_xlabel(str(column))
         ax.set_ylabel("density")
         title = f"Density of {column}: data and mixture (n = {x.size})"
         ax.set_title(title, fontsize=10)
+    yield
+    weight, means, sds = arrays["weight"], arrays["means"], arrays["sds"]
+    colors = L.colors(weight.size)
+    with L.style():
+        _components(ax, edges, weight, means, sds, colors)
+        handles = [Line2D([], [], color="black", label="mixture")] + [
+            Line2D([], [], color=colors[k], label=L.class_label(k, weight))
+            for k in range(weight.size)]
+        ax.legend(handles=handles, fontsize=8)
         L.single_axes_margins(fig, ax, title=title)
         return L.finish(fig)
 
@@ -134,24 +149,31 @@ def _small_int(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int8 if top < 127 else np.int16 if top < 32767 else np.int64)
 
 
+def scatter_data(X: np.ndarray, columns: Sequence[str]) -> Spec:
+    """The scatter figure's first-stage :class:`~.spec.Spec`: the first
+    :data:`MAX_COLUMNS` columns of every row and their names."""
+    X = np.asarray(X, dtype=float)
+    D = X.shape[1]
+    m = min(D, MAX_COLUMNS)
+    return Spec("scatter", {"columns": [str(c) for c in columns[:m]], "n_columns": D},
+                {"X": X[:, :m] if m < D else X}, "", frozenset({"columns", "n_columns", "X"}))
+
+
 def scatter_spec(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
                  means: np.ndarray, covs: np.ndarray, modal: np.ndarray) -> Spec:
     """The scatter figure's :class:`~.spec.Spec` (arguments as :func:`scatter_plot`): the
     first :data:`MAX_COLUMNS` columns of every row and their modal classes (the drawing
     takes the subsample and the histograms)."""
-    X = np.asarray(X, dtype=float)
-    n, D = X.shape
-    m = min(D, MAX_COLUMNS)
-    shown = min(n, L.MAX_POINTS)
+    spec = scatter_data(X, columns)
+    n, m = spec.arrays["X"].shape
+    D = spec.meta["n_columns"]
     extra = t("plots.scatter_columns", shown=m, total=D) if D > m else ""
-    caption = t("plots.scatter", level=ELLIPSE_LEVEL, columns=extra)
-    return Spec("scatter", {"columns": [str(c) for c in columns[:m]], "n_columns": D},
-                {"X": X[:, :m] if m < D else X,
-                 "weight": np.asarray(weight, dtype=float),
-                 "means": np.asarray(means, dtype=float)[:, :m],
-                 "covs": np.asarray(covs, dtype=float)[:, :m, :m],
-                 "modal": _small_int(modal)},
-                caption + L.subsample_note(n, shown))
+    spec.caption = (t("plots.scatter", level=ELLIPSE_LEVEL, columns=extra)
+                    + L.subsample_note(n, min(n, L.MAX_POINTS)))
+    spec.arrays.update(weight=np.asarray(weight, dtype=float),
+                       means=np.asarray(means, dtype=float)[:, :m],
+                       covs=np.asarray(covs, dtype=float)[:, :m, :m], modal=_small_int(modal))
+    return spec
 
 
 def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
@@ -173,26 +195,56 @@ def scatter_plot(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
     return render(scatter_spec(X, columns, weight, means, covs, modal))
 
 
-def draw_scatter(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int, int]:
+def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     import matplotlib
     from matplotlib.lines import Line2D
     from matplotlib.patches import Ellipse
     from matplotlib.ticker import NullLocator
 
-    X, weight, means, covs = arrays["X"], arrays["weight"], arrays["means"], arrays["covs"]
-    columns, D = meta["columns"], int(meta["n_columns"])
+    X, columns, D = arrays["X"], meta["columns"], int(meta["n_columns"])
     n, m = X.shape
-    K = weight.size
-    colors = L.colors(K)
     idx = L.subsample(n)
-    groups = arrays["modal"][idx]
     lows, highs = X.min(axis=0), X.max(axis=0)
-    ranges = [ellipse_range(lows[j], highs[j], means[:, j], covs[:, j, j]) for j in range(m)]
     title = f"Data by modal class, {ELLIPSE_LEVEL:.0%} ellipses"
     if D > m:
         title += f" (first {m} of {D} columns)"
     if idx.size < n:
         title += f"; {idx.size} of {n} rows shown"
+    small = {"xtick.labelsize": 7, "ytick.labelsize": 7} if m > 2 else {}
+    panels: dict[tuple[int, int], Any] = {}
+    edges: dict[int, np.ndarray] = {}
+    # every artist is made inside (rcParams are read when it is created, ticks when drawn)
+    with L.style(), matplotlib.rc_context(small):
+        if m == 2:
+            fig = L.figure(6.4, 5.4)
+            ax = panels[1, 0] = fig.add_subplot(1, 1, 1)
+            ax.set_xlabel(str(columns[0]))
+            ax.set_ylabel(str(columns[1]))
+            ax.set_title(title, fontsize=10)
+        else:
+            size = 1.6 * m + 1.0
+            fig = L.figure(size, size)
+            for i in range(m):
+                for j in range(i + 1):
+                    ax = panels[i, j] = fig.add_subplot(m, m, i * m + j + 1)
+                    if i == j:
+                        edges[i] = _histogram(ax, X[:, i])
+                        ax.yaxis.set_major_locator(NullLocator())
+                    elif j == 0:
+                        ax.set_ylabel(str(columns[i]), fontsize=8)
+                    else:
+                        ax.yaxis.set_major_locator(NullLocator())
+                    if i == m - 1:
+                        ax.set_xlabel(str(columns[j]), fontsize=8)
+                    else:
+                        ax.xaxis.set_major_locator(NullLocator())
+            fig.suptitle(title, fontsize=10)
+    yield
+    weight, means, covs = arrays["weight"], arrays["means"], arrays["covs"]
+    K = weight.size
+    colors = L.colors(K)
+    groups = arrays["modal"][idx]
+    ranges = [ellipse_range(lows[j], highs[j], means[:, j], covs[:, j, j]) for j in range(m)]
 
     def pair(ax: Any, i: int, j: int) -> None:   # column j across, column i up
         L.points(ax, X[idx, j], X[idx, i], groups, colors,
@@ -207,47 +259,31 @@ def draw_scatter(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> t
         ax.set_xlim(*ranges[j])
         ax.set_ylim(*ranges[i])
 
-    small = {"xtick.labelsize": 7, "ytick.labelsize": 7} if m > 2 else {}
-    # every artist is made inside (rcParams are read when it is created, ticks when drawn)
     with L.style(), matplotlib.rc_context(small):
         handles = [Line2D([], [], color=colors[k], marker="o", linestyle="-",
                           label=L.class_label(k, weight)) for k in range(K)]
         if m == 2:
-            fig = L.figure(6.4, 5.4)
-            ax = fig.add_subplot(1, 1, 1)
+            ax = panels[1, 0]
             pair(ax, 1, 0)
-            ax.set_xlabel(str(columns[0]))
-            ax.set_ylabel(str(columns[1]))
-            ax.set_title(title, fontsize=10)
             ax.legend(handles=handles, fontsize=8)
             L.single_axes_margins(fig, ax, title=title)
         else:
-            size = 1.6 * m + 1.0
-            fig = L.figure(size, size)
             sds = np.sqrt(np.stack([np.diag(c) for c in covs]))
             outer_x: list[Any] = []
             outer_y: list[Any] = []
             for i in range(m):
                 for j in range(i + 1):
-                    ax = fig.add_subplot(m, m, i * m + j + 1)
+                    ax = panels[i, j]
                     if i == j:
-                        _marginal(ax, X[:, i], weight, means[:, i], sds[:, i], colors)
-                        ax.yaxis.set_major_locator(NullLocator())
+                        _components(ax, edges[i], weight, means[:, i], sds[:, i], colors)
                     else:
                         pair(ax, i, j)
                         if j == 0:
                             ax.yaxis.set_major_locator(L.inner_ticks(*ranges[i]))
-                            ax.set_ylabel(str(columns[i]), fontsize=8)
                             outer_y.append(ax)
-                        else:
-                            ax.yaxis.set_major_locator(NullLocator())
                     if i == m - 1:
                         ax.xaxis.set_major_locator(L.inner_ticks(*ranges[j]))
-                        ax.set_xlabel(str(columns[j]), fontsize=8)
                         outer_x.append(ax)
-                    else:
-                        ax.xaxis.set_major_locator(NullLocator())
-            fig.suptitle(title, fontsize=10)
             left = max(L.tick_room(fig, a.yaxis, 7, True) for a in outer_y)
             bottom = max(L.tick_room(fig, a.xaxis, 7, False) for a in outer_x)
             label = max(L.label_room(fig, str(c), 8) for c in columns[:m])

@@ -11,7 +11,7 @@ from . import layout as L
 from .captions import t
 from .spec import DRAW, Spec
 
-__all__ = ["posterior_histogram", "posterior_spec", "posterior_plot", "BINS"]
+__all__ = ["posterior_histogram", "posterior_data", "posterior_spec", "posterior_plot", "BINS"]
 
 #: bins of the histogram, from 1/K to 1
 BINS = 40
@@ -40,6 +40,11 @@ def posterior_histogram(resp: Any, bins: int = BINS) -> tuple[np.ndarray, np.nda
     return _histogram(tau, weights, bins)
 
 
+def posterior_data(n_rows: int) -> Spec:
+    """The histogram's first-stage :class:`~.spec.Spec`: how many rows."""
+    return Spec("posterior", {"n": int(n_rows)}, {}, "", frozenset({"n"}))
+
+
 def posterior_spec(resp: Any) -> Spec:
     """The histogram's :class:`~.spec.Spec`: the posteriors (of the distinct patterns with
     their counts, when so given) and their mean largest probability."""
@@ -53,10 +58,13 @@ def posterior_spec(resp: Any) -> Spec:
         mean = math.nan
     else:
         mean = float(top.mean() if weights is None else weights @ top / n)
-    arrays = {"tau": tau}
+    spec = posterior_data(n)
+    spec.meta["mean"] = mean
+    spec.arrays["tau"] = tau
     if weights is not None:
-        arrays["weights"] = weights
-    return Spec("posterior", {"n": int(n), "mean": mean}, arrays, t("plots.posterior", n=n, mean=mean))
+        spec.arrays["weights"] = weights
+    spec.caption = t("plots.posterior", n=n, mean=mean)
+    return spec
 
 
 def posterior_plot(resp: Any) -> L.Plot:
@@ -71,26 +79,27 @@ def posterior_plot(resp: Any) -> L.Plot:
     return render(posterior_spec(resp))
 
 
-def draw_posterior(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-                   ) -> tuple[bytes, int, int]:
-    n, mean = int(meta["n"]), float(meta["mean"])
-    tau = arrays["tau"]
+def draw_posterior(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
+    n = int(meta["n"])
+    with L.style():
+        fig = L.figure(6.4, 4.2)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.axvline(0.7, color="0.3", linestyle="--", linewidth=1)
+        ax.set_xlabel("largest posterior probability")
+        ax.set_ylabel("rows")
+    yield
+    mean, tau = float(meta["mean"]), arrays["tau"]
     K = tau.shape[1]
     edges, counts = _histogram(tau, arrays.get("weights"))
     colors = L.colors(K)
     with L.style():
-        fig = L.figure(6.4, 4.2)
-        ax = fig.add_subplot(1, 1, 1)
         bottom = np.zeros(edges.size - 1)
         for k in range(K):   # one filled step outline per class, stacked
             ax.stairs(bottom + counts[k], edges, baseline=bottom.copy(), fill=True,
                       color=colors[k], linewidth=0, label=f"class {k + 1}")
             bottom += counts[k]
-        ax.axvline(0.7, color="0.3", linestyle="--", linewidth=1)
         ax.set_xlim(edges[0], 1.0)
         ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.05)
-        ax.set_xlabel("largest posterior probability")
-        ax.set_ylabel("rows")
         title = f"Largest posterior probability per row (n = {n}, mean {mean:.3f})"
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, title="modal class", title_fontsize=8, loc="upper left")

@@ -10,7 +10,7 @@ from . import layout as L
 from .captions import t
 from .spec import DRAW, Spec
 
-__all__ = ["profile_spec", "profile_plot"]
+__all__ = ["profile_data", "profile_spec", "profile_plot"]
 
 
 def _what(categories: Sequence[Sequence[str]]) -> str:
@@ -21,17 +21,27 @@ def _what(categories: Sequence[Sequence[str]]) -> str:
             else "each item's second code")
 
 
+def profile_data(items: Sequence[Any], categories: Sequence[Sequence[Any]], n_classes: int
+                 ) -> Spec:
+    """The profile's first-stage :class:`~.spec.Spec`: item names, codes and the number of
+    classes."""
+    meta = {"items": [str(i) for i in items],
+            "categories": [[str(c) for c in cats] for cats in categories],
+            "n_classes": int(n_classes)}
+    return Spec("profile", meta, {}, "", frozenset(meta))
+
+
 def profile_spec(prob: np.ndarray, weight: np.ndarray, items: Sequence[Any],
                  categories: Sequence[Sequence[Any]]) -> Spec:
     """The profile's :class:`~.spec.Spec` (arguments as :func:`profile_plot`)."""
-    items = [str(i) for i in items]
-    categories = [[str(c) for c in cats] for cats in categories]
-    binary = max(len(c) for c in categories) <= 2
-    caption = (t("plots.profile_binary", what=_what(categories)) if binary
-               else t("plots.profile_stacked"))
-    return Spec("profile", {"items": items, "categories": categories},
-                {"prob": np.asarray(prob, dtype=float), "weight": np.asarray(weight, dtype=float)},
-                caption)
+    prob = np.asarray(prob, dtype=float)
+    spec = profile_data(items, categories, prob.shape[0])
+    cats = spec.meta["categories"]
+    binary = max(len(c) for c in cats) <= 2
+    spec.caption = (t("plots.profile_binary", what=_what(cats)) if binary
+                    else t("plots.profile_stacked"))
+    spec.arrays.update(prob=prob, weight=np.asarray(weight, dtype=float))
+    return spec
 
 
 def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
@@ -51,21 +61,47 @@ def profile_plot(prob: np.ndarray, weight: np.ndarray, items: Sequence[str],
     return render(profile_spec(prob, weight, items, categories))
 
 
-def draw_profile(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int, int]:
+def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     import matplotlib
 
-    prob, weight = arrays["prob"], arrays["weight"]
-    items, categories = meta["items"], meta["categories"]
-    K, J = prob.shape[0], prob.shape[1]
+    items, categories, K = meta["items"], meta["categories"], int(meta["n_classes"])
+    J = len(items)
     sizes = [len(c) for c in categories]
     shared = all(list(c) == list(categories[0]) for c in categories)
-    colors = L.colors(K)
     x = np.arange(J)
     rotate = J > 8 or max(len(str(i)) for i in items) > 6
+    binary = max(sizes) <= 2
     with L.style():
-        if max(sizes) <= 2:
+        if binary:
             fig = L.figure(min(max(6.4, 0.42 * J + 2.8), L.MAX_WIDTH), 4.6)
             ax = fig.add_subplot(1, 1, 1)
+            ax.set_ylabel(f"P({_what(categories)})")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlim(-0.5, J - 0.5)
+            ax.grid(axis="y", color="0.9")
+            title = "Item-response probabilities by class"
+            ax.set_title(title, fontsize=10)
+            axes = [ax]
+        else:
+            fig = L.figure(min(max(6.4, 0.36 * J + 3.2), L.MAX_WIDTH), 1.55 * K + 1.3)
+            axes = [fig.add_subplot(K, 1, k + 1) for k in range(K)]
+            for k, ax in enumerate(axes):
+                ax.set_ylim(0, 1)
+                ax.set_xlim(-0.5, J - 0.5)
+                ax.set_yticks([0, 0.5, 1])
+                if k < K - 1:
+                    ax.tick_params(labelbottom=False)
+            title = "Item-response probabilities by class (stacked categories)"
+            axes[0].set_title(title, fontsize=10)
+        for ax in axes:
+            ax.set_xticks(x)
+        axes[-1].set_xticklabels([str(i) for i in items], rotation=45 if rotate else 0,
+                                 ha="right" if rotate else "center", fontsize=8)
+    yield
+    prob, weight = arrays["prob"], arrays["weight"]
+    colors = L.colors(K)
+    with L.style():
+        if binary:
             second = np.full((K, J), np.nan)     # an item with a single code has no second
             two = np.array(sizes) == 2
             if two.any():
@@ -73,20 +109,11 @@ def draw_profile(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> t
             for k in range(K):
                 ax.plot(x, second[k], marker="os^Dv<>ph*"[k % 10], color=colors[k],
                         linewidth=1.4, markersize=5, label=L.class_label(k, weight))
-            ax.set_ylabel(f"P({_what(categories)})")
-            ax.set_ylim(-0.03, 1.03)
-            ax.set_xlim(-0.5, J - 0.5)
-            ax.grid(axis="y", color="0.9")
-            title = "Item-response probabilities by class"
-            ax.set_title(title, fontsize=10)
             legend = ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-            axes = [ax]
         else:
             cmax = max(sizes)
             cmap = matplotlib.colormaps["viridis"]
             ccols = [cmap(0.9 * c / max(cmax - 1, 1)) for c in range(cmax)]
-            fig = L.figure(min(max(6.4, 0.36 * J + 3.2), L.MAX_WIDTH), 1.55 * K + 1.3)
-            axes = [fig.add_subplot(K, 1, k + 1) for k in range(K)]
             for k, ax in enumerate(axes):
                 bottom = np.zeros(J)
                 for c in range(cmax):
@@ -95,23 +122,12 @@ def draw_profile(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> t
                     ax.bar(x, h, bottom=bottom, width=0.75, color=ccols[c],
                            edgecolor="white", linewidth=0.4, label=label if k == 0 else None)
                     bottom += h
-                ax.set_ylim(0, 1)
-                ax.set_xlim(-0.5, J - 0.5)
-                ax.set_yticks([0, 0.5, 1])
                 ax.set_ylabel(L.class_label(k, weight).replace(" (", "\n("), fontsize=8)
-                if k < K - 1:
-                    ax.tick_params(labelbottom=False)
-            title = "Item-response probabilities by class (stacked categories)"
-            axes[0].set_title(title, fontsize=10)
             handles, labels = axes[0].get_legend_handles_labels()
             legend = axes[0].legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left",
                                     bbox_to_anchor=(1.01, 1.0),
                                     title="answer" if shared else "in item order",
                                     title_fontsize=8)
-        for ax in axes:
-            ax.set_xticks(x)
-        axes[-1].set_xticklabels([str(i) for i in items], rotation=45 if rotate else 0,
-                                 ha="right" if rotate else "center", fontsize=8)
         width = fig.get_size_inches()[0]
         L.single_axes_margins(fig, axes[-1], title=title, x_rotated=rotate, x_tick_size=8,
                               right=L.legend_width(fig, legend) + 0.012 * width + 4.0 / L.PT)

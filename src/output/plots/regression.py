@@ -8,35 +8,53 @@ import numpy as np
 
 from . import layout as L
 from .captions import t
-from .gaussian import _small_int, density_spec
+from .gaussian import _small_int, density_data, density_spec
 from .spec import DRAW, Spec
 
-__all__ = ["regression_spec", "regression_plot"]
+__all__ = ["regression_data", "regression_spec", "regression_plot"]
+
+
+def regression_data(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], target: str
+                    ) -> Spec:
+    """The regression figure's first-stage :class:`~.spec.Spec`: the target, the predictor
+    (one) or the design (several) and their names; an intercept-only design gives the
+    target's density (:func:`~.gaussian.density_data`)."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1)
+    predictors = [str(p) for p in predictors]
+    slopes = [p for p, name in enumerate(predictors) if name != "intercept"]
+    if not slopes:
+        return density_data(y, target)
+    arrays = {"y": y}
+    if len(slopes) == 1:
+        arrays["x"] = X[:, slopes[0]]
+    else:
+        arrays["X"] = X
+    meta = {"predictors": predictors, "target": str(target)}
+    return Spec("regression", meta, arrays, "", frozenset([*meta, *arrays]))
 
 
 def regression_spec(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], target: str,
                     weight: np.ndarray, coef: np.ndarray, sigma: np.ndarray,
                     modal: np.ndarray) -> Spec:
     """The regression figure's :class:`~.spec.Spec` (arguments as :func:`regression_plot`)."""
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float).reshape(-1)
     coef = np.asarray(coef, dtype=float)
     weight = np.asarray(weight, dtype=float)
-    predictors = [str(p) for p in predictors]
-    slopes = [p for p, name in enumerate(predictors) if name != "intercept"]
-    if not slopes:
-        return density_spec(y, weight, coef[:, 0], np.asarray(sigma, dtype=float), target,
+    spec = regression_data(X, y, predictors, target)
+    if spec.kind == "density":
+        y = spec.arrays["x"]
+        full = density_spec(y, weight, coef[:, 0], np.asarray(sigma, dtype=float), target,
                             caption_key="plots.regression_density")
-    n = y.size
-    arrays = {"y": y, "weight": weight, "coef": coef, "modal": _small_int(modal)}
-    if len(slopes) == 1:
-        arrays["x"] = X[:, slopes[0]]
-        caption = t("plots.regression_line", target=target, predictor=predictors[slopes[0]])
+        return full
+    n = spec.arrays["y"].size
+    if "x" in spec.arrays:
+        slope = next(p for p in spec.meta["predictors"] if p != "intercept")
+        caption = t("plots.regression_line", target=target, predictor=slope)
     else:
-        arrays["X"] = X
         caption = t("plots.regression_fitted", target=target)
-    return Spec("regression", {"predictors": predictors, "target": str(target)}, arrays,
-                caption + L.subsample_note(n, min(n, L.MAX_POINTS)))
+    spec.arrays.update(weight=weight, coef=coef, modal=_small_int(modal))
+    spec.caption = caption + L.subsample_note(n, min(n, L.MAX_POINTS))
+    return spec
 
 
 def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], target: str,
@@ -56,26 +74,40 @@ def regression_plot(X: np.ndarray, y: np.ndarray, predictors: Sequence[str], tar
     return render(regression_spec(X, y, predictors, target, weight, coef, sigma, modal))
 
 
-def draw_regression(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-                    ) -> tuple[bytes, int, int]:
+def draw_regression(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     from matplotlib.lines import Line2D
 
-    y, weight, coef, modal = arrays["y"], arrays["weight"], arrays["coef"], arrays["modal"]
-    predictors, target = meta["predictors"], meta["target"]
+    y, predictors, target = arrays["y"], meta["predictors"], meta["target"]
     slopes = [p for p, name in enumerate(predictors) if name != "intercept"]
-    K, n = weight.size, y.size
-    colors = L.colors(K)
+    n = y.size
     idx = L.subsample(n)
-    groups = modal[idx]
     with L.style():
         fig = L.figure(6.4, 5.0)
         ax = fig.add_subplot(1, 1, 1)
-        handles = []
         if len(slopes) == 1:
             p = slopes[0]
             x = arrays["x"]
-            L.points(ax, x[idx], y[idx], groups, colors, L.marker_size(idx.size))
             lo, hi = L.data_range(np.min(x), np.max(x))
+            ax.set_xlim(lo, hi)
+            ax.set_xlabel(str(predictors[p]))
+            ax.set_ylabel(str(target))
+            title = f"{target} against {predictors[p]} with each class's line"
+        else:
+            ax.set_xlabel(f"fitted {target} (modal class)")
+            ax.set_ylabel(f"observed {target}")
+            title = f"Observed against fitted {target} by modal class"
+        if idx.size < n:
+            title += f"\n({idx.size} of {n} rows shown)"
+        ax.set_title(title, fontsize=10)
+    yield
+    weight, coef, modal = arrays["weight"], arrays["coef"], arrays["modal"]
+    K = weight.size
+    colors = L.colors(K)
+    groups = modal[idx]
+    with L.style():
+        handles = []
+        if len(slopes) == 1:
+            L.points(ax, x[idx], y[idx], groups, colors, L.marker_size(idx.size))
             grid = np.array([lo, hi])
             has_intercept = "intercept" in predictors
             for k in range(K):
@@ -86,10 +118,6 @@ def draw_regression(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
                         else f"{b:.3g} x")
                 handles.append(Line2D([], [], color=colors[k], marker="o",
                                       label=f"{L.class_label(k, weight)}: y = {line}"))
-            ax.set_xlim(lo, hi)
-            ax.set_xlabel(str(predictors[p]))
-            ax.set_ylabel(str(target))
-            ax.set_title(f"{target} against {predictors[p]} with each class's line", fontsize=10)
         else:
             X = arrays["X"]
             fitted = np.einsum("ij,ij->i", X[idx], coef[modal[idx]])
@@ -99,11 +127,6 @@ def draw_regression(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
             ax.plot([lo, hi], [lo, hi], color="0.3", linestyle="--", linewidth=1)
             handles = [Line2D([], [], color=colors[k], marker="o", linestyle="none",
                               label=L.class_label(k, weight)) for k in range(K)]
-            ax.set_xlabel(f"fitted {target} (modal class)")
-            ax.set_ylabel(f"observed {target}")
-            ax.set_title(f"Observed against fitted {target} by modal class", fontsize=10)
-        if idx.size < n:
-            ax.set_title(ax.get_title() + f"\n({idx.size} of {n} rows shown)", fontsize=10)
         ax.legend(handles=handles, fontsize=8)
         L.single_axes_margins(fig, ax, title=ax.get_title())
         return L.finish(fig)

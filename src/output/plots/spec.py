@@ -10,6 +10,15 @@ arrays themselves (subsamples, histograms, ranges), so a spec carries raw arrays
 run does little work; drawn in this process or in the drawing process
 (:mod:`src.output.background`), the same spec gives the same bytes.
 
+Two stages.  A drawing function is a generator: it reads what depends on the data only
+(``Spec.stage1``: the keys of ``meta`` and ``arrays`` known once the data are read -- column
+and item names, the data columns) and builds that much of the figure (the canvas, the axes,
+histograms of the data, labels), yields, then reads the estimate's keys and finishes (points
+coloured by class, ellipses, curves, legend, margins, PNG).  The drawing process runs the
+first stage while the model is fitted (:func:`start`) and the second once the estimate is
+known (:func:`finish`); :func:`render` runs both at once.  Either way the same artists are
+made in the same order, so the bytes are the same.
+
 :func:`pack` / :func:`unpack`: a JSON header and the arrays' raw bytes (little-endian
 numeric dtypes only, no pickle), so the receiving side runs no code it was sent.
 """
@@ -19,17 +28,20 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generator, Mapping
 
 import numpy as np
 
 from .layout import Plot
 
-__all__ = ["Spec", "render", "DRAW", "pack", "unpack", "FormatError"]
+__all__ = ["Spec", "Drawing", "render", "start", "finish", "DRAW", "pack", "unpack",
+           "FormatError"]
 
-#: kind -> drawing function ``(meta, arrays) -> (png, width, height)``; each figure module
-#: adds its own
-DRAW: dict[str, Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], tuple[bytes, int, int]]] = {}
+#: a drawing: ``(meta, arrays)`` -> a generator that yields once (between its stages) and
+#: returns ``(png, width, height)``; ``meta`` and ``arrays`` gain the estimate's keys by then
+Draw = Callable[[dict[str, Any], dict[str, np.ndarray]], Generator[None, None, tuple[bytes, int, int]]]
+#: kind -> drawing function; each figure module adds its own
+DRAW: dict[str, Draw] = {}
 
 _MAGIC = b"EMFIG1\n"
 _LENGTHS = struct.Struct("<QQ")
@@ -44,17 +56,59 @@ class FormatError(ValueError):
 @dataclass
 class Spec:
     """One figure to draw: ``kind`` names the drawing function (:data:`DRAW`), ``meta``
-    (JSON values) and ``arrays`` (numeric arrays) are its inputs, ``caption`` its caption."""
+    (JSON values) and ``arrays`` (numeric arrays) are its inputs, ``caption`` its caption;
+    ``stage1`` names the keys (of either) the first stage reads, known before the estimate."""
 
     kind: str
     meta: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     caption: str = ""
+    stage1: frozenset = frozenset()
+
+    def first(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(meta, arrays) of the first stage."""
+        return ({k: v for k, v in self.meta.items() if k in self.stage1},
+                {k: v for k, v in self.arrays.items() if k in self.stage1})
+
+    def second(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(meta, arrays) the second stage adds."""
+        return ({k: v for k, v in self.meta.items() if k not in self.stage1},
+                {k: v for k, v in self.arrays.items() if k not in self.stage1})
+
+
+@dataclass
+class Drawing:
+    """A figure whose first stage is done (:func:`start`)."""
+
+    steps: Generator[None, None, tuple[bytes, int, int]]
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def start(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Drawing:
+    """Run the first stage of a ``kind`` figure on the data's ``meta`` and ``arrays``."""
+    meta, arrays = dict(meta), dict(arrays)   # the drawing reads these again after its yield
+    steps = DRAW[kind](meta, arrays)
+    next(steps)
+    return Drawing(steps, meta, arrays)
+
+
+def finish(drawing: Drawing, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+           ) -> tuple[bytes, int, int]:
+    """Run the second stage with the estimate's ``meta`` and ``arrays``: the PNG and its
+    pixel size."""
+    drawing.meta.update(meta)
+    drawing.arrays.update(arrays)
+    try:
+        next(drawing.steps)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("a drawing function yielded more than once")
 
 
 def render(spec: Spec) -> Plot:
-    """Draw ``spec`` in this process."""
-    png, width, height = DRAW[spec.kind](spec.meta, spec.arrays)
+    """Draw ``spec`` in this process (both stages)."""
+    png, width, height = finish(start(spec.kind, spec.meta, spec.arrays), {}, {})
     return Plot(png, spec.caption, width, height)
 
 
