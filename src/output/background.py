@@ -240,8 +240,9 @@ class _Helper:
             self.finished = True
             self._outbox.put(None)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End-of-file to the helper, wait for it to exit (killed after ``timeout``)."""
+    def close(self, timeout: float = 0.5) -> None:
+        """End-of-file to the helper and wait for it to exit; killed after ``timeout`` (still
+        busy with what nobody will collect: it holds nothing worth a clean exit)."""
         self.finish()
         self._writer.join(timeout)
         try:
@@ -631,7 +632,8 @@ def serve(parent: int) -> None:
                     drawings[job, name] = exc
                 continue
             if kind == "posteriors.csv":   # the run may write it itself meanwhile
-                if inbox.waiting() and (job, name) in inbox.cancelled:
+                inbox.waiting()   # (takes in a cancel sent so far)
+                if (job, name) in inbox.cancelled:
                     continue
                 _write_all(out, pack({"job": job, "item": name, "started": True}, {}))
             try:
