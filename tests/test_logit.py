@@ -175,3 +175,46 @@ class TestNewton:
         res = logit.newton(lambda b: logit.objective(Z, b, R), start, max_steps=1)
         assert res.steps == 1 and not res.converged
         assert res.value > v0
+
+
+class TestBound:
+    def test_bohning_bound_dominates_the_hessian(self):
+        """B - (-H) is positive semi-definite at random coefficients, for any reference."""
+        _, Z, _, _, _ = simulate(300, seed=8)
+        rng = stream(8, "test", 6)
+        m = rng.uniform(0.1, 2.0, size=300)
+        for ref in (0, 2):
+            B = logit.bohning_bound((Z.T * m) @ Z, K)
+            for _ in range(5):
+                beta = rng.normal(scale=2.0, size=(K, 3))
+                H = logit.normaliser(Z, beta, m, ref).hess          # = -(objective's Hessian)
+                assert np.linalg.eigvalsh(B - H).min() >= -1e-9 * np.abs(B).max()
+
+    def test_newton_with_bound_reaches_the_same_maximum(self):
+        """Certified steps (no evaluation) and evaluated ones reach the same maximum, and the
+        certified path evaluates the objective less often."""
+        _, Z, _, _, y = simulate(2000, seed=9)
+        R = np.eye(K)[y]
+        B = logit.bohning_bound(Z.T @ Z, K)
+        T = logit.third_derivative_bound(float((np.sqrt((Z * Z).sum(axis=1)) ** 3).sum()))
+        f = lambda b: logit.objective(Z, b, R)
+        a = logit.newton(f, np.zeros((K, 3)), max_steps=50, tol=1e-14)
+        b = logit.newton(f, np.zeros((K, 3)), max_steps=50, tol=1e-14, bound=B, third=T)
+        np.testing.assert_allclose(a.beta, b.beta, atol=1e-8)
+        assert b.evaluations <= a.evaluations
+
+    def test_third_derivative_bound_holds(self):
+        """Along random steps the objective's third derivative (central differences) stays
+        within T max_k |d_k|^3."""
+        _, Z, _, _, _ = simulate(400, seed=10)
+        rng = stream(10, "test", 7)
+        m = rng.uniform(0.2, 1.5, size=400)
+        T = logit.third_derivative_bound(float(m @ (np.sqrt((Z * Z).sum(axis=1)) ** 3)))
+        for _ in range(20):
+            beta = rng.normal(size=(K, 3))
+            d = rng.normal(size=(K, 3))
+            d[0] = 0
+            h = 1e-2
+            f = lambda t: logit.normaliser(Z, beta + t * d, m, 0, order=0).value
+            third = (f(2 * h) - 2 * f(h) + 2 * f(-h) - f(-2 * h)) / (2 * h ** 3)
+            assert abs(third) <= T * np.sqrt((d * d).sum(axis=1).max()) ** 3

@@ -128,11 +128,15 @@ _BUILTIN_CLASSES = {"src.models.gmm:GaussianMixtureModel", "src.models.lca:Laten
                     "src.models.mixreg:MixtureRegressionModel"}
 
 
+_COVARIATE_CLASSES = {"src.models.covariates:CovariateMixture",
+                      "src.models.covariates:_FlaggedCovariateMixture"}
+
+
 def is_builtin(model: "MixtureModel") -> bool:
     """True for the built-in families themselves (not for user subclasses of them), and for
     the covariate model (:mod:`src.models.covariates`) around one of them."""
     cls = type(model)
-    if f"{cls.__module__}:{cls.__qualname__}" == "src.models.covariates:CovariateMixture":
+    if f"{cls.__module__}:{cls.__qualname__}" in _COVARIATE_CLASSES:
         return is_builtin(model.inner)
     return f"{cls.__module__}:{cls.__qualname__}" in _BUILTIN_CLASSES
 

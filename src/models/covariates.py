@@ -60,15 +60,17 @@ _PHRASE = {"en": "class membership a multinomial logit of {names} (one step; cla
                  "reference)",
            "zh": "类别归属为 {names} 的多项 logit（一步法；以类别 {ref} 为参照）"}
 register({"covariates.phrase": _PHRASE})
-_S, _LSE, _GRAD, _HESS = "_beta_S", "_beta_lse", "_beta_grad", "_beta_hess"
-_OWN = (_S, _LSE, _GRAD, _HESS)
+_S, _LSE, _GRAD, _HESS, _ZZ, _M3 = ("_beta_S", "_beta_lse", "_beta_grad", "_beta_hess",
+                                    "_beta_zz", "_beta_m3")
+_OWN = (_S, _LSE, _GRAD, _HESS, _ZZ, _M3)
 
 
-#: a latent class model's one-hot answers per chunk of rows, kept while the array lives:
-#: key (id of the array owning the memory, address, shape, strides) -> (weakref, O, observed)
-_ONEHOT: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}
-#: at most this many bytes of one-hot matrices are kept (beyond: made again every pass)
-ONEHOT_CACHE_BYTES = 256 << 20
+#: what the E-step makes of a chunk's rows once and keeps while the array lives (a latent
+#: class model's one-hot answers, the design's outer products): key (kind, id of the array
+#: owning the memory, address, shape, strides) -> (weakref to the owner, the arrays)
+_ROWS: dict[tuple, tuple[Any, tuple[np.ndarray, ...]]] = {}
+#: at most this many bytes are kept (beyond: made again at every pass)
+ROW_CACHE_BYTES = 256 << 20
 
 
 def _owner(a: np.ndarray) -> np.ndarray:
@@ -77,27 +79,64 @@ def _owner(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _cached_onehot(inner: Any, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``inner.one_hot(Y)`` (a latent class model's), kept for the same rows of the same
-    array: the EM driver cuts the same chunks from the same arrays at every pass.  The data
-    must not change in place while in use (as for the family's own pattern cache)."""
-    owner = _owner(Y)
-    key = (id(owner), Y.__array_interface__["data"][0], Y.shape, Y.strides, id(inner))
-    hit = _ONEHOT.get(key)
+def _row_cached(kind: tuple, a: np.ndarray,
+                make: Callable[[np.ndarray], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``make(a)``, kept for the same rows of the same array: the EM driver cuts the same
+    chunks from the same arrays at every pass.  The data must not change in place while in
+    use (as for the latent class model's own pattern cache)."""
+    owner = _owner(a)
+    key = (kind, id(owner), a.__array_interface__["data"][0], a.shape, a.strides)
+    hit = _ROWS.get(key)
     if hit is not None and hit[0]() is owner:
-        return hit[1], hit[2]
-    O, observed = inner.one_hot(Y)
-    for old in [k for k, entry in _ONEHOT.items() if entry[0]() is None]:
-        del _ONEHOT[old]
-    size = sum(entry[1].nbytes for entry in _ONEHOT.values())
-    while _ONEHOT and size + O.nbytes > ONEHOT_CACHE_BYTES:
-        size -= _ONEHOT.pop(next(iter(_ONEHOT)))[1].nbytes
-    if O.nbytes <= ONEHOT_CACHE_BYTES:
+        return hit[1]
+    value = make(a)
+    nbytes = sum(v.nbytes for v in value)
+    for old in [k for k, entry in _ROWS.items() if entry[0]() is None]:
+        del _ROWS[old]
+    size = sum(v.nbytes for entry in _ROWS.values() for v in entry[1])
+    while _ROWS and size + nbytes > ROW_CACHE_BYTES:
+        size -= sum(v.nbytes for v in _ROWS.pop(next(iter(_ROWS)))[1])
+    if nbytes <= ROW_CACHE_BYTES:
         try:
-            _ONEHOT[key] = (weakref.ref(owner), O, observed)
+            _ROWS[key] = (weakref.ref(owner), value)
         except TypeError:   # an array that takes no weak reference: not kept
             pass
-    return O, observed
+    return value
+
+
+def _onehot_of(inner: Any) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    def make(Y: np.ndarray) -> tuple[np.ndarray, ...]:
+        O, observed = inner.one_hot(Y)
+        return O, observed.astype(float)
+    return make
+
+
+def _outer_of(Z: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The design's outer products and each row's ``|z_i|^3``."""
+    return logit.outer_products(Z), np.sqrt(np.einsum("ij,ij->i", Z, Z)) ** 3
+
+
+def _lca_log_density_t(inner: Any, O: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """A latent class model's ``log f_k(y_i)`` as a (K, n) array from the one-hot answers
+    (its ``log_joint`` with every weight 1, transposed; ``-inf`` where an observed answer
+    has probability 0)."""
+    pf = np.asarray(prob, dtype=float)[:, inner.flat_item, inner.flat_cat]   # (K, n_flat)
+    zero = pf <= 0.0
+    with np.errstate(divide="ignore"):
+        lp = np.log(np.where(zero, 1.0, pf))
+    lj = lp @ O.T
+    if zero.any():
+        lj[(zero.astype(float) @ O.T) > 0] = -np.inf
+    return lj
+
+
+def _lca_stats(inner: Any, O: np.ndarray, observed: np.ndarray,
+               R: np.ndarray) -> dict[str, np.ndarray]:
+    """A latent class model's statistics (``nk``, ``counts``, ``mass``: its ``suff_stats``)
+    from responsibilities ``R`` given as (K, n)."""
+    counts = np.zeros((R.shape[0], len(inner.items), inner.cmax))
+    counts[:, inner.flat_item, inner.flat_cat] = R @ O
+    return {"nk": R.sum(axis=1), "counts": counts, "mass": R @ observed}
 
 
 def _normaliser_rows(rows: Data, w: np.ndarray | None, beta: np.ndarray,
@@ -125,6 +164,14 @@ class CovariateMixture(MixtureModel):
     name = "covariates"
     summaries = ()
     figures = ()
+
+    def __new__(cls, inner: MixtureModel | None = None, *args: Any, **kwargs: Any):
+        """A family that flags degenerate maxima (its ``degeneracies``) gets the subclass that
+        passes them on; the others none, so the EM driver makes no pass for them."""
+        if (cls is CovariateMixture and inner is not None
+                and type(inner).degeneracies is not MixtureModel.degeneracies):
+            cls = _FlaggedCovariateMixture
+        return super().__new__(cls)
 
     def __init__(self, inner: MixtureModel, covariates: Sequence[str], reference: int = 0,
                  newton_steps: int = 1, newton_tol: float = 0.0) -> None:
@@ -242,10 +289,6 @@ class CovariateMixture(MixtureModel):
     def start_features(self, data: Data) -> np.ndarray | None:
         return self.inner.start_features(self._split(data)[0])
 
-    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
-        return self.inner.degeneracies(self._inner_params(params, self._valid_weight(params)),
-                                       {k: v for k, v in stats.items() if k not in _OWN})
-
     def canonical_order(self, params: Params) -> np.ndarray:
         """The inner family's canonical order, its weights the average predicted class
         probabilities."""
@@ -276,13 +319,17 @@ class CovariateMixture(MixtureModel):
         reduces over a short last axis far more slowly)."""
         rows, Z = self._split(data)
         beta = np.asarray(params["beta"], dtype=float)
-        norm, log_pi = logit.normaliser_with_log_probabilities(Z, beta, w, self.reference)
+        outer, norm3 = _row_cached(("outer",), Z, _outer_of) if Z.shape[0] >= 64 else \
+            (None, np.sqrt(np.einsum("ij,ij->i", Z, Z)) ** 3)
+        norm, log_pi = logit.normaliser_with_log_probabilities(Z, beta, w, self.reference,
+                                                               outer=outer)
         onehot = self._onehot(rows)
         if onehot is not None:   # a latent class model: its one-hot answers made once
-            lj_inner = self.inner._log_joint_onehot(onehot[0], self._inner_params(params))
+            lj = _lca_log_density_t(self.inner, onehot[0], params["prob"])
+            lj += log_pi
         else:
             lj_inner = self.inner.log_joint(rows, self._inner_params(params))
-        lj = np.asarray(lj_inner, dtype=float).T + log_pi
+            lj = np.asarray(lj_inner, dtype=float).T + log_pi
         m = lj.max(axis=0)
         m[~np.isfinite(m)] = 0.0
         e = np.exp(lj - m)
@@ -291,13 +338,16 @@ class CovariateMixture(MixtureModel):
             ll_rows = np.log(s) + m
         R = e / (s if w is None else s / w)                    # (K, n), times the row weights
         if onehot is not None:
-            stats = dict(self.inner._stats(onehot[0], onehot[1], R.T))
+            stats = _lca_stats(self.inner, onehot[0], onehot[1], R)
         else:
             stats = dict(self.inner.suff_stats(rows, R.T))
         stats[_S] = R @ Z
         stats[_LSE] = np.array(norm.value)
         stats[_GRAD] = norm.grad
         stats[_HESS] = norm.hess
+        stats[_ZZ] = ((Z.T if w is None else Z.T * w) @ Z if outer is None else   # the bound
+                      logit.unpack_outer(outer.sum(axis=0) if w is None else w @ outer, Z.shape[1]))
+        stats[_M3] = np.array(norm3.sum() if w is None else w @ norm3)
         return stats, float(ll_rows.sum() if w is None else w @ ll_rows)
 
     def _onehot(self, rows: Data) -> tuple[np.ndarray, np.ndarray] | None:
@@ -308,7 +358,8 @@ class CovariateMixture(MixtureModel):
         inner = self.inner
         if type(inner) is not LatentClassModel or set(rows) != {"Y"}:
             return None
-        return _cached_onehot(inner, rows["Y"])
+        return _row_cached(("onehot", tuple(int(c) for c in inner.sizes)), rows["Y"],
+                           _onehot_of(inner))
 
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
         return self._e_stats(data, params, None)
@@ -354,8 +405,11 @@ class CovariateMixture(MixtureModel):
             return (logit.linear_terms(S, beta, ref, order=0).value
                     - row_sum(_normaliser_rows, beta, ref, 0).value)
 
+        bound = logit.bohning_bound(stats[_ZZ], self.n_components) if _ZZ in stats else None
+        third = logit.third_derivative_bound(stats[_M3]) if _M3 in stats else None
         res = logit.newton(eval_fn, beta0, max_steps=self.newton_steps, tol=self.newton_tol,
-                           reference=ref, start=start, value_fn=value_fn)
+                           reference=ref, start=start, value_fn=value_fn, bound=bound,
+                           third=third)
         return self._from_inner(inner, res.beta)
 
     def summarise_params(self, params: Params, row_sum: Callable[..., Any]) -> Params:
@@ -494,3 +548,12 @@ class CovariateMixture(MixtureModel):
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "n_components": self.n_components, **self.options}
+
+
+class _FlaggedCovariateMixture(CovariateMixture):
+    """:class:`CovariateMixture` of a family with ``degeneracies`` (its flags, e.g. a Gaussian
+    mixture's collapsed covariance)."""
+
+    def degeneracies(self, params: Params, stats: Mapping[str, Any]) -> list[str]:
+        return self.inner.degeneracies(self._inner_params(params, self._valid_weight(params)),
+                                       {k: v for k, v in stats.items() if k not in _OWN})

@@ -31,6 +31,7 @@ Functions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "INTERCEPT", "Terms", "NewtonResult", "design", "probabilities", "log_probabilities",
     "linear_stats", "linear_terms", "normaliser", "objective", "newton", "to_free", "from_free",
     "free_classes", "rereference", "NOISE", "normaliser_with_log_probabilities",
+    "bohning_bound", "outer_products", "unpack_outer", "third_derivative_bound",
 ]
 
 #: the name of the intercept column that :func:`design` puts first
@@ -110,10 +112,18 @@ def design(frame_or_array, names: Sequence[str] | None = None) -> tuple[np.ndarr
 
 
 def free_classes(K: int, reference: int = 0) -> np.ndarray:
-    """The classes other than ``reference`` (0-based), in order: the free rows of beta."""
+    """The classes other than ``reference`` (0-based), in order: the free rows of beta
+    (a read-only array, made once per (K, reference))."""
+    return _free_classes(int(K), int(reference))
+
+
+@lru_cache(maxsize=256)
+def _free_classes(K: int, reference: int) -> np.ndarray:
     if not 0 <= reference < K:
         raise ValueError(f"reference class {reference} out of range for K = {K}")
-    return np.array([k for k in range(K) if k != reference], dtype=np.intp)
+    out = np.delete(np.arange(K, dtype=np.intp), reference)
+    out.flags.writeable = False
+    return out
 
 
 def to_free(beta: np.ndarray, reference: int = 0) -> np.ndarray:
@@ -193,45 +203,95 @@ def linear_terms(S: np.ndarray, beta: np.ndarray, reference: int = 0, order: int
     return Terms(value, grad, hess)
 
 
+def outer_products(Z: np.ndarray) -> np.ndarray:
+    """Each row's ``z_a z_b`` for ``a <= b`` (row-major upper triangle), (n, q (q + 1) / 2):
+    given to :func:`normaliser` (``outer``), the Hessian is one matrix product."""
+    Z = np.asarray(Z, dtype=np.float64)
+    a, b = _triu(Z.shape[1])
+    return Z[:, a] * Z[:, b]
+
+
+def unpack_outer(v: np.ndarray, q: int) -> np.ndarray:
+    """The symmetric (q, q) matrix of a row of :func:`outer_products`' layout."""
+    a, b = _triu(q)
+    out = np.empty((q, q))
+    out[a, b] = v
+    out[b, a] = v
+    return out
+
+
+@lru_cache(maxsize=64)
+def _triu(q: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.triu_indices(q)
+    a.flags.writeable = b.flags.writeable = False
+    return a, b
+
+
 def normaliser(Z: np.ndarray, beta: np.ndarray, mass: np.ndarray | None = None,
-               reference: int = 0, order: int = 2) -> Terms:
+               reference: int = 0, order: int = 2, outer: np.ndarray | None = None) -> Terms:
     """``sum_i m_i lse(z_i' beta)`` with gradient ``sum_i m_i pi_ik z_i`` (free classes k) and
     Hessian ``sum_i m_i pi_ia (delta_ac - pi_ic) z_i z_i'`` in the free parameterisation;
     ``mass`` = ``m`` (n,) (default 1 per row; any real numbers, e.g. ``w_i * sum_k R_ik``).
-    ``beta``'s reference row is taken as 0.  Additive over rows."""
-    return normaliser_with_log_probabilities(Z, beta, mass, reference, order)[0]
+    ``beta``'s reference row is taken as 0.  Additive over rows.  ``outer``: the rows'
+    :func:`outer_products` when the caller keeps them (the same numbers to rounding,
+    faster)."""
+    return _normaliser(Z, beta, mass, reference, order, False, outer)[0]
 
 
 def normaliser_with_log_probabilities(Z: np.ndarray, beta: np.ndarray,
                                       mass: np.ndarray | None = None, reference: int = 0,
-                                      order: int = 2) -> tuple[Terms, np.ndarray]:
+                                      order: int = 2, outer: np.ndarray | None = None
+                                      ) -> tuple[Terms, np.ndarray]:
     """:func:`normaliser` and ``log pi`` (K, n) from one evaluation of the probabilities."""
+    return _normaliser(Z, beta, mass, reference, order, True, outer)  # type: ignore[return-value]
+
+
+def _normaliser(Z: np.ndarray, beta: np.ndarray, mass: np.ndarray | None, reference: int,
+                order: int, log_pi: bool, outer: np.ndarray | None = None
+                ) -> tuple[Terms, np.ndarray | None]:
     Z = np.asarray(Z, dtype=np.float64)
-    K = np.asarray(beta).shape[0]
+    b = np.asarray(beta, dtype=np.float64)
+    K = b.shape[0]
     q = Z.shape[1]
-    fc = free_classes(K, reference)
-    eta_t = _eta_t(Z, rereference(beta, reference))
-    lse, P = _lse_t(eta_t)
+    if b[reference].any():
+        b = b - b[reference]
+    eta_t = b @ Z.T                                           # (K, n)
+    top = eta_t.max(axis=0)
+    e = np.exp(eta_t - top)
+    s = e.sum(axis=0)
+    lse = np.log(s)
+    lse += top
     m = None if mass is None else np.asarray(mass, dtype=np.float64)
     value = float(lse.sum() if m is None else lse @ m)
     grad = hess = None
     if order >= 1:
-        Pf = P[fc]                                            # (K-1, n)
+        fc = free_classes(K, reference)
+        Pf = e[fc] / s                                        # (K-1, n)
         Pm = Pf if m is None else Pf * m
         grad = (Pm @ Z).ravel()
     if order >= 2:
         p = (K - 1) * q
         hess = np.empty((p, p))
+        pairs = [(a, c) for a in range(K - 1) for c in range(a, K - 1)]
+        # d2/dbeta_a dbeta_c of lse = pi_a (delta_ac - pi_c) z z'
+        C = np.empty((len(pairs), Z.shape[0]))
+        for j, (a, c) in enumerate(pairs):
+            if a == c:
+                np.multiply(Pm[a], 1.0 - Pf[c], out=C[j])
+            else:
+                np.multiply(Pm[a], Pf[c], out=C[j])
+                np.negative(C[j], out=C[j])
+        V = C @ outer if outer is not None else None
         Zt = Z.T
-        for a in range(K - 1):
-            for c in range(a, K - 1):
-                # d2/dbeta_a dbeta_c of lse = pi_a (delta_ac - pi_c) z z'
-                coef = Pm[a] * (1.0 - Pf[c]) if a == c else -(Pm[a] * Pf[c])
-                block = (Zt * coef) @ Z
-                hess[a * q:(a + 1) * q, c * q:(c + 1) * q] = block
-                if c != a:
-                    hess[c * q:(c + 1) * q, a * q:(a + 1) * q] = block.T
-    return Terms(value, grad, hess), eta_t - lse
+        for j, (a, c) in enumerate(pairs):
+            block = unpack_outer(V[j], q) if V is not None else (Zt * C[j]) @ Z
+            hess[a * q:(a + 1) * q, c * q:(c + 1) * q] = block
+            if c != a:
+                hess[c * q:(c + 1) * q, a * q:(a + 1) * q] = block.T
+    if log_pi:
+        eta_t -= lse
+        return Terms(value, grad, hess), eta_t
+    return Terms(value, grad, hess), None
 
 
 def objective(Z: np.ndarray, beta: np.ndarray, R: np.ndarray, w: np.ndarray | None = None,
@@ -287,10 +347,33 @@ def _ascent_direction(grad: np.ndarray, hess: np.ndarray) -> np.ndarray:
     return grad / scale
 
 
+def third_derivative_bound(m3: float) -> float:
+    """``T`` for :func:`newton`'s ``third`` from ``m3 = sum_i m_i |z_i|^3`` (masses >= 0): along
+    any step d the third derivative of ``sum_i m_i lse(z_i' beta)`` is a sum of third
+    cumulants of ``u_ik = z_i' d_k`` (with 0 for the reference), each at most ``r^3 /
+    (6 sqrt 3)`` for a range ``r <= 2 |z_i| max_k |d_k|``, so ``T = 8 m3 / (6 sqrt 3)``."""
+    return 8.0 * float(m3) / (6.0 * np.sqrt(3.0))
+
+
+def bohning_bound(zz: np.ndarray, K: int) -> np.ndarray:
+    """``B = (I - 1 1'/K) / 2 (x) sum_i m_i z_i z_i'`` ((K-1) q square, free parameterisation):
+    an upper bound of ``-H`` of the objective at every beta when every row's mass ``m_i =
+    w_i sum_k R_ik`` is >= 0 (Boehning 1992), for :func:`newton`'s ``bound``.  ``zz``: the
+    (q, q) sum ``sum_i m_i z_i z_i'``."""
+    zz = np.asarray(zz, dtype=np.float64)
+    q = zz.shape[0]
+    out = np.empty(((K - 1) * q, (K - 1) * q))
+    for a in range(K - 1):
+        for c in range(K - 1):
+            out[a * q:(a + 1) * q, c * q:(c + 1) * q] = ((0.5 if a == c else 0.0) - 0.5 / K) * zz
+    return out
+
+
 def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps: int = 25,
            tol: float = 1e-10, reference: int = 0, max_halvings: int = 30,
            start: "Terms | tuple | None" = None,
-           value_fn: Callable[[np.ndarray], float] | None = None) -> NewtonResult:
+           value_fn: Callable[[np.ndarray], float] | None = None,
+           bound: np.ndarray | None = None, third: float | None = None) -> NewtonResult:
     """Maximise an objective of ``beta`` (K, q) by Newton's method with step-halving.
 
     ``eval_fn(beta) -> (value, grad, hess)`` (or a :class:`Terms`) in the free parameterisation
@@ -310,7 +393,16 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
     evaluation fewer).  ``value_fn(beta) -> value``: a cheaper evaluation of the value alone;
     given, trial points are judged by it and ``eval_fn`` is called only where a next step
     needs the derivatives (so with ``max_steps = 1`` and ``start``, never).
-    ``evaluations`` counts the calls of both."""
+    ``evaluations`` counts the calls of both.
+
+    ``bound``: a matrix ``B >= -H(beta)`` for every beta (:func:`bohning_bound`).  A full step
+    whose guaranteed gain ``g' d - d' B d / 2`` (Taylor's theorem with the bound on the
+    Hessian) is >= 0 cannot lower the objective: it is taken without evaluating it, and
+    ``value`` grows by that guaranteed gain (a lower bound of the true one).  ``third``: a
+    constant ``T`` with ``|d^3/dt^3 objective(beta + t d)| <= T max_k |d_k|^3`` for every beta
+    and step (:func:`third_derivative_bound`); the full Newton step's gain is then at least
+    ``g' d / 2 - T max_k |d_k|^3 / 6`` (Taylor's theorem), which certifies small steps the
+    same way (near the maximum, almost every step)."""
     beta0 = np.asarray(beta0, dtype=np.float64)
     K, q = beta0.shape
     fc = free_classes(K, reference)
@@ -344,6 +436,23 @@ def newton(eval_fn: Callable[[np.ndarray], tuple], beta0: np.ndarray, max_steps:
             steps += 1
             converged = True
             break
+        if bound is not None or third is not None:
+            gain = -np.inf
+            if bound is not None:
+                gain = 2.0 * decrement - 0.5 * float(d @ (bound @ d))
+            if third is not None:
+                reach = float(np.sqrt((step * step).sum(axis=1).max()))
+                gain = max(gain, decrement - float(third) * reach ** 3 / 6.0)
+            if gain >= 0.0:   # certified: no evaluation needed
+                beta = beta.copy()
+                beta[fc] += step
+                value += gain
+                steps += 1
+                if steps >= max_steps:
+                    break
+                value, grad, hess = call(beta)
+                evaluations += 1
+                continue
         accepted = False
         t = 1.0
         for _ in range(max_halvings + 1):
