@@ -87,7 +87,7 @@ def fitted_lca(n: int = 1500, seed: int = 1, **kw):
     return model, data, fit
 
 
-def stepmix_fit(X_meas, X_cov, measurement: str, n_init: int = 3, **params):
+def stepmix_fit(X_meas, X_cov, measurement: str, n_init: int = 2, **params):
     """StepMix's one-step covariate model fitted tightly (n_steps=1, structural 'covariate')."""
     stepmix = pytest.importorskip("stepmix.stepmix")
     sm = stepmix.StepMix(n_components=K, measurement=measurement, structural="covariate",
@@ -118,7 +118,7 @@ class TestAgainstStepMix:
     def test_lca_same_maximum_and_coefficients(self, categories, measurement):
         """LCA (binary and three-category items) with three covariates: the same maximised
         log-likelihood and coefficient differences as StepMix's one-step fit, to 1e-6."""
-        Y, X, Z, names = lca_data(2000, seed=5, J=8, C=categories)
+        Y, X, Z, names = lca_data(1500, seed=6, J=8, C=categories)
         model = lca_model(Y, names)
         fit = fit_em(model, {"Y": Y, "Z": Z}, n_starts=4, tol=1e-14, max_iter=20000, seed=2)
         sm, ll_sm = stepmix_fit(Y.astype(float), X, measurement)
@@ -295,6 +295,47 @@ class TestEstimation:
         _, _, b = fitted_lca(accelerate="none")
         assert a.loglik == pytest.approx(b.loglik, rel=1e-10)
         np.testing.assert_allclose(a.params["beta"], b.params["beta"], atol=1e-5)
+
+
+def family_frame(family: str, n: int = 800, seed: int = 11) -> tuple[pd.DataFrame, dict]:
+    """Two classes whose membership follows two covariates, for another family."""
+    rng = stream(seed, "test", 20)
+    X = rng.normal(size=(n, 2))
+    Z, _ = logit.design(X)
+    z = draw_classes(Z, np.array([[0.0, 0.0, 0.0], [0.5, 1.2, -0.8]]), seed)
+    frame = pd.DataFrame({"c1": X[:, 0], "c2": X[:, 1]})
+    if family == "mixreg":
+        x = rng.normal(size=n)
+        frame["x"], frame["y"] = x, np.where(z == 0, 1 + 2 * x, -1 - x) + 0.5 * rng.normal(size=n)
+        return frame, {"target": "y"}
+    if family == "gmm":
+        Y = np.where(z[:, None] == 0, rng.normal(size=(n, 2)), 0.7 * rng.normal(size=(n, 2)) + [3, 1])
+        frame["a"], frame["b"] = Y[:, 0], Y[:, 1]
+        return frame, {}
+    frame["t"] = np.where(z == 0, rng.exponential(1.0, n), rng.exponential(0.2, n))
+    return frame, {}
+
+
+class TestFamilies:
+    @pytest.mark.parametrize("family", [
+        "mixreg", "gmm", "examples/user_models/exponential_mixture.py:ExponentialMixture"])
+    def test_fit_and_louis_equals_numerical(self, family):
+        """Mixture regression, a full-covariance Gaussian mixture and a user model without a
+        closed-form M-step (the generic M-step maximises beta too): the coefficients near the
+        simulated ones and Louis' standard errors equal the numerical Hessian's."""
+        from src.api import fit
+        from src.inference.louis import louis_se
+        from src.inference.numerical import numerical_se
+        frame, opts = family_frame(family)
+        res = fit(frame, family, 2, covariates=["c1", "c2"], n_starts=2, n_candidates=4,
+                  seed=1, **opts)
+        beta = res.params["beta"]
+        truth = np.array([0.5, 1.2, -0.8]) * (1 if beta[1, 1] > 0 else -1)
+        a = louis_se(res.model, res.data, res.params)
+        b = numerical_se(res.model, res.data, res.params)
+        se = a.se[[res.model.reported_names().index(f"beta[2,{c}]") for c in ("c1", "c2")]]
+        assert np.all(np.abs(beta[1, 1:] - truth[1:]) < 4 * se)
+        np.testing.assert_allclose(a.se, b.se, rtol=1e-4, atol=1e-10)
 
 
 class TestStandardErrors:
