@@ -30,13 +30,14 @@ A figure that does not apply to the data (``scatter`` of one column) is left out
 several K, :mod:`.criteria` draws the information criteria against K.
 
 Each figure is a *spec* (:mod:`.spec`: plain arrays and names gathered in the run) and a
-drawing function; :mod:`.layout` holds what the drawings share (margins fixed from
-measured text, points as markers).  A run with plots starts the drawing process as it
-begins (matplotlib is imported there, on another core, while the data are read and the model
-fitted), sends it the specs as soon as the estimate is known
-(:func:`src.output.background.submit_fit`),
-and :func:`figures` collects the PNGs it drew meanwhile; drawn here when the process is
-not there or failed.
+drawing function in two stages (what the data alone give, then the estimate's part);
+:mod:`.layout` holds what the drawings share (margins fixed from measured text, points as
+markers).  A run with plots starts the drawing process as it begins (matplotlib is imported
+there, on another core, while the data are read), sends it the first stages once the data
+are read (:func:`src.output.background.submit_data`: drawn while the model is fitted) and
+the rest as soon as the estimate is known (:func:`src.output.background.submit_fit`), and
+:func:`figures` collects the PNGs it drew meanwhile; drawn here when the process is not
+there or failed.
 
 Large data: histograms and densities use every row; scatter plots draw at most
 :data:`MAX_POINTS` rows, a fixed random subset (``src.utils.rng.stream(0,
