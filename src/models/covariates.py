@@ -112,22 +112,11 @@ def _onehot_of(inner: Any) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
 
 
 def _outer_of(Z: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The design's outer products and each row's ``|z_i|^3``."""
-    return logit.outer_products(Z), np.sqrt(np.einsum("ij,ij->i", Z, Z)) ** 3
-
-
-def _lca_log_density_t(inner: Any, O: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """A latent class model's ``log f_k(y_i)`` as a (K, n) array from the one-hot answers
-    (its ``log_joint`` with every weight 1, transposed; ``-inf`` where an observed answer
-    has probability 0)."""
-    pf = np.asarray(prob, dtype=float)[:, inner.flat_item, inner.flat_cat]   # (K, n_flat)
-    zero = pf <= 0.0
-    with np.errstate(divide="ignore"):
-        lp = np.log(np.where(zero, 1.0, pf))
-    lj = lp @ O.T
-    if zero.any():
-        lj[(zero.astype(float) @ O.T) > 0] = -np.inf
-    return lj
+    """The design's outer products, each row's ``|z_i|^3``, and their sums over the rows
+    (the unweighted statistics of the bounds, the same at every pass)."""
+    outer = logit.outer_products(Z)
+    norm3 = np.sqrt(np.einsum("ij,ij->i", Z, Z)) ** 3
+    return outer, norm3, logit.unpack_outer(outer.sum(axis=0), Z.shape[1]), np.array(norm3.sum())
 
 
 def _lca_stats(inner: Any, O: np.ndarray, observed: np.ndarray,
@@ -319,13 +308,12 @@ class CovariateMixture(MixtureModel):
         reduces over a short last axis far more slowly)."""
         rows, Z = self._split(data)
         beta = np.asarray(params["beta"], dtype=float)
-        outer, norm3 = _row_cached(("outer",), Z, _outer_of) if Z.shape[0] >= 64 else \
-            (None, np.sqrt(np.einsum("ij,ij->i", Z, Z)) ** 3)
+        outer, norm3, zz, m3 = _row_cached(("outer",), Z, _outer_of)
         norm, log_pi = logit.normaliser_with_log_probabilities(Z, beta, w, self.reference,
                                                                outer=outer)
         onehot = self._onehot(rows)
         if onehot is not None:   # a latent class model: its one-hot answers made once
-            lj = _lca_log_density_t(self.inner, onehot[0], params["prob"])
+            lj = self._lca_log_density(onehot[0], params["prob"])
             lj += log_pi
         else:
             lj_inner = self.inner.log_joint(rows, self._inner_params(params))
@@ -345,21 +333,44 @@ class CovariateMixture(MixtureModel):
         stats[_LSE] = np.array(norm.value)
         stats[_GRAD] = norm.grad
         stats[_HESS] = norm.hess
-        stats[_ZZ] = ((Z.T if w is None else Z.T * w) @ Z if outer is None else   # the bound
-                      logit.unpack_outer(outer.sum(axis=0) if w is None else w @ outer, Z.shape[1]))
-        stats[_M3] = np.array(norm3.sum() if w is None else w @ norm3)
+        stats[_ZZ] = zz if w is None else logit.unpack_outer(w @ outer, Z.shape[1])  # the bounds
+        stats[_M3] = m3 if w is None else np.array(w @ norm3)
         return stats, float(ll_rows.sum() if w is None else w @ ll_rows)
 
     def _onehot(self, rows: Data) -> tuple[np.ndarray, np.ndarray] | None:
         """The built-in latent class model's one-hot answers of these rows (cached), else
         None (every other family: its own log_joint and suff_stats)."""
+        inner = self.inner
+        if type(inner).__name__ != "LatentClassModel" or len(rows) != 1 or "Y" not in rows:
+            return None
         from .lca import LatentClassModel
 
-        inner = self.inner
-        if type(inner) is not LatentClassModel or set(rows) != {"Y"}:
+        if type(inner) is not LatentClassModel:
             return None
-        return _row_cached(("onehot", tuple(int(c) for c in inner.sizes)), rows["Y"],
-                           _onehot_of(inner))
+        sizes = inner.sizes
+        key = self.__dict__.get("_onehot_key")
+        if key is None or key[0] is not sizes:   # made once per set-up of the family
+            key = self.__dict__["_onehot_key"] = (sizes, ("onehot", tuple(int(c) for c in sizes)))
+        return _row_cached(key[1], rows["Y"], _onehot_of(inner))
+
+    def _lca_log_density(self, O: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """A latent class model's ``log f_k(y_i)`` as a (K, n) array from the one-hot answers
+        (its ``log_joint`` with every weight 1, transposed; ``-inf`` where an observed answer
+        has probability 0), the log-probabilities made once per parameter
+        array (every chunk of a pass sees the same ``prob`` object; arrays of parameters
+        are never changed in place)."""
+        hit = self.__dict__.get("_log_prob")
+        if hit is None or hit[0] is not prob:
+            inner = self.inner
+            pf = np.asarray(prob, dtype=float)[:, inner.flat_item, inner.flat_cat]
+            zero = pf <= 0.0
+            with np.errstate(divide="ignore"):
+                lp = np.log(np.where(zero, 1.0, pf))
+            hit = self.__dict__["_log_prob"] = (prob, lp, zero.astype(float) if zero.any() else None)
+        lj = hit[1] @ O.T
+        if hit[2] is not None:
+            lj[(hit[2] @ O.T) > 0] = -np.inf
+        return lj
 
     def e_step_stats(self, data: Data, params: Params) -> tuple[dict[str, np.ndarray], float]:
         return self._e_stats(data, params, None)

@@ -221,6 +221,18 @@ def unpack_outer(v: np.ndarray, q: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def _full_of_triu(q: int) -> np.ndarray:
+    """For each entry (i, j) of a q x q matrix (row-major), its place in the upper triangle."""
+    a, b = _triu(q)
+    place = np.empty((q, q), dtype=np.intp)
+    place[a, b] = np.arange(a.size)
+    place[b, a] = np.arange(a.size)
+    out = place.ravel()
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=64)
 def _triu(q: int) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.triu_indices(q)
     a.flags.writeable = b.flags.writeable = False
@@ -281,10 +293,10 @@ def _normaliser(Z: np.ndarray, beta: np.ndarray, mass: np.ndarray | None, refere
             else:
                 np.multiply(Pm[a], Pf[c], out=C[j])
                 np.negative(C[j], out=C[j])
-        V = C @ outer if outer is not None else None
+        V = (C @ outer)[:, _full_of_triu(q)].reshape(-1, q, q) if outer is not None else None
         Zt = Z.T
         for j, (a, c) in enumerate(pairs):
-            block = unpack_outer(V[j], q) if V is not None else (Zt * C[j]) @ Z
+            block = V[j] if V is not None else (Zt * C[j]) @ Z
             hess[a * q:(a + 1) * q, c * q:(c + 1) * q] = block
             if c != a:
                 hess[c * q:(c + 1) * q, a * q:(a + 1) * q] = block.T
