@@ -13,24 +13,34 @@ subprocess with BLAS at one thread.
 * ``streaming``: :class:`src.estimation.engines.StreamingEngine` (``chunk_rows`` 65,536) from
   the files on every pass; its peak memory above the resident size after the imports and the
   engine's set-up (``psutil`` sampled every 2 ms, and ``ru_maxrss``), at ``--sizes``.
-* ``dask``: :class:`src.parallel.dask_engine.DaskEngine` on a ``LocalCluster`` of 1 and of 2
-  worker processes (1 thread each), partitions loaded once on the workers (``persist``);
-  per iteration: wall time, and from the task stream each worker's busy time (so the
-  overhead = wall - the busiest worker's time), plus the engine's own submit / wait / reduce
-  split.
+* ``streaming`` with ``--readers arrow``: the same engine over a plain pyarrow-to-numpy reader
+  (no validation, no pandas): the floor of reading these files.
+* ``dask``: :class:`src.parallel.dask_engine.DaskEngine` on a ``LocalCluster`` of 1 and one of
+  2 worker processes (1 thread each), both started and loaded first (partitions held on the
+  workers, ``persist``), then ``--rounds`` rounds of one EM iteration on each, in alternating
+  order (the ratio is taken within a round); per pass: wall time, each worker's busy time
+  from the task stream (overhead = wall - the busiest worker's time), each worker's CPU time
+  (psutil; the speed-up "from CPU" is what an otherwise idle machine would give), and the
+  engine's own submit / wait / reduce split.
 * ``overhead``: the scaling simulation: tiny partitions (100 rows) so a pass is pure
-  overhead, P in {50, 100} partitions on W in {1, 2, 4, 8, 16} worker processes (fake
-  workers: 16 processes on 2 cores); a least-squares fit ``wall = a + b W + c P`` gives the
-  per-pass fixed cost, the broadcast cost per worker and the scheduling + reduce cost per
-  partition.  With the compute time per row measured on one worker, the model
-  ``T(W) = C N ceil(P/W) / P + a + b W + c P`` predicts a pass on 10-100 workers.
+  overhead, P in {50, 100}, on W worker processes (``--process-workers``, TCP) and on W
+  in-process workers (``--fake-workers``: threads of one process, so many fake workers do
+  not fight over 2 cores); a least-squares fit ``wall = a + b W + c P`` per kind gives the
+  per-pass fixed cost, the cost per worker and the scheduling + reduce cost per partition.
+  Passes whose partitions also sleep 20 ms (a fake worker's compute, using no core) check the
+  model's compute term ``ceil(P/W) nap``.  With the compute time per row of the 1-worker
+  cluster (CPU time), ``T(W) = C N ceil(P/W) / P + a + b W + c P`` predicts a pass on 10-100
+  workers (P = max(24, 2W)).
 * ``spark``: ``pyspark.ml.clustering.GaussianMixture`` (K=5, ``tol=0``) in local mode
-  (``local[2]``) on the same files (``VectorAssembler``, cached and counted first); time per
-  iteration = (fit with ``maxIter = 1 + m`` - fit with ``maxIter = 1``) / m.  Optional: needs
-  ``pyspark`` (the ``bench`` extra) and Java 17.
+  (``local[2]``) on the same files (``VectorAssembler``, cached and counted first, a warm-up
+  fit); time per iteration = (fit with ``maxIter = 1 + iters`` - fit with ``maxIter = 1``) /
+  iters, median of 2 rounds.  Optional: needs ``pyspark`` (the ``bench`` extra) and Java 17.
 
 Usage: ``python benchmarks/bench_distributed.py [--n 1e7] [--partitions 24] [--iters 3]
-[--sizes 1e6 1e7] [--spark-n 1e6] [--skip dask,spark,...] [--json F]``.  Results go to
+[--sizes 1e6 1e7] [--rounds 3] [--spark-n N] [--skip inmemory,streaming,dask,overhead,spark]
+[--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
+largest's, fewer of them.  Per-iteration wall and CPU times are both recorded (a shared
+machine's load shows in the wall times).  Results go to
 ``benchmarks/out/distributed/`` (not in git).
 """
 

@@ -38,25 +38,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import numpy as np
 
 from src.models import checks
-from src.models.base import Data, MixtureModel, Params
+from src.models.base import WEIGHT_KEY, Data, MixtureModel, Params, split_weight
 from src.utils.errors import ModelError
 from src.utils.messages import register, t
 
-try:  # W1's weight convention (src/models/base.py)
-    from src.models.base import WEIGHT_KEY, split_weight
-except ImportError:  # pragma: no cover - before the convention existed
-    WEIGHT_KEY = "__weight__"
-
-    def split_weight(data: Data) -> tuple[Data, np.ndarray | None]:
-        if WEIGHT_KEY not in data:
-            return data, None
-        return ({k: v for k, v in data.items() if k != WEIGHT_KEY},
-                np.asarray(data[WEIGHT_KEY], dtype=np.float64))
-
 __all__ = ["RowEngine", "partition_stats", "add_partition_stats", "sum_in_order", "engine_em_map",
-           "count_rows", "add_counts",
-           "MemoryPartitions", "ParquetPartitions", "InMemoryEngine", "StreamingEngine",
-           "DEFAULT_CHUNK_ROWS"]
+           "require_closed_form", "count_rows", "add_counts", "MemoryPartitions",
+           "ParquetPartitions", "as_reader", "InMemoryEngine", "StreamingEngine",
+           "DEFAULT_CHUNK_ROWS", "READ_AHEAD"]
 
 #: rows per chunk when none is given (the ``chunk_size`` option's default)
 DEFAULT_CHUNK_ROWS = 4096
