@@ -479,3 +479,15 @@ class TestPipeline:
         assert res.predict_proba().shape == (700, K)
         assert res.params["weight"] == pytest.approx(
             logit.probabilities(res.data["Z"], res.params["beta"]).mean(axis=0), rel=1e-10)
+
+    def test_api_several_k_with_covariates(self, data_dir):
+        """Several K with covariates: each K's model is the covariate model (K = 1 has no free
+        coefficient), BIC chooses the simulated 3 classes."""
+        from src.api import fit
+        frame = pd.read_csv(data_dir / "d.csv").astype({c: str for c in ITEMS})
+        enum = fit(frame, "lca", "1-3", covariates=["x1", "x2", "x3"], n_starts=2,
+                   n_candidates=4, seed=1)
+        assert enum.selected_k == 3
+        assert enum[1].model.n_free_parameters() == len(ITEMS)
+        assert enum[2].model.n_free_parameters() == 4 + 2 * len(ITEMS)
+        assert "beta[2,x3]" in enum[3].estimates.index

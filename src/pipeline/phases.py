@@ -139,10 +139,18 @@ def check_se_supported(cls: type[MixtureModel], methods: list[str], label: str) 
                                methods=", ".join(supported)))
 
 
+#: --model -> the family class the covariate model wrapped (a class given to the API has
+#: no name to load it by again; build_model is asked for another K with the wrapper's class)
+_FAMILIES: dict[str, type] = {}
+
+
 def build_model(options: RunOptions, meta: dict[str, Any],
                 cls: type[MixtureModel] | None = None, k: int | None = None) -> MixtureModel:
     """Instantiate the model (``cls``, default the one named by ``--model``) for the data,
     with ``k`` classes (default: ``--components``; with several K, the largest)."""
+    from ..models.covariates import COVARIATES_META, CovariateMixture
+    if isinstance(cls, type) and issubclass(cls, CovariateMixture):   # a fitted model's class
+        cls = _FAMILIES.get(str(options.model))
     cls = cls or model_class(options)
     opts = {k: v for k, v in options.model_options(cls).items() if k != "drop_missing"}
     k = int(k) if k is not None else max(options.k_list())
@@ -150,10 +158,10 @@ def build_model(options: RunOptions, meta: dict[str, Any],
         model = cls(k, **constructor_options(cls, opts))
     except ValueError as exc:
         raise ModelError(str(exc)) from None
-    from ..models.covariates import COVARIATES_META, CovariateMixture
     if meta.get(COVARIATES_META) is not None:   # --covariates: the one-step covariate model
         from ..data.covariates import check_reference_class
         check_reference_class(options.reference_class, k)
+        _FAMILIES[str(options.model)] = cls
         model = CovariateMixture(model, meta[COVARIATES_META],
                                  reference=int(options.reference_class) - 1)
     model.setup(meta)
