@@ -216,10 +216,18 @@ class CovariateMixture(MixtureModel):
         return [s for s in self.inner.param_specs() if s.name != "weight"]
 
     def param_specs(self) -> list[ParamSpec]:
-        return [self._beta_spec(), *self._inner_specs(), ParamSpec("weight", (), "derived")]
+        inner = self._inner_specs()
+        key = tuple(map(id, inner))
+        cached = self.__dict__.get("_specs")
+        if cached is None or cached[0] != key:   # made again when the family's change
+            specs = [self._beta_spec(), *inner, ParamSpec("weight", (), "derived")]
+            cached = self.__dict__["_specs"] = (key, specs, [sp.name for sp in specs],
+                                                self.inner.parameterisation().slice("weight"))
+        return list(cached[1])
 
     def _weight_slice(self) -> slice:
-        return self.inner.parameterisation().slice("weight")
+        self.param_specs()
+        return self.__dict__["_specs"][3]
 
     # ---------------------------------------------------------------- pieces
     @staticmethod
@@ -244,7 +252,8 @@ class CovariateMixture(MixtureModel):
         out = {k: np.asarray(v, dtype=float) for k, v in inner_params.items() if k != "weight"}
         out["beta"] = logit.rereference(beta, self.reference)
         out["weight"] = np.asarray(inner_params["weight"], dtype=float)
-        return {k: out[k] for k in [s.name for s in self.param_specs()]}
+        self.param_specs()
+        return {k: out[k] for k in self.__dict__["_specs"][2]}
 
     def _intercept_beta(self, weight: np.ndarray) -> np.ndarray:
         """beta with no covariate effect and class probabilities ``weight``."""
@@ -465,10 +474,12 @@ class CovariateMixture(MixtureModel):
 
     def to_free(self, params: Params) -> np.ndarray:
         """beta's K-1 free rows, then the inner family's free vector without its weights."""
-        inner = self.inner.to_free(self._inner_params(params, self._valid_weight(params)))
+        K = self.n_components
+        # the weights are dropped: any valid ones do (equal shares)
+        inner = self.inner.to_free(self._inner_params(params, np.full(K, 1.0 / K)))
         ws = self._weight_slice()
         return np.concatenate([logit.to_free(params["beta"], self.reference),
-                               np.delete(inner, np.arange(ws.start, ws.stop))])
+                               inner[:ws.start], inner[ws.stop:]])
 
     def from_free(self, theta: np.ndarray) -> Params:
         theta = np.asarray(theta, dtype=float)
@@ -478,7 +489,8 @@ class CovariateMixture(MixtureModel):
         K, nb = self.n_components, self._n_beta()
         beta = logit.from_free(theta[:nb], K, self.q, self.reference)
         ws = self._weight_slice()
-        inner_theta = np.insert(theta[nb:], ws.start, np.full(K - 1, 1.0 / K))
+        rest = theta[nb:]
+        inner_theta = np.concatenate([rest[:ws.start], np.full(K - 1, 1.0 / K), rest[ws.start:]])
         inner = self.inner.from_free(inner_theta)
         return self._from_inner(inner, beta)
 
