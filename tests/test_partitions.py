@@ -505,3 +505,148 @@ def test_codes_as_text_formatted_once_per_value(col):
     stripped = _text_cell_by_cell(col, strip=True)
     assert list(missing) == [v is None or v == "" for v in stripped]
     assert list(text) == [v if v is not None else "" for v in stripped]
+
+
+# ------------------------------------------------ the passes' fast path (pyarrow -> numpy)
+def _mixed_frames(seed: int = 7) -> list[pd.DataFrame]:
+    """Floats with missing cells, integers (nullable in one file), float32, frequency weights
+    with zeros and missing ones; the second file's rows all of weight 0, and the third file's
+    first 30 rows each missing a value."""
+    rng = stream(seed, "test-partitions", 7)
+    frames = []
+    for i, n in enumerate(SIZES):
+        a = rng.normal(size=n) * 3 + 10
+        b = rng.integers(-50, 50, size=n)
+        f = pd.DataFrame({"a": a, "b": b, "c": rng.normal(size=n).astype(np.float32),
+                          "w": rng.integers(0, 4, size=n).astype(float if i != 3 else np.int64)})
+        f.loc[rng.choice(n, 4, replace=False), "a"] = np.nan
+        if i == 0:
+            f["b"] = pd.array(b, dtype="Int64")
+            f.loc[[3, 77], "b"] = pd.NA
+        if i != 3:
+            f.loc[rng.choice(n, 2, replace=False), "w"] = np.nan
+        if i == 1:
+            f["w"] = 0.0
+        if i == 2:
+            f.loc[:29, "a"] = np.nan
+        frames.append(f)
+    return frames
+
+
+def _passes(src: PartitionedSource, cls, options, scanned, chunk: int, fast: bool,
+            extra=(), weight_column=None):
+    """Every kept chunk of every partition, the fast path on or off."""
+    import src.data.partitions as partitions
+
+    saved = partitions.FAST_CHUNKS
+    partitions.FAST_CHUNKS = fast
+    try:
+        return [c for p in src.partitions
+                for c in kept_chunks(src, p, cls, options, scanned.meta, chunk,
+                                     columns=scanned.columns, weight_column=weight_column,
+                                     extra=extra)]
+    finally:
+        partitions.FAST_CHUNKS = saved
+
+
+def _same_chunks(fast, slow) -> None:
+    assert len(fast) == len(slow) > 0
+    for (r1, l1, d1), (r2, l2, d2) in zip(fast, slow):
+        assert np.array_equal(r1, r2)
+        assert (l1 is None and l2 is None) or l1.equals(l2)
+        assert list(d1) == list(d2)
+        for k in d1:
+            assert d1[k].dtype == d2[k].dtype and d1[k].flags.c_contiguous
+            assert d1[k].shape == d2[k].shape and d1[k].tobytes() == d2[k].tobytes()
+
+
+class TestFastPath:
+    @pytest.mark.parametrize("weights,chunk,target", [(False, 64, None), (True, 64, None),
+                                                      (True, 30, 100), (False, 1000, None)])
+    def test_gmm_chunks_bitwise_as_prepare_data(self, tmp_path, weights, chunk, target):
+        """The passes' fast path gives prepare_data's chunks bit for bit (--drop-missing, integer, nullable and float32 columns, weights with zeros and missing values, a file all of weight 0, a chunk whose rows are all dropped), with their rows and --id values."""
+        from src.data.partitions import _fast_chunk, _fast_plan, _read_chunks
+
+        frames = _mixed_frames()
+        for i, f in enumerate(frames):
+            f["id"] = [f"r{i}-{j}" for j in range(len(f))]
+        root = write(tmp_path / "data", frames)
+        src = PartitionedSource.open(str(root), target_rows=target)
+        options = {"drop_missing": True}
+        w = "w" if weights else None
+        scanned = scan(src, GaussianMixtureModel, options, chunk_rows=chunk,
+                       columns=["a", "b", "c"], weight_column=w, id_column="id")
+        fast = _passes(src, GaussianMixtureModel, options, scanned, chunk, True, ("id",), w)
+        slow = _passes(src, GaussianMixtureModel, options, scanned, chunk, False, ("id",), w)
+        _same_chunks(fast, slow)
+        if weights:
+            second = [k for p, k in zip(src.partitions, scanned.kept) if p.path == src.files[1]]
+            assert set(second) == {0} and WEIGHT_KEY in fast[0][2]
+        assert sum(r.size for r, _, _ in fast) == scanned.n_obs
+        plan = _fast_plan(GaussianMixtureModel, scanned.columns, options)
+        assert plan is not None and plan.columns == ["a", "b", "c"]
+        tables = [t for p in src.partitions
+                  for t in _read_chunks(p, ["a", "b", "c", "w"], chunk, lambda f, t: (f, t))]
+        assert all(_fast_chunk(plan, t, f, w, True) is not None for f, t in tables)
+
+    @pytest.mark.parametrize("intercept", [True, False])
+    def test_mixreg_chunks_bitwise(self, tmp_path, intercept):
+        """mixreg's fast path gives prepare_data's design and target bit for bit, with and without the intercept, and the in-memory arrays over all rows."""
+        frames = mixreg_frames()
+        root = write(tmp_path / "data", frames)
+        options = {"drop_missing": True, "target": "y", "intercept": intercept}
+        data, _ = MixtureRegressionModel.prepare_data(whole(tmp_path, frames),
+                                                      {**options, "source": "x"})
+        src = PartitionedSource.open(str(root))
+        scanned = scan(src, MixtureRegressionModel, options, chunk_rows=60)
+        fast = _passes(src, MixtureRegressionModel, options, scanned, 60, True)
+        _same_chunks(fast, _passes(src, MixtureRegressionModel, options, scanned, 60, False))
+        got = concat([d for _, _, d in fast])
+        assert np.array_equal(got["X"], data["X"]) and np.array_equal(got["y"], data["y"])
+
+    def test_errors_as_the_scan(self, tmp_path):
+        """A value the scan would refuse met in a pass (the files changed since) raises the scan's sentence, file and global row: a missing value, an infinite value, a negative or missing weight."""
+        frames = gmm_frames(missing=False)
+        for f in frames:
+            f["w"] = 1.0
+        root = write(tmp_path / "data", frames)
+        scanned = scan(str(root), GaussianMixtureModel, {}, chunk_rows=64, weight_column="w")
+        changes = [("a", 30, np.nan, {}), ("b", 31, np.inf, {"drop_missing": True}),
+                   ("w", 32, -1.0, {}), ("w", 33, np.nan, {})]
+        for column, row, value, options in changes:
+            bad = [f.copy() for f in frames]
+            bad[2].loc[row, column] = value
+            write(tmp_path / "bad", bad)
+            with pytest.raises(DataError) as expected:
+                scan(str(tmp_path / "bad"), GaussianMixtureModel, options, chunk_rows=64,
+                     weight_column="w")
+            assert f"row {SIZES[0] + SIZES[1] + row}" in str(expected.value)
+            with pytest.raises(DataError) as got:
+                _passes(PartitionedSource.open(str(tmp_path / "bad")), GaussianMixtureModel,
+                        options, scanned, 64, True, weight_column="w")
+            assert str(got.value) == str(expected.value)
+
+    def test_text_columns_and_other_families_take_the_slow_path(self, tmp_path):
+        """Numbers stored as text, LCA and a subclass with its own prepare_data are read through prepare_data, as the scan reads them."""
+        from src.data.partitions import _fast_plan
+
+        frames = gmm_frames(missing=False)
+        for f in frames:
+            f["a"] = f["a"].map(repr)
+        root = write(tmp_path / "data", frames)
+        data, _ = GaussianMixtureModel.prepare_data(whole(tmp_path, frames), {"source": "x"})
+        src = PartitionedSource.open(str(root))
+        scanned = scan(src, GaussianMixtureModel, {}, chunk_rows=64)
+        assert np.array_equal(concat(chunks_of(src, GaussianMixtureModel, {}, scanned))["X"],
+                              data["X"])
+
+        class Scaled(GaussianMixtureModel):
+            @classmethod
+            def prepare_data(cls, frame, options):
+                data, meta = super().prepare_data(frame, options)
+                return {"X": 2 * data["X"]}, meta
+
+        assert _fast_plan(Scaled, ["a", "b"], {}) is None
+        assert _fast_plan(LatentClassModel, ["a", "b"], {}) is None
+        assert _fast_plan(GaussianMixtureModel, ["a", "b"], {}) is not None
+        assert _fast_plan(MixtureRegressionModel, ["x", "y"], {}) is None   # no target

@@ -77,7 +77,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -455,6 +455,18 @@ def read_partition(partition: Partition, columns: list[str], chunk_rows: int, *,
                    as_text: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """:meth:`PartitionedSource.iter_frames` from the partition alone (a worker needs no
     source): its file's footer gives the row groups."""
+    def frame(first: int, table: Any) -> tuple[int, pd.DataFrame]:
+        return first, _to_frame(table, range(first, first + table.num_rows), as_text)
+
+    return _read_chunks(partition, columns, chunk_rows, frame)
+
+
+def _read_chunks(partition: Partition, columns: list[str], chunk_rows: int,
+                 convert: Callable[[int, Any], Any]) -> Iterator[Any]:
+    """``convert(global row number of the first row, Arrow table of the chunk)`` for each
+    chunk of ``partition`` (the grid of :func:`_grid`), in order.  The reader drops its own
+    references to a chunk's Arrow data before yielding what ``convert`` made of it, so
+    while the consumer holds a chunk only that is in memory (and the next rows read)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -502,15 +514,20 @@ def read_partition(partition: Partition, columns: list[str], chunk_rows: int, *,
                     skip = 0
                 buf.append(batch)
                 have += batch.num_rows
+                batch = None
                 continue
-            table = pa.Table.from_batches(buf)
-            s = bounds[k][0]
-            out = table.slice(0, need)
-            rest = table.slice(need)
-            buf = rest.to_batches() if rest.num_rows else []
+            if have == need:   # the usual case (chunks on the row groups' grid): no re-slicing
+                table, buf = pa.Table.from_batches(buf), []
+            else:
+                whole = pa.Table.from_batches(buf)
+                table, rest = whole.slice(0, need), whole.slice(need)
+                buf = rest.to_batches()
+                whole = rest = None
             have -= need
-            yield file_first + s, _to_frame(out, range(file_first + s, file_first + s + need),
-                                            as_text)
+            item = convert(file_first + bounds[k][0], table)
+            table = None
+            yield item
+            item = None
             k += 1
     finally:
         close = getattr(batches, "close", None)
@@ -932,25 +949,157 @@ def kept_chunks(source: Any, partition: Partition, cls_spec: Any, options: Mappi
                 ) -> Iterator[tuple[np.ndarray, pd.DataFrame | None, dict[str, np.ndarray]]]:
     """:func:`partition_chunks` with each chunk's kept rows: ``(global row numbers of the
     kept rows (-1 where a family drops rows by a rule of its own), the ``extra`` columns of
-    those rows (e.g. ``--id``; None without), the data dict)``."""
+    those rows (e.g. ``--id``; None without), the data dict)``.
+
+    A family with a :meth:`~src.models.base.MixtureModel.fast_chunk` has its chunks read
+    straight from Arrow into its float matrix (:func:`_fast_chunk`: the same arrays, bit for
+    bit); a chunk the fast path cannot take (a column not stored as numbers, a value the
+    family's ``prepare_data`` would refuse) goes through ``prepare_data``, which raises the
+    error a chunk of the scan would."""
     cls = _resolve_class(cls_spec)
     name = _source_name(source)
     cols = [str(c) for c in columns]
     more = [str(c) for c in extra if str(c) not in cols and str(c) != weight_column]
-    for _, frame in read_partition(partition, _read_columns(cols, weight_column) + more,
-                                   chunk_rows):
+    extra_cols = [str(c) for c in extra]
+    plan = _fast_plan(cls, cols, options)
+    drop_missing = bool(options.get("drop_missing", False))
+
+    def convert(first: int, table: Any) -> Any:
+        fast = None if plan is None else _fast_chunk(plan, table, first, weight_column,
+                                                     drop_missing)
+        if fast is not None:
+            rows, data = fast
+            if rows.size == 0:
+                return None
+            labels = None
+            if extra_cols:
+                labels = _to_frame(table.select(extra_cols),
+                                   range(first, first + table.num_rows), False).loc[rows]
+            return rows, labels, data
+        frame = _to_frame(table, range(first, first + table.num_rows), False)
         p = _prepare(frame, cls, options, name, partition.path, cols, weight_column,
                      summarise=False)
         if p.data is None or p.n_kept == 0:
-            continue
+            return None
         rows = p.rows if p.rows is not None else np.full(p.n_kept, -1, dtype=np.int64)
         labels = None
-        if extra:
+        if extra_cols:
             if p.rows is None:
                 raise DataError(t("data.id_unmatched", model=cls.name, n_kept=p.n_kept,
                                   n_rows=len(frame), source=partition.path))
-            labels = frame.loc[p.rows, [str(c) for c in extra]]
-        yield rows, labels, _conform(cls, p, meta)
+            labels = frame.loc[p.rows, extra_cols]
+        return rows, labels, _conform(cls, p, meta)
+
+    for item in _read_chunks(partition, _read_columns(cols, weight_column) + more, chunk_rows,
+                             convert):
+        if item is not None:
+            yield item
+
+
+# ------------------------------------------------------- the fast path of the passes
+#: whether the passes after the scan take :func:`_fast_chunk` for families declaring
+#: ``fast_chunk`` (False: every chunk through pandas and ``prepare_data``, as the scan; for
+#: measuring what the fast path saves)
+FAST_CHUNKS = True
+
+
+@dataclass(frozen=True)
+class _FastPlan:
+    """A family's float matrix: its columns (in order) and how its arrays are made of it."""
+
+    columns: list[str]
+    make: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def _fast_plan(cls: Any, columns: list[str], options: Mapping[str, Any]) -> _FastPlan | None:
+    """The family's :meth:`~src.models.base.MixtureModel.fast_chunk` for these columns and
+    options, or None: none declared, text-reading families, or a subclass that makes its
+    arrays (``prepare_data``) or conforms them (``conform_data``) otherwise than the class
+    that declared it."""
+    if not FAST_CHUNKS or getattr(cls, "reads_text", False):
+        return None
+    owner = next((k for k in getattr(cls, "__mro__", ()) if "fast_chunk" in vars(k)), None)
+    if owner is None:
+        return None
+    for name in ("prepare_data", "conform_data"):
+        mine, theirs = getattr(cls, name, None), getattr(owner, name, None)
+        if getattr(mine, "__func__", mine) is not getattr(theirs, "__func__", theirs):
+            return None
+    plan = cls.fast_chunk(list(columns), options)
+    if plan is None:
+        return None
+    matrix, make = plan
+    return _FastPlan([str(c) for c in matrix], make)
+
+
+def _numeric_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type))
+
+
+def _fill(out: np.ndarray, column: Any) -> None:
+    """An Arrow column (chunked) into ``out`` (a float64 vector or a column of a matrix):
+    the values as pandas would give them (nulls as NaN, integers as float64)."""
+    a = 0
+    for arr in column.chunks:
+        n = len(arr)
+        out[a:a + n] = arr.to_numpy(zero_copy_only=False)
+        a += n
+
+
+def _fast_chunk(plan: _FastPlan, table: Any, first: int, weight_column: str | None,
+                drop_missing: bool) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """``(global row numbers of the kept rows, data dict)`` of one chunk straight from its
+    Arrow table: the matrix columns (and the weights) copied into a float64 matrix in C
+    order, checked (finite, no missing value unless ``drop_missing``, weights finite and not
+    negative), the rows with a missing value (``drop_missing``) or a weight of 0 left out,
+    and the family's arrays made of the rest.  None when the chunk needs the slow path: a
+    column not stored as numbers (integers and floats), or a value it would refuse (then it
+    raises the sentence of the scan).  The arrays equal the slow path's bit for bit: both
+    convert each column to float64 the same way (Arrow's conversion, pandas' cast) and keep
+    the same rows in the same order."""
+    from src.models.base import WEIGHT_KEY
+
+    schema = table.schema
+    names = plan.columns + ([weight_column] if weight_column is not None else [])
+    if not all(_numeric_type(schema.field(c).type) for c in names):
+        return None
+    n = int(table.num_rows)
+    values = np.empty((n, len(plan.columns)), dtype=np.float64)
+    for j, name in enumerate(plan.columns):
+        _fill(values[:, j], table.column(name))
+    keep = None
+    if not np.isfinite(values).all():
+        missing = np.isnan(values)
+        if not drop_missing or np.isinf(values).any():
+            return None
+        keep = ~missing.any(axis=1)
+    w = None
+    if weight_column is not None:
+        w = np.empty(n, dtype=np.float64)
+        _fill(w, table.column(weight_column))
+        if not np.isfinite(w).all():
+            if np.isinf(w).any() or not drop_missing:
+                return None
+        if (w < 0).any():
+            return None
+        used = w > 0   # a missing weight (drop_missing) is left out too
+        keep = used if keep is None else keep & used
+    if keep is None or keep.all():
+        rows = np.arange(first, first + n, dtype=np.int64)
+    else:
+        where = np.flatnonzero(keep)
+        rows = where + first
+        values = values[where]
+        if w is not None:
+            w = w[where]
+    if rows.size == 0:
+        return rows, {}
+    data = dict(plan.make(values))
+    if w is not None:
+        data[WEIGHT_KEY] = np.ascontiguousarray(w, dtype=np.float64)
+    return rows, data
 
 
 def _conform(cls: Any, p: _Prepared, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -226,6 +226,19 @@ class MixtureModel(ABC):
         """One chunk's arrays (made with its own ``meta_local``) as the whole data's
         ``meta_global`` codes them (LCA re-maps its answer codes).  Default: unchanged."""
         return data
+
+    @classmethod
+    def fast_chunk(cls, columns: list[str], options: Mapping[str, Any]
+                   ) -> tuple[list[str], Callable[[np.ndarray], Data]] | None:
+        """The passes over partitioned input after its scan read a chunk without pandas when
+        this family's arrays are made from one float matrix: ``(matrix columns, make)``, where
+        ``make(values)`` returns exactly :meth:`prepare_data`'s arrays for rows whose values
+        of the matrix columns (in that order) are ``values`` (float64, C order, every value
+        finite; the rows with a missing value already dropped).  ``columns``: the model's
+        columns; ``options``: :meth:`prepare_data`'s.  Only for a family whose
+        :meth:`conform_data` leaves arrays unchanged.  Default None: every chunk through
+        :meth:`prepare_data` (see :mod:`src.data.partitions`)."""
+        return None
 
     def setup(self, meta: Mapping[str, Any]) -> None:
         """Fix dimensions and labels from the data's ``meta``."""

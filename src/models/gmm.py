@@ -685,6 +685,11 @@ class GaussianMixtureModel(GaussianDerivatives, MixtureModel):
 
     # ------------------------------------- partitioned input (src.data.partitions)
     @classmethod
+    def fast_chunk(cls, columns: list[str], options: Mapping[str, Any]) -> Any:
+        """``X`` is the matrix of the model's columns as they are (:meth:`prepare_data`)."""
+        return list(columns), lambda X: {"X": X}
+
+    @classmethod
     def chunk_meta(cls, data: Data, meta: dict[str, Any]) -> dict[str, Any]:
         """A chunk's meta plus each column's smallest and largest kept value (``_min``,
         ``_max``), for the constant-column check over every row."""

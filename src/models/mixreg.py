@@ -149,6 +149,27 @@ class MixtureRegressionModel(MixtureModel):
 
     # ------------------------------------- partitioned input (src.data.partitions)
     @classmethod
+    def fast_chunk(cls, columns: list[str], options: Mapping[str, Any]) -> Any:
+        """The target and predictors' matrix; ``y`` its first column, ``X`` the others after
+        the intercept's ones, as :meth:`prepare_data` makes them (None for options it
+        refuses: the chunk then goes through it)."""
+        target = options.get("target")
+        columns = [str(c) for c in columns]
+        intercept = bool(options.get("intercept", True))
+        if not target or str(target) not in columns:
+            return None
+        predictors = [c for c in columns if c != str(target)]
+        if (intercept and "intercept" in predictors) or (not predictors and not intercept):
+            return None
+
+        def make(values: np.ndarray) -> Data:
+            y, Z = values[:, 0].copy(), values[:, 1:]
+            X = np.column_stack([np.ones(y.size), Z]) if intercept else np.ascontiguousarray(Z)
+            return {"X": X, "y": y}
+
+        return [str(target)] + predictors, make
+
+    @classmethod
     def chunk_meta(cls, data: Data, meta: dict[str, Any]) -> dict[str, Any]:
         """A chunk's meta plus what the checks over every row need: its rows ``_n``, the
         target's mean ``_y_mean`` and sum of squared deviations ``_y_m2``, the design's
