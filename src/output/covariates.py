@@ -41,6 +41,7 @@ register({
     "cov.class": {"en": "class", "zh": "类别"},
     "cov.covariate": {"en": "covariate", "zh": "协变量"},
     "cov.beta": {"en": "beta", "zh": "系数"},
+    "cov.se": {"en": "se", "zh": "标准误"},
     "cov.odds_ratio": {"en": "odds ratio", "zh": "比值比"},
     "cov.lower": {"en": "lower", "zh": "下限"},
     "cov.upper": {"en": "upper", "zh": "上限"},
@@ -102,8 +103,8 @@ def covariate_section(model: Any, header: Sequence[str], rows: Sequence[Sequence
                    _g(r["odds_ratio"]), _g(r["lower"]), _g(r["upper"]),
                    "" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g}"]
                   for r in odds_ratio_rows(model, header, rows)]
-    head = [tr(lang, f"cov.{k}") for k in ("class", "covariate", "beta")] + ["se"] + \
-        [tr(lang, f"cov.{k}") for k in ("odds_ratio", "lower", "upper", "p")]
+    head = [tr(lang, f"cov.{k}") for k in ("class", "covariate", "beta", "se", "odds_ratio",
+                                              "lower", "upper", "p")]
     level = 100 * float(fitj.get("ci_level") or 0.95)
     blocks: list[Any] = [Paragraph(tr(lang, "cov.text", names=names, ref=ref)),
                          Table(head, table_rows, align="ll" + "r" * 6,
