@@ -289,6 +289,17 @@ class TestEstimation:
         np.testing.assert_array_equal(c.params["beta"], d.params["beta"])
         assert c.loglik == d.loglik
 
+    def test_threads_give_the_same_bits(self):
+        """Chunks computed on two threads (the kept per-chunk arrays shared) give the bits of
+        one thread."""
+        Y, X, Z, names = lca_data(2000, seed=13)
+        model = lca_model(Y, names)
+        data = {"Y": Y, "Z": Z}
+        a = fit_em(model, data, n_starts=2, n_candidates=4, seed=1, chunk_size=300)
+        b = fit_em(model, data, n_starts=2, n_candidates=4, seed=1, chunk_size=300, n_threads=2)
+        assert a.loglik == b.loglik
+        np.testing.assert_array_equal(a.params["beta"], b.params["beta"])
+
     def test_squarem_reaches_the_same_maximum(self):
         """SQUAREM on the free vector reaches plain EM's maximum."""
         model, data, a = fitted_lca(accelerate="squarem")

@@ -40,6 +40,7 @@ default), also after a bootstrap replicate is aligned.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, Callable, Mapping, Sequence
 
@@ -71,6 +72,7 @@ _OWN = (_S, _LSE, _GRAD, _HESS, _ZZ, _M3)
 _ROWS: dict[tuple, tuple[Any, tuple[np.ndarray, ...]]] = {}
 #: at most this many bytes are kept (beyond: made again at every pass)
 ROW_CACHE_BYTES = 256 << 20
+_ROWS_LOCK = threading.Lock()   # chunks may be computed on threads (fit_em's n_threads)
 
 
 def _owner(a: np.ndarray) -> np.ndarray:
@@ -91,16 +93,17 @@ def _row_cached(kind: tuple, a: np.ndarray,
         return hit[1]
     value = make(a)
     nbytes = sum(v.nbytes for v in value)
-    for old in [k for k, entry in _ROWS.items() if entry[0]() is None]:
-        del _ROWS[old]
-    size = sum(v.nbytes for entry in _ROWS.values() for v in entry[1])
-    while _ROWS and size + nbytes > ROW_CACHE_BYTES:
-        size -= sum(v.nbytes for v in _ROWS.pop(next(iter(_ROWS)))[1])
-    if nbytes <= ROW_CACHE_BYTES:
-        try:
-            _ROWS[key] = (weakref.ref(owner), value)
-        except TypeError:   # an array that takes no weak reference: not kept
-            pass
+    with _ROWS_LOCK:
+        for old in [k for k, entry in _ROWS.items() if entry[0]() is None]:
+            del _ROWS[old]
+        size = sum(v.nbytes for entry in _ROWS.values() for v in entry[1])
+        while _ROWS and size + nbytes > ROW_CACHE_BYTES:
+            size -= sum(v.nbytes for v in _ROWS.pop(next(iter(_ROWS)))[1])
+        if nbytes <= ROW_CACHE_BYTES:
+            try:
+                _ROWS[key] = (weakref.ref(owner), value)
+            except TypeError:   # an array that takes no weak reference: not kept
+                pass
     return value
 
 
