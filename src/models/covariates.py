@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from src.utils.messages import register
+from src.utils.messages import t as _t
 
 from . import logit
 from .base import Data, MixtureModel, Params, ParamSpec
@@ -60,7 +61,13 @@ COVARIATES_META = "covariates"
 _PHRASE = {"en": "class membership a multinomial logit of {names} (one step; class {ref} the "
                  "reference)",
            "zh": "类别归属为 {names} 的多项 logit（一步法；以类别 {ref} 为参照）"}
-register({"covariates.phrase": _PHRASE})
+register({"covariates.phrase": _PHRASE,
+          "covariates.new_rows": {
+              "en": "Class probabilities of new rows are not available for the covariate model "
+                    "(--covariates); use the fitted rows' posteriors, or the coefficients with "
+                    "the new rows' covariates (src.models.logit.probabilities).",
+              "zh": "协变量模型（--covariates）不提供新数据行的类别概率；请使用已拟合行的后验概率，"
+                    "或用系数与新行的协变量计算（src.models.logit.probabilities）。"}})
 _S, _LSE, _GRAD, _HESS, _ZZ, _M3 = ("_beta_S", "_beta_lse", "_beta_grad", "_beta_hess",
                                     "_beta_zz", "_beta_m3")
 _OWN = (_S, _LSE, _GRAD, _HESS, _ZZ, _M3)
@@ -202,6 +209,15 @@ class CovariateMixture(MixtureModel):
         return value
 
     # ------------------------------------------------------------------ set-up
+    @classmethod
+    def prepare_data(cls, frame: Any, options: Mapping[str, Any]) -> tuple[Data, dict[str, Any]]:
+        """The data layer makes the covariate model's data (the family's arrays and ``Z``:
+        :func:`src.pipeline.phases.prepare_frame`); new rows alone cannot be (their
+        covariates are read beside them), so this refuses in one sentence."""
+        from src.utils.errors import DataError
+
+        raise DataError(_t("covariates.new_rows"))
+
     def setup(self, meta: Mapping[str, Any]) -> None:
         """The inner family's set-up, with the data's meta without the covariate names."""
         self.meta = dict(meta)
