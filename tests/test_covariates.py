@@ -497,6 +497,23 @@ class TestPipeline:
         assert_one_sentence(proc.stderr)
         assert "'x1'" in proc.stderr and "--columns" in proc.stderr
 
+    def test_distal_three_step_on_the_covariate_model(self, tmp_path, data_dir):
+        """--structural distal with --covariates: the measurement model is the covariate model
+        (its beta rows, the plain run's estimates) and the distal rows follow."""
+        frame = pd.read_csv(data_dir / "d.csv")
+        frame["inc"] = stream(14, "test", 21).normal(size=len(frame))
+        frame.to_csv(tmp_path / "dd.csv", index=False)
+        check_rc(run_script(tmp_path, "--data", str(tmp_path / "dd.csv"), *BASE, "--se-method",
+                            "louis", "--structural", "distal", "--distal", "inc",
+                            "--structural-se", "step3"), 0)
+        est, fitj, _ = _results(tmp_path)
+        assert "beta[2,x1]" in est.index and "distal.mean[3,inc]" in est.index
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        check_rc(_run(plain, data_dir, "--se-method", "louis"), 0)
+        est0, _, _ = _results(plain)
+        assert est.loc["beta[2,x1]", "estimate"] == est0.loc["beta[2,x1]", "estimate"]
+
     def test_api_fit_with_covariates(self, data_dir):
         """fit(frame, covariates=[...]) fits the one-step model (the other columns are items)."""
         from src.api import fit

@@ -14,7 +14,7 @@ The kept rows' covariates travel in the data dict as the design ``Z`` (intercept
 :func:`src.pipeline.phases.build_model` wraps the family in
 :class:`~src.models.covariates.CovariateMixture`.  With ``--structural covariates`` the
 same columns are step 3's (three-step estimation, :mod:`src.structural`) and no one-step
-model is built.
+model is built; with ``--structural distal`` the covariate model is the measurement model.
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ register({
 
 
 def one_step_covariates(options: Any) -> list[str] | None:
-    """The covariate columns of the one-step model: ``--covariates`` without
-    ``--structural`` (with it, the columns are three-step estimation's), else None."""
+    """The covariate columns of the one-step model: ``--covariates`` unless ``--structural
+    covariates`` (then the columns are step 3's), else None."""
     names = getattr(options, "covariates", None)
-    if not names or getattr(options, "structural", None) is not None:
+    if not names or getattr(options, "structural", None) == "covariates":
         return None
     return [str(c) for c in names]
 
