@@ -601,8 +601,13 @@ def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
 def serve(parent: int) -> None:
     """The helper's main loop (``python -c``, started by :class:`_Helper`): requests from
     stdin, one answer per item to stdout as it is made, until end-of-file."""
+    import gc
     import signal
 
+    # A collection of everything the helper holds (matplotlib's modules, the data columns)
+    # took 0.1-0.2 s, often in the middle of a figure; the helper lives one run and makes a
+    # few figures, so what their cycles hold is left to the end.
+    gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from src.parallel.lifetime import set_parent_death_signal
 
