@@ -131,7 +131,8 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     if k is None:
         k = OPTIONS["components"].default
     carried = [c for c in (options.get("id"), options.get("weights")) if c is not None]
-    carried += [c for c in (options.get("covariates") or []) if options.get("structural") != "covariates"]
+    if options.get("structural") != "covariates":   # the one-step model's: not modelled
+        carried += list(options.get("covariates") or [])
     if (carried and columns is None and isinstance(data, pd.DataFrame)
             and any(c in data.columns for c in carried)):
         columns = [c for c in data.columns if c not in carried]
