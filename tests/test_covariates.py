@@ -489,6 +489,18 @@ class TestPipeline:
         _, fitj, _ = _results(tmp_path)
         assert fitj["rows"]["n_dropped"] == 2 and fitj["n_obs"] == 698
 
+    def test_constant_and_dependent_covariates_refused(self, data_dir):
+        """A covariate constant on the rows used, or a combination of the others, is a
+        DataError naming it."""
+        from src.api import fit
+        from src.utils.errors import DataError
+        frame = pd.read_csv(data_dir / "d.csv").astype({c: str for c in ITEMS})
+        frame["x4"] = 2 * frame["x1"] - frame["x2"]
+        frame["one"] = 1.0
+        for covs, name in ((["x1", "x2", "x4"], "'x4'"), (["one", "x1"], "'one'")):
+            with pytest.raises(DataError, match=name):
+                fit(frame, "lca", 3, columns=ITEMS, covariates=covs, n_starts=1)
+
     def test_covariate_that_is_a_model_column_refused(self, tmp_path, data_dir):
         """A covariate named in --columns is refused before any work, in one sentence."""
         proc = run_script(tmp_path, "--data", str(data_dir / "d.csv"), "--model", "lca",

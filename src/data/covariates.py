@@ -28,7 +28,7 @@ from src.utils.errors import DataError, UsageError
 from src.utils.messages import register, t
 
 __all__ = ["one_step_covariates", "check_covariate_columns", "split_covariates",
-           "check_reference_class", "check_covariate_options"]
+           "check_design", "check_reference_class", "check_covariate_options"]
 
 register({
     "covariates.in_columns": {
@@ -65,6 +65,17 @@ register({
               "(--structural covariates).",
         "zh": "一步法协变量模型（--covariates）需要把数据读入内存；请用单个文件且不加 --stream，"
               "或改用三步法（--structural covariates）。"},
+    "covariates.constant": {
+        "en": "The --covariates column {column!r} of {source} has one value on every row used, "
+              "so its effect cannot be told from the intercept; leave it out of --covariates.",
+        "zh": "{source} 的 --covariates 列 {column!r} 在所用的每一行上取值相同，其效应无法与截距区分；"
+              "请把它从 --covariates 中去掉。"},
+    "covariates.dependent": {
+        "en": "The --covariates columns of {source} are linearly dependent (with the intercept) "
+              "on the rows used: {column!r} is a combination of the others; leave it out of "
+              "--covariates.",
+        "zh": "{source} 的 --covariates 列在所用的行上（与截距一起）线性相关：{column!r} 是其他列的线性组合；"
+              "请把它从 --covariates 中去掉。"},
     "covariates.unmatched": {
         "en": "Model '{model}' kept {n_kept} of the {n_rows} rows of {source} by a rule of its "
               "own, so the --covariates values cannot be matched to its rows; remove the rows "
@@ -159,6 +170,22 @@ def split_covariates(frame: pd.DataFrame, names: Sequence[str] | None,
                           what=t(f"covariates.bad.{kind}", value=value), row=row,
                           fix=t("covariates.fix_missing") if kind == "missing" else ""))
     return frame.drop(columns=keep), X
+
+
+def check_design(Z: np.ndarray, names: Sequence[str], source: str) -> None:
+    """DataError when a covariate is constant on the rows used, or the design (intercept
+    first, then ``names``) is linearly dependent: the first column that adds nothing is named."""
+    Z = np.asarray(Z, dtype=np.float64)
+    for j, name in enumerate(names, start=1):
+        if Z.shape[0] and np.all(Z[:, j] == Z[0, j]):
+            raise DataError(t("covariates.constant", column=str(name), source=source))
+    centred = Z[:, 1:] - Z[:, 1:].mean(axis=0)       # the intercept taken out
+    scale = np.sqrt((centred * centred).sum(axis=0))
+    if centred.shape[1] > 1 and centred.shape[0]:
+        r = np.abs(np.diag(np.linalg.qr(centred / scale, mode="r")))
+        for j in range(1, r.size):
+            if r[j] <= 1e-10 * max(float(r.max()), 1.0):
+                raise DataError(t("covariates.dependent", column=str(names[j]), source=source))
 
 
 def check_reference_class(reference: int, k: int) -> None:

@@ -304,6 +304,8 @@ def prepare_frame(frame: Any, options: RunOptions, cls: type[MixtureModel],
             raise DataError(t("covariates.unmatched", model=options.model, n_kept=n_obs,
                               n_rows=n_input, source=source))
         data = {**data, Z_KEY: np.ascontiguousarray(design(covs[positions], covariates)[0])}
+        from ..data.covariates import check_design
+        check_design(data[Z_KEY], covariates, source)
         record = {**record, "covariates": list(covariates),
                   "columns": [c for c in record.get("columns", [])
                               if str(c) not in covariates]}
