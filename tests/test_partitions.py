@@ -650,3 +650,17 @@ class TestFastPath:
         assert _fast_plan(LatentClassModel, ["a", "b"], {}) is None
         assert _fast_plan(GaussianMixtureModel, ["a", "b"], {}) is not None
         assert _fast_plan(MixtureRegressionModel, ["x", "y"], {}) is None   # no target
+
+    def test_files_decoded_in_jemalloc_pool(self, tmp_path):
+        """When pyarrow has jemalloc the chunks' Arrow memory is allocated there, not in the default pool (mimalloc keeps about twice the live bytes resident)."""
+        from src.data.partitions import _read_chunks, _reading_pool
+
+        pool = _reading_pool()
+        if pool is None:
+            pytest.skip("this pyarrow has no jemalloc")
+        root = write(tmp_path / "data", gmm_frames())
+        part = PartitionedSource.open(str(root)).partitions[0]
+        before = pool.bytes_allocated()
+        sizes = list(_read_chunks(part, ["a", "b", "c"], 64,
+                                  lambda f, t: (t.nbytes, pool.bytes_allocated() - before)))
+        assert all(held >= nbytes > 0 for nbytes, held in sizes)

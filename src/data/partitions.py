@@ -71,6 +71,7 @@ chunk the weights first).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -142,6 +143,39 @@ _BATCH_ROWS = 65536
 #: chunks), so reading holds about a chunk, not a row group (measured: a 400 MB file read in
 #: chunks of 65536 rows peaks at 46 MB of Arrow memory, 415 MB with pyarrow's defaults)
 _OPEN = {"pre_buffer": False, "buffer_size": 1 << 20}
+
+
+@functools.lru_cache(maxsize=1)
+def _reading_pool() -> Any:
+    """The memory pool the files are decoded in: jemalloc's when pyarrow has it, else None
+    (pyarrow's default pool).  Reading allocates and frees a chunk's pages, dictionaries and
+    columns over and over; pyarrow's default (mimalloc) keeps about twice the live bytes
+    resident (measured: 10 float columns read in chunks of 65536 rows, 28 MB live at most:
+    62-68 MB resident with mimalloc, 29-36 MB with jemalloc, 40-53 MB with the system's)."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except Exception:   # a pyarrow built without jemalloc (Windows, some conda builds)
+        return None
+
+
+def _parquet_file(path: str) -> Any:
+    """``pq.ParquetFile(path)`` opened as :data:`_OPEN` says, its reader decoding into
+    :func:`_reading_pool` (when pyarrow lets a reader be given a pool; else its default)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path, **_OPEN)
+    pool = _reading_pool()
+    if pool is not None:
+        try:
+            reader = pq.ParquetReader(memory_pool=pool)
+            reader.open(path, use_memory_map=False, metadata=pf.metadata,
+                        buffer_size=_OPEN["buffer_size"], pre_buffer=_OPEN["pre_buffer"])
+        except Exception:   # another pyarrow's reader: the default pool (memory only)
+            return pf
+        pf.reader = reader
+    return pf
 
 
 # --------------------------------------------------------------------- the source
@@ -427,10 +461,8 @@ def _to_frame(table: Any, rows: Any, as_text: bool) -> pd.DataFrame:
 
 
 def _read_group(path: str, group: int, columns: list[str]) -> Any:
-    import pyarrow.parquet as pq
-
     try:
-        return pq.ParquetFile(path, **_OPEN).read_row_group(group, columns=columns)
+        return _parquet_file(path).read_row_group(group, columns=columns)
     except Exception as exc:
         if _is_read_error(exc):
             raise _unreadable(path, exc) from None
@@ -468,13 +500,12 @@ def _read_chunks(partition: Partition, columns: list[str], chunk_rows: int,
     references to a chunk's Arrow data before yielding what ``convert`` made of it, so
     while the consumer holds a chunk only that is in memory (and the next rows read)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows!r}")
     path = partition.path
     try:
-        pf = pq.ParquetFile(path, **_OPEN)
+        pf = _parquet_file(path)
         md = pf.metadata
         group_rows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
     except Exception as exc:
@@ -490,7 +521,8 @@ def _read_chunks(partition: Partition, columns: list[str], chunk_rows: int,
     g1 = int(np.searchsorted(offsets, stop - 1, side="right") - 1)
     skip = start - int(offsets[g0])
     batches = pf.iter_batches(batch_size=min(int(chunk_rows), _BATCH_ROWS),
-                              row_groups=list(range(g0, g1 + 1)), columns=columns)
+                              row_groups=list(range(g0, g1 + 1)), columns=columns,
+                              use_threads=False)
     buf: list[Any] = []
     have = 0
     k = 0
