@@ -419,3 +419,22 @@ class TestLockstep:
         assert LOCKSTEP_MAX_ROWS < len(counts) <= 2 * LOCKSTEP_MAX_ROWS
         assert not lockstep(big, many)
         assert not lockstep(GaussianMixtureModel(2), {"X": rng.normal(size=(50, 2))})
+
+
+def test_partition_starts_never_make_a_row_impossible():
+    """Starting values from a partition keep every category's probability above 0, so 3-category answers unseen by a cluster do not end the fit (the fit once stopped with NaN statistics)."""
+    from src.estimation.em import fit_em
+    from src.estimation.starts import PROBABILITY_FLOOR_SHARE, params_from_labels
+    from src.models.lca import LatentClassModel
+
+    rng = stream(4, "test-impossible")
+    Y = rng.integers(0, 3, size=(600, 6))
+    Y[:300, 0] = 0                     # the first half never answers 1 or 2 on item 1
+    model = LatentClassModel(2)
+    model.setup(LatentClassModel.meta_from_array(Y))
+    labels = (np.arange(600) >= 300).astype(int)
+    p = params_from_labels(model, {"Y": Y}, labels)
+    assert p["prob"][0, 0, 1] == pytest.approx(PROBABILITY_FLOOR_SHARE / 3)
+    assert np.all(p["prob"] > 0)
+    np.testing.assert_allclose(p["prob"].sum(axis=2), 1.0)
+    assert np.isfinite(fit_em(model, {"Y": Y}, n_starts=2, seed=2).loglik)

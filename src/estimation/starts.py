@@ -229,9 +229,32 @@ def params_from_labels(model: MixtureModel, data: Data, labels: np.ndarray,
         resp = np.zeros((labels.size, K))
         resp[np.arange(labels.size), labels] = 1.0
     if model.has_closed_form_m_step:
-        return model.m_step(model.suff_stats(sub, resp))
+        return away_from_zero(model, model.m_step(model.suff_stats(sub, resp)))
     from .numeric_mstep import generic_params_from_resp
-    return generic_params_from_resp(model, sub, resp)
+    return away_from_zero(model, generic_params_from_resp(model, sub, resp))
+
+
+#: share of the uniform distribution mixed into a partition's category probabilities
+PROBABILITY_FLOOR_SHARE = 1e-3
+
+
+def away_from_zero(model: MixtureModel, params: Params) -> Params:
+    """``params`` with every ``probability`` parameter mixed with the uniform distribution
+    over its categories (share :data:`PROBABILITY_FLOOR_SHARE`): a class built from a part of
+    the rows (a subsample, a cluster) has probability 0 for the answers it did not see, which
+    would make a row giving such answers in every class impossible (log-likelihood -inf)."""
+    out = dict(params)
+    for spec in model.param_specs():
+        if spec.constraint != "probability" or spec.name not in out:
+            continue
+        arr = np.asarray(out[spec.name], dtype=float)
+        C = arr.shape[-1]
+        sizes = np.asarray(spec.sizes if spec.sizes is not None else [C] * arr.shape[-2])
+        valid = np.arange(C)[None, :] < sizes[:, None]              # (J, C)
+        uniform = np.where(valid, 1.0 / sizes[:, None], 0.0)
+        e = PROBABILITY_FLOOR_SHARE
+        out[spec.name] = (1.0 - e) * arr + e * uniform[None, :, :]
+    return out
 
 
 def _distinct_rows(model: MixtureModel, data: Data, cache: bool) -> tuple[Data, np.ndarray] | None:
