@@ -25,6 +25,12 @@ covariance, posteriors.csv, fit.json and report.md only); ``none`` = the same ru
 any result file (``--no-plots`` and the ``result_output`` phase replaced by one that writes
 nothing): the run the outputs are added to.
 
+``cpu`` = CPU seconds of the run's process and its drawing process (``getrusage`` of the
+finished children); ``others`` = CPUs the rest of the machine kept busy during the
+measurement (``/proc/stat`` busy time minus ``cpu``, per second of wall time; the table shows
+the largest over rounds).  On a shared machine ``--max-others 0.3`` measures again (up to
+``--retries`` times, ``--retry-wait`` seconds apart) while others used more.
+
 Two ratios.  **output / rest** (same run: the output phase against the rest of it; blind to
 work moved out of the output phase into the others).  **added** = (run of default - run of
 none) / run of none, medians over rounds: the issue's "adds at most 10%" in wall time of the
@@ -211,6 +217,25 @@ def child(argv: list[str], profile: bool) -> None:
     print(json.dumps(out))
 
 
+def _busy_cpu_seconds() -> float | None:
+    """Seconds of CPU time the whole machine spent busy since boot (/proc/stat; None
+    elsewhere)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (and theirs: the drawing process)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
               code: Path = ROOT, no_output: bool = False) -> dict:
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(code), "BENCH_CODE": str(code),
@@ -222,13 +247,19 @@ def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
     if profile_out is not None:
         env["BENCH_PROFILE_OUT"] = str(profile_out)
         cmd.append("--child-profile")
+    busy0, own0 = _busy_cpu_seconds(), _children_cpu_seconds()
     t0 = time.perf_counter()
     proc = subprocess.run([*cmd, "--", *argv], cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    busy1, own = _busy_cpu_seconds(), _children_cpu_seconds() - own0
+    busy = busy1 - busy0 if busy0 is not None and busy1 is not None else None
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr}")
     times = json.loads(proc.stdout.strip().splitlines()[-1])
     times["wall"] = wall
+    times["cpu"] = own   # the run's process and its drawing process
+    # CPUs the rest of the machine kept busy meanwhile (0: the run had the machine alone)
+    times["others"] = max(busy - own, 0.0) / wall if busy is not None and wall > 0 else None
     return times
 
 
@@ -304,6 +335,11 @@ def main() -> None:
     ap.add_argument("--settings", default="default,minimal,none",
                     help="default (plots, md+html), minimal (--no-plots --formats md), none "
                          "(no result file: the run the outputs are added to)")
+    ap.add_argument("--max-others", type=float, default=None, metavar="CPUS",
+                    help="measure again (up to --retries times) when the rest of the machine "
+                         "kept more than CPUS busy meanwhile (a shared machine)")
+    ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--retry-wait", type=float, default=10.0, metavar="SECONDS")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--profile", default=None, metavar="CASE",
@@ -336,7 +372,12 @@ def main() -> None:
         for case in cases:
             for setting in order:
                 for code in names:
-                    t = measure(case, paths[case], setting, work, codes[code])
+                    for attempt in range(args.retries + 1):   # again while others were busy
+                        t = measure(case, paths[case], setting, work, codes[code])
+                        if args.max_others is None or (t["others"] or 0.0) <= args.max_others:
+                            break
+                        time.sleep(args.retry_wait)
+                    t["attempts"] = attempt + 1
                     results[code][case][setting].append(t)
                     print(f"round {r + 1} {code:8s} {case:6s} {setting:7s} "
                           f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
@@ -344,7 +385,9 @@ def main() -> None:
                           f"mpl {'yes' if t['mpl'] else 'no'})"
                           f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
                           f"se {t['standard_error_computation']:.2f}, run {t['run']:.2f}, "
-                          f"wall {t['wall']:.2f}, load {os.getloadavg()[0]:.1f})", flush=True)
+                          f"wall {t['wall']:.2f}, cpu {t['cpu']:.2f}, others "
+                          f"{t['others'] if t['others'] is None else round(t['others'], 2)}, "
+                          f"load {os.getloadavg()[0]:.1f})", flush=True)
     info["loadavg_end"] = os.getloadavg()
 
     def med(rows, key):
@@ -361,8 +404,9 @@ def main() -> None:
         return [(a["run"] - b["run"]) / b["run"] for a, b in pairs]
 
     print("\n| code | case | setting | data s | fit s | SE s | rest s | **output s** | figures s "
-          "| csv s | **output / rest** (min-max) | run s | **added** (min-max) | wall s | files |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| csv s | **output / rest** (min-max) | run s | **added** (min-max) | wall s | cpu s "
+          "| others | files |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         for setting in settings:
             for code in codes:
@@ -378,6 +422,7 @@ def main() -> None:
                       f"{fmt(rows, 'figures')} | {fmt(rows, 'csv')} | "
                       f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
                       f"{med(rows, 'run'):.2f} | {more_s} | {med(rows, 'wall'):.2f} | "
+                      f"{med(rows, 'cpu'):.2f} | {max(row['others'] or 0.0 for row in rows):.2f} | "
                       f"{len(rows[0]['files'])} |")
     if args.json:
         args.json.write_text(json.dumps({"n": n, "machine": info, "results": results}, indent=1))
