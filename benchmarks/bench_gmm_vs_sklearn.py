@@ -5,7 +5,8 @@ starting values (our ``gmm`` start 0), same ``reg_covar``.  Every measurement ru
 own subprocess, so peak memory is that process's peak resident set (``ru_maxrss``).
 
 * time per iteration: median over timed EM iterations (ours: one ``em_map``; scikit-learn:
-  its own loop body ``_e_step`` + ``_m_step``);
+  its own loop body ``_e_step`` + ``_m_step``), wall and CPU time of the process (one thread
+  each: CPU time is what a loaded machine's time slicing does not inflate);
 * time to converge: one ``fit`` call each, to the same criterion.  Ours stops when
   ``|l_t - l_{t-1}| < tol |l_t|``; scikit-learn when the change of the *mean* log-likelihood
   is below its ``tol``, so it gets ``tol * |l*| / N`` with ``l*`` our converged log-likelihood;
