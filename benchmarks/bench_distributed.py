@@ -15,6 +15,11 @@ subprocess with BLAS at one thread.
   engine's set-up (``psutil`` sampled every 2 ms, and ``ru_maxrss``), at ``--sizes``.
 * ``streaming`` with ``--readers arrow``: the same engine over a plain pyarrow-to-numpy reader
   (no validation, no pandas): the floor of reading these files.
+* ``streaming`` with ``--readers slow``: the project's reader without its fast path (every
+  chunk through pandas and the family's ``prepare_data``, decoded in pyarrow's default memory
+  pool: ``src.data.partitions.FAST_CHUNKS`` off, ``_reading_pool`` None), at ``--sizes``: what
+  a family without ``fast_chunk`` costs.  ``--read-ahead N``: the streaming engine's depth
+  (default its ``READ_AHEAD``).
 * ``dask``: :class:`src.parallel.dask_engine.DaskEngine` on a ``LocalCluster`` of 1 and one of
   2 worker processes (1 thread each), both started and loaded first (partitions held on the
   workers, ``persist``), then ``--rounds`` rounds of one EM iteration on each, in alternating
@@ -38,7 +43,7 @@ subprocess with BLAS at one thread.
 
 Usage: ``python benchmarks/bench_distributed.py [--n 1e7] [--partitions 24] [--iters 3]
 [--sizes 1e6 1e7] [--rounds 3] [--spark-n N] [--skip inmemory,streaming,dask,overhead,spark]
-[--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
+[--readers project,slow,arrow] [--read-ahead N] [--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
 largest's, fewer of them.  Per-iteration wall and CPU times are both recorded (a shared
 machine's load shows in the wall times).  Results go to
 ``benchmarks/out/distributed/`` (not in git).
@@ -174,12 +179,16 @@ def reader_of(folder: str, info: dict, chunk_rows: int, kind: str = "project"):
         kind = "arrow"
     if kind == "arrow":
         return ArrowReader(folder, chunk_rows), "arrow"
+    if kind == "slow":   # the slow path in pyarrow's default pool
+        import src.data.partitions as partitions
+        partitions.FAST_CHUNKS = False
+        partitions._reading_pool = lambda: None
     from src.estimation.engines import ParquetPartitions
     from src.models.gmm import GaussianMixtureModel
     source = PartitionedSource.open(folder)
     meta = {"columns": info["columns"], "shift": info["shift"], "n_dropped": 0}
     return ParquetPartitions(source, GaussianMixtureModel, {"covariance": "full"}, meta,
-                             chunk_rows, columns=COLUMNS), "project"
+                             chunk_rows, columns=COLUMNS), kind
 
 
 class PeakRSS:
@@ -251,12 +260,13 @@ def child_streaming(cfg: dict) -> dict:
     model = _model(info)
     from src.estimation.engines import StreamingEngine, engine_em_map
     reader, kind = reader_of(cfg["folder"], info, cfg["chunk_rows"], cfg.get("reader", "project"))
-    engine = StreamingEngine(reader, None, {}, None, n_obs=info["n"])
+    more = {} if cfg.get("read_ahead") is None else {"read_ahead": int(cfg["read_ahead"])}
+    engine = StreamingEngine(reader, None, {}, None, n_obs=info["n"], **more)
     params = _params(cfg["params"])
     out: dict = {"reader": kind, "chunk_bytes": cfg["chunk_rows"] * D * 8}
     base = psutil.Process().memory_info().rss
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if kind == "project":
+    if kind in ("project", "slow"):
         from src.data.partitions import PartitionedSource, scan
         from src.models.gmm import GaussianMixtureModel
         with PeakRSS() as peak:
@@ -524,7 +534,10 @@ def main() -> None:
                     help="simulation: in-process workers (threads, no TCP) per cluster")
     ap.add_argument("--readers", default="project,arrow",
                     help="streaming readers: project (src.data.partitions), arrow (plain "
-                         "pyarrow to numpy, no validation: the floor of reading)")
+                         "pyarrow to numpy, no validation: the floor of reading), slow (the "
+                         "project's reader without its fast path, in pyarrow's default pool)")
+    ap.add_argument("--read-ahead", type=int, default=None,
+                    help="streaming: chunks read ahead (default the engine's READ_AHEAD)")
     ap.add_argument("--skip", default="")
     ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/bench_distributed"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks/out/distributed/results.json"))
@@ -550,7 +563,7 @@ def main() -> None:
     def cfg(size: int, **more) -> dict:
         f, i = datasets[size]
         return {"folder": str(f), "info": i, "params": str(params), "iters": args.iters,
-                "chunk_rows": CHUNK_ROWS, **more}
+                "chunk_rows": CHUNK_ROWS, "read_ahead": args.read_ahead, **more}
 
     def show(name: str, value) -> None:
         print(f"{name}: {json.dumps(value, default=str)[:600]}", flush=True)
@@ -564,6 +577,10 @@ def main() -> None:
         if "arrow" in args.readers.split(","):
             results["streaming_arrow"] = run_child("streaming", cfg(n, reader="arrow"))
             show("streaming_arrow", results["streaming_arrow"])
+        if "slow" in args.readers.split(","):
+            results["streaming_slow"] = {f"{s:.0e}": run_child("streaming", cfg(s, reader="slow"))
+                                         for s in sizes}
+            show("streaming_slow", results["streaming_slow"])
     if "dask" not in skip:
         results["dask"] = run_child("dask", cfg(n, workers=[1, 2], rounds=args.rounds))
         show("dask", results["dask"])
@@ -613,6 +630,14 @@ def summarise(r: dict) -> None:
         peaks = [row["peak_above_setup_sampled"] for row in r["streaming"].values()]
         if len(peaks) > 1:
             s["streaming_peak_largest_over_smallest_n"] = peaks[-1] / peaks[0]
+    if "streaming_slow" in r:
+        for size, row in r["streaming_slow"].items():
+            s[f"slow_{size}_s_per_iter"] = med(row["seconds"])
+            s[f"slow_{size}_cpu_s_per_iter"] = med(row["cpu_seconds"])
+            s[f"slow_{size}_peak_above_setup_mb"] = row["peak_above_setup_sampled"] / 2**20
+            s[f"slow_{size}_peak_in_chunks"] = row["peak_above_setup_sampled"] / row["chunk_bytes"]
+        if "inmemory" in r and big in r["streaming_slow"]:
+            s["slow_over_inmemory"] = s[f"slow_{big}_s_per_iter"] / s["inmemory_s_per_iter"]
     if "streaming_arrow" in r:
         s["streaming_arrow_s_per_iter"] = med(r["streaming_arrow"]["seconds"])
         if "inmemory" in r:
