@@ -183,7 +183,8 @@ def _data_columns(model: Any, data: Mapping[str, np.ndarray]) -> np.ndarray:
 DATA_SPECS: dict[str, Callable[..., Spec | None]] = {
     "profile": lambda model, data: profile_data(model.items, model.categories,
                                                 model.n_components),
-    "scatter": lambda model, data: (scatter_data(_data_columns(model, data), model.columns)
+    "scatter": lambda model, data: (scatter_data(_data_columns(model, data), model.columns,
+                                                 model.n_components)
                                     if _data_columns(model, data).shape[1] >= 2 else None),
     "density": lambda model, data: (density_data(_data_columns(model, data)[:, 0],
                                                  model.columns[0])

@@ -149,14 +149,15 @@ def _small_int(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int8 if top < 127 else np.int16 if top < 32767 else np.int64)
 
 
-def scatter_data(X: np.ndarray, columns: Sequence[str]) -> Spec:
+def scatter_data(X: np.ndarray, columns: Sequence[str], n_classes: int) -> Spec:
     """The scatter figure's first-stage :class:`~.spec.Spec`: the first
-    :data:`MAX_COLUMNS` columns of every row and their names."""
+    :data:`MAX_COLUMNS` columns of every row, their names and the number of classes."""
     X = np.asarray(X, dtype=float)
     D = X.shape[1]
     m = min(D, MAX_COLUMNS)
-    return Spec("scatter", {"columns": [str(c) for c in columns[:m]], "n_columns": D},
-                {"X": X[:, :m] if m < D else X}, "", frozenset({"columns", "n_columns", "X"}))
+    meta = {"columns": [str(c) for c in columns[:m]], "n_columns": D,
+            "n_classes": int(n_classes)}
+    return Spec("scatter", meta, {"X": X[:, :m] if m < D else X}, "", frozenset([*meta, "X"]))
 
 
 def scatter_spec(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
@@ -164,7 +165,7 @@ def scatter_spec(X: np.ndarray, columns: Sequence[str], weight: np.ndarray,
     """The scatter figure's :class:`~.spec.Spec` (arguments as :func:`scatter_plot`): the
     first :data:`MAX_COLUMNS` columns of every row and their modal classes (the drawing
     takes the subsample and the histograms)."""
-    spec = scatter_data(X, columns)
+    spec = scatter_data(X, columns, np.asarray(weight).size)
     n, m = spec.arrays["X"].shape
     D = spec.meta["n_columns"]
     extra = t("plots.scatter_columns", shown=m, total=D) if D > m else ""
@@ -201,8 +202,9 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     from matplotlib.patches import Ellipse
     from matplotlib.ticker import NullLocator
 
-    X, columns, D = arrays["X"], meta["columns"], int(meta["n_columns"])
+    X, columns, D, K = arrays["X"], meta["columns"], int(meta["n_columns"]), int(meta["n_classes"])
     n, m = X.shape
+    colors = L.colors(K)
     idx = L.subsample(n)
     lows, highs = X.min(axis=0), X.max(axis=0)
     title = f"Data by modal class, {ELLIPSE_LEVEL:.0%} ellipses"
@@ -213,11 +215,27 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     small = {"xtick.labelsize": 7, "ytick.labelsize": 7} if m > 2 else {}
     panels: dict[tuple[int, int], Any] = {}
     edges: dict[int, np.ndarray] = {}
+    pieces: dict[tuple[int, int], tuple[list[Any], list[Any], Any]] = {}
+
+    def empty_pair(ax: Any) -> tuple[list[Any], list[Any], Any]:
+        """The artists of a scatter panel, in their order, without positions yet."""
+        points = L.point_lines(ax, idx.size, colors,
+                               L.marker_size(idx.size) * (1.0 if m == 2 else 0.5))
+        ellipses = [Ellipse((0.0, 0.0), 1.0, 1.0, fill=False, edgecolor=colors[k],
+                            linewidth=1.6 if m == 2 else 1.2) for k in range(K)]
+        for ellipse in ellipses:
+            ax.add_patch(ellipse)
+        centres = Line2D([], [], linestyle="none", marker="x", color="black",
+                         markersize=6 if m == 2 else 4.5, markeredgewidth=1.5 if m == 2 else 1.2)
+        ax.add_line(centres)
+        return points, ellipses, centres
+
     # every artist is made inside (rcParams are read when it is created, ticks when drawn)
     with L.style(), matplotlib.rc_context(small):
         if m == 2:
             fig = L.figure(6.4, 5.4)
             ax = panels[1, 0] = fig.add_subplot(1, 1, 1)
+            pieces[1, 0] = empty_pair(ax)
             ax.set_xlabel(str(columns[0]))
             ax.set_ylabel(str(columns[1]))
             ax.set_title(title, fontsize=10)
@@ -230,10 +248,12 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
                     if i == j:
                         edges[i] = _histogram(ax, X[:, i])
                         ax.yaxis.set_major_locator(NullLocator())
-                    elif j == 0:
-                        ax.set_ylabel(str(columns[i]), fontsize=8)
                     else:
-                        ax.yaxis.set_major_locator(NullLocator())
+                        pieces[i, j] = empty_pair(ax)
+                        if j == 0:
+                            ax.set_ylabel(str(columns[i]), fontsize=8)
+                        else:
+                            ax.yaxis.set_major_locator(NullLocator())
                     if i == m - 1:
                         ax.set_xlabel(str(columns[j]), fontsize=8)
                     else:
@@ -241,21 +261,19 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             fig.suptitle(title, fontsize=10)
     yield
     weight, means, covs = arrays["weight"], arrays["means"], arrays["covs"]
-    K = weight.size
-    colors = L.colors(K)
     groups = arrays["modal"][idx]
     ranges = [ellipse_range(lows[j], highs[j], means[:, j], covs[:, j, j]) for j in range(m)]
 
     def pair(ax: Any, i: int, j: int) -> None:   # column j across, column i up
-        L.points(ax, X[idx, j], X[idx, i], groups, colors,
-                 L.marker_size(idx.size) * (1.0 if m == 2 else 0.5))
-        for k in range(K):
-            sub = covs[k][np.ix_([j, i], [j, i])]
-            w, h, ang = ellipse_geometry(sub)
-            ax.add_patch(Ellipse((means[k, j], means[k, i]), w, h, angle=ang, fill=False,
-                                 edgecolor=colors[k], linewidth=1.6 if m == 2 else 1.2))
-        ax.plot(means[:, j], means[:, i], linestyle="none", marker="x", color="black",
-                markersize=6 if m == 2 else 4.5, markeredgewidth=1.5 if m == 2 else 1.2)
+        points, ellipses, centres = pieces[i, j]
+        L.fill_points(points, X[idx, j], X[idx, i], groups)
+        for k, ellipse in enumerate(ellipses):
+            w, h, ang = ellipse_geometry(covs[k][np.ix_([j, i], [j, i])])
+            ellipse.set_center((means[k, j], means[k, i]))
+            ellipse.set_width(w)
+            ellipse.set_height(h)
+            ellipse.set_angle(ang)
+        centres.set_data(means[:, j], means[:, i])
         ax.set_xlim(*ranges[j])
         ax.set_ylim(*ranges[i])
 

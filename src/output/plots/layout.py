@@ -190,6 +190,38 @@ def points(ax: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, colors: Se
                         markeredgewidth=0, color=color, alpha=alpha)
 
 
+def point_lines(ax: Any, n: int, colors: Sequence[Any], size: float, alpha: float = 0.6,
+                batches: int = 8) -> list[tuple[int, int, int, Any]]:
+    """:func:`points` in two stages, for a drawing's first stage: the empty markers line of
+    every batch and group of ``n`` rows, added to ``ax`` in :func:`points`'s order;
+    :func:`fill_points` gives each its rows once the groups are known (a line left without
+    rows is removed), so the figure is :func:`points`'s.  Returns ``(first row, last row,
+    group, line)`` per line."""
+    from matplotlib.lines import Line2D
+
+    bounds = np.linspace(0, n, min(batches, max(n, 1)) + 1).astype(int)
+    diameter = math.sqrt(size)
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        for k, color in enumerate(colors):
+            line = Line2D([], [], linestyle="none", marker="o", markersize=diameter,
+                          markeredgewidth=0, color=color, alpha=alpha)
+            ax.add_line(line)
+            out.append((int(a), int(b), k, line))
+    return out
+
+
+def fill_points(lines: Sequence[tuple[int, int, int, Any]], x: np.ndarray, y: np.ndarray,
+                groups: np.ndarray) -> None:
+    """The second stage of :func:`point_lines`: each line's rows of its group."""
+    for a, b, k, line in lines:
+        sel = np.flatnonzero(groups[a:b] == k) + a
+        if sel.size:
+            line.set_data(x[sel], y[sel])
+        else:
+            line.remove()
+
+
 def colors(K: int) -> list[tuple[float, ...]]:
     """One colour per class: tab10 up to 10 classes, tab20 up to 20, then turbo."""
     import matplotlib
