@@ -537,13 +537,14 @@ class _Inbox:
         else:
             self.queue.append(message)
 
-    def waiting(self) -> bool:
-        """Whether a request waits (cancels are taken in as they come)."""
+    def waiting(self, timeout: float = 0.0) -> bool:
+        """Whether a request waits, or comes within ``timeout`` seconds (cancels are taken
+        in as they come)."""
         import select
 
         while not self.queue:
             try:
-                if not select.select([self.fd], [], [], 0)[0]:
+                if not select.select([self.fd], [], [], timeout)[0]:
                     return False
             except (OSError, ValueError):
                 return False
@@ -562,23 +563,30 @@ class _Inbox:
         return self.queue.popleft()
 
 
-def _start_up(inbox: _Inbox, out: int) -> None:
-    """Import matplotlib, draw a small figure (fonts loaded, caches filled), import Arrow
-    and write a small CSV, each step only while no request waits; then say so."""
+#: seconds without a request before the helper imports Arrow (for posteriors.csv): a fit as
+#: short as LCA's sends the estimate within about 0.1 s of the data, and the figures go first
+_ARROW_AFTER = 0.25
+
+
+def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
+    """What the helper does while it has nothing else to do, in order, each after that many
+    seconds without a request: import matplotlib, draw a small figure (fonts loaded, caches
+    filled; not when a figure was started already: ``drawn()``), import Arrow and write a
+    small CSV, then tell the run it is ready."""
     from .plots import _import_matplotlib
 
-    _import_matplotlib()
-    if inbox.waiting():
-        return
-    render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model imports)
-                {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))
-    if inbox.waiting():
-        return
-    from .posteriors import csv_of_posteriors
+    def figure() -> None:
+        if not drawn():
+            render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model
+                        {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))   # imports)
 
-    csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
-    if not inbox.waiting():
+    def arrow() -> None:
+        from .posteriors import csv_of_posteriors
+
+        csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
         _write_all(out, pack({"ready": True}, {}))
+
+    return [(0.0, _import_matplotlib), (0.0, figure), (_ARROW_AFTER, arrow)]
 
 
 def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
@@ -617,17 +625,21 @@ def serve(parent: int) -> None:
     out = os.dup(1)
     os.dup2(2, 1)  # a stray print must not enter the answers
     inbox = _Inbox(0)
-    try:
-        _start_up(inbox, out)
-    except Exception:   # matplotlib or Arrow missing or broken: the run makes everything
-        pass
     drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
+    requests = [0]
+    warm_ups = _warm_ups(out, lambda: requests[0] > 0)
     while True:
+        while warm_ups and not inbox.waiting(warm_ups[0][0]):   # (matplotlib: needed anyway)
+            try:
+                warm_ups.pop(0)[1]()
+            except Exception:   # matplotlib or Arrow missing or broken: the run makes all
+                warm_ups.clear()
         message = inbox.next()
         if message is None:
             os._exit(0)  # nothing to flush (answers go out with os.write): no slow teardown
         meta, arrays = message
         job = int(meta["job"])
+        requests[0] += 1
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
