@@ -129,6 +129,17 @@ def test_helper_writes_the_posteriors_csv_written_here(fits, helper):
         assert csv(labels) == here and background.last_source("posteriors.csv") == "helper", case
 
 
+def test_posteriors_for_gives_what_submit_fit_computed(fits, helper):
+    """posteriors_for returns the posteriors submit_fit computed (equal to posteriors_of) for the same fit and chunk size, and None for another estimate or chunk size."""
+    model, data, params, post = fits["gmm1"]
+    assert background.submit_fit(model, data, params, 128)
+    got = background.posteriors_for(model, data, params, 128)
+    assert got is not None and np.array_equal(got.tau, posteriors_of(model, data, params, 128).tau)
+    assert background.posteriors_for(model, data, params, 64) is None
+    moved = {k: np.asarray(v) * (1.001 if k == "mean" else 1.0) for k, v in params.items()}
+    assert background.posteriors_for(model, data, moved, 128) is None
+
+
 def test_other_numbers_are_drawn_here(fits, helper):
     """A job for one estimate is not taken for another: figures() draws the other estimate here."""
     from src.output.plots import figures

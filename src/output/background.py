@@ -59,7 +59,8 @@ from .plots.spec import (HEAD_SIZE, FormatError, Spec, finish, message_size, pac
                          start_drawing, unpack)
 
 __all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures",
-           "collect_posteriors_csv", "stop", "helper_pid", "last_source", "wait_ready", "serve"]
+           "collect_posteriors_csv", "posteriors_for", "stop", "helper_pid", "last_source",
+           "wait_ready", "serve"]
 
 #: the project's root (the folder holding ``src``), put on the helper's path
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -126,6 +127,7 @@ class _Job:
     post: Any
     specs: dict[str, Spec]
     csv: dict[str, Any] | None
+    chunk_size: int = 0
     results: dict[str, Future] = field(default_factory=dict)
 
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
@@ -383,7 +385,7 @@ def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any]
                           {"id_column": id_column, "chunk_size": int(chunk_size)}, list(parts),
                           None])
             arrays.update({f"{CSV_ITEM}/{k}": v for k, v in parts.items()})
-    job = _Job(_next_id(), model, data, params, post, specs, csv)
+    job = _Job(_next_id(), model, data, params, post, specs, csv, int(chunk_size))
     job.results = {item[0]: Future() for item in items}
     with _LOCK:
         _JOB = job
@@ -407,6 +409,19 @@ def submit_fit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, 
                       chunk_size=chunk_size)
     except Exception:   # result_output meets the same error in its own phase
         return False
+
+
+def posteriors_for(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
+                   chunk_size: int) -> Any:
+    """The posteriors :func:`submit_fit` computed for this fit (the same model and data
+    objects, an equal estimate and chunk size), or None: ``result_output`` can take them
+    instead of computing them again (an E-step over every row: 20-30 ms at 1e5 rows of a
+    Gaussian mixture)."""
+    job = _JOB
+    if (job is None or model is not job.model or data is not job.data
+            or job.chunk_size != int(chunk_size) or not _same_params(params, job.params)):
+        return None
+    return job.post
 
 
 def _same_params(a: Mapping[str, Any], b: Mapping[str, np.ndarray]) -> bool:
