@@ -2,23 +2,26 @@
 goes on.
 
 A run with plots (one K) starts a helper process as it begins (:func:`start`, from
-:mod:`src.pipeline.tracked`); the helper imports matplotlib, draws a small figure to warm its
-fonts and imports Arrow while the run reads the data.  Then the run sends it three things:
+:mod:`src.pipeline.tracked`); the helper imports matplotlib at once and, whenever it has
+nothing else to do, draws a small figure (fonts loaded) and imports Arrow (only after 0.25 s
+without a request: a short fit's estimate follows its data closely, and the figures come
+first).  The run sends it:
 
 1. once the data are read, the first stage of every figure (:func:`submit_data`: column and
    item names, the data columns; :mod:`.plots.spec`), which the helper draws while the model
-   is fitted: canvas, axes, histograms of the data, labels;
+   is fitted: canvas, axes, histograms of the data, labels, empty point and ellipse artists;
 2. once the estimate is known, the second stage (:func:`submit_fit`: the posteriors computed
    here, then the estimate's arrays of every figure) and, when the rows are named by
    numbers, the arrays of ``posteriors.csv``; the helper finishes the figures while the run
-   computes the standard errors, then writes the CSV;
-3. nothing else: :func:`src.output.plots.figures` and
-   :func:`src.output.posteriors.posteriors_csv` take the helper's bytes
-   (:func:`collect_figures`, :func:`collect_posteriors_csv`) when asked for the same thing --
-   the same model and data objects, an equal estimate and equal posteriors (and for the CSV
-   equal row names, id column and chunk size).  The CSV is the helper's only if it is done
-   or under way by then; otherwise the run writes it itself and tells the helper to skip it
-   (with the figures still drawing there, the run is the faster writer).
+   computes the standard errors, then writes the CSV.
+
+:func:`src.output.plots.figures` and :func:`src.output.posteriors.posteriors_csv` then take the
+helper's bytes (:func:`collect_figures`, :func:`collect_posteriors_csv`) when asked for the
+same thing -- the same model and data objects, an equal estimate and equal posteriors (and for
+the CSV equal row names, id column and chunk size); :func:`posteriors_for` gives the
+posteriors computed for it.  The CSV is the helper's only if it is done or under way by then;
+otherwise the run writes it itself and tells the helper to skip it (with the figures still
+drawing there, the run is the faster writer).
 
 Whatever the helper does not deliver (it could not start, died, answered with an error, or
 was not sent that stage) is made in the run's process from the same arrays: the bytes are
@@ -27,15 +30,16 @@ stages make the same artists in the same order; tested).
 
 Why a process and not a thread: matplotlib's import (0.3-0.45 s) and drawing (0.1-0.3 s a
 figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's EM on answer
-patterns), in a process they run beside it on the second core.
+patterns), in a process they run beside it on the second core.  The helper collects no
+garbage (a full collection took 0.1-0.2 s in the middle of a figure; it lives one run).
 
 Lifetime: the helper never outlives the run.  It reads its requests from a pipe and exits at
 end-of-file (sent once everything was collected, or by :func:`stop` as the run leaves, or
-because the run is gone); on Linux it also asks the kernel for SIGKILL when the thread that
-started it ends (``PR_SET_PDEATHSIG``, as the project's worker processes do,
-:mod:`src.parallel.lifetime`), so a SIGKILLed run leaves no helper behind.  It ignores SIGINT
-(Ctrl-C is the run's to handle).  Nothing the helper receives is code: messages are
-:func:`~.plots.spec.pack` bytes (JSON and numeric arrays).
+because the run is gone; a helper still busy then is killed after 0.5 s); on Linux it also
+asks the kernel for SIGKILL when the thread that started it ends (``PR_SET_PDEATHSIG``, as the
+project's worker processes do, :mod:`src.parallel.lifetime`), so a SIGKILLed run leaves no
+helper behind.  It ignores SIGINT (Ctrl-C is the run's to handle).  Nothing the helper
+receives is code: messages are :func:`~.plots.spec.pack` bytes (JSON and numeric arrays).
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .plots.layout import Plot
-from .plots.spec import (HEAD_SIZE, FormatError, Spec, finish, message_size, pack, render, start as
-                         start_drawing, unpack)
+from .plots.spec import HEAD_SIZE, FormatError, Spec, finish, message_size, pack, render, unpack
+from .plots.spec import start as start_drawing
 
 __all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures",
            "collect_posteriors_csv", "posteriors_for", "stop", "helper_pid", "last_source",

@@ -145,12 +145,15 @@ def message_size(head: bytes) -> int:
 HEAD_SIZE = len(_MAGIC) + _LENGTHS.size
 
 
-def unpack(head: bytes, rest: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def unpack(head: bytes, rest: bytes | bytearray | memoryview
+           ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, arrays) of a message whose first :data:`HEAD_SIZE` bytes are ``head`` and the
     rest ``rest``; the arrays are read-only views of ``rest``."""
+    if len(head) != HEAD_SIZE or not head.startswith(_MAGIC):
+        raise FormatError("not a figure message")
     header_size, body_size = _LENGTHS.unpack(head[len(_MAGIC):])
-    if not head.startswith(_MAGIC) or len(rest) != header_size + body_size:
-        raise FormatError("a truncated or foreign figure message")
+    if len(rest) != header_size + body_size:
+        raise FormatError("a truncated figure message")
     view = memoryview(rest)
     try:
         header = json.loads(bytes(view[:header_size]).decode("utf-8"))
