@@ -61,7 +61,6 @@ after=.] [--json out.json]`` (about 10 minutes at 3 rounds on 2 cores, per versi
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform

@@ -33,6 +33,8 @@ figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's 
 patterns), in a process they run beside it on the second core.  The helper collects no
 garbage (a full collection took 0.1-0.2 s in the middle of a figure; it lives one run).
 
+The helper's side (its loop, idle work and the pipe framing) is :mod:`.helper`.
+
 Lifetime: the helper never outlives the run.  It reads its requests from a pipe and exits at
 end-of-file (sent once everything was collected, or by :func:`stop` as the run leaves, or
 because the run is gone; a helper still busy then is killed after 0.5 s); on Linux it also
@@ -45,7 +47,6 @@ receives is code: messages are :func:`~.plots.spec.pack` bytes (JSON and numeric
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import queue
 import subprocess
@@ -58,13 +59,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .helper import read_message, write_all
 from .plots.layout import Plot
-from .plots.spec import HEAD_SIZE, FormatError, Spec, finish, message_size, pack, render, unpack
-from .plots.spec import start as start_drawing
+from .plots.spec import FormatError, Spec, pack, render
 
 __all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures",
            "collect_posteriors_csv", "posteriors_for", "stop", "helper_pid", "last_source",
-           "wait_ready", "serve"]
+           "wait_ready"]
 
 #: the project's root (the folder holding ``src``), put on the helper's path
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -72,39 +73,6 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 WAIT_SECONDS = 600.0
 #: the item name of posteriors.csv in a job (figures are named by their file)
 CSV_ITEM = "posteriors.csv"
-_READ = 1 << 20
-
-
-# ---------------------------------------------------------------------- pipes
-def _write_all(fd: int, parts: list[Any]) -> None:
-    for part in parts:
-        view = memoryview(part).cast("B")
-        while view.nbytes:
-            written = os.write(fd, view)
-            view = view[written:]
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    """``size`` bytes from ``fd``; None at end-of-file before any byte (a clean end)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        chunk = os.readv(fd, [view[got:got + _READ]])
-        if chunk == 0:
-            if got == 0:
-                return None
-            raise EOFError(f"the pipe ended after {got} of {size} bytes")
-        got += chunk
-    return bytes(buf)
-
-
-def _read_message(fd: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    head = _read_exactly(fd, HEAD_SIZE)
-    if head is None:
-        return None
-    rest = _read_exactly(fd, message_size(head)) or b""
-    return unpack(head, rest)
 
 
 def _items(specs: Mapping[str, Spec], part: str) -> tuple[list[Any], dict[str, np.ndarray]]:
@@ -156,7 +124,7 @@ class _Helper:
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                "from src.output.background import serve; serve(int(sys.argv[2]))")
+                "from src.output.helper import serve; serve(int(sys.argv[2]))")
         self.proc = subprocess.Popen([sys.executable, "-c", code, _ROOT, str(os.getpid())],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=env, bufsize=0,
@@ -201,7 +169,7 @@ class _Helper:
             if parts is None:
                 break
             try:
-                _write_all(self._to, parts)
+                write_all(self._to, parts)
             except OSError:
                 self._dead()
                 break
@@ -213,7 +181,7 @@ class _Helper:
     def _read_loop(self) -> None:
         try:
             while True:
-                message = _read_message(self._from)
+                message = read_message(self._from)
                 if message is None:
                     break
                 meta, arrays = message
@@ -540,144 +508,3 @@ def stop() -> None:
 atexit.register(stop)
 
 
-# ---------------------------------------------------------------------- server
-class _Inbox:
-    """The helper's requests: read from ``fd`` as needed, or ahead of time to see a cancel."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.queue: collections.deque = collections.deque()
-        self.cancelled: set[tuple[int, str]] = set()
-
-    def _keep(self, message: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
-        meta = message[0]
-        if meta.get("op") == "cancel":
-            self.cancelled.add((int(meta["job"]), str(meta["item"])))
-        else:
-            self.queue.append(message)
-
-    def waiting(self, timeout: float = 0.0) -> bool:
-        """Whether a request waits, or comes within ``timeout`` seconds (cancels are taken
-        in as they come)."""
-        import select
-
-        while not self.queue:
-            try:
-                if not select.select([self.fd], [], [], timeout)[0]:
-                    return False
-            except (OSError, ValueError):
-                return False
-            message = _read_message(self.fd)
-            if message is None:
-                return True   # end-of-file: the loop sees it next
-            self._keep(message)
-        return True
-
-    def next(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-        while not self.queue:
-            message = _read_message(self.fd)
-            if message is None:
-                return None
-            self._keep(message)
-        return self.queue.popleft()
-
-
-#: seconds without a request before the helper imports Arrow (for posteriors.csv): a fit as
-#: short as LCA's sends the estimate within about 0.1 s of the data, and the figures go first
-_ARROW_AFTER = 0.25
-
-
-def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
-    """What the helper does while it has nothing else to do, in order, each after that many
-    seconds without a request: import matplotlib, draw a small figure (fonts loaded, caches
-    filled; not when a figure was started already: ``drawn()``), import Arrow and write a
-    small CSV, then tell the run it is ready."""
-    from .plots import _import_matplotlib
-
-    def figure() -> None:
-        if not drawn():
-            render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model
-                        {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))   # imports)
-
-    def arrow() -> None:
-        from .posteriors import csv_of_posteriors
-
-        csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
-        _write_all(out, pack({"ready": True}, {}))
-
-    return [(0.0, _import_matplotlib), (0.0, figure), (_ARROW_AFTER, arrow)]
-
-
-def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-          drawing: Any = None) -> tuple[dict[str, Any], bytes]:
-    if kind == "posteriors.csv":
-        from .posteriors import csv_of_posteriors
-
-        body = csv_of_posteriors(arrays["labels"], arrays["tau"], arrays.get("inverse"),
-                                 meta["id_column"], int(meta["chunk_size"]))
-        return {}, body
-    if drawing is None:
-        drawing = start_drawing(kind, meta, arrays)
-        meta, arrays = {}, {}
-    elif isinstance(drawing, Exception):
-        raise drawing   # its first stage failed
-    png, width, height = finish(drawing, meta, arrays)
-    return {"width": width, "height": height}, png
-
-
-def serve(parent: int) -> None:
-    """The helper's main loop (``python -c``, started by :class:`_Helper`): requests from
-    stdin, one answer per item to stdout as it is made, until end-of-file."""
-    import gc
-    import signal
-
-    # A collection of everything the helper holds (matplotlib's modules, the data columns)
-    # took 0.1-0.2 s, often in the middle of a figure; the helper lives one run and makes a
-    # few figures, so what their cycles hold is left to the end.
-    gc.disable()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from src.parallel.lifetime import set_parent_death_signal
-
-    set_parent_death_signal()
-    if os.getppid() != parent:  # the run ended before the signal was armed
-        return
-    out = os.dup(1)
-    os.dup2(2, 1)  # a stray print must not enter the answers
-    inbox = _Inbox(0)
-    drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
-    requests = [0]
-    warm_ups = _warm_ups(out, lambda: requests[0] > 0)
-    while True:
-        while warm_ups and not inbox.waiting(warm_ups[0][0]):   # (matplotlib: needed anyway)
-            try:
-                warm_ups.pop(0)[1]()
-            except Exception:   # matplotlib or Arrow missing or broken: the run makes all
-                warm_ups.clear()
-        message = inbox.next()
-        if message is None:
-            os._exit(0)  # nothing to flush (answers go out with os.write): no slow teardown
-        meta, arrays = message
-        job = int(meta["job"])
-        requests[0] += 1
-        for name, kind, item_meta, keys, *base in meta["items"]:
-            item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
-            if meta["op"] == "prepare":
-                try:
-                    drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
-                except Exception as exc:   # reported when the second stage comes
-                    drawings[job, name] = exc
-                continue
-            if kind == "posteriors.csv":   # the run may write it itself meanwhile
-                inbox.waiting()   # (takes in a cancel sent so far)
-                if (job, name) in inbox.cancelled:
-                    continue
-                _write_all(out, pack({"job": job, "item": name, "started": True}, {}))
-            try:
-                drawing = drawings.pop((base[0], name), None) if base and base[0] else None
-                info, body = _make(kind, item_meta, item_arrays, drawing)
-                answer = {"job": job, "item": name, "error": None, **info}
-                blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
-            except Exception as exc:   # reported; the run makes this one itself
-                answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
-                blobs = {}
-            _write_all(out, pack(answer, blobs))

@@ -62,8 +62,8 @@ from .profile import profile_data, profile_plot, profile_spec
 from .regression import regression_data, regression_plot, regression_spec
 from .spec import Spec, render
 
-__all__ = ["criteria_plot", "Plot", "Spec", "figures", "figure_specs", "figure_data_specs",
-           "FIGURES", "SPECS", "DATA_SPECS",
+__all__ = ["criteria_plot", "criteria_spec", "Plot", "Spec", "figures", "figure_specs",
+           "figure_data_specs", "FIGURES", "SPECS", "DATA_SPECS",
            "profile_plot", "scatter_plot", "density_plot", "regression_plot", "posterior_plot",
            "posterior_histogram", "ellipse_geometry", "subsample", "covariances", "preload",
            "render", "MAX_POINTS", "MAX_COLUMNS", "ELLIPSE_LEVEL", "DPI"]

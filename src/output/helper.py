@@ -1,0 +1,201 @@
+"""The drawing process's side of :mod:`.background`: its main loop (:func:`serve`, started
+as ``python -c`` by the run), what it does while idle, and the pipe framing both sides use.
+
+Requests come on stdin as :func:`~.plots.spec.pack` messages (JSON and numeric arrays, no
+code): ``prepare`` (first stages of figures), ``finish`` (second stages, both stages of any
+figure not prepared, and ``posteriors.csv`` last), ``cancel`` (skip an item not begun).  Each
+item is answered on stdout as soon as it is made (a PNG or the CSV's bytes, or the error's
+text for the run to make it itself); the CSV's start is announced, so the run waits for it
+rather than writing it again.  The loop ends at end-of-file.  Imports here are light
+(NumPy, the drawing modules, Arrow when a CSV comes): nothing of the models or inference.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from .plots.spec import HEAD_SIZE, Spec, finish, message_size, pack, render, unpack
+from .plots.spec import start as start_drawing
+
+__all__ = ["serve", "write_all", "read_message"]
+
+_READ = 1 << 20
+
+
+# ---------------------------------------------------------------------- pipes
+def write_all(fd: int, parts: list[Any]) -> None:
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view.nbytes:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd``; None at end-of-file before any byte (a clean end)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        chunk = os.readv(fd, [view[got:got + _READ]])
+        if chunk == 0:
+            if got == 0:
+                return None
+            raise EOFError(f"the pipe ended after {got} of {size} bytes")
+        got += chunk
+    return bytes(buf)
+
+
+def read_message(fd: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    head = read_exactly(fd, HEAD_SIZE)
+    if head is None:
+        return None
+    rest = read_exactly(fd, message_size(head)) or b""
+    return unpack(head, rest)
+
+
+# ---------------------------------------------------------------------- the loop
+class _Inbox:
+    """The helper's requests: read from ``fd`` as needed, or ahead of time to see a cancel."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: collections.deque = collections.deque()
+        self.cancelled: set[tuple[int, str]] = set()
+
+    def _keep(self, message: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
+        meta = message[0]
+        if meta.get("op") == "cancel":
+            self.cancelled.add((int(meta["job"]), str(meta["item"])))
+        else:
+            self.queue.append(message)
+
+    def waiting(self, timeout: float = 0.0) -> bool:
+        """Whether a request waits, or comes within ``timeout`` seconds (cancels are taken
+        in as they come)."""
+        import select
+
+        while not self.queue:
+            try:
+                if not select.select([self.fd], [], [], timeout)[0]:
+                    return False
+            except (OSError, ValueError):
+                return False
+            message = read_message(self.fd)
+            if message is None:
+                return True   # end-of-file: the loop sees it next
+            self._keep(message)
+        return True
+
+    def next(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        while not self.queue:
+            message = read_message(self.fd)
+            if message is None:
+                return None
+            self._keep(message)
+        return self.queue.popleft()
+
+
+#: seconds without a request before the helper imports Arrow (for posteriors.csv): a fit as
+#: short as LCA's sends the estimate within about 0.1 s of the data, and the figures go first
+_ARROW_AFTER = 0.25
+
+
+def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
+    """What the helper does while it has nothing else to do, in order, each after that many
+    seconds without a request: import matplotlib, draw a small figure (fonts loaded, caches
+    filled; not when a figure was started already: ``drawn()``), import Arrow and write a
+    small CSV, then tell the run it is ready."""
+    from .plots import _import_matplotlib
+
+    def figure() -> None:
+        if not drawn():
+            render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model
+                        {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))   # imports)
+
+    def arrow() -> None:
+        from .posteriors import csv_of_posteriors
+
+        csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
+        write_all(out, pack({"ready": True}, {}))
+
+    return [(0.0, _import_matplotlib), (0.0, figure), (_ARROW_AFTER, arrow)]
+
+
+def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+          drawing: Any = None) -> tuple[dict[str, Any], bytes]:
+    if kind == "posteriors.csv":
+        from .posteriors import csv_of_posteriors
+
+        body = csv_of_posteriors(arrays["labels"], arrays["tau"], arrays.get("inverse"),
+                                 meta["id_column"], int(meta["chunk_size"]))
+        return {}, body
+    if drawing is None:
+        drawing = start_drawing(kind, meta, arrays)
+        meta, arrays = {}, {}
+    elif isinstance(drawing, Exception):
+        raise drawing   # its first stage failed
+    png, width, height = finish(drawing, meta, arrays)
+    return {"width": width, "height": height}, png
+
+
+def serve(parent: int) -> None:
+    """The helper's main loop (``python -c``, started by :class:`_Helper`): requests from
+    stdin, one answer per item to stdout as it is made, until end-of-file."""
+    import gc
+    import signal
+
+    # A collection of everything the helper holds (matplotlib's modules, the data columns)
+    # took 0.1-0.2 s, often in the middle of a figure; the helper lives one run and makes a
+    # few figures, so what their cycles hold is left to the end.
+    gc.disable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from src.parallel.lifetime import set_parent_death_signal
+
+    set_parent_death_signal()
+    if os.getppid() != parent:  # the run ended before the signal was armed
+        return
+    out = os.dup(1)
+    os.dup2(2, 1)  # a stray print must not enter the answers
+    inbox = _Inbox(0)
+    drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
+    requests = [0]
+    warm_ups = _warm_ups(out, lambda: requests[0] > 0)
+    while True:
+        while warm_ups and not inbox.waiting(warm_ups[0][0]):   # (matplotlib: needed anyway)
+            try:
+                warm_ups.pop(0)[1]()
+            except Exception:   # matplotlib or Arrow missing or broken: the run makes all
+                warm_ups.clear()
+        message = inbox.next()
+        if message is None:
+            os._exit(0)  # nothing to flush (answers go out with os.write): no slow teardown
+        meta, arrays = message
+        job = int(meta["job"])
+        requests[0] += 1
+        for name, kind, item_meta, keys, *base in meta["items"]:
+            item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
+            if meta["op"] == "prepare":
+                try:
+                    drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
+                except Exception as exc:   # reported when the second stage comes
+                    drawings[job, name] = exc
+                continue
+            if kind == "posteriors.csv":   # the run may write it itself meanwhile
+                inbox.waiting()   # (takes in a cancel sent so far)
+                if (job, name) in inbox.cancelled:
+                    continue
+                write_all(out, pack({"job": job, "item": name, "started": True}, {}))
+            try:
+                drawing = drawings.pop((base[0], name), None) if base and base[0] else None
+                info, body = _make(kind, item_meta, item_arrays, drawing)
+                answer = {"job": job, "item": name, "error": None, **info}
+                blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
+            except Exception as exc:   # reported; the run makes this one itself
+                answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
+                blobs = {}
+            write_all(out, pack(answer, blobs))
