@@ -22,7 +22,7 @@ import numpy as np
 
 from ..inference.intervals import percentile_intervals, wald_intervals, z_and_p
 from ..utils.messages import register
-from .document import Callout, KeyValues, Paragraph, Section, Table
+from .document import Callout, KeyValues, Section, Table
 from .estimates import format_number
 from .report import tr
 

@@ -88,8 +88,12 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         from .partitioned import pattern_table
 
         table = pattern_table(prepared)   # LCA: every row as answer patterns with counts
-    else:
-        post = posteriors_of(model, data, params, chunk)
+    else:   # the posteriors the drawing process was sent, if they are this fit's
+        from ..output import background
+
+        post = background.posteriors_for(model, data, params, chunk)
+        if post is None:
+            post = posteriors_of(model, data, params, chunk)
         out.json["classification"] = classification_summary(model, data, params,
                                                             chunk_size=chunk, resp=post)
     intervals = interval_summary(model, se, options)
