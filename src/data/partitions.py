@@ -99,7 +99,7 @@ import pandas as pd
 
 from src.data.loading import (_as_text_column, _check_columns, _check_header, _check_unique,
                               check_parquet_file)
-from src.data.rows import check_id_column, check_weight_column, kept_positions
+from src.data.rows import check_id_column, check_weight_column, kept_positions, weight_values
 from src.data.sources import classify_source, parquet_files
 from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
@@ -717,31 +717,7 @@ def _weights(values: pd.Series, column: str, path: str, drop_missing: bool) -> n
     """The weight of every row of a chunk (NaN: missing, with ``drop_missing``), checked by
     the rules of :func:`src.data.rows.split_weights` and its sentences, the file and the
     global row named."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        w = values.astype(float).to_numpy()
-    elif pd.api.types.is_numeric_dtype(values.dtype):
-        w = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        w = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    present = values.notna().to_numpy()
-    kinds = (("text", present & np.isnan(w)),
-             ("missing", ~present if not drop_missing else np.zeros(len(w), bool)),
-             ("infinite", np.isinf(w)),
-             ("negative", w < 0))
-    first = None
-    for kind, bad in kinds:
-        rows = np.flatnonzero(bad)
-        if rows.size and (first is None or rows[0] < first[1]):
-            first = (kind, int(rows[0]))
-    if first is not None:
-        kind, i = first
-        value = values.iloc[i]
-        value = value.item() if hasattr(value, "item") else value
-        raise DataError(t("data.bad_weight", column=column, source=path,
-                          what=t(f"data.bad_weight.{kind}", value=value),
-                          row=int(values.index[i]),
-                          fix=t("data.bad_weight.fix_missing") if kind == "missing" else ""))
-    return w.astype(np.float64)
+    return weight_values(values, column, path, drop_missing, by_label=True)
 
 
 def _chunk_options(options: Mapping[str, Any], source: str, path: str) -> dict[str, Any]:

@@ -206,7 +206,16 @@ def split_weights(frame: pd.DataFrame, weight_column: str | None, columns: Seque
         return frame, None
     check_weight_column(weight_column, columns, list(frame.columns), source)
     column = str(weight_column)
-    raw = frame[column]
+    values = weight_values(frame[column], column, source, drop_missing)
+    return frame.drop(columns=[column]), values
+
+
+def weight_values(raw: pd.Series, column: str, source: str, drop_missing: bool, *,
+                  by_label: bool = False) -> np.ndarray:
+    """The weights of ``raw`` as float64 (NaN: missing, with ``drop_missing``), checked: a
+    text, missing (without ``drop_missing``), infinite or negative weight is a DataError
+    naming the column, the first bad row (its position, or with ``by_label`` its index label:
+    partitioned input's global row number) and the fix."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         values = raw.astype(float).to_numpy()
     elif pd.api.types.is_numeric_dtype(raw.dtype):
@@ -228,9 +237,10 @@ def split_weights(frame: pd.DataFrame, weight_column: str | None, columns: Seque
         value = raw.iloc[row]
         value = value.item() if hasattr(value, "item") else value
         raise DataError(t("data.bad_weight", column=column, source=source,
-                          what=t(f"data.bad_weight.{kind}", value=value), row=row,
+                          what=t(f"data.bad_weight.{kind}", value=value),
+                          row=int(raw.index[row]) if by_label else row,
                           fix=t("data.bad_weight.fix_missing") if kind == "missing" else ""))
-    return frame.drop(columns=[column]), values.astype(np.float64)
+    return values.astype(np.float64)
 
 
 def zero_weight_note(weights: np.ndarray, column: str, source: str) -> list[str]:
