@@ -16,6 +16,9 @@ closest valid name.
     >>> res.write("out")                           # every result file the script writes
     >>> enum = fit(X, "gmm", "1-4")                # several K: an Enumeration
     >>> enum.table, enum.selected_k, enum[3].bic   # one row per K; K = 3's MixtureResults
+    >>> res = fit(df, "lca", 3, columns=items, structural="distal", distal=["income"])
+    >>> st = res.structural(correction="bch", se="corrected")   # three-step estimation
+    >>> st.estimates, st.wald, st.D, st.summary()  # estimates.csv's structural rows, tests
 
 :func:`run` is the whole script from Python (progress files, resume, result files).
 Classes, starts and replicates count from 1 in everything shown (``predict()``,
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from src.api_structural import STRUCTURAL_KEYWORDS, StructuralResults
 from src.config import OPTIONS, SE_CHOICES, RunOptions, make_options
 from src.estimation.results import FitResult, as_count
 from src.models.base import Data, MixtureModel, Params
@@ -71,7 +75,8 @@ FIT_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
     [name for name, o in OPTIONS.items()
      if o.fingerprint in ("data_preparation", "model_estimation", "model_selection")
      and name not in ("model", "components", "columns")]
-    + [o.name for o in family_options()] + ["id", "workers", "scheduler"]))
+    + [o.name for o in family_options()] + ["id", "workers", "scheduler"]
+    + list(STRUCTURAL_KEYWORDS)))
 
 
 def _as_frame(data: Any, columns: list[str] | None) -> pd.DataFrame:
@@ -118,7 +123,11 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     through as each row's name (``posteriors``' index, as ``--id``), never modelled; with a
     DataFrame and no ``columns`` the model takes every other column.  ``weights``: a column
     of row weights (as ``--weights``; ``weight_type="frequency"`` or ``"sampling"``), never
-    modelled either.
+    modelled either.  Three-step estimation (docs/structural.md): ``structural``
+    (``"covariates"`` or ``"distal"``), ``distal`` (columns), ``distal_type``,
+    ``correction``, ``assignment``, ``structural_se``; the structural columns are read
+    beside the model's and never modelled, and :meth:`MixtureResults.structural` estimates
+    steps 2 and 3 with these options.
 
     One K gives a :class:`MixtureResults`; several an :class:`Enumeration` (the table, the
     selected K and each K's MixtureResults), computed by the script's own phases.
@@ -131,8 +140,9 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     if k is None:
         k = OPTIONS["components"].default
     carried = [c for c in (options.get("id"), options.get("weights")) if c is not None]
-    if options.get("structural") != "covariates":   # the one-step model's: not modelled
-        carried += list(options.get("covariates") or [])
+    carried += list(options.get("covariates") or [])   # one-step or step 3's: not modelled
+    if options.get("structural") == "distal":   # distal outcomes: read beside, never modelled
+        carried += list(options.get("distal") or [])
     if (carried and columns is None and isinstance(data, pd.DataFrame)
             and any(c in data.columns for c in carried)):
         columns = [c for c in data.columns if c not in carried]
@@ -145,9 +155,10 @@ def fit(data: Any, model: str | type[MixtureModel] = "gmm", n_components: Any = 
     # the --weights column is read beside the model's columns (and taken out by prepare_frame)
     with_weights = (opts.columns if opts.columns is None or opts.weights is None
                     or opts.weights in opts.columns else [*opts.columns, opts.weights])
-    if with_weights is not None and one_step_covariates(opts):   # read beside them too
-        with_weights = [*with_weights, *(c for c in one_step_covariates(opts)
-                                         if c not in with_weights)]
+    from src.structural.data import structural_columns
+    beside = [*(one_step_covariates(opts) or []), *structural_columns(opts)]
+    if with_weights is not None and beside:   # read beside them too
+        with_weights = [*with_weights, *dict.fromkeys(c for c in beside if c not in with_weights)]
     if isinstance(data, (str, Path)):
         from src.data.loading import load_table
 
@@ -183,13 +194,18 @@ def run(**options: Any) -> "MixtureResults":
     prepared = out["prepared"]
     if "enumeration" in out:
         enum = out["enumeration"]
-        return Enumeration.build(prepared, enum["fits"], enum["selection"], enum["se"]["by_k"],
-                                 opts, list(prepared.record.get("notes", [])))
+        built = Enumeration.build(prepared, enum["fits"], enum["selection"], enum["se"]["by_k"],
+                                  opts, list(prepared.record.get("notes", [])))
+        if out.get("structural"):   # the selected K's three-step estimate
+            built.selected.structural_result = StructuralResults(out["structural"], opts)
+        return built
     res = MixtureResults(prepared.model, prepared.data, prepared.meta,
                          FitResult.from_dict(out["fit"]), opts, prepared=prepared)
     res.notes = list(prepared.record.get("notes", []))  # also after a resume: part of the record
     for result in _se_results(out["se"], opts):
         res.se_result = result
+    if out.get("structural"):   # --structural: the phase's three-step estimate
+        res.structural_result = StructuralResults(out["structural"], opts)
     return res
 
 
@@ -220,6 +236,9 @@ class MixtureResults:
         #: how a data file was read, one sentence each (a detected separator, encoding or
         #: decimal comma); empty for arrays and frames
         self.notes: list[str] = []
+        #: the last three-step estimate (:meth:`structural`, or the script's with run());
+        #: ``write`` writes it
+        self.structural_result: StructuralResults | None = None
 
     # ------------------------------------------------------------ statistics
     @property
@@ -428,6 +447,29 @@ class MixtureResults:
         return float(self.options.ci_level if ci_level is None
                      else check_value(OPTIONS["ci_level"], ci_level))
 
+    # ------------------------------------------------- three-step estimation
+    def structural(self, kind: str | None = None, *, data: Any = None,
+                   ci_level: float | None = None, **options: Any) -> StructuralResults:
+        """Three-step estimation with this fit as the measurement model held fixed: the
+        script's ``--structural`` (docs/structural.md), the same numbers.
+
+        ``kind``: ``"covariates"`` or ``"distal"`` (default fit()'s ``structural``).
+        ``options`` (default fit()'s, then the script's): ``covariates`` / ``distal``
+        (the columns), ``distal_type``, ``correction`` (``none``, ``bch``, ``ml``),
+        ``assignment`` (``modal``, ``soft``), ``se`` (or ``structural_se``: ``corrected``,
+        ``bootstrap``, ``step3``), ``reference_class``, ``n_bootstrap``, ``workers``,
+        ``scheduler``.  The columns are those fit() kept (``fit(..., structural=...,
+        distal=...)``), or read from ``data``: a DataFrame with the rows given to fit(), in
+        their order.  ``corrected`` standard errors use :attr:`se_result`, computed first by
+        the fit's method when there is none.  Returns a
+        :class:`~src.api_structural.StructuralResults` (``estimates``, ``wald``, ``D``,
+        ``summary()``), also kept in :attr:`structural_result` for :meth:`write`."""
+        from src.api_structural import structural_of
+
+        self.structural_result = structural_of(self, kind, data=data, ci_level=ci_level,
+                                               **options)
+        return self.structural_result
+
     # --------------------------------------------------------- conclusions
     def summaries(self, gof_bootstrap: int = 0, *, ci_level: float | None = None) -> dict[str, Any]:
         """The family's summaries, as fit.json has them: for latent class models
@@ -485,6 +527,7 @@ class MixtureResults:
         fit = self.fit_result.to_dict()
         with _language(opts.lang), phases.run_executor(opts, opts.gof_bootstrap > 0) as executor:
             found = conclusions_of(self.prepared, fit, se, opts, executor=executor)
+            _add_structural(found, self.structural_result, opts)
             return write_all(self.model, self.prepared.record, fit, se, opts, fingerprint={},
                              conclusions=found)
 
@@ -565,6 +608,16 @@ def _output_options(options: RunOptions, folder: str | Path, se: Mapping[str, An
     else:
         changes.update(se_method="all", primary_se=primary.method)
     return options.replace(**changes)
+
+
+def _add_structural(found: Any, structural: StructuralResults | None,
+                    options: RunOptions) -> None:
+    """fit.json's ``structural`` block of a three-step estimate, at ``options``' level (the
+    writers add its estimates.csv rows and report section)."""
+    if structural is not None:
+        from src.output.structural import structural_json
+
+        found.json["structural"] = structural_json(structural.result, options)
 
 
 def _se_results(se: Mapping[str, Any], options: RunOptions) -> list[Any]:
@@ -666,6 +719,7 @@ class Enumeration:
                                        opts.replace(components=k), executor=executor, k=k,
                                        gof_bootstrap_replicates=None if k == self.selected_k else 0)
                      for k, m in self.models.items()}
+            _add_structural(found[self.selected_k], selected.structural_result, opts)
             return write_enumeration({k: m.model for k, m in self.models.items()},
                                      selected.prepared.record, fits, self.selection, se_by_k,
                                      opts, fingerprint={}, conclusions_by_k=found)
