@@ -15,11 +15,17 @@ The kept rows' covariates travel in the data dict as the design ``Z`` (intercept
 :class:`~src.models.covariates.CovariateMixture`.  With ``--structural covariates`` the
 same columns are step 3's (three-step estimation, :mod:`src.structural`) and no one-step
 model is built; with ``--structural distal`` the covariate model is the measurement model.
+
+Partitioned input (:mod:`src.data.partitions`) applies the same rules chunk by chunk
+(:func:`covariate_values` naming the file and the global row), gathers what
+:func:`check_design` needs over every kept row (:class:`DesignSummary`), and carries the
+names in the merged meta, so every later pass reads the covariates beside the model's
+columns and gives each chunk's ``Z`` as the in-memory path builds it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +34,9 @@ from src.utils.errors import DataError, UsageError
 from src.utils.messages import register, t
 
 __all__ = ["one_step_covariates", "check_covariate_columns", "split_covariates",
-           "check_design", "check_reference_class", "check_covariate_options"]
+           "covariate_values", "check_design", "DesignSummary", "check_design_summary",
+           "covariate_names", "family_meta", "check_reference_class",
+           "check_covariate_options"]
 
 register({
     "covariates.in_columns": {
@@ -59,12 +67,6 @@ register({
         "en": "--reference-class {reference} is not a class of the model with {k} classes; "
               "choose a class from 1 to {k}.",
         "zh": "--reference-class {reference} 不是 {k} 个类别的模型中的类别；请选择 1 到 {k} 之间的类别。"},
-    "covariates.partitioned": {
-        "en": "The one-step covariate model (--covariates) needs the rows in memory; read the "
-              "data into memory (one file, without --stream) or use three-step estimation "
-              "(--structural covariates).",
-        "zh": "一步法协变量模型（--covariates）需要把数据读入内存；请用单个文件且不加 --stream，"
-              "或改用三步法（--structural covariates）。"},
     "covariates.constant": {
         "en": "The --covariates column {column!r} of {source} has one value on every row used, "
               "so its effect cannot be told from the intercept; leave it out of --covariates.",
@@ -145,9 +147,18 @@ def split_covariates(frame: pd.DataFrame, names: Sequence[str] | None,
                             weight_column)
     by_name = {str(c): c for c in frame.columns}
     keep = [by_name[str(c)] for c in names]
-    X = np.empty((len(frame), len(keep)))
+    return frame.drop(columns=keep), covariate_values(frame, keep, source, drop_missing)
+
+
+def covariate_values(frame: pd.DataFrame, names: Sequence[Any], source: str,
+                     drop_missing: bool = False, *, by_label: bool = False) -> np.ndarray:
+    """The columns ``names`` of ``frame`` as an (n, c) float64 matrix, checked by the rules of
+    the module docstring (NaN: a missing value, with ``drop_missing``).  The DataError names
+    the first bad row: its position, or with ``by_label`` its index label (partitioned
+    input's global row number, ``source`` then the file)."""
+    X = np.empty((len(frame), len(names)))
     first = None
-    for j, col in enumerate(keep):
+    for j, col in enumerate(names):
         raw = frame[col]
         values = _values(raw)
         present = raw.notna().to_numpy() & ~raw.astype(object).map(
@@ -167,9 +178,10 @@ def split_covariates(frame: pd.DataFrame, names: Sequence[str] | None,
         value = raw.iloc[row]
         value = value.item() if hasattr(value, "item") else value
         raise DataError(t("covariates.bad_value", column=col, source=source,
-                          what=t(f"covariates.bad.{kind}", value=value), row=row,
+                          what=t(f"covariates.bad.{kind}", value=value),
+                          row=int(raw.index[row]) if by_label else row,
                           fix=t("covariates.fix_missing") if kind == "missing" else ""))
-    return frame.drop(columns=keep), X
+    return X
 
 
 def check_design(Z: np.ndarray, names: Sequence[str], source: str) -> None:
@@ -188,6 +200,79 @@ def check_design(Z: np.ndarray, names: Sequence[str], source: str) -> None:
                 raise DataError(t("covariates.dependent", column=str(names[j]), source=source))
 
 
+class DesignSummary:
+    """What :func:`check_design` needs of the kept rows' design, gathered chunk by chunk
+    (partitioned input never holds the rows): each column's least and greatest value and
+    the R factor of the design's QR decomposition (``Z'Z = R'R``), folded in row order by
+    stacking and decomposing again (a small picklable value)."""
+
+    def __init__(self) -> None:
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+        self.r: np.ndarray | None = None
+
+    def add(self, Z: np.ndarray) -> "DesignSummary":
+        """Fold in the rows of ``Z`` (n, q), the design with the intercept first."""
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.shape[0] == 0:
+            return self
+        lo, hi = Z.min(axis=0), Z.max(axis=0)
+        r = np.linalg.qr(Z, mode="r")
+        return self._fold(lo, hi, r)
+
+    def merge(self, other: "DesignSummary | None") -> "DesignSummary":
+        """Fold in another summary (of the rows after these)."""
+        if other is None or other.r is None:
+            return self
+        return self._fold(other.lo, other.hi, other.r)
+
+    def _fold(self, lo: np.ndarray, hi: np.ndarray, r: np.ndarray) -> "DesignSummary":
+        if self.r is None:
+            self.lo, self.hi, self.r = lo.copy(), hi.copy(), np.array(r)
+        else:
+            self.lo = np.minimum(self.lo, lo)
+            self.hi = np.maximum(self.hi, hi)
+            self.r = np.linalg.qr(np.vstack([self.r, r]), mode="r")
+        return self
+
+
+def check_design_summary(summary: DesignSummary, names: Sequence[str], source: str) -> None:
+    """:func:`check_design`'s checks and sentences from a :class:`DesignSummary`: a covariate
+    whose least and greatest values are equal is constant; the rank test reads the R factor
+    (its block after the intercept is the R factor of the centred covariates, whose columns
+    scaled to length 1 give the diagonal :func:`check_design` tests)."""
+    if summary.r is None:
+        return
+    for j, name in enumerate(names, start=1):
+        if summary.lo[j] == summary.hi[j]:
+            raise DataError(t("covariates.constant", column=str(name), source=source))
+    q = len(names) + 1
+    R = np.zeros((q, q))
+    R[:summary.r.shape[0]] = summary.r[:q]
+    block = R[1:, 1:]
+    scale = np.sqrt((block * block).sum(axis=0))
+    if block.shape[1] > 1:
+        r = np.abs(np.diag(block)) / scale
+        for j in range(1, r.size):
+            if r[j] <= 1e-10 * max(float(r.max()), 1.0):
+                raise DataError(t("covariates.dependent", column=str(names[j]), source=source))
+
+
+def covariate_names(meta: Mapping[str, Any] | None) -> list[str] | None:
+    """The one-step model's covariate names a data meta holds (None: no covariates)."""
+    from src.models.covariates import COVARIATES_META
+
+    names = (meta or {}).get(COVARIATES_META)
+    return None if names is None else [str(c) for c in names]
+
+
+def family_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A data meta without the covariate names (what the family's own methods read)."""
+    from src.models.covariates import COVARIATES_META
+
+    return {k: v for k, v in meta.items() if k != COVARIATES_META}
+
+
 def check_reference_class(reference: int, k: int) -> None:
     """UsageError when ``--reference-class`` is not one of the K classes."""
     if not 1 <= int(reference) <= int(k):
@@ -196,12 +281,11 @@ def check_reference_class(reference: int, k: int) -> None:
 
 def check_covariate_options(options: Any) -> None:
     """Before any work: the one-step model's columns against ``--columns``/``--id``/
-    ``--weights``, ``--reference-class`` against every K, and no partitioned input."""
+    ``--weights`` and ``--reference-class`` against every K (partitioned input too: its
+    scan reads the covariates beside the model's columns, :mod:`src.data.partitions`)."""
     names = one_step_covariates(options)
     if names is None:
         return
     check_covariate_columns(names, options.columns, None, str(options.data), options.id,
                             options.weights)
     check_reference_class(options.reference_class, min(options.k_list()))
-    if options.partitioned:
-        raise UsageError(t("covariates.partitioned"))

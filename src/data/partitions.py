@@ -97,6 +97,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from src.data.covariates import (DesignSummary, check_covariate_columns,
+                                 check_design_summary, covariate_names, covariate_values,
+                                 family_meta)
 from src.data.loading import (_as_text_column, _check_columns, _check_header, _check_unique,
                               check_parquet_file)
 from src.data.rows import check_id_column, check_weight_column, kept_positions, weight_values
@@ -104,6 +107,10 @@ from src.data.sources import classify_source, parquet_files
 from src.utils.errors import DataError, PipelineError
 from src.utils.messages import register, t
 from src.utils.rng import stream
+
+#: the design's key in a data dict (:data:`src.models.covariates.Z_KEY`; the models package
+#: is not imported here at module level)
+Z_KEY = "Z"
 
 __all__ = ["Partition", "PartitionedSource", "ScanResult", "PartitionScan", "scan",
            "scan_partition", "finish_scan", "partition_chunks", "kept_chunks", "sample",
@@ -729,10 +736,13 @@ def _chunk_options(options: Mapping[str, Any], source: str, path: str) -> dict[s
 
 def _prepare(frame: pd.DataFrame, cls: Any, options: Mapping[str, Any], source: str,
              path: str, columns: list[str], weight_column: str | None, *,
-             summarise: bool = True) -> _Prepared:
+             summarise: bool = True, covariates: Sequence[str] | None = None) -> _Prepared:
     """The family's arrays and chunk meta of one raw chunk (rows named by the frame's index);
     ``summarise=False``: ``prepare_data``'s meta without :meth:`chunk_meta`'s additions
-    (enough to conform the arrays)."""
+    (enough to conform the arrays).  ``covariates``: the one-step model's columns, checked
+    as in memory (:func:`src.data.covariates.covariate_values`), their design ``Z`` of the
+    kept rows added to the data dict (rows with a missing covariate left out, with
+    ``--drop-missing``)."""
     from src.models.base import WEIGHT_KEY
 
     first = int(frame.index[0]) if len(frame) else 0
@@ -746,21 +756,32 @@ def _prepare(frame: pd.DataFrame, cls: Any, options: Mapping[str, Any], source: 
     n_zero, zero_row = 0, None
     if weight_column is not None:   # weights first, as split_weights checks them first
         w = _weights(frame[weight_column], weight_column, path, drop_missing)
+    X = None
+    if covariates:   # then the covariates, as prepare_frame checks them
+        X = covariate_values(frame, list(covariates), path, drop_missing, by_label=True)
     opts = _chunk_options(options, source, path)
     model_frame.attrs["_chunk"] = {"path": path}
     data, meta = _family_arrays(cls, model_frame, opts, drop_missing)
+    used = None
+    n_used = n_raw
     if w is not None:   # every row validated; the family's arrays of the rows of weight > 0
         used = w > 0
+        n_used = int(used.sum())
         zero = np.flatnonzero(w == 0)
         n_zero = int(zero.size)
         zero_row = int(frame.index[zero[0]]) if zero.size else None
-        if not used.all():
-            model_frame, w = model_frame[used], w[used]
-            model_frame.attrs["_chunk"] = {"path": path}
-            if len(model_frame) == 0:
-                return _Prepared(first, n_raw, 0, np.zeros(0, dtype=np.int64), None, None,
-                                 np.zeros(len(columns), dtype=bool), n_zero, zero_row, 0)
-            data, meta = _family_arrays(cls, model_frame, opts, drop_missing)
+    if X is not None:   # and of the rows with every covariate (--drop-missing)
+        complete = np.isfinite(X).all(axis=1)
+        used = complete if used is None else used & complete
+    if used is not None and not used.all():
+        model_frame = model_frame[used]
+        w = None if w is None else w[used]
+        X = None if X is None else X[used]
+        model_frame.attrs["_chunk"] = {"path": path}
+        if len(model_frame) == 0:
+            return _Prepared(first, n_raw, 0, np.zeros(0, dtype=np.int64), None, None,
+                             np.zeros(len(columns), dtype=bool), n_zero, zero_row, n_used)
+        data, meta = _family_arrays(cls, model_frame, opts, drop_missing)
     present = model_frame.notna().to_numpy().any(axis=0) if summarise \
         else np.zeros(len(columns), dtype=bool)
     data = dict(data)
@@ -775,8 +796,21 @@ def _prepare(frame: pd.DataFrame, cls: Any, options: Mapping[str, Any], source: 
     rows_only = data if WEIGHT_KEY not in data else \
         {k: v for k, v in data.items() if k != WEIGHT_KEY}
     meta = cls.chunk_meta(rows_only, dict(meta)) if summarise else dict(meta)
+    if X is not None:   # the design of the kept rows, as prepare_frame makes it
+        if positions is None:
+            raise DataError(t("covariates.unmatched", model=cls.name, n_kept=n_kept,
+                              n_rows=int(len(model_frame)), source=path))
+        data[Z_KEY] = _design(X[positions], covariates)
     return _Prepared(first, n_raw, n_kept, rows, data, meta, present, n_zero, zero_row,
-                     int(len(model_frame)))
+                     n_used)
+
+
+def _design(X: np.ndarray, covariates: Sequence[str]) -> np.ndarray:
+    """The design of the kept rows' covariates (intercept first), C-ordered float64: what
+    :func:`src.pipeline.phases.prepare_frame` puts under ``Z``."""
+    from src.models.logit import design
+
+    return np.ascontiguousarray(design(X, list(covariates))[0])
 
 
 def _family_arrays(cls: Any, frame: pd.DataFrame, options: dict[str, Any],
@@ -802,19 +836,25 @@ def _resolve_class(cls_spec: Any) -> Any:
     return cls_spec
 
 
-def _read_columns(columns: list[str], weight_column: str | None) -> list[str]:
-    return columns + ([weight_column] if weight_column is not None else [])
+def _read_columns(columns: list[str], weight_column: str | None,
+                  covariates: Sequence[str] | None = None) -> list[str]:
+    return columns + ([weight_column] if weight_column is not None else []) \
+        + [str(c) for c in covariates or ()]
 
 
 def model_columns(source: "PartitionedSource", columns: Sequence[str] | None = None, *,
-                  weight_column: str | None = None, id_column: str | None = None) -> list[str]:
-    """The model's columns: ``columns`` (checked: in the files, each once, not the id or
-    weight column) or every column of the files but the id and weight columns."""
+                  weight_column: str | None = None, id_column: str | None = None,
+                  covariates: Sequence[str] | None = None) -> list[str]:
+    """The model's columns: ``columns`` (checked: in the files, each once, not the id,
+    weight or covariate columns) or every column of the files but those."""
     available = list(source.columns)
     check_id_column(id_column, columns, available, source.text)
     check_weight_column(weight_column, columns, available, source.text, id_column)
+    check_covariate_columns(covariates, columns, available, source.text, id_column,
+                            weight_column)
     if columns is None:
-        return [c for c in available if c not in (id_column, weight_column)]
+        special = {id_column, weight_column, *[str(c) for c in covariates or ()]}
+        return [c for c in available if c not in special]
     cols = [str(c) for c in columns]
     _check_unique(cols)
     _check_columns(available, cols, source.text)
@@ -844,6 +884,7 @@ class PartitionScan:
     zero_row: int | None = None
     n_used: int = 0
     error: PipelineError | None = None
+    design: DesignSummary | None = None   # the kept rows' covariates (--covariates)
 
     @property
     def kept(self) -> int:
@@ -881,11 +922,14 @@ class ScanResult:
 
 def scan_partition(source: Any, partition: Partition, cls_spec: Any, options: Mapping[str, Any],
                    chunk_rows: int, columns: list[str], *,
-                   weight_column: str | None = None) -> PartitionScan:
+                   weight_column: str | None = None,
+                   covariates: Sequence[str] | None = None) -> PartitionScan:
     """The first pass over one partition (a pure function: a worker can run it).
 
     ``source``: the :class:`PartitionedSource` or its ``--data`` text (only named in
-    messages); ``columns``: the model's columns (:func:`model_columns`).  A DataError of a
+    messages); ``columns``: the model's columns (:func:`model_columns`); ``covariates``: the
+    one-step model's (checked chunk by chunk, their design summarised for the checks over
+    every row, :class:`~src.data.covariates.DesignSummary`).  A DataError of a
     chunk is kept in ``error`` (so :func:`finish_scan` reports the first one in input order
     whatever ran first); the pass over the partition stops there.
     """
@@ -893,9 +937,12 @@ def scan_partition(source: Any, partition: Partition, cls_spec: Any, options: Ma
     name = _source_name(source)
     out = PartitionScan(partition.index, present=np.zeros(len(columns), dtype=bool))
     try:
-        for _, frame in read_partition(partition, _read_columns(columns, weight_column),
-                                       chunk_rows):
-            p = _prepare(frame, cls, options, name, partition.path, columns, weight_column)
+        for _, frame in read_partition(partition, _read_columns(columns, weight_column,
+                                                                covariates), chunk_rows):
+            p = _prepare(frame, cls, options, name, partition.path, columns, weight_column,
+                         covariates=covariates)
+            if covariates and p.data is not None:
+                out.design = (out.design or DesignSummary()).add(p.data[Z_KEY])
             out.n_raw += p.n_raw
             out.metas.append(p.meta)
             out.chunk_kept.append(p.n_kept)
@@ -916,9 +963,12 @@ def scan_partition(source: Any, partition: Partition, cls_spec: Any, options: Ma
 
 def finish_scan(source: "PartitionedSource", cls_spec: Any, parts: Sequence[PartitionScan],
                 chunk_rows: int, columns: list[str], *, weight_column: str | None = None,
-                hash_bytes: bool = False) -> ScanResult:
+                hash_bytes: bool = False, covariates: Sequence[str] | None = None) -> ScanResult:
     """:func:`scan`'s result from every partition's :class:`PartitionScan` (any order):
-    the first error in input order, then the merged meta and the checks over every row."""
+    the first error in input order, then the merged meta and the checks over every row.
+    With ``covariates`` the meta names them (:data:`~src.models.covariates.COVARIATES_META`,
+    after the family's keys, as in memory) and their design is checked over every kept row
+    (:func:`~src.data.covariates.check_design_summary`: the in-memory sentences)."""
     cls = _resolve_class(cls_spec)
     parts = sorted(parts, key=lambda p: p.index)
     for p in parts:
@@ -943,6 +993,14 @@ def finish_scan(source: "PartitionedSource", cls_spec: Any, parts: Sequence[Part
             raise DataError(t("data.column_all_missing", column=col, source=source.text))
     if n_obs == 0:
         raise DataError(t("data.no_complete_rows", source=source.text))
+    if covariates:
+        from src.models.covariates import COVARIATES_META
+
+        meta = {**meta, COVARIATES_META: [str(c) for c in covariates]}
+        design = DesignSummary()
+        for p in parts:
+            design.merge(p.design)
+        check_design_summary(design, [str(c) for c in covariates], source.text)
     n_raw = int(sum(p.n_raw for p in parts))
     n_zero = int(sum(p.n_zero for p in parts))
     notes = []
@@ -964,31 +1022,35 @@ def finish_scan(source: "PartitionedSource", cls_spec: Any, parts: Sequence[Part
 def scan(source: "PartitionedSource | str", cls: Any, options: Mapping[str, Any], *,
          chunk_rows: int, columns: Sequence[str] | None = None,
          weight_column: str | None = None, id_column: str | None = None,
-         hash_bytes: bool = False, reporter: Any = None) -> ScanResult:
+         hash_bytes: bool = False, reporter: Any = None,
+         covariates: Sequence[str] | None = None) -> ScanResult:
     """The first pass over partitioned input, in process (module docstring).
 
     ``cls``: the family's class (or its ``--model`` name); ``options``: what its
     ``prepare_data`` reads (``RunOptions.model_options``: ``drop_missing`` and the family's
     options); ``columns``: the model's columns (None: every column but the id and weight
-    columns); ``id_column``: only checked (present, not a model column).  ``reporter``:
+    columns); ``id_column``: only checked (present, not a model column); ``covariates``:
+    the one-step covariate model's columns (``--covariates``), read beside the model's
+    (:mod:`src.data.covariates`).  ``reporter``:
     ``unit`` after each partition, ``message`` for the notes.  Partition by partition
     through :func:`scan_partition`, then :func:`finish_scan` (an engine may map the first
     over workers and call the second).
     """
     src = source if isinstance(source, PartitionedSource) else PartitionedSource.open(source)
-    cols = model_columns(src, columns, weight_column=weight_column, id_column=id_column)
+    cols = model_columns(src, columns, weight_column=weight_column, id_column=id_column,
+                         covariates=covariates)
     parts: list[PartitionScan] = []
     total = len(src.partitions)
     for i, part in enumerate(src.partitions):
         result = scan_partition(src, part, cls, options, chunk_rows, cols,
-                                weight_column=weight_column)
+                                weight_column=weight_column, covariates=covariates)
         parts.append(result)
         if result.error is not None:
             break
         if reporter is not None and hasattr(reporter, "unit"):
             reporter.unit(t("partitions.unit"), i + 1, total)
     result = finish_scan(src, cls, parts, chunk_rows, cols, weight_column=weight_column,
-                         hash_bytes=hash_bytes)
+                         hash_bytes=hash_bytes, covariates=covariates)
     if reporter is not None and hasattr(reporter, "message"):
         for note in result.notes:
             reporter.message(note)
@@ -1029,14 +1091,17 @@ def kept_chunks(source: Any, partition: Partition, cls_spec: Any, options: Mappi
     cls = _resolve_class(cls_spec)
     name = _source_name(source)
     cols = [str(c) for c in columns]
-    more = [str(c) for c in extra if str(c) not in cols and str(c) != weight_column]
+    covs = covariate_names(meta)
+    meta = family_meta(meta)
+    more = [str(c) for c in extra
+            if str(c) not in cols and str(c) != weight_column and str(c) not in (covs or ())]
     extra_cols = [str(c) for c in extra]
     plan = _fast_plan(cls, cols, options)
     drop_missing = bool(options.get("drop_missing", False))
 
     def convert(chunk: _Chunk) -> Any:
         if plan is not None:
-            fast = _fast_chunk(plan, chunk, weight_column, drop_missing, extra_cols)
+            fast = _fast_chunk(plan, chunk, weight_column, drop_missing, extra_cols, covs or ())
             if isinstance(fast, tuple):
                 rows, data, labels = fast
                 if rows.size == 0:
@@ -1050,7 +1115,7 @@ def kept_chunks(source: Any, partition: Partition, cls_spec: Any, options: Mappi
         frame = _to_frame(table, chunk.rows(), False)
         table = None
         p = _prepare(frame, cls, options, name, partition.path, cols, weight_column,
-                     summarise=False)
+                     summarise=False, covariates=covs)
         if p.data is None or p.n_kept == 0:
             return None
         rows = p.rows if p.rows is not None else np.full(p.n_kept, -1, dtype=np.int64)
@@ -1062,20 +1127,23 @@ def kept_chunks(source: Any, partition: Partition, cls_spec: Any, options: Mappi
             labels = frame.loc[p.rows, extra_cols]
         return rows, labels, _conform(cls, p, meta)
 
-    for item in _read_chunks(partition, _read_columns(cols, weight_column) + more, chunk_rows,
-                             convert):
+    for item in _read_chunks(partition, _read_columns(cols, weight_column, covs) + more,
+                             chunk_rows, convert):
         if item is not None:
             yield item
 
 
 def _conform(cls: Any, p: _Prepared, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The family's arrays of a prepared chunk conformed to the whole data's ``meta`` (the
+    family's keys only), then its weights and its covariates' design, in that order."""
     from src.models.base import WEIGHT_KEY
 
     assert p.data is not None and p.meta is not None
-    rows = {k: v for k, v in p.data.items() if k != WEIGHT_KEY}
+    rows = {k: v for k, v in p.data.items() if k not in (WEIGHT_KEY, Z_KEY)}
     out = dict(cls.conform_data(rows, p.meta, meta))
-    if WEIGHT_KEY in p.data:
-        out[WEIGHT_KEY] = p.data[WEIGHT_KEY]
+    for key in (WEIGHT_KEY, Z_KEY):
+        if key in p.data:
+            out[key] = p.data[key]
     return out
 
 
@@ -1122,7 +1190,8 @@ def _numeric_type(arrow_type: Any) -> bool:
 
 
 def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
-                drop_missing: bool, extra: Sequence[str] = ()) -> Any:
+                drop_missing: bool, extra: Sequence[str] = (),
+                covariates: Sequence[str] = ()) -> Any:
     """One chunk straight from Arrow to the family's arrays: ``(global row numbers of the
     kept rows, data dict, Arrow table of the ``extra`` columns of every row or None)``, or,
     when the chunk needs the slow path, its Arrow table.
@@ -1131,9 +1200,12 @@ def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
     matrix columns; the weights into a vector), each batch dropped once copied, then checked
     (finite, no missing value unless ``drop_missing``, weights finite and not negative); the
     rows with a missing value (``drop_missing``) or a weight of 0 are left out and the
-    family's arrays made of the rest.  The slow path takes a chunk with a column not stored as
-    numbers (integers and floats), and one with a value it would refuse (read again from the
-    file; it then raises the sentence of the scan).  The arrays equal the slow path's bit for
+    family's arrays made of the rest.  ``covariates`` (the one-step model's columns) are
+    copied the same way into a second matrix, checked alike (a row with a missing covariate
+    left out with ``drop_missing``) and given as the design ``Z`` of the kept rows.  The slow
+    path takes a chunk with a column not stored as numbers (integers and floats; booleans
+    too), and one with a value it would refuse (read again from the file; it then raises the
+    sentence of the scan).  The arrays equal the slow path's bit for
     bit: each column becomes float64 the same way (Arrow's conversion to numpy, then numpy's
     cast, as pandas converts it) and the same rows are kept in the same order."""
     import pyarrow as pa
@@ -1143,7 +1215,8 @@ def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
     pieces = chunk.pieces()
     batch = next(pieces)
     schema = batch.schema
-    names = plan.columns + ([weight_column] if weight_column is not None else [])
+    covariates = [str(c) for c in covariates]
+    names = plan.columns + ([weight_column] if weight_column is not None else []) + covariates
     if not all(_numeric_type(schema.field(c).type) for c in names):
         return pa.Table.from_batches([batch, *pieces])
     index = [schema.get_field_index(c) for c in plan.columns]
@@ -1151,12 +1224,16 @@ def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
     values = np.empty((n, len(index)), dtype=np.float64)
     w = None if weight_column is None else np.empty(n, dtype=np.float64)
     w_index = None if weight_column is None else schema.get_field_index(weight_column)
+    c_index = [schema.get_field_index(c) for c in covariates]
+    cov = np.empty((n, len(c_index)), dtype=np.float64) if covariates else None
     kept_extra: list[Any] = []
     a = 0
     while batch is not None:
         k = batch.num_rows
         for j, i in enumerate(index):
             values[a:a + k, j] = batch.column(i).to_numpy(zero_copy_only=False)
+        for j, i in enumerate(c_index):
+            cov[a:a + k, j] = batch.column(i).to_numpy(zero_copy_only=False)
         if w is not None:
             w[a:a + k] = batch.column(w_index).to_numpy(zero_copy_only=False)
         if extra:
@@ -1176,6 +1253,11 @@ def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
             return chunk.reread()
         used = w > 0   # a missing weight (drop_missing) is left out too
         keep = used if keep is None else keep & used
+    if cov is not None and not np.isfinite(cov).all():
+        if not drop_missing or np.isinf(cov).any():
+            return chunk.reread()
+        complete = ~np.isnan(cov).any(axis=1)
+        keep = complete if keep is None else keep & complete
     labels = pa.Table.from_batches(kept_extra) if extra else None
     if keep is None or keep.all():
         rows = np.arange(chunk.first, chunk.first + n, dtype=np.int64)
@@ -1185,11 +1267,15 @@ def _fast_chunk(plan: _FastPlan, chunk: _Chunk, weight_column: str | None,
         values = values[where]
         if w is not None:
             w = w[where]
+        if cov is not None:
+            cov = cov[where]
     if rows.size == 0:
         return rows, {}, labels
     data = dict(plan.make(values))
     if w is not None:
         data[WEIGHT_KEY] = np.ascontiguousarray(w, dtype=np.float64)
+    if cov is not None:
+        data[Z_KEY] = _design(cov, covariates)
     return rows, data, labels
 
 
@@ -1221,7 +1307,9 @@ def sample(source: "PartitionedSource | str", cls: Any, options: Mapping[str, An
     pieces: list[dict[str, np.ndarray]] = []
     raw_rows: list[np.ndarray] = []
     cols = list(scanned.columns)
-    read_cols = _read_columns(cols, scanned.weight_column)
+    covs = covariate_names(scanned.meta)
+    meta = family_meta(scanned.meta)
+    read_cols = _read_columns(cols, scanned.weight_column, covs)
     files = {f.path: f for f in src._files}
     for flat_index in np.unique(chunk_of_rank):
         pi, ci = where[int(flat_index)]
@@ -1231,10 +1319,10 @@ def sample(source: "PartitionedSource | str", cls: Any, options: Mapping[str, An
         start, stop = bounds[ci]
         frame = _read_range(part.path, file_first, start, stop, read_cols, f.group_rows)
         p = _prepare(frame, cls, options, src.text, part.path, cols, scanned.weight_column,
-                     summarise=False)
+                     summarise=False, covariates=covs)
         before = int(ends[flat_index] - flat[flat_index])
         local = ranks[chunk_of_rank == flat_index] - before
-        data = _conform(cls, p, scanned.meta)
+        data = _conform(cls, p, meta)
         pieces.append({k: np.asarray(v)[local] for k, v in data.items()})
         raw_rows.append(p.rows[local] if p.rows is not None
                         else np.full(local.size, -1, dtype=np.int64))

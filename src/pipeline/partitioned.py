@@ -69,11 +69,14 @@ def prepare_partitioned(options: RunOptions, reporter: Any = None) -> dict[str, 
     from ..data.partitions import PartitionedSource, scan
     from .phases import build_model
 
+    from ..data.covariates import one_step_covariates
+
     cls, family_options = _family(options)
     source = PartitionedSource.open(str(options.data))
     scanned = scan(source, cls, family_options, chunk_rows=options.chunk_size,
                    columns=options.columns, weight_column=options.weights,
-                   id_column=options.id, hash_bytes=bool(options.hash_data), reporter=reporter)
+                   id_column=options.id, hash_bytes=bool(options.hash_data), reporter=reporter,
+                   covariates=one_step_covariates(options))
     model = build_model(options, scanned.meta, cls)
     check_enough_rows(scanned.n_obs, model.n_free_parameters(), str(options.data))
     record = {"source": str(options.data), "path": str(options.data), "format": "parquet",
@@ -88,6 +91,9 @@ def prepare_partitioned(options: RunOptions, reporter: Any = None) -> dict[str, 
     if options.weights is not None:
         record.update(weight_column=options.weights, weight_type=options.weight_type,
                       weight_sum=float(scanned.weight_sum))
+    covariates = one_step_covariates(options)
+    if covariates:   # as prepare_frame's record: the covariates are not model columns
+        record["covariates"] = list(covariates)
     if reporter is not None:
         reporter.message(t("partitioned.read", source=options.data, files=len(source.files),
                            partitions=len(source.partitions), rows=scanned.n_raw,
