@@ -76,7 +76,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261202
-CASES = ("gmm2", "gmm5", "lca10")
+CASES = ("gmm2", "gmm5", "lca10", "lca20k3")
+#: K of each case (the default, 2, when not named)
+COMPONENTS = {"lca20k3": 3}
 PHASES = ("data_preparation", "model_estimation", "standard_error_computation", "result_output")
 MINIMAL = ("--no-plots", "--formats", "md")
 SETTINGS = {"default": (), "minimal": MINIMAL, "none": ("--no-plots",)}
@@ -108,12 +110,20 @@ def simulate(case: str, n: int) -> "object":
         z = (rng.random(n) < 0.35).astype(int)
         Y = (rng.random((n, items)) < probs[z]).astype(int) + 1
         return pd.DataFrame(Y, columns=[f"item{j + 1}" for j in range(items)])
+    if case == "lca20k3":   # ~1e5 distinct answer patterns: EM over (nearly) every row
+        items = 20
+        probs = np.stack([np.linspace(0.15, 0.45, items), np.linspace(0.85, 0.55, items),
+                          np.tile([0.2, 0.8], items // 2)])
+        z = np.minimum((rng.random(n) * 3).astype(int), 2)
+        Y = (rng.random((n, items)) < probs[z]).astype(int) + 1
+        return pd.DataFrame(Y, columns=[f"item{j + 1}" for j in range(items)])
     raise SystemExit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
 
 
 def case_args(case: str, path: Path) -> list[str]:
     model = "lca" if case.startswith("lca") else "gmm"
-    return ["--model", model, "--data", str(path)]
+    k = COMPONENTS.get(case)
+    return ["--model", model, "--data", str(path), *(["--components", str(k)] if k else [])]
 
 
 # ---------------------------------------------------------------------- child
@@ -213,6 +223,10 @@ def child(argv: list[str], profile: bool) -> None:
     out.update(inner)
     out["mpl"] = "matplotlib" in sys.modules
     out["imports"] = t0 - t_exec
+    drawing = sys.modules.get("src.output.background")
+    last = getattr(drawing, "last_source", None)
+    if last is not None:   # where the figures and posteriors.csv were made (helper / here)
+        out["fig_src"], out["csv_src"] = last("figures"), last("posteriors.csv")
     print(json.dumps(out))
 
 
@@ -235,10 +249,37 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
-              code: Path = ROOT, no_output: bool = False) -> dict:
+#: where the children keep the project's compiled modules (None: as the environment says;
+#: ``--no-bytecode``: compiled afresh by every process, as with PYTHONDONTWRITEBYTECODE=1
+#: and no ``__pycache__``)
+PYCACHE: list[Path | None] = [None]
+
+
+def child_env(code: Path) -> dict[str, str]:
+    """The environment of a child running the project under ``code``: one BLAS thread, and
+    the project's modules loaded from compiled bytecode as an installed package's are
+    (``PYTHONPYCACHEPREFIX``, filled by :func:`compile_code`) unless ``--no-bytecode``."""
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(code), "BENCH_CODE": str(code),
            "LANG": "C.UTF-8"}
+    if PYCACHE[0] is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE[0])
+    return env
+
+
+def compile_code(code: Path) -> None:
+    """Compile the project under ``code`` into the bytecode cache (before any measurement,
+    with one unmeasured run of each case for the libraries' modules, which the cache prefix
+    holds too: no run pays for compiling, as none would after ``pip install``)."""
+    if PYCACHE[0] is not None:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "src"),
+                        str(Path(__file__).resolve())], env=child_env(code), check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
+              code: Path = ROOT, no_output: bool = False) -> dict:
+    env = child_env(code)
     env.pop("BENCH_NO_OUTPUT", None)
     if no_output:
         env["BENCH_NO_OUTPUT"] = "1"
@@ -328,7 +369,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=float, default=1e5)
-    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--cases", default=",".join(CASES[:3]),
+                    help=f"of {', '.join(CASES)} (lca20k3: 20 items, K = 3, ~1e5 distinct "
+                         "answer patterns, a fit of seconds)")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="children compile the project's modules afresh (as with "
+                         "PYTHONDONTWRITEBYTECODE=1 and no __pycache__) instead of loading "
+                         "them from a bytecode cache in the working folder")
     ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                     help="a version of the project to run (repeat to compare; default: this one)")
     ap.add_argument("--settings", default="default,minimal,none",
@@ -351,17 +398,25 @@ def main() -> None:
     n = int(args.n)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     work.mkdir(parents=True, exist_ok=True)
+    PYCACHE[0] = None if args.no_bytecode else work / "pycache"
+    for code in ({"here": ROOT} if args.profile else codes).values():
+        compile_code(code)
     paths = {}
     for case in ([args.profile] if args.profile else cases):
         paths[case] = work / f"{case}-{n}.csv"
         if not paths[case].exists():
             simulate(case, n).to_csv(paths[case], index=False)
+    if PYCACHE[0] is not None:   # every module the runs load compiled once, unmeasured
+        for code in ({"here": ROOT} if args.profile else codes).values():
+            for case in paths:
+                measure(case, paths[case], "default", work, code)
     if args.profile:
         profile(args.profile, paths[args.profile], work, args.top)
         return
 
     info = machine()
     info["code"] = {name: str(path) for name, path in codes.items()}
+    info["bytecode"] = "compiled afresh" if args.no_bytecode else "cached"
     print(f"N = {n}, rounds {args.rounds}, {info}", flush=True)
     results: dict[str, dict[str, dict[str, list[dict]]]] = {
         code: {c: {s: [] for s in settings} for c in cases} for code in codes}
@@ -380,7 +435,8 @@ def main() -> None:
                     results[code][case][setting].append(t)
                     print(f"round {r + 1} {code:8s} {case:6s} {setting:7s} "
                           f"rest {t['rest']:.2f} s  output {t['output']:.3f} s  ratio {t['ratio']:.3f}"
-                          f"  (figures {t.get('figures', 0):.3f}, csv {t.get('csv', 0):.3f}, "
+                          f"  (figures {t.get('figures', 0):.3f} {t.get('fig_src') or '-'}, "
+                          f"csv {t.get('csv', 0):.3f} {t.get('csv_src') or '-'}, "
                           f"mpl {'yes' if t['mpl'] else 'no'})"
                           f"  (data {t['data_preparation']:.2f}, fit {t['model_estimation']:.2f}, "
                           f"se {t['standard_error_computation']:.2f}, run {t['run']:.2f}, "

@@ -63,7 +63,7 @@ from .helper import read_message, write_all
 from .plots.layout import Plot
 from .plots.spec import FormatError, Spec, pack, render
 
-__all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures",
+__all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_figures", "Figures",
            "collect_posteriors_csv", "posteriors_for", "stop", "helper_pid", "last_source",
            "wait_ready"]
 
@@ -101,6 +101,7 @@ class _Job:
     csv: dict[str, Any] | None
     chunk_size: int = 0
     results: dict[str, Future] = field(default_factory=dict)
+    figures_collected: bool = False
 
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
         return (model is self.model and data is self.data and _same_params(params, self.params)
@@ -443,28 +444,52 @@ def _job_for(model: Any, data: Any, params: Mapping[str, Any], resp: Any) -> _Jo
     return job if job.matches(model, data, params, as_posteriors(resp)) else None
 
 
-def collect_figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
-                    resp: Any) -> dict[str, Plot] | None:
-    """The figures :func:`submit` sent for this fit, ``{file name: Plot}`` (waiting for the
-    drawing process if need be; a figure it could not draw is drawn here), or None when none
-    were sent for these arguments.  Taken once."""
-    job = _job_for(model, data, params, resp)
-    if job is None or not any(name in job.results for name in job.specs):
-        return None
-    out: dict[str, Plot] = {}
-    source = "helper"
-    for name, spec in job.specs.items():
-        meta, png = _take(job, name)
-        if meta.get("error") is None and png is not None:
-            out[name] = Plot(png.tobytes(), spec.caption, int(meta["width"]), int(meta["height"]))
-        else:
-            from .plots import _preloaded
+class Figures(Mapping[str, Plot]):
+    """The figures of one job, ``{file name: Plot}`` in order, each taken from the drawing
+    process the first time it is looked up (waiting for it then; a figure it could not draw
+    is drawn here), so the run can go on with what needs no figure meanwhile."""
 
-            _preloaded()
-            out[name] = render(spec)
-            source = "here"
-    _LAST["figures"] = source
-    return out
+    def __init__(self, job: _Job) -> None:
+        self._job = job
+        self._got: dict[str, Plot] = {}
+
+    def __getitem__(self, name: str) -> Plot:
+        got = self._got.get(name)
+        if got is None:
+            spec = self._job.specs[name]
+            meta, png = _take(self._job, name)
+            if meta.get("error") is None and png is not None:
+                got = Plot(png.tobytes(), spec.caption, int(meta["width"]), int(meta["height"]))
+            else:
+                from .plots import _preloaded
+
+                _preloaded()
+                got = render(spec)
+                _LAST["figures"] = "here"
+            self._got[name] = got
+        return got
+
+    def __iter__(self) -> Any:
+        return iter(self._job.specs)
+
+    def __len__(self) -> int:
+        return len(self._job.specs)
+
+    def __repr__(self) -> str:
+        return f"Figures({list(self._job.specs)})"
+
+
+def collect_figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
+                    resp: Any) -> Figures | None:
+    """The figures :func:`submit` sent for this fit as a :class:`Figures` mapping (each
+    waited for when first looked up), or None when none were sent for these arguments.
+    Taken once."""
+    job = _job_for(model, data, params, resp)
+    if job is None or job.figures_collected or not any(name in job.results for name in job.specs):
+        return None
+    job.figures_collected = True
+    _LAST["figures"] = "helper"
+    return Figures(job)
 
 
 def collect_posteriors_csv(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],

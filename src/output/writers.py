@@ -20,12 +20,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..inference import Comparison
 from ..models.base import MixtureModel
-from ..progress.atomic import (TMP_PREFIX, remove_stray_temporaries, sha256_bytes, sha256_file,
-                               write_file_set)
+from ..progress.atomic import (TMP_PREFIX, FileSet, remove_stray_temporaries, sha256_bytes,
+                               sha256_file, write_file_set)
 from .conclusions import conclusion_sections
 from .estimates import (covariance_rows, csv_bytes, estimates_rows, format_number, interval_summary,
                         primary_method)
@@ -38,7 +38,7 @@ from .report import (comparison_of, disagreements, not_comparable, report_docume
 __all__ = ["write_all", "format_number", "estimates_rows", "disagreements", "not_comparable",
            "comparison_of", "Comparison", "remove_stray_temporaries", "result_set_is_complete",
            "MANIFEST", "RESULT_FILES", "REPORT_FILES", "result_files", "result_set",
-           "report_files", "removable", "manifest_bytes"]
+           "report_files", "removable", "manifest_bytes", "write_file_set"]
 
 MANIFEST = "manifest.json"
 #: the report's file for each of --formats
@@ -88,18 +88,31 @@ def _fit_json(model, record, fit, se, options, fingerprint) -> dict[str, Any]:
 def write_all(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
               se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
               conclusions: Any = None) -> list[str]:
-    """Write every result file into ``options.results_dir``; return their paths."""
+    """Write every result file into ``options.results_dir``; return their paths.
+
+    One :class:`~src.progress.atomic.FileSet`: the files that need no figure (estimates,
+    covariance, posteriors.csv, fit.json) are handed to its writing threads first, so they
+    are written and fsynced while the report is made (and while the figures the drawing
+    process is still making are waited for), then the figures and the report."""
     from .enumeration import remove_subsets
 
     out_dir = Path(options.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = result_files(model, record, fit, se, options, fingerprint=fingerprint,
-                         conclusions=conclusions)
     old = removable(out_dir)
-    if _has_temporaries(out_dir):   # (each name's pattern is compiled: only when needed)
-        remove_stray_temporaries(out_dir, tuple(dict.fromkeys((*old, *files, MANIFEST))))
-    manifest = _manifest(options.task_name, files)
-    written = write_file_set(out_dir, files, manifest=(MANIFEST, manifest), remove=old)
+    strays = _has_temporaries(out_dir)   # (each name's pattern is compiled: only when needed)
+    with FileSet(out_dir) as fset:
+        files, report = _result_parts(model, record, fit, se, options, fingerprint=fingerprint,
+                                      conclusions=conclusions)
+        for name, data in files.items():
+            fset.add(name, data)
+        files.update(report_files(report(), options))
+        for name, data in files.items():
+            if name not in fset:
+                fset.add(name, data)
+        manifest = _manifest(options.task_name, files, sha256=fset.sha256)
+        written = fset.commit((MANIFEST, manifest), remove=old,
+                              strays=tuple(dict.fromkeys((*old, *files, MANIFEST)))
+                              if strays else None)
     remove_subsets(out_dir, options.task_name, keep=())  # an earlier enumeration's k*/ folders
     return [str(p) for p in written]
 
@@ -143,6 +156,19 @@ def result_set(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str,
     """:func:`result_files` in two parts: the files but the report and its figures, and the
     report as a :class:`~.document.Document` (for a caller that adds to it, as the
     enumeration does, before :func:`report_files`)."""
+    files, report = _result_parts(model, record, fit, se, options, fingerprint=fingerprint,
+                                  sections=sections, figures=figures, conclusions=conclusions)
+    return files, report()
+
+
+def _result_parts(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str, Any],
+                  se: Mapping[str, Any], options: Any, *, fingerprint: Mapping[str, Any],
+                  sections: Sequence[Section] = (),
+                  figures: Mapping[str, Any] | None = None,
+                  conclusions: Any = None) -> tuple[dict[str, bytes], Callable[[], Document]]:
+    """:func:`result_set` with the report still to be made: the files, and a function making
+    the report (the first to look at the figures, which the drawing process may still be
+    making: :func:`src.output.plots.figures`)."""
     header, rows = estimates_rows(model, fit, se, options)
     files = {"estimates.csv": csv_bytes(header, rows)}
     cov = covariance_rows(se, options, model=model)
@@ -153,20 +179,26 @@ def result_set(model: MixtureModel, record: Mapping[str, Any], fit: Mapping[str,
                 else interval_summary(model, se, options))
     # a phrase in the run's language: the report's, not fit.json's (the same in any --lang)
     description = fitj.pop("interval_description", None)
+    shown: list[Mapping[str, Any]] = [figures or {}]
     if conclusions is not None:
         files.update(conclusions.files)
         sections = [*conclusion_sections({**fitj, "interval_description": description},
                                          report_language(options)), *sections]
-        figures = {**conclusions.figures, **(figures or {})}
+        shown.insert(0, conclusions.figures)
     if "structural" in fitj:   # three-step estimation: its rows after the measurement model's
         from .structural import structural_rows
         files["estimates.csv"] = csv_bytes(header, rows + structural_rows(fitj["structural"], header))
     # keys sorted: the same bytes (but for "seconds") however the results were gathered or resumed
     files["fit.json"] = (json.dumps(fitj, indent=2, allow_nan=True, default=str, sort_keys=True)
                          + "\n").encode()
-    doc = report_document(model, record, fit, se, options, fitj, header, rows,
-                          sections=sections, figures=figures)
-    return files, doc
+
+    def report() -> Document:
+        figs = {k: v for part in shown for k, v in part.items()} if conclusions is not None \
+            else figures
+        return report_document(model, record, fit, se, options, fitj, header, rows,
+                               sections=sections, figures=figs)
+
+    return files, report
 
 
 def report_files(doc: Document, options: Any) -> dict[str, bytes]:
@@ -197,8 +229,11 @@ def removable(folder: str | Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _manifest(task_name: str, files: Mapping[str, bytes]) -> bytes:
-    entries = {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()}
+def _manifest(task_name: str, files: Mapping[str, bytes],
+              sha256: Callable[[str], str] | None = None) -> bytes:
+    """The manifest of ``files``; ``sha256(name)``: their digests where already known."""
+    digest = sha256 or (lambda name: sha256_bytes(files[name]))
+    entries = {name: {"sha256": digest(name), "bytes": len(data)} for name, data in files.items()}
     return (json.dumps({"task_name": task_name, "files": entries}, indent=2, sort_keys=True)
             + "\n").encode()
 

@@ -6,7 +6,9 @@ Temporary files are created exclusively (``O_EXCL``, never through a symlink) un
 unpredictable name ``.tmp-NAME.XXXXXXXX`` (:func:`tempfile.mkstemp`), so nobody who can
 write to a shared folder can make a write land elsewhere, and they are removed on any
 failure.  Readers ignore names starting with ``.tmp-``; cleaners find a file's leftovers
-with :func:`temp_pattern`.  :func:`write_file_set` writes files that must appear together.
+with :func:`temp_pattern`.  :func:`write_file_set` writes files that must appear together;
+:class:`FileSet` does the same step by step, each file's temporary written (and fsynced) by
+a background thread as soon as the file is known, while the caller makes the next one.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import re
 import secrets
 import stat
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["atomic_write_bytes", "replace_with_link", "write_file_set", "write_temp",
+__all__ = ["atomic_write_bytes", "replace_with_link", "write_file_set", "FileSet", "write_temp",
            "temp_pattern", "remove_stray_temporaries", "fsync_dir", "sha256_bytes", "sha256_file",
            "TMP_PREFIX"]
 
@@ -37,21 +40,25 @@ def temp_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(TMP_PREFIX + name) + r"\.(?:[a-z0-9_]{8}|[0-9]+)\Z")
 
 
-def remove_stray_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+def remove_stray_temporaries(folder: Path, names: Iterable[str],
+                             keep: Iterable[str] = ()) -> list[Path]:
     """Remove the temporaries an interrupted write of ``names`` left in ``folder``.
 
     Only those names' own (``.tmp-estimates.csv.XXXXXXXX`` and the older ``.PID`` naming,
-    :func:`temp_pattern`); any other file stays.  A symbolic link is
-    removed itself, never followed; a folder is left alone.  Returns what was removed.
+    :func:`temp_pattern`); any other file stays, and so do the entries named in ``keep``
+    (a write under way: :class:`FileSet`'s own).  A symbolic link is removed itself, never
+    followed; a folder is left alone.  Returns what was removed.
     """
     patterns = [temp_pattern(n) for n in names]
+    keep = set(keep)
     removed: list[Path] = []
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
         return removed
     for entry in entries:
-        if not entry.name.startswith(TMP_PREFIX) or not any(p.match(entry.name) for p in patterns):
+        if not entry.name.startswith(TMP_PREFIX) or entry.name in keep \
+                or not any(p.match(entry.name) for p in patterns):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -220,16 +227,117 @@ def write_file_set(folder: Path, files: Mapping[str, bytes], *, manifest: tuple[
     meanwhile, are put back, every temporary is removed and the error is raised.  Only a
     crash during the renames can leave a mixed set, and then there is no manifest.
     """
-    folder = Path(folder)
-    mname, mdata = manifest
-    stale = [n for n in remove if n not in files and n != mname]
-    temps: dict[str, Path] = {}
+    with FileSet(folder) as fset:
+        for name, data in files.items():
+            fset.add(name, data)
+        return fset.commit(manifest, remove=remove)
+
+
+def _write_and_hash(folder: Path, name: str, data: bytes) -> tuple[Path, str]:
+    return write_temp(folder, name, data), sha256_bytes(data)
+
+
+class FileSet:
+    """:func:`write_file_set` step by step, for files made one after another.
+
+    ``add(name, data)`` hands the file to background threads, which write its temporary
+    and fsync it (both release the GIL, as does hashing: the caller makes the next file
+    meanwhile, and the fsyncs of several files overlap); :meth:`commit` waits for them all
+    and puts the set in place exactly as :func:`write_file_set` does (a failed write is
+    raised there, every temporary removed).  Leaving the ``with`` block without a commit,
+    or by an error, removes every temporary of the set.  :meth:`sha256` gives an added
+    file's digest (computed by the thread that wrote it).
+    """
+
+    #: threads writing temporaries (two: one large file's fsync need not hold up the rest)
+    THREADS = 2
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._writes: dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="file-set")
+        self._closed = False
+
+    def __enter__(self) -> "FileSet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self.abort()
+
+    def add(self, name: str, data: bytes) -> None:
+        """Start writing ``data`` to a temporary for ``name`` (each name once)."""
+        if self._closed:
+            raise ValueError(f"the file set in {self.folder} was committed or aborted; "
+                             f"{name!r} cannot be added")
+        if name in self._writes:
+            raise ValueError(f"{name!r} was added to the file set in {self.folder} twice")
+        self._writes[name] = self._pool.submit(_write_and_hash, self.folder, name,
+                                                 data if isinstance(data, bytes) else bytes(data))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._writes
+
+    def sha256(self, name: str) -> str:
+        """The SHA-256 of the file added as ``name`` (waiting for its write)."""
+        return self._writes[name].result()[1]
+
+    def _temps(self) -> dict[str, Path]:
+        """Every file's temporary (waiting for the writes); the first failure raised."""
+        temps: dict[str, Path] = {}
+        for name, future in self._writes.items():
+            temps[name] = future.result()[0]
+        return temps
+
+    def abort(self) -> None:
+        """Remove every temporary of the set (after its writes end); nothing is renamed."""
+        self._closed = True
+        for future in self._writes.values():
+            try:
+                _unlink_quietly(future.result()[0])
+            except BaseException:
+                continue
+        self._pool.shutdown(wait=True)
+
+    def commit(self, manifest: tuple[str, bytes], *, remove: Iterable[str] = (),
+               strays: Iterable[str] | None = None) -> list[Path]:
+        """Put the set in place with ``manifest`` last (as :func:`write_file_set`, ``remove``
+        the same); ``strays``: names whose temporaries an interrupted earlier write left are
+        removed first (:func:`remove_stray_temporaries`, this set's own kept).  Returns the
+        paths in the order added, the manifest's last."""
+        if self._closed:
+            raise ValueError(f"the file set in {self.folder} was committed or aborted already")
+        try:
+            temps = self._temps()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        try:
+            if strays is not None:
+                remove_stray_temporaries(self.folder, strays, keep=[p.name for p in temps.values()])
+            mname, mdata = manifest
+            temps[mname] = write_temp(self.folder, mname, mdata)
+        except BaseException:
+            for path in temps.values():
+                _unlink_quietly(path)
+            raise
+        files = [n for n in temps if n != mname]
+        _put_in_place(self.folder, files, temps, mname, remove)
+        return [self.folder / name for name in files] + [self.folder / mname]
+
+
+def _put_in_place(folder: Path, files: list[str], temps: dict[str, Path], mname: str,
+                  remove: Iterable[str]) -> None:
+    """Rename the fsynced temporaries ``temps`` of ``files`` and the manifest ``mname`` into
+    ``folder`` (see :func:`write_file_set`); on failure, the old entries back and every
+    temporary removed."""
+    temps = dict(temps)
+    stale = [n for n in remove if n not in temps and n != mname]
     kept: dict[str, Path | None] = {}
     changed: list[str] = []  # entries changed so far, in order (undone in reverse)
     try:
-        for name, data in files.items():
-            temps[name] = write_temp(folder, name, data)
-        temps[mname] = write_temp(folder, mname, mdata)
         for name in [mname, *files, *stale]:
             kept[name] = _keep_old(folder, name)
         if kept[mname] is not None:
@@ -264,7 +372,6 @@ def write_file_set(folder: Path, files: Mapping[str, bytes], *, manifest: tuple[
         if path is not None:
             _unlink_quietly(path)
     fsync_dir(folder)
-    return [folder / name for name in files] + [folder / mname]
 
 
 def sha256_bytes(data: bytes) -> str:

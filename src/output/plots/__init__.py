@@ -238,7 +238,7 @@ def figure_data_specs(model: Any, data: Mapping[str, np.ndarray]) -> dict[str, S
 
 
 def figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
-            resp: Any) -> dict[str, Plot]:
+            resp: Any) -> Mapping[str, Plot]:
     """Every figure of a fitted model: ``{file name: Plot}`` in a fixed order.
 
     ``model`` set up (``setup(meta)`` done), ``data`` its arrays (``prepared.data``),
@@ -251,8 +251,11 @@ def figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, np.
     current language.
 
     When the run sent these figures to the drawing process
-    (:func:`src.output.background.submit`, the same model and data objects, equal estimate and posteriors), its PNGs are taken
-    (waiting for them if need be); otherwise, or when it failed, they are drawn here.
+    (:func:`src.output.background.submit`, the same model and data objects, equal estimate
+    and posteriors), its PNGs are taken: the mapping returned then
+    (:class:`~src.output.background.Figures`) waits for each figure the first time it is
+    looked up (the run writes the files that need no figure meanwhile); a figure the
+    process could not draw is drawn here.  Otherwise they are drawn here, now.
     """
     from .. import background
 
