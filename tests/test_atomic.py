@@ -125,3 +125,59 @@ def test_backup_that_already_is_the_file_leaves_no_temporary(tmp_path):
     replace_with_link(main, backup)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_progress.json", "t_progress.json.bak"]
     assert backup.read_bytes() == b"{}"
+
+
+def _set(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_file_set_puts_files_in_place_in_the_order_added_with_the_manifest_last(tmp_path):
+    """FileSet writes each file in its threads, renames them in the order added, the manifest last, and gives each file's SHA-256."""
+    from src.progress.atomic import FileSet, sha256_bytes
+
+    files = {"b.csv": b"1,2\n" * 100_000, "a.json": b"{}\n", "c.png": b"\x89PNG"}
+    with FileSet(tmp_path) as fset:
+        for name, data in files.items():
+            fset.add(name, data)
+        assert "a.json" in fset and fset.sha256("b.csv") == sha256_bytes(files["b.csv"])
+        written = fset.commit(("manifest.json", b"m\n"), remove=["old.txt"])
+    assert [p.name for p in written] == [*files, "manifest.json"]
+    assert _set(tmp_path) == {**files, "manifest.json": b"m\n"}
+
+
+def test_file_set_left_without_commit_removes_its_temporaries(tmp_path):
+    """An error while the set is being made (before commit) leaves the earlier files as they were and no temporary."""
+    from src.progress.atomic import FileSet
+
+    (tmp_path / "a.csv").write_bytes(b"old")
+    with pytest.raises(RuntimeError), FileSet(tmp_path) as fset:
+        fset.add("a.csv", b"new" * 1000)
+        fset.add("b.csv", b"more")
+        raise RuntimeError("the report failed")
+    assert _set(tmp_path) == {"a.csv": b"old"}
+
+
+def test_file_set_write_failing_in_its_thread_is_raised_by_commit(tmp_path):
+    """A write its thread could not finish (EFBIG, as on a full disk) is raised by commit; the old files stay and no temporary is left."""
+    from src.progress.atomic import FileSet
+
+    (tmp_path / "a.csv").write_bytes(b"old")
+    with FileSet(tmp_path) as fset:
+        fset.add("a.csv", b"small")
+        with file_size_limit(1000):
+            fset.add("b.csv", b"x" * 5000)
+            with pytest.raises(OSError):
+                fset.commit(("manifest.json", b"m\n"))
+    assert _set(tmp_path) == {"a.csv": b"old"}
+
+
+def test_file_set_removes_stray_temporaries_but_its_own(tmp_path):
+    """commit(strays=...) removes what an interrupted earlier write of those names left, never the set's own temporaries."""
+    from src.progress.atomic import FileSet
+
+    stray = tmp_path / f"{TMP_PREFIX}a.csv.zz_9x8y7"
+    stray.write_bytes(b"half a file")
+    with FileSet(tmp_path) as fset:
+        fset.add("a.csv", b"new")
+        fset.commit(("manifest.json", b"m\n"), strays=["a.csv", "manifest.json"])
+    assert _set(tmp_path) == {"a.csv": b"new", "manifest.json": b"m\n"}
