@@ -74,6 +74,16 @@ Text codes (families with ``reads_text``): a float column is written as text per
 ``1.0`` as ``1`` when every value of the chunk is whole, as the in-memory reader decides for
 the whole column: a float column mixing whole and fractional codes should be stored as text.
 
+Covariates of the one-step model (``covariates``, ``--covariates``): read beside the model's
+columns and checked as in memory (:func:`src.data.covariates.covariate_values`, after the
+weights, naming the file and the global row; a row with a missing covariate dropped under
+``--drop-missing``); the scan decides "constant" and "linearly dependent" over every kept row
+from a :class:`~src.data.covariates.DesignSummary` folded over the chunks, and names the
+covariates in the merged meta (:data:`~src.models.covariates.COVARIATES_META`, after the
+family's keys: the in-memory meta).  Every later pass (:func:`kept_chunks`, :func:`sample`, the
+fast path) reads the names from that meta and adds each chunk's design ``Z`` (intercept
+first, :data:`Z_KEY`) after its weights, as :func:`src.pipeline.phases.prepare_frame` does.
+
 Row weights (``weight_column``, ``--weights``): read beside the model's columns and checked
 as in memory (:func:`src.data.rows.split_weights`' rules and sentences, naming the file and
 the global row), each chunk validated whole through ``prepare_data``, then its rows of

@@ -3,7 +3,8 @@
 A run whose ``--data`` is a folder or glob of Parquet files (or a Parquet file with
 ``--stream``) never holds the rows in memory.  The data phase makes one pass over the
 partitions (:func:`src.data.partitions.scan`: every chunk validated through the family's
-``prepare_data``, the metas merged, the rows counted) and records what it learnt; the
+``prepare_data``, the one-step model's ``--covariates`` beside, the metas merged, the rows
+counted) and records what it learnt; the
 fingerprint of the input is the files' Parquet metadata (:meth:`PartitionedSource.fingerprint`;
 ``--hash-data``: every byte), so a resumed run refuses changed files without reading them.
 :func:`materialise` then gives the later phases a row engine instead of arrays: the in-process
