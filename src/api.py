@@ -190,7 +190,8 @@ def run(**options: Any) -> "MixtureResults":
     from src.pipeline import run as run_pipeline
 
     opts = make_options(options, t("api.where", function="run()"))
-    out = run_pipeline(opts)
+    with _language(opts.lang):   # as the script's --lang: messages, notes and the report
+        out = run_pipeline(opts)
     prepared = out["prepared"]
     if "enumeration" in out:
         enum = out["enumeration"]

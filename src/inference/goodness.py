@@ -47,6 +47,20 @@ the chi-square p-values are only approximate (no design correction).
 **Response probabilities** (:func:`response_probability_table`): one row per item and
 category, one column per class.
 
+**Covariates of class membership** (the one-step model, :mod:`src.models.covariates`): class
+weights differ by row, ``pi_ik``, so the model-implied probability of a pattern is the average
+over the rows, and a pattern's expected count on the complete rows is
+``E(u) = sum_{i complete} w_i sum_k pi_ik P(u | k) = N' sum_k pibar_k P(u | k)`` with
+``pibar`` the average predicted class probabilities of the complete rows: the latent class
+family's statistics with ``pibar`` as its weights (:func:`table_view`).  The bivariate
+residuals' expected two-way tables average the same way over the rows observing both items
+(``sum_i w_i pi_ik`` per pair).  Their ``df`` counts the parameters of the pattern table's
+model, the family's own (its K-1 weights instead of the coefficients): the estimate
+maximises the likelihood given the covariates, not the table's, so G2 is at least the
+table's minimum and its chi-square p-value is only approximate (a note says so); the
+parametric bootstrap (the covariate model's ``sample``: classes drawn from each row's
+``pi_i``, refits of the covariate model) is calibrated.
+
 Gaussian mixtures
 -----------------
 :func:`gmm_derived`: each class's standard deviations ``sd[k,col] = sqrt(S_jj)`` and (full
@@ -124,6 +138,9 @@ register({
     "gof.boot_not_converged": {
         "en": "{n} of {B} goodness-of-fit bootstrap replicates have a refit that did not converge within max_iter (kept); raise max_iter.",
         "zh": "{B} 次拟合优度自助法重复中有 {n} 次重新拟合未在 max_iter 内收敛（仍保留）；请增大 max_iter。"},
+    "gof.covariates": {
+        "en": "Class membership depends on the covariates, so the expected pattern counts average each row's class probabilities (sum_i sum_k pi_ik P(pattern | k)); df counts the family's {p} parameters of the pattern table (its class weights instead of the {q} coefficients), and since the estimate maximises the likelihood given the covariates, not the table's, the chi-square p-values are approximate; the parametric bootstrap (--gof-bootstrap) is not.",
+        "zh": "类别归属依赖于协变量，因此期望模式频数是各行类别概率的平均（sum_i sum_k pi_ik P(模式 | k)）；df 按应答模式表模型的 {p} 个参数计算（以类别权重代替 {q} 个系数），且估计值最大化的是给定协变量的似然而非该表的似然，因此卡方 p 值只是近似的；参数自助法（--gof-bootstrap）则不是。"},
     "gof.boot_none": {
         "en": "No goodness-of-fit bootstrap replicate succeeded, so the bootstrap p-values are not given.",
         "zh": "没有任何拟合优度自助法重复成功，因此不给出自助法 p 值。"},
@@ -186,6 +203,35 @@ def pattern_statistics(model: MixtureModel, Y: np.ndarray, params: Params,
     x2 = x2_seen + max(n * (1.0 - p_seen), 0.0)   # the cells never observed
     return {"g2": g2, "x2": x2, "n_complete": n, "n_patterns": int(patterns.shape[0]),
             "expected_observed": float(expected.sum())}
+
+
+def table_view(model: MixtureModel, data: Data, params: Params
+               ) -> tuple[MixtureModel, Data, Params, np.ndarray | None]:
+    """``(family, rows, params, row weights)`` whose pattern table is the model's: the model
+    itself, or for a covariate model (one whose ``class_probabilities`` depend on the row)
+    its family with the class weights averaged over the complete rows (module doc)."""
+    rows, w = split_weight(data)
+    pi = _row_class_probabilities(model, rows, params)
+    if pi is None:
+        return model, rows, params, w
+    keep = (_answers(rows) >= 0).all(axis=1)
+    mass = pi[keep].sum(axis=0) if w is None else w[keep] @ pi[keep]
+    weight = (mass / mass.sum() if mass.sum() > 0
+              else np.asarray(params["weight"], dtype=float))
+    return model.family, {"Y": _answers(rows)}, model.family_params(params, weight), w
+
+
+def _row_class_probabilities(model: MixtureModel, rows: Data, params: Params
+                             ) -> np.ndarray | None:
+    """Each row's class probabilities (n, K) when they depend on the row, else None."""
+    fn = getattr(model, "class_probabilities", None)
+    return np.asarray(fn(rows, params), dtype=float) if callable(fn) else None
+
+
+def _statistics(model: MixtureModel, data: Data, params: Params) -> dict[str, Any]:
+    """:func:`pattern_statistics` of ``data`` (weighted or not, covariates or not)."""
+    fam, rows, p, w = table_view(model, data, params)
+    return pattern_statistics(fam, _answers(rows), p, w, _known_patterns(fam, rows, w))
 
 
 def _sizes(model: MixtureModel) -> list[int]:
@@ -292,14 +338,14 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
     sparse table's note says the p-values given come from it instead of offering it.
     Row weights: ``n_rows`` and ``n_complete`` are sums of weights (see the module doc).
     """
-    data, w = split_weight(data)
-    Y = _answers(data)
+    fam, rows, fam_params, w = table_view(model, data, params)
+    Y = _answers(rows)
     N = int(Y.shape[0]) if w is None else _count(w.sum())
-    p = int(n_params)
-    n_cells = math.prod(_sizes(model))
+    p = int(n_params) if fam is model else int(fam.n_free_parameters())
+    n_cells = math.prod(_sizes(fam))
     df = n_cells - 1 - p
     df_polca = min(N, n_cells - 1) - p
-    st = pattern_statistics(model, Y, params, w, _known_patterns(model, data, w))
+    st = pattern_statistics(fam, Y, fam_params, w, _known_patterns(fam, rows, w))
     n = _count(st["n_complete"])
     out: dict[str, Any] = {"n_rows": N, "n_complete": n, "n_cells": n_cells,
                            "n_patterns": st["n_patterns"], "n_params": p,
@@ -309,12 +355,15 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
                            "share_expected_below_5": None, "min_expected": None,
                            "bootstrap_suggested": False, "notes": []}
     notes: list[str] = out["notes"]
+    if fam is not model:   # covariates: averaged class weights, the table's parameters
+        out["n_params_model"] = int(n_params)
+        notes.append(t("gof.covariates", p=p, q=int(n_params) - p + fam.n_components - 1))
     if n == 0:
         notes.append(t("gof.no_complete"))
         return out
     if n < N:
         notes.append(t("gof.incomplete_rows", n=n, total=N))
-    out.update(_sparseness(model, params, n, n_cells))
+    out.update(_sparseness(fam, fam_params, n, n_cells))
     if df <= 0:
         notes.append(t("gof.df", df=df))
     elif out["sparse"]:
@@ -367,7 +416,7 @@ def gof_replicate(model: MixtureModel, data: Data, params: Params, opts: Mapping
             warnings.simplefilter("ignore")
             fit = fit_em(model, data_r, seed=fit_seed, extra_starts=[params],
                          **opts["fit_options"])
-        st = pattern_statistics(model, _answers(data_r), fit.params)
+        st = _statistics(model, data_r, fit.params)
         if not (math.isfinite(st["g2"]) and math.isfinite(st["x2"])):
             raise ValueError("the replicate's statistics are not finite (no complete row, or "
                              "an observed pattern of probability 0)")
@@ -459,8 +508,7 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
 
 def _summarise(model: MixtureModel, data: Data, params: Params,
                done: Mapping[str, Mapping[str, Any]], B: int) -> dict[str, Any]:
-    rows, w = split_weight(data)
-    st = pattern_statistics(model, _answers(rows), params, w, _known_patterns(model, rows, w))
+    st = _statistics(model, data, params)
     recs = [done[str(r)] for r in range(B)]
     used = [rec for rec in recs if rec["status"] != "error"]
     failed = [r for r, rec in enumerate(recs) if rec["status"] == "error"]
@@ -505,31 +553,38 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     Row weights: the two-way tables and ``n`` count weights.
     """
     data, row_w = split_weight(data)
+    pi = _row_class_probabilities(model, data, params)   # covariates: (n, K), else None
+    fam = model if pi is None else model.family
     Y = _answers(data)
-    known = _known_patterns(model, data, row_w)
+    known = _known_patterns(fam, data, row_w) if pi is None else None
     if known is not None:   # the distinct rows, each weighted by its count: the same sums
         Y, row_w = known
-    sizes = np.asarray(_sizes(model))
-    off = np.asarray(model.offsets)
+    sizes = np.asarray(_sizes(fam))
+    off = np.asarray(fam.offsets)
     n_flat = int(sizes.sum())
     J = sizes.size
+    w = np.asarray(params["weight"], dtype=float)
+    K = w.size
     counts = np.zeros((n_flat, n_flat))
     both = np.zeros((J, J))
+    mass = None if pi is None else np.zeros((K, J, J))   # sum_i w_i pi_ik obs_ij obs_il
     for a in range(0, Y.shape[0], _ROWS):
-        O, observed = model.one_hot(Y[a:a + _ROWS])
+        O, observed = fam.one_hot(Y[a:a + _ROWS])
         obs = observed.astype(float)
+        wa = np.ones((obs.shape[0], 1)) if row_w is None else row_w[a:a + _ROWS, None]
         if row_w is None:
             counts += O.T @ O
             both += obs.T @ obs
         else:
-            wa = row_w[a:a + _ROWS, None]
             counts += O.T @ (O * wa)
             both += obs.T @ (obs * wa)
-    w = np.asarray(params["weight"], dtype=float)
+        if mass is not None:
+            piw = pi[a:a + _ROWS] * wa
+            mass += np.einsum("ik,ij,il->kjl", piw, obs, obs)
     prob = np.asarray(params["prob"], dtype=float)
-    pf = prob[:, model.flat_item, model.flat_cat]                  # (K, n_flat)
+    pf = prob[:, fam.flat_item, fam.flat_cat]                      # (K, n_flat)
     joint = (pf * w[:, None]).T @ pf                                # sum_k w_k p_k p_k'
-    items = [str(x) for x in model.items]
+    items = [str(x) for x in fam.items]
     pairs = []
     for j in range(J):
         for l in range(j + 1, J):
@@ -538,7 +593,10 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
             n = float(both[j, l])
             df = int((sizes[j] - 1) * (sizes[l] - 1))
             O = counts[rj, rl]
-            E = n * joint[rj, rl]
+            if mass is None:
+                E = n * joint[rj, rl]
+            else:   # each row's own class probabilities, over the rows observing both
+                E = np.einsum("k,ka,kb->ab", mass[:, j, l], pf[:, rj], pf[:, rl])
             with np.errstate(divide="ignore", invalid="ignore"):
                 terms = np.where(O == E, 0.0, (O - E) ** 2 / E)
             x2 = float(terms.sum())

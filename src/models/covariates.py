@@ -187,6 +187,9 @@ class CovariateMixture(MixtureModel):
         self.name = inner.name                           # the family, as fit.json names it
         self.has_closed_form_m_step = inner.has_closed_form_m_step
         self.figures = tuple(getattr(inner, "figures", ()))
+        #: the family's summaries (G2/X2, SDs and correlations...), computed for the covariate
+        #: model with each row's class probabilities (:mod:`src.inference.goodness`)
+        self.summaries = tuple(getattr(inner, "summaries", ()))
         self.se_methods = inner.se_methods
         self.options = {**inner.options, "covariates": list(self.covariates),
                         "reference_class": self.reference + 1}
@@ -259,6 +262,16 @@ class CovariateMixture(MixtureModel):
         p = {k: v for k, v in params.items() if k not in ("beta", "weight")}
         p["weight"] = np.ones(self.n_components) if weight is None else np.asarray(weight, float)
         return p
+
+    @property
+    def family(self) -> MixtureModel:
+        """The wrapped family (what the summaries of its own kind are computed with)."""
+        return self.inner
+
+    def family_params(self, params: Params, weight: np.ndarray) -> Params:
+        """The family's parameters with fixed class weights ``weight`` (e.g. the average
+        predicted class probabilities of some rows): the family's mixture of those rows."""
+        return self._inner_params(params, weight)
 
     def _valid_weight(self, params: Params) -> np.ndarray:
         w = np.asarray(params.get("weight", np.full(self.n_components, 1.0 / self.n_components)),

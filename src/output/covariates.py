@@ -18,7 +18,8 @@ from ..utils.messages import register
 from .document import Paragraph, Section, Table
 from .report import tr
 
-__all__ = ["covariate_section", "odds_ratio_rows"]
+__all__ = ["covariate_section", "odds_ratio_rows", "odds_ratio_entry", "odds_ratio_table",
+           "covariates_json"]
 
 register({
     "cov.title": {"en": "Covariates of class membership", "zh": "类别归属的协变量"},
@@ -81,11 +82,68 @@ def odds_ratio_rows(model: Any, header: Sequence[str], rows: Sequence[Sequence[s
             row = by_name.get(f"beta[{k + 1},{name}]")
             if row is None:
                 continue
-            beta = cell(row, "estimate")
-            out.append({"class": k + 1, "covariate": name, "beta": beta, "se": cell(row, "se"),
-                        "odds_ratio": _exp(beta), "lower": _exp(cell(row, "ci_lower")),
-                        "upper": _exp(cell(row, "ci_upper")), "p_value": cell(row, "p_value")})
+            out.append(odds_ratio_entry(k + 1, name, *(cell(row, f) for f in (
+                "estimate", "se", "ci_lower", "ci_upper", "p_value"))))
     return out
+
+
+def odds_ratio_entry(k: int, covariate: str, beta: float, se: float, lower: float,
+                     upper: float, p_value: float) -> dict[str, Any]:
+    """One coefficient as an odds ratio (``lower``/``upper``: the coefficient's interval;
+    NaN for none): ``class``, ``covariate``, ``beta``, ``se``, ``odds_ratio``, ``lower``,
+    ``upper`` (mapped by exp), ``p_value``.  The one-step model's and step 3's."""
+    return {"class": int(k), "covariate": covariate, "beta": beta, "se": se,
+            "odds_ratio": _exp(beta), "lower": _exp(lower), "upper": _exp(upper),
+            "p_value": p_value}
+
+
+def odds_ratio_table(entries: Sequence[Mapping[str, Any]], caption: str, lang: str) -> Table:
+    """The report's table of odds ratios (:func:`odds_ratio_entry` rows): class, covariate,
+    beta, se, odds ratio, its interval, p."""
+    body = [[str(r["class"]), r["covariate"], _g(r["beta"]), _g(r["se"]),
+             _g(r["odds_ratio"]), _g(r["lower"]), _g(r["upper"]),
+             "" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g}"] for r in entries]
+    head = [tr(lang, f"cov.{k}") for k in ("class", "covariate", "beta", "se", "odds_ratio",
+                                              "lower", "upper", "p")]
+    return Table(head, body, align="ll" + "r" * 6, caption=caption)
+
+
+def _json(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def covariates_json(model: Any, header: Sequence[str], rows: Sequence[Sequence[str]],
+                    weight: Sequence[float], fitj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """fit.json's ``covariates`` block from estimates.csv's ``header`` and ``rows`` (the same
+    numbers): ``names`` (the covariates), ``design`` (intercept first), ``reference_class``
+    (1-based), ``coefficients`` (every ``beta[k,name]`` row: ``parameter``, ``class``,
+    ``covariate``, ``estimate``, ``se``, ``z``, ``p_value``, ``ci_lower``, ``ci_upper``; the
+    reference class's are 0 with no standard error), ``odds_ratios`` (the report's table: the
+    other classes' ``exp(beta)`` with ``lower``/``upper`` and ``p_value``), ``ci_level``,
+    ``interval_method`` (None without standard errors) and ``average_class_probabilities``
+    (``weight``: sum_i w_i pi_ik / sum_i w_i).  None for a model without covariates."""
+    if not hasattr(model, "design_names") or not hasattr(model, "reference"):
+        return None
+    col = {name: i for i, name in enumerate(header)}
+    by_name = {row[col["parameter"]]: row for row in rows}
+    fields = ("estimate", "se", "z", "p_value", "ci_lower", "ci_upper")
+    coefficients = []
+    for k in range(model.n_components):
+        for name in model.design_names:
+            parameter = f"beta[{k + 1},{name}]"
+            row = by_name.get(parameter)
+            if row is None:
+                continue
+            coefficients.append({"parameter": parameter, "class": k + 1, "covariate": name,
+                                 **{f: _json(_num(row[col[f]])) if f in col else None
+                                    for f in fields}})
+    odds = [{key: (_json(v) if isinstance(v, float) else v) for key, v in r.items()}
+            for r in odds_ratio_rows(model, header, rows)]
+    return {"names": list(model.covariates), "design": list(model.design_names),
+            "reference_class": int(model.reference) + 1, "coefficients": coefficients,
+            "odds_ratios": odds, "ci_level": float(fitj.get("ci_level") or 0.95),
+            "interval_method": fitj.get("interval_method"),
+            "average_class_probabilities": [float(v) for v in weight]}
 
 
 def _g(x: float) -> str:
@@ -99,16 +157,10 @@ def covariate_section(model: Any, header: Sequence[str], rows: Sequence[Sequence
         return None
     ref = model.reference + 1
     names = ", ".join(model.covariates)
-    table_rows = [[str(r["class"]), r["covariate"], _g(r["beta"]), _g(r["se"]),
-                   _g(r["odds_ratio"]), _g(r["lower"]), _g(r["upper"]),
-                   "" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g}"]
-                  for r in odds_ratio_rows(model, header, rows)]
-    head = [tr(lang, f"cov.{k}") for k in ("class", "covariate", "beta", "se", "odds_ratio",
-                                              "lower", "upper", "p")]
     level = 100 * float(fitj.get("ci_level") or 0.95)
     blocks: list[Any] = [Paragraph(tr(lang, "cov.text", names=names, ref=ref)),
-                         Table(head, table_rows, align="ll" + "r" * 6,
-                               caption=tr(lang, "cov.caption", ref=ref, level=level))]
+                         odds_ratio_table(odds_ratio_rows(model, header, rows),
+                                          tr(lang, "cov.caption", ref=ref, level=level), lang)]
     if not fitj.get("interval_method"):
         blocks.append(Paragraph(tr(lang, "cov.no_se")))
     return Section("covariates", tr(lang, "cov.title"), blocks, after="estimates")

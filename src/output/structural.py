@@ -22,11 +22,15 @@ import numpy as np
 
 from ..inference.intervals import percentile_intervals, wald_intervals, z_and_p
 from ..utils.messages import register
+from .covariates import odds_ratio_entry, odds_ratio_table
 from .document import Callout, KeyValues, Section, Table
 from .estimates import format_number
 from .report import tr
 
 __all__ = ["structural_json", "structural_rows", "structural_section"]
+
+#: the prefix of step 3's covariate coefficients (``structural.beta[k,name]``)
+_BETA = "structural.beta["
 
 register({
     "st.title": {"en": "Three-step estimation", "zh": "三步法估计"},
@@ -65,7 +69,6 @@ register({
                              "zh": "结构模型估计值（{level:g}% 区间）；在 estimates.csv 中位于测量模型参数之后"},
     "st.odds_caption": {"en": "Odds ratios exp(beta) against class {ref} per unit of each covariate, with {level:g}% intervals",
                         "zh": "相对于类别 {ref} 的比值比 exp(beta)（协变量每增加一个单位），及 {level:g}% 区间"},
-    "st.odds": {"en": "odds ratio", "zh": "比值比"},
     "st.tests_caption": {"en": "Wald tests of step 3", "zh": "第 3 步的 Wald 检验"},
     "st.hypothesis": {"en": "hypothesis", "zh": "假设"},
 })
@@ -137,9 +140,8 @@ def _g(x: Any) -> str:
     return "nan" if math.isnan(x) else f"{x:.6g}"
 
 
-def _exp(x: Any) -> float:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.exp(float(x)))
+def _float(x: Any) -> float:
+    return math.nan if x is None else float(x)
 
 
 def _p(x: Any) -> str:
@@ -181,13 +183,14 @@ def structural_section(block: Mapping[str, Any], lang: str) -> Section:
                           _p(r["p_value"]), _g(r["ci_lower"]), _g(r["ci_upper"])]
                          for r in block["estimates"]],
                         caption=tr(lang, "st.estimates_caption", level=level)))
-    if block["kind"] == "covariates":
-        body = [[r["parameter"].replace("structural.beta", "beta"),
-                 _g(_exp(r["estimate"])), _g(_exp(r["ci_lower"])), _g(_exp(r["ci_upper"]))]
-                for r in block["estimates"] if not r["parameter"].endswith(",intercept]")]
-        if body:
-            blocks.append(Table([head[0], tr(lang, "st.odds"), *lims], body,
-                                caption=tr(lang, "st.odds_caption", level=level, ref=ref)))
+    if block["kind"] == "covariates":   # the one-step model's table (src/output/covariates.py)
+        entries = [odds_ratio_entry(int(k), name, *(_float(r[f]) for f in (
+                       "estimate", "se", "ci_lower", "ci_upper", "p_value")))
+                   for r in block["estimates"] if not r["parameter"].endswith(",intercept]")
+                   for k, name in [r["parameter"][len(_BETA):-1].split(",", 1)]]
+        if entries:
+            blocks.append(odds_ratio_table(
+                entries, tr(lang, "st.odds_caption", level=level, ref=ref), lang))
     if block.get("tests"):
         blocks.append(Table([tr(lang, "st.hypothesis"), "chi2", "df", "p_value"],
                             [[x["hypothesis"], _g(x["chi2"]), str(x["df"]), _p(x["p_value"])]

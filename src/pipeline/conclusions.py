@@ -113,6 +113,13 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         seed=options.seed, gof_replicates=B,
         fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
         executor=executor, checkpoint=checkpoint, on_replicate=progress))
+    if hasattr(model, "design_names"):   # --covariates: the one-step model's block
+        from ..output.covariates import covariates_json
+        from ..output.estimates import estimates_rows
+
+        header, rows = estimates_rows(model, fit, se, options)
+        out.json["covariates"] = covariates_json(model, header, rows, params["weight"],
+                                                 out.json)
     if not prepared.partitioned:
         out.files[POSTERIORS_CSV] = posteriors_csv(model, data, params, prepared.row_labels,
                                                    id_column=prepared.id_column,
