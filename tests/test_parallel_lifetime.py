@@ -8,6 +8,7 @@ then go, and the next executor removes the task file the driver left in memory.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,8 +101,8 @@ def _run_and_kill(tmp_path: Path, where: str, group: bool = False, env: dict | N
         assert proc.poll() is None, proc.stderr.read()
         descendants = psutil.Process(proc.pid).children(recursive=True)
         files = cleanup.task_files_of(proc.pid)
-        files += [e.path for e in os.scandir(cleanup.task_dir())
-                  if e.name.startswith(f"em-mp-{proc.pid}-")]  # multiprocessing's own folder
+        files += [e.path for e in os.scandir(cleanup.task_dir())  # multiprocessing's own folder
+                  if e.name.startswith(f"em-mp-{proc.pid}-") and e.is_dir()]
         semaphores = _mapped_semaphores(proc.pid) if sys.platform.startswith("linux") else set()
     finally:
         if group:
@@ -144,7 +145,8 @@ def test_a_killed_run_leaves_no_multiprocessing_folder(tmp_path):
     _assert_all_gone(descendants)
     assert not list(tmp.glob("pymp-*"))
     folders = [f for f in files if os.path.basename(f).startswith("em-mp-")]
-    assert len(folders) == 1 and os.path.isdir(folders[0])
+    assert len(folders) == 1  # a folder while the driver ran (another process's executor,
+    # e.g. a concurrent test's or run's, may have removed it since: the property under test too)
     with ProcessExecutor(2):
         assert not os.path.exists(folders[0])
 
@@ -166,8 +168,13 @@ def test_only_files_of_dead_or_reused_pids_are_removed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    folder = Path(cleanup.task_dir())
-    files = {"mine": Path(cleanup.write_task_file(b"x")),
+    # in a folder of this test's own (the shared task folder is cleaned by every executor
+    # that starts, a concurrent test's too); "mine" is a real task file moved there
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    mine = Path(cleanup.write_task_file(b"x"))
+    shutil.move(mine, folder / mine.name)
+    files = {"mine": folder / mine.name,
              "live": folder / f"em-part-{live.pid}-test.pkl",
              "dead": folder / f"em-task-{dead.pid}-test.pkl",
              "reused": folder / f"em-task-{live.pid}-old.pkl",  # written before `live` began
@@ -177,7 +184,7 @@ def test_only_files_of_dead_or_reused_pids_are_removed(tmp_path):
             files[name].write_bytes(b"x")
         for name in ("reused", "legacy"):
             os.utime(files[name], (1e9, 1e9))
-        removed = cleanup.remove_stale_task_files()
+        removed = cleanup.remove_stale_task_files(str(folder))
         assert {files["dead"], files["reused"], files["legacy"]} <= {Path(p) for p in removed}
         assert [n for n, f in files.items() if f.exists()] == ["mine", "live"]
     finally:
