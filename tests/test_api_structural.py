@@ -102,7 +102,8 @@ class TestSameAsScript:
 class TestErrors:
     def test_bad_requests_are_one_sentence(self, case):
         """A misspelt keyword, a column fit() did not keep, a model column, rows that are
-        not the fit's, covariates on a one-step model: each refused naming what to do."""
+        not the fit's, a reference class beyond K, covariates on a one-step model: each
+        refused naming what to do."""
         _, data, _, _, res = case
         with pytest.raises(UsageError, match="did you mean 'correction'"):
             res.structural(corection="ml")
@@ -112,6 +113,8 @@ class TestErrors:
             res.structural("distal", distal=["i1"], data=data)
         with pytest.raises(DataError, match="has 5 rows"):
             res.structural("distal", distal=["income"], data=data.iloc[:5])
+        with pytest.raises(UsageError, match="reference"):   # a class of the 3: refused
+            res.structural("covariates", covariates=["age"], data=data, reference_class=4)
         with pytest.raises(UsageError, match="once"):
             res.structural(se="step3", structural_se="step3")
         plain = fit(data[ITEMS], "lca", 2, n_starts=1)

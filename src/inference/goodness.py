@@ -96,7 +96,7 @@ from ..utils.rng import stream
 __all__ = ["lca_fit_statistics", "pattern_statistics", "gof_bootstrap", "gof_replicate",
            "bivariate_residuals", "response_probability_table", "gmm_derived",
            "gmm_derived_values", "gmm_derived_jacobian", "SPARSE_MEAN", "SMALL_EXPECTED",
-           "SMALL_SHARE", "MIN_EXPECTED", "BVR_THRESHOLD"]
+           "SMALL_SHARE", "MIN_EXPECTED", "BVR_THRESHOLD", "table_view", "estimate_digest"]
 
 #: the table is sparse when the mean expected count per cell is below this
 SPARSE_MEAN = 5.0
@@ -393,7 +393,9 @@ def _fit_config(fit_options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _digest(model: MixtureModel, params: Params) -> str:
+def estimate_digest(model: MixtureModel, params: Params) -> str:
+    """16 hex digits of the estimate's free vector: what a bootstrap's checkpoint was made
+    from (its replicates are kept only for the same estimate)."""
     free = model.to_free({k: np.asarray(v, dtype=float) for k, v in params.items()})
     return hashlib.sha256(np.ascontiguousarray(free).tobytes()).hexdigest()[:16]
 
@@ -482,7 +484,7 @@ def gof_bootstrap(model: MixtureModel, data: Data, params: Params, B: int, seed:
     checkpoint = checkpoint if checkpoint is not None else NullCheckpointer()
     params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
     opts = {"seed": int(seed), "fit_options": _fit_config(fit_options)}
-    config = dict(opts, model=_jsonable(model.describe()), estimate=_digest(model, params))
+    config = dict(opts, model=_jsonable(model.describe()), estimate=estimate_digest(model, params))
 
     done: dict[str, dict[str, Any]] = {}
     saved = checkpoint.resume_state()

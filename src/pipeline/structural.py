@@ -53,6 +53,9 @@ def check_structural_options(options: RunOptions) -> None:
     from ..structural.data import check_structural_columns
 
     check_structural_columns(options, None, str(options.data))
+    if options.structural == "covariates":   # step 3's reference: a class of every K
+        from ..data.covariates import check_reference_class
+        check_reference_class(options.reference_class, min(options.k_list()))
     if options.partitioned:
         raise ModelError(t("structural.partitioned"))
 
@@ -143,7 +146,9 @@ def estimate_structural(prepared: Prepared, fit: dict[str, Any],
                                       positions=prepared.row_positions)
     K = int(model.n_components)
     if options.structural == "covariates":   # --reference-class (the one-step model's option)
-        sdata.reference = min(int(getattr(options, "reference_class", 1) or 1), K) - 1
+        from ..data.covariates import check_reference_class
+        check_reference_class(options.reference_class, K)
+        sdata.reference = int(options.reference_class) - 1
     sdata.check(K, options.correction)
     notes = sdata.notes(prepared.row_positions)
     if reporter is not None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ASSIGNMENTS", "assign", "classification_error", "bch_weights", "log_emission"]
+__all__ = ["ASSIGNMENTS", "assign", "classification_error", "bch_weights", "log_emission",
+           "targets"]
 
 #: --assignment
 ASSIGNMENTS = ("modal", "soft")
@@ -72,3 +73,13 @@ def log_emission(W: np.ndarray, D: np.ndarray) -> np.ndarray:
         hit = (W > 0).astype(float) @ (~np.isfinite(logD)).T.astype(float)
         out = np.where(hit > 0, -np.inf, out)
     return out
+
+
+def targets(correction: str, W: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """What step 3 weighs each row's classes by (n, K): ``W`` (naive, ``none``), the BCH
+    weights ``W D^-1`` (``bch``) or ``log a`` (``ml``, :func:`log_emission`)."""
+    if correction == "none":
+        return np.asarray(W, dtype=float)
+    if correction == "bch":
+        return bch_weights(W, D)
+    return log_emission(W, D)

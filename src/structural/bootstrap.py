@@ -17,12 +17,12 @@ output does not depend on the workers or on interruptions.
 from __future__ import annotations
 
 import functools
-import hashlib
 import warnings
 from typing import Any, Callable
 
 import numpy as np
 
+from ..inference.goodness import estimate_digest
 from ..models.base import WEIGHT_KEY, Data, MixtureModel, Params, split_weight
 from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
@@ -79,10 +79,6 @@ def structural_replicate(model: MixtureModel, data: Data, params: Params,
         return {"status": "error", "values": None, "message": f"{type(exc).__name__}: {exc}"}
 
 
-def _digest(model: MixtureModel, params: Params) -> str:
-    return hashlib.sha256(np.ascontiguousarray(model.to_free(params)).tobytes()).hexdigest()[:16]
-
-
 def _check(saved: Any, config: dict[str, Any], R: int) -> dict[str, dict[str, Any]]:
     require(isinstance(saved, dict) and saved.get("kind") == PURPOSE,
             "it is not a three-step bootstrap state")
@@ -118,7 +114,7 @@ def structural_bootstrap(model: MixtureModel, data: Data, params: Params,
             "assignment": assignment}
     if WEIGHT_KEY in data:
         opts["weight_type"] = weight_type
-    config = dict(opts, n_reported=int(n_reported), estimate=_digest(model, params))
+    config = dict(opts, n_reported=int(n_reported), estimate=estimate_digest(model, params))
     saved = checkpoint.resume_state()
     done = _check(saved, config, int(n_reported)) if saved else {}
     done = {k: v for k, v in done.items() if int(k) < B}

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..models.base import Data, MixtureModel, Params, split_weight
 from ..utils.messages import register, t
-from .assignment import assign, bch_weights, classification_error, log_emission
+from .assignment import assign, classification_error, targets
 from .data import StructuralData
 from .estimate import estimating_functions
 from .run import posteriors
@@ -48,13 +48,7 @@ def _G(model: MixtureModel, data: Data, params: Params, sdata: StructuralData, s
     D = classification_error(tau, W, c)
     obs = np.flatnonzero(sdata.observed)
     cs = np.ones(obs.size) if c is None else c[obs]
-    if correction == "none":
-        targets = W[obs]
-    elif correction == "bch":
-        targets = bch_weights(W, D)[obs]
-    else:
-        targets = log_emission(W, D)[obs]
-    psi, _ = estimating_functions(sm, theta3, correction, targets, cs)
+    psi, _ = estimating_functions(sm, theta3, correction, targets(correction, W, D)[obs], cs)
     return cs @ psi
 
 
@@ -99,9 +93,7 @@ def corrected_covariance(model: MixtureModel, data: Data, params: Params,
     D = classification_error(tau, W, c)
     obs = np.flatnonzero(sdata.observed)
     cs = np.ones(obs.size) if c is None else c[obs]
-    targets = {"none": lambda: W[obs], "bch": lambda: bch_weights(W, D)[obs],
-               "ml": lambda: log_emission(W, D)[obs]}[correction]()
-    _, A = estimating_functions(sm, theta3, correction, targets, cs)
+    _, A = estimating_functions(sm, theta3, correction, targets(correction, W, D)[obs], cs)
     J = step1_jacobian(model, data, params, sdata, sm, theta3, A, correction=correction,
                        assignment=assignment, chunk_size=chunk_size, skip=skip)
     S1 = np.where(np.isfinite(cov1), cov1, 0.0)

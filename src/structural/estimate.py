@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .assignment import bch_weights, log_emission
+from .assignment import targets
 from .models import StructuralModel
 
 __all__ = ["CORRECTIONS", "Step3", "step3", "estimating_functions", "sandwich",
@@ -181,11 +181,11 @@ def step3(model: StructuralModel, W: np.ndarray, D: np.ndarray, correction: str,
     W = np.asarray(W, dtype=float)
     c = _c(weights, W.shape[0])
     if correction in ("none", "bch"):
-        targets = W if correction == "none" else bch_weights(W, D)
-        theta = model.fit_weighted(c[:, None] * targets)
-        psi, A = estimating_functions(model, theta, correction, targets, c)
-        return Step3(theta, sandwich(psi, A, c, weight_type), targets)
-    log_a = log_emission(W, D)
+        weights_ = targets(correction, W, D)
+        theta = model.fit_weighted(c[:, None] * weights_)
+        psi, A = estimating_functions(model, theta, correction, weights_, c)
+        return Step3(theta, sandwich(psi, A, c, weight_type), weights_)
+    log_a = targets("ml", W, D)
     # start: one EM step from flat class-conditional densities (r_ik proportional to a_ik)
     theta0 = model.fit_weighted(c[:, None] * _normalise(log_a))
     theta, ll, steps, converged = maximise_ml(model, log_a, theta0, c, tol=tol,
