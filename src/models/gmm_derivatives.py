@@ -74,6 +74,40 @@ class GaussianDerivatives:
             out[:, k, oc + k * Pc: oc + (k + 1) * Pc] = G.reshape(-1, D * D) @ V
         return out
 
+    def observed_scores(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
+        """g_i = sum_k resp_ik s_ik (n, P) without the (n, K, P) complete scores.
+
+        Class k's score is zero outside the weights and its own mean and covariance, so its
+        blocks of g_i are resp_ik times :meth:`complete_score`'s (Lambda r; for covariance
+        entry (a, b) (u_a u_b - Lambda_ab), halved on the diagonal, u = Lambda r) and the
+        weights' part is the responsibility-weighted weight scores, terms with resp_ik = 0
+        dropped (they vanish even where a score is infinite).  The sandwich's middle.
+        """
+        X = np.asarray(data["X"], dtype=float)
+        resp = np.asarray(resp, dtype=float)
+        K, D = self.n_components, self.n_features
+        muc, lam, _, Pc, om, oc = self._layout(params)
+        out = np.empty((X.shape[0], self.n_free_parameters()))
+        ws = self.weight_score(params)                               # (K, K-1)
+        with np.errstate(invalid="ignore"):
+            out[:, :om] = np.where(resp[:, :, None] > 0, resp[:, :, None] * ws[None], 0.0).sum(axis=1)
+        Xc = X - self.shift
+        a, b = np.triu_indices(D)
+        half = np.where(a == b, 0.5, 1.0)
+        for k in range(K):
+            r = resp[:, k, None]
+            u = (Xc - muc[k]) @ lam[k]
+            out[:, om + k * D: om + (k + 1) * D] = r * u
+            L = lam[k]
+            if self.covariance == "full":
+                c = (u[:, a] * u[:, b] - L[a, b]) * half
+            elif self.covariance == "diag":
+                c = 0.5 * (u * u - np.diag(L))
+            else:
+                c = 0.5 * ((u * u).sum(axis=1, keepdims=True) - np.trace(L))
+            out[:, oc + k * Pc: oc + (k + 1) * Pc] = r * c
+        return out
+
     def complete_information(self, data: Data, params: Params, resp: np.ndarray) -> np.ndarray:
         """sum_i sum_k resp_ik * (-Hessian of log p(x_i, z_i=k)) in the free parameters (P, P).
 
@@ -125,20 +159,26 @@ class GaussianDerivatives:
         pairs, n_mono = K * (K - 1) // 2, (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
         if pairs * n_mono > K * Pk * Pk + P * P // 2:
             return None  # the scores themselves are cheaper (diagonal covariances, large D)
-        X = np.asarray(data["X"], dtype=float)
         resp = np.asarray(resp, dtype=float)
+        ku, lu = np.triu_indices(K, 1)
+        if ku.size == 0:
+            return np.zeros((0, n_mono))
+        return self._pair_moments(data, resp[:, ku] * resp[:, lu])    # k < l
+
+    def _pair_moments(self, data: Data, W: np.ndarray) -> np.ndarray:
+        """sum_i W_ij mono(x_i) (J, C(D+4, 4)): the degree-<=4 monomials of the centred
+        rows weighted by each column of W (n, J), one GEMM per block of rows."""
+        D = self.n_features
+        X = np.asarray(data["X"], dtype=float)
         starts, _ = _moment_plan(D)
         m = 1 + D + D * (D + 1) // 2
-        ku, lu = np.triu_indices(K, 1)
-        mom = np.zeros((ku.size, n_mono))
-        if ku.size == 0:
-            return mom
+        n_mono = int(starts[-1])
+        mom = np.zeros((W.shape[1], n_mono))
         phi = np.empty(m * _MOMENT_BLOCK)
         mono = np.empty(n_mono * _MOMENT_BLOCK)
         a, b = np.triu_indices(D)
         for s in range(0, X.shape[0], _MOMENT_BLOCK):
             xc = (X[s:s + _MOMENT_BLOCK] - self.shift).T          # (D, n)
-            r = resp[s:s + _MOMENT_BLOCK]
             n = xc.shape[1]
             F = phi[: m * n].reshape(m, n)                         # phi' (m, n)
             F[0] = 1.0
@@ -148,9 +188,48 @@ class GaussianDerivatives:
             for p in range(m):
                 lo, hi = starts[p], starts[p + 1]
                 np.multiply(F[p], F[m - (hi - lo):], out=Mo[lo:hi])
-            W = r[:, ku] * r[:, lu]                                # (n, pairs), k < l
-            mom += W.T @ Mo.T
+            mom += W[s:s + _MOMENT_BLOCK].T @ Mo.T
         return mom
+
+    def score_outer_moments(self, data: Data, params: Params, resp: np.ndarray,
+                            c: np.ndarray | None = None) -> np.ndarray | None:
+        """Additive statistics of B = sum_i c_i g_i g_i' (the sandwich's middle, g_i the
+        observed score): the (K(K+1)/2, C(D+4, 4)) moments weighted by c_i r_ik r_il,
+        k <= l (g_i g_i' = sum_kl r_ik r_il S_k phi_i phi_i' S_l').  None when the (n, P)
+        scores are cheaper (few parameters per class, large D) or a weight score is not
+        finite (a class of weight 0: the scores drop its terms)."""
+        K, D = self.n_components, self.n_features
+        P = self.n_free_parameters()
+        n_mono = (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
+        if K * (K + 1) // 2 * n_mono > P * P // 2 or \
+                not np.all(np.isfinite(self.weight_score(params))):
+            return None
+        resp = np.asarray(resp, dtype=float)
+        ku, lu = np.triu_indices(K)
+        W = resp[:, ku] * resp[:, lu]
+        if c is not None:
+            W *= np.asarray(c, dtype=float)[:, None]
+        return self._pair_moments(data, W)
+
+    def score_outer_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
+        """sum_i c_i g_i g_i' (P, P) from summed :meth:`score_outer_moments`."""
+        K, D = self.n_components, self.n_features
+        _, mono_index = _moment_plan(D)
+        S = self._score_maps(params)                               # (K, P, m)
+        om, Pk = K - 1, (S.shape[1] - K + 1) // K
+        Dc = Pk - D
+        rows = [np.r_[np.arange(om), om + k * D + np.arange(D),
+                      om + K * D + k * Dc + np.arange(Dc)] for k in range(K)]
+        B = np.zeros((S.shape[1],) * 2)
+        ku, lu = np.triu_indices(K)
+        moments = np.asarray(moments, dtype=float)
+        for j in range(ku.size):
+            k, l = ku[j], lu[j]
+            part = S[k][rows[k]] @ moments[j][mono_index] @ S[l][rows[l]].T
+            B[np.ix_(rows[k], rows[l])] += part
+            if k != l:
+                B[np.ix_(rows[l], rows[k])] += part.T
+        return 0.5 * (B + B.T)
 
     def score_variance_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
         """sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'] (P, P) from summed ``score_variance_moments``."""
