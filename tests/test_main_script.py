@@ -83,7 +83,7 @@ def test_changed_option_is_refused_naming_it(tmp_path, louis_run, flags, names, 
             args[args.index(flags[i]) + 1] = flags[i + 1]
         else:
             args += flags[i:i + 2]
-    proc = run_script(tmp_path, *args)
+    proc = run_main(tmp_path, *args, "--lang", "en")  # exit 3 from a subprocess: below
     check_rc(proc, 3)
     assert_one_sentence(proc.stderr)
     for name in names:
@@ -95,7 +95,7 @@ def test_changed_option_is_refused_naming_it(tmp_path, louis_run, flags, names, 
 
 def test_options_that_do_not_change_numbers_are_not_fingerprinted(tmp_path, louis_run):
     copy_run(louis_run, tmp_path)
-    proc = run_script(tmp_path, *LOUIS, "--save-interval", "3", "--workers", "1", "--lang", "en")
+    proc = run_main(tmp_path, *LOUIS, "--save-interval", "3", "--workers", "1", "--lang", "en")
     check_rc(proc, 0)
     assert skip_line("standard_error_computation") in proc.stdout
     assert skip_line("result_output") in proc.stdout
@@ -168,7 +168,7 @@ def test_hostile_task_name_is_refused(tmp_path, name):
     work.mkdir()
     if name.startswith("/"):
         name = str(tmp_path / "abs" / "x")
-    proc = run_script(work, *QUICK, f"--task-name={name}")
+    proc = run_main(work, *QUICK, f"--task-name={name}", "--lang", "en")  # a subprocess: below
     check_rc(proc, 2)
     assert_one_sentence(proc.stderr)
     assert "Task name" in proc.stderr
@@ -184,7 +184,7 @@ def test_hostile_task_name_message_in_chinese(tmp_path):
 
 def test_relative_progress_dir_and_longest_task_name(tmp_path):
     name = "T" + "x" * 98 + "9"  # 100 characters: the longest allowed
-    proc = run_script(tmp_path, *QUICK, "--task-name", name, "--progress-dir", "sub/prog")
+    proc = run_main(tmp_path, *QUICK, "--task-name", name, "--progress-dir", "sub/prog")
     check_rc(proc, 0)
     assert progress_path(tmp_path, name, "sub/prog").is_file()
     assert not (tmp_path / "progress").exists()
@@ -194,23 +194,23 @@ def test_relative_progress_dir_and_longest_task_name(tmp_path):
 def test_absolute_progress_dir_check_and_clean(tmp_path):
     work, store = tmp_path / "work", tmp_path / "store"
     work.mkdir()
-    proc = run_script(work, *QUICK, "--progress-dir", str(store))
+    proc = run_main(work, *QUICK, "--progress-dir", str(store))
     check_rc(proc, 0)
     assert (store / f"{TASK}_progress.json").is_file()
     assert not (work / "progress").exists()
-    check = run_script(work, "--check-progress", "--progress-dir", str(store))
+    check = run_main(work, "--check-progress", "--progress-dir", str(store), "--lang", "en")
     check_rc(check, 0)
     assert f"Task '{TASK}'" in check.stdout and "completed" in check.stdout
     assert "running now:       no" in check.stdout
-    clean = run_script(work, "--clean-progress", "--progress-dir", str(store))
+    clean = run_main(work, "--clean-progress", "--progress-dir", str(store), "--lang", "en")
     check_rc(clean, 0)
     assert [p.name for p in store.iterdir()] == [f"{TASK}.lock"]  # lock files stay
-    empty = run_script(work, "--check-progress", "--progress-dir", str(store))
+    empty = run_main(work, "--check-progress", "--progress-dir", str(store), "--lang", "en")
     assert "No progress files" in empty.stdout
 
 
 def test_no_progress_tracking_writes_no_file(tmp_path):
-    proc = run_script(tmp_path, *QUICK, "--no-progress-tracking")
+    proc = run_main(tmp_path, *QUICK, "--no-progress-tracking")
     check_rc(proc, 0)
     assert not (tmp_path / "progress").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
@@ -221,7 +221,7 @@ def test_auto_cleanup_removes_the_task_files(tmp_path):
     other = tmp_path / "progress" / "other_task_progress.json"
     other.parent.mkdir()
     other.write_text("{}")  # another task's file is not touched
-    proc = run_script(tmp_path, *QUICK, "--auto-cleanup-progress")
+    proc = run_main(tmp_path, *QUICK, "--auto-cleanup-progress", "--lang", "en")
     check_rc(proc, 0)
     assert "removed" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "progress").iterdir()) == [
@@ -230,7 +230,7 @@ def test_auto_cleanup_removes_the_task_files(tmp_path):
 
 
 def test_help_lists_every_spec_flag(tmp_path):
-    proc = run_script(tmp_path, "--help")
+    proc = run_main(tmp_path, "--help")
     check_rc(proc, 0)
     for flag in ("--no-progress-tracking", "--auto-cleanup-progress", "--check-progress",
                  "--clean-progress", "--config", "--data", "--columns", "--model", "--components",
@@ -246,7 +246,7 @@ def test_help_lists_every_spec_flag(tmp_path):
 @pytest.mark.parametrize("flag,value", [("--progress-dir", "afile"), ("--output-dir", "afile/sub")])
 def test_folder_option_blocked_by_a_file_is_a_usage_error(tmp_path, flag, value):
     (tmp_path / "afile").write_text("not a folder")
-    proc = run_script(tmp_path, *QUICK, flag, value)
+    proc = run_main(tmp_path, *QUICK, flag, value, "--lang", "en")
     check_rc(proc, 2)
     assert_one_sentence(proc.stderr)
     assert flag in proc.stderr and "afile" in proc.stderr
