@@ -182,8 +182,9 @@ def reader_of(folder: str, info: dict, chunk_rows: int, kind: str = "project"):
         return ArrowReader(folder, chunk_rows), "arrow"
     if kind == "slow":   # the slow path in pyarrow's default pool
         import src.data.partitions as partitions
+        import src.data.parquet_reading as reading
         partitions.FAST_CHUNKS = False
-        partitions._reading_pool = lambda: None
+        reading._reading_pool = lambda: None
     from src.estimation.engines import ParquetPartitions
     from src.models.gmm import GaussianMixtureModel
     source = PartitionedSource.open(folder)
