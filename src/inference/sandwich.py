@@ -18,10 +18,11 @@ in the free parameterisation, with g_i = sum_k r_ik s_ik the observed score of r
 No small-sample factor n/(n-1) is applied (HC0).  A and B come from one pass over the rows
 (:func:`src.inference.louis.louis_parts` with ``score_power``), so partitioned data can sum
 the passes of their partitions and finish with :func:`sandwich_covariance`.  A model with
-``observed_scores(data, params, resp)`` (the Gaussian mixture: g_i straight from the rows,
-no (n, K, P) complete scores) gets B from its own pass (:func:`score_outer_parts`, blocks
-of rows, one BLAS syrk each) and A from Louis' cheapest pass (its moments): at N = 1e5,
-D = 10, K = 5, full covariances, 1.59 s -> 0.55 s (benchmarks in docs/standard_errors.md).  Boundary
+``observed_scores(data, params, resp)`` (the Gaussian mixture) whose Louis pass takes its
+moments, and so makes no per-row scores, gets B from its own pass instead
+(:func:`score_outer_parts`: the model's ``score_outer_moments`` when it offers them, else
+its g_i in blocks of rows, no (n, K, P) complete scores): at N = 1e5, D = 10, K = 5, full
+covariances 1.4 s -> 0.8 s (docs/standard_errors.md).  Boundary
 parameters and directions where A is singular get NaN standard errors with a note, as with
 Louis' method; a parameter whose scores are not finite is dropped too.
 """
