@@ -34,7 +34,6 @@ from scipy.special import logsumexp
 
 from src.models import checks
 from src.models.base import Data, MixtureModel, Params, ParamSpec
-from src.models.parameterisation import _n_free_of_class
 
 __all__ = ["generic_em_map", "generic_init_params", "generic_params_from_resp",
            "POLISH_MAX_PARAMS"]
@@ -49,15 +48,6 @@ _NEWTON_STEPS = 2
 
 def _weight_spec(model: MixtureModel) -> ParamSpec | None:
     return next((s for s in model.param_specs() if s.constraint == "simplex"), None)
-
-
-def _owners(model: MixtureModel) -> np.ndarray:
-    """The class of each unconstrained entry (spec by spec, class by class)."""
-    free = model.parameterisation()
-    K = model.n_components
-    return np.concatenate([np.repeat(np.arange(K), _n_free_of_class(s))
-                           for s in free.unconstrained_specs] or [np.zeros(0, dtype=int)]
-                          ).astype(int)
 
 
 class _Objective:
@@ -77,7 +67,7 @@ class _Objective:
         self.wspec = _weight_spec(model)
         self.free = model.parameterisation()
         self.pos = resp > 0
-        self.owner = _owners(model)
+        self.owner = self.free.unconstrained_classes()
         self.set_groups(False)
 
     def assemble(self, u: np.ndarray) -> Params:

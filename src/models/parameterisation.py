@@ -29,7 +29,7 @@ from scipy.special import logsumexp
 if TYPE_CHECKING:  # base.py imports this module; the specs are only read here
     from .base import Params, ParamSpec
 
-__all__ = ["FreeParameterisation"]
+__all__ = ["FreeParameterisation", "n_free_of_class"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,10 @@ def _free_index(spec: ParamSpec) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def _n_free_of_class(spec: ParamSpec) -> int:
+def n_free_of_class(spec: ParamSpec) -> int:
+    """How many free entries one class has of ``spec``: every entry, the vech of a
+    covariance, C_j - 1 per probability row, none of a ``derived`` parameter.  (A ``simplex``
+    has one per class but K - 1 in all; a ``logit`` has none for its reference class.)"""
     if spec.constraint == "derived":
         return 0
     if spec.constraint == "covariance":
@@ -75,15 +78,40 @@ class FreeParameterisation:
             if spec.constraint == "logit" and not 0 <= spec.reference < K:
                 raise ValueError(f"{spec.name}: reference class {spec.reference} out of range "
                                  f"for {K} classes")
-            n = (K - 1) if spec.constraint == "simplex" else K * _n_free_of_class(spec)
+            n = (K - 1) if spec.constraint == "simplex" else K * n_free_of_class(spec)
             if spec.constraint == "logit":
-                n = (K - 1) * _n_free_of_class(spec)
+                n = (K - 1) * n_free_of_class(spec)
             self._blocks.append(_Block(spec, pos, pos + n, _free_index(spec)))
             pos += n
         self.size = pos
         self.unconstrained_specs = [s for s in self.specs
                                     if s.constraint not in ("simplex", "derived")]
-        self.unconstrained_size = K * sum(_n_free_of_class(s) for s in self.unconstrained_specs)
+        self.unconstrained_size = K * sum(n_free_of_class(s) for s in self.unconstrained_specs)
+
+    def free_classes(self) -> np.ndarray:
+        """The class each entry of the free vector (:meth:`to_free`) belongs to, -1 for the
+        K - 1 class weights: the last weight is one minus their sum, so they are every
+        class's.  Lets numerical derivatives move one entry of every class at once when
+        each class's term depends on its own parameters only."""
+        K = self.n_components
+        parts = []
+        for b in self._blocks:
+            spec = b.spec
+            if spec.constraint == "simplex":
+                parts.append(np.full(K - 1, -1))
+            elif spec.constraint == "logit":
+                classes = np.delete(np.arange(K), spec.reference)
+                parts.append(np.repeat(classes, n_free_of_class(spec)))
+            elif spec.constraint != "derived":
+                parts.append(np.repeat(np.arange(K), n_free_of_class(spec)))
+        return np.concatenate(parts).astype(int) if parts else np.zeros(0, dtype=int)
+
+    def unconstrained_classes(self) -> np.ndarray:
+        """The class each entry of the unconstrained vector (:meth:`to_unconstrained`)
+        belongs to: spec by spec, class by class, as that vector is laid out."""
+        K = self.n_components
+        parts = [np.repeat(np.arange(K), n_free_of_class(s)) for s in self.unconstrained_specs]
+        return np.concatenate(parts).astype(int) if parts else np.zeros(0, dtype=int)
 
     def same_as(self, specs: Sequence[ParamSpec], n_components: int) -> bool:
         """True when this parameterisation was built from these declarations."""
@@ -230,7 +258,7 @@ class FreeParameterisation:
         pos = 0
         for s in self.unconstrained_specs:
             arr = np.zeros((self.n_components,) + tuple(s.shape))
-            n = _n_free_of_class(s)
+            n = n_free_of_class(s)
             for k in range(self.n_components):
                 arr[k] = _from_u(s, u[pos : pos + n])
                 pos += n
