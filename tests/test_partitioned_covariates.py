@@ -1,7 +1,8 @@
 """One-step covariate models over partitioned Parquet input: the scan and chunks against the
 in-memory data phase, the pipeline's estimates, standard errors and posteriors against a
-one-file run, the refinement over an engine, Dask with one and two workers, and the
-covariates' errors naming the file and the global row.
+one-file run, the answer patterns' goodness of fit against the in-memory run's, the
+refinement over an engine, Dask with one and two workers, and the covariates' errors naming
+the file and the global row.
 
 Data: an LCA with three covariates (two covariate values missing, so every run uses
 ``--drop-missing``) and a Gaussian mixture with two covariates whose values are multiples
@@ -320,6 +321,72 @@ class TestPipeline:
         got, want = _estimates(tmp_path), _estimates(part)
         assert np.array_equal(got["estimate"].to_numpy(), want["estimate"].to_numpy())
         assert np.array_equal(got["se"].to_numpy(), want["se_louis"].to_numpy())
+        for key in ("goodness_of_fit", "bivariate_residuals"):   # the table summed on workers
+            assert _fit(tmp_path)[key] == _fit(part)[key]
+
+
+# --------------------------------------------------------- the answer patterns
+def _close(a, b, rel: float = 1e-10, path: str = "") -> None:
+    """Two JSON values equal: numbers to ``rel`` (ints and everything else exactly)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for key in a:
+            _close(a[key], b[key], rel, f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, rel, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert b == pytest.approx(a, rel=rel, abs=1e-300), path
+    else:
+        assert type(a) is type(b) and a == b, path
+
+
+SUMMARY_KEYS = ("goodness_of_fit", "bivariate_residuals", "response_probabilities")
+
+
+class TestAnswerPatterns:
+    def test_lca_goodness_of_fit_as_in_memory(self, lca_runs):
+        """A covariate LCA over a folder of files gives the one-file run's G2, X2, df, notes, bivariate residuals and response-probability table (with SEs) to 1e-10, and its report shows them."""
+        mem, part = lca_runs
+        a, b = _fit(mem), _fit(part)
+        for key in SUMMARY_KEYS:
+            assert key in a and key in b, key
+            _close(a[key], b[key], path=key)
+        g = b["goodness_of_fit"]
+        assert g["df"] == a["goodness_of_fit"]["df"] and g["n_complete"] == LCA_N - 2
+        assert g["g2"] > 0 and g["n_params_model"] == b["n_params"]
+        assert not b["classification"].get("notes")   # nothing left out
+        report = (results_dir(part) / "report.md").read_text(encoding="utf-8")
+        assert "## Goodness of fit" in report and "## Response probabilities by class" in report
+
+    def test_missing_answers_weights_and_short_chunks(self, tmp_path):
+        """With missing answers, row weights and chunks of 7 rows (files ending in a one-row chunk), the pattern table summed over partitions (class-probability sums included) gives the in-memory summaries to 1e-10."""
+        from src.inference.summaries import model_summaries
+        from src.pipeline.partitioned import pattern_table
+
+        frame = lca_frame().dropna().reset_index(drop=True)
+        rng = np.random.default_rng(8)
+        answers = np.array(frame[ITEMS], dtype=float)
+        answers[rng.random(answers.shape) < 0.06] = np.nan
+        frame[ITEMS] = answers
+        frame["w"] = rng.integers(1, 4, size=len(frame)).astype(float)
+        write(tmp_path, frame, (400, 701), 100)
+        args = ("--model", "lca", "--components", "3", "--covariates", ",".join(LCA_COVS),
+                "--weights", "w", "--chunk-size", "7")
+        prepared = _materialised(tmp_path / "parts", args)
+        memory = _memory(tmp_path / "all.parquet", args)
+        params = fit_em(memory.model, memory.data, n_starts=1, max_iter=20, seed=2).params
+        options = dict(n_params=memory.model.n_free_parameters(), se=None, ci_level=0.95,
+                       seed=1)
+        want = model_summaries(memory.model, memory.data, params, **options)
+        table = pattern_table(prepared, params)
+        assert table["__weight__"].sum() == frame["w"].sum()
+        assert (table["Y"] < 0).any(axis=1).any()   # patterns with missing answers kept
+        got = model_summaries(prepared.model, table, params, **options)
+        assert list(got) == list(want) == list(SUMMARY_KEYS)
+        _close(want, got)
+        assert want["goodness_of_fit"]["n_complete"] < want["goodness_of_fit"]["n_rows"]
 
 
 # ------------------------------------------------------------- the refinement

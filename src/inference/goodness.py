@@ -61,6 +61,14 @@ table's minimum and its chi-square p-value is only approximate (a note says so);
 parametric bootstrap (the covariate model's ``sample``: classes drawn from each row's
 ``pi_i``, refits of the covariate model) is calibrated.
 
+**A pattern table instead of the rows** (:func:`pattern_table_of`, summed over chunks and
+partitions by :func:`merge_pattern_tables`; partitioned input): the distinct answer patterns,
+missing answers included, each with its count (sum of row weights, :data:`WEIGHT_KEY`) and,
+for a covariate model, the sum over its rows of ``w_i pi_ik`` (:data:`CLASS_MASS_KEY`).  Every
+statistic here is a sum over rows of something that depends on the row only through its
+answers, its weight and (covariates) ``w_i pi_ik``, so the table gives the rows' numbers (to
+rounding: the sums are formed in another order).
+
 Gaussian mixtures
 -----------------
 :func:`gmm_derived`: each class's standard deviations ``sd[k,col] = sqrt(S_jj)`` and (full
@@ -86,7 +94,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import logsumexp
 
-from ..models.base import Data, MixtureModel, Params, replicate_rows, split_weight
+from ..models.base import WEIGHT_KEY, Data, MixtureModel, Params, replicate_rows, split_weight
 from ..selection.blrt import FIT_OPTION_KEYS
 from ..parallel.protocol import units_finished
 from ..utils.checkpointing import Checkpointer, NullCheckpointer, require
@@ -96,7 +104,8 @@ from ..utils.rng import stream
 __all__ = ["lca_fit_statistics", "pattern_statistics", "gof_bootstrap", "gof_replicate",
            "bivariate_residuals", "response_probability_table", "gmm_derived",
            "gmm_derived_values", "gmm_derived_jacobian", "SPARSE_MEAN", "SMALL_EXPECTED",
-           "SMALL_SHARE", "MIN_EXPECTED", "BVR_THRESHOLD", "table_view", "estimate_digest"]
+           "SMALL_SHARE", "MIN_EXPECTED", "BVR_THRESHOLD", "table_view", "estimate_digest",
+           "CLASS_MASS_KEY", "pattern_table_of", "merge_pattern_tables"]
 
 #: the table is sparse when the mean expected count per cell is below this
 SPARSE_MEAN = 5.0
@@ -111,6 +120,9 @@ BVR_THRESHOLD = 3.84
 _ROWS = 8192
 #: cells per block when every cell of the table is enumerated
 _CELLS = 65536
+#: a pattern table's key (:func:`pattern_table_of`) for each pattern's sum over its rows of
+#: ``w_i pi_ik`` (n_patterns, K): what a covariate model's expected counts need of the rows
+CLASS_MASS_KEY = "__class_mass__"
 
 register({
     "gof.no_complete": {
@@ -209,13 +221,18 @@ def table_view(model: MixtureModel, data: Data, params: Params
                ) -> tuple[MixtureModel, Data, Params, np.ndarray | None]:
     """``(family, rows, params, row weights)`` whose pattern table is the model's: the model
     itself, or for a covariate model (one whose ``class_probabilities`` depend on the row)
-    its family with the class weights averaged over the complete rows (module doc)."""
+    its family with the class weights averaged over the complete rows (module doc), also
+    when ``data`` is a pattern table carrying :data:`CLASS_MASS_KEY`."""
     rows, w = split_weight(data)
-    pi = _row_class_probabilities(model, rows, params)
-    if pi is None:
+    carried = rows.get(CLASS_MASS_KEY)   # a pattern table's sums of w_i pi_ik
+    pi = None if carried is not None else _row_class_probabilities(model, rows, params)
+    if pi is None and carried is None:
         return model, rows, params, w
     keep = (_answers(rows) >= 0).all(axis=1)
-    mass = pi[keep].sum(axis=0) if w is None else w[keep] @ pi[keep]
+    if carried is not None:
+        mass = np.asarray(carried, dtype=float)[keep].sum(axis=0)
+    else:
+        mass = pi[keep].sum(axis=0) if w is None else w[keep] @ pi[keep]
     weight = (mass / mass.sum() if mass.sum() > 0
               else np.asarray(params["weight"], dtype=float))
     return model.family, {"Y": _answers(rows)}, model.family_params(params, weight), w
@@ -268,6 +285,59 @@ def _known_patterns(model: MixtureModel, rows: Data, weights: np.ndarray | None
     if found is None or "Y" not in found[0]:
         return None
     return np.asarray(found[0]["Y"]), np.asarray(found[1], dtype=float)
+
+
+def pattern_table_of(model: MixtureModel, data: Data, params: Params) -> dict[str, np.ndarray]:
+    """The rows of ``data`` as a pattern table: ``Y`` the distinct answer rows (missing
+    answers too; sorted), :data:`WEIGHT_KEY` their counts (sums of the rows' weights) and,
+    for a covariate model, :data:`CLASS_MASS_KEY` the sums of ``w_i pi_ik`` over each
+    pattern's rows (n_patterns, K).  Tables of parts of the rows add up
+    (:func:`merge_pattern_tables`); G2/X2 and the bivariate residuals of the whole table are
+    the rows' (module doc).  ``params`` is read only for a covariate model."""
+    rows, w = split_weight(data)
+    Y = _answers(rows)
+    counts = np.ones(Y.shape[0]) if w is None else w
+    pi = _row_class_probabilities(model, rows, params)
+    mass = None if pi is None else (pi if w is None else pi * w[:, None])
+    return _grouped(_sizes(model), Y, counts, mass)
+
+
+def merge_pattern_tables(model: MixtureModel, tables: Any) -> dict[str, np.ndarray]:
+    """One pattern table of the rows of ``tables`` (:func:`pattern_table_of`'s, in order;
+    empty dicts skipped): counts and class-probability sums added pattern by pattern.
+    ``{}`` when there is none."""
+    tables = [tab for tab in tables if tab]
+    if not tables:
+        return {}
+    mass = ([np.asarray(tab[CLASS_MASS_KEY], dtype=float) for tab in tables]
+            if CLASS_MASS_KEY in tables[0] else None)
+    return _grouped(_sizes(model), np.concatenate([tab["Y"] for tab in tables]),
+                    np.concatenate([np.asarray(tab[WEIGHT_KEY], dtype=float) for tab in tables]),
+                    None if mass is None else np.concatenate(mass))
+
+
+def _grouped(sizes: list[int], Y: np.ndarray, counts: np.ndarray, mass: np.ndarray | None
+             ) -> dict[str, np.ndarray]:
+    """Rows ``Y`` (codes, -1 missing) with ``counts`` (n,) and ``mass`` (n, K) or None summed
+    over equal rows (one int64 key per row when the table with a "missing" code per item
+    fits in one, else rows compared)."""
+    ext = [s + 1 for s in sizes]
+    if math.prod(ext) < 2**62:
+        place = np.array([math.prod(ext[j + 1:]) for j in range(len(ext))], dtype=np.int64)
+        _, first, inverse = np.unique((Y.astype(np.int64) + 1) @ place, return_index=True,
+                                      return_inverse=True)
+        U = Y[first]
+    else:
+        U, inverse = np.unique(Y, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    m = U.shape[0]
+    out = {"Y": np.ascontiguousarray(U),
+           WEIGHT_KEY: np.bincount(inverse, weights=counts, minlength=m).astype(np.float64)}
+    if mass is not None:
+        out[CLASS_MASS_KEY] = np.stack(
+            [np.bincount(inverse, weights=mass[:, k], minlength=m) for k in range(mass.shape[1])],
+            axis=1).reshape(m, mass.shape[1])
+    return out
 
 
 def _cell_log_probs(model: MixtureModel, params: Params):
@@ -552,13 +622,16 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     in item order with ``item_1``, ``item_2``, ``n`` (rows observing both), ``df``
     ((C_j - 1)(C_l - 1)), ``x2`` (Pearson X2 of the two-way table) and ``bvr`` (x2 / df;
     None when df or n is 0), ``flagged`` (bvr > threshold); ``n_flagged`` and ``max_bvr``.
-    Row weights: the two-way tables and ``n`` count weights.
+    Row weights: the two-way tables and ``n`` count weights.  ``data`` may be a pattern table
+    (:func:`pattern_table_of`).
     """
     data, row_w = split_weight(data)
-    pi = _row_class_probabilities(model, data, params)   # covariates: (n, K), else None
-    fam = model if pi is None else model.family
+    carried = data.get(CLASS_MASS_KEY)   # a pattern table's sums of w_i pi_ik
+    pi = None if carried is not None else _row_class_probabilities(model, data, params)
+    covariates = pi is not None or carried is not None   # covariates: (n, K), else None
+    fam = model.family if covariates else model
     Y = _answers(data)
-    known = _known_patterns(fam, data, row_w) if pi is None else None
+    known = _known_patterns(fam, data, row_w) if not covariates else None
     if known is not None:   # the distinct rows, each weighted by its count: the same sums
         Y, row_w = known
     sizes = np.asarray(_sizes(fam))
@@ -569,7 +642,7 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
     K = w.size
     counts = np.zeros((n_flat, n_flat))
     both = np.zeros((J, J))
-    mass = None if pi is None else np.zeros((K, J, J))   # sum_i w_i pi_ik obs_ij obs_il
+    mass = np.zeros((K, J, J)) if covariates else None   # sum_i w_i pi_ik obs_ij obs_il
     for a in range(0, Y.shape[0], _ROWS):
         O, observed = fam.one_hot(Y[a:a + _ROWS])
         obs = observed.astype(float)
@@ -581,7 +654,8 @@ def bivariate_residuals(model: MixtureModel, data: Data, params: Params) -> dict
             counts += O.T @ (O * wa)
             both += obs.T @ (obs * wa)
         if mass is not None:
-            piw = pi[a:a + _ROWS] * wa
+            piw = (np.asarray(carried[a:a + _ROWS], dtype=float) if carried is not None
+                   else pi[a:a + _ROWS] * wa)
             mass += np.einsum("ik,ij,il->kjl", piw, obs, obs)
     prob = np.asarray(params["prob"], dtype=float)
     pf = prob[:, fam.flat_item, fam.flat_cat]                      # (K, n_flat)

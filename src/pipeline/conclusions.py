@@ -13,7 +13,10 @@ standard deviations and correlations for Gaussian mixtures (what the family decl
 The posteriors of every row are computed once per K
 (:func:`src.inference.classification.posteriors_of`: on the distinct answer patterns for a
 model with ``row_patterns``) and shared by the classification summary, ``posteriors.csv``
-and the figures.
+and the figures.  With partitioned input the family's summaries read the answer patterns'
+table summed over the partitions (:func:`src.pipeline.partitioned.pattern_table`; with
+covariates it carries each pattern's sum of class probabilities), and a part that could not
+be computed is said in a note of the classification section, never skipped silently.
 
 The parametric-bootstrap p-values of G2 and X2 (``--gof-bootstrap B``) are the only long
 part: replicates run on the run's executor and are checkpointed one by one (the
@@ -33,11 +36,6 @@ from ..inference.summaries import model_summaries
 from ..output.estimates import interval_summary, primary_method
 from ..output.posteriors import POSTERIORS_CSV, posteriors_csv
 from ..selection.blrt import FIT_OPTION_KEYS
-
-#: the family summaries computed for partitioned input by a family whose rows do not group
-#: into a pattern table (those needing no pass over the rows); LCA's goodness of fit gets the
-#: whole pattern table (:func:`src.pipeline.partitioned.pattern_table`)
-ROW_FREE_SUMMARIES = ("sd_correlation",)
 from .phases import Prepared
 
 __all__ = ["Conclusions", "conclusions_of", "KeptReplicates", "with_kept_replicates"]
@@ -87,7 +85,9 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
         post = posteriors_of(model, data, params, chunk)
         from .partitioned import pattern_table
 
-        table = pattern_table(prepared)   # LCA: every row as answer patterns with counts
+        # the family's summaries read no rows but this table (LCA: every row as answer
+        # patterns with counts, with covariates their class probabilities' sums) or none
+        summary_data = pattern_table(prepared, params)
     else:   # the posteriors the drawing process was sent, if they are this fit's
         from ..output import background
 
@@ -96,23 +96,25 @@ def conclusions_of(prepared: Prepared, fit: Mapping[str, Any], se: Mapping[str, 
             post = posteriors_of(model, data, params, chunk)
         out.json["classification"] = classification_summary(model, data, params,
                                                             chunk_size=chunk, resp=post)
+        summary_data = data
     intervals = interval_summary(model, se, options)
     out.json.update(intervals)
     primary = primary_method(se, options)
-    progress = None
-    if reporter is not None:
-        def progress(index: int, status: str, done: int, total: int) -> None:
-            reporter.unit("G2/X2", done, total, kind="replicate", k=k)
+
+    def progress(index: int, status: str, done: int, total: int) -> None:
+        reporter.unit("G2/X2", done, total, kind="replicate", k=k)
+
     B = options.gof_bootstrap if gof_bootstrap_replicates is None else gof_bootstrap_replicates
-    summary_data, names = data, None
-    if prepared.partitioned:
-        summary_data, names = (table, None) if table is not None else (data, ROW_FREE_SUMMARIES)
+    not_computed: list[str] = []   # what a summary could not compute, said in the report
     out.json.update(model_summaries(
-        model, summary_data, params, n_params=int(fit["n_params"]), names=names,
+        model, summary_data, params, n_params=int(fit["n_params"]),
         se=se[primary] if primary is not None else None, ci_level=options.ci_level,
         seed=options.seed, gof_replicates=B,
         fit_options={name: getattr(options, name) for name in FIT_OPTION_KEYS},
-        executor=executor, checkpoint=checkpoint, on_replicate=progress))
+        executor=executor, checkpoint=checkpoint,
+        on_replicate=progress if reporter is not None else None, notes=not_computed))
+    if not_computed:
+        out.json["classification"].setdefault("notes", []).extend(not_computed)
     if hasattr(model, "design_names"):   # --covariates: the one-step model's block
         from ..output.covariates import covariates_json
         from ..output.estimates import estimates_rows

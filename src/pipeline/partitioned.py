@@ -213,46 +213,31 @@ def partitioned_conclusions(prepared: Any, params: dict[str, np.ndarray], option
     return summary, {"format": "parquet", "folder": POSTERIORS_FOLDER, "files": len(paths)}
 
 
-def _patterns_of(chunks: Any, model: Any) -> dict[str, np.ndarray] | None:
-    """One partition's distinct rows and their counts (sums of row weights) as a
-    frequency-weighted data dict, by the family's ``row_patterns`` (a row engine maps it)."""
-    from ..models.base import WEIGHT_KEY, split_weight
+def _pattern_sums(chunks: Any, model: Any, params: Any) -> dict[str, np.ndarray]:
+    """One partition's pattern table (a row engine maps it): each chunk's distinct answer
+    rows with their counts and, for a covariate model, the sums of its rows' ``w_i pi_ik``
+    (:func:`src.inference.goodness.pattern_table_of`), added over the chunks."""
+    from ..inference.goodness import merge_pattern_tables, pattern_table_of
 
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for chunk in chunks:
-        rows, w = split_weight(chunk)
-        n = int(next(iter(rows.values())).shape[0])
-        found = model.row_patterns(rows, cache=False,
-                                   weights=w if w is not None else np.ones(n))
-        if found is None:
-            return None
-        parts.append((np.asarray(found[0]["Y"]), np.asarray(found[1], dtype=np.float64)))
-    if not parts:
-        return {}
-    return _merge_patterns(model, parts, WEIGHT_KEY)
+    return merge_pattern_tables(model, [pattern_table_of(model, chunk, params)
+                                        for chunk in chunks])
 
 
-def _merge_patterns(model: Any, parts: list[tuple[np.ndarray, np.ndarray]],
-                    weight_key: str) -> dict[str, np.ndarray] | None:
-    Y = np.concatenate([p[0] for p in parts])
-    counts = np.concatenate([p[1] for p in parts])
-    found = model.row_patterns({"Y": Y}, cache=False, weights=counts)
-    if found is None:
-        return None
-    return {"Y": np.asarray(found[0]["Y"]), weight_key: np.asarray(found[1], dtype=np.float64)}
-
-
-def pattern_table(prepared: Any) -> dict[str, np.ndarray] | None:
-    """The whole data as distinct answer patterns with their counts (a frequency-weighted
-    data dict the size of the pattern table, not of N), for a family that groups its rows
-    (``row_patterns``: latent class models); None for the others.  It gives the family's
-    goodness of fit exactly what the rows themselves give (weights as counts)."""
-    from ..models.base import WEIGHT_KEY
+def pattern_table(prepared: Any, params: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The whole data as distinct answer patterns (missing answers too) with their counts, a
+    frequency-weighted data dict the size of the pattern table, not of N, for a family whose
+    summaries read one (:data:`src.inference.summaries.PATTERN_SUMMARIES`: latent class
+    models); None for the others.  For a one-step covariate model each pattern also carries
+    the sum over its rows of their class probabilities at ``params`` (times the row
+    weights), which its expected counts need.  It gives the family's goodness of fit what
+    the rows themselves give (to rounding)."""
+    from ..inference.goodness import merge_pattern_tables
+    from ..inference.summaries import PATTERN_SUMMARIES
 
     model = prepared.model
-    if getattr(model, "row_patterns", None) is None:
+    if not any(name in PATTERN_SUMMARIES for name in getattr(model, "summaries", ())):
         return None
-    parts = [p for p in prepared.data.map_partitions(_patterns_of, model) if p != {}]
-    if not parts or any(p is None for p in parts):
-        return None
-    return _merge_patterns(model, [(p["Y"], p[WEIGHT_KEY]) for p in parts], WEIGHT_KEY)
+    params = {k: np.asarray(v) for k, v in params.items()}
+    table = merge_pattern_tables(model, prepared.data.map_partitions(_pattern_sums, model,
+                                                                      params))
+    return table or None
