@@ -69,7 +69,10 @@ FAKE = textwrap.dedent('''
     prog = Path("progress"); prog.mkdir(exist_ok=True)
     (prog / ".tmp-main_estimation_progress.json.abcdefgh").write_text("half")
     Path(os.environ["TMPDIR"], "pymp-fake").mkdir(exist_ok=True)
-    shm = Path("/dev/shm", f"em-task-{os.getpid()}-selftest.pkl")
+    # em-{kind}-{pid}-...: what the torture test looks for; a kind the pipeline's clean-up
+    # never removes, so an executor starting meanwhile (another test process's) cannot
+    # delete this dead process's file before the check sees it
+    shm = Path("/dev/shm", f"em-fake-{os.getpid()}-selftest.pkl")
     if Path("/dev/shm").is_dir():
         shm.write_bytes(b"x")
     # a child that leaves the session, so a group kill misses it
@@ -99,7 +102,7 @@ def test_checks_catch_leftovers_and_differences(tmp_path):
         assert "pymp-fake" in left
         if Path("/dev/shm").is_dir():
             assert "-selftest.pkl" in left
-    finally:  # the fake's task files (the killed run's included: named by its pid)
+    finally:  # the fake's files (the killed run's included: named by its pid)
         for f in rep.get("temp_files_left", []):
-            if f["path"].startswith("/dev/shm/em-task-") and f["path"].endswith("-selftest.pkl"):
+            if f["path"].startswith("/dev/shm/em-fake-") and f["path"].endswith("-selftest.pkl"):
                 Path(f["path"]).unlink(missing_ok=True)
