@@ -319,6 +319,100 @@ def measure(case: str, data: Path, setting: str, work: Path, code: Path = ROOT) 
     return times
 
 
+PIECES = r"""
+import gc, os, statistics, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+from src.pipeline import cli, run
+from src.utils.console import Reporter
+
+work = Path(sys.argv[1])
+_, options = cli.parse(sys.argv[2:] + ["--no-plots", "--output-dir", str(work / "run")])
+res = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
+prep, fit, se = res["prepared"], res["fit"], res["se"]
+model, data = prep.model, prep.data
+params = {k: np.asarray(v) for k, v in fit["params"].items()}
+out = {}
+
+def best(name, fn, n=7):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - t)
+    out[name] = min(times)
+    return value
+
+from src.inference.classification import classification_summary, posteriors_of
+from src.inference.summaries import model_summaries
+from src.output.estimates import covariance_rows, interval_summary
+from src.output.posteriors import csv_of_posteriors
+from src.output.plots import figure_specs
+from src.output.plots.spec import finish, render, start
+from src.output.writers import MANIFEST, manifest_bytes, result_files
+from src.pipeline.conclusions import conclusions_of
+from src.progress.atomic import write_file_set
+
+post = best("posteriors (E-step)", lambda: posteriors_of(model, data, params, options.chunk_size))
+best("classification summary", lambda: classification_summary(
+    model, data, params, chunk_size=options.chunk_size, resp=post))
+primary = next(iter(se), None)
+best("family summaries (G2/X2, SDs)", lambda: model_summaries(
+    model, data, params, n_params=int(fit["n_params"]), se=se[primary] if primary else None,
+    ci_level=options.ci_level, seed=options.seed))
+best("interval summary", lambda: interval_summary(model, se, options))
+best("covariance.csv rows", lambda: covariance_rows(se, options, model=model))
+csv = best("posteriors.csv bytes", lambda: csv_of_posteriors(
+    np.asarray(prep.row_labels), post.tau, post.inverse, None, options.chunk_size))
+found = conclusions_of(prep, fit, se, options)
+files = best("every file's bytes (no figure)", lambda: result_files(
+    model, prep.record, fit, se, options, fingerprint={}, conclusions=found))
+specs = figure_specs(model, data, params, post)
+gc.disable()
+for name, spec in specs.items():
+    render(spec)   # matplotlib warm: fonts, caches
+    def stages(spec=spec):
+        (m1, a1), (m2, a2) = spec.first(), spec.second()
+        t = time.perf_counter()
+        drawing = start(spec.kind, m1, a1)
+        t1 = time.perf_counter()
+        png = finish(drawing, m2, a2)[0]
+        return t1 - t, time.perf_counter() - t1, png
+    runs = [stages() for _ in range(5)]
+    out[f"{name} stage 1"] = min(r[0] for r in runs)
+    out[f"{name} stage 2"] = min(r[1] for r in runs)
+    files[name] = runs[0][2]
+gc.enable()
+manifest = manifest_bytes("bench", files)
+folders = iter(range(1000))
+
+def fresh_set():
+    folder = work / f"set{next(folders)}"
+    folder.mkdir()
+    return write_file_set(folder, files, manifest=(MANIFEST, manifest))
+
+best(f"file set, {len(files)} files, {sum(map(len, files.values())) / 1e6:.1f} MB (fresh folder)",
+     fresh_set)
+imp = "import time; t = time.perf_counter(); import src.pipeline.conclusions, src.output.writers; print(time.perf_counter() - t)"
+base = "import src.pipeline.tracked, src.output.background, src.output.posteriors, src.inference.classification; "
+out["output modules' import (fresh process)"] = min(float(subprocess.run(
+    [sys.executable, "-c", base + imp], capture_output=True, text=True, check=True).stdout) for _ in range(5))
+for name, value in out.items():
+    print(f"{name:48s} {value * 1e3:8.1f} ms")
+"""
+
+
+def pieces(case: str, data: Path, work: Path) -> None:
+    """Warm costs of the output work's pieces for ``case`` (one process; minimum of several
+    calls): the floors of the phase."""
+    folder = work / f"{case}-pieces"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    code = os.environ.get("BENCH_CODE", str(ROOT))
+    subprocess.run([sys.executable, "-c", PIECES, str(folder), *case_args(case, data),
+                    "--no-progress-tracking"], cwd=folder, env=child_env(Path(code)), check=True)
+
+
 def profile(case: str, data: Path, work: Path, top: int) -> None:
     import pstats
 
@@ -391,6 +485,8 @@ def main() -> None:
     ap.add_argument("--profile", default=None, metavar="CASE",
                     help="profile one default run of CASE's result_output instead")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--pieces", default=None, metavar="CASE",
+                    help="print the warm cost of each piece of CASE's output work instead")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     settings = [s for s in args.settings.split(",") if s]
@@ -399,17 +495,21 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     work.mkdir(parents=True, exist_ok=True)
     PYCACHE[0] = None if args.no_bytecode else work / "pycache"
-    for code in ({"here": ROOT} if args.profile else codes).values():
+    for code in ({"here": ROOT} if args.profile or args.pieces else codes).values():
         compile_code(code)
     paths = {}
-    for case in ([args.profile] if args.profile else cases):
+    single = args.profile or args.pieces
+    for case in ([single] if single else cases):
         paths[case] = work / f"{case}-{n}.csv"
         if not paths[case].exists():
             simulate(case, n).to_csv(paths[case], index=False)
     if PYCACHE[0] is not None:   # every module the runs load compiled once, unmeasured
-        for code in ({"here": ROOT} if args.profile else codes).values():
+        for code in ({"here": ROOT} if single else codes).values():
             for case in paths:
                 measure(case, paths[case], "default", work, code)
+    if args.pieces:
+        pieces(args.pieces, paths[args.pieces], work)
+        return
     if args.profile:
         profile(args.profile, paths[args.profile], work, args.top)
         return

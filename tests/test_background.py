@@ -128,6 +128,17 @@ def test_helper_writes_the_posteriors_csv_written_here(fits, helper):
         assert csv(labels) == here and background.last_source("posteriors.csv") == "helper", case
 
 
+def test_figures_mapping_waits_on_lookup_and_is_taken_once(fits, helper):
+    """collect_figures returns a Figures mapping in the specs' order, taken once; looking figures up in any order gives the bytes drawn here."""
+    model, data, params, post = fits["lca"]
+    assert background.submit(model, data, params, post)
+    got = background.collect_figures(model, data, params, post)
+    assert isinstance(got, background.Figures) and list(got) == ["profile.png", "posterior.png"]
+    assert background.collect_figures(model, data, params, post) is None   # taken once
+    here = {n: render(s) for n, s in figure_specs(model, data, params, post).items()}
+    assert _bytes({n: got[n] for n in reversed(list(got))}) == _bytes(here)
+
+
 def test_posteriors_for_gives_what_submit_fit_computed(fits, helper):
     """posteriors_for returns the posteriors submit_fit computed (equal to posteriors_of) for the same fit and chunk size, and None for another estimate or chunk size."""
     model, data, params, post = fits["gmm1"]
