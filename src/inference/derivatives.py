@@ -12,10 +12,28 @@ per-row term: the information sums ``w_i r_ik (-H_ik)``, N is the sum of the wei
 natural scales, and the steps, are those of the data with each row replicated ``w_i``
 times), and the model's methods get the rows without the key.  Per-row scores are per row
 (unweighted): callers weight them.
+
+*Precision.*  A difference's rounding error (eps |log_joint| / h per row for a score,
+/ h^2 for the information) changes with the last bits of the point, so two estimates equal
+to 1e-13 (weighted rows and the rows they stand for, fitted separately) would get standard
+errors differing by that error, amplified by the fraction of missing information.  So every
+difference is combined row by row before the sum over rows (weights and responsibilities
+applied after), differences are of higher order (Richardson's combinations of central
+differences at h, 2h, 3h: :data:`RICHARDSON`) so that larger steps keep the truncation
+small, and steps are powers of two (the same for scales equal to rounding).  Louis' method
+takes scores of order 4 (steps eps^(1/5) u) and the information of order 6 (steps
+eps^(1/7) u): weighted = replicated to ~3e-11 where the old three-point ones reached 1e-8.
+
+*Separable classes.*  When column k of ``log_joint`` depends only on class k's parameters
+(and the shared class weights), checked bitwise at the estimate (:func:`difference_groups`),
+one difference moves the a-th entry of every class at once and column k is read as class
+k's: a score or information costs as much as for one class (K times fewer evaluations for
+the score, K^2 for the information).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -34,8 +52,9 @@ register({
 })
 
 __all__ = ["complete_score", "complete_information", "natural_scales", "feasible_steps",
+           "difference_steps", "DifferenceGroups", "difference_groups", "single_groups",
            "iter_chunks", "n_rows", "has_analytic_score", "weighted_resp", "total_weight",
-           "head_rows", "EPS"]
+           "head_rows", "EPS", "SCORE_STEP", "HESSIAN_STEP"]
 
 EPS = float(np.finfo(float).eps)
 
@@ -122,39 +141,161 @@ def feasible_steps(model: MixtureModel, theta: np.ndarray, steps: np.ndarray,
     return h
 
 
-def _q_value(model: MixtureModel, data: Data, theta: np.ndarray, resp: np.ndarray) -> float:
-    """Q(theta) = sum_ik resp_ik log p(y_i, z_i=k | theta) with resp held fixed (``data``
-    without weights: weighted rows come as weighted ``resp``)."""
-    lj = model.log_joint(data, model.from_free(theta))
-    mask = resp > 0  # 0 * (-inf) would be NaN; such terms contribute nothing
-    return float(np.sum(resp[mask] * lj[mask]))
+@dataclass(frozen=True)
+class DifferenceGroups:
+    """Which free entries one finite difference moves together (module doc, *Separable
+    classes*).
+
+    ``seen[g, k]``: the entry of group g whose move column k of ``log_joint`` feels (-1:
+    none).  Without separability every group is one entry, felt by every column; with it,
+    group g moves the g-th entry of every class at once (column k feels its own class's)
+    and each class weight is a group of its own (every column feels it).
+    """
+
+    seen: np.ndarray
+    n_free: int
+    separable: bool
+
+    def __len__(self) -> int:
+        return int(self.seen.shape[0])
+
+    def entries(self, g: int) -> np.ndarray:
+        """The distinct entries group ``g`` moves."""
+        row = self.seen[g]
+        return np.unique(row[row >= 0])
+
+    def move(self, g: int, steps: np.ndarray) -> np.ndarray:
+        """The displacement (P,) moving group ``g``'s entries by their ``steps``."""
+        e = np.zeros(self.n_free)
+        idx = self.entries(g)
+        e[idx] = steps[idx]
+        return e
 
 
-def _q_difference(resp: np.ndarray, terms: list[tuple[float, np.ndarray]]) -> float:
-    """sum_ik resp_ik (sum_t c_t lj_t,ik): a finite difference of Q taken row by row before
-    the sum, so Q's size never cancels (a row's difference is the same whatever rows come
-    with it: a row of weight w gives w times a row's, to rounding of the sum only)."""
-    mask = resp > 0  # 0 * (-inf) would be NaN; such terms contribute nothing
-    with np.errstate(invalid="ignore"):
-        d = sum(c * lj for c, lj in terms)
-    return float(np.sum(resp[mask] * d[mask]))
+def single_groups(n_free: int, n_components: int,
+                  skip: set[int] | frozenset = frozenset()) -> DifferenceGroups:
+    """One group per free entry not in ``skip``, felt by every column (no separability)."""
+    entries = [j for j in range(n_free) if j not in skip]
+    seen = np.repeat(np.array(entries, dtype=int)[:, None], n_components, axis=1)
+    return DifferenceGroups(seen.reshape(len(entries), n_components), n_free, False)
+
+
+def _class_owners(model: MixtureModel, P: int) -> np.ndarray | None:
+    """Each free entry's class (-1: shared), when the model keeps the generic free vector."""
+    if type(model).to_free is not MixtureModel.to_free \
+            or type(model).from_free is not MixtureModel.from_free:
+        return None
+    owner = model.parameterisation().free_classes()
+    return owner if owner.size == P else None
+
+
+def difference_groups(model: MixtureModel, data: Data, params: Params, *,
+                      skip: set[int] | frozenset = frozenset()) -> DifferenceGroups:
+    """The groups of :class:`DifferenceGroups` for ``model`` at ``params``: separable when
+    moving all of class k's free entries (1e-3 of max(|theta_j|, 1), kept in the parameter
+    space) leaves every other column of ``log_joint`` bitwise unchanged on the rows of
+    ``data``, for every k (K + 1 evaluations); one entry per group otherwise.  Entries in
+    ``skip`` are moved by no group."""
+    rows, _ = split_weight(data)
+    theta = model.to_free(params)
+    P, K = theta.size, model.n_components
+    owner = _class_owners(model, P)
+    if owner is None or K < 2 or not np.any(owner >= 0):
+        return single_groups(P, K, skip)
+    steps = feasible_steps(model, theta, 1e-3 * np.maximum(np.abs(theta), 1.0), factor=2.0,
+                           skip=skip)
+    with np.errstate(all="ignore"):
+        base = model.log_joint(rows, model.from_free(theta))
+        for k in range(K):
+            moved_entries = [j for j in np.flatnonzero(owner == k) if j not in skip]
+            if not moved_entries:
+                continue
+            e = np.zeros(P)
+            e[moved_entries] = steps[moved_entries]
+            moved = model.log_joint(rows, model.from_free(theta + e))
+            others = np.arange(K) != k
+            if not np.array_equal(moved[:, others], base[:, others], equal_nan=True):
+                return single_groups(P, K, skip)
+    shared = [j for j in np.flatnonzero(owner < 0) if j not in skip]
+    seen = [np.full(K, j) for j in shared]
+    per_class = [np.flatnonzero(owner == k) for k in range(K)]
+    for a in range(max(c.size for c in per_class)):
+        row = np.array([c[a] if a < c.size and c[a] not in skip else -1 for c in per_class])
+        if np.any(row >= 0):
+            seen.append(row)
+    return DifferenceGroups(np.array(seen, dtype=int).reshape(len(seen), K), P, True)
+
+
+class _Rows:
+    """``log_joint`` of one block of rows around ``theta`` and its row-wise differences read
+    per class: a combination of values is formed row by row before any sum over rows."""
+
+    def __init__(self, model: MixtureModel, rows: Data, theta: np.ndarray) -> None:
+        self.model, self.rows, self.theta = model, rows, theta
+
+    def at(self, d: np.ndarray) -> np.ndarray:
+        return self.model.log_joint(self.rows, self.model.from_free(self.theta + d))
+
+
+def _column_sums(resp: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """sum_i resp_ik d_ik per class (K,), zero-responsibility terms left out (0 * inf)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.einsum("nk,nk->k", resp, np.where(resp > 0, d, 0.0))
+
+
+def _add_pairs(H: np.ndarray, a: np.ndarray, b: np.ndarray, values: np.ndarray) -> None:
+    """H[a_k, b_k] (and H[b_k, a_k]) += values_k where both entries exist."""
+    ok = (a >= 0) & (b >= 0)
+    np.add.at(H, (a[ok], b[ok]), values[ok])
+    off = ok & (a != b)
+    np.add.at(H, (b[off], a[off]), values[off])
+
+
+#: Richardson's weights of a central difference at steps s * h (error even in s h): the
+#: combination of differences of ``order`` 2, 4 or 6
+RICHARDSON = {2: ((1.0, 1.0),), 4: ((1.0, 4.0 / 3.0), (2.0, -1.0 / 3.0)),
+              6: ((1.0, 1.5), (2.0, -0.6), (3.0, 0.1))}
+
+
+def _check_order(order: int) -> None:
+    if order not in RICHARDSON:
+        raise ValueError(f"order must be one of {sorted(RICHARDSON)}, got {order!r}")
+
+
+def _first_difference(f: _Rows, ea: np.ndarray, order: int) -> np.ndarray:
+    """Row-wise h f' along ``ea`` (without the division by h)."""
+    out = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        for s, c in RICHARDSON[order]:
+            out = out + (c / (2.0 * s)) * (f.at(s * ea) - f.at(-s * ea))
+    return out
+
+
+def _second_difference(f: _Rows, ea: np.ndarray, l0: np.ndarray, order: int) -> np.ndarray:
+    """Row-wise h^2 f'' along ``ea`` (without the division by h^2)."""
+    out = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        for s, c in RICHARDSON[order]:
+            out = out + (c / (s * s)) * ((f.at(s * ea) - l0) + (f.at(-s * ea) - l0))
+    return out
 
 
 def _crude_diagonal(model: MixtureModel, data: Data, params: Params, theta: np.ndarray,
-                    h: np.ndarray, which: list[int], chunk_size: int) -> np.ndarray:
+                    h: np.ndarray, which: list[int], chunk_size: int,
+                    groups: DifferenceGroups) -> np.ndarray:
     """-d2 Q / d theta_j2 for j in ``which`` by second differences with steps ``h`` (else 0)."""
     diag = np.zeros(theta.size)
+    todo = [g for g in range(len(groups)) if np.isin(groups.entries(g), which).any()]
     for chunk in iter_chunks(data, chunk_size):
         chunk, w = split_weight(chunk)
-        resp, _ = model.e_step(chunk, params)
-        resp = weighted_resp(resp, w)
-        l0 = model.log_joint(chunk, model.from_free(theta))
-        for j in which:
-            e = np.zeros(theta.size)
-            e[j] = h[j]
-            lp = model.log_joint(chunk, model.from_free(theta + e))
-            lm = model.log_joint(chunk, model.from_free(theta - e))
-            diag[j] -= _q_difference(resp, [(1.0, lp), (-2.0, l0), (1.0, lm)]) / h[j] ** 2
+        resp = weighted_resp(model.e_step(chunk, params)[0], w)
+        f = _Rows(model, chunk, theta)
+        l0 = f.at(np.zeros(theta.size))
+        for g in todo:
+            seen = groups.seen[g]
+            cols = _column_sums(resp, _second_difference(f, groups.move(g, h), l0, 2))
+            ok = seen >= 0
+            np.add.at(diag, seen[ok], -cols[ok] / h[seen[ok]] ** 2)
     return diag
 
 
@@ -163,7 +304,8 @@ _CRUDE, _ROUNDS = 1e-4, 8
 
 
 def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_size: int = 4096,
-                   skip: set[int] | frozenset = frozenset()) -> np.ndarray:
+                   skip: set[int] | frozenset = frozenset(),
+                   groups: DifferenceGroups | None = None) -> np.ndarray:
     """``u_j = sqrt(N / I_c,jj)``: each free parameter's natural scale (see module doc).
 
     I_c's diagonal comes from the model's analytic complete information when it has one,
@@ -174,6 +316,8 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
     until it is within 10x of that, at most 8 rounds: the scale then does not depend on
     the data's units.  Falls back to max(|theta_j|, 1) where the diagonal is not positive.
     With row weights N is their sum and I_c weighted (the replicated data's scales).
+    ``groups``: the entries each difference moves (:func:`difference_groups`; default one
+    entry each).
     """
     from ..estimation.em import is_engine, n_observations
 
@@ -206,7 +350,8 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
                            skip=skip)
         which = [j for j in range(P) if j not in skip]
         for _ in range(_ROUNDS):
-            part = _crude_diagonal(model, data, params, theta, h, which, chunk_size)
+            part = _crude_diagonal(model, data, params, theta, h, which, chunk_size,
+                                   groups or single_groups(P, model.n_components, skip))
             diag[which] = part[which]
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 target = np.where(diag > 0, _CRUDE * np.sqrt(N / diag), 1e3 * h)
@@ -225,44 +370,86 @@ def natural_scales(model: MixtureModel, data: Data, params: Params, *, chunk_siz
     return np.where(np.isfinite(u) & (diag > 0), u, fallback)
 
 
+#: step fractions of the natural scales: the 5-point score's (rounding eps / h and
+#: truncation h^4 balance at eps^(1/5)) and the 5-point / 8-point information's (eps / h^2
+#: and h^4 at eps^(1/6)); the 3-point ones of order 2
+SCORE_STEP = {2: EPS ** (1 / 3), 4: EPS ** (1 / 5), 6: EPS ** (1 / 7)}
+HESSIAN_STEP = {2: EPS ** (1 / 4), 4: EPS ** (1 / 6), 6: EPS ** (1 / 7)}
+#: the orders Louis' method takes (src/inference/louis.py)
+SCORE_ORDER, HESSIAN_ORDER = 4, 6
+
+
+def difference_steps(model: MixtureModel, theta: np.ndarray, scales: np.ndarray, fraction: float,
+                     order: int, skip: set[int] | frozenset = frozenset()) -> np.ndarray:
+    """``fraction * scales`` rounded to the nearest power of two, then halved until every
+    point a difference of ``order`` visits along one axis (+-h, +-2h, +-3h) is in the
+    parameter space; entries in ``skip`` get max(|theta_j|, 1) (never used: their columns
+    are discarded).  Powers of two make the steps of data whose scales differ by rounding
+    (weighted rows and the rows they stand for) the same, and so their rounding errors."""
+    _check_order(order)
+    h = fraction * np.asarray(scales, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rounded = np.exp2(np.round(np.log2(h)))
+    h = np.where(np.isfinite(rounded) & (rounded > 0), rounded, h)
+    h = feasible_steps(model, theta, h, factor=RICHARDSON[order][-1][0], skip=skip)
+    for j in skip:
+        h[j] = max(abs(theta[j]), 1.0)
+    return h
+
+
 def complete_score(model: MixtureModel, data: Data, params: Params,
-                   steps: np.ndarray | None = None) -> np.ndarray:
+                   steps: np.ndarray | None = None, *, order: int = 2,
+                   groups: DifferenceGroups | None = None) -> np.ndarray:
     """d log p(y_i, z_i=k) / d theta_free, array of shape (n, K, P).
 
     The model's closed form when it returns one; otherwise central differences of
-    ``log_joint`` with ``steps`` (default: eps^(1/3) times the natural scales of ``data``).
-    Row weights in ``data`` are ignored (the scores are per row); they only set the scales.
+    ``log_joint`` of ``order`` 2 (3 points) or 4 (5 points: ``steps`` must keep +-2h in the
+    space, :func:`difference_steps`) with ``steps`` (default: ``SCORE_STEP[order]`` times
+    the natural scales of ``data``), moving the entries of each of ``groups`` together
+    (default: one entry each).  Row weights in ``data`` are ignored (the scores are per
+    row); they only set the scales.
     """
+    _check_order(order)
     rows, _ = split_weight(data)
     s = model.complete_score(rows, params)
     if s is not None:
         return np.asarray(s, dtype=float)
     theta = model.to_free(params)
+    K = model.n_components
+    if groups is None:
+        groups = single_groups(theta.size, K)
     if steps is None:
-        steps = feasible_steps(model, theta,
-                               EPS ** (1 / 3) * natural_scales(model, data, params), factor=1.0)
-    n = n_rows(rows)
-    out = np.empty((n, model.n_components, theta.size))
-    for j in range(theta.size):
-        e = np.zeros(theta.size)
-        e[j] = steps[j]
-        lp = model.log_joint(rows, model.from_free(theta + e))
-        lm = model.log_joint(rows, model.from_free(theta - e))
-        with np.errstate(invalid="ignore"):
-            out[:, :, j] = (lp - lm) / (2.0 * steps[j])
+        steps = difference_steps(model, theta, natural_scales(model, data, params, groups=groups),
+                                 SCORE_STEP[order], order)
+    f = _Rows(model, rows, theta)
+    out = np.zeros((n_rows(rows), K, theta.size))
+    cols = np.arange(K)
+    for g in range(len(groups)):
+        e = groups.move(g, steps)
+        d = _first_difference(f, e, order)
+        seen = groups.seen[g]
+        ok = seen >= 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[:, cols[ok], seen[ok]] = d[:, ok] / steps[seen[ok]]
     return out
 
 
 def complete_information(model: MixtureModel, data: Data, params: Params, resp: np.ndarray,
-                         steps: np.ndarray | None = None) -> np.ndarray:
+                         steps: np.ndarray | None = None, *, order: int = 4,
+                         groups: DifferenceGroups | None = None) -> np.ndarray:
     """sum_ik resp_ik * (-d2 log p(y_i, z_i=k) / d theta d theta'), shape (P, P).
 
-    The model's closed form when it returns one; otherwise minus the central-difference
-    Hessian of Q(theta) = sum_ik resp_ik log_joint_ik(theta) with ``resp`` fixed, with
-    ``steps`` (default: eps^(1/4) times the natural scales), each difference taken row by
-    row before the sum (:func:`_q_difference`).  Row weights in ``data`` multiply ``resp``
-    (sum_ik w_i resp_ik (-H_ik)).
+    The model's closed form when it returns one; otherwise minus the Hessian of
+    Q(theta) = sum_ik resp_ik log_joint_ik(theta) with ``resp`` fixed, by central second
+    differences of ``order`` 2, 4 or 6 (:data:`RICHARDSON`; ``steps`` must keep the points
+    in the space, :func:`difference_steps`) along each axis and along each pair of axes
+    (h_a e_a + h_b e_b gives h_a^2 H_aa + 2 h_a h_b H_ab + h_b^2 H_bb), with
+    ``steps`` (default: ``HESSIAN_STEP[order]`` times the natural scales), each difference
+    formed row by row before the sum and the entries of each of ``groups`` moved together
+    (default: one entry each).  Row weights in ``data`` multiply ``resp`` after the
+    differences (sum_ik w_i resp_ik (-H_ik)).
     """
+    _check_order(order)
     rows, w = split_weight(data)
     resp = weighted_resp(np.asarray(resp, dtype=float), w)
     info = model.complete_information(rows, params, resp)
@@ -270,22 +457,24 @@ def complete_information(model: MixtureModel, data: Data, params: Params, resp: 
         return np.asarray(info, dtype=float)
     theta = model.to_free(params)
     P = theta.size
+    if groups is None:
+        groups = single_groups(P, model.n_components)
     if steps is None:
-        steps = feasible_steps(model, theta,
-                               EPS ** (1 / 4) * natural_scales(model, data, params), factor=1.0)
-
-    def lj(t: np.ndarray) -> np.ndarray:
-        return model.log_joint(rows, model.from_free(t))
-
-    l0 = lj(theta)
-    H = np.empty((P, P))
-    E = np.diag(steps)
-    for j in range(P):
-        H[j, j] = _q_difference(resp, [(1.0, lj(theta + E[j])), (-2.0, l0),
-                                       (1.0, lj(theta - E[j]))]) / steps[j] ** 2
-        for k in range(j):
-            v = _q_difference(resp, [(1.0, lj(theta + E[j] + E[k])), (-1.0, lj(theta + E[j] - E[k])),
-                                     (-1.0, lj(theta - E[j] + E[k])), (1.0, lj(theta - E[j] - E[k]))]
-                              ) / (4.0 * steps[j] * steps[k])
-            H[j, k] = H[k, j] = v
+        steps = difference_steps(model, theta, natural_scales(model, data, params, groups=groups),
+                                 HESSIAN_STEP[order], order)
+    f = _Rows(model, rows, theta)
+    l0 = f.at(np.zeros(P))
+    H = np.zeros((P, P))
+    moves = [groups.move(g, steps) for g in range(len(groups))]
+    along = []   # row-wise h_a^2 f_aa of each group
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for a in range(len(groups)):
+            sa = groups.seen[a]
+            along.append(_second_difference(f, moves[a], l0, order))
+            _add_pairs(H, sa, sa, _column_sums(resp, along[a]) / steps[sa] ** 2)
+            for b in range(a):   # along h_a e_a + h_b e_b: h_a^2 f_aa + 2 h_a h_b f_ab + h_b^2 f_bb
+                sb = groups.seen[b]
+                d = 0.5 * (_second_difference(f, moves[a] + moves[b], l0, order)
+                           - along[a] - along[b])
+                _add_pairs(H, sa, sb, _column_sums(resp, d) / (steps[sa] * steps[sb]))
     return -H

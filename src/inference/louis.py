@@ -127,6 +127,8 @@ class LouisPlan:
     until one gives a finite matrix).  ``steps_s``/``steps_h``: finite-difference steps of
     the complete scores and information (None with analytic derivatives).  ``skip_idx``:
     the free parameters on the boundary (score columns zeroed, NaN in the result).
+    ``groups``: the entries each finite difference moves together
+    (:func:`~src.inference.derivatives.difference_groups`; None with analytic derivatives).
     """
 
     strategies: tuple[str, ...]
@@ -134,6 +136,7 @@ class LouisPlan:
     steps_h: np.ndarray | None
     skip_idx: np.ndarray
     n_free: int
+    groups: dv.DifferenceGroups | None = None
 
 
 def louis_plan(model: MixtureModel, data: Data, params: Params, *, chunk_size: int = 4096,
@@ -147,17 +150,20 @@ def louis_plan(model: MixtureModel, data: Data, params: Params, *, chunk_size: i
     K = model.n_components
     rows, w = split_weight(data)
     weighted = (w is not None) if weighted is None else bool(weighted)
-    steps_s = steps_h = None
+    steps_s = steps_h = groups = None
     analytic = dv.has_analytic_score(model, rows, params) and model.complete_information(
         {k: v[:1] for k, v in rows.items()}, params, np.full((1, K), 1.0 / K)) is not None
-    if not analytic:
-        u = dv.natural_scales(model, data, params, chunk_size=chunk_size, skip=skip)
-        steps_s = dv.feasible_steps(model, theta, dv.EPS ** (1 / 3) * u, factor=1.0, skip=skip)
-        steps_h = dv.feasible_steps(model, theta, dv.EPS ** (1 / 4) * u, factor=2.0, skip=skip)
-        for j in skip:  # never used: the columns are discarded
-            steps_s[j] = steps_h[j] = max(abs(theta[j]), 1.0)
+    if not analytic:   # fourth-order differences (module doc of derivatives)
+        groups = dv.difference_groups(model, data, params, skip=skip)
+        u = dv.natural_scales(model, data, params, chunk_size=chunk_size, skip=skip,
+                              groups=groups)
+        steps_s = dv.difference_steps(model, theta, u, dv.SCORE_STEP[dv.SCORE_ORDER],
+                                      dv.SCORE_ORDER, skip)
+        steps_h = dv.difference_steps(model, theta, u, dv.HESSIAN_STEP[dv.HESSIAN_ORDER],
+                                      dv.HESSIAN_ORDER, skip)
     return LouisPlan(tuple(_strategies(model, analytic, use_fast, mask_zero_resp, weighted)),
-                     steps_s, steps_h, np.array(sorted(skip), dtype=int), int(theta.size))
+                     steps_s, steps_h, np.array(sorted(skip), dtype=int), int(theta.size),
+                     groups)
 
 
 #: per-row score weights of the sandwich's B = sum_i c_i g_i g_i': c_i = w_i**power
@@ -202,7 +208,8 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
                 block = {key: v[a:a + rows] for key, v in chunk.items()}
                 r = resp[a:a + rows]
                 wb = None if w is None else w[a:a + rows]
-                S = dv.complete_score(model, block, params, plan.steps_s)  # (n, K, P)
+                S = dv.complete_score(model, block, params, plan.steps_s, order=dv.SCORE_ORDER,
+                                      groups=plan.groups)  # (n, K, P)
                 if skip_idx.size:
                     S[:, :, skip_idx] = 0.0
                 if strategy == MASKED_SCORES:  # r_ik = 0 terms vanish even where s_ik is infinite
@@ -217,7 +224,9 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
                     Gc = G if c is None else G * c[:, None]
                     B = blas.dsyrk(1.0, Gc.T, beta=1.0, c=B, trans=0, lower=0, overwrite_c=1)
         Ic_chunk = np.array(dv.complete_information(model, chunk, params,
-                                                    dv.weighted_resp(resp, w), plan.steps_h))
+                                                    dv.weighted_resp(resp, w), plan.steps_h,
+                                                    order=dv.HESSIAN_ORDER,
+                                                    groups=plan.groups))
         if skip_idx.size:
             Ic_chunk[skip_idx, :] = 0.0
             Ic_chunk[:, skip_idx] = 0.0
