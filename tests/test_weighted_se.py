@@ -3,7 +3,9 @@
 Independent computations: the data with each row replicated w_i times (frequency weights),
 per-row scores by finite differences of the per-row log-likelihood (the sandwich's middle),
 the ordinary bootstrap and Louis' method (the Poisson bootstrap), and the weights of the
-rows drawn in one piece (any split of the rows).
+rows drawn in one piece (any split of the rows).  For user models, fits of weighted and of
+replicated rows by the generic M-step, and numerical derivatives that move one entry of
+every class at once against one entry at a time.
 """
 
 from __future__ import annotations
@@ -149,6 +151,50 @@ def test_generic_m_step_fits_of_weighted_and_replicated_rows_give_the_same_stand
     b = compute_standard_errors(method, model, replicated, pr, chunk_size=64)
     assert np.all(np.isfinite(b.se)) and not a.notes and not b.notes
     assert_same_se(a, b, GENERIC_FIT_RTOL[method])
+
+
+def test_separable_classes_differenced_together_give_the_one_entry_at_a_time_derivatives():
+    """Moving one entry of every class at once (classes found separable) gives the complete scores and information of moving one entry at a time, to rounding of the sums, with fewer log_joint calls; coupled classes are not grouped."""
+    from src.inference import derivatives as dv
+    from tests.test_em import GaussND
+    from tests.test_numeric_mstep import CoupledVariances
+
+    class Counted(GaussND):
+        calls = 0
+
+        def log_joint(self, data, params):
+            Counted.calls += 1
+            return super().log_joint(data, params)
+
+    rng = stream(56, "test-data")
+    X = rng.normal(size=(120, 2)) + np.where(rng.random(120)[:, None] < 0.5, 0.0, 3.0)
+    model = Counted(3, dim=2)
+    params = {"weight": np.array([0.3, 0.3, 0.4]),
+              "mean": np.array([[0.0, 0.0], [3.0, 3.0], [1.5, 1.0]]),
+              "cov": np.stack([np.eye(2), [[1.0, 0.3], [0.3, 0.8]], 2.0 * np.eye(2)])}
+    data = {"X": X}
+    theta = model.to_free(params)
+    grouped = dv.difference_groups(model, data, params)
+    single = dv.single_groups(theta.size, 3)
+    assert grouped.separable and len(grouped) == 2 + 5 and len(single) == theta.size
+    u = dv.natural_scales(model, data, params)
+    hs = dv.difference_steps(model, theta, u, dv.SCORE_STEP[4], 4)
+    hh = dv.difference_steps(model, theta, u, dv.HESSIAN_STEP[6], 6)
+    resp = model.e_step(data, params)[0]
+    out = {}
+    for name, groups in (("grouped", grouped), ("single", single)):
+        Counted.calls = 0
+        out[name] = (dv.complete_score(model, data, params, hs, order=4, groups=groups),
+                     dv.complete_information(model, data, params, resp, hh, order=6,
+                                             groups=groups), Counted.calls)
+    np.testing.assert_array_equal(out["grouped"][0], out["single"][0])
+    info = out["single"][1]
+    np.testing.assert_allclose(out["grouped"][1], info, rtol=0, atol=1e-13 * np.abs(info).max())
+    assert out["grouped"][2] * 4 < out["single"][2]
+    coupled = CoupledVariances(2)
+    cparams = {"weight": np.array([0.5, 0.5]), "mean": np.array([0.0, 3.0]),
+               "var": np.array([1.0, 1.5])}
+    assert not dv.difference_groups(coupled, {"x": X[:, 0]}, cparams).separable
 
 
 # ------------------------------------------------------------- the sandwich
