@@ -1,6 +1,7 @@
 """The Gaussian mixture's fast sandwich (src/inference/sandwich.py with the model's
 ``observed_scores`` and ``score_outer_moments``) against the slow reference: Louis' pass
-with per-row complete scores (n, K, P) and B = sum_i c_i g_i g_i' accumulated there."""
+with per-row complete scores (n, K, P) and B = sum_i c_i g_i g_i' accumulated there; B's moments
+carried in Louis' own moment pass against their separate pass."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from src.estimation.em import fit_em
 from src.estimation.engines import InMemoryEngine
 from src.inference import derivatives as dv
-from src.inference.louis import SCORE_WEIGHT_POWER, louis_from_parts, louis_passes, louis_plan
+from src.inference.louis import (SCORE_WEIGHT_POWER, louis_from_parts, louis_passes, louis_plan,
+                              score_outer_of_parts)
 from src.inference.results import boundary_parameters
 from src.inference.sandwich import (_louis_uses_moments, _score_outer, sandwich_covariance,
                                    sandwich_se, score_outer_parts)
@@ -118,3 +120,28 @@ def test_partitions_sum_to_the_in_memory_middle(cases):
     split = _score_outer(model, engine, params, skip, 1, 128)
     d = np.sqrt(np.diag(whole))
     assert np.max(np.abs(split - whole) / np.outer(d, d)) <= 1e-12
+
+
+@pytest.mark.parametrize("weight_type", [None, "frequency", "sampling"])
+def test_louis_pass_carries_the_middle_in_its_moments(cases, weight_type):
+    """With full covariances Louis' moment pass takes B's moments in its GEMM: B equals the separate pass's to 1e-12, over partitions too, and Louis' part is unchanged to 1e-12."""
+    model, data, params = cases["full"]
+    data = _with_weights(data, weight_type)
+    power = SCORE_WEIGHT_POWER[weight_type or "frequency"]
+    plan = louis_plan(model, dv.head_rows(data), params)
+    skip = plan.skip_idx
+    parts, strategy = louis_passes(model, data, params, plan, chunk_size=256, score_power=power)
+    assert strategy == "moments" and "outer_moments" in parts and "B" not in parts
+    alone, _ = louis_passes(model, data, params, plan, chunk_size=256)
+    want = _score_outer(model, data, params, skip, power, 256)
+    d = np.sqrt(np.diag(want))
+    got = score_outer_of_parts(model, params, parts, plan)
+    assert np.max(np.abs(got - want) / np.outer(d, d)) <= 1e-12
+    for key in ("I_c", "moments"):
+        np.testing.assert_allclose(parts[key], alone[key], rtol=1e-12, atol=0)
+    cuts = [0, 100, 450, 900]
+    engine = InMemoryEngine([{k: v[a:b] for k, v in data.items()}
+                             for a, b in zip(cuts[:-1], cuts[1:])], chunk_rows=128)
+    split, _ = louis_passes(model, engine, params, plan, chunk_size=128, score_power=power)
+    got = score_outer_of_parts(model, params, split, plan)
+    assert np.max(np.abs(got - want) / np.outer(d, d)) <= 1e-12

@@ -37,7 +37,7 @@ from .results import SEResult, boundary_parameters, invert_information, wald_res
 
 __all__ = ["louis_information", "louis_se", "max_fraction_missing_info", "MOMENTS", "SCORES",
            "MASKED_SCORES", "LouisPlan", "louis_plan", "louis_parts", "louis_from_parts",
-           "louis_passes", "SCORE_WEIGHT_POWER"]
+           "louis_passes", "score_outer_of_parts", "SCORE_WEIGHT_POWER"]
 
 
 def _score_rows(chunk_size: int, K: int, P: int) -> int:
@@ -181,8 +181,11 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
     ``{"I_c", "moments"}`` (the model's additive moments; None when it declines them for
     some chunk: go on to the next strategy).  With ``score_power`` (1 or 2) also ``"B"`` =
     sum_i w_i**score_power g_i g_i' (upper triangle accumulated; symmetric on return), g_i
-    the observed score of row i (zero-responsibility terms dropped): the sandwich's middle.
-    Sum the dicts of several passes (partitions, in a fixed order) key by key and give the
+    the observed score of row i (zero-responsibility terms dropped): the sandwich's middle;
+    with MOMENTS and a model offering ``louis_outer_moments`` (the Gaussian mixture, when it
+    does not decline them: by its shape and parameters, so for every chunk alike) B's
+    moments come from the same GEMM as Louis' instead, as ``"outer_moments"``
+    (:func:`score_outer_of_parts` finishes either).  Sum the dicts of several passes (partitions, in a fixed order) key by key and give the
     total to :func:`louis_from_parts`.  ``score_rows``: rows per score block (default
     :func:`_score_rows` of the first chunk's length).
     """
@@ -190,18 +193,32 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
     I_c = np.zeros((P, P))
     acc = _ScoreVariance(P)
     B = np.zeros((P, P), order="F") if score_power is not None else None
-    moments = None
+    moments = outer = None
     skip_idx = plan.skip_idx
+    # B's moments with Louis' (decided at the first chunk; the model declines for all or none)
+    carry = None if (strategy == MOMENTS and B is not None
+                     and callable(getattr(model, "louis_outer_moments", None))) else False
     for chunk in chunks:
         chunk, w = split_weight(chunk)
         resp, _ = model.e_step(chunk, params)
         if strategy == MOMENTS:
-            part = model.score_variance_moments(
-                chunk, params, resp if w is None else resp * np.sqrt(w)[:, None])
+            both = None
+            if carry is not False:
+                both = model.louis_outer_moments(
+                    chunk, params, resp, w, None if w is None else w ** score_power)
+                if carry and both is None:
+                    return None
+                carry = both is not None
+            if both is not None:
+                part = both[0]
+                outer = both[1] if outer is None else outer + both[1]
+            else:
+                part = model.score_variance_moments(
+                    chunk, params, resp if w is None else resp * np.sqrt(w)[:, None])
             if part is None:
                 return None
             moments = part if moments is None else moments + part
-        if strategy != MOMENTS or B is not None:
+        if strategy != MOMENTS or (B is not None and not carry):
             n = resp.shape[0]
             rows = score_rows or _score_rows(max(n, 1), model.n_components, P)
             for a in range(0, n, rows):
@@ -236,9 +253,24 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
         out["moments"] = moments if moments is not None else np.zeros(0)
     else:
         out["V"] = acc.total()
-    if B is not None:
+    if carry:
+        out["outer_moments"] = outer
+    elif B is not None:
         out["B"] = _symmetric(B)
     return out
+
+
+def score_outer_of_parts(model: MixtureModel, params: Params, parts: Mapping[str, np.ndarray],
+                         plan: LouisPlan) -> np.ndarray:
+    """The sandwich's B (P, P) from summed :func:`louis_parts` taken with ``score_power``:
+    ``"B"`` itself, or the model's ``score_outer_from_moments`` of ``"outer_moments"``
+    (rows and columns of the boundary parameters zeroed)."""
+    if "B" in parts:
+        return np.asarray(parts["B"], dtype=float)
+    B = np.array(model.score_outer_from_moments(params, parts["outer_moments"]), dtype=float)
+    B[plan.skip_idx, :] = 0.0
+    B[:, plan.skip_idx] = 0.0
+    return B
 
 
 def _one_pass(model: MixtureModel, data: Data, params: Params, strategy: str, *,

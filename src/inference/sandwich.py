@@ -17,12 +17,14 @@ in the free parameterisation, with g_i = sum_k r_ik s_ik the observed score of r
 
 No small-sample factor n/(n-1) is applied (HC0).  A and B come from one pass over the rows
 (:func:`src.inference.louis.louis_parts` with ``score_power``), so partitioned data can sum
-the passes of their partitions and finish with :func:`sandwich_covariance`.  A model with
-``observed_scores(data, params, resp)`` (the Gaussian mixture) whose Louis pass takes its
-moments, and so makes no per-row scores, gets B from its own pass instead
-(:func:`score_outer_parts`: the model's ``score_outer_moments`` when it offers them, else
-its g_i in blocks of rows, no (n, K, P) complete scores): at N = 1e5, D = 10, K = 5, full
-covariances 1.4 s -> 0.8 s (docs/standard_errors.md).  Boundary
+the passes of their partitions and finish with :func:`sandwich_covariance`.  When Louis'
+pass takes the Gaussian mixture's moments (no per-row scores), B's moments (weighted by
+c_i r_ik r_il) ride in the same GEMM (the model's ``louis_outer_moments``); when the model
+declines those (diagonal covariances at large D, a class of weight 0) but has
+``observed_scores(data, params, resp)``, B has its own pass (:func:`score_outer_parts`: its
+g_i in blocks of rows, no (n, K, P) complete scores).  At N = 1e5, D = 10, K = 5, full
+covariances: 1.4 s (per-row scores) -> 0.8 s (B's own pass) -> 0.4-0.5 s (one pass;
+docs/standard_errors.md).  Boundary
 parameters and directions where A is singular get NaN standard errors with a note, as with
 Louis' method; a parameter whose scores are not finite is dropped too.
 """
@@ -40,7 +42,7 @@ from scipy.linalg import blas
 
 from ..estimation.em import is_engine
 from .louis import (MOMENTS, SCORE_WEIGHT_POWER, louis_from_parts, louis_passes, louis_plan,
-                    max_fraction_missing_info)
+                    max_fraction_missing_info, score_outer_of_parts)
 from .results import NOT_FINITE, SEResult, boundary_parameters, invert_information, wald_result
 
 __all__ = ["sandwich_se", "sandwich_covariance", "score_outer_parts", "WEIGHT_TYPES"]
@@ -80,15 +82,34 @@ def has_observed_scores(model: MixtureModel) -> bool:
     return callable(getattr(model, "observed_scores", None))
 
 
+def _first_rows(data: Data) -> tuple[Data, np.ndarray | None]:
+    """(rows, weights) of the first 8 rows (of the first partition that keeps any): what
+    the models decline moments by does not depend on the rows, so a few suffice."""
+    rows, w = split_weight(dv.head_rows(data))
+    return {k: v[:8] for k, v in rows.items()}, None if w is None else w[:8]
+
+
 def _louis_uses_moments(model: MixtureModel, data: Data, params: Params, plan) -> bool:
     """True when Louis' first pass will take the model's moments (no per-row scores to
     share with B): its plan starts with them and the model does not decline them for the
     first rows (the Gaussian mixture declines by the shape of its parameters alone)."""
     if plan.strategies[0] != MOMENTS:
         return False
-    rows, _ = split_weight(dv.head_rows(data))
+    rows, _ = _first_rows(data)
     resp, _ = model.e_step(rows, params)
     return model.score_variance_moments(rows, params, resp) is not None
+
+
+def _louis_carries_outer(model: MixtureModel, data: Data, params: Params, power: int) -> bool:
+    """True when Louis' moment pass can take B's moments in the same GEMM: the model offers
+    ``louis_outer_moments`` and does not decline them for the first rows (it declines by
+    its shape and parameters alone, so for every chunk alike)."""
+    if not callable(getattr(model, "louis_outer_moments", None)):
+        return False
+    rows, w = _first_rows(data)
+    resp, _ = model.e_step(rows, params)
+    return model.louis_outer_moments(rows, params, resp, w,
+                                     None if w is None else w ** power) is not None
 
 
 def score_outer_parts(model: MixtureModel, chunks: Iterable[Data], params: Params,
@@ -171,16 +192,18 @@ def sandwich_se(model: MixtureModel, data: Data, params: Params, *, chunk_size: 
         plan = louis_plan(model, dv.head_rows(data), params, chunk_size=chunk_size,
                           skip=set(bnd), weighted=weighted)
         power = SCORE_WEIGHT_POWER[weight_type]
-        if has_observed_scores(model) and _louis_uses_moments(model, data, params, plan):
+        if has_observed_scores(model) and _louis_uses_moments(model, data, params, plan) \
+                and not _louis_carries_outer(model, data, params, power):
             # Louis' pass makes no per-row scores: B from the model's own pass
             parts, _ = louis_passes(model, data, params, plan, chunk_size=chunk_size)
             parts = {**parts, "B": _score_outer(model, data, params, plan.skip_idx, power,
                                                 chunk_size)}
-        else:
+        else:   # B in Louis' pass: per-row scores, or the model's moments in Louis' GEMM
             parts, _ = louis_passes(model, data, params, plan, chunk_size=chunk_size,
                                     score_power=power)
         A, I_c = louis_from_parts(model, params, parts, plan)
-        cov, dropped = sandwich_covariance(A, parts["B"], bnd)
+        cov, dropped = sandwich_covariance(A, score_outer_of_parts(model, params, parts, plan),
+                                           bnd)
         keep = np.array([i for i in range(A.shape[0]) if i not in dropped], dtype=int)
         frac = max_fraction_missing_info(A, I_c, keep)
     n_rows = int(data.n_obs) if engine else int(next(iter(split_weight(data)[0].values())).shape[0])

@@ -153,17 +153,47 @@ class GaussianDerivatives:
         block of rows, about 7x fewer multiply-adds than the (n, K, P) scores at D=10, K=5.
         None when the per-row scores are cheaper (few parameters per class, large D).
         """
-        K, D = self.n_components, self.n_features
-        P = self.n_free_parameters()
-        Pk = (P - K + 1) // K
-        pairs, n_mono = K * (K - 1) // 2, (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
-        if pairs * n_mono > K * Pk * Pk + P * P // 2:
+        if not self._variance_moments_pay():
             return None  # the scores themselves are cheaper (diagonal covariances, large D)
         resp = np.asarray(resp, dtype=float)
-        ku, lu = np.triu_indices(K, 1)
+        ku, lu = np.triu_indices(self.n_components, 1)
         if ku.size == 0:
-            return np.zeros((0, n_mono))
+            return np.zeros((0, _n_monomials(self.n_features)))
         return self._pair_moments(data, resp[:, ku] * resp[:, lu])    # k < l
+
+    def _variance_moments_pay(self) -> bool:
+        """True when Louis' moments cost fewer multiply-adds than the (n, K, P) scores."""
+        K, P = self.n_components, self.n_free_parameters()
+        Pk = (P - K + 1) // K
+        return K * (K - 1) // 2 * _n_monomials(self.n_features) <= K * Pk * Pk + P * P // 2
+
+    def _outer_moments_pay(self, params: Params) -> bool:
+        """True when B's moments cost fewer multiply-adds than the (n, P) observed scores'
+        outer products and every weight score is finite."""
+        K, P = self.n_components, self.n_free_parameters()
+        return (K * (K + 1) // 2 * _n_monomials(self.n_features) <= P * P // 2
+                and bool(np.all(np.isfinite(self.weight_score(params)))))
+
+    def louis_outer_moments(self, data: Data, params: Params, resp: np.ndarray,
+                            w: np.ndarray | None = None, c: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(louis, outer)``: :meth:`score_variance_moments` with ``resp * sqrt(w)`` and
+        :meth:`score_outer_moments` with ``c``, from one pass over the rows: the
+        K(K-1)/2 + K(K+1)/2 weight columns share each block's monomials in one GEMM (the
+        sandwich's B then costs Louis' pass no second E-step or monomials).  None when
+        either declines."""
+        if not (self._variance_moments_pay() and self._outer_moments_pay(params)):
+            return None
+        K = self.n_components
+        resp = np.asarray(resp, dtype=float)
+        rs = resp if w is None else resp * np.sqrt(np.asarray(w, dtype=float))[:, None]
+        ku, lu = np.triu_indices(K, 1)
+        ko, lo = np.triu_indices(K)
+        outer = resp[:, ko] * resp[:, lo]
+        if c is not None:
+            outer *= np.asarray(c, dtype=float)[:, None]
+        both = self._pair_moments(data, np.concatenate([rs[:, ku] * rs[:, lu], outer], axis=1))
+        return both[:ku.size], both[ku.size:]
 
     def _pair_moments(self, data: Data, W: np.ndarray) -> np.ndarray:
         """sum_i W_ij mono(x_i) (J, C(D+4, 4)): the degree-<=4 monomials of the centred
@@ -198,14 +228,10 @@ class GaussianDerivatives:
         k <= l (g_i g_i' = sum_kl r_ik r_il S_k phi_i phi_i' S_l').  None when the (n, P)
         scores are cheaper (few parameters per class, large D) or a weight score is not
         finite (a class of weight 0: the scores drop its terms)."""
-        K, D = self.n_components, self.n_features
-        P = self.n_free_parameters()
-        n_mono = (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
-        if K * (K + 1) // 2 * n_mono > P * P // 2 or \
-                not np.all(np.isfinite(self.weight_score(params))):
+        if not self._outer_moments_pay(params):
             return None
         resp = np.asarray(resp, dtype=float)
-        ku, lu = np.triu_indices(K)
+        ku, lu = np.triu_indices(self.n_components)
         W = resp[:, ku] * resp[:, lu]
         if c is not None:
             W *= np.asarray(c, dtype=float)[:, None]
@@ -286,6 +312,11 @@ class GaussianDerivatives:
 
 
 _MOMENT_BLOCK = 512     # rows per block of the degree-4 moments (a (C(D+4,4), rows) array)
+
+
+def _n_monomials(D: int) -> int:
+    """C(D+4, 4): the monomials of degree <= 4 in D variables."""
+    return (D + 1) * (D + 2) * (D + 3) * (D + 4) // 24
 
 
 @functools.lru_cache(maxsize=8)
