@@ -184,7 +184,7 @@ def louis_parts(model: MixtureModel, chunks: Iterable[Data], params: Params, pla
     the observed score of row i (zero-responsibility terms dropped): the sandwich's middle;
     with MOMENTS and a model offering ``louis_outer_moments`` (the Gaussian mixture, when it
     does not decline them: by its shape and parameters, so for every chunk alike) B's
-    moments come from the same GEMM as Louis' instead, as ``"outer_moments"``
+    moments come from Louis' monomials instead, as ``"outer_moments"``
     (:func:`score_outer_of_parts` finishes either).  Sum the dicts of several passes (partitions, in a fixed order) key by key and give the
     total to :func:`louis_from_parts`.  ``score_rows``: rows per score block (default
     :func:`_score_rows` of the first chunk's length).

@@ -19,11 +19,12 @@ No small-sample factor n/(n-1) is applied (HC0).  A and B come from one pass ove
 (:func:`src.inference.louis.louis_parts` with ``score_power``), so partitioned data can sum
 the passes of their partitions and finish with :func:`sandwich_covariance`.  When Louis'
 pass takes the Gaussian mixture's moments (no per-row scores), B's moments (weighted by
-c_i r_ik r_il) ride in the same GEMM (the model's ``louis_outer_moments``); when the model
+c_i r_ik r_il) are made on the same monomials (the model's ``louis_outer_moments``; Louis'
+own part bitwise unchanged); when the model
 declines those (diagonal covariances at large D, a class of weight 0) but has
 ``observed_scores(data, params, resp)``, B has its own pass (:func:`score_outer_parts`: its
 g_i in blocks of rows, no (n, K, P) complete scores).  At N = 1e5, D = 10, K = 5, full
-covariances: 1.4 s (per-row scores) -> 0.8 s (B's own pass) -> 0.4-0.5 s (one pass;
+covariances: 1.4 s (per-row scores) -> 0.8 s (B's own pass) -> 0.6-0.7 s (one pass;
 docs/standard_errors.md).  Boundary
 parameters and directions where A is singular get NaN standard errors with a note, as with
 Louis' method; a parameter whose scores are not finite is dropped too.

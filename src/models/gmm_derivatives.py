@@ -180,8 +180,8 @@ class GaussianDerivatives:
         """``(louis, outer)``: :meth:`score_variance_moments` with ``resp * sqrt(w)`` and
         :meth:`score_outer_moments` with ``c``, from one pass over the rows: the
         K(K-1)/2 + K(K+1)/2 weight columns share each block's monomials in one GEMM (the
-        sandwich's B then costs Louis' pass no second E-step or monomials).  None when
-        either declines."""
+        sandwich's B then costs Louis' pass no second E-step or monomials; Louis' part is
+        its own GEMM, bitwise :meth:`score_variance_moments`'s).  None when either declines."""
         if not (self._variance_moments_pay() and self._outer_moments_pay(params)):
             return None
         K = self.n_components
@@ -192,18 +192,20 @@ class GaussianDerivatives:
         outer = resp[:, ko] * resp[:, lo]
         if c is not None:
             outer *= np.asarray(c, dtype=float)[:, None]
-        both = self._pair_moments(data, np.concatenate([rs[:, ku] * rs[:, lu], outer], axis=1))
-        return both[:ku.size], both[ku.size:]
+        louis, outer = self._pair_moments(data, rs[:, ku] * rs[:, lu], outer)
+        return louis, outer
 
-    def _pair_moments(self, data: Data, W: np.ndarray) -> np.ndarray:
+    def _pair_moments(self, data: Data, W: np.ndarray, *more: np.ndarray) -> np.ndarray:
         """sum_i W_ij mono(x_i) (J, C(D+4, 4)): the degree-<=4 monomials of the centred
-        rows weighted by each column of W (n, J), one GEMM per block of rows."""
+        rows weighted by each column of W (n, J), one GEMM per block of rows.  With ``more``
+        weight matrices, a tuple: each one's moments by its own GEMM on the same monomials."""
         D = self.n_features
         X = np.asarray(data["X"], dtype=float)
         starts, _ = _moment_plan(D)
         m = 1 + D + D * (D + 1) // 2
         n_mono = int(starts[-1])
-        mom = np.zeros((W.shape[1], n_mono))
+        Ws = (W,) + more
+        moms = [np.zeros((V.shape[1], n_mono)) for V in Ws]
         phi = np.empty(m * _MOMENT_BLOCK)
         mono = np.empty(n_mono * _MOMENT_BLOCK)
         a, b = np.triu_indices(D)
@@ -218,8 +220,9 @@ class GaussianDerivatives:
             for p in range(m):
                 lo, hi = starts[p], starts[p + 1]
                 np.multiply(F[p], F[m - (hi - lo):], out=Mo[lo:hi])
-            mom += W[s:s + _MOMENT_BLOCK].T @ Mo.T
-        return mom
+            for V, mom in zip(Ws, moms):
+                mom += V[s:s + _MOMENT_BLOCK].T @ Mo.T
+        return tuple(moms) if more else moms[0]
 
     def score_outer_moments(self, data: Data, params: Params, resp: np.ndarray,
                             c: np.ndarray | None = None) -> np.ndarray | None:
