@@ -6,6 +6,7 @@ and changed files refused.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,9 @@ import pytest
 
 from src.utils.rng import stream
 from tests.test_executors import dask_cluster  # noqa: F401  (the session's Dask cluster)
-from tests.helpers import (assert_one_sentence, check_rc, fit_json, results_dir, run_files,
-                           run_script)
+from tests.helpers import (assert_one_sentence, check_rc, fit_json, reference_run, results_dir,
+                           run_files, run_script)
+from tests.inprocess import run_main
 
 FAST = ("--n-starts", "2", "--n-candidates", "6", "--no-plots", "--formats", "md",
         "--save-interval", "0", "--tol", "1e-13")
@@ -42,19 +44,36 @@ def inputs(tmp_path_factory):
     return base
 
 
+def _reference(tmp_path_factory, args) -> Path:
+    """One uninterrupted run of ``args`` for the session; tests read or copy it, never write."""
+    return reference_run(tmp_path_factory.getbasetemp() / "refs", args)
+
+
+@pytest.fixture(scope="module")
+def one_file_run(tmp_path_factory, inputs) -> Path:
+    """The run on the one Parquet file (the in-memory results), shared by the tests that compare with it."""
+    return _reference(tmp_path_factory, ("--data", str(inputs / "all.parquet"), *FAST))
+
+
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory, inputs) -> Path:
+    """The run on the folder of files with the search on a sample of 800 rows, shared likewise."""
+    return _reference(tmp_path_factory,
+                      ("--data", str(inputs / "parts"), "--sample-rows", "800", *FAST))
+
+
 def _estimates(folder) -> pd.DataFrame:
     return pd.read_csv(results_dir(folder) / "estimates.csv")
 
 
-def test_folder_of_files_gives_the_in_memory_results(tmp_path, inputs):
+def test_folder_of_files_gives_the_in_memory_results(tmp_path, inputs, one_file_run):
     """A folder of Parquet files gives the one-file run's estimates and SEs (to the convergence tolerance) and its posteriors as Parquet.
 
     The two runs differ only in the last bits of the GMM's centring (the column means merged
     from the chunks' means), so they stop at iterates that agree to what --tol allows; the
     engines' bitwise agreement from the same point is tests/test_engines.py's."""
-    mem, part = tmp_path / "mem", tmp_path / "part"
-    mem.mkdir(), part.mkdir()
-    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *FAST), 0)
+    mem, part = one_file_run, tmp_path / "part"
+    part.mkdir()
     proc = run_script(part, "--data", str(inputs / "parts"), *FAST)
     check_rc(proc, 0)
     assert "3 files, 3 partitions, 6000 rows" in proc.stdout + proc.stderr
@@ -75,12 +94,9 @@ def test_folder_of_files_gives_the_in_memory_results(tmp_path, inputs):
         fit_json(mem)["classification"]["counts"]["modal"]
 
 
-def test_sample_search_then_refinement_reaches_the_maximum(tmp_path, inputs):
+def test_sample_search_then_refinement_reaches_the_maximum(one_file_run, sampled_run):
     """With a sample smaller than the data the search runs on the sample and the refined estimate is the full-data maximum."""
-    mem, part = tmp_path / "mem", tmp_path / "part"
-    mem.mkdir(), part.mkdir()
-    check_rc(run_script(mem, "--data", str(inputs / "all.parquet"), *FAST), 0)
-    check_rc(run_script(part, "--data", str(inputs / "parts"), "--sample-rows", "800", *FAST), 0)
+    mem, part = one_file_run, sampled_run
     fa, fb = fit_json(mem), fit_json(part)
     assert abs(fa["loglik"] - fb["loglik"]) < 1e-6 * abs(fa["loglik"])
     np.testing.assert_allclose(_estimates(part)["estimate"], _estimates(mem)["estimate"],
@@ -90,12 +106,11 @@ def test_sample_search_then_refinement_reaches_the_maximum(tmp_path, inputs):
     assert "on a random sample of 800 of the 6000 rows" in report
 
 
-def test_killed_partitioned_run_resumes_to_identical_files(tmp_path, inputs):
+def test_killed_partitioned_run_resumes_to_identical_files(tmp_path, inputs, sampled_run):
     """A partitioned run SIGKILLed during the refinement resumes to the uninterrupted run's files."""
     args = ("--data", str(inputs / "parts"), "--sample-rows", "800", *FAST)
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    ref.mkdir(), run.mkdir()
-    check_rc(run_script(ref, *args), 0)
+    ref, run = sampled_run, tmp_path / "run"
+    run.mkdir()
     killed = run_script(run, *args, fault="kill:model_estimation:12")
     assert killed.returncode == -9
     check_rc(run_script(run, *args), 0)
@@ -105,12 +120,12 @@ def test_killed_partitioned_run_resumes_to_identical_files(tmp_path, inputs):
         assert got[name] == want[name], name
 
 
-def test_dask_cluster_gives_the_streaming_results(tmp_path, inputs, dask_cluster):  # noqa: F811
+def test_dask_cluster_gives_the_streaming_results(tmp_path, inputs, sampled_run,
+                                                  dask_cluster):  # noqa: F811
     """With --scheduler the partitions' E-steps run on Dask workers and the files equal the in-process run's."""
-    here, there = tmp_path / "here", tmp_path / "there"
-    here.mkdir(), there.mkdir()
+    here, there = sampled_run, tmp_path / "there"
+    there.mkdir()
     args = ("--data", str(inputs / "parts"), "--sample-rows", "800", *FAST)
-    check_rc(run_script(here, *args), 0)
     check_rc(run_script(there, *args, "--scheduler", dask_cluster.scheduler_address), 0)
     got, want = run_files(results_dir(there)), run_files(results_dir(here))
     for name in ("estimates.csv", "covariance.csv"):
@@ -146,7 +161,8 @@ def test_poisson_bootstrap_over_partitions_equals_the_in_memory_one(tmp_path, in
 
 def test_nonparametric_bootstrap_on_partitions_is_refused(tmp_path, inputs):
     """Asking partitioned input for the row-resampling bootstrap stops at once with one sentence naming --bootstrap poisson."""
-    proc = run_script(tmp_path, "--data", str(inputs / "parts"), "--se-method", "bootstrap")
+    proc = run_main(tmp_path, "--data", str(inputs / "parts"), "--se-method", "bootstrap",
+                    "--lang", "en")
     assert proc.returncode != 0
     assert_one_sentence(proc.stderr)
     assert "--bootstrap poisson" in proc.stderr
