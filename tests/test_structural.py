@@ -14,9 +14,10 @@ import pytest
 
 from src.models import logit
 from src.structural.assignment import assign, bch_weights, classification_error, log_emission
-from src.structural.estimate import estimating_functions, ml_terms, sandwich, step3
+from src.structural.estimate import estimating_functions, ml_terms, step3
 from src.structural.models import CovariateModel, DistalModel
 from tests.helpers import assert_same_results, check_rc, read_progress, run_script, skip_line
+from tests.inprocess import run_main
 
 K = 3
 BETA = np.array([[0.0, 0.0, 0.0], [0.3, 1.0, -0.5], [-0.2, -0.8, 0.7]])
@@ -438,7 +439,8 @@ class TestPipeline:
 
     def test_structural_column_in_columns_refused(self, tmp_path, data_dir):
         """A distal column that is also a model column is refused in one sentence."""
-        proc = _run(tmp_path, data_dir, "--structural", "distal", "--distal", "i5")
+        proc = run_main(tmp_path, "--data", str(data_dir / "d.csv"), *BASE, "--structural",
+                        "distal", "--distal", "i5", "--lang", "en")
         check_rc(proc, 2)
         assert "--distal" in proc.stderr and "never enter the measurement model" in proc.stderr
 
