@@ -386,6 +386,7 @@ import signal
 
 from tests.helpers import (assert_one_sentence, assert_same_results, check_rc, read_progress,
                            run_script, skip_line)
+from tests.inprocess import run_main
 
 ITEMS = [f"q{j + 1}" for j in range(8)]
 BASE = ("--model", "lca", "--components", "3", "--columns", ",".join(ITEMS),
@@ -474,14 +475,14 @@ class TestPipeline:
         frame["x2"] = frame["x2"].astype(object)
         frame.loc[5, "x2"] = "abc"
         frame.to_csv(tmp_path / "text.csv", index=False)
-        proc = run_script(tmp_path, "--data", str(tmp_path / "text.csv"), *BASE)
+        proc = run_main(tmp_path, "--data", str(tmp_path / "text.csv"), *BASE, "--lang", "en")
         check_rc(proc, 2)
         assert_one_sentence(proc.stderr)
         assert "'x2'" in proc.stderr and "row 5" in proc.stderr and "'abc'" in proc.stderr
         frame = pd.read_csv(data_dir / "d.csv")
         frame.loc[[7, 9], "x3"] = np.nan
         frame.to_csv(tmp_path / "gap.csv", index=False)
-        proc = run_script(tmp_path, "--data", str(tmp_path / "gap.csv"), *BASE)
+        proc = run_main(tmp_path, "--data", str(tmp_path / "gap.csv"), *BASE, "--lang", "en")
         check_rc(proc, 2)
         assert "row 7" in proc.stderr and "--drop-missing" in proc.stderr
         check_rc(run_script(tmp_path, "--data", str(tmp_path / "gap.csv"), *BASE,
