@@ -43,7 +43,8 @@ of the ratio).
 Cases (data simulated once from ``src.utils.rng.stream(SEED, "bench-outputs", i)``, i the case's
 position in CASES, and written as CSV, N = 1e5 unless ``--n``): ``gmm2``, ``gmm5`` (2 and 5
 columns, 2 well separated correlated Gaussian classes), ``lca10`` (10 binary items, 2
-classes).  All K = 2 (the default).
+classes); ``lca20k3`` (20 binary items, 3 classes, K = 3: ~1e5 distinct answer patterns,
+a fit of seconds; not run unless named).  Others K = 2 (the default).
 
 ``--code NAME=PATH`` (repeatable) compares versions of the project: each child runs the code
 under PATH (e.g. ``git archive <commit> | tar -x -C PATH``), every round runs every version
@@ -51,7 +52,15 @@ in turn, so before/after ratios come from the same minutes of a shared machine. 
 this checkout, named ``here``.
 
 ``--profile CASE`` instead runs one default run of CASE under cProfile and prints where the
-``result_output`` phase spends its time (cumulative seconds of the functions inside it).
+``result_output`` phase spends its time (cumulative seconds of the functions inside it);
+``--pieces CASE`` prints the warm cost of each piece of the output work (one process,
+minimum of several calls): the phase's floors.
+
+Bytecode: the children load the project's modules (and the libraries') from a bytecode
+cache in the working folder (``PYTHONPYCACHEPREFIX``, filled before anything is measured),
+as an installed package would; an environment with ``PYTHONDONTWRITEBYTECODE=1`` and no
+``__pycache__`` otherwise compiles every module in every run (``--no-bytecode``: measure
+that way).
 
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_outputs.py [--rounds 3] [--n 1e5]
 [--cases gmm2,gmm5,lca10] [--settings default,minimal,none] [--code before=/tmp/old --code
