@@ -188,6 +188,23 @@ class TestDask:
                         assert engine.map_partitions(count_rows, 0) == [
                             1000, 1500, 100, 1400, 2000, 1000, 1000]
 
+    def test_held_partitions_spread_over_the_workers(self, dask_cluster):  # noqa: F811
+        """Held partitions are loaded round-robin on the workers (not most on the first to
+        ask), and each worker's allocator is tuned once (glibc)."""
+        from distributed import Client
+        from src.parallel.dask_engine import DaskEngine, tune_malloc
+        model, data, params = gmm_case(2000)
+        reader = MemoryPartitions(split(data, [300, 600, 900, 1200, 1500, 1800]), chunk_rows=300)
+        with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+            with DaskEngine(client, reader, persist=True) as engine:
+                engine.reduce_stats(model, params)
+                held = client.who_has(engine._chunks())
+                assert all(len(ws) == 1 for ws in held.values())
+                places = [ws[0] for ws in held.values()]
+                assert sorted(places.count(w) for w in set(places)) == [3, 4]
+                assert set(client.run(tune_malloc).values()) == {tune_malloc()}
+
     def test_worker_killed_mid_pass_same_bits(self, dask_cluster):  # noqa: F811
         """A worker killed (SIGKILL) while a pass runs: its partitions are loaded again
         elsewhere and the pass returns the same bits."""
