@@ -5,6 +5,7 @@ against differences), the parametric bootstrap, and the report in English and Ch
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -30,6 +31,7 @@ def lca_run(tmp_path_factory):
               reference_class=2, n_starts=2, seed=3, se_method="louis", plots=False,
               no_progress_tracking=True, output_dir=str(out), lang="en")
     est = pd.read_csv(out / "estimates.csv", dtype={"parameter": str}).set_index("parameter")
+    est.attrs["text"] = (out / "estimates.csv").read_text(encoding="utf-8")
     fitj = json.loads((out / "fit.json").read_text(encoding="utf-8"))
     return res, est, fitj, (out / "report.md").read_text(encoding="utf-8")
 
@@ -54,6 +56,11 @@ class TestFitJsonBlock:
             for f in ("estimate", "se", "z", "p_value", "ci_lower", "ci_upper"):
                 assert _num(c[f]) == pytest.approx(row[f], rel=0, abs=0, nan_ok=True), f
         assert all(c["estimate"] == 0 for c in block["coefficients"] if c["class"] == 2)
+        ref = est.loc[[f"beta[2,{c}]" for c in ("intercept", *COVS)]]
+        assert (ref["se"] == 0).all() and ref["z"].isna().all() and ref["p_value"].isna().all()
+        fixed = [cells for cells in csv.reader(est.attrs["text"].splitlines())
+                 if cells[0].startswith("beta[2,")]
+        assert len(fixed) == 4 and all(cells[3:5] == ["", ""] for cells in fixed)  # not "nan"
         odds = block["odds_ratios"]
         assert {(o["class"], o["covariate"]) for o in odds} == {
             (k, c) for k in (1, 3) for c in ("intercept", *COVS)}

@@ -87,7 +87,8 @@ def estimates_rows(model: MixtureModel, fit: Mapping[str, Any], se: Mapping[str,
 
     Columns: parameter, estimate, se, z, p_value, ci_lower, ci_upper (the primary method's,
     intervals at ``options.ci_level``), then se_<method> of every method with
-    ``--se-method all``.  z and p_value are empty for bounded parameters; the bounds are
+    ``--se-method all``.  z and p_value are empty for bounded parameters and for parameters
+    held fixed (standard error exactly 0: no test against 0); the bounds are
     empty for an estimate on the boundary, "nan" where the standard error is NaN.
     """
     params = {k: np.asarray(v) for k, v in fit["params"].items()}
@@ -103,8 +104,9 @@ def estimates_rows(model: MixtureModel, fit: Mapping[str, Any], se: Mapping[str,
         if table is not None:
             bounded, edge = bool(table["bounded"][i]), bool(table["on_boundary"][i])
             row.append(format_number(table["se"][i]))
-            row += ["", ""] if bounded else [format_number(table["z"][i]),
-                                             format_number(table["p_value"][i])]
+            fixed = table["se"][i] == 0   # held at its value (a reference class's coefficients)
+            row += ["", ""] if bounded or fixed else [format_number(table["z"][i]),
+                                                      format_number(table["p_value"][i])]
             row += ["", ""] if edge else [format_number(table["ci_lower"][i]),
                                           format_number(table["ci_upper"][i])]
         else:
