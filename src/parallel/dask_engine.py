@@ -20,7 +20,8 @@ fetch from a peer when a task of theirs first needs them.  Unpickled once per wo
   memory bounded by a chunk).  ``"auto"``: persist when the data's estimated size is at most
   :data:`PERSIST_SHARE` of the workers' memory limits.
 * Each :meth:`DaskEngine.reduce_stats` pickles the parameters once, submits one statistics
-  task per partition, and folds the results **in partition
+  task per partition (held partitions: one task per worker over the partitions placed there,
+  which returns their statistics one by one), and folds the results **in partition
   index order** on the driver as they arrive (:func:`src.parallel.protocol.fold_in_order`
   with :func:`src.estimation.engines.add_partition_stats`): the same bits as the in-process
   engines, whatever the number of workers or which worker ran what.
@@ -130,6 +131,16 @@ def loaded_stats(chunks: list[dict], model_key: bytes, model_payload: bytes,
         return partition_stats(model, chunks, params)
 
 
+def loaded_group_stats(model_key: bytes, model_payload: bytes, params_key: bytes,
+                       params_payload: bytes, *parts: list[dict]
+                       ) -> list[tuple[dict, float] | None]:
+    """Worker: ``partition_stats`` of each of several partitions held here, in the order given."""
+    model = _obj(model_key, model_payload)
+    params = _obj(params_key, params_payload)
+    with one_blas_thread():
+        return [partition_stats(model, chunks, params) for chunks in parts]
+
+
 def read_stats(reader_key: bytes, reader_payload: bytes, index: int, model_key: bytes,
                model_payload: bytes, params_key: bytes, params_payload: bytes
                ) -> tuple[dict, float] | None:
@@ -196,6 +207,7 @@ class DaskEngine:
         self._pass = 0
         self._placed: "OrderedDict[bytes, Any]" = OrderedDict()
         self._loaded: list[Any] | None = None
+        self._homes: list[str] = []
         self.timings = {"submit": 0.0, "wait": 0.0, "reduce": 0.0, "passes": 0}
         try:
             self._reader_key, self._reader = self._object(self.reader, keep=True)
@@ -287,6 +299,7 @@ class DaskEngine:
             keys = [f"engine-{self._tag}-load-{i}" for i in range(self.n_partitions)]
             if self._workers is None:
                 addrs = sorted(self.client.scheduler_info()["workers"])
+                self._homes = addrs
                 self._loaded = [
                     self.client.submit(load_partition, self._reader_key, self._reader, i,
                                        key=k, pure=False, workers=[addrs[i % len(addrs)]],
@@ -325,6 +338,27 @@ class DaskEngine:
             if left and self.client.status not in ("closing", "closed"):
                 self.client.cancel(list(left.values()))
 
+    def _homes_of_chunks(self) -> list[str]:
+        """The workers the held partitions were placed on, round-robin (empty: not placed)."""
+        self._chunks()
+        return self._homes
+
+    def _grouped_stats(self, *args: Any) -> Iterable[tuple[int, Any]]:
+        """``(index, stats)`` of every partition from one task per worker over the partitions
+        placed there (``i mod W``): W tasks a pass instead of P, so the scheduler and the
+        workers' event loops take less of the cores the E-steps need.  A task whose worker
+        is gone runs elsewhere, its partitions loaded again there (the same bits)."""
+        self._pass += 1
+        chunks, homes = self._chunks(), self._homes
+        groups = [list(range(g, len(chunks), len(homes))) for g in range(len(homes))]
+        groups = [g for g in groups if g]
+        futures = [self.client.submit(loaded_group_stats, *args, *(chunks[i] for i in idx),
+                                      key=f"engine-{self._tag}-stats-{self._pass}-g{g}",
+                                      pure=False, workers=[homes[g]], allow_other_workers=True)
+                   for g, idx in enumerate(groups)]
+        return ((i, stats) for g, result in self._results(futures)
+                for i, stats in zip(groups[g], result))
+
     # ---------------------------------------------------------------- the engine
     def map_partitions(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``fn(chunks, *args)`` on the workers for every partition, in partition order."""
@@ -343,8 +377,12 @@ class DaskEngine:
         t0 = time.perf_counter()
         model_key, model_payload = self._object(model, embed=True)
         params_key, params_payload = self._object(dict(params), embed=True)
-        futures = self._partition_tasks("stats", loaded_stats, read_stats, model_key,
-                                        model_payload, params_key, params_payload)
+        if self.persist and self._homes_of_chunks():
+            results = self._grouped_stats(model_key, model_payload, params_key, params_payload)
+        else:
+            results = self._results(self._partition_tasks(
+                "stats", loaded_stats, read_stats, model_key, model_payload, params_key,
+                params_payload))
         t1 = time.perf_counter()
         folding = [0.0]
 
@@ -354,7 +392,7 @@ class DaskEngine:
             folding[0] += time.perf_counter() - s
             return out
 
-        total = fold_in_order(self._results(futures), len(futures), reduce)
+        total = fold_in_order(results, self.n_partitions, reduce)
         del params_payload
         if total is None:
             raise ValueError(t("engine.no_rows"))
