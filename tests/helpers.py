@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -202,8 +203,9 @@ def reference_proc(base: Path, args: Sequence[str]) -> tuple[Path, subprocess.Co
     """Like :func:`reference_run`, with the finished process (its output) too."""
     key = tuple(args)
     if key not in _REFERENCES:
-        folder = Path(base) / f"ref{len(_REFERENCES)}"
-        folder.mkdir(parents=True)
+        Path(base).mkdir(parents=True, exist_ok=True)
+        # a folder of its own even when an earlier reference run failed and left its folder
+        folder = Path(tempfile.mkdtemp(prefix=f"ref{len(_REFERENCES)}-", dir=base))
         proc = run_script(folder, *args)
         check_rc(proc, 0)
         _REFERENCES[key] = (folder, proc)
