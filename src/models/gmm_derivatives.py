@@ -10,6 +10,7 @@ free parameterisation of :meth:`MixtureModel.to_free`.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numpy as np
 
@@ -242,6 +243,15 @@ class GaussianDerivatives:
 
     def score_outer_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
         """sum_i c_i g_i g_i' (P, P) from summed :meth:`score_outer_moments`."""
+        moments = np.asarray(moments, dtype=float)
+        B = self._pairs_quadratic(params, lambda j, k, l: moments[j])
+        return 0.5 * (B + B.T)
+
+    def _pairs_quadratic(self, params: Params,
+                         pair_moments: Callable[[int, int, int], np.ndarray]) -> np.ndarray:
+        """(P, P): sum over class pairs k <= l (``np.triu_indices`` order, j-th) of
+        S_k M_kl S_l' at class k's and class l's parameter rows (and its transpose for k != l),
+        M_kl the monomials' matrix of ``pair_moments(j, k, l)``."""
         K, D = self.n_components, self.n_features
         _, mono_index = _moment_plan(D)
         S = self._score_maps(params)                               # (K, P, m)
@@ -249,16 +259,15 @@ class GaussianDerivatives:
         Dc = Pk - D
         rows = [np.r_[np.arange(om), om + k * D + np.arange(D),
                       om + K * D + k * Dc + np.arange(Dc)] for k in range(K)]
-        B = np.zeros((S.shape[1],) * 2)
+        out = np.zeros((S.shape[1],) * 2)
         ku, lu = np.triu_indices(K)
-        moments = np.asarray(moments, dtype=float)
         for j in range(ku.size):
             k, l = ku[j], lu[j]
-            part = S[k][rows[k]] @ moments[j][mono_index] @ S[l][rows[l]].T
-            B[np.ix_(rows[k], rows[l])] += part
+            part = S[k][rows[k]] @ pair_moments(j, k, l)[mono_index] @ S[l][rows[l]].T
+            out[np.ix_(rows[k], rows[l])] += part
             if k != l:
-                B[np.ix_(rows[l], rows[k])] += part.T
-        return 0.5 * (B + B.T)
+                out[np.ix_(rows[l], rows[k])] += part.T
+        return out
 
     def score_variance_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
         """sum_i [sum_k r_ik s_ik s_ik' - g_i g_i'] (P, P) from summed ``score_variance_moments``."""
@@ -267,22 +276,7 @@ class GaussianDerivatives:
         full = np.zeros((K, K, np.asarray(moments).shape[1]))  # moments of r_ik (delta_kl - r_il)
         full[ku, lu] = full[lu, ku] = -np.asarray(moments, dtype=float)
         full[np.arange(K), np.arange(K)] = -full.sum(axis=1)
-        D = self.n_features
-        _, mono_index = _moment_plan(D)
-        S = self._score_maps(params)                               # (K, P, m)
-        om, Pk = K - 1, (S.shape[1] - K + 1) // K
-        Dc = Pk - D
-        rows = [np.r_[np.arange(om), om + k * D + np.arange(D),
-                      om + K * D + k * Dc + np.arange(Dc)] for k in range(K)]
-        V = np.zeros((S.shape[1],) * 2)
-        ku, lu = np.triu_indices(K)
-        for j in range(ku.size):
-            k, l = ku[j], lu[j]
-            part = S[k][rows[k]] @ full[k, l][mono_index] @ S[l][rows[l]].T
-            V[np.ix_(rows[k], rows[l])] += part
-            if k != l:
-                V[np.ix_(rows[l], rows[k])] += part.T
-        return V
+        return self._pairs_quadratic(params, lambda j, k, l: full[k, l])
 
     def complete_score_variance(self, data: Data, params: Params,
                                 resp: np.ndarray) -> np.ndarray | None:
