@@ -34,6 +34,7 @@ from scipy.special import logsumexp
 
 from src.models import checks
 from src.models.base import Data, MixtureModel, Params, ParamSpec
+from src.models.parameterisation import columns_separate
 
 __all__ = ["generic_em_map", "generic_init_params", "generic_params_from_resp",
            "POLISH_MAX_PARAMS"]
@@ -104,17 +105,7 @@ class _Objective:
         K = self.model.n_components
         if K < 2 or self.owner.size == 0 or self.owner.size % K:
             return False
-        base = self.rows(u)
-        if not np.all(np.isfinite(base)):
-            return False
-        for k in range(K):
-            e = np.where(self.owner == k, steps, 0.0)
-            moved = self.rows(u + e)
-            others = np.arange(K) != k
-            if not np.array_equal(moved[:, others], base[:, others]) \
-                    or not np.all(np.isfinite(moved[:, k])):
-                return False
-        return True
+        return columns_separate(self.rows, self.owner, u, steps, finite=True)
 
     def _colsums(self, diff: np.ndarray) -> np.ndarray:
         """sum_i resp_ik diff_ik per class (K,), divided by -total."""

@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..models.base import Data, MixtureModel, Params, split_weight
+from ..models.parameterisation import columns_separate
 from ..utils.errors import ModelError
 from ..utils.messages import register, t
 
@@ -204,18 +205,9 @@ def difference_groups(model: MixtureModel, data: Data, params: Params, *,
         return single_groups(P, K, skip)
     steps = feasible_steps(model, theta, 1e-3 * np.maximum(np.abs(theta), 1.0), factor=2.0,
                            skip=skip)
-    with np.errstate(all="ignore"):
-        base = model.log_joint(rows, model.from_free(theta))
-        for k in range(K):
-            moved_entries = [j for j in np.flatnonzero(owner == k) if j not in skip]
-            if not moved_entries:
-                continue
-            e = np.zeros(P)
-            e[moved_entries] = steps[moved_entries]
-            moved = model.log_joint(rows, model.from_free(theta + e))
-            others = np.arange(K) != k
-            if not np.array_equal(moved[:, others], base[:, others], equal_nan=True):
-                return single_groups(P, K, skip)
+    if not columns_separate(lambda x: model.log_joint(rows, model.from_free(x)), owner, theta,
+                            steps, skip=tuple(skip)):
+        return single_groups(P, K, skip)
     shared = [j for j in np.flatnonzero(owner < 0) if j not in skip]
     seen = [np.full(K, j) for j in shared]
     per_class = [np.flatnonzero(owner == k) for k in range(K)]

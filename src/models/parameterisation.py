@@ -21,7 +21,7 @@ SQUAREM and the numerical M-step agree on one definition of the parameter space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -29,7 +29,7 @@ from scipy.special import logsumexp
 if TYPE_CHECKING:  # base.py imports this module; the specs are only read here
     from .base import Params, ParamSpec
 
-__all__ = ["FreeParameterisation", "n_free_of_class"]
+__all__ = ["FreeParameterisation", "n_free_of_class", "columns_separate"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,35 @@ def _free_index(spec: ParamSpec) -> tuple[np.ndarray, np.ndarray] | None:
         cols = [c for size in spec.sizes for c in range(size - 1)]
         return np.array(rows, dtype=int), np.array(cols, dtype=int)
     return None
+
+
+def columns_separate(rows_at: Callable[[np.ndarray], np.ndarray], owner: np.ndarray,
+                     x: np.ndarray, steps: np.ndarray, *, skip: Sequence[int] = (),
+                     finite: bool = False) -> bool:
+    """Whether column k of ``rows_at(x)`` (an (n, K) ``log_joint``) depends on class k's
+    entries only: moving all of class k's entries of ``x`` (``owner == k``, not in ``skip``)
+    by ``steps`` leaves every other column bitwise unchanged, for every k (K + 1 calls).
+    ``finite``: also False when a value at ``x``, or a moved class's own column, is not
+    finite.  The test behind differencing every class's entry at once (the generic M-step,
+    the numerical derivatives of Louis and the sandwich)."""
+    with np.errstate(all="ignore"):
+        base = rows_at(x)
+        if finite and not np.all(np.isfinite(base)):
+            return False
+        n_classes = base.shape[1]
+        for k in range(n_classes):
+            moved_entries = [j for j in np.flatnonzero(owner == k) if j not in skip]
+            if not moved_entries:
+                continue
+            e = np.zeros(x.size)
+            e[moved_entries] = steps[moved_entries]
+            moved = rows_at(x + e)
+            others = np.arange(n_classes) != k
+            if not np.array_equal(moved[:, others], base[:, others], equal_nan=True):
+                return False
+            if finite and not np.all(np.isfinite(moved[:, k])):
+                return False
+    return True
 
 
 def n_free_of_class(spec: ParamSpec) -> int:
