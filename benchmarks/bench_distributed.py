@@ -622,12 +622,15 @@ def summarise(r: dict) -> None:
     if "inmemory" in r:
         s["inmemory_s_per_iter"] = med(r["inmemory"]["seconds"])
         s["inmemory_cpu_s_per_iter"] = med(r["inmemory"]["cpu_seconds"])
+    def per_size(prefix: str, size: str, row: dict) -> None:
+        s[f"{prefix}_{size}_s_per_iter"] = med(row["seconds"])
+        s[f"{prefix}_{size}_cpu_s_per_iter"] = med(row["cpu_seconds"])
+        s[f"{prefix}_{size}_peak_above_setup_mb"] = row["peak_above_setup_sampled"] / 2**20
+        s[f"{prefix}_{size}_peak_in_chunks"] = row["peak_above_setup_sampled"] / row["chunk_bytes"]
+
     if "streaming" in r:
         for size, row in r["streaming"].items():
-            s[f"streaming_{size}_s_per_iter"] = med(row["seconds"])
-            s[f"streaming_{size}_cpu_s_per_iter"] = med(row["cpu_seconds"])
-            s[f"streaming_{size}_peak_above_setup_mb"] = row["peak_above_setup_sampled"] / 2**20
-            s[f"streaming_{size}_peak_in_chunks"] = row["peak_above_setup_sampled"] / row["chunk_bytes"]
+            per_size("streaming", size, row)
             if "scan_seconds" in row:
                 s[f"scan_{size}_seconds"] = row["scan_seconds"]
                 s[f"scan_{size}_peak_above_setup_mb"] = row["scan_peak_above_setup"] / 2**20
@@ -638,10 +641,7 @@ def summarise(r: dict) -> None:
             s["streaming_peak_largest_over_smallest_n"] = peaks[-1] / peaks[0]
     if "streaming_slow" in r:
         for size, row in r["streaming_slow"].items():
-            s[f"slow_{size}_s_per_iter"] = med(row["seconds"])
-            s[f"slow_{size}_cpu_s_per_iter"] = med(row["cpu_seconds"])
-            s[f"slow_{size}_peak_above_setup_mb"] = row["peak_above_setup_sampled"] / 2**20
-            s[f"slow_{size}_peak_in_chunks"] = row["peak_above_setup_sampled"] / row["chunk_bytes"]
+            per_size("slow", size, row)
         if "inmemory" in r and big in r["streaming_slow"]:
             s["slow_over_inmemory"] = s[f"slow_{big}_s_per_iter"] / s["inmemory_s_per_iter"]
     if "streaming_arrow" in r:
