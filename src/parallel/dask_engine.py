@@ -296,19 +296,17 @@ class DaskEngine:
         placed 21 of 24 loads on one of two workers (they have no inputs, and the first worker
         to ask takes them), and every later pass runs where the chunks are."""
         if self._loaded is None:
-            keys = [f"engine-{self._tag}-load-{i}" for i in range(self.n_partitions)]
-            if self._workers is None:
-                addrs = sorted(self.client.scheduler_info()["workers"])
-                self._homes = addrs
-                self._loaded = [
-                    self.client.submit(load_partition, self._reader_key, self._reader, i,
-                                       key=k, pure=False, workers=[addrs[i % len(addrs)]],
-                                       allow_other_workers=True) if addrs else
-                    self._submit(load_partition, self._reader_key, self._reader, i, key=k)
-                    for i, k in enumerate(keys)]
-            else:
-                self._loaded = [self._submit(load_partition, self._reader_key, self._reader, i,
-                                             key=k) for i, k in enumerate(keys)]
+            if self._workers is None:   # restricted engines let the scheduler place them
+                self._homes = sorted(self.client.scheduler_info()["workers"])
+            homes = self._homes
+            self._loaded = []
+            for i in range(self.n_partitions):
+                args = (load_partition, self._reader_key, self._reader, i)
+                key = f"engine-{self._tag}-load-{i}"
+                self._loaded.append(
+                    self.client.submit(*args, key=key, pure=False,
+                                       workers=[homes[i % len(homes)]], allow_other_workers=True)
+                    if homes else self._submit(*args, key=key))
         return self._loaded
 
     def _partition_tasks(self, name: str, on_loaded: Callable, on_read: Callable,
