@@ -192,7 +192,8 @@ class TestDask:
         """Held partitions are loaded round-robin on the workers (not most on the first to
         ask), and each worker's allocator is tuned once (glibc)."""
         from distributed import Client
-        from src.parallel.dask_engine import DaskEngine, tune_malloc
+        from src.parallel.dask_engine import DaskEngine
+        from src.parallel.dask_worker import tune_malloc
         model, data, params = gmm_case(2000)
         reader = MemoryPartitions(split(data, [300, 600, 900, 1200, 1500, 1800]), chunk_rows=300)
         with Client(dask_cluster.scheduler_address, set_as_default=False) as client:

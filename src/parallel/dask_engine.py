@@ -48,9 +48,10 @@ from src.models.base import MixtureModel, Params
 from src.utils.messages import t
 
 from .protocol import fold_in_order
-from .tasks import digest, one_blas_thread
+from .dask_worker import compute
+from .tasks import digest
 
-__all__ = ["DaskEngine", "PERSIST_SHARE", "EMBED_BYTES", "tune_malloc"]
+__all__ = ["DaskEngine", "PERSIST_SHARE", "EMBED_BYTES"]
 
 #: the model, the parameters and a mapped function's arguments travel inside every task when
 #: their pickled bytes are at most this size (no dependency: a task runs where its partition
@@ -72,39 +73,8 @@ _OBJECTS: "OrderedDict[bytes, Any]" = OrderedDict()
 _OBJECTS_SIZE = 16
 
 
-#: glibc's ceilings for the sizes it serves from the heap and keeps at its top when freed
-#: (what its adaptive threshold reaches: 32 MB and twice that)
-MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 64 << 20
-_MALLOC_TUNED: list[bool] = []
-
-
-def tune_malloc() -> bool:
-    """Worker: let glibc serve the E-step's buffers (a few MB) from its heap again.
-
-    Dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also switches off glibc's
-    adaptive mmap threshold: every buffer above 128 KB is then mapped and unmapped, and each
-    pass touched fresh pages (88,000 page faults per pass over 1e7 rows; a worker's pass took
-    1.3-1.5x the in-process time).  Set once per process; at most :data:`TRIM_THRESHOLD` of
-    freed memory stays with the worker.  False where there is no glibc ``mallopt``."""
-    if not _MALLOC_TUNED:
-        ok = False
-        try:
-            import ctypes
-            libc = ctypes.CDLL("libc.so.6")
-            ok = (libc.mallopt(-3, MMAP_THRESHOLD) == 1      # M_MMAP_THRESHOLD
-                  and libc.mallopt(-1, TRIM_THRESHOLD) == 1)  # M_TRIM_THRESHOLD
-        except (OSError, AttributeError):
-            pass
-        _MALLOC_TUNED.append(ok)
-    return _MALLOC_TUNED[0]
-
-
 def _obj(key: bytes, payload: bytes) -> Any:
-    """The object pickled as ``payload``, unpickled once per worker (the first also tunes
-    the worker's allocator, :func:`tune_malloc`)."""
-    if not _MALLOC_TUNED:
-        tune_malloc()
+    """The object pickled as ``payload``, unpickled once per worker."""
     obj = _OBJECTS.get(key)
     if obj is None:
         obj = _OBJECTS[key] = cloudpickle.loads(payload)
@@ -118,7 +88,7 @@ def _obj(key: bytes, payload: bytes) -> Any:
 def load_partition(reader_key: bytes, reader_payload: bytes, index: int) -> list[dict]:
     """Worker: partition ``index``'s chunks, read into memory."""
     reader = _obj(reader_key, reader_payload)
-    with one_blas_thread():
+    with compute():
         return list(reader.chunks(index))
 
 
@@ -127,7 +97,7 @@ def loaded_stats(chunks: list[dict], model_key: bytes, model_payload: bytes,
     """Worker: ``partition_stats`` of chunks held in memory."""
     model = _obj(model_key, model_payload)
     params = _obj(params_key, params_payload)
-    with one_blas_thread():
+    with compute():
         return partition_stats(model, chunks, params)
 
 
@@ -137,7 +107,7 @@ def loaded_group_stats(model_key: bytes, model_payload: bytes, params_key: bytes
     """Worker: ``partition_stats`` of each of several partitions held here, in the order given."""
     model = _obj(model_key, model_payload)
     params = _obj(params_key, params_payload)
-    with one_blas_thread():
+    with compute():
         return [partition_stats(model, chunks, params) for chunks in parts]
 
 
@@ -148,7 +118,7 @@ def read_stats(reader_key: bytes, reader_payload: bytes, index: int, model_key: 
     reader = _obj(reader_key, reader_payload)
     model = _obj(model_key, model_payload)
     params = _obj(params_key, params_payload)
-    with one_blas_thread():
+    with compute():
         return partition_stats(model, reader.chunks(index), params)
 
 
@@ -157,7 +127,7 @@ def loaded_map(chunks: list[dict], fn_key: bytes, fn_payload: bytes, args_key: b
     """Worker: ``fn(chunks, *args)`` of chunks held in memory."""
     fn = _obj(fn_key, fn_payload)
     args = _obj(args_key, args_payload)
-    with one_blas_thread():
+    with compute():
         return fn(iter(chunks), *args)
 
 
@@ -167,7 +137,7 @@ def read_map(reader_key: bytes, reader_payload: bytes, index: int, fn_key: bytes
     reader = _obj(reader_key, reader_payload)
     fn = _obj(fn_key, fn_payload)
     args = _obj(args_key, args_payload)
-    with one_blas_thread():
+    with compute():
         return fn(reader.chunks(index), *args)
 
 

@@ -95,13 +95,15 @@ def run_partition_file(key: bytes, path: str, handle: str, index: int, part_path
 
 def run_task(key: bytes, payload: bytes, args: bytes) -> Any:
     """Dask worker: one BLAS thread, then ``fn(*args)``."""
+    from .dask_worker import compute
     fn = load_fn(key, payload)
-    with one_blas_thread():
+    with compute():
         return fn(*cloudpickle.loads(args))
 
 
 def run_partition(key: bytes, payload: bytes, partition: Any, broadcast: bytes) -> Any:
     """Dask worker: one BLAS thread, then ``fn(partition, *broadcast)``."""
+    from .dask_worker import compute
     fn = load_fn(key, payload)
-    with one_blas_thread():
+    with compute():
         return fn(partition, *cloudpickle.loads(broadcast))
