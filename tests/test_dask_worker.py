@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from src.parallel.dask_worker import compute, tune_malloc
+from src.parallel.dask_worker import QUIET_TICK_MS, compute, tune_malloc
 from tests.test_executors import dask_cluster  # noqa: F401  (the session's Dask cluster)
 
 
@@ -23,21 +23,30 @@ def _profiler_running(timeout: float = 5.0, want: bool | None = None) -> bool | 
     return callback.is_running()
 
 
-def _profiler_running_on(dask_worker) -> bool:
-    """client.run: whether the worker's profiler runs (outside any task)."""
-    return dask_worker.periodic_callbacks["profile"].is_running()
+def _tick_ms() -> float:
+    from distributed import get_worker
+    return get_worker().periodic_callbacks["tick"].callback_time
 
 
-def _states_inside_compute() -> list[bool | None]:
-    """The profiler's state before, inside, nested inside, after the nested block, after."""
-    states = [_profiler_running()]
+def _quiet_state_on(dask_worker) -> tuple[bool, float]:
+    """client.run: whether the worker's profiler runs and its tick's interval (no task)."""
+    return (dask_worker.periodic_callbacks["profile"].is_running(),
+            dask_worker.periodic_callbacks["tick"].callback_time)
+
+
+def _states_inside_compute() -> list[tuple[bool | None, float]]:
+    """The profiler's state and the tick's interval before, inside, nested inside, after the
+    nested block, after."""
+    states = [(_profiler_running(), _tick_ms())]
     with compute():
-        states.append(_profiler_running(want=False))
+        states.append((_profiler_running(want=False), _tick_ms()))
         with compute():
-            states.append(_profiler_running(want=False))
-        time.sleep(0.05)   # the inner block's end must not start it again
-        states.append(_profiler_running())
-    states.append(_profiler_running(want=True))
+            states.append((_profiler_running(want=False), _tick_ms()))
+        time.sleep(0.05)   # the inner block's end must not restore them
+        states.append((_profiler_running(), _tick_ms()))
+    running = _profiler_running(want=True)
+    time.sleep(0.05)
+    states.append((running, _tick_ms()))
     return states
 
 
@@ -48,18 +57,21 @@ def _blas_threads_inside() -> tuple[int, int]:
     return inside, int(tune_malloc())
 
 
-def test_profiler_paused_while_a_compute_task_runs(dask_cluster):  # noqa: F811
-    """Inside compute() the worker's profiler is stopped (nested blocks counted); it runs
-    again when the last block ends, and a task outside compute() leaves it alone."""
+def test_worker_diagnostics_quiet_while_a_compute_task_runs(dask_cluster):  # noqa: F811
+    """Inside compute() the worker's profiler is stopped and its health tick slowed to once a
+    second (nested blocks counted); both are restored when the last block ends."""
     from distributed import Client
     with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=60)
         worker = sorted(client.scheduler_info()["workers"])[0]
         states = client.submit(_states_inside_compute, pure=False, workers=[worker]).result()
-        if states[0] is None:
+        if states[0][0] is None:
             pytest.skip("the workers run without a statistical profiler")
-        assert states == [True, False, False, False, True]
-        assert client.run(_profiler_running_on, workers=[worker])[worker] is True
+        tick = states[0][1]
+        assert tick < QUIET_TICK_MS
+        quiet = (False, QUIET_TICK_MS)
+        assert states == [(True, tick), quiet, quiet, quiet, (True, tick)]
+        assert client.run(_quiet_state_on, workers=[worker])[worker] == (True, tick)
 
 
 def test_compute_limits_blas_and_tunes_the_allocator_on_workers(dask_cluster):  # noqa: F811

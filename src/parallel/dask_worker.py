@@ -9,14 +9,16 @@ Two of a Dask worker's defaults cost a numpy-heavy task like an E-step a fifth o
   mapped again on every use (88,000 page faults in one pass over 1e7 rows).
   :func:`tune_malloc` sets, once per process, the ceilings glibc's adaptive scheme reaches and
   a top pad that keeps an emptied heap;
-* its statistical profiler: every 10 ms the worker's event loop takes the GIL and walks the
-  task thread's stack (the dashboard's Profile page); for a task that runs Python between
-  numpy calls that is 15-20% of its time.  :func:`compute` pauses it while our tasks run and
-  starts it again when the last of them ends (the task stream still shows them).
+* its diagnostics: every 10 ms the worker's event loop takes the GIL and walks the task
+  thread's stack (the statistical profiler, the dashboard's Profile page), 15-20% of an E-step
+  pass; and every 20 ms it wakes to time itself (the health tick), which on a machine whose
+  cores all compute preempts a task each time.  :func:`compute` stops the profiler and slows
+  the tick to once a second while our tasks run, and restores both when the last of them ends
+  (the task stream still shows the tasks).
 
 :func:`compute` is the context every compute task of the engine and the executor runs in: one
-BLAS thread, the allocator tuned, the profiler paused.  Outside a Dask worker it only limits
-BLAS.
+BLAS thread, the allocator tuned, the worker's diagnostics quietened.  Outside a Dask worker it
+only limits BLAS.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Iterator
 
 from .tasks import one_blas_thread
 
-__all__ = ["compute", "tune_malloc", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+__all__ = ["compute", "tune_malloc", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "QUIET_TICK_MS"]
 
 #: glibc's ceilings for the sizes it serves from the heap and keeps at its top when freed
 #: (what its adaptive threshold reaches: 32 MB and twice that); the trim threshold is also the
@@ -60,67 +62,87 @@ def tune_malloc() -> bool:
     return _MALLOC_TUNED[0]
 
 
-class _ProfilerPause:
-    """The worker's ``profile`` periodic callback stopped while at least one task is inside.
+#: the worker's event-loop health tick while our tasks run (Dask's default: every 20 ms)
+QUIET_TICK_MS = 1000.0
 
-    Tasks enter and leave from their threads; the callback is stopped and started on the
-    worker's event loop (tornado's callbacks are not thread-safe), in order, and started again
-    only if it was this pause that stopped it and no task is inside by then."""
+
+class _QuietWorker:
+    """The worker's diagnostics quietened while at least one of our tasks is inside: its
+    statistical profiler (``profile``) stopped and its event-loop health tick (``tick``) slowed
+    to :data:`QUIET_TICK_MS` (below the 3 s at which Dask reports an unresponsive loop, so a
+    slowed tick raises no false alarm).  The memory monitor, heartbeats and the rest stay.
+
+    Tasks enter and leave from their threads; the callbacks change on the worker's event loop
+    (tornado's callbacks are not thread-safe), in order, and are restored only by the change
+    that made them and only when no task is inside by then."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.inside = 0
-        self.stopped: Any = None      # the callback this pause stopped
+        self.stopped: Any = None                  # the profiler this stopped
+        self.slowed: tuple[Any, float] | None = None   # the tick this slowed, its interval
 
     @staticmethod
-    def _callback() -> tuple[Any, Any]:
+    def _worker() -> Any:
         if "distributed" not in sys.modules:   # not in a Dask worker
-            return None, None
+            return None
         from distributed import get_worker
         try:
             worker = get_worker()
         except ValueError:
-            return None, None
-        callbacks = getattr(worker, "periodic_callbacks", None) or {}
-        return worker, callbacks.get("profile")
+            return None
+        return worker if getattr(worker, "periodic_callbacks", None) is not None else None
 
-    def _stop(self, callback: Any) -> None:        # on the event loop
+    def _quieten(self, worker: Any) -> None:        # on the event loop
         with self.lock:
-            if self.inside and callback.is_running():
-                callback.stop()
-                self.stopped = callback
+            if not self.inside:
+                return
+            profile = worker.periodic_callbacks.get("profile")
+            if self.stopped is None and profile is not None and profile.is_running():
+                profile.stop()
+                self.stopped = profile
+            tick = worker.periodic_callbacks.get("tick")
+            if self.slowed is None and tick is not None and tick.callback_time < QUIET_TICK_MS:
+                self.slowed = (tick, tick.callback_time)
+                tick.callback_time = QUIET_TICK_MS
 
-    def _start(self) -> None:                      # on the event loop
+    def _restore(self) -> None:                    # on the event loop
         with self.lock:
-            if not self.inside and self.stopped is not None:
+            if self.inside:
+                return
+            if self.stopped is not None:
                 self.stopped.start()
                 self.stopped = None
+            if self.slowed is not None:
+                tick, interval = self.slowed
+                tick.callback_time = interval
+                self.slowed = None
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        worker, callback = self._callback()
-        if callback is None:
+        worker = self._worker()
+        if worker is None:
             yield
             return
         with self.lock:
             self.inside += 1
-        worker.loop.add_callback(self._stop, callback)
+        worker.loop.add_callback(self._quieten, worker)
         try:
             yield
         finally:
             with self.lock:
                 self.inside -= 1
-            worker.loop.add_callback(self._start)
+            worker.loop.add_callback(self._restore)
 
 
-_PROFILER_PAUSE = _ProfilerPause()
+_QUIET = _QuietWorker()
 
 
 @contextmanager
 def compute() -> Iterator[None]:
     """A compute task's context: one BLAS thread; in a Dask worker also the allocator tuned
-    (once) and the statistical profiler paused."""
+    (once) and the worker's profiler and health tick quietened (:class:`_QuietWorker`)."""
     if not _MALLOC_TUNED and "distributed" in sys.modules:
         tune_malloc()
-    with _PROFILER_PAUSE(), one_blas_thread():
+    with _QUIET(), one_blas_thread():
         yield
