@@ -24,7 +24,8 @@ subprocess with BLAS at one thread.
 * ``dask``: :class:`src.parallel.dask_engine.DaskEngine` on a ``LocalCluster`` of 1 and one of
   2 worker processes (1 thread each), both started and loaded first (partitions held on the
   workers, ``persist``), then ``--rounds`` rounds of one EM iteration on each, in alternating
-  order (the ratio is taken within a round); per pass: wall time, each worker's busy time
+  order (the ratio is taken within a round; ``--clusters one-at-a-time``: each round starts,
+  loads, times and closes each cluster in turn, so the idle one's processes are not up); per pass: wall time, each worker's busy time
   from the task stream (overhead = wall - the busiest worker's time), each worker's CPU time
   (psutil; the speed-up "from CPU" is what an otherwise idle machine would give), and the
   engine's own submit / wait / reduce split.
@@ -44,7 +45,8 @@ subprocess with BLAS at one thread.
 
 Usage: ``python benchmarks/bench_distributed.py [--n 1e7] [--partitions 24] [--iters 3]
 [--sizes 1e6 1e7] [--rounds 3] [--spark-n N] [--skip inmemory,streaming,dask,overhead,spark]
-[--readers project,slow,arrow] [--read-ahead N] [--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
+[--readers project,slow,arrow] [--read-ahead N] [--clusters side-by-side|one-at-a-time]
+[--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
 largest's, fewer of them.  Per-iteration wall and CPU times are both recorded (a shared
 machine's load shows in the wall times).  Results go to
 ``benchmarks/out/distributed/`` (not in git).
@@ -311,58 +313,81 @@ def _cpu_seconds(pids: list[int]) -> dict[int, float]:
 
 
 def child_dask(cfg: dict) -> dict:
-    """Clusters of each size in ``cfg["workers"]`` side by side (all loaded first), then
-    ``rounds`` rounds of one EM iteration on each, in alternating order: ratios within a
-    round see the same load.  Per pass: wall time, each worker's busy time (task stream)
-    and its CPU time (psutil), the driver's submit / wait / reduce split."""
+    """Clusters of each size in ``cfg["workers"]``, then ``rounds`` rounds of one EM iteration
+    on each, in alternating order: ratios within a round see the same load.  ``side-by-side``
+    (``cfg["clusters"]``): every cluster started and loaded first and kept up (the idle one's
+    processes stay); ``one-at-a-time``: each round starts, loads, times and closes each cluster
+    in turn, so only the cluster measured is up (what a user's machine runs).  Per pass: wall
+    time, each worker's busy time (task stream) and its CPU time (psutil), the driver's
+    submit / wait / reduce split."""
     import distributed
     info = cfg["info"]
     model = _model(info)
     from src.parallel.dask_engine import DaskEngine
     from src.estimation.engines import engine_em_map
     reader, kind = reader_of(cfg["folder"], info, cfg["chunk_rows"])
-    setups, out = [], {"reader": kind, "clusters": {}}
+    one_at_a_time = cfg.get("clusters") == "one-at-a-time"
+    out = {"reader": kind, "clusters_up": cfg.get("clusters", "side-by-side"),
+           "clusters": {str(w): {"passes": [], "cluster_start": [], "first_pass_with_load": []}
+                        for w in cfg["workers"]}}
+    params = {w: _params(cfg["params"]) for w in cfg["workers"]}
+
+    def start(w: int) -> tuple:
+        t0 = time.perf_counter()
+        cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1,
+                                           processes=True, dashboard_address=None)
+        client = distributed.Client(cluster)
+        row = out["clusters"][str(w)]
+        row["cluster_start"].append(time.perf_counter() - t0)
+        engine = DaskEngine(client, reader, n_obs=info["n"], persist=True)
+        t0 = time.perf_counter()
+        engine_em_map(model, engine, _params(cfg["params"]))   # loads
+        row["first_pass_with_load"].append(time.perf_counter() - t0)
+        pids = list(client.run(os.getpid).values())
+        engine.timings.update(submit=0.0, wait=0.0, reduce=0.0, passes=0)
+        return w, cluster, client, engine, pids
+
+    def close(setup: tuple) -> None:
+        w, cluster, client, engine, pids = setup
+        tm = out["clusters"][str(w)].setdefault(
+            "timings", {"submit": 0.0, "wait": 0.0, "reduce": 0.0, "passes": 0})
+        for part in tm:
+            tm[part] += engine.timings[part]
+        engine.close()
+        client.close()
+        cluster.close()
+
+    def timed_pass(setup: tuple, r: int) -> None:
+        w, cluster, client, engine, pids = setup
+        cpu0 = _cpu_seconds(pids)
+        with distributed.get_task_stream(client) as ts:
+            t0 = time.perf_counter()
+            params[w], ll = engine_em_map(model, engine, params[w])
+            wall = time.perf_counter() - t0
+        cpu1 = _cpu_seconds(pids)
+        cpu = {str(pid): cpu1[pid] - cpu0[pid] for pid in pids}
+        busy = _busy(ts.data, "-stats-")
+        out["clusters"][str(w)]["passes"].append(
+            {"round": r, "wall": wall, "busy": busy, "worker_cpu": cpu,
+             "overhead": wall - max(busy.values()), "loglik": ll,
+             "load_average_1min": os.getloadavg()[0]})
+
+    setups: dict[int, tuple] = {}
     try:
-        for w in cfg["workers"]:
-            t0 = time.perf_counter()
-            cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
-            client = distributed.Client(cluster)
-            start = time.perf_counter() - t0
-            engine = DaskEngine(client, reader, n_obs=info["n"], persist=True)
-            t0 = time.perf_counter()
-            params, _ = engine_em_map(model, engine, _params(cfg["params"]))   # loads
-            first = time.perf_counter() - t0
-            pids = list(client.run(os.getpid).values())
-            engine.timings.update(submit=0.0, wait=0.0, reduce=0.0, passes=0)
-            setups.append((w, cluster, client, engine, params, pids))
-            out["clusters"][str(w)] = {"cluster_start": start, "first_pass_with_load": first,
-                                       "passes": []}
+        if not one_at_a_time:
+            for w in cfg["workers"]:
+                setups[w] = start(w)
         for r in range(cfg["rounds"]):
-            order = setups if r % 2 == 0 else setups[::-1]
-            for i, (w, cluster, client, engine, params, pids) in enumerate(order):
-                cpu0 = _cpu_seconds(pids)
-                with distributed.get_task_stream(client) as ts:
-                    t0 = time.perf_counter()
-                    params, ll = engine_em_map(model, engine, params)
-                    wall = time.perf_counter() - t0
-                cpu1 = _cpu_seconds(pids)
-                cpu = {str(pid): cpu1[pid] - cpu0[pid] for pid in pids}
-                busy = _busy(ts.data, "-stats-")
-                out["clusters"][str(w)]["passes"].append(
-                    {"round": r, "wall": wall, "busy": busy, "worker_cpu": cpu,
-                     "overhead": wall - max(busy.values()), "loglik": ll,
-                     "load_average_1min": os.getloadavg()[0]})
-                j = setups.index(order[i])
-                setups[j] = (w, cluster, client, engine, params, pids)
-        for w, cluster, client, engine, params, pids in setups:
-            tm = dict(engine.timings)
-            out["clusters"][str(w)]["timings"] = tm
+            order = cfg["workers"] if r % 2 == 0 else cfg["workers"][::-1]
+            for w in order:
+                if one_at_a_time:
+                    setups[w] = start(w)
+                timed_pass(setups[w], r)
+                if one_at_a_time:
+                    close(setups.pop(w))
     finally:
-        for w, cluster, client, engine, params, pids in setups:
-            engine.close()
-            client.close()
-            cluster.close()
+        for setup in setups.values():
+            close(setup)
     return out
 
 
@@ -544,6 +569,10 @@ def main() -> None:
                          "project's reader without its fast path, in pyarrow's default pool)")
     ap.add_argument("--read-ahead", type=int, default=None,
                     help="streaming: chunks read ahead (default the engine's READ_AHEAD)")
+    ap.add_argument("--clusters", choices=["side-by-side", "one-at-a-time"],
+                    default="side-by-side",
+                    help="Dask: both clusters up throughout, or only the one measured "
+                         "(started, loaded and closed each round: slower)")
     ap.add_argument("--skip", default="")
     ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/bench_distributed"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks/out/distributed/results.json"))
@@ -588,7 +617,8 @@ def main() -> None:
                                          for s in sizes}
             show("streaming_slow", results["streaming_slow"])
     if "dask" not in skip:
-        results["dask"] = run_child("dask", cfg(n, workers=[1, 2], rounds=args.rounds))
+        results["dask"] = run_child("dask", cfg(n, workers=[1, 2], rounds=args.rounds,
+                                                clusters=args.clusters))
         show("dask", results["dask"])
     if "overhead" not in skip:
         sim = []
