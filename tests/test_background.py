@@ -1,6 +1,7 @@
-"""The drawing process (src/output/background.py): figures drawn and posteriors.csv written
-there are the bytes made in the run, a dead or missing helper falls back to making them in
-the run, it never outlives the run (SIGKILL included), and its messages carry numbers only."""
+"""The drawing process and the CSV thread (src/output/background.py): figures drawn there and
+posteriors.csv written by the thread are the bytes made in the run, a dead or missing helper
+or a failed thread falls back to making them in the run, the helper never outlives the run
+(SIGKILL included), and its messages carry numbers only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -99,33 +101,124 @@ def test_first_stage_specs_are_the_full_specs_first_stage(fits):
             assert set(spec.first()[0]) | set(spec.second()[0]) == set(spec.meta), case
 
 
-def test_helper_writes_the_posteriors_csv_written_here(fits, helper):
-    """posteriors.csv from the helper (rows and answer patterns, named by positions with gaps) is byte for byte the file written here; asked for before the helper began it, or with other row names, it is written here."""
-    for case in ("gmm1", "lca"):
-        model, data, params, post = fits[case]
-        n = post.n_rows
-        labels = np.arange(n, dtype=np.int64) * 3 + 1
+class _TextOnceInThread:
+    """A row name whose text cannot be had the first time a thread other than the main one
+    asks for it (a passing failure of the CSV thread), and is ``name`` otherwise."""
 
-        def csv(ids):
-            return posteriors_csv(model, data, params, ids, id_column="id", chunk_size=100,
-                                  resp=post)
+    def __init__(self, name):
+        self.name, self.failed = name, False
 
-        here = csv(labels)
-        assert background.last_source("posteriors.csv") == "here"
-        # asked for at once (the helper draws the figures first): written here, the same
-        assert background.start() and background.submit(model, data, params, post,
-                                                        row_labels=labels, id_column="id",
-                                                        chunk_size=100)
-        assert csv(labels) == here
-        background.collect_figures(model, data, params, post)
-        # asked for once the helper wrote it: the helper's
-        assert background.start() and background.submit(model, data, params, post,
-                                                        row_labels=labels, id_column="id",
-                                                        chunk_size=100)
-        assert csv(labels + 1) != here and background.last_source("posteriors.csv") == "here"
-        background.collect_figures(model, data, params, post)
-        background._JOB.results["posteriors.csv"].result(timeout=120)   # (written there)
-        assert csv(labels) == here and background.last_source("posteriors.csv") == "helper", case
+    def __str__(self):
+        if threading.current_thread() is not threading.main_thread() and not self.failed:
+            self.failed = True
+            raise RuntimeError("not now")
+        return self.name
+
+
+def _text_ids(n):
+    """Text row names, some needing quotes (comma, quote, line end), one missing."""
+    ids = np.array([f"id{i}" for i in range(n)], dtype=object)
+    ids[1], ids[2], ids[3], ids[4] = "a,b", 'say "hi"', "two\nlines", None
+    return ids
+
+
+CSV_CASES = {   # case: (fit, row names of n rows, id column)
+    "numbers with gaps": ("gmm1", lambda n: np.arange(n, dtype=np.int64) * 3 + 1, None),
+    "numbers, --id": ("gmm4", lambda n: np.arange(n, dtype=np.int64) + 100, "id, no"),
+    "floats with a missing one": ("mixreg", lambda n: np.where(np.arange(n) == 2, np.nan,
+                                                               np.arange(n) / 2.0), "key"),
+    "text needing quotes": ("gmm1", _text_ids, "who"),
+    "answer patterns, text": ("lca", _text_ids, "person"),
+    "answer patterns, numbers": ("lca", lambda n: np.arange(n, dtype=np.int64), None),
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_thread_writes_the_posteriors_csv_written_here(fits, case):
+    """posteriors.csv from the thread submit starts (numeric and text row names, quotes needed, an --id column, LCA's answer patterns) is byte for byte the file written here, and taken once."""
+    fit, make_labels, id_column = CSV_CASES[case]
+    model, data, params, post = fits[fit]
+    labels = make_labels(post.n_rows)
+
+    def csv():
+        return posteriors_csv(model, data, params, labels, id_column=id_column, chunk_size=100,
+                              resp=post)
+
+    background.stop()
+    here = csv()
+    assert background.last_source("posteriors.csv") == "here"
+    assert background.submit(model, data, params, post, row_labels=labels, id_column=id_column,
+                             chunk_size=100, figures=False)
+    assert csv() == here and background.last_source("posteriors.csv") == "thread"
+    assert csv() == here and background.last_source("posteriors.csv") == "here"   # taken once
+    assert background._JOB is None   # (forgotten once taken)
+
+
+def test_other_row_names_are_written_here(fits):
+    """Asked for with other row names, id column or chunk size, posteriors.csv is written here (those bytes); the thread's file is still taken for the names it was started with."""
+    model, data, params, post = fits["gmm1"]
+    labels = np.arange(post.n_rows, dtype=np.int64)
+    background.stop()
+    here = {key: posteriors_csv(model, data, params, ids, id_column=col, chunk_size=size,
+                                resp=post)
+            for key, (ids, col, size) in {"same": (labels, None, 100),
+                                          "shifted": (labels + 1, None, 100),
+                                          "floats": (labels.astype(float), None, 100),
+                                          "column": (labels, "id", 100),
+                                          "chunk": (labels, None, 50)}.items()}
+    assert background.submit(model, data, params, post, row_labels=labels, chunk_size=100,
+                             figures=False)
+    for key, (ids, col, size) in {"shifted": (labels + 1, None, 100),
+                                  "floats": (labels.astype(float), None, 100),
+                                  "column": (labels, "id", 100),
+                                  "chunk": (labels, None, 50)}.items():
+        got = posteriors_csv(model, data, params, ids, id_column=col, chunk_size=size, resp=post)
+        assert got == here[key] and background.last_source("posteriors.csv") == "here", key
+    got = posteriors_csv(model, data, params, labels.copy(), chunk_size=100, resp=post)
+    assert got == here["same"] and background.last_source("posteriors.csv") == "thread"
+
+
+def test_a_failed_thread_falls_back_to_writing_here(fits):
+    """A CSV thread that raised (a row name whose text fails once, in that thread) is not taken: the file is written here, the bytes of the same names written afresh."""
+    model, data, params, post = fits["gmm1"]
+    background.stop()
+    expected = posteriors_csv(model, data, params, _text_ids(post.n_rows), id_column="who",
+                              resp=post)
+    labels = _text_ids(post.n_rows)
+    labels[7] = _TextOnceInThread(labels[7])
+    assert background.submit(model, data, params, post, row_labels=labels, id_column="who",
+                             figures=False)
+    background._JOB.csv.result(120)
+    assert isinstance(background._JOB.csv.error, RuntimeError) and labels[7].failed
+    assert posteriors_csv(model, data, params, labels, id_column="who", resp=post) == expected
+    assert background.last_source("posteriors.csv") == "here"
+
+
+def test_stop_ends_a_csv_thread_not_collected(fits):
+    """stop() tells a CSV thread nobody collected to stop, and no such thread is left."""
+    model, data, params, post = fits["lca"]
+    labels = np.arange(post.n_rows)
+    assert background.submit(model, data, params, post, row_labels=labels, figures=False)
+    thread = background._JOB.csv
+    background.stop()
+    assert not thread.alive() and background._JOB is None
+    assert not [t for t in threading.enumerate() if t.name == "posteriors-csv"]
+
+
+def test_submit_fit_without_figures_starts_the_csv_alone(fits):
+    """submit_fit(figures=False) with no drawing process computes the posteriors (given to posteriors_for) and starts the CSV thread; without row names it does nothing."""
+    model, data, params, post = fits["lca"]
+    background.stop()
+    labels = np.arange(post.n_rows, dtype=np.int64)
+    here = posteriors_csv(model, data, params, labels, chunk_size=128, resp=post)
+    assert not background.submit_fit(model, data, params, 128)
+    assert background._JOB is None
+    assert background.submit_fit(model, data, params, 128, row_labels=labels, figures=False)
+    got = background.posteriors_for(model, data, params, 128)
+    assert got is not None and np.array_equal(got.tau, post.tau)
+    assert background.collect_figures(model, data, params, got) is None
+    assert posteriors_csv(model, data, params, labels, chunk_size=128, resp=got) == here
+    assert background.last_source("posteriors.csv") == "thread"
 
 
 def test_figures_mapping_waits_on_lookup_and_is_taken_once(fits, helper):
@@ -220,10 +313,12 @@ def test_a_run_draws_in_the_helper_and_ends_it(tmp_path, warm):
         assert background.start() and background.wait_ready(120)
     result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
     assert background.last_source() == "helper"
+    assert background.last_source("posteriors.csv") == "thread"
     assert background.helper_pid() is None
     left = [p for p in psutil.Process().children(recursive=True)
             if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
     assert not left
+    assert not [t for t in threading.enumerate() if t.name == "posteriors-csv" and t.is_alive()]
     prepared = result["prepared"]
     params = {k: np.asarray(v) for k, v in result["fit"]["params"].items()}
     here = figures(prepared.model, prepared.data, params,

@@ -119,6 +119,19 @@ class TestPosteriors:
         with pytest.raises(ValueError, match="posteriors of 3 rows"):
             posteriors_csv(model, data, params, resp=post.rows()[:3])
 
+    def test_csv_of_posteriors_can_be_cancelled(self):
+        """csv_of_posteriors asks cancelled() before each block of rows: False changes nothing, True raises Cancelled."""
+        from src.output.posteriors import Cancelled, csv_of_posteriors
+
+        tau = np.tile([[0.25, 0.75]], (70_000, 1))
+        labels = np.arange(70_000)
+        asked = []
+        plain = csv_of_posteriors(labels, tau, None)
+        assert csv_of_posteriors(labels, tau, None, cancelled=lambda: asked.append(1)) == plain
+        assert len(asked) == 2   # (65,536 rows a block)
+        with pytest.raises(Cancelled):
+            csv_of_posteriors(labels, tau, None, cancelled=lambda: True)
+
 
 class TestParquet:
     def test_parts_in_sorted_order_equal_the_csv(self, tmp_path):

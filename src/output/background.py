@@ -1,47 +1,57 @@
-"""The drawing process: figures and ``posteriors.csv`` made on another core while the run
-goes on.
+"""Figures made in a second process, and ``posteriors.csv`` in a thread, while the run goes
+on.
 
 A run with plots (one K) starts a helper process as it begins (:func:`start`, from
 :mod:`src.pipeline.tracked`); the helper imports matplotlib at once and, whenever it has
-nothing else to do, draws a small figure (fonts loaded) and imports Arrow (only after 0.25 s
-without a request: a short fit's estimate follows its data closely, and the figures come
-first).  The run sends it:
+nothing else to do, draws a small figure (fonts loaded), then says it is ready.  The run
+sends it:
 
 1. once the data are read, the first stage of every figure (:func:`submit_data`: column and
    item names, the data columns; :mod:`.plots.spec`), which the helper draws while the model
    is fitted: canvas, axes, histograms of the data, labels, empty point and ellipse artists;
 2. once the estimate is known, the second stage (:func:`submit_fit`: the posteriors computed
-   here, then the estimate's arrays of every figure) and, when the rows are named by
-   numbers, the arrays of ``posteriors.csv``; the helper finishes the figures while the run
-   computes the standard errors, then writes the CSV.
+   here, then the estimate's arrays of every figure); the helper finishes the figures while
+   the run computes the standard errors.
+
+At that same point (:func:`submit`, given the rows' names) a thread of the run's process
+begins ``posteriors.csv`` (:func:`~.posteriors.csv_of_posteriors` of those posteriors, the
+function the run would call): Arrow's CSV writer releases the GIL while it formats, so the
+file is made beside the standard errors instead of in ``result_output``.  Any kind of row
+name goes to the thread (nothing crosses a pipe), the ``--id`` column's text included.
+``submit_fit(..., figures=False)`` starts the thread alone (no drawing process needed).
 
 :func:`src.output.plots.figures` and :func:`src.output.posteriors.posteriors_csv` then take the
-helper's bytes (:func:`collect_figures`, :func:`collect_posteriors_csv`) when asked for the
-same thing -- the same model and data objects, an equal estimate and equal posteriors (and for
-the CSV equal row names, id column and chunk size); :func:`posteriors_for` gives the
-posteriors computed for it.  The CSV is the helper's only if it is done or under way by then;
-otherwise the run writes it itself and tells the helper to skip it (with the figures still
-drawing there, the run is the faster writer).
+helper's PNGs and the thread's bytes (:func:`collect_figures`, :func:`collect_posteriors_csv`,
+each waiting for what is not done yet) when asked for the same thing -- the same model and
+data objects, an equal estimate and equal posteriors (and for the CSV equal row names, id
+column and chunk size); :func:`posteriors_for` gives the posteriors computed for it.
 
-Whatever the helper does not deliver (it could not start, died, answered with an error, or
-was not sent that stage) is made in the run's process from the same arrays: the bytes are
-the same either way (the drawing functions are deterministic and see the same arrays, the two
-stages make the same artists in the same order; tested).
+Whatever is not delivered (the helper could not start, died, answered with an error, or was
+not sent that stage; the thread raised) is made in the run's process from the same arrays:
+the bytes are the same either way (the drawing functions are deterministic and see the same
+arrays, the two stages make the same artists in the same order; the thread runs the run's own
+function on the same arrays; tested).  A thread that raised is not trusted: the run writes
+the file itself, and meets the same error then if it was not a passing one.
 
-Why a process and not a thread: matplotlib's import (0.3-0.45 s) and drawing (0.1-0.3 s a
-figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's EM on answer
-patterns), in a process they run beside it on the second core.  The helper collects no
-garbage (a full collection took 0.1-0.2 s in the middle of a figure; it lives one run).
+Why a process for the figures and not a thread: matplotlib's import (0.3-0.45 s) and drawing
+(0.1-0.3 s a figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's
+EM on answer patterns), in a process they run beside it on the second core.  The helper
+collects no garbage (a full collection took 0.1-0.2 s in the middle of a figure; it lives one
+run).  The CSV needs no process: its work is in Arrow's C++ (the modules it uses are imported
+by :func:`submit` in the calling thread first: an import in a thread beside the run's own
+imports could deadlock importlib's module locks).
 
 The helper's side (its loop, idle work and the pipe framing) is :mod:`.helper`.
 
 Lifetime: the helper never outlives the run.  It reads its requests from a pipe and exits at
-end-of-file (sent once everything was collected, or by :func:`stop` as the run leaves, or
+end-of-file (sent once every figure was collected, or by :func:`stop` as the run leaves, or
 because the run is gone; a helper still busy then is killed after 0.5 s); on Linux it also
 asks the kernel for SIGKILL when the thread that started it ends (``PR_SET_PDEATHSIG``, as the
 project's worker processes do, :mod:`src.parallel.lifetime`), so a SIGKILLed run leaves no
 helper behind.  It ignores SIGINT (Ctrl-C is the run's to handle).  Nothing the helper
 receives is code: messages are :func:`~.plots.spec.pack` bytes (JSON and numeric arrays).
+:func:`stop` also tells a CSV thread not collected to stop (before its next 65,536 rows) and
+waits for it briefly; it is a daemon thread that holds nothing but the file's bytes.
 """
 
 from __future__ import annotations
@@ -69,10 +79,12 @@ __all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_f
 
 #: the project's root (the folder holding ``src``), put on the helper's path
 _ROOT = str(Path(__file__).resolve().parents[2])
-#: how long a collect waits for the helper before making the item itself
+#: how long a collect waits for the helper or the thread before making the item itself
 WAIT_SECONDS = 600.0
-#: the item name of posteriors.csv in a job (figures are named by their file)
+#: the name of posteriors.csv for :func:`last_source`
 CSV_ITEM = "posteriors.csv"
+#: how long :func:`stop` waits for a CSV thread it told to stop
+STOP_SECONDS = 0.5
 
 
 def _items(specs: Mapping[str, Spec], part: str) -> tuple[list[Any], dict[str, np.ndarray]]:
@@ -88,9 +100,66 @@ def _items(specs: Mapping[str, Spec], part: str) -> tuple[list[Any], dict[str, n
 
 
 # ---------------------------------------------------------------------- client
+class _CsvThread:
+    """``posteriors.csv`` of one fit, written by a daemon thread of the run's process with
+    :func:`~.posteriors.csv_of_posteriors` (the run's own function, same arguments)."""
+
+    def __init__(self, labels: np.ndarray, post: Any, id_column: str | None,
+                 chunk_size: int) -> None:
+        from . import posteriors
+
+        self.labels, self.id_column, self.chunk_size = labels, id_column, int(chunk_size)
+        self.body: bytes | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        posteriors.import_writer(labels)   # here, not in the thread (importlib's locks)
+        self._thread = threading.Thread(
+            target=self._write, args=(posteriors.csv_of_posteriors, post.tau, post.inverse),
+            name="posteriors-csv", daemon=True)
+        self._thread.start()
+
+    def _write(self, write: Any, tau: np.ndarray, inverse: np.ndarray | None) -> None:
+        try:
+            self.body = write(self.labels, tau, inverse, self.id_column, self.chunk_size,
+                              cancelled=self._stop.is_set)
+        except BaseException as exc:   # (Cancelled too) the run writes the file itself
+            self.error = exc
+
+    def matches(self, labels: Any, id_column: str | None, chunk_size: int) -> bool:
+        """Whether the file asked for is this one: the same row names (the same array, or
+        one of the same type, shape and values), id column and chunk size."""
+        if self.id_column != id_column or self.chunk_size != int(chunk_size):
+            return False
+        if labels is self.labels:
+            return True
+        labels = np.asarray(labels)
+        if labels.dtype != self.labels.dtype or labels.shape != self.labels.shape:
+            return False
+        try:
+            return bool(np.array_equal(labels, self.labels,
+                                       equal_nan=labels.dtype.kind in "fc"))
+        except Exception:   # values that cannot be compared: written again
+            return False
+
+    def result(self, timeout: float | None = None) -> bytes | None:
+        """The file's bytes, waiting up to ``timeout`` seconds for the thread; None when it
+        raised or is not done by then."""
+        self._thread.join(timeout)
+        return None if self._thread.is_alive() or self.error is not None else self.body
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Tell the thread to stop before its next block of rows; wait up to ``timeout``."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
 @dataclass
 class _Job:
-    """What was sent for one fit: the inputs it is valid for and one future per item."""
+    """What was handed off for one fit: the inputs it is valid for, one future per figure
+    sent to the drawing process, and the CSV thread."""
 
     job_id: int
     model: Any
@@ -98,10 +167,11 @@ class _Job:
     params: dict[str, np.ndarray]
     post: Any
     specs: dict[str, Spec]
-    csv: dict[str, Any] | None
+    csv: _CsvThread | None
     chunk_size: int = 0
     results: dict[str, Future] = field(default_factory=dict)
     figures_collected: bool = False
+    csv_taken: bool = False
 
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
         return (model is self.model and data is self.data and _same_params(params, self.params)
@@ -135,11 +205,10 @@ class _Helper:
         self._from = self.proc.stdout.fileno()
         self._outbox: queue.Queue = queue.Queue()
         self._pending: dict[tuple[int, str], Future] = {}
-        self._started: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
         self.alive = True
         self.finished = False
-        self.ready = threading.Event()   # matplotlib and Arrow imported, nothing waiting
+        self.ready = threading.Event()   # matplotlib imported, a figure drawn, nothing waiting
         self._writer = threading.Thread(target=self._write_loop, name="figures-writer",
                                         daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="figures-reader",
@@ -158,11 +227,6 @@ class _Helper:
             self._pending.update({(job_id, name): f for name, f in (results or {}).items()})
         self._outbox.put(parts)
         return True
-
-    def started(self, job_id: int, item: str) -> bool:
-        """Whether the helper said it began item ``item`` of job ``job_id``."""
-        with self._lock:
-            return (job_id, item) in self._started
 
     def _write_loop(self) -> None:
         while True:
@@ -191,9 +255,6 @@ class _Helper:
                     continue
                 key = (int(meta["job"]), str(meta["item"]))
                 with self._lock:
-                    if meta.get("started"):
-                        self._started.add(key)
-                        continue
                     future = self._pending.pop(key, None)
                 if future is not None:
                     future.set_result((meta, arrays.get("bytes")))
@@ -280,18 +341,19 @@ def helper_pid() -> int | None:
 
 
 def wait_ready(timeout: float | None = None) -> bool:
-    """Wait until the drawing process is done starting up (matplotlib and Arrow imported);
-    False when none runs or it is not ready within ``timeout`` seconds."""
+    """Wait until the drawing process is done starting up (matplotlib imported, fonts loaded
+    by a first figure); False when none runs or it is not ready within ``timeout`` seconds."""
     helper = _HELPER
     return helper is not None and helper.ready.wait(timeout) and helper.alive
 
 
 def last_source(what: str = "figures") -> str | None:
-    """Where the last figures :func:`src.output.plots.figures` returned were drawn
-    (``what="posteriors.csv"``: where the last ``posteriors.csv`` of
-    :func:`src.output.posteriors.posteriors_csv` given posteriors was written):
+    """Where the last figures :func:`src.output.plots.figures` returned were drawn:
     ``"helper"`` (the drawing process; every figure), ``"here"`` (this process; at least
-    one figure) or None (none yet)."""
+    one figure) or None (none yet).  ``what="posteriors.csv"``: where the last
+    ``posteriors.csv`` of :func:`src.output.posteriors.posteriors_csv` given posteriors was
+    written: ``"thread"`` (the thread :func:`submit` started), ``"here"`` (by the call
+    itself) or None."""
     return _LAST.get(what)
 
 
@@ -319,59 +381,70 @@ def submit_data(model: Any, data: Mapping[str, np.ndarray]) -> bool:
 
 
 def submit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any], resp: Any,
-           *, row_labels: np.ndarray | None = None, id_column: str | None = None,
-           chunk_size: int = 4096) -> bool:
-    """Send every figure of this fit (:func:`~src.output.plots.figure_specs`: the second
-    stage of those :func:`submit_data` sent for the same model and data, both stages of
-    the others) and, with numeric ``row_labels`` (one per row), ``posteriors.csv`` to the
-    drawing process, to be taken by the collect functions; False when no process runs."""
+           *, row_labels: Any = None, id_column: str | None = None,
+           chunk_size: int = 4096, figures: bool = True) -> bool:
+    """Hand off what can be made of this fit before ``result_output`` asks for it: with
+    ``row_labels`` (one name per row, any type), ``posteriors.csv`` to a thread started at
+    once; with ``figures`` and a drawing process running, every figure
+    (:func:`~src.output.plots.figure_specs`: the second stage of those :func:`submit_data`
+    sent for the same model and data, both stages of the others).  The collect functions
+    take them.  True when anything was handed off."""
     global _JOB
     from src.inference.classification import as_posteriors
 
-    from .plots import figure_specs
-
-    helper = _HELPER
-    if helper is None or not helper.alive or helper.finished:
-        return False
     post = as_posteriors(resp)
     params = {k: np.array(v, copy=True) for k, v in params.items()}
-    specs = figure_specs(model, data, params, post)
-    prepared = _PREPARED
-    base = (prepared.job_id if prepared is not None and prepared.model is model
-            and prepared.data is data else None)
+    helper = _HELPER
+    specs: dict[str, Spec] = {}
     items, arrays = [], {}
-    for name, spec in specs.items():
-        first = base is not None and name in prepared.specs \
-            and prepared.specs[name].kind == spec.kind
-        more, more_arrays = _items({name: spec}, "second" if first else "all")
-        items += [item + [base if first else None] for item in more]
-        arrays.update(more_arrays)
-    csv = None
+    if figures and helper is not None and helper.alive and not helper.finished:
+        from .plots import figure_specs
+
+        try:
+            specs = figure_specs(model, data, params, post)
+        except Exception:   # result_output meets the same error in its own phase
+            specs = {}
+        prepared = _PREPARED
+        base = (prepared.job_id if prepared is not None and prepared.model is model
+                and prepared.data is data else None)
+        for name, spec in specs.items():
+            first = base is not None and name in prepared.specs \
+                and prepared.specs[name].kind == spec.kind
+            more, more_arrays = _items({name: spec}, "second" if first else "all")
+            items += [item + [base if first else None] for item in more]
+            arrays.update(more_arrays)
+    labels = None
     if row_labels is not None:
-        labels = np.asarray(row_labels)
-        if labels.dtype.kind in "iufb" and labels.ndim == 1 and labels.shape[0] == post.n_rows:
-            csv = {"labels": labels, "id_column": id_column, "chunk_size": int(chunk_size)}
-            parts = {"labels": labels, "tau": post.tau}
-            if post.inverse is not None:
-                parts["inverse"] = post.inverse
-            items.append([CSV_ITEM, "posteriors.csv",
-                          {"id_column": id_column, "chunk_size": int(chunk_size)}, list(parts),
-                          None])
-            arrays.update({f"{CSV_ITEM}/{k}": v for k, v in parts.items()})
-    job = _Job(_next_id(), model, data, params, post, specs, csv, int(chunk_size))
+        labels = row_labels if isinstance(row_labels, np.ndarray) else np.asarray(row_labels)
+        if labels.ndim != 1 or labels.shape[0] != post.n_rows:
+            labels = None
+    if labels is None and not items:
+        return False
+    job = _Job(_next_id(), model, data, params, post, specs, None, int(chunk_size))
     job.results = {item[0]: Future() for item in items}
     with _LOCK:
-        _JOB = job
-    return helper.send(pack({"op": "finish", "job": job.job_id, "items": items}, arrays),
-                       job.job_id, job.results)
+        old, _JOB = _JOB, job
+    if old is not None and old.csv is not None:
+        old.csv.stop()   # (not waited for: it stops before its next block of rows)
+    sent = bool(items) and helper.send(   # the figures first: the helper has the most to do
+        pack({"op": "finish", "job": job.job_id, "items": items}, arrays),
+        job.job_id, job.results)
+    if labels is not None:
+        try:
+            job.csv = _CsvThread(labels, post, id_column, chunk_size)
+        except Exception:   # (e.g. Arrow missing) result_output meets it in its own phase
+            job.csv = None
+    return sent or job.csv is not None
 
 
 def submit_fit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
-               chunk_size: int, *, row_labels: np.ndarray | None = None,
-               id_column: str | None = None) -> bool:
+               chunk_size: int, *, row_labels: Any = None, id_column: str | None = None,
+               figures: bool = True) -> bool:
     """:func:`submit` with the posteriors computed here, as ``result_output`` computes them
-    (:func:`~src.inference.classification.posteriors_of` with ``chunk_size``)."""
-    if not running():
+    (:func:`~src.inference.classification.posteriors_of` with ``chunk_size``).  Without a
+    drawing process (or with ``figures=False``) only ``posteriors.csv`` is handed off; with
+    neither row names nor a drawing process, nothing is done (False)."""
+    if row_labels is None and not (figures and running()):
         return False
     try:
         from src.inference.classification import posteriors_of
@@ -379,7 +452,7 @@ def submit_fit(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, 
         params = {k: np.asarray(v) for k, v in params.items()}
         post = posteriors_of(model, data, params, int(chunk_size))
         return submit(model, data, params, post, row_labels=row_labels, id_column=id_column,
-                      chunk_size=chunk_size)
+                      chunk_size=chunk_size, figures=figures)
     except Exception:   # result_output meets the same error in its own phase
         return False
 
@@ -408,17 +481,20 @@ def _same_posteriors(a: Any, b: Any) -> bool:
 
 
 def _settled(job: _Job) -> None:
-    """Once every item of ``job`` was taken: forget it, and let the helper exit."""
+    """Once every figure of ``job`` was taken, let the helper exit; once the CSV was taken
+    too (or there is none), forget the job."""
     global _JOB, _PREPARED
     if job.results:
+        return
+    helper = _HELPER
+    if job.specs and helper is not None:
+        helper.finish()  # its work is done: it exits while the run writes the files
+    if job.csv is not None and not job.csv_taken:
         return
     with _LOCK:
         if _JOB is job:
             _JOB = None
             _PREPARED = None
-    helper = _HELPER
-    if helper is not None:
-        helper.finish()  # its work is done: it exits while the run writes the files
 
 
 def _take(job: _Job, name: str) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -495,37 +571,33 @@ def collect_figures(model: Any, data: Mapping[str, np.ndarray], params: Mapping[
 def collect_posteriors_csv(model: Any, data: Mapping[str, np.ndarray], params: Mapping[str, Any],
                            labels: np.ndarray, id_column: str | None, chunk_size: int,
                            resp: Any) -> bytes | None:
-    """The bytes of ``posteriors.csv`` :func:`submit` sent for this fit with these row names,
-    id column and chunk size, when the helper has written it or is writing it (then waiting
-    for it); otherwise None, and the helper is told to skip it."""
+    """The bytes of ``posteriors.csv`` the thread :func:`submit` started for this fit with
+    these row names, id column and chunk size (waiting for it), or None: none was started
+    for these arguments, it was taken already, or the thread raised (the caller writes the
+    file itself).  Taken once."""
     job = _job_for(model, data, params, resp)
-    if job is None or job.csv is None or CSV_ITEM not in job.results:
+    if job is None or job.csv is None or job.csv_taken:
         return None
-    csv = job.csv
-    if not (csv["id_column"] == id_column and csv["chunk_size"] == int(chunk_size)
-            and np.asarray(labels).dtype == csv["labels"].dtype
-            and np.array_equal(labels, csv["labels"])):
+    if not job.csv.matches(labels, id_column, chunk_size):
         return None
-    helper = _HELPER
-    if not job.results[CSV_ITEM].done() and (
-            helper is None or not helper.started(job.job_id, CSV_ITEM)):
-        job.results.pop(CSV_ITEM)   # not begun: written here, faster than after the figures
-        if helper is not None:
-            helper.send(pack({"op": "cancel", "job": job.job_id, "item": CSV_ITEM}, {}))
-        _settled(job)
+    job.csv_taken = True
+    body = job.csv.result(WAIT_SECONDS)
+    _settled(job)
+    if body is None:
         return None
-    meta, body = _take(job, CSV_ITEM)
-    if meta.get("error") is not None or body is None:
-        return None
-    _LAST[CSV_ITEM] = "helper"
-    return body.tobytes()
+    _LAST[CSV_ITEM] = "thread"
+    return body
 
 
 def stop() -> None:
-    """End the drawing process (if any) and forget what was sent to it."""
+    """End the drawing process (if any), stop a CSV thread not collected, and forget what
+    was handed off."""
     global _HELPER, _JOB, _PREPARED
     with _LOCK:
-        helper, _HELPER, _JOB, _PREPARED = _HELPER, None, None, None
+        helper, job = _HELPER, _JOB
+        _HELPER, _JOB, _PREPARED = None, None, None
+    if job is not None and job.csv is not None:
+        job.csv.stop(STOP_SECONDS)
     if helper is not None:
         helper.close()
 

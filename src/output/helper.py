@@ -2,12 +2,11 @@
 as ``python -c`` by the run), what it does while idle, and the pipe framing both sides use.
 
 Requests come on stdin as :func:`~.plots.spec.pack` messages (JSON and numeric arrays, no
-code): ``prepare`` (first stages of figures), ``finish`` (second stages, both stages of any
-figure not prepared, and ``posteriors.csv`` last), ``cancel`` (skip an item not begun).  Each
-item is answered on stdout as soon as it is made (a PNG or the CSV's bytes, or the error's
-text for the run to make it itself); the CSV's start is announced, so the run waits for it
-rather than writing it again.  The loop ends at end-of-file.  Imports here are light
-(NumPy, the drawing modules, Arrow when a CSV comes): nothing of the models or inference.
+code): ``prepare`` (first stages of figures) and ``finish`` (second stages, and both stages
+of any figure not prepared).  Each figure is answered on stdout as soon as it is drawn (a PNG,
+or the error's text for the run to draw it itself).  The loop ends at end-of-file.  Imports
+here are light (NumPy and the drawing modules): nothing of the models or inference.
+(``posteriors.csv`` is not made here: a thread of the run writes it, :mod:`.background`.)
 """
 
 from __future__ import annotations
@@ -60,56 +59,39 @@ def read_message(fd: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None
 
 # ---------------------------------------------------------------------- the loop
 class _Inbox:
-    """The helper's requests: read from ``fd`` as needed, or ahead of time to see a cancel."""
+    """The helper's requests, read from ``fd`` as needed (or ahead, to see whether one waits)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.queue: collections.deque = collections.deque()
-        self.cancelled: set[tuple[int, str]] = set()
-
-    def _keep(self, message: tuple[dict[str, Any], dict[str, np.ndarray]]) -> None:
-        meta = message[0]
-        if meta.get("op") == "cancel":
-            self.cancelled.add((int(meta["job"]), str(meta["item"])))
-        else:
-            self.queue.append(message)
 
     def waiting(self, timeout: float = 0.0) -> bool:
-        """Whether a request waits, or comes within ``timeout`` seconds (cancels are taken
-        in as they come)."""
+        """Whether a request waits, or comes within ``timeout`` seconds."""
         import select
 
-        while not self.queue:
-            try:
-                if not select.select([self.fd], [], [], timeout)[0]:
-                    return False
-            except (OSError, ValueError):
+        if self.queue:
+            return True
+        try:
+            if not select.select([self.fd], [], [], timeout)[0]:
                 return False
-            message = read_message(self.fd)
-            if message is None:
-                return True   # end-of-file: the loop sees it next
-            self._keep(message)
-        return True
+        except (OSError, ValueError):
+            return False
+        message = read_message(self.fd)
+        if message is not None:
+            self.queue.append(message)
+        return True   # (end-of-file: the loop sees it next)
 
     def next(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-        while not self.queue:
-            message = read_message(self.fd)
-            if message is None:
-                return None
-            self._keep(message)
-        return self.queue.popleft()
-
-
-#: seconds without a request before the helper imports Arrow (for posteriors.csv): a fit as
-#: short as LCA's sends the estimate within about 0.1 s of the data, and the figures go first
-_ARROW_AFTER = 0.25
+        if self.queue:
+            return self.queue.popleft()
+        return read_message(self.fd)
 
 
 def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
     """What the helper does while it has nothing else to do, in order, each after that many
     seconds without a request: import matplotlib, draw a small figure (fonts loaded, caches
-    filled; not when a figure was started already: ``drawn()``), import Arrow and write a
-    small CSV, then tell the run it is ready."""
+    filled; not when a figure was started already: ``drawn()``), then tell the run it is
+    ready (:func:`.background.wait_ready`)."""
     from .plots import _import_matplotlib
 
     def figure() -> None:
@@ -117,23 +99,14 @@ def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
             render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model
                         {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))   # imports)
 
-    def arrow() -> None:
-        from .posteriors import csv_of_posteriors
-
-        csv_of_posteriors(np.arange(2), np.array([[0.5, 0.5], [0.25, 0.75]]), None)
+    def ready() -> None:
         write_all(out, pack({"ready": True}, {}))
 
-    return [(0.0, _import_matplotlib), (0.0, figure), (_ARROW_AFTER, arrow)]
+    return [(0.0, _import_matplotlib), (0.0, figure), (0.0, ready)]
 
 
 def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
           drawing: Any = None) -> tuple[dict[str, Any], bytes]:
-    if kind == "posteriors.csv":
-        from .posteriors import csv_of_posteriors
-
-        body = csv_of_posteriors(arrays["labels"], arrays["tau"], arrays.get("inverse"),
-                                 meta["id_column"], int(meta["chunk_size"]))
-        return {}, body
     if drawing is None:
         drawing = start_drawing(kind, meta, arrays)
         meta, arrays = {}, {}
@@ -169,7 +142,7 @@ def serve(parent: int) -> None:
         while warm_ups and not inbox.waiting(warm_ups[0][0]):   # (matplotlib: needed anyway)
             try:
                 warm_ups.pop(0)[1]()
-            except Exception:   # matplotlib or Arrow missing or broken: the run makes all
+            except Exception:   # matplotlib missing or broken: the run draws every figure
                 warm_ups.clear()
         message = inbox.next()
         if message is None:
@@ -185,11 +158,6 @@ def serve(parent: int) -> None:
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
                 continue
-            if kind == "posteriors.csv":   # the run may write it itself meanwhile
-                inbox.waiting()   # (takes in a cancel sent so far)
-                if (job, name) in inbox.cancelled:
-                    continue
-                write_all(out, pack({"job": job, "item": name, "started": True}, {}))
             try:
                 drawing = drawings.pop((base[0], name), None) if base and base[0] else None
                 info, body = _make(kind, item_meta, item_arrays, drawing)

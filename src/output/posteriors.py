@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # imported where used: the drawing process writes posteriors.csv too
+if TYPE_CHECKING:  # imported where used (a light module: background.py's thread uses it)
     from ..inference.classification import Posteriors
     from ..models.base import Data, MixtureModel, Params
 
 __all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "csv_of_posteriors",
-           "write_posteriors_parquet", "part_name"]
+           "import_writer", "Cancelled", "write_posteriors_parquet", "part_name"]
 
 #: the file name in the results folder
 POSTERIORS_CSV = "posteriors.csv"
@@ -87,8 +87,8 @@ def _id_array(labels: np.ndarray) -> Any:
 
 def _numbers(values: np.ndarray) -> Any:
     """Integers or floats as an Arrow array of their type, values as they are (no missing),
-    over the array's memory (``pyarrow.array`` would import pandas to inspect it: 0.2 s in
-    the drawing process)."""
+    over the array's memory (``pyarrow.array`` would import pandas to inspect it: 0.2 s
+    where pandas is not imported yet)."""
     import pyarrow as pa
 
     values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
@@ -143,9 +143,11 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     is the float64 the model computed), text ids unquoted unless one of them holds a comma,
     a quote or a line end (then every text id is quoted), a missing id empty.
 
-    When the run sent this file to the drawing process (:mod:`.background`: the same model
-    and data objects, equal estimate, posteriors, ids, id column and chunk size), its bytes
-    are taken from there (they are the bytes written here).
+    When the run began this file in a thread as soon as the estimate was known
+    (:mod:`.background`: the same model and data objects, equal estimate, posteriors, ids,
+    id column and chunk size), the thread's bytes are taken (waiting for it: they are the
+    bytes :func:`csv_of_posteriors` gives here); otherwise, or when the thread failed, it is
+    written here.
     """
     from ..inference.classification import as_posteriors, responsibility_chunks
 
@@ -169,16 +171,37 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     return csv_of_posteriors(labels, post.tau, post.inverse, id_column, chunk_size)
 
 
+def import_writer(labels: np.ndarray) -> None:
+    """Import, in the calling thread, what :func:`csv_of_posteriors` imports for row names
+    like ``labels`` (Arrow's CSV writer, its compute functions for text, whatever Arrow
+    loads to read such values): a thread that then writes the file imports nothing (imports
+    in two threads at once can deadlock importlib's module locks)."""
+    import importlib
+
+    importlib.import_module("pyarrow.csv")
+    _needs_quotes(_id_array(np.asarray(labels)[:1]))
+
+
+class Cancelled(Exception):
+    """:func:`csv_of_posteriors` was told to stop (its ``cancelled`` said so)."""
+
+
 def csv_of_posteriors(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
-                      id_column: str | None = None, chunk_size: int = 4096) -> bytes:
+                      id_column: str | None = None, chunk_size: int = 4096, *,
+                      cancelled: Callable[[], bool] | None = None) -> bytes:
     """:func:`posteriors_csv` of given posteriors as plain arrays: ``tau`` (n, K) one row per
     data row, or (m, K) per pattern with ``inverse`` (n,) naming each row's pattern (as
-    :class:`~src.inference.classification.Posteriors` holds them); ``labels`` (n,)."""
+    :class:`~src.inference.classification.Posteriors` holds them); ``labels`` (n,).
+
+    ``cancelled``: asked before each block of rows (a thread writing this beside the run,
+    :mod:`.background`); when it returns True, :class:`Cancelled` is raised."""
     size = max(int(chunk_size), _WRITE_ROWS)
     n = labels.shape[0]
 
     def chunks() -> Iterator[tuple[int, np.ndarray]]:
         for a in range(0, n, size):
+            if cancelled is not None and cancelled():
+                raise Cancelled("posteriors.csv was cancelled")
             yield a, (tau[a:a + size] if inverse is None else tau[inverse[a:a + size]])
 
     return _csv(labels, int(tau.shape[1]), id_column, chunks())
