@@ -119,18 +119,21 @@ class TestPosteriors:
         with pytest.raises(ValueError, match="posteriors of 3 rows"):
             posteriors_csv(model, data, params, resp=post.rows()[:3])
 
-    def test_csv_of_posteriors_can_be_cancelled(self):
-        """csv_of_posteriors asks cancelled() before each block of rows: False changes nothing, True raises Cancelled."""
-        from src.output.posteriors import Cancelled, csv_of_posteriors
+    def test_csv_of_posteriors_in_two_halves_and_cancelled(self):
+        """csv_of_posteriors is write_csv_table of csv_table (rows, or answer patterns with inverse); cancelled() is asked before each block of rows: False changes nothing, True raises Cancelled."""
+        from src.output.posteriors import Cancelled, csv_of_posteriors, csv_table, write_csv_table
 
-        tau = np.tile([[0.25, 0.75]], (70_000, 1))
-        labels = np.arange(70_000)
+        rng = np.random.default_rng(4)
+        patterns = rng.dirichlet([1.0, 1.0, 1.0], 40)
+        inverse = rng.integers(0, 40, 5000)
+        labels = np.arange(5000) * 2
+        whole = csv_of_posteriors(labels, patterns, inverse, "id")
+        assert whole == csv_of_posteriors(labels, patterns[inverse], None, "id", chunk_size=7)
         asked = []
-        plain = csv_of_posteriors(labels, tau, None)
-        assert csv_of_posteriors(labels, tau, None, cancelled=lambda: asked.append(1)) == plain
-        assert len(asked) == 2   # (65,536 rows a block)
+        prepared = csv_table(labels, patterns, inverse, "id")
+        assert write_csv_table(prepared, lambda: asked.append(1)) == whole and asked == [1]
         with pytest.raises(Cancelled):
-            csv_of_posteriors(labels, tau, None, cancelled=lambda: True)
+            write_csv_table(prepared, lambda: True)
 
 
 class TestParquet:

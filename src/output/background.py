@@ -37,9 +37,10 @@ Why a process for the figures and not a thread: matplotlib's import (0.3-0.45 s)
 (0.1-0.3 s a figure) hold the GIL; in a thread they delay a fit that runs Python code (LCA's
 EM on answer patterns), in a process they run beside it on the second core.  The helper
 collects no garbage (a full collection took 0.1-0.2 s in the middle of a figure; it lives one
-run).  The CSV needs no process: its work is in Arrow's C++ (the modules it uses are imported
-by :func:`submit` in the calling thread first: an import in a thread beside the run's own
-imports could deadlock importlib's module locks).
+run).  The CSV needs no process: its text is made by Arrow's C++ without the GIL; what
+holds the GIL (the rows' Arrow table, and with it every import) is done by :func:`submit` in
+the calling thread first (a thread needing the GIL waits up to 5 ms each time while the run
+holds it; and an import in a thread beside the run's own could deadlock importlib's locks).
 
 The helper's side (its loop, idle work and the pipe framing) is :mod:`.helper`.
 
@@ -101,8 +102,14 @@ def _items(specs: Mapping[str, Spec], part: str) -> tuple[list[Any], dict[str, n
 
 # ---------------------------------------------------------------------- client
 class _CsvThread:
-    """``posteriors.csv`` of one fit, written by a daemon thread of the run's process with
-    :func:`~.posteriors.csv_of_posteriors` (the run's own function, same arguments)."""
+    """``posteriors.csv`` of one fit, made as :func:`~.posteriors.csv_of_posteriors` makes it
+    (the run's own function, in its two halves): the rows' Arrow table here
+    (:func:`~.posteriors.csv_table`: the part that holds the GIL, a few ms at 1e5 rows, and
+    every import it needs done in this thread), the text in a daemon thread
+    (:func:`~.posteriors.write_csv_table`: Arrow's CSV writer, one call without the GIL per
+    2**20 rows).  A thread that needed the GIL often would wait up to the interpreter's
+    switch interval (5 ms) each time while the run holds it (measured: 0.15 s instead of
+    0.035 s for 1e5 rows when it made its own table)."""
 
     def __init__(self, labels: np.ndarray, post: Any, id_column: str | None,
                  chunk_size: int) -> None:
@@ -112,16 +119,15 @@ class _CsvThread:
         self.body: bytes | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        posteriors.import_writer(labels)   # here, not in the thread (importlib's locks)
+        prepared = posteriors.csv_table(labels, post.tau, post.inverse, id_column)
         self._thread = threading.Thread(
-            target=self._write, args=(posteriors.csv_of_posteriors, post.tau, post.inverse),
+            target=self._write, args=(posteriors.write_csv_table, prepared),
             name="posteriors-csv", daemon=True)
         self._thread.start()
 
-    def _write(self, write: Any, tau: np.ndarray, inverse: np.ndarray | None) -> None:
+    def _write(self, write: Any, prepared: Any) -> None:
         try:
-            self.body = write(self.labels, tau, inverse, self.id_column, self.chunk_size,
-                              cancelled=self._stop.is_set)
+            self.body = write(prepared, self._stop.is_set)
         except BaseException as exc:   # (Cancelled too) the run writes the file itself
             self.error = exc
 
@@ -147,8 +153,9 @@ class _CsvThread:
         self._thread.join(timeout)
         return None if self._thread.is_alive() or self.error is not None else self.body
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Tell the thread to stop before its next block of rows; wait up to ``timeout``."""
+    def stop(self, timeout: float = 0.0) -> None:
+        """Tell the thread to stop before its next block of rows; wait up to ``timeout``
+        seconds for it (0: not at all)."""
         self._stop.set()
         self._thread.join(timeout)
 

@@ -24,8 +24,9 @@ reading the files in sorted order and their rows in file order gives the input o
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -34,14 +35,15 @@ if TYPE_CHECKING:  # imported where used (a light module: background.py's thread
     from ..models.base import Data, MixtureModel, Params
 
 __all__ = ["POSTERIORS_CSV", "posterior_columns", "posteriors_csv", "csv_of_posteriors",
-           "import_writer", "Cancelled", "write_posteriors_parquet", "part_name"]
+           "csv_table", "write_csv_table", "CsvTable", "Cancelled", "write_posteriors_parquet", "part_name"]
 
 #: the file name in the results folder
 POSTERIORS_CSV = "posteriors.csv"
 #: the name of the first column without ``--id``
 ROW_COLUMN = "row"
-#: rows per Arrow table when the posteriors are given (fewer, larger writes)
-_WRITE_ROWS = 1 << 16
+#: rows per call of Arrow's CSV writer when the posteriors are given (each call releases
+#: the GIL once)
+_WRITE_ROWS = 1 << 20
 
 
 def posterior_columns(n_components: int, id_column: str | None = None) -> list[str]:
@@ -171,19 +173,55 @@ def posteriors_csv(model: MixtureModel, data: Data, params: Params,
     return csv_of_posteriors(labels, post.tau, post.inverse, id_column, chunk_size)
 
 
-def import_writer(labels: np.ndarray) -> None:
-    """Import, in the calling thread, what :func:`csv_of_posteriors` imports for row names
-    like ``labels`` (Arrow's CSV writer, its compute functions for text, whatever Arrow
-    loads to read such values): a thread that then writes the file imports nothing (imports
-    in two threads at once can deadlock importlib's module locks)."""
-    import importlib
-
-    importlib.import_module("pyarrow.csv")
-    _needs_quotes(_id_array(np.asarray(labels)[:1]))
-
-
 class Cancelled(Exception):
-    """:func:`csv_of_posteriors` was told to stop (its ``cancelled`` said so)."""
+    """:func:`write_csv_table` was told to stop (its ``cancelled`` said so)."""
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """``posteriors.csv`` before its text is made (:func:`csv_table`): the header line, every
+    row as one Arrow table (id, p1..pK, class) and Arrow's CSV options."""
+
+    header: bytes
+    table: Any
+    options: Any
+
+
+def csv_table(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
+              id_column: str | None = None) -> CsvTable:
+    """The first half of :func:`csv_of_posteriors`: the rows as an Arrow table (the part that
+    holds the GIL: NumPy copies of the columns, row names as Arrow values, whether a text
+    name needs quotes)."""
+    import pyarrow.csv as pacsv
+
+    K = int(tau.shape[1])
+    rows = tau if inverse is None else tau[inverse]
+    if rows.shape[0] != labels.shape[0]:
+        raise ValueError(f"posteriors of {rows.shape[0]} rows for {labels.shape[0]} row names")
+    ids = _id_array(labels)
+    quoting = "needed" if _needs_quotes(ids) else "none"
+    header = ",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n"
+    return CsvTable(header.encode("utf-8"), _table(K, ids, rows),
+                    pacsv.WriteOptions(include_header=False, quoting_style=quoting, eol="\n"))
+
+
+def write_csv_table(prepared: CsvTable, cancelled: Callable[[], bool] | None = None) -> bytes:
+    """The second half of :func:`csv_of_posteriors`: the file's bytes, made by Arrow's CSV
+    writer without the GIL (one call per :data:`_WRITE_ROWS` rows: a thread doing this
+    beside a run that holds the GIL waits for it a few times only).  ``cancelled``: asked
+    before each block of rows; when it returns True, :class:`Cancelled` is raised."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    sink.write(prepared.header)
+    table = prepared.table
+    for a in range(0, max(table.num_rows, 1), _WRITE_ROWS):
+        if cancelled is not None and cancelled():
+            raise Cancelled("posteriors.csv was cancelled")
+        if table.num_rows:
+            pacsv.write_csv(table.slice(a, _WRITE_ROWS), sink, write_options=prepared.options)
+    return sink.getvalue().to_pybytes()
 
 
 def csv_of_posteriors(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
@@ -193,18 +231,11 @@ def csv_of_posteriors(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray |
     data row, or (m, K) per pattern with ``inverse`` (n,) naming each row's pattern (as
     :class:`~src.inference.classification.Posteriors` holds them); ``labels`` (n,).
 
-    ``cancelled``: asked before each block of rows (a thread writing this beside the run,
-    :mod:`.background`); when it returns True, :class:`Cancelled` is raised."""
-    size = max(int(chunk_size), _WRITE_ROWS)
-    n = labels.shape[0]
-
-    def chunks() -> Iterator[tuple[int, np.ndarray]]:
-        for a in range(0, n, size):
-            if cancelled is not None and cancelled():
-                raise Cancelled("posteriors.csv was cancelled")
-            yield a, (tau[a:a + size] if inverse is None else tau[inverse[a:a + size]])
-
-    return _csv(labels, int(tau.shape[1]), id_column, chunks())
+    :func:`write_csv_table` of :func:`csv_table`: the rows as one table (a copy of the
+    posteriors, smaller than the text), written in blocks of :data:`_WRITE_ROWS` rows
+    (``chunk_size`` does not change the bytes; kept for the callers).  ``cancelled``: see
+    :func:`write_csv_table`."""
+    return write_csv_table(csv_table(labels, tau, inverse, id_column), cancelled)
 
 
 def _csv(labels: np.ndarray, K: int, id_column: str | None,
