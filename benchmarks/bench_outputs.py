@@ -17,13 +17,16 @@ phase starts and ends, so the phases are timed inside the run:
   exec to exit, measured by the parent;
 * inside ``output``: ``figures`` (the time inside ``src.output.plots.figures``: drawing in the
   run's process, or waiting for and taking the drawing process's PNGs) and ``csv`` (inside
-  ``src.output.posteriors.posteriors_csv``); ``mpl`` says whether matplotlib was imported in
-  the run's own process (not with the drawing process).
+  ``src.output.posteriors.posteriors_csv``: writing it, or waiting for the thread that began
+  it with the estimate); ``mpl`` says whether matplotlib was imported in the run's own
+  process (not with the drawing process).
 
 Settings: ``default`` (plots, md+html); ``minimal`` = ``--no-plots --formats md`` (estimates,
 covariance, posteriors.csv, fit.json and report.md only); ``none`` = the same run without
 any result file (``--no-plots`` and the ``result_output`` phase replaced by one that writes
-nothing): the run the outputs are added to.
+nothing, and nothing handed off for it: ``src.output.background.submit_fit`` does nothing,
+so no ``posteriors.csv`` thread runs for a file never written): the run the outputs are
+added to.
 
 ``cpu`` = CPU seconds of the run's process and its drawing process (``getrusage`` of the
 finished children); ``others`` = CPUs the rest of the machine kept busy during the
@@ -214,6 +217,8 @@ def child(argv: list[str], profile: bool) -> None:
         def no_output(prepared, fit, selection, se, options, *a, **kw):
             return {"output_dir": str(options.results_dir), "files": [], "written_at": 0.0}
         tracked._output_phase = no_output
+        from src.output import background   # (nor is anything begun for it)
+        background.submit_fit = lambda *a, **kw: False
     _, options = cli.parse(argv)
     reporter = PhaseClock(stream=open(os.devnull, "w"), live=False)
     prof = None
@@ -234,7 +239,7 @@ def child(argv: list[str], profile: bool) -> None:
     out["imports"] = t0 - t_exec
     drawing = sys.modules.get("src.output.background")
     last = getattr(drawing, "last_source", None)
-    if last is not None:   # where the figures and posteriors.csv were made (helper / here)
+    if last is not None:   # where the figures and posteriors.csv were made (helper/thread/here)
         out["fig_src"], out["csv_src"] = last("figures"), last("posteriors.csv")
     print(json.dumps(out))
 

@@ -135,6 +135,22 @@ class TestPosteriors:
         with pytest.raises(Cancelled):
             write_csv_table(prepared, lambda: True)
 
+    def test_text_within_the_size_bound_or_grown(self):
+        """The text fits the size bound csv_table gives (longest numbers, text needing quotes); with a bound too small, or none, the same bytes come from a buffer grown as they are written."""
+        import dataclasses
+
+        from src.output.posteriors import csv_table, write_csv_table
+
+        tau = np.array([[2.2250738585072014e-308, 1.0], [0.1, 0.9], [1 / 3, 2 / 3]] * 50)
+        for labels in (np.array([-9223372036854775808, 2 ** 63 - 1, 0] * 50),
+                       np.array(['"', 'a,"b"', None] * 50, dtype=object),
+                       -np.arange(150) / 7.0):
+            prepared = csv_table(labels, tau, None, "id")
+            text = write_csv_table(prepared)
+            assert prepared.size_bound is not None and len(text) <= prepared.size_bound
+            for bound in (len(text) - 1, 10, None):
+                assert write_csv_table(dataclasses.replace(prepared, size_bound=bound)) == text
+
 
 class TestParquet:
     def test_parts_in_sorted_order_equal_the_csv(self, tmp_path):

@@ -107,9 +107,11 @@ class _CsvThread:
     (:func:`~.posteriors.csv_table`: the part that holds the GIL, a few ms at 1e5 rows, and
     every import it needs done in this thread), the text in a daemon thread
     (:func:`~.posteriors.write_csv_table`: Arrow's CSV writer, one call without the GIL per
-    2**20 rows).  A thread that needed the GIL often would wait up to the interpreter's
-    switch interval (5 ms) each time while the run holds it (measured: 0.15 s instead of
-    0.035 s for 1e5 rows when it made its own table)."""
+    2**20 rows, into a buffer of the text's size bound).  A thread that needed the GIL often
+    would wait up to the interpreter's switch interval (5 ms) each time while the run holds
+    it (measured: 0.15 s instead of 0.035 s for 1e5 rows when it made its own table).  It
+    runs at the run's priority: a lower one (nice 10) was no faster on a quiet machine and
+    would starve it on a busy one while the run waits for it."""
 
     def __init__(self, labels: np.ndarray, post: Any, id_column: str | None,
                  chunk_size: int) -> None:
