@@ -323,6 +323,29 @@ def test_a_run_draws_in_the_helper_and_ends_it(tmp_path, warm):
         prepared.model, prepared.data, params, prepared.row_labels, chunk_size=options.chunk_size)
 
 
+def test_a_run_without_plots_writes_posteriors_csv_in_a_thread(tmp_path):
+    """A whole run with --no-plots starts no drawing process yet takes posteriors.csv from the thread begun with the estimate: the bytes written here, no thread left."""
+    from src.config import RunOptions
+    from src.pipeline import run
+    from src.utils.console import Reporter
+
+    options = RunOptions(model="gmm", n_starts=2, n_candidates=4, se_method="louis",
+                         plots=False, progress_dir=str(tmp_path / "progress"),
+                         output_dir=str(tmp_path / "results"),
+                         no_progress_tracking=True).validate()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = run(options, Reporter(stream=open(os.devnull, "w"), live=False))
+    assert background.last_source("posteriors.csv") == "thread"
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [t for t in threading.enumerate() if t.name == "posteriors-csv" and t.is_alive()]
+    assert not list(Path(options.results_dir).glob("*.png"))
+    prepared = result["prepared"]
+    params = {k: np.asarray(v) for k, v in result["fit"]["params"].items()}
+    assert (Path(options.results_dir) / "posteriors.csv").read_bytes() == posteriors_csv(
+        prepared.model, prepared.data, params, prepared.row_labels, chunk_size=options.chunk_size)
+
+
 # ------------------------------------------------------------------ the byte format
 def _roundtrip(meta, arrays):
     message = b"".join(bytes(p) for p in pack(meta, arrays))

@@ -60,12 +60,13 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     four phases of a single fit.  Returns ``{"fit", "se", "output", "prepared"}`` of the
     (selected) K, plus ``"enumeration"`` (``fits``, ``selection``, ``se``) with several.
 
-    With plots and one K the figures (and posteriors.csv) are made in a second process
+    With plots and one K the figures are made in a second process
     (:mod:`src.output.background`): started by :func:`run`, before the data are read, so
     matplotlib is imported on another core meanwhile; sent what the data give for the
     figures once they are read (drawn during the fit) and the rest as soon as the estimate
     is known (drawn while the standard errors are computed); ended when the run leaves,
-    whichever way."""
+    whichever way.  With one K (plots or not) ``posteriors.csv`` is written by a thread of
+    this process begun with the estimate, beside the standard errors."""
     from ..output import background as drawing
 
     several = options.enumerating
@@ -112,6 +113,11 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                     drawing.submit_fit(prepared.model, prepared.data, fit["params"],
                                        options.chunk_size, row_labels=prepared.row_labels,
                                        id_column=prepared.id_column)
+            elif (not several and not prepared.partitioned
+                  and not tracker.is_completed("result_output")):   # posteriors.csv alone
+                drawing.submit_fit(prepared.model, prepared.data, fit["params"],
+                                   options.chunk_size, row_labels=prepared.row_labels,
+                                   id_column=prepared.id_column, figures=False)
             selection = None
             if several:
                 selection = resume_estimation_phase(tracker, "model_selection",
