@@ -257,12 +257,12 @@ def write_csv_table(prepared: CsvTable, cancelled: Callable[[], bool] | None = N
                 pacsv.write_csv(table.slice(a, _WRITE_ROWS), sink, write_options=prepared.options)
 
     if prepared.size_bound is not None:
-        buffer = pa.allocate_buffer(prepared.size_bound)
-        sink = pa.FixedSizeBufferWriter(buffer)
-        try:
+        try:   # (no room for the bound, or past it: it is one) grown as it comes
+            buffer = pa.allocate_buffer(prepared.size_bound)
+            sink = pa.FixedSizeBufferWriter(buffer)
             write(sink)
             return buffer.slice(0, sink.tell()).to_pybytes()
-        except (pa.ArrowException, OSError):   # past the bound (it is one): grown as it comes
+        except (pa.ArrowException, OSError, MemoryError):
             pass
     sink = pa.BufferOutputStream()
     write(sink)
