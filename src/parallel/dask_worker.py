@@ -126,13 +126,22 @@ class _QuietWorker:
             return
         with self.lock:
             self.inside += 1
-        worker.loop.add_callback(self._quieten, worker)
+        self._on_loop(worker, self._quieten, worker)
         try:
             yield
         finally:
             with self.lock:
                 self.inside -= 1
-            worker.loop.add_callback(self._restore)
+            self._on_loop(worker, self._restore)
+
+    @staticmethod
+    def _on_loop(worker: Any, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` on the worker's event loop; nothing when the loop is closing (the
+        worker is going away with its diagnostics)."""
+        try:
+            worker.loop.add_callback(fn, *args)
+        except RuntimeError:
+            pass
 
 
 _QUIET = _QuietWorker()
