@@ -435,7 +435,7 @@ def profile(case: str, data: Path, work: Path, top: int) -> None:
     folder.mkdir(parents=True)
     out = work / f"{case}.prof"
     times = run_child([*case_args(case, data), "--no-progress-tracking"], folder, profile_out=out)
-    print(f"{case}: phases {json.dumps({k: round(v, 3) for k, v in times.items()})}")
+    print(f"{case}: phases {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()})}")
     stats = pstats.Stats(str(out))
     stats.sort_stats("cumulative")
     # the output phase's callees (tracked._output_phase and below)
