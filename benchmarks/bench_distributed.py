@@ -25,7 +25,8 @@ subprocess with BLAS at one thread.
   2 worker processes (1 thread each), both started and loaded first (partitions held on the
   workers, ``persist``), then ``--rounds`` rounds of one EM iteration on each, in alternating
   order (the ratio is taken within a round; ``--clusters one-at-a-time``: each round starts,
-  loads, times and closes each cluster in turn, so the idle one's processes are not up); per pass: wall time, each worker's busy time
+  loads, times and closes each cluster in turn, so the idle one's processes are not up;
+  ``--passes N``: N iterations in a row on each cluster in a round); per pass: wall time, each worker's busy time
   from the task stream (overhead = wall - the busiest worker's time), each worker's CPU time
   (psutil; the speed-up "from CPU" is what an otherwise idle machine would give), and the
   engine's own submit / wait / reduce split.
@@ -46,7 +47,7 @@ subprocess with BLAS at one thread.
 Usage: ``python benchmarks/bench_distributed.py [--n 1e7] [--partitions 24] [--iters 3]
 [--sizes 1e6 1e7] [--rounds 3] [--spark-n N] [--skip inmemory,streaming,dask,overhead,spark]
 [--readers project,slow,arrow] [--read-ahead N] [--clusters side-by-side|one-at-a-time]
-[--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
+[--passes N] [--json F]``; smaller data sets (``--sizes``) are written as files of the same size as the
 largest's, fewer of them.  Per-iteration wall and CPU times are both recorded (a shared
 machine's load shows in the wall times).  Results go to
 ``benchmarks/out/distributed/`` (not in git).
@@ -382,7 +383,8 @@ def child_dask(cfg: dict) -> dict:
             for w in order:
                 if one_at_a_time:
                     setups[w] = start(w)
-                timed_pass(setups[w], r)
+                for _ in range(int(cfg.get("passes", 1))):
+                    timed_pass(setups[w], r)
                 if one_at_a_time:
                     close(setups.pop(w))
     finally:
@@ -573,6 +575,8 @@ def main() -> None:
                     default="side-by-side",
                     help="Dask: both clusters up throughout, or only the one measured "
                          "(started, loaded and closed each round: slower)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="Dask: timed EM iterations on a cluster in each round, one after another")
     ap.add_argument("--skip", default="")
     ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/bench_distributed"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks/out/distributed/results.json"))
@@ -618,7 +622,7 @@ def main() -> None:
             show("streaming_slow", results["streaming_slow"])
     if "dask" not in skip:
         results["dask"] = run_child("dask", cfg(n, workers=[1, 2], rounds=args.rounds,
-                                                clusters=args.clusters))
+                                                clusters=args.clusters, passes=args.passes))
         show("dask", results["dask"])
     if "overhead" not in skip:
         sim = []
