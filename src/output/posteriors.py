@@ -216,24 +216,30 @@ def _size_bound(header: bytes, table: Any) -> int | None:
     return total
 
 
+def _layout(ids: Any, K: int, id_column: str | None) -> tuple[bytes, Any]:
+    """The header line and Arrow's CSV options for rows named by ``ids`` (an Arrow array):
+    every text id quoted when one of them needs it, none otherwise."""
+    import pyarrow.csv as pacsv
+
+    header = ",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n"
+    quoting = "needed" if _needs_quotes(ids) else "none"
+    return header.encode("utf-8"), pacsv.WriteOptions(include_header=False,
+                                                      quoting_style=quoting, eol="\n")
+
+
 def csv_table(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
               id_column: str | None = None) -> CsvTable:
     """The first half of :func:`csv_of_posteriors`: the rows as an Arrow table (the part that
     holds the GIL: NumPy copies of the columns, row names as Arrow values, whether a text
     name needs quotes)."""
-    import pyarrow.csv as pacsv
-
     K = int(tau.shape[1])
     rows = tau if inverse is None else tau[inverse]
     if rows.shape[0] != labels.shape[0]:
         raise ValueError(f"posteriors of {rows.shape[0]} rows for {labels.shape[0]} row names")
     ids = _id_array(labels)
-    quoting = "needed" if _needs_quotes(ids) else "none"
-    header = (",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n").encode("utf-8")
+    header, options = _layout(ids, K, id_column)
     table = _table(K, ids, rows)
-    return CsvTable(header, table,
-                    pacsv.WriteOptions(include_header=False, quoting_style=quoting, eol="\n"),
-                    _size_bound(header, table))
+    return CsvTable(header, table, options, _size_bound(header, table))
 
 
 def write_csv_table(prepared: CsvTable, cancelled: Callable[[], bool] | None = None) -> bytes:
@@ -270,17 +276,15 @@ def write_csv_table(prepared: CsvTable, cancelled: Callable[[], bool] | None = N
 
 
 def csv_of_posteriors(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
-                      id_column: str | None = None, chunk_size: int = 4096, *,
-                      cancelled: Callable[[], bool] | None = None) -> bytes:
+                      id_column: str | None = None, chunk_size: int = 4096) -> bytes:
     """:func:`posteriors_csv` of given posteriors as plain arrays: ``tau`` (n, K) one row per
     data row, or (m, K) per pattern with ``inverse`` (n,) naming each row's pattern (as
     :class:`~src.inference.classification.Posteriors` holds them); ``labels`` (n,).
 
     :func:`write_csv_table` of :func:`csv_table`: the rows as one table (a copy of the
     posteriors, smaller than the text), written in blocks of :data:`_WRITE_ROWS` rows
-    (``chunk_size`` does not change the bytes; kept for the callers).  ``cancelled``: see
-    :func:`write_csv_table`."""
-    return write_csv_table(csv_table(labels, tau, inverse, id_column), cancelled)
+    (``chunk_size`` does not change the bytes; kept for the callers)."""
+    return write_csv_table(csv_table(labels, tau, inverse, id_column))
 
 
 def _csv(labels: np.ndarray, K: int, id_column: str | None,
@@ -288,12 +292,10 @@ def _csv(labels: np.ndarray, K: int, id_column: str | None,
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    header = ",".join(_field(c) for c in posterior_columns(K, id_column)) + "\n"
-    sink = pa.BufferOutputStream()
-    sink.write(header.encode("utf-8"))
     id_all = _id_array(labels)
-    quoting = "needed" if _needs_quotes(id_all) else "none"
-    options = pacsv.WriteOptions(include_header=False, quoting_style=quoting, eol="\n")
+    header, options = _layout(id_all, K, id_column)
+    sink = pa.BufferOutputStream()
+    sink.write(header)
     writer = None
     try:
         for a, tau in chunks:
