@@ -189,12 +189,7 @@ class GaussianDerivatives:
         resp = np.asarray(resp, dtype=float)
         rs = resp if w is None else resp * np.sqrt(np.asarray(w, dtype=float))[:, None]
         ku, lu = np.triu_indices(K, 1)
-        ko, lo = np.triu_indices(K)
-        outer = resp[:, ko] * resp[:, lo]
-        if c is not None:
-            outer *= np.asarray(c, dtype=float)[:, None]
-        louis, outer = self._pair_moments(data, rs[:, ku] * rs[:, lu], outer)
-        return louis, outer
+        return self._pair_moments(data, rs[:, ku] * rs[:, lu], _outer_weights(resp, c))
 
     def _pair_moments(self, data: Data, W: np.ndarray, *more: np.ndarray) -> np.ndarray:
         """sum_i W_ij mono(x_i) (J, C(D+4, 4)): the degree-<=4 monomials of the centred
@@ -234,12 +229,7 @@ class GaussianDerivatives:
         finite (a class of weight 0: the scores drop its terms)."""
         if not self._outer_moments_pay(params):
             return None
-        resp = np.asarray(resp, dtype=float)
-        ku, lu = np.triu_indices(self.n_components)
-        W = resp[:, ku] * resp[:, lu]
-        if c is not None:
-            W *= np.asarray(c, dtype=float)[:, None]
-        return self._pair_moments(data, W)
+        return self._pair_moments(data, _outer_weights(np.asarray(resp, dtype=float), c))
 
     def score_outer_from_moments(self, params: Params, moments: np.ndarray) -> np.ndarray:
         """sum_i c_i g_i g_i' (P, P) from summed :meth:`score_outer_moments`."""
@@ -309,6 +299,15 @@ class GaussianDerivatives:
 
 
 _MOMENT_BLOCK = 512     # rows per block of the degree-4 moments (a (C(D+4,4), rows) array)
+
+
+def _outer_weights(resp: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+    """c_i r_ik r_il for the class pairs k <= l (``np.triu_indices`` order): B's moment weights."""
+    ku, lu = np.triu_indices(resp.shape[1])
+    W = resp[:, ku] * resp[:, lu]
+    if c is not None:
+        W *= np.asarray(c, dtype=float)[:, None]
+    return W
 
 
 def _n_monomials(D: int) -> int:
