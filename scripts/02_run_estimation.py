@@ -50,6 +50,11 @@ def _interrupted_while_starting(signum, frame) -> None:
 
 if __name__ == "__main__":  # before the heavy imports below
     signal.signal(signal.SIGINT, _interrupted_while_starting)
+    # the drawing process starts on the second core while this one imports (the run adopts
+    # it, or ends it when it draws nothing there: src/output/launch.py)
+    from src.output.launch import start_early
+
+    start_early(sys.argv[1:])
 
 import logging  # noqa: E402
 from typing import Any  # noqa: E402

@@ -2,9 +2,9 @@
 on.
 
 A run with plots (one K) starts a helper process as it begins (:func:`start`, from
-:mod:`src.pipeline.tracked`); the helper imports matplotlib at once and, whenever it has
-nothing else to do, draws a small figure (fonts loaded), then says it is ready.  The run
-sends it:
+:mod:`src.pipeline.tracked`), or adopts the one the script started before its own imports
+(:mod:`.launch`); the helper imports matplotlib at once and, whenever it has nothing else to
+do, draws a small figure (fonts loaded), then says it is ready.  The run sends it:
 
 1. once the data are read, the first stage of every figure (:func:`submit_data`: column and
    item names, the data columns; :mod:`.plots.spec`), which the helper draws while the model
@@ -58,18 +58,16 @@ waits for it briefly; it is a daemon thread that holds nothing but the file's by
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import subprocess
-import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from . import launch
 from .helper import read_message, write_all
 from .plots.layout import Plot
 from .plots.spec import FormatError, Spec, pack, render
@@ -78,8 +76,6 @@ __all__ = ["start", "running", "submit_data", "submit", "submit_fit", "collect_f
            "collect_posteriors_csv", "posteriors_for", "stop", "helper_pid", "last_source",
            "wait_ready"]
 
-#: the project's root (the folder holding ``src``), put on the helper's path
-_ROOT = str(Path(__file__).resolve().parents[2])
 #: how long a collect waits for the helper or the thread before making the item itself
 WAIT_SECONDS = 600.0
 #: the name of posteriors.csv for :func:`last_source`
@@ -201,14 +197,8 @@ class _Helper:
     """The helper process and the two threads that write to and read from it."""
 
     def __init__(self) -> None:
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
-        code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                "from src.output.helper import serve; serve(int(sys.argv[2]))")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, _ROOT, str(os.getpid())],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=env, bufsize=0,
-                                     close_fds=True)
+        # the process the script started before its imports, else a new one
+        self.proc = launch.take_early() or launch.spawn()
         self.pid = self.proc.pid
         self._to = self.proc.stdin.fileno()
         self._from = self.proc.stdout.fileno()
@@ -609,6 +599,7 @@ def stop() -> None:
         job.csv.stop(STOP_SECONDS)
     if helper is not None:
         helper.close()
+    launch.discard_early()   # started by the script for a run that draws nothing here
 
 
 atexit.register(stop)
