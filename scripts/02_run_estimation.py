@@ -31,9 +31,6 @@ register({
 })
 
 
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
-
-
 def _interrupted_while_starting(signum, frame) -> None:
     """SIGINT while Python imports numpy/scipy: one sentence and exit 130, no traceback."""
     argv = sys.argv[1:]
@@ -65,6 +62,7 @@ from src.pipeline.checks import check_folder  # noqa: E402
 from src.progress import files as progress_files  # noqa: E402
 from src.utils.console import Reporter  # noqa: E402
 from src.utils.errors import PipelineError  # noqa: E402
+from src.utils.exiting import EXIT_BROKEN_PIPE, exit_now  # noqa: E402
 from src.utils.estimation_progress import Terminated, validate_task_name  # noqa: E402
 
 register({
@@ -163,4 +161,4 @@ def _silence_stdout() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())   # without the interpreter's teardown of every module (0.2-0.3 s)

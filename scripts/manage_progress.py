@@ -24,11 +24,11 @@ if str(ROOT) not in sys.path:
 
 from src.progress import files as progress_files  # noqa: E402
 from src.utils.errors import PipelineError  # noqa: E402
+from src.utils.exiting import EXIT_BROKEN_PIPE, exit_now  # noqa: E402
 from src.utils.estimation_progress import validate_task_name  # noqa: E402
 from src.utils.messages import set_language  # noqa: E402
 
 DEFAULT_PROGRESS_DIR = "progress"
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 
 def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -88,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())   # without the interpreter's teardown of every module (0.2-0.3 s)
