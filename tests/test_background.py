@@ -413,3 +413,80 @@ def test_partitioned_input_draws_the_sample_in_the_helper(tmp_path):
     assert list(here) == ["scatter.png", "posterior.png"]
     for name, plot in here.items():
         assert (Path(options.results_dir) / name).read_bytes() == plot.png
+
+
+# ------------------------------------------------------------------ two drawing processes
+def test_a_finish_is_drawn_by_the_helper_and_its_fork(fits):
+    """The figures of one finish message are drawn at the same time by the helper and a fork of it: two pids, the helper's among them, and the bytes drawn here."""
+    from src.output import launch
+    from src.output.helper import read_message, write_all
+
+    proc = launch.spawn()
+    try:
+        fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
+        for case in ("gmm4", "lca"):
+            model, data, params, post = fits[case]
+            specs = figure_specs(model, data, params, post)
+            assert len(specs) == 2
+            job = 100 + len(case)
+            items, arrays = background._items(specs, "first")
+            write_all(fd_in, pack({"op": "prepare", "job": job, "items": items}, arrays))
+            items, arrays = background._items(specs, "second")
+            write_all(fd_in, pack({"op": "finish", "job": job + 1,
+                                   "items": [item + [job] for item in items]}, arrays))
+            answers = {}
+            while len(answers) < len(specs):
+                meta, blobs = read_message(fd_out)
+                if not meta.get("ready"):
+                    answers[meta["item"]] = (meta, blobs["bytes"].tobytes())
+            assert {meta["pid"] for meta, _ in answers.values()} - {proc.pid}
+            assert proc.pid in {meta["pid"] for meta, _ in answers.values()}
+            for name, spec in specs.items():
+                assert answers[name][0]["error"] is None
+                assert answers[name][1] == render(spec).png, (case, name)
+    finally:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+        proc.stdout.close()
+
+
+FORK_DIES = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from src.output import helper
+from src.output.plots.spec import DRAW
+
+def die(meta, arrays):
+    yield
+    os._exit(3)
+
+DRAW["die"] = die
+tau = {{"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}}
+work = [("posterior.png", "posterior", {{"n": 3, "mean": 0.7}}, tau, None),
+        ("die.png", "die", {{}}, {{}}, None)]
+read_end, write_end = os.pipe()
+helper._finish_all(write_end, 7, work)
+os.close(write_end)
+seen = []
+while True:
+    message = helper.read_message(read_end)
+    if message is None:
+        break
+    seen.append([message[0]["item"], message[0]["error"], message[0].get("pid") == os.getpid()])
+print(json.dumps(seen))
+"""
+
+
+def test_a_fork_that_dies_leaves_its_figures_to_the_run(tmp_path):
+    """The fork drawing the second figure dies: the first figure is answered, the second with an error (the run then draws it itself)."""
+    import json
+
+    script = tmp_path / "dies.py"
+    script.write_text(FORK_DIES.format(root=str(ROOT)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen[0] == ["posterior.png", None, True]
+    assert seen[1][0] == "die.png" and "ended early" in seen[1][1]
+    assert len(seen) == 2

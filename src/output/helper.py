@@ -4,7 +4,9 @@ as ``python -c`` by the run), what it does while idle, and the pipe framing both
 Requests come on stdin as :func:`~.plots.spec.pack` messages (JSON and numeric arrays, no
 code): ``prepare`` (first stages of figures) and ``finish`` (second stages, and both stages
 of any figure not prepared).  Each figure is answered on stdout as soon as it is drawn (a PNG,
-or the error's text for the run to draw it itself).  The loop ends at end-of-file.  Imports
+or the error's text for the run to draw it itself).  The figures of one ``finish`` are drawn
+side by side by the helper and a fork of it (:func:`_finish_all`): the run waits at the end
+for the slowest figure, not for all of them in turn.  The loop ends at end-of-file.  Imports
 here are light (NumPy and the drawing modules): nothing of the models or inference.
 (``posteriors.csv`` is not made here: a thread of the run writes it, :mod:`.background`.)
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
 
 from .plots.spec import HEAD_SIZE, Spec, finish, message_size, pack, render, unpack
 from .plots.spec import start as start_drawing
+from ..parallel.lifetime import set_parent_death_signal
 
 __all__ = ["serve", "write_all", "read_message"]
 
@@ -116,8 +120,82 @@ def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
     return {"width": width, "height": height}, png
 
 
+def _answer(job: int, name: str, kind: str, meta: Mapping[str, Any],
+            arrays: Mapping[str, np.ndarray], drawing: Any) -> list[Any]:
+    """The packed answer for one figure: its PNG (and the pid of the process that drew it),
+    or the error's text (the run then draws that figure itself)."""
+    try:
+        info, body = _make(kind, meta, arrays, drawing)
+        answer = {"job": job, "item": name, "error": None, "pid": os.getpid(), **info}
+        blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
+    except Exception as exc:   # reported; the run makes this one itself
+        answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
+        blobs = {}
+    return pack(answer, blobs)
+
+
+#: whether a finish message's figures may be drawn in two processes (a fork of this one)
+CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]]) -> None:
+    """Finish ``work`` (``(name, kind, meta, arrays, drawing)`` per figure) and answer each on
+    ``out``.  With two figures or more and :data:`CAN_FORK`, the first is drawn here and the
+    others at the same time by a fork of this process (every first stage and matplotlib's
+    state are already there, so it costs a fork, not a start-up), which sends its answers
+    through a pipe of its own for this process to pass on (one writer to ``out``): the run
+    waits for the slowest figure instead of their sum.  A fork that fails or dies leaves
+    its figures' answers as errors (the run draws those itself)."""
+    if len(work) < 2 or not CAN_FORK:
+        for name, kind, meta, arrays, drawing in work:
+            write_all(out, _answer(job, name, kind, meta, arrays, drawing))
+        return
+    mine, theirs = work[:1], work[1:]
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+    except OSError:
+        pid, read_end, write_end = -1, -1, -1
+    if pid == 0:   # the fork: draw its figures, send them, leave without any clean-up
+        code = 0
+        try:
+            os.close(read_end)
+            set_parent_death_signal()
+            for name, kind, meta, arrays, drawing in theirs:
+                write_all(write_end, _answer(job, name, kind, meta, arrays, drawing))
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    if pid < 0:   # no fork: everything here, in turn
+        for name, kind, meta, arrays, drawing in work:
+            write_all(out, _answer(job, name, kind, meta, arrays, drawing))
+        return
+    os.close(write_end)
+    try:
+        for name, kind, meta, arrays, drawing in mine:
+            write_all(out, _answer(job, name, kind, meta, arrays, drawing))
+        missing = {name for name, *_ in theirs}
+        try:
+            while missing:
+                head = read_exactly(read_end, HEAD_SIZE)
+                if head is None:
+                    break
+                rest = read_exactly(read_end, message_size(head)) or b""
+                missing.discard(str(unpack(head, rest)[0].get("item")))
+                write_all(out, [head, rest])
+        except (OSError, EOFError, ValueError):
+            pass
+        for name in sorted(missing):   # the fork died: the run draws these
+            write_all(out, pack({"job": job, "item": name,
+                                 "error": "the drawing process's fork ended early"}, {}))
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+
+
 def serve(parent: int) -> None:
-    """The helper's main loop (``python -c``, started by :class:`_Helper`): requests from
+    """The helper's main loop (``python -c``, started by :mod:`.launch`): requests from
     stdin, one answer per item to stdout as it is made, until end-of-file."""
     import gc
     import signal
@@ -127,8 +205,6 @@ def serve(parent: int) -> None:
     # few figures, so what their cycles hold is left to the end.
     gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from src.parallel.lifetime import set_parent_death_signal
-
     set_parent_death_signal()
     if os.getppid() != parent:  # the run ended before the signal was armed
         return
@@ -150,6 +226,7 @@ def serve(parent: int) -> None:
         meta, arrays = message
         job = int(meta["job"])
         requests[0] += 1
+        work = []
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
@@ -158,12 +235,6 @@ def serve(parent: int) -> None:
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
                 continue
-            try:
-                drawing = drawings.pop((base[0], name), None) if base and base[0] else None
-                info, body = _make(kind, item_meta, item_arrays, drawing)
-                answer = {"job": job, "item": name, "error": None, **info}
-                blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
-            except Exception as exc:   # reported; the run makes this one itself
-                answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
-                blobs = {}
-            write_all(out, pack(answer, blobs))
+            drawing = drawings.pop((base[0], name), None) if base and base[0] else None
+            work.append((name, kind, item_meta, item_arrays, drawing))
+        _finish_all(out, job, work)

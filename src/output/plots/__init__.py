@@ -80,7 +80,7 @@ _PRELOAD: threading.Thread | None = None
 _PRELOAD_LOCK = threading.Lock()
 
 #: what the first figure imports (Figure, the Agg canvas, fonts and their cache, artists,
-#: tickers, savefig's PNG writer)
+#: tickers, Pillow's PNG writer)
 PRELOAD_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg",
                    "matplotlib.font_manager", "matplotlib.lines", "matplotlib.patches",
                    "matplotlib.ticker", "PIL.Image", "PIL.PngImagePlugin")
