@@ -253,6 +253,11 @@ def child(argv: list[str], profile: bool) -> None:
     if last is not None:   # where the figures and posteriors.csv were made (helper/thread/here)
         out["fig_src"], out["csv_src"] = last("figures"), last("posteriors.csv")
     print(json.dumps(out))
+    try:   # as the script ends (versions without it: the interpreter's teardown)
+        from src.utils.exiting import exit_now
+    except ImportError:
+        return
+    exit_now(0)
 
 
 def _busy_cpu_seconds() -> float | None:
