@@ -416,31 +416,45 @@ def test_partitioned_input_draws_the_sample_in_the_helper(tmp_path):
 
 
 # ------------------------------------------------------------------ two drawing processes
-def test_a_finish_is_drawn_by_the_helper_and_its_fork(fits):
-    """The figures of one finish message are drawn at the same time by the helper and a fork of it: two pids, the helper's among them, and the bytes drawn here."""
-    from src.output import launch
+def _spawn_helper(split_after: float) -> subprocess.Popen:
+    """A drawing process as launch.spawn starts it, with SPLIT_AFTER set to ``split_after``."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import src.output.helper as h; "
+            "h.SPLIT_AFTER = float(sys.argv[3]); h.serve(int(sys.argv[2]))")
+    return subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(os.getpid()),
+                             repr(split_after)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, bufsize=0)
+
+
+def _drawn_by(proc, specs, job):
+    """Send the first stages of ``specs`` then their second stages; {name: (answer, png)}."""
     from src.output.helper import read_message, write_all
 
-    proc = launch.spawn()
+    fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
+    items, arrays = background._items(specs, "first")
+    write_all(fd_in, pack({"op": "prepare", "job": job, "items": items}, arrays))
+    items, arrays = background._items(specs, "second")
+    write_all(fd_in, pack({"op": "finish", "job": job + 1,
+                           "items": [item + [job] for item in items]}, arrays))
+    answers = {}
+    while len(answers) < len(specs):
+        meta, blobs = read_message(fd_out)
+        if not meta.get("ready"):
+            answers[meta["item"]] = (meta, blobs["bytes"].tobytes())
+    return answers
+
+
+@pytest.mark.parametrize("split_after, processes", [(0.0, 2), (1e9, 1)])
+def test_big_figures_are_drawn_by_the_helper_and_its_fork(fits, split_after, processes):
+    """When a first stage took SPLIT_AFTER or more, a finish message's figures are drawn at the same time by the helper and a fork of it (two pids, the helper's among them); else all by the helper. The bytes are those drawn here either way."""
+    proc = _spawn_helper(split_after)
     try:
-        fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
-        for case in ("gmm4", "lca"):
+        for number, case in enumerate(("gmm4", "lca")):
             model, data, params, post = fits[case]
             specs = figure_specs(model, data, params, post)
             assert len(specs) == 2
-            job = 100 + len(case)
-            items, arrays = background._items(specs, "first")
-            write_all(fd_in, pack({"op": "prepare", "job": job, "items": items}, arrays))
-            items, arrays = background._items(specs, "second")
-            write_all(fd_in, pack({"op": "finish", "job": job + 1,
-                                   "items": [item + [job] for item in items]}, arrays))
-            answers = {}
-            while len(answers) < len(specs):
-                meta, blobs = read_message(fd_out)
-                if not meta.get("ready"):
-                    answers[meta["item"]] = (meta, blobs["bytes"].tobytes())
-            assert {meta["pid"] for meta, _ in answers.values()} - {proc.pid}
-            assert proc.pid in {meta["pid"] for meta, _ in answers.values()}
+            answers = _drawn_by(proc, specs, 10 * number + 1)
+            pids = {meta["pid"] for meta, _ in answers.values()}
+            assert proc.pid in pids and len(pids) == processes
             for name, spec in specs.items():
                 assert answers[name][0]["error"] is None
                 assert answers[name][1] == render(spec).png, (case, name)

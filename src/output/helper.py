@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -136,17 +137,30 @@ def _answer(job: int, name: str, kind: str, meta: Mapping[str, Any],
 
 #: whether a finish message's figures may be drawn in two processes (a fork of this one)
 CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
+#: a figure whose first stage took this long (seconds) is a big one: the figures of its
+#: finish message are drawn in two processes (measured: a 5-column scatter matrix's first
+#: stage 0.10 s and its second 0.12 s; a one-panel scatter, an LCA profile or the posterior
+#: histogram 5-15 ms and 50-70 ms)
+SPLIT_AFTER = 0.04
 
 
-def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]]) -> None:
+def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]],
+                split: bool = True) -> None:
     """Finish ``work`` (``(name, kind, meta, arrays, drawing)`` per figure) and answer each on
-    ``out``.  With two figures or more and :data:`CAN_FORK`, the first is drawn here and the
-    others at the same time by a fork of this process (every first stage and matplotlib's
-    state are already there, so it costs a fork, not a start-up), which sends its answers
-    through a pipe of its own for this process to pass on (one writer to ``out``): the run
-    waits for the slowest figure instead of their sum.  A fork that fails or dies leaves
-    its figures' answers as errors (the run draws those itself)."""
-    if len(work) < 2 or not CAN_FORK:
+    ``out``.  With ``split``, two figures or more and :data:`CAN_FORK`, the first is drawn
+    here and the others at the same time by a fork of this process (every first stage and
+    matplotlib's state are already there, so it costs a fork, not a start-up), which sends
+    its answers through a pipe of its own for this process to pass on (one writer to
+    ``out``): the run waits for the slowest figure instead of their sum.  A fork that fails
+    or dies leaves its figures' answers as errors (the run draws those itself).
+
+    Why not always: the second stages are drawn while the run computes the standard errors
+    (and writes ``posteriors.csv`` in a thread); on two cores a second drawing process takes
+    CPU from them, which costs the run more than it saves when the figures are small and
+    done before the run asks for them (measured: 0.03-0.05 s more in an LCA run's SE phase,
+    nothing saved in its output phase; 0.06 s saved in the output phase of a 5-column
+    Gaussian mixture's)."""
+    if len(work) < 2 or not CAN_FORK or not split:
         for name, kind, meta, arrays, drawing in work:
             write_all(out, _answer(job, name, kind, meta, arrays, drawing))
         return
@@ -212,6 +226,7 @@ def serve(parent: int) -> None:
     os.dup2(2, 1)  # a stray print must not enter the answers
     inbox = _Inbox(0)
     drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
+    slow: set[int] = set()   # jobs with a figure whose first stage took SPLIT_AFTER or more
     requests = [0]
     warm_ups = _warm_ups(out, lambda: requests[0] > 0)
     while True:
@@ -227,14 +242,20 @@ def serve(parent: int) -> None:
         job = int(meta["job"])
         requests[0] += 1
         work = []
+        split = False
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
+                began = time.perf_counter()
                 try:
                     drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
+                if time.perf_counter() - began >= SPLIT_AFTER:
+                    slow.add(job)
                 continue
-            drawing = drawings.pop((base[0], name), None) if base and base[0] else None
+            prepared = base[0] if base and base[0] else None
+            drawing = drawings.pop((prepared, name), None) if prepared else None
             work.append((name, kind, item_meta, item_arrays, drawing))
-        _finish_all(out, job, work)
+            split = split or prepared in slow
+        _finish_all(out, job, work, split)
