@@ -67,6 +67,27 @@ def start_script(cwd: Path, *args: str, fault: str | None = None) -> subprocess.
                             env=script_env(fault=fault))
 
 
+def start_driver(folder: Path, source: str) -> tuple[subprocess.Popen, Any]:
+    """Run ``source`` (a Python script that prints the pid of a process it started, then
+    waits) from ``folder``; the script's process and that child (a ``psutil.Process``,
+    checked to be the script's child).  The caller kills the script (and closes its
+    stdout)."""
+    import psutil
+
+    script = folder / "driver.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = psutil.Process(int(proc.stdout.readline()))
+        assert child.ppid() == proc.pid
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise
+    return proc, child
+
+
 def progress_path(cwd: Path, task: str = TASK, progress_dir: str = "progress") -> Path:
     return Path(cwd) / progress_dir / f"{task}_progress.json"
 

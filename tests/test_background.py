@@ -27,6 +27,7 @@ from src.output.plots import Spec, figure_specs, render
 from src.output.posteriors import posteriors_csv
 from src.output.plots.spec import FormatError, HEAD_SIZE, message_size, pack, unpack
 from src.utils.rng import stream
+from tests.helpers import start_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ROOT / "src" / "data" / "builtin"
@@ -276,17 +277,10 @@ time.sleep(120)
 
 def test_no_helper_outlives_a_sigkilled_run(tmp_path):
     """A process that started the helper is SIGKILLed: the helper is gone within seconds."""
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(root=str(ROOT)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        pid = int(proc.stdout.readline())
-        helper = psutil.Process(pid)
-        assert helper.ppid() == proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    proc, helper = start_driver(tmp_path, DRIVER.format(root=str(ROOT)))
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
     gone, alive = psutil.wait_procs([helper], timeout=10)
     assert not alive
 

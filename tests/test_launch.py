@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from src.output import background, launch
+from tests.helpers import start_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,13 +145,9 @@ time.sleep(120)
 @pytest.mark.parametrize("wait_ready", [False, True])
 def test_no_early_process_outlives_a_sigkilled_script(tmp_path, wait_ready):
     """The script is SIGKILLed while the process it started early is starting up or idle: that process is gone within seconds."""
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(root=str(ROOT)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc, helper = start_driver(tmp_path, DRIVER.format(root=str(ROOT)))
+    pid = helper.pid
     try:
-        pid = int(proc.stdout.readline())
-        helper = psutil.Process(pid)
-        assert helper.ppid() == proc.pid
         if wait_ready:   # matplotlib imported, the first figure drawn: waiting for requests
             helper.cpu_percent()
             for _ in range(100):
