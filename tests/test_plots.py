@@ -372,3 +372,71 @@ def test_scatter_range_holds_each_ellipse_and_the_data():
     assert lo <= 1.2 - r * 0.5 and hi >= 2.8 + r * 0.2 and lo <= 1.0 and hi >= 3.0
     lo, hi = _ellipse_range(x, np.array([2.0]), np.array([100.0]))
     assert (lo, hi) == pytest.approx((0.0 - 0.05 * 4, 4.0 + 0.05 * 4))  # data 1..3 +- 1, then 5%
+
+
+class TestTitlesAndTicks:
+    """layout.title, plain_numbers and make_ticks: the work they take out of a figure's
+    second stage changes no pixel, and no number is drawn above the axes."""
+
+    @staticmethod
+    def _png(setup):
+        from src.output.plots import layout as L
+
+        with L.style():
+            fig = L.figure(4.0, 3.0)
+            ax = fig.add_subplot(1, 1, 1)
+            setup(L, ax)
+            ax.plot([0.0, 1.0, 2.0], [3.0, 1.0, 2.0])
+            ax.set_xlabel("x")
+            L.single_axes_margins(fig, ax, title="A title")
+            return L.finish(fig)[0], ax
+
+    def test_fixed_title_is_matplotlibs_automatic_place(self):
+        """L.title gives the bytes of matplotlib's own placement when nothing is above the axes (and a title set so is not moved at draw time)."""
+        auto, ax_auto = self._png(lambda L, ax: ax.set_title("A title", fontsize=10))
+        fixed, ax_fixed = self._png(lambda L, ax: L.title(ax, "A title"))
+        assert fixed == auto
+        assert ax_fixed.title.get_position() == ax_auto.title.get_position() == (0.5, 1.0)
+
+    def test_premade_ticks_change_no_byte(self):
+        """Ticks made before the limits are known (the first stage) draw the same figure, more or fewer than the draw needs."""
+        plain, _ = self._png(lambda L, ax: None)
+        for count in (2, 12, 30):
+            def setup(L, ax, count=count):
+                L.make_ticks(ax.xaxis, count)
+                L.make_ticks(ax.yaxis, count)
+            made, ax = self._png(setup)
+            assert made == plain
+            assert len(ax.yaxis.majorTicks) >= count
+
+    @pytest.mark.parametrize("offset", [1e6, 1e-6])
+    def test_plain_numbers_put_nothing_above_the_axes(self, offset):
+        """Values far from zero (1e6 + small) or tiny (1e-6 scale) get plain tick labels: no offset text or x1e6 factor, which would collide with a fixed title."""
+        from src.output.plots import layout as L
+
+        with L.style():
+            fig = L.figure(4.0, 3.0)
+            ax = fig.add_subplot(1, 1, 1)
+            y = (offset + np.array([0.1, 0.2, 0.5])) if offset > 1 else offset * np.array([1.0, 2.0, 5.0])
+            ax.plot([0.0, 1.0, 2.0], y)
+            default = ax.yaxis.get_major_formatter()
+            default.format_ticks(ax.get_yticks())
+            assert default.get_offset()   # what matplotlib would draw above the axes
+            L.title(ax, "A title")
+            L.finish(fig)
+            assert ax.yaxis.offsetText.get_text() == "" and ax.xaxis.offsetText.get_text() == ""
+            labels = [t.get_text() for t in ax.get_yticklabels()]
+            assert len(labels) >= 3
+            for loc, label in zip(ax.get_yticks(), labels):   # each label is its value, alone
+                assert float(label.replace("\u2212", "-")) == pytest.approx(loc, rel=1e-9, abs=1e-15)
+
+
+def test_figures_show_plain_numbers_for_large_data():
+    """A Gaussian fit on data near 1e6 draws its scatter with plain tick labels (no offset text above the axes) and passes every other check (read back at its size)."""
+    rng = stream(3, "test-plots-large-values")
+    frame = pd.DataFrame({"a": 1e6 + rng.normal(0, 1, 400) + np.repeat([0.0, 6.0], 200),
+                          "b": 2e6 + rng.normal(0, 1, 400)})
+    model, data, params, resp = _fit(GaussianMixtureModel, frame, 2)
+    drawn = figures(model, data, params, resp)
+    image = matplotlib.image.imread(io.BytesIO(drawn["scatter.png"].png), format="png")
+    assert image.shape[:2] == (drawn["scatter.png"].height, drawn["scatter.png"].width)

@@ -47,7 +47,7 @@ def draw_criteria(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
         ax.set_xlabel("number of classes K")
         ax.set_ylabel("criterion (lower is better)")
         title = f"Information criteria by K; selected K = {selected} ({rule.upper()})"
-        ax.set_title(title, fontsize=10)
+        L.title(ax, title)
         ax.legend(fontsize=8)
         L.single_axes_margins(fig, ax, title=title)
         return L.finish(fig)

@@ -127,7 +127,9 @@ def draw_density(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
         ax.set_xlabel(str(column))
         ax.set_ylabel("density")
         title = f"Density of {column}: data and mixture (n = {x.size})"
-        ax.set_title(title, fontsize=10)
+        L.title(ax, title)
+        L.make_ticks(ax.xaxis)
+        L.make_ticks(ax.yaxis)
     yield
     weight, means, sds = arrays["weight"], arrays["means"], arrays["sds"]
     colors = L.colors(weight.size)
@@ -238,7 +240,9 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             pieces[1, 0] = empty_pair(ax)
             ax.set_xlabel(str(columns[0]))
             ax.set_ylabel(str(columns[1]))
-            ax.set_title(title, fontsize=10)
+            L.title(ax, title)
+            L.make_ticks(ax.xaxis)
+            L.make_ticks(ax.yaxis)
         else:
             size = 1.6 * m + 1.0
             fig = L.figure(size, size)
@@ -252,10 +256,12 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
                         pieces[i, j] = empty_pair(ax)
                         if j == 0:
                             ax.set_ylabel(str(columns[i]), fontsize=8)
+                            L.make_ticks(ax.yaxis, 5)   # inner_ticks: at most 4
                         else:
                             ax.yaxis.set_major_locator(NullLocator())
                     if i == m - 1:
                         ax.set_xlabel(str(columns[j]), fontsize=8)
+                        L.make_ticks(ax.xaxis, 5)
                     else:
                         ax.xaxis.set_major_locator(NullLocator())
             fig.suptitle(title, fontsize=10)

@@ -98,6 +98,43 @@ def finish(fig: Any) -> tuple[bytes, int, int]:
     return buf.getvalue(), int(round(w * DPI)), int(round(h * DPI))
 
 
+# ------------------------------------------------------------------ titles and ticks
+def plain_numbers(ax: Any) -> None:
+    """Tick labels of ``ax`` as plain numbers: no offset (``+1e6``) and no ``x1e6`` factor
+    above or beside the axes (matplotlib's default for large or far-from-zero values), so
+    nothing is ever drawn above the axes but the title (:func:`title`) and every label reads
+    alone."""
+    from matplotlib.ticker import ScalarFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        formatter = axis.get_major_formatter()
+        if isinstance(formatter, ScalarFormatter):
+            formatter.set_useOffset(False)
+            formatter.set_scientific(False)
+
+
+def title(ax: Any, text: str, size: float = 10) -> None:
+    """Title ``ax`` with ``text`` at ``size`` points, placed at the axes' top edge (plus
+    matplotlib's pad) and its numbers made plain (:func:`plain_numbers`).
+
+    matplotlib places a title automatically at every draw: it lays out every tick label of
+    the y axis once more to see whether an offset text or top tick labels are in the way
+    (15-20 ms of a 60 ms figure).  With plain numbers and ticks at the bottom nothing is,
+    and the automatic place is this one (the same pixels)."""
+    plain_numbers(ax)
+    ax.set_title(text, fontsize=size, y=1.0)
+
+
+def make_ticks(axis: Any, count: int = 12) -> None:
+    """Make ``count`` major tick objects of ``axis`` now, in a drawing's first stage.
+
+    matplotlib makes them when the figure is first drawn, as copies of the axis's first
+    tick (0.7 ms each); made beforehand they are the same objects, and the second stage,
+    which the run waits for, does not pay for them.  A draw that needs fewer uses the first
+    ones, one that needs more makes the rest."""
+    axis.get_major_ticks(count)
+
+
 # ------------------------------------------------------------------ fixed margins
 def text_size(fig: Any, texts: Sequence[str], size: float) -> tuple[float, float]:
     """Largest width and height (inches) of the lines of ``texts`` at ``size`` points in the

@@ -87,6 +87,8 @@ def draw_posterior(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
         ax.axvline(0.7, color="0.3", linestyle="--", linewidth=1)
         ax.set_xlabel("largest posterior probability")
         ax.set_ylabel("rows")
+        L.make_ticks(ax.xaxis)
+        L.make_ticks(ax.yaxis)
     yield
     mean, tau = float(meta["mean"]), arrays["tau"]
     K = tau.shape[1]
@@ -101,7 +103,7 @@ def draw_posterior(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
         ax.set_xlim(edges[0], 1.0)
         ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.05)
         title = f"Largest posterior probability per row (n = {n}, mean {mean:.3f})"
-        ax.set_title(title, fontsize=10)
+        L.title(ax, title)
         ax.legend(fontsize=8, title="modal class", title_fontsize=8, loc="upper left")
         L.single_axes_margins(fig, ax, title=title)
         return L.finish(fig)

@@ -80,7 +80,8 @@ def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             ax.set_xlim(-0.5, J - 0.5)
             ax.grid(axis="y", color="0.9")
             title = "Item-response probabilities by class"
-            ax.set_title(title, fontsize=10)
+            L.title(ax, title)
+            L.make_ticks(ax.yaxis)
             axes = [ax]
         else:
             fig = L.figure(min(max(6.4, 0.36 * J + 3.2), L.MAX_WIDTH), 1.55 * K + 1.3)
@@ -89,10 +90,11 @@ def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
                 ax.set_ylim(0, 1)
                 ax.set_xlim(-0.5, J - 0.5)
                 ax.set_yticks([0, 0.5, 1])
+                L.make_ticks(ax.yaxis, 3)
                 if k < K - 1:
                     ax.tick_params(labelbottom=False)
             title = "Item-response probabilities by class (stacked categories)"
-            axes[0].set_title(title, fontsize=10)
+            L.title(axes[0], title)
         for ax in axes:
             ax.set_xticks(x)
         axes[-1].set_xticklabels([str(i) for i in items], rotation=45 if rotate else 0,

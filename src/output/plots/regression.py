@@ -98,7 +98,9 @@ def draw_regression(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             title = f"Observed against fitted {target} by modal class"
         if idx.size < n:
             title += f"\n({idx.size} of {n} rows shown)"
-        ax.set_title(title, fontsize=10)
+        L.title(ax, title)
+        L.make_ticks(ax.xaxis)
+        L.make_ticks(ax.yaxis)
     yield
     weight, coef, modal = arrays["weight"], arrays["coef"], arrays["modal"]
     K = weight.size
