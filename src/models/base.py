@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-from scipy.special import logsumexp
 
 from src.utils.options import Option
 
@@ -440,24 +439,23 @@ class MixtureModel(ABC):
         (valid because every sufficient statistic is linear in the responsibilities):
         ``suff_stats(data, resp * w[:, None])`` and ``loglik = w @ loglik_rows``.
         """
-        lj = self.log_joint(data, params)
-        lse = logsumexp(lj, axis=1)
+        m, e, s = _shifted(self.log_joint(data, params))
         w = np.asarray(weights, dtype=np.float64)
-        resp = np.exp(lj - lse[:, None])
-        return self.suff_stats(data, resp * w[:, None]), float(w @ lse)
+        with np.errstate(divide="ignore"):
+            lse = np.log(s) + m
+        e *= (w / s)[:, None]
+        return self.suff_stats(data, e), float(w @ lse)
 
     def e_step(self, data: Data, params: Params) -> tuple[np.ndarray, float]:
         """Responsibilities (n, K) and the observed log-likelihood of these rows."""
-        lj = self.log_joint(data, params)
-        lse = logsumexp(lj, axis=1)
-        return np.exp(lj - lse[:, None]), float(lse.sum())
+        return responsibilities(self.log_joint(data, params))
 
     def loglik(self, data: Data, params: Params) -> float:
         """Observed-data log-likelihood sum_i log sum_k p(y_i, z_i = k)."""
-        return float(logsumexp(self.log_joint(data, params), axis=1).sum())
+        return float(logsumexp_rows(self.log_joint(data, params)).sum())
 
     def loglik_rows(self, data: Data, params: Params) -> np.ndarray:
-        return logsumexp(self.log_joint(data, params), axis=1)
+        return logsumexp_rows(self.log_joint(data, params))
 
     def describe(self) -> dict[str, Any]:
         """Options that change the numbers (for fingerprints and fit.json)."""
@@ -465,18 +463,46 @@ class MixtureModel(ABC):
 
 
 # ---------------------------------------------------------------- helpers
+def _shifted(lj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(m, e, s)`` of log-joint densities ``lj`` (n, K): each row's largest entry ``m``
+    (0 where it is not finite), ``e = exp(lj - m)`` and the row sums ``s`` of ``e``.
+
+    Column by column (K - 1 vector operations over the rows) rather than NumPy's reduction
+    over the short axis of every row: 4-8 times faster for K <= 10 (a reduction over 2 to 10
+    entries per row pays its set-up per row); for K < 8 the same numbers as NumPy's
+    reduction (which adds so few entries in column order)."""
+    lj = np.asarray(lj, dtype=np.float64)
+    K = lj.shape[1]
+    m = lj[:, 0].copy()
+    for k in range(1, K):
+        np.maximum(m, lj[:, k], out=m)
+    m[~np.isfinite(m)] = 0.0
+    e = np.exp(lj - m[:, None])
+    s = e[:, 0].copy()
+    for k in range(1, K):
+        s += e[:, k]
+    return m, e, s
+
+
+def logsumexp_rows(lj: np.ndarray) -> np.ndarray:
+    """``log sum_k exp(lj[i, k])`` of every row of ``lj`` (n, K): scipy's
+    ``logsumexp(lj, axis=1)``, faster (:func:`_shifted`); a row of -inf gives -inf."""
+    m, _, s = _shifted(lj)
+    with np.errstate(divide="ignore"):
+        return np.log(s) + m
+
+
 def responsibilities(lj: np.ndarray) -> tuple[np.ndarray, float]:
-    """(resp, loglik) from log-joint densities (n, K); faster than scipy's logsumexp.
+    """(resp, loglik) from log-joint densities (n, K); faster than scipy's logsumexp
+    (:func:`_shifted`).
 
     A row whose every class has probability zero gives loglik -inf (never NaN).
     """
-    m = lj.max(axis=1, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    e = np.exp(lj - m)
-    s = e.sum(axis=1, keepdims=True)
+    m, e, s = _shifted(lj)
     with np.errstate(divide="ignore"):
         ll = float((np.log(s) + m).sum())
-    return e / s, ll
+    e /= s[:, None]
+    return e, ll
 
 
 def _entry_name(spec: ParamSpec, k: int, idx: tuple[int, ...]) -> str:
