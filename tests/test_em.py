@@ -394,3 +394,66 @@ class TestAgainstScikitLearn:
         sk = _sklearn_from(init, 1e-6, 5000, sk_tol).fit(X)
         assert ours.converged and sk.converged_
         assert ours.loglik == pytest.approx(sk.score(X) * X.shape[0], rel=1e-8)
+
+
+class TestLogSumExp:
+    """models.base's column-by-column log-sum-exp and responsibilities against scipy's
+    logsumexp (the E-step every family without its own uses)."""
+
+    @pytest.mark.parametrize("K", [1, 2, 3, 7, 8, 12])
+    def test_against_scipy(self, K):
+        """Rows of very different scales: log-sum-exp within 1e-15 relative of scipy's, responsibilities scipy's softmax within 1e-15 (exp(lj - lse) loses 1e-12 on log-joints of -1e4) and summing to one, the log-likelihood their sum."""
+        from scipy.special import logsumexp, softmax
+
+        from src.models.base import logsumexp_rows, responsibilities
+
+        rng = stream(4, "test-logsumexp")
+        lj = rng.normal(scale=50.0, size=(3000, K)) - rng.uniform(0, 1e4, size=(3000, 1))
+        expected = logsumexp(lj, axis=1)
+        np.testing.assert_allclose(logsumexp_rows(lj), expected, rtol=1e-15, atol=0)
+        resp, ll = responsibilities(lj)
+        np.testing.assert_allclose(resp, softmax(lj, axis=1), rtol=0, atol=1e-15)
+        np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=0, atol=4e-16 * K)
+        assert ll == pytest.approx(float(expected.sum()), rel=1e-15)
+
+    def test_rows_without_probability_and_infinite_entries(self):
+        """A row of -inf gives -inf (no warning, as scipy), a row with one finite entry that entry, NaN stays NaN; responsibilities of a row of -inf are NaN and its log-likelihood -inf."""
+        import warnings
+
+        from scipy.special import logsumexp
+
+        from src.models.base import logsumexp_rows, responsibilities
+
+        lj = np.array([[-np.inf, -np.inf], [0.5, -np.inf], [np.nan, 0.0], [-800.0, -801.0]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = logsumexp_rows(lj)
+        np.testing.assert_array_equal(got[:2], [-np.inf, 0.5])
+        assert np.isnan(got[2]) and np.isnan(logsumexp(lj, axis=1)[2])
+        assert got[3] == pytest.approx(logsumexp(lj[3]), rel=1e-15)
+        with np.errstate(invalid="ignore"):
+            resp, ll = responsibilities(lj[[0, 1]])
+        assert np.isnan(resp[0]).all() and ll == -np.inf
+        np.testing.assert_array_equal(resp[1], [1.0, 0.0])
+
+    def test_generic_e_step_and_weighted_stats(self):
+        """The generic e_step, loglik, loglik_rows and e_step_stats_weighted of a model agree with scipy's logsumexp and softmax."""
+        from scipy.special import logsumexp, softmax
+
+        model = PoissonMixtureGeneric(3)
+        rng = stream(5, "test-logsumexp-model")
+        data = {"y": rng.poisson(4.0, size=500).astype(float)}
+        params = {"weight": np.array([0.2, 0.3, 0.5]), "rate": np.array([1.0, 4.0, 9.0])}
+        lj = model.log_joint(data, params)
+        lse = logsumexp(lj, axis=1)
+        resp, ll = model.e_step(data, params)
+        np.testing.assert_allclose(resp, softmax(lj, axis=1), rtol=0, atol=1e-15)
+        assert ll == pytest.approx(lse.sum(), rel=1e-14)
+        assert model.loglik(data, params) == pytest.approx(lse.sum(), rel=1e-14)
+        np.testing.assert_allclose(model.loglik_rows(data, params), lse, rtol=1e-15)
+        w = rng.uniform(0.5, 2.0, size=500)
+        stats, wll = model.e_step_stats_weighted(data, params, w)
+        ref = model.suff_stats(data, softmax(lj, axis=1) * w[:, None])
+        for key in ref:
+            np.testing.assert_allclose(stats[key], ref[key], rtol=1e-13)
+        assert wll == pytest.approx(float(w @ lse), rel=1e-14)
