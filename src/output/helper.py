@@ -137,11 +137,13 @@ def _answer(job: int, name: str, kind: str, meta: Mapping[str, Any],
 
 #: whether a finish message's figures may be drawn in two processes (a fork of this one)
 CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
-#: a figure whose first stage took this long (seconds) is a big one: the figures of its
-#: finish message are drawn in two processes (measured: a 5-column scatter matrix's first
-#: stage 0.10 s and its second 0.12 s; a one-panel scatter, an LCA profile or the posterior
-#: histogram 5-15 ms and 50-70 ms)
-SPLIT_AFTER = 0.04
+#: a figure whose first stage took this much CPU (seconds) is a big one: the figures of its
+#: finish message are drawn in two processes.  Measured in the drawing process of a run
+#: (N = 1e5): a scatter matrix's first stage 0.10-0.11 s (3 columns) to 0.15-0.23 s (5),
+#: a one-panel scatter 0.04-0.05 s, an LCA profile or the posterior histogram 0.01-0.03 s.
+#: A one-panel scatter is not split: drawn beside its posterior histogram by a fork, it
+#: took the SE phase 35 ms of CPU to save the output phase 17 ms (16 paired rounds).
+SPLIT_AFTER = 0.075
 
 
 def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]],
@@ -252,12 +254,12 @@ def serve(parent: int) -> None:
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
-                began = time.perf_counter()
+                began = time.thread_time()   # (CPU: a stage preempted is not a big one)
                 try:
                     drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
-                if time.perf_counter() - began >= SPLIT_AFTER:
+                if time.thread_time() - began >= SPLIT_AFTER:
                     slow.add(job)
                 continue
             prepared = base[0] if base and base[0] else None
