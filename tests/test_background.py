@@ -23,7 +23,7 @@ from src.models.gmm import GaussianMixtureModel
 from src.models.lca import LatentClassModel
 from src.models.mixreg import MixtureRegressionModel
 from src.output import background
-from src.output.plots import Spec, figure_specs, render
+from src.output.plots import Spec, figure_specs, posterior_spec, render
 from src.output.posteriors import posteriors_csv
 from src.output.plots.spec import FormatError, HEAD_SIZE, message_size, pack, unpack
 from src.utils.rng import stream
@@ -410,17 +410,26 @@ def test_partitioned_input_draws_the_sample_in_the_helper(tmp_path):
 
 
 # ------------------------------------------------------------------ two drawing processes
-def _spawn_helper(split_after: float) -> subprocess.Popen:
-    """A drawing process as launch.spawn starts it, with SPLIT_AFTER set to ``split_after``."""
+def _spawn_helper(split: bool) -> subprocess.Popen:
+    """A drawing process as launch.spawn starts it (the go signal blocked until serve()
+    handles it), with SPLIT set to ``split``."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import src.output.helper as h; "
-            "h.SPLIT_AFTER = float(sys.argv[3]); h.serve(int(sys.argv[2]))")
-    return subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(os.getpid()),
-                             repr(split_after)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, bufsize=0)
+            "h.SPLIT = sys.argv[3] == '1'; h.serve(int(sys.argv[2]))")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(os.getpid()),
+                                 "1" if split else "0"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _drawn_by(proc, specs, job):
-    """Send the first stages of ``specs`` then their second stages; {name: (answer, png)}."""
+def _drawn_by(proc, specs, job, go=False):
+    """Send the first stages of ``specs`` then their second stages; {name: (answer, png)}.
+    ``go``: send the go signal every 5 ms until the first answer comes (as the run does when
+    it waits)."""
+    import select
+
     from src.output.helper import read_message, write_all
 
     fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
@@ -431,16 +440,18 @@ def _drawn_by(proc, specs, job):
                            "items": [item + [job] for item in items]}, arrays))
     answers = {}
     while len(answers) < len(specs):
+        while go and not answers and not select.select([fd_out], [], [], 0.005)[0]:
+            os.kill(proc.pid, signal.SIGUSR1)
         meta, blobs = read_message(fd_out)
         if not meta.get("ready"):
             answers[meta["item"]] = (meta, blobs["bytes"].tobytes())
     return answers
 
 
-@pytest.mark.parametrize("split_after, processes", [(0.0, 2), (1e9, 1)])
-def test_big_figures_are_drawn_by_the_helper_and_its_fork(fits, split_after, processes):
-    """When a first stage took SPLIT_AFTER or more, a finish message's figures are drawn at the same time by the helper and a fork of it (two pids, the helper's among them); else all by the helper. The bytes are those drawn here either way."""
-    proc = _spawn_helper(split_after)
+@pytest.mark.parametrize("split, processes", [(True, 2), (False, 1)])
+def test_figures_are_drawn_by_the_helper_and_its_fork(fits, split, processes):
+    """A finish message's figures are drawn by the helper (the first) and a fork of it (the others): two pids, the helper's among them; without SPLIT all by the helper. The bytes are those drawn here either way."""
+    proc = _spawn_helper(split)
     try:
         for number, case in enumerate(("gmm4", "lca")):
             model, data, params, post = fits[case]
@@ -452,6 +463,52 @@ def test_big_figures_are_drawn_by_the_helper_and_its_fork(fits, split_after, pro
             for name, spec in specs.items():
                 assert answers[name][0]["error"] is None
                 assert answers[name][1] == render(spec).png, (case, name)
+    finally:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("go", [False, True])
+def test_the_fork_waits_for_the_go_or_the_helpers_own_figure(fits, go):
+    """Without the run's go signal the fork begins its figure only once the helper has drawn its own (the run is still computing); with it (the run waits), at once: the two second stages overlap."""
+    proc = _spawn_helper(True)
+    try:
+        model, data, params, post = fits["gmm4"]
+        specs = figure_specs(model, data, params, post)
+        answers = _drawn_by(proc, specs, 1, go=go)
+        (own, _), (forked, _) = (answers[name] for name in specs)
+        assert own["pid"] == proc.pid and forked["pid"] != proc.pid
+        assert own["error"] is None and forked["error"] is None
+        if go:
+            assert forked["began"] < own["ended"]
+        else:
+            assert forked["began"] >= own["ended"]
+    finally:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+        proc.stdout.close()
+
+
+def test_an_early_go_signal_does_not_end_the_drawing_process():
+    """The go signal sent while the drawing process starts (before serve() handles it) waits, blocked, and does nothing: the process answers ready and draws."""
+    from src.output import launch
+    from src.output.helper import read_message, write_all
+
+    proc = launch.spawn()
+    try:
+        for _ in range(5):
+            os.kill(proc.pid, signal.SIGUSR1)
+        meta, _ = read_message(proc.stdout.fileno())
+        assert meta.get("ready") is True
+        spec = posterior_spec(np.array([[0.9, 0.1], [0.3, 0.7]]))
+        items, arrays = background._items({"posterior.png": spec}, "all")
+        write_all(proc.stdin.fileno(), pack({"op": "finish", "job": 1,
+                                             "items": [item + [None] for item in items]}, arrays))
+        os.kill(proc.pid, signal.SIGUSR1)
+        meta, blobs = read_message(proc.stdout.fileno())
+        assert meta["error"] is None and blobs["bytes"].tobytes() == render(spec).png
+        assert proc.poll() is None
     finally:
         proc.stdin.close()
         assert proc.wait(60) == 0

@@ -58,7 +58,9 @@ waits for it briefly; it is a daemon thread that holds nothing but the file's by
 from __future__ import annotations
 
 import atexit
+import os
 import queue
+import signal
 import subprocess
 import threading
 from concurrent.futures import Future
@@ -177,6 +179,7 @@ class _Job:
     results: dict[str, Future] = field(default_factory=dict)
     figures_collected: bool = False
     csv_taken: bool = False
+    hurried: bool = False   # the drawing process was told the run waits (hurry)
 
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
         return (model is self.model and data is self.data and _same_params(params, self.params)
@@ -502,12 +505,30 @@ def _take(job: _Job, name: str) -> tuple[dict[str, Any], np.ndarray | None]:
     future = job.results.pop(name, None)
     answer: tuple[dict[str, Any], np.ndarray | None] = ({}, None)
     if future is not None:
+        if not future.done():
+            hurry(job)
         try:
             answer = future.result(timeout=WAIT_SECONDS)
         except Exception:   # the helper died, hung or answered nonsense
             answer = ({}, None)
     _settled(job)
     return answer
+
+
+def hurry(job: _Job | None = None) -> None:
+    """Tell the drawing process that the run is done computing -- it writes its results, or
+    waits for a figure of ``job`` (default: the last submitted) -- once per job: its fork,
+    which waits while the run computes (``helper._finish_all``), starts drawing."""
+    job = _JOB if job is None else job
+    helper = _HELPER
+    go = getattr(signal, "SIGUSR1", None)
+    if job is None or job.hurried or helper is None or go is None or not helper.alive:
+        return
+    job.hurried = True
+    try:
+        os.kill(helper.pid, go)
+    except OSError:   # (it has just ended: its answers are errors, the run draws)
+        pass
 
 
 def _job_for(model: Any, data: Any, params: Mapping[str, Any], resp: Any) -> _Job | None:

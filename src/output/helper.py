@@ -4,9 +4,9 @@ as ``python -c`` by the run), what it does while idle, and the pipe framing both
 Requests come on stdin as :func:`~.plots.spec.pack` messages (JSON and numeric arrays, no
 code): ``prepare`` (first stages of figures) and ``finish`` (second stages, and both stages
 of any figure not prepared).  Each figure is answered on stdout as soon as it is drawn (a PNG,
-or the error's text for the run to draw it itself).  The figures of one ``finish`` are drawn
-side by side by the helper and a fork of it (:func:`_finish_all`): the run waits at the end
-for the slowest figure, not for all of them in turn.  The loop ends at end-of-file.  Imports
+or the error's text for the run to draw it itself).  The first figure of one ``finish`` is
+drawn by the helper, the others by a fork of it that starts when the run is done computing
+(its go signal, :data:`GO_SIGNAL`) or the helper with its own (:func:`_finish_all`).  The loop ends at end-of-file.  Imports
 here are light (NumPy and the drawing modules): nothing of the models or inference.
 (``posteriors.csv`` is not made here: a thread of the run writes it, :mod:`.background`.)
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import sys
 import time
 from typing import Any, Mapping
@@ -123,11 +124,14 @@ def _make(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
 
 def _answer(job: int, name: str, kind: str, meta: Mapping[str, Any],
             arrays: Mapping[str, np.ndarray], drawing: Any) -> list[Any]:
-    """The packed answer for one figure: its PNG (and the pid of the process that drew it),
-    or the error's text (the run then draws that figure itself)."""
+    """The packed answer for one figure: its PNG (with the pid of the process that drew it
+    and the monotonic clock's seconds when its second stage began and ended), or the error's
+    text (the run then draws that figure itself)."""
     try:
+        began = time.monotonic()
         info, body = _make(kind, meta, arrays, drawing)
-        answer = {"job": job, "item": name, "error": None, "pid": os.getpid(), **info}
+        answer = {"job": job, "item": name, "error": None, "pid": os.getpid(),
+                  "began": began, "ended": time.monotonic(), **info}
         blobs = {"bytes": np.frombuffer(body, dtype=np.uint8)}
     except Exception as exc:   # reported; the run makes this one itself
         answer = {"job": job, "item": name, "error": f"{type(exc).__name__}: {exc}"}
@@ -137,60 +141,83 @@ def _answer(job: int, name: str, kind: str, meta: Mapping[str, Any],
 
 #: whether a finish message's figures may be drawn in two processes (a fork of this one)
 CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
-#: a figure whose first stage took this much CPU (seconds) is a big one: the figures of its
-#: finish message are drawn in two processes.  Measured in the drawing process of a run
-#: (N = 1e5): a scatter matrix's first stage 0.10-0.11 s (3 columns) to 0.15-0.23 s (5),
-#: a one-panel scatter 0.04-0.05 s, an LCA profile or the posterior histogram 0.01-0.03 s.
-#: A one-panel scatter is not split: drawn beside its posterior histogram by a fork, it
-#: took the SE phase 35 ms of CPU to save the output phase 17 ms (16 paired rounds).
-SPLIT_AFTER = 0.075
+#: whether the figures of a finish message are drawn by this process and a fork of it
+#: (:func:`_finish_all`; tests set it)
+SPLIT = True
+#: the signal the run sends the drawing process when it starts waiting for a figure
+#: (:func:`.background.hurry`): the fork of :func:`_finish_all` may start drawing
+GO_SIGNAL = getattr(signal, "SIGUSR1", None)
+#: the write end of the waiting fork's go pipe, while there is one (:func:`_go`)
+_GO: list[int | None] = [None]
+
+
+def _go(signum: int = 0, frame: Any = None) -> None:
+    """:data:`GO_SIGNAL`'s handler: let the waiting fork start (a byte on its go pipe)."""
+    fd = _GO[0]
+    if fd is not None:
+        try:
+            os.write(fd, b"g")
+        except OSError:
+            pass
 
 
 def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]],
                 split: bool = True) -> None:
     """Finish ``work`` (``(name, kind, meta, arrays, drawing)`` per figure) and answer each on
     ``out``.  With ``split``, two figures or more and :data:`CAN_FORK`, the first is drawn
-    here and the others at the same time by a fork of this process (every first stage and
-    matplotlib's state are already there, so it costs a fork, not a start-up), which sends
-    its answers through a pipe of its own for this process to pass on (one writer to
-    ``out``): the run waits for the slowest figure instead of their sum.  A fork that fails
-    or dies leaves its figures' answers as errors (the run draws those itself).
+    here and the others by a fork of this process (every first stage and matplotlib's state
+    are already there, so it costs a fork, not a start-up), which sends its answers through
+    a pipe of its own for this process to pass on (one writer to ``out``).  A fork that
+    fails or dies leaves its figures' answers as errors (the run draws those itself).
 
-    Why not always: the second stages are drawn while the run computes the standard errors
-    (and writes ``posteriors.csv`` in a thread); on two cores a second drawing process takes
-    CPU from them, which costs the run more than it saves when the figures are small and
-    done before the run asks for them (measured: 0.03-0.05 s more in an LCA run's SE phase,
-    nothing saved in its output phase; 0.06 s saved in the output phase of a 5-column
-    Gaussian mixture's)."""
+    The fork waits before drawing, until the run says it waits for a figure
+    (:data:`GO_SIGNAL`) or this process is done with its own: the second stages come while
+    the run computes the standard errors and writes ``posteriors.csv`` in a thread, and on
+    two cores a second drawing process then takes CPU from them (measured, a fork drawing at
+    once: an LCA run's SE phase 0.03-0.05 s longer for nothing saved, a one-panel scatter's
+    run 35 ms longer there to save 17 ms in its output phase).  The run sends the go as its
+    output phase begins (:func:`.background.hurry`): from there it mostly writes files and
+    waits, and the last figures are drawn side by side (16 paired rounds against the fork
+    that drew at once for scatter matrices only: the output phase 10 ms shorter for gmm2,
+    gmm5 and lca10)."""
     if len(work) < 2 or not CAN_FORK or not split:
         _answer_each(out, job, work)
         return
     mine, theirs = work[:1], work[1:]
+    pipes: list[int] = []
     try:
         read_end, write_end = os.pipe()
-    except OSError:
-        _answer_each(out, job, work)
-        return
-    try:
+        pipes += [read_end, write_end]
+        go_read, go_write = os.pipe()
+        pipes += [go_read, go_write]
         pid = os.fork()
-    except OSError:   # no fork: everything here, in turn
-        os.close(read_end)
-        os.close(write_end)
+    except OSError:   # no pipe or no fork: everything here, in turn
+        for fd in pipes:
+            os.close(fd)
         _answer_each(out, job, work)
         return
-    if pid == 0:   # the fork: draw its figures, send them, leave without any clean-up
+    if pid == 0:   # the fork: wait for the go, draw its figures, send them, leave at once
         code = 0
         try:
+            _GO[0] = None
             os.close(read_end)
+            os.close(go_write)
             set_parent_death_signal()
+            os.read(go_read, 1)   # a byte (the run waits), or end-of-file (this one's done)
             _answer_each(write_end, job, theirs)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     os.close(write_end)
+    os.close(go_read)
+    _GO[0] = go_write
     try:
-        _answer_each(out, job, mine)
+        try:
+            _answer_each(out, job, mine)
+        finally:   # (the handler, which runs between this thread's steps, sees None first)
+            _GO[0] = None
+            os.close(go_write)   # end-of-file: the fork starts if it has not
         missing = {name for name, *_ in theirs}
         try:
             while missing:
@@ -220,13 +247,15 @@ def serve(parent: int) -> None:
     """The helper's main loop (``python -c``, started by :mod:`.launch`): requests from
     stdin, one answer per item to stdout as it is made, until end-of-file."""
     import gc
-    import signal
 
     # A collection of everything the helper holds (matplotlib's modules, the data columns)
     # took 0.1-0.2 s, often in the middle of a figure; the helper lives one run and makes a
     # few figures, so what their cycles hold is left to the end.
     gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if GO_SIGNAL is not None:   # (blocked since the run started this process: launch.spawn)
+        signal.signal(GO_SIGNAL, _go)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {GO_SIGNAL})
     set_parent_death_signal()
     if os.getppid() != parent:  # the run ended before the signal was armed
         return
@@ -234,7 +263,6 @@ def serve(parent: int) -> None:
     os.dup2(2, 1)  # a stray print must not enter the answers
     inbox = _Inbox(0)
     drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
-    slow: set[int] = set()   # jobs with a figure whose first stage took SPLIT_AFTER or more
     requests = [0]
     warm_ups = _warm_ups(out, lambda: requests[0] > 0)
     while True:
@@ -250,20 +278,15 @@ def serve(parent: int) -> None:
         job = int(meta["job"])
         requests[0] += 1
         work = []
-        split = False
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
-                began = time.thread_time()   # (CPU: a stage preempted is not a big one)
                 try:
                     drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
-                if time.thread_time() - began >= SPLIT_AFTER:
-                    slow.add(job)
                 continue
             prepared = base[0] if base and base[0] else None
             drawing = drawings.pop((prepared, name), None) if prepared else None
             work.append((name, kind, item_meta, item_arrays, drawing))
-            split = split or prepared in slow
-        _finish_all(out, job, work, split)
+        _finish_all(out, job, work, SPLIT)

@@ -22,6 +22,7 @@ Light on purpose: no NumPy or project imports, so calling it costs a fork and ex
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +46,17 @@ def spawn() -> subprocess.Popen:
            "MKL_NUM_THREADS": "1"}
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "from src.output.helper import serve; serve(int(sys.argv[2]))")
-    return subprocess.Popen([sys.executable, "-c", code, ROOT, str(os.getpid())],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env, bufsize=0, close_fds=True)
+    # the run's "go" signal (SIGUSR1, helper.GO_SIGNAL) blocked in the new process until
+    # serve() has its handler (a signal mask is kept across exec): by default it would end it
+    go = getattr(signal, "SIGUSR1", None)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {go}) if go is not None else None
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, ROOT, str(os.getpid())],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=env, bufsize=0, close_fds=True)
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def wanted(argv: Sequence[str]) -> bool:

@@ -137,6 +137,7 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                                                 estimate_structural),
                                                      prepared, fit, selection, se, options,
                                                      tracker, reporter, executor)
+            drawing.hurry()   # nothing heavy computed from here: the figures may take both cores
             output = resume_estimation_phase(tracker, "result_output",
                                              _announced(reporter, "result_output", _output_phase),
                                              prepared, fit, selection, se, options,
