@@ -525,8 +525,8 @@ def hurry(job: _Job | None = None) -> None:
     if job is None or job.hurried or helper is None or go is None or not helper.alive:
         return
     job.hurried = True
-    try:
-        os.kill(helper.pid, go)
+    try:   # (send_signal polls first: a process that ended, even unreaped, is not signalled)
+        helper.proc.send_signal(go)
     except OSError:   # (it has just ended: its answers are errors, the run draws)
         pass
 
