@@ -58,7 +58,6 @@ waits for it briefly; it is a daemon thread that holds nothing but the file's by
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import signal
 import subprocess
