@@ -427,12 +427,17 @@ def _spawn_helper(split: bool) -> subprocess.Popen:
 def _drawn_by(proc, specs, job, go=False):
     """Send the first stages of ``specs`` then their second stages; {name: (answer, png)}.
     ``go``: send the go signal every 5 ms until the first answer comes (as the run does when
-    it waits)."""
+    it is done computing); "early": once, before the first stages (the process ready)."""
     import select
 
     from src.output.helper import read_message, write_all
 
     fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
+    if go == "early":
+        meta, _ = read_message(fd_out)
+        assert meta.get("ready") is True
+        os.kill(proc.pid, signal.SIGUSR1)
+        go = False
     items, arrays = background._items(specs, "first")
     write_all(fd_in, pack({"op": "prepare", "job": job, "items": items}, arrays))
     items, arrays = background._items(specs, "second")
@@ -469,9 +474,9 @@ def test_figures_are_drawn_by_the_helper_and_its_fork(fits, split, processes):
         proc.stdout.close()
 
 
-@pytest.mark.parametrize("go", [False, True])
+@pytest.mark.parametrize("go", [False, True, "early"])
 def test_the_fork_waits_for_the_go_or_the_helpers_own_figure(fits, go):
-    """Without the run's go signal the fork begins its figure only once the helper has drawn its own (the run is still computing); with it (the run waits), at once: the two second stages overlap."""
+    """Without the run's go signal the fork begins its figure only once the helper has drawn its own (the run is still computing); with it (the run is done computing), at once, also when the go came before the figures: the two second stages overlap."""
     proc = _spawn_helper(True)
     try:
         model, data, params, post = fits["gmm4"]

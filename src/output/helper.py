@@ -6,8 +6,8 @@ code): ``prepare`` (first stages of figures) and ``finish`` (second stages, and 
 of any figure not prepared).  Each figure is answered on stdout as soon as it is drawn (a PNG,
 or the error's text for the run to draw it itself).  The first figure of one ``finish`` is
 drawn by the helper, the others by a fork of it that starts when the run is done computing
-(its go signal, :data:`GO_SIGNAL`) or the helper with its own (:func:`_finish_all`).  The loop ends at end-of-file.  Imports
-here are light (NumPy and the drawing modules): nothing of the models or inference.
+(its go signal, :data:`GO_SIGNAL`) or the helper with its own (:func:`_finish_all`).  The
+loop ends at end-of-file.  Imports here are light (NumPy and the drawing modules): nothing of the models or inference.
 (``posteriors.csv`` is not made here: a thread of the run writes it, :mod:`.background`.)
 """
 
@@ -144,21 +144,26 @@ CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
 #: whether the figures of a finish message are drawn by this process and a fork of it
 #: (:func:`_finish_all`; tests set it)
 SPLIT = True
-#: the signal the run sends the drawing process when it starts waiting for a figure
-#: (:func:`.background.hurry`): the fork of :func:`_finish_all` may start drawing
+#: the signal the run sends the drawing process when it is done computing (its output
+#: phase begins, or it waits for a figure: :func:`.background.hurry`): the fork of
+#: :func:`_finish_all` may start drawing
 GO_SIGNAL = getattr(signal, "SIGUSR1", None)
-#: the write end of the waiting fork's go pipe, while there is one (:func:`_go`)
-_GO: list[int | None] = [None]
+#: ``fd``: the write end of the waiting fork's go pipe, while there is one; ``early``: a go
+#: came while there was none (the run was done before this process forked: the next fork
+#: starts at once)
+_GO: dict[str, Any] = {"fd": None, "early": False}
 
 
 def _go(signum: int = 0, frame: Any = None) -> None:
     """:data:`GO_SIGNAL`'s handler: let the waiting fork start (a byte on its go pipe)."""
-    fd = _GO[0]
-    if fd is not None:
-        try:
-            os.write(fd, b"g")
-        except OSError:
-            pass
+    fd = _GO["fd"]
+    if fd is None:
+        _GO["early"] = True
+        return
+    try:
+        os.write(fd, b"g")
+    except OSError:
+        pass
 
 
 def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]],
@@ -170,8 +175,9 @@ def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]]
     a pipe of its own for this process to pass on (one writer to ``out``).  A fork that
     fails or dies leaves its figures' answers as errors (the run draws those itself).
 
-    The fork waits before drawing, until the run says it waits for a figure
-    (:data:`GO_SIGNAL`) or this process is done with its own: the second stages come while
+    The fork waits before drawing, until the run says it is done computing
+    (:data:`GO_SIGNAL`, also when it came before the fork) or this process is done with its
+    own: the second stages come while
     the run computes the standard errors and writes ``posteriors.csv`` in a thread, and on
     two cores a second drawing process then takes CPU from them (measured, a fork drawing at
     once: an LCA run's SE phase 0.03-0.05 s longer for nothing saved, a one-panel scatter's
@@ -199,11 +205,11 @@ def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]]
     if pid == 0:   # the fork: wait for the go, draw its figures, send them, leave at once
         code = 0
         try:
-            _GO[0] = None
+            _GO["fd"] = None
             os.close(read_end)
             os.close(go_write)
             set_parent_death_signal()
-            os.read(go_read, 1)   # a byte (the run waits), or end-of-file (this one's done)
+            os.read(go_read, 1)   # a byte (the run's go), or end-of-file (this one's done)
             _answer_each(write_end, job, theirs)
         except BaseException:
             code = 1
@@ -211,12 +217,15 @@ def _finish_all(out: int, job: int, work: list[tuple[str, str, dict, dict, Any]]
             os._exit(code)
     os.close(write_end)
     os.close(go_read)
-    _GO[0] = go_write
+    _GO["fd"] = go_write
+    if _GO["early"]:   # (the handler runs between this thread's steps: no go is lost)
+        _GO["early"] = False
+        _go()
     try:
         try:
             _answer_each(out, job, mine)
-        finally:   # (the handler, which runs between this thread's steps, sees None first)
-            _GO[0] = None
+        finally:   # (the handler sees None first)
+            _GO["fd"] = None
             os.close(go_write)   # end-of-file: the fork starts if it has not
         missing = {name for name, *_ in theirs}
         try:
