@@ -178,7 +178,7 @@ class _Job:
     results: dict[str, Future] = field(default_factory=dict)
     figures_collected: bool = False
     csv_taken: bool = False
-    hurried: bool = False   # the drawing process was told the run waits (hurry)
+    hurried: bool = False   # the drawing process was told the run is done computing (hurry)
 
     def matches(self, model: Any, data: Any, params: Mapping[str, Any], post: Any) -> bool:
         return (model is self.model and data is self.data and _same_params(params, self.params)

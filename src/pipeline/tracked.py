@@ -64,7 +64,8 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
     (:mod:`src.output.background`): started by :func:`run`, before the data are read, so
     matplotlib is imported on another core meanwhile; sent what the data give for the
     figures once they are read (drawn during the fit) and the rest as soon as the estimate
-    is known (drawn while the standard errors are computed); ended when the run leaves,
+    is known (the first figure drawn while the standard errors are computed, the others by
+    a fork of it once they are done: ``drawing.hurry()``); ended when the run leaves,
     whichever way.  With one K (plots or not) ``posteriors.csv`` is written by a thread of
     this process begun with the estimate, beside the standard errors."""
     from ..output import background as drawing
@@ -137,7 +138,8 @@ def run_estimation_with_tracking(tracker: Any, options: RunOptions,
                                                                 estimate_structural),
                                                      prepared, fit, selection, se, options,
                                                      tracker, reporter, executor)
-            drawing.hurry()   # nothing heavy computed from here: the figures may take both cores
+            drawing.hurry()   # the SEs are done: the figures may take both cores (a
+            #                   goodness-of-fit bootstrap, when asked for, shares them)
             output = resume_estimation_phase(tracker, "result_output",
                                              _announced(reporter, "result_output", _output_phase),
                                              prepared, fit, selection, se, options,
