@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-from src.utils.messages import register, set_language, t  # noqa: E402  (light: no numpy)
+from src.utils.argv import last_value  # noqa: E402  (light: no numpy)
+from src.utils.messages import register, set_language, t  # noqa: E402
 
 register({
     "main.interrupted_starting": {"en": "Interrupted by SIGINT while starting; nothing was done.",
@@ -33,11 +34,8 @@ register({
 
 def _interrupted_while_starting(signum, frame) -> None:
     """SIGINT while Python imports numpy/scipy: one sentence and exit 130, no traceback."""
-    argv = sys.argv[1:]
-    lang = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--lang"), None)
-    lang = next((a.split("=", 1)[1] for a in argv if a.startswith("--lang=")), lang)
     try:
-        set_language(lang if lang in ("en", "zh") else None)
+        set_language(last_value(sys.argv[1:], "--lang", ("en", "zh")))
         text = t("main.interrupted_starting")
     except Exception:
         text = "Interrupted by SIGINT while starting; nothing was done."

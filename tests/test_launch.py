@@ -38,6 +38,9 @@ def _no_early_left():
     (["-h"], False),
     (["--version"], False),
     (["--task-name", "a", "--", "--no-plots"], True),   # after "--": not a flag
+    (["--components", "1-4", "--components", "2"], True),   # argparse: the last one counts
+    (["--components=3", "--components", "2,3"], False),
+    (["--components"], True),   # (no value: the parse error comes later)
 ])
 def test_wanted_reads_the_command_line(argv, expected):
     """A drawing process is started early unless the flags say no figure is drawn in one (no plots, several K, a command that fits nothing)."""

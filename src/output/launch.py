@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..utils.argv import last_value
+
 __all__ = ["spawn", "wanted", "start_early", "early_pid", "take_early", "discard_early"]
 
 #: the project's root (the folder holding ``src``), put on the drawing process's path
@@ -65,16 +67,11 @@ def wanted(argv: Sequence[str]) -> bool:
     drawn in the run), or a flag after which nothing is fitted.  Options from ``--config``
     are not read (the run ends a process it does not need)."""
     argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg in _NOT_DRAWING:
-            return False
-        value = (arg.split("=", 1)[1] if arg.startswith("--components=")
-                 else argv[i + 1] if arg == "--components" and i + 1 < len(argv) else None)
-        if value is not None and any(c in value for c in "-,"):
-            return False
-    return True
+    flags = argv[:argv.index("--")] if "--" in argv else argv
+    if any(arg in _NOT_DRAWING for arg in flags):
+        return False
+    components = last_value(argv, "--components")
+    return components is None or not any(c in components for c in "-,")
 
 
 def start_early(argv: Sequence[str]) -> bool:

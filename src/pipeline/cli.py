@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from .. import __version__
 from ..config import OPTIONS, build_options, check_option, load_config
+from ..utils.argv import last_value
 from ..utils.errors import UsageError
 from ..utils.messages import register, set_language, t
 from ..utils.options import Option
@@ -99,13 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _lang_in(argv: Sequence[str]) -> str | None:
-    """The value of ``--lang`` in ``argv`` when it is a valid one (for parse errors)."""
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--lang=") else (
-            argv[i + 1] if arg == "--lang" and i + 1 < len(argv) else None)
-        if value in ("en", "zh"):
-            return value
-    return None
+    """The last valid value of ``--lang`` in ``argv`` (for parse errors)."""
+    return last_value(argv, "--lang", ("en", "zh"))
 
 
 def _unknown(parser: argparse.ArgumentParser, extras: list[str]) -> UsageError:
