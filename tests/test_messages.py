@@ -17,3 +17,15 @@ def test_templates_are_a_read_only_snapshot():
     with pytest.raises(TypeError):
         view["test.messages.hello"]["en"] = "changed"
     assert templates()["test.messages.hello"]["en"] == "Hello {name}."
+
+
+def test_one_template_read_only_or_none():
+    """template(key) gives that message's texts (the same as templates()[key]), read-only; None for a key never registered."""
+    from src.utils.messages import template
+
+    register({"test.messages.one": {"en": "One {x}.", "zh": "一 {x}。"}})
+    texts = template("test.messages.one")
+    assert dict(texts) == dict(templates()["test.messages.one"]) == {"en": "One {x}.", "zh": "一 {x}。"}
+    with pytest.raises(TypeError):
+        texts["en"] = "changed"
+    assert template("test.messages.never-registered") is None

@@ -207,15 +207,22 @@ class ResponsibilitySums:
             self.n += tau.shape[0]
             self.post += tau.sum(axis=0)
             self.modal += np.bincount(c, minlength=K)
-            np.add.at(self.by_modal, c, tau)
+            self._by_modal(c, tau)
             self.entropy -= float(per.sum())
         else:   # distinct patterns (or weighted rows), each standing for counts[p] rows
             counts = np.asarray(counts, dtype=float)
             self.n += float(counts.sum())
             self.post += counts @ tau
             self.modal += np.bincount(c, weights=counts, minlength=K)
-            np.add.at(self.by_modal, c, tau * counts[:, None])
+            self._by_modal(c, tau * counts[:, None])
             self.entropy -= float(counts @ per)
+
+    def _by_modal(self, c: np.ndarray, tau: np.ndarray) -> None:
+        """Add each row of ``tau`` to ``by_modal``'s row of its modal class ``c``: one
+        ``bincount`` per column (``np.add.at`` took 8 ms for 1e5 rows)."""
+        K = self.post.size
+        for j in range(K):
+            self.by_modal[:, j] += np.bincount(c, weights=tau[:, j], minlength=K)
 
     def relative_entropy(self) -> float | None:
         """``1 - EN / (n ln K)`` (None for K = 1): :func:`relative_entropy` of the rows added."""

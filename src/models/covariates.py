@@ -596,9 +596,9 @@ class CovariateMixture(MixtureModel):
 
     def report_phrases(self, lang: str = "en") -> list[str]:
         """The report's phrase on the model line (:func:`src.models.registry.option_phrases`)."""
-        from src.utils.messages import templates
+        from src.utils.messages import template
 
-        text = templates().get("covariates.phrase", {}).get(lang) or _PHRASE["en"]
+        text = (template("covariates.phrase") or {}).get(lang) or _PHRASE["en"]
         return [text.format(names=", ".join(self.covariates), ref=self.reference + 1)]
 
     def describe(self) -> dict[str, Any]:

@@ -154,14 +154,13 @@ def option_phrases(model: MixtureModel, lang: str = "en") -> list[str]:
     """Phrases describing a fitted model's options for reports ("full covariances"): the
     option's ``report`` template, or in ``lang`` the message ``option.report.<name>`` when
     one is registered (``{value}`` filled in)."""
-    from ..utils.messages import templates
+    from ..utils.messages import template
 
     out = []
-    known = templates()
     for opt in type(getattr(model, "inner", model)).option_specs:   # a wrapper: its family's
         value = model.options.get(opt.name, opt.default)
         if opt.report and value is not None:
-            texts = known.get(f"option.report.{opt.name}", {})
+            texts = template(f"option.report.{opt.name}") or {}
             template = texts.get(lang)
             out.append(template.format(value=value) if template else opt.report.format(value))
     extra = getattr(model, "report_phrases", None)   # e.g. the covariate model's covariates

@@ -126,20 +126,10 @@ def tr(lang: str, key: str, /, **fields: Any) -> str:
     return (texts.get(lang) or texts["en"]).format(**fields)
 
 
-#: the last snapshot of every registered template (:func:`~src.utils.messages.templates`
-#: copies all ~350 of them: 0.1 ms a call, ~50 calls a report); a key's text never changes
-#: once registered, so the snapshot is taken again only for a key it lacks
-_SNAPSHOT: list[Mapping[str, Mapping[str, str]]] = []
-
-
 def _registered(key: str) -> Mapping[str, str] | None:
-    texts = _SNAPSHOT[0].get(key) if _SNAPSHOT else None
-    if texts is None:
-        from ..utils.messages import templates
+    from ..utils.messages import template
 
-        _SNAPSHOT[:] = [templates()]
-        texts = _SNAPSHOT[0].get(key)
-    return texts
+    return template(key)
 
 
 def comparison_of(name: str, methods: Mapping[str, Any] | None = None) -> Comparison | None:

@@ -11,7 +11,8 @@ import os
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["register", "t", "templates", "set_language", "get_language", "default_language"]
+__all__ = ["register", "t", "template", "templates", "set_language", "get_language",
+           "default_language"]
 
 _TEMPLATES: dict[str, dict[str, str]] = {}
 _LANG: list[str] = []
@@ -38,6 +39,14 @@ def register(templates: Mapping[str, Mapping[str, str]]) -> None:
         if "en" not in texts:
             raise ValueError(f"message {key!r} has no English text")
         _TEMPLATES[key] = dict(texts)
+
+
+def template(key: str) -> Mapping[str, str] | None:
+    """The texts of message ``key``, ``{language: text}`` (read-only), or None when it is not
+    registered: for code that renders one message in a given language, without the copy of
+    every template :func:`templates` makes (~350 of them, 4 ms)."""
+    texts = _TEMPLATES.get(key)
+    return None if texts is None else MappingProxyType(texts)
 
 
 def templates() -> Mapping[str, Mapping[str, str]]:
