@@ -431,12 +431,29 @@ class TestTitlesAndTicks:
                 assert float(label.replace("\u2212", "-")) == pytest.approx(loc, rel=1e-9, abs=1e-15)
 
 
-def test_figures_show_plain_numbers_for_large_data():
-    """A Gaussian fit on data near 1e6 draws its scatter with plain tick labels (no offset text above the axes) and passes every other check (read back at its size)."""
+def test_figures_show_plain_numbers_for_large_data(monkeypatch):
+    """A Gaussian fit on data near 1e6 draws its scatter and histogram with plain tick labels (each its value, no offset text above an axes), and they read back at their size."""
+    from src.output.plots import layout as L
+
+    drawn_figures = []
+    finish = L.finish
+    monkeypatch.setattr(L, "finish", lambda fig: drawn_figures.append(fig) or finish(fig))
     rng = stream(3, "test-plots-large-values")
     frame = pd.DataFrame({"a": 1e6 + rng.normal(0, 1, 400) + np.repeat([0.0, 6.0], 200),
                           "b": 2e6 + rng.normal(0, 1, 400)})
     model, data, params, resp = _fit(GaussianMixtureModel, frame, 2)
     drawn = figures(model, data, params, resp)
-    image = matplotlib.image.imread(io.BytesIO(drawn["scatter.png"].png), format="png")
-    assert image.shape[:2] == (drawn["scatter.png"].height, drawn["scatter.png"].width)
+    assert len(drawn_figures) == len(drawn) == 2
+    for fig in drawn_figures:
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                assert axis.offsetText.get_text() == ""
+                lo, hi = sorted(axis.get_view_interval())
+                for loc, label in zip(axis.get_majorticklocs(), axis.get_ticklabels()):
+                    if lo <= loc <= hi and label.get_text():
+                        assert float(label.get_text().replace("\u2212", "-")) == pytest.approx(loc)
+    scatter = drawn_figures[0].axes[0]
+    assert min(scatter.get_xlim()) > 9e5   # (the data's own scale, not an offset's)
+    for plot in drawn.values():
+        image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
+        assert image.shape[:2] == (plot.height, plot.width)
