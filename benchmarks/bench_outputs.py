@@ -529,6 +529,16 @@ def main() -> None:
     n = int(args.n)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        _bench(args, cases, settings, codes, n, work)
+    finally:   # (a temporary folder holds each case's data, tens of MB: not left behind)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, cases: list[str], settings: list[str],
+           codes: dict[str, Path], n: int, work: Path) -> None:
+    """:func:`main`'s measurements in ``work``."""
     PYCACHE[0] = None if args.no_bytecode else work / "pycache"
     for code in ({"here": ROOT} if args.profile or args.pieces else codes).values():
         compile_code(code)
