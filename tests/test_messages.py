@@ -29,3 +29,19 @@ def test_one_template_read_only_or_none():
     with pytest.raises(TypeError):
         texts["en"] = "changed"
     assert template("test.messages.never-registered") is None
+
+
+def test_option_phrases_of_a_model_with_several_reported_options():
+    """Every reported option gets its phrase (a registered translation for one, the option's own template for the other)."""
+    from src.models.registry import option_phrases
+    from src.utils.options import Option
+
+    register({"option.report.test_first": {"en": "first {value}", "zh": "第一 {value}"}})
+
+    class TwoOptions:
+        option_specs = [Option("test_first", str, "x", "a", report="a {}"),
+                        Option("test_second", str, "y", "b", report="b {}")]
+        options = {"test_second": "z"}
+
+    assert option_phrases(TwoOptions(), "zh") == ["第一 x", "b z"]
+    assert option_phrases(TwoOptions(), "en") == ["first x", "b z"]

@@ -160,8 +160,7 @@ def option_phrases(model: MixtureModel, lang: str = "en") -> list[str]:
     for opt in type(getattr(model, "inner", model)).option_specs:   # a wrapper: its family's
         value = model.options.get(opt.name, opt.default)
         if opt.report and value is not None:
-            texts = template(f"option.report.{opt.name}") or {}
-            template = texts.get(lang)
-            out.append(template.format(value=value) if template else opt.report.format(value))
+            text = (template(f"option.report.{opt.name}") or {}).get(lang)
+            out.append(text.format(value=value) if text else opt.report.format(value))
     extra = getattr(model, "report_phrases", None)   # e.g. the covariate model's covariates
     return out + (list(extra(lang)) if callable(extra) else [])

@@ -7,7 +7,8 @@ of any figure not prepared).  Each figure is answered on stdout as soon as it is
 or the error's text for the run to draw it itself).  The first figure of one ``finish`` is
 drawn by the helper, the others by a fork of it that starts when the run is done computing
 (its go signal, :data:`GO_SIGNAL`) or the helper with its own (:func:`_finish_all`).  The
-loop ends at end-of-file.  Imports here are light (NumPy and the drawing modules): nothing of the models or inference.
+loop ends at end-of-file.  Imports here are light (NumPy and the drawing modules): nothing
+of the models or inference.
 (``posteriors.csv`` is not made here: a thread of the run writes it, :mod:`.background`.)
 """
 
@@ -295,7 +296,6 @@ def serve(parent: int) -> None:
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
                 continue
-            prepared = base[0] if base and base[0] else None
-            drawing = drawings.pop((prepared, name), None) if prepared else None
+            drawing = drawings.pop((base[0], name), None) if base and base[0] else None
             work.append((name, kind, item_meta, item_arrays, drawing))
         _finish_all(out, job, work, SPLIT)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..inference import SE_METHODS, Comparison
 from ..models.registry import option_phrases
-from ..utils.messages import get_language, register
+from ..utils.messages import get_language, register, template
 from .document import (Bullet, Bullets, Callout, Document, Figure, KeyValues, Paragraph, Section,
                        Table, figure_blocks, to_markdown)
 
@@ -120,16 +120,10 @@ def tr(lang: str, key: str, /, **fields: Any) -> str:
     """The report phrase ``key`` (registered in :data:`MESSAGES` or by another module with
     :func:`~src.utils.messages.register`) in ``lang``, with ``fields`` filled in: as
     :func:`~src.utils.messages.t`, for a given language rather than the current one."""
-    texts = MESSAGES.get(key) or _registered(key)
+    texts = MESSAGES.get(key) or template(key)
     if texts is None:
         return key
     return (texts.get(lang) or texts["en"]).format(**fields)
-
-
-def _registered(key: str) -> Mapping[str, str] | None:
-    from ..utils.messages import template
-
-    return template(key)
 
 
 def comparison_of(name: str, methods: Mapping[str, Any] | None = None) -> Comparison | None:
