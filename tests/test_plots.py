@@ -431,8 +431,9 @@ class TestTitlesAndTicks:
                 assert float(label.replace("\u2212", "-")) == pytest.approx(loc, rel=1e-9, abs=1e-15)
 
 
-def test_figures_show_plain_numbers_for_large_data(monkeypatch):
-    """A Gaussian fit on data near 1e6 draws its scatter and histogram with plain tick labels (each its value, no offset text above an axes), and they read back at their size."""
+@pytest.mark.parametrize("columns", [2, 3])
+def test_figures_show_plain_numbers_for_large_data(monkeypatch, columns):
+    """A Gaussian fit on data near 1e6 draws its scatter (one panel, or a matrix) and histogram with plain tick labels (each its value, no offset text above an axes), and they read back at their size."""
     from src.output.plots import layout as L
 
     drawn_figures = []
@@ -440,8 +441,8 @@ def test_figures_show_plain_numbers_for_large_data(monkeypatch):
     monkeypatch.setattr(L, "finish", lambda fig: drawn_figures.append(fig) or finish(fig))
     rng = stream(3, "test-plots-large-values")
     frame = pd.DataFrame({"a": 1e6 + rng.normal(0, 1, 400) + np.repeat([0.0, 6.0], 200),
-                          "b": 2e6 + rng.normal(0, 1, 400)})
-    model, data, params, resp = _fit(GaussianMixtureModel, frame, 2)
+                          "b": 2e6 + rng.normal(0, 1, 400), "c": 3e6 + rng.normal(0, 1, 400)})
+    model, data, params, resp = _fit(GaussianMixtureModel, frame.iloc[:, :columns], 2)
     drawn = figures(model, data, params, resp)
     assert len(drawn_figures) == len(drawn) == 2
     for fig in drawn_figures:

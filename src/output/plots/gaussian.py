@@ -249,6 +249,7 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             for i in range(m):
                 for j in range(i + 1):
                     ax = panels[i, j] = fig.add_subplot(m, m, i * m + j + 1)
+                    L.plain_numbers(ax)
                     if i == j:
                         edges[i] = _histogram(ax, X[:, i])
                         ax.yaxis.set_major_locator(NullLocator())
