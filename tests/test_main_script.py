@@ -355,3 +355,19 @@ def test_result_set_that_is_not_whole_is_written_again(tmp_path, louis_run, tamp
         assert got[name] == want[name], name
     again = run_main(tmp_path, *LOUIS, "--lang", "en")  # now whole: skipped
     assert skip_line("result_output") in again.stdout
+
+
+def test_script_imports_leave_the_garbage_collector_on_with_the_modules_frozen(tmp_path):
+    """The script turns collection off while its modules load (full collections went
+    through them three times) and on again after, with what they made frozen: a script
+    that left it off would let cycles pile up for a run of hours."""
+    import subprocess
+    import sys
+
+    script = str(ROOT / "scripts" / "02_run_estimation.py")
+    code = ("import gc, runpy; ns = runpy.run_path(%r, run_name='not_main'); "
+            "print(gc.isenabled(), gc.get_freeze_count() > 10000, 'main' in ns)" % script)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True"]
