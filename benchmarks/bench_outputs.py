@@ -9,7 +9,8 @@ are set for the child too).  The child parses the flags as the script does
 (``src.pipeline.cli.parse``) and calls ``src.pipeline.run`` with a Reporter that notes when each
 phase starts and ends, so the phases are timed inside the run; before its imports it starts
 the drawing process as the script does (``src.output.launch.start_early``, when the flags may
-draw):
+draw), and like the script it loads its modules with garbage collection off and freezes them
+after:
 
 * ``output`` = the ``result_output`` phase (posteriors.csv, classification quality, the family's
   summaries, figures, estimates/covariance/fit.json, report.md and report.html, the manifest);
@@ -82,14 +83,19 @@ after=.] [--json out.json]`` (about 10 minutes at 3 rounds on 2 cores, per versi
 
 from __future__ import annotations
 
-import argparse
+import gc
+import sys
+
+if "--child" in sys.argv:   # as the script: no collection while the modules load
+    gc.disable()
+
+import argparse  # noqa: E402
 import json
 import os
 import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -235,6 +241,8 @@ def child(argv: list[str], profile: bool) -> None:
         tracked._output_phase = no_output
         from src.output import background   # (nor is anything begun for it)
         background.submit_fit = lambda *a, **kw: False
+    gc.freeze()   # as the script does once its modules are loaded
+    gc.enable()
     _, options = cli.parse(argv)
     reporter = PhaseClock(stream=open(os.devnull, "w"), live=False)
     prof = None
