@@ -371,3 +371,31 @@ def test_script_imports_leave_the_garbage_collector_on_with_the_modules_frozen(t
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.parametrize("model", ["gmm", "lca"])
+def test_a_default_run_never_imports_scipy_stats_or_optimize(tmp_path, model):
+    """scipy.stats and scipy.optimize took 0.5 s each to import, half of the script's start:
+    the normal quantiles, p-values and chi-square tails come from scipy.special (the same
+    functions scipy.stats calls), the Hungarian matching is imported where a bootstrap or an
+    enumeration needs it.  A default run (Louis SEs, every result file and figure) of the
+    built-in data (LCA: a small file of answers) loads neither."""
+    import subprocess
+    import sys
+
+    args = list(FAST)
+    if model == "lca":
+        rows = ["a,b,c"] + [f"{i % 2 + 1},{(i // 2) % 2 + 1},{(i // 3) % 2 + 1}" for i in range(60)]
+        (tmp_path / "answers.csv").write_text("\n".join(rows) + "\n")
+        args += ["--model", "lca", "--data", "answers.csv"]
+    script = str(ROOT / "scripts" / "02_run_estimation.py")
+    code = ("import runpy, sys; ns = runpy.run_path(%r, run_name='not_main'); "
+            "after_imports = sorted(m for m in ('scipy.stats', 'scipy.optimize') if m in sys.modules); "
+            "rc = ns['main'](%r); "
+            "print(rc, after_imports, sorted(m for m in ('scipy.stats', 'scipy.optimize') "
+            "if m in sys.modules))" % (script, args))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0 [] []", proc.stdout
+    assert (tmp_path / "results" / TASK / "report.html").is_file()

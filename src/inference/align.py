@@ -29,7 +29,6 @@ trying all K! permutations.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..models.base import Data, MixtureModel, Params, split_weight
 
@@ -59,6 +58,8 @@ def align_to(reference: Params, replicate: Params) -> np.ndarray:
     cost = class_distance(reference, replicate)
     if not np.all(np.isfinite(cost)):
         cost = np.where(np.isfinite(cost), cost, np.nanmax(cost[np.isfinite(cost)], initial=0) * 10 + 1)
+    from scipy.optimize import linear_sum_assignment   # (0.5 s to import: where it is used)
+
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(cost.shape[0], dtype=int)
     perm[rows] = cols
@@ -97,6 +98,8 @@ def align_by_posteriors(model: MixtureModel, data: Data, reference: Params,
     agree = posterior_agreement(model, data, reference, replicate, chunk_size)
     if not np.any(agree > 0):
         return align_params(model, reference, replicate)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-agree)
     perm = np.empty(agree.shape[0], dtype=int)
     perm[rows] = cols

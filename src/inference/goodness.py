@@ -91,8 +91,7 @@ import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from scipy import stats
-from scipy.special import logsumexp
+from scipy.special import chdtrc, logsumexp, ndtri   # (scipy.stats' own functions, without its import)
 
 from ..models.base import WEIGHT_KEY, Data, MixtureModel, Params, replicate_rows, split_weight
 from ..selection.blrt import FIT_OPTION_KEYS
@@ -447,8 +446,8 @@ def lca_fit_statistics(model: MixtureModel, data: Data, params: Params, *,
                            small=SMALL_EXPECTED, min=out["min_expected"] or 0.0,
                            limit=SMALL_SHARE, floor=MIN_EXPECTED, then=then))
     else:
-        out["p_value_g2"] = _num(stats.chi2.sf(st["g2"], df))
-        out["p_value_x2"] = _num(stats.chi2.sf(st["x2"], df))
+        out["p_value_g2"] = _num(chdtrc(df, st["g2"]))   # = scipy.stats.chi2.sf(g2, df)
+        out["p_value_x2"] = _num(chdtrc(df, st["x2"]))
     return out
 
 
@@ -826,7 +825,7 @@ def gmm_derived(model: MixtureModel, params: Params, cov_free: np.ndarray, *,
     C0 = np.where(np.isfinite(C), C, 0.0)
     se = np.sqrt(np.clip(np.einsum("rp,pq,rq->r", Jac, C0, Jac), 0.0, None))
     se[np.any((Jac != 0) & bad[None, :], axis=1)] = np.nan
-    z = float(stats.norm.ppf(0.5 + float(ci_level) / 2.0))
+    z = float(ndtri(0.5 + float(ci_level) / 2.0))
     rows = []
     for e, v, s in zip(entries, values, se):
         lo = hi = float("nan")
