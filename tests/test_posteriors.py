@@ -152,6 +152,46 @@ class TestPosteriors:
                 assert write_csv_table(dataclasses.replace(prepared, size_bound=bound)) == text
 
 
+    @pytest.mark.parametrize("K", [1, 2, 3, 5])
+    def test_rows_of_answer_patterns_written_from_the_patterns_text(self, K):
+        """Rows given as distinct patterns and their inverse (LCA) are written from each pattern's text (dictionary columns): byte for byte the file of the rows themselves -- awkward floats (the smallest normal and subnormal, 1 - 1e-16, 1/3, ties), ids of every kind -- within the size bound; ids that need quotes, many patterns or none take the rows' own path."""
+        import dataclasses
+
+        import pyarrow as pa
+
+        from src.output.posteriors import _pattern_table, csv_table, write_csv_table
+
+        rng = np.random.default_rng(K)
+        odd = [2.2250738585072014e-308, 5e-324, 1 - 1e-16, 1 / 3, 0.0, 1.0, 0.5, 1e-7, 123.25]
+        patterns = np.concatenate([rng.dirichlet(np.ones(K), 60),
+                                   np.array(odd)[rng.integers(0, len(odd), (9, K))]])
+        inverse = rng.integers(0, patterns.shape[0], 3000)
+        for labels in (np.arange(3000) * 7, np.linspace(-1, 1, 3000),
+                       np.array(["r%d" % i if i % 11 else None for i in range(3000)], dtype=object),
+                       np.array(["a,b" if i == 5 else "x" for i in range(3000)], dtype=object)):
+            prepared = csv_table(labels, patterns, inverse, "id")
+            rows = csv_table(labels, patterns[inverse], None, "id")
+            dictionary = pa.types.is_dictionary(prepared.table.column(1).type)
+            assert dictionary == (labels.dtype != object or labels[5] != "a,b")
+            text = write_csv_table(prepared)
+            assert text == write_csv_table(rows)
+            assert len(text) <= prepared.size_bound
+            assert write_csv_table(dataclasses.replace(prepared, size_bound=None)) == text
+        many = rng.integers(0, 2000, 3000)   # as many patterns as rows: the rows' own path
+        wide = rng.dirichlet(np.ones(K), 2000)
+        prepared = csv_table(np.arange(3000), wide, many)
+        assert not pa.types.is_dictionary(prepared.table.column(1).type)
+        assert write_csv_table(prepared) == write_csv_table(csv_table(np.arange(3000), wide[many], None))
+        empty = csv_table(np.arange(0), np.zeros((0, K)), np.zeros(0, dtype=np.int64))
+        assert write_csv_table(empty) == ",".join(posterior_columns(K)).encode() + b"\n"
+        # a pattern's text is Arrow's own: the dictionary's values are its CSV fields
+        options = csv_table(np.arange(3), patterns, np.arange(3)).options
+        table = _pattern_table(K, pa.array([0, 1, 2]), patterns[:3], np.arange(3), options)
+        for k in range(K):
+            got = table.column(k + 1).chunk(0).dictionary.to_pylist()
+            assert [float(v) for v in got] == patterns[:3, k].tolist()
+
+
 class TestParquet:
     def test_parts_in_sorted_order_equal_the_csv(self, tmp_path):
         """Partitions written as part files read back, files sorted and rows in file order, as the whole data's CSV."""

@@ -44,6 +44,9 @@ ROW_COLUMN = "row"
 #: rows per call of Arrow's CSV writer when the posteriors are given (each call releases
 #: the GIL once)
 _WRITE_ROWS = 1 << 20
+#: rows given as distinct patterns (LCA) are written from each pattern's text when there are
+#: at most this many patterns per row (:func:`_pattern_table`)
+PATTERN_SHARE = 0.25
 
 
 def posterior_columns(n_components: int, id_column: str | None = None) -> list[str]:
@@ -212,9 +215,57 @@ def _size_bound(header: bytes, table: Any) -> int | None:
             total += n * _FIELD_BOUND["temporal"]
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             total += 2 * column.nbytes + 2 * n
+        elif pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
+            longest = max((_longest(chunk.dictionary) for chunk in column.chunks), default=0)
+            total += n * (2 * longest + 2)
         else:
             return None
     return total
+
+
+def _longest(texts: Any) -> int:
+    """Bytes of the longest value of a string array (its offsets' largest step)."""
+    if len(texts) == 0:
+        return 0
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
+    return int(np.diff(offsets).max())
+
+
+def _texts(values: Any, options: Any) -> Any:
+    """The text Arrow's CSV writer gives each value of ``values`` (an Arrow array of
+    numbers, no missing value) with ``options``, as a string array: one writer call, the
+    values cut at the line ends (no per-value Python)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(pa.Table.from_arrays([values], names=["v"]), sink, write_options=options)
+    text = sink.getvalue().to_pybytes()
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n"))
+    if ends.size != len(values):
+        raise ValueError("a value's text holds a line end")
+    offsets = np.concatenate([[0], ends - np.arange(ends.size)]).astype(np.int32)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets),
+                                       pa.py_buffer(text.replace(b"\n", b"")))
+
+
+def _pattern_table(n_components: int, ids: Any, tau: np.ndarray, inverse: np.ndarray,
+                   options: Any) -> Any:
+    """:func:`_table` of the rows ``tau[inverse]`` made from the patterns' text: each
+    pattern's p1..pK and class formatted once by Arrow's CSV writer (:func:`_texts`), each
+    row's fields that text looked up by ``inverse`` (dictionary columns, which the writer
+    writes as their values).  The same bytes as :func:`_table`'s (unquoted fields only:
+    with ``quoting_style="needed"`` Arrow quotes every text value); for LCA's 1e5 rows of
+    1024 answer patterns 22 -> 9 ms."""
+    import pyarrow as pa
+
+    tau = np.asarray(tau, dtype=np.float64)
+    index = _numbers(np.asarray(inverse, dtype=np.int64))
+    per_pattern = [_numbers(np.ascontiguousarray(tau[:, k])) for k in range(n_components)]
+    per_pattern.append(_numbers((tau.argmax(axis=1) + 1).astype(np.int64)))
+    columns = [ids] + [pa.DictionaryArray.from_arrays(index, _texts(values, options))
+                       for values in per_pattern]
+    return pa.Table.from_arrays(columns, names=[f"c{j}" for j in range(len(columns))])
 
 
 def _layout(ids: Any, K: int, id_column: str | None) -> tuple[bytes, Any]:
@@ -234,12 +285,16 @@ def csv_table(labels: np.ndarray, tau: np.ndarray, inverse: np.ndarray | None,
     holds the GIL: NumPy copies of the columns, row names as Arrow values, whether a text
     name needs quotes)."""
     K = int(tau.shape[1])
-    rows = tau if inverse is None else tau[inverse]
-    if rows.shape[0] != labels.shape[0]:
-        raise ValueError(f"posteriors of {rows.shape[0]} rows for {labels.shape[0]} row names")
+    n = tau.shape[0] if inverse is None else np.asarray(inverse).shape[0]
+    if n != labels.shape[0]:
+        raise ValueError(f"posteriors of {n} rows for {labels.shape[0]} row names")
     ids = _id_array(labels)
     header, options = _layout(ids, K, id_column)
-    table = _table(K, ids, rows)
+    if inverse is not None and 0 < tau.shape[0] <= PATTERN_SHARE * n \
+            and options.quoting_style == "none":
+        table = _pattern_table(K, ids, tau, inverse, options)
+    else:
+        table = _table(K, ids, tau if inverse is None else tau[inverse])
     return CsvTable(header, table, options, _size_bound(header, table))
 
 
