@@ -560,3 +560,46 @@ def test_a_fork_that_dies_leaves_its_figures_to_the_run(tmp_path):
     assert seen[0] == ["posterior.png", None, True]
     assert seen[1][0] == "die.png" and "ended early" in seen[1][1]
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize("finish_too", [False, True])
+def test_the_warm_up_figure_follows_a_prepare_but_not_a_finish(fits, finish_too):
+    """The drawing process draws its small warm-up figure once idle even when a run's first stages came while it imported matplotlib (they are drawn first); not once it has finished figures (the ready answer says which). Either way the figures' bytes are those drawn here."""
+    import select
+
+    from src.output.helper import read_message, write_all
+
+    model, data, params, post = fits["lca"]
+    specs = figure_specs(model, data, params, post)
+    proc = _spawn_helper(True)
+    try:
+        fd_in, fd_out = proc.stdin.fileno(), proc.stdout.fileno()
+        items, arrays = background._items(specs, "first")
+        write_all(fd_in, pack({"op": "prepare", "job": 1, "items": items}, arrays))
+        if finish_too:   # the estimate known before the process is ready
+            items, arrays = background._items(specs, "second")
+            write_all(fd_in, pack({"op": "finish", "job": 2,
+                                   "items": [item + [1] for item in items]}, arrays))
+            os.kill(proc.pid, signal.SIGUSR1)   # the run's go: it waits for the figures
+        answers, ready = {}, None
+        while ready is None or (finish_too and len(answers) < len(specs)):
+            assert select.select([fd_out], [], [], 120)[0], "no answer within 120 s"
+            meta, blobs = read_message(fd_out)
+            if meta.get("ready"):
+                ready = meta
+            else:
+                answers[meta["item"]] = blobs["bytes"].tobytes()
+        assert ready["warmed"] is (not finish_too)
+        if not finish_too:   # the first stages kept: the second stages finish them
+            items, arrays = background._items(specs, "second")
+            write_all(fd_in, pack({"op": "finish", "job": 2,
+                                   "items": [item + [1] for item in items]}, arrays))
+            os.kill(proc.pid, signal.SIGUSR1)
+            while len(answers) < len(specs):
+                meta, blobs = read_message(fd_out)
+                answers[meta["item"]] = blobs["bytes"].tobytes()
+        for name, spec in specs.items():
+            assert answers[name] == render(spec).png, name
+    finally:
+        proc.stdin.close()
+        proc.wait(30)

@@ -4,7 +4,8 @@ on.
 A run with plots (one K) starts a helper process as it begins (:func:`start`, from
 :mod:`src.pipeline.tracked`), or adopts the one the script started before its own imports
 (:mod:`.launch`); the helper imports matplotlib at once and, whenever it has nothing else to
-do, draws a small figure (fonts loaded), then says it is ready.  The run sends it:
+do, draws a small figure (fonts loaded; also after a first stage, not once it finished a
+figure), then says it is ready.  The run sends it:
 
 1. once the data are read, the first stage of every figure (:func:`submit_data`: column and
    item names, the data columns; :mod:`.plots.spec`), which the helper draws while the model

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .plots.spec import HEAD_SIZE, Spec, finish, message_size, pack, render, unpack
+from .plots.spec import HEAD_SIZE, finish, message_size, pack, unpack
 from .plots.spec import start as start_drawing
 from ..parallel.lifetime import set_parent_death_signal
 
@@ -96,18 +96,26 @@ class _Inbox:
 
 def _warm_ups(out: int, drawn: Any) -> list[tuple[float, Any]]:
     """What the helper does while it has nothing else to do, in order, each after that many
-    seconds without a request: import matplotlib, draw a small figure (fonts loaded, caches
-    filled; not when a figure was started already: ``drawn()``), then tell the run it is
-    ready (:func:`.background.wait_ready`)."""
+    seconds without a request: import matplotlib, draw a small figure (:func:`.plots.layout.
+    warm_up`: the first-draw costs paid before the estimate comes; not once a figure was
+    finished, ``drawn()``), then tell the run it is ready (:func:`.background.wait_ready`;
+    ``warmed``: whether the small figure was drawn).  The first stages of a prepare message
+    come first when it waits (matplotlib imports for about a second, a run's data are often
+    read by then): the small figure still follows them -- it used to be skipped once any
+    request had come, and the run's first figures then paid 30-50 ms each more in its
+    output phase."""
     from .plots import _import_matplotlib
+    from .plots.layout import warm_up
+
+    warmed = [False]
 
     def figure() -> None:
         if not drawn():
-            render(Spec("posterior", {"n": 3, "mean": 0.7},   # (not posterior_spec: no model
-                        {"tau": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}))   # imports)
+            warm_up()
+            warmed[0] = True
 
     def ready() -> None:
-        write_all(out, pack({"ready": True}, {}))
+        write_all(out, pack({"ready": True, "warmed": warmed[0]}, {}))
 
     return [(0.0, _import_matplotlib), (0.0, figure), (0.0, ready)]
 
@@ -273,8 +281,8 @@ def serve(parent: int) -> None:
     os.dup2(2, 1)  # a stray print must not enter the answers
     inbox = _Inbox(0)
     drawings: dict[tuple[int, str], Any] = {}   # first stages done: (job, figure) -> Drawing
-    requests = [0]
-    warm_ups = _warm_ups(out, lambda: requests[0] > 0)
+    finished = [0]   # finish messages handled
+    warm_ups = _warm_ups(out, lambda: finished[0] > 0)
     while True:
         while warm_ups and not inbox.waiting(warm_ups[0][0]):   # (matplotlib: needed anyway)
             try:
@@ -286,7 +294,7 @@ def serve(parent: int) -> None:
             os._exit(0)  # nothing to flush (answers go out with os.write): no slow teardown
         meta, arrays = message
         job = int(meta["job"])
-        requests[0] += 1
+        finished[0] += meta["op"] != "prepare"
         work = []
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}

@@ -98,6 +98,24 @@ def finish(fig: Any) -> tuple[bytes, int, int]:
     return buf.getvalue(), int(round(w * DPI)), int(round(h * DPI))
 
 
+def warm_up() -> bytes:
+    """Draw a small figure of what every figure is made of -- text at 10 and 8 points, a
+    title, axis labels, markers, a filled step, a legend with a title -- into PNG bytes, so
+    the first real figure of the process does not pay matplotlib's first-draw costs (the
+    font's glyphs and metrics, Agg's and Pillow's set-up): measured, a figure's second stage
+    84-115 ms of CPU in a fresh process, 45-60 ms after this (itself ~40 ms)."""
+    with style():
+        fig = figure(1.5, 1.2)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.plot([0.0, 1.0], [0.0, 1.0], marker="o", label="class 1")
+        ax.stairs([1.0, 2.0], [0.0, 0.5, 1.0], fill=True, label="class 2")
+        ax.set_xlabel("x")
+        ax.set_ylabel("rows")
+        title(ax, "Ag 0.5 (n = 3)")
+        ax.legend(fontsize=8, title="modal class", title_fontsize=8)
+        return finish(fig)[0]
+
+
 # ------------------------------------------------------------------ titles and ticks
 def plain_numbers(ax: Any) -> None:
     """Tick labels of ``ax`` as plain numbers: no offset (``+1e6``) and no ``x1e6`` factor
