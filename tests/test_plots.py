@@ -246,6 +246,28 @@ class TestGeometry:
             np.testing.assert_array_equal(counts[k], np.histogram(top[modal == k], edges)[0])
         assert counts.sum() == resp.shape[0]
 
+    @pytest.mark.parametrize("K", [1, 2, 3, 7])
+    def test_posterior_histogram_bins_values_on_and_beside_every_edge(self, K):
+        """Bins as numpy.searchsorted on the edges puts them (edges[b] <= top < edges[b+1],
+        the last bin closed, values below the first edge in the first bin) for values on
+        every edge, one ulp either side of it, and random ones."""
+        from src.output.plots.posterior import BINS, _histogram
+
+        lo = 1.0 / K if K > 1 else 0.0
+        edges = np.linspace(lo, 1.0, BINS + 1)
+        rng = np.random.default_rng(K)
+        top = np.concatenate([edges, np.nextafter(edges, 0.0), np.nextafter(edges, 2.0),
+                              rng.uniform(lo, 1.0, 5000)])
+        top = top[(top <= 1.0) & (top >= lo - 1e-9)]
+        rest = (1.0 - top)[:, None] / max(K - 1, 1) * np.ones((1, K - 1))
+        tau = np.hstack([top[:, None], rest])
+        got_edges, counts = _histogram(tau, None)
+        np.testing.assert_array_equal(got_edges, edges)
+        modal, largest = tau.argmax(axis=1), tau.max(axis=1)
+        want = np.clip(np.searchsorted(edges, largest, side="right") - 1, 0, BINS - 1)
+        expected = np.bincount(modal * BINS + want, minlength=K * BINS).reshape(K, BINS)
+        np.testing.assert_array_equal(counts, expected)
+
     def test_posterior_histogram_of_certain_rows(self):
         """Rows with posterior exactly 1 (and K = 1) fall in the last bin."""
         edges, counts = posterior_histogram(np.ones((7, 1)))

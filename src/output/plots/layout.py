@@ -108,7 +108,8 @@ def warm_up() -> bytes:
         fig = figure(1.5, 1.2)
         ax = fig.add_subplot(1, 1, 1)
         ax.plot([0.0, 1.0], [0.0, 1.0], marker="o", label="class 1")
-        ax.stairs([1.0, 2.0], [0.0, 0.5, 1.0], fill=True, label="class 2")
+        filled_steps(ax, np.array([1.0, 2.0]), np.array([0.0, 0.5, 1.0]), color="C1",
+                     label="class 2")
         ax.set_xlabel("x")
         ax.set_ylabel("rows")
         title(ax, "Ag 0.5 (n = 3)")
@@ -244,6 +245,21 @@ def inner_ticks(lo: float, hi: float) -> Any:
 
 
 # ------------------------------------------------------------------ shared pieces
+def filled_steps(ax: Any, values: np.ndarray, edges: np.ndarray, *, baseline: Any = 0.0,
+                 color: Any, label: str | None = None) -> Any:
+    """A filled step outline (``ax.stairs(values, edges, baseline=baseline, fill=True,
+    color=color, linewidth=0)``, the same patch drawn the same way) for axes whose limits
+    are set by hand: it is not added to the data limits, which ``Axes.stairs`` works out
+    from the outline's path segment by segment in Python (5 ms per 40-bin outline, the
+    largest piece of a posterior histogram's drawing after its text)."""
+    from matplotlib.patches import StepPatch
+
+    patch = StepPatch(values, edges, baseline=baseline, fill=True, linewidth=0,
+                      facecolor=color, label=label)
+    ax.add_artist(patch)
+    return patch
+
+
 def points(ax: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, colors: Sequence[Any],
            size: float, alpha: float = 0.6, batches: int = 8) -> None:
     """Points coloured by group as markers (one Line2D per group and batch): the rows come in
