@@ -480,3 +480,35 @@ def test_figures_show_plain_numbers_for_large_data(monkeypatch, columns):
     for plot in drawn.values():
         image = matplotlib.image.imread(io.BytesIO(plot.png), format="png")
         assert image.shape[:2] == (plot.height, plot.width)
+
+
+@pytest.mark.parametrize("D", [2, 3, 6])
+@pytest.mark.parametrize("beyond", [False, True])
+def test_scatter_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch, D, beyond):
+    """A scatter whose first stage ran ahead of the estimate (as in the drawing process:
+    laid out on the data's ranges and drawn without its classes) gives the bytes of one
+    drawn at once: with every ellipse inside the data, by drawing the points, ellipses,
+    diagonal panels and legend on that picture; with an ellipse beyond the data (its range
+    is wider), by laying the figure out again and drawing it whole."""
+    from src.output.plots import gaussian, layout
+    from src.output.plots.spec import finish, render, start
+
+    rng = stream(7, "scatter-ahead", D)
+    n = 3000
+    z = rng.random(n) < 0.4
+    means = np.stack([np.zeros(D), np.full(D, 4.0)])
+    covs = np.stack([np.eye(D), 0.5 * np.eye(D) + 0.2])
+    X = means[z.astype(int)] + rng.standard_normal((n, D)) @ np.linalg.cholesky(covs[0]).T
+    if beyond:
+        covs = covs * np.array([1.0, 30.0])[:, None, None]
+    spec = gaussian.scatter_spec(X, [f"x{j}" for j in range(D)], np.array([0.6, 0.4]),
+                                 means, covs, z.astype(int))
+    over = []
+    real = layout.finish_over
+    monkeypatch.setattr(layout, "finish_over", lambda *a: over.append(1) or real(*a))
+    at_once = render(spec).png
+    assert not over   # (drawn at once: no picture ahead)
+    drawing = start(spec.kind, *spec.first(), ahead=True)
+    png = finish(drawing, *spec.second())[0]
+    assert png == at_once
+    assert len(over) == (0 if beyond else 1)

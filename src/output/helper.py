@@ -300,7 +300,8 @@ def serve(parent: int) -> None:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
                 try:
-                    drawings[job, name] = start_drawing(kind, item_meta, item_arrays)
+                    drawings[job, name] = start_drawing(kind, item_meta, item_arrays,
+                                                        ahead=True)
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
                 continue

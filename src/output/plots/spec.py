@@ -34,7 +34,7 @@ import numpy as np
 
 from .layout import Plot
 
-__all__ = ["Spec", "Drawing", "render", "start", "finish", "DRAW", "pack", "unpack",
+__all__ = ["Spec", "Drawing", "render", "start", "ahead", "finish", "DRAW", "pack", "unpack",
            "FormatError"]
 
 #: a drawing: ``(meta, arrays)`` -> a generator that yields once (between its stages) and
@@ -85,12 +85,31 @@ class Drawing:
     arrays: dict[str, np.ndarray]
 
 
-def start(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Drawing:
-    """Run the first stage of a ``kind`` figure on the data's ``meta`` and ``arrays``."""
+#: whether the first stage running now runs ahead of its second (:func:`start`'s ``ahead``)
+_AHEAD = [False]
+
+
+def start(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *,
+          ahead: bool = False) -> Drawing:
+    """Run the first stage of a ``kind`` figure on the data's ``meta`` and ``arrays``.
+
+    ``ahead``: the second stage comes later (the drawing process, while the model is
+    fitted), so work that only shortens the second stage is worth doing now
+    (:func:`ahead`); with both stages at once (:func:`render`) it would only add to them."""
     meta, arrays = dict(meta), dict(arrays)   # the drawing reads these again after its yield
     steps = DRAW[kind](meta, arrays)
-    next(steps)
+    _AHEAD[0] = ahead
+    try:
+        next(steps)
+    finally:
+        _AHEAD[0] = False
     return Drawing(steps, meta, arrays)
+
+
+def ahead() -> bool:
+    """Whether the first stage now running (called from a drawing function before its
+    yield) runs ahead of its second stage (:func:`start`)."""
+    return _AHEAD[0]
 
 
 def finish(drawing: Drawing, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
