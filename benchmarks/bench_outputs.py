@@ -63,7 +63,9 @@ a fit of seconds; not run unless named).  Others K = 2 (the default).
 ``--code NAME=PATH`` (repeatable) compares versions of the project: each child runs the code
 under PATH (e.g. ``git archive <commit> | tar -x -C PATH``), every round runs every version
 in turn, so before/after ratios come from the same minutes of a shared machine.  Default:
-this checkout, named ``here``.
+this checkout, named ``here``.  ``--python NAME=EXE`` runs version NAME's children with
+another interpreter (a virtual environment with other versions of the libraries: name the
+same PATH twice, e.g. ``--code mpl311=. --code mpl310=. --python mpl310=/tmp/v310/bin/python``).
 
 ``--profile CASE`` instead runs one default run of CASE under cProfile and prints where the
 ``result_output`` phase spends its time (cumulative seconds of the functions inside it);
@@ -296,6 +298,8 @@ def _children_cpu_seconds() -> float:
 #: ``--no-bytecode``: compiled afresh by every process, as with PYTHONDONTWRITEBYTECODE=1
 #: and no ``__pycache__``)
 PYCACHE: list[Path | None] = [None]
+#: version name -> the interpreter its runs use (``--python``; default: this one)
+PYTHONS: dict[str, str] = {}
 
 
 def child_env(code: Path) -> dict[str, str]:
@@ -310,23 +314,24 @@ def child_env(code: Path) -> dict[str, str]:
     return env
 
 
-def compile_code(code: Path) -> None:
+def compile_code(code: Path, python: str = sys.executable) -> None:
     """Compile the project under ``code`` into the bytecode cache (before any measurement,
     with one unmeasured run of each case for the libraries' modules, which the cache prefix
     holds too: no run pays for compiling, as none would after ``pip install``)."""
     if PYCACHE[0] is not None:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "src"),
+        subprocess.run([python, "-m", "compileall", "-q", str(code / "src"),
                         str(Path(__file__).resolve())], env=child_env(code), check=True,
                        stdout=subprocess.DEVNULL)
 
 
 def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
-              code: Path = ROOT, no_output: bool = False) -> dict:
+              code: Path = ROOT, no_output: bool = False, python: str = sys.executable
+              ) -> dict:
     env = child_env(code)
     env.pop("BENCH_NO_OUTPUT", None)
     if no_output:
         env["BENCH_NO_OUTPUT"] = "1"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    cmd = [python, str(Path(__file__).resolve()), "--child"]
     if profile_out is not None:
         env["BENCH_PROFILE_OUT"] = str(profile_out)
         cmd.append("--child-profile")
@@ -346,14 +351,15 @@ def run_child(argv: list[str], cwd: Path, *, profile_out: Path | None = None,
     return times
 
 
-def measure(case: str, data: Path, setting: str, work: Path, code: Path = ROOT) -> dict:
+def measure(case: str, data: Path, setting: str, work: Path, code: Path = ROOT,
+            python: str = sys.executable) -> dict:
     """A fresh run of ``case`` in ``work`` in ``setting`` (:data:`SETTINGS`) with the
-    project's code under ``code``."""
+    project's code under ``code``, run by ``python``."""
     folder = work / f"{case}-{setting}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     argv = [*case_args(case, data), "--no-progress-tracking", *SETTINGS[setting]]
-    times = run_child(argv, folder, code=code, no_output=setting == "none")
+    times = run_child(argv, folder, code=code, no_output=setting == "none", python=python)
     times["rest"] = times["run"] - times["result_output"]
     times["output"] = times["result_output"]
     times["ratio"] = times["output"] / times["rest"]
@@ -516,6 +522,8 @@ def main() -> None:
                     help="children compile the project's modules afresh (as with "
                          "PYTHONDONTWRITEBYTECODE=1 and no __pycache__) instead of loading "
                          "them from a bytecode cache in the working folder")
+    ap.add_argument("--python", action="append", default=[], metavar="NAME=EXE",
+                    help="the interpreter of version NAME's runs (default: this one)")
     ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                     help="a version of the project to run (repeat to compare; default: this one)")
     ap.add_argument("--settings", default="default,minimal,none",
@@ -537,6 +545,12 @@ def main() -> None:
     cases = [c for c in args.cases.split(",") if c]
     settings = [s for s in args.settings.split(",") if s]
     codes = _codes(args.code)
+    for spec in args.python:
+        name, _, exe = spec.partition("=")
+        if name not in codes or not exe or not Path(exe).exists():
+            raise SystemExit(f"--python {spec!r}: expected NAME=EXE with NAME one of --code's "
+                             f"({', '.join(codes)}) and EXE an interpreter")
+        PYTHONS[name] = exe
     n = int(args.n)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -551,8 +565,8 @@ def _bench(args: argparse.Namespace, cases: list[str], settings: list[str],
            codes: dict[str, Path], n: int, work: Path) -> None:
     """:func:`main`'s measurements in ``work``."""
     PYCACHE[0] = None if args.no_bytecode else work / "pycache"
-    for code in ({"here": ROOT} if args.profile or args.pieces else codes).values():
-        compile_code(code)
+    for name, code in ({"here": ROOT} if args.profile or args.pieces else codes).items():
+        compile_code(code, PYTHONS.get(name, sys.executable))
     paths = {}
     single = args.profile or args.pieces
     for case in ([single] if single else cases):
@@ -560,9 +574,10 @@ def _bench(args: argparse.Namespace, cases: list[str], settings: list[str],
         if not paths[case].exists():
             simulate(case, n).to_csv(paths[case], index=False)
     if PYCACHE[0] is not None:   # every module the runs load compiled once, unmeasured
-        for code in ({"here": ROOT} if single else codes).values():
+        for name, code in ({"here": ROOT} if single else codes).items():
             for case in paths:
-                measure(case, paths[case], "default", work, code)
+                measure(case, paths[case], "default", work, code,
+                        PYTHONS.get(name, sys.executable))
     if args.pieces:
         pieces(args.pieces, paths[args.pieces], work)
         return
@@ -572,6 +587,10 @@ def _bench(args: argparse.Namespace, cases: list[str], settings: list[str],
 
     info = machine()
     info["code"] = {name: str(path) for name, path in codes.items()}
+    info["interpreter"] = {name: PYTHONS.get(name, sys.executable) for name in codes}
+    info["matplotlib"] = {name: subprocess.run(
+        [exe, "-c", "import matplotlib; print(matplotlib.__version__)"], capture_output=True,
+        text=True).stdout.strip() for name, exe in info["interpreter"].items()}
     info["bytecode"] = "compiled afresh" if args.no_bytecode else "cached"
     print(f"N = {n}, rounds {args.rounds}, {info}", flush=True)
     results: dict[str, dict[str, dict[str, list[dict]]]] = {
@@ -583,7 +602,8 @@ def _bench(args: argparse.Namespace, cases: list[str], settings: list[str],
             for setting in order:
                 for code in names:
                     for attempt in range(args.retries + 1):   # again while others were busy
-                        t = measure(case, paths[case], setting, work, codes[code])
+                        t = measure(case, paths[case], setting, work, codes[code],
+                                    PYTHONS.get(code, sys.executable))
                         if args.max_others is None or (t["others"] or 0.0) <= args.max_others:
                             break
                         time.sleep(args.retry_wait)
