@@ -299,9 +299,9 @@ def serve(parent: int) -> None:
         for name, kind, item_meta, keys, *base in meta["items"]:
             item_arrays = {k: arrays[f"{name}/{k}"] for k in keys}
             if meta["op"] == "prepare":
-                try:
+                try:   # (ahead of the estimate unless it has come meanwhile: a short fit)
                     drawings[job, name] = start_drawing(kind, item_meta, item_arrays,
-                                                        ahead=True)
+                                                        ahead=not inbox.waiting())
                 except Exception as exc:   # reported when the second stage comes
                     drawings[job, name] = exc
                 continue
