@@ -512,3 +512,34 @@ def test_scatter_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch, D
     png = finish(drawing, *spec.second())[0]
     assert png == at_once
     assert len(over) == (0 if beyond else 1)
+
+
+@pytest.mark.parametrize("items, sizes, K", [(10, 2, 2), (4, 2, 5), (12, 2, 3), (5, 3, 3)])
+def test_profile_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch, items, sizes, K):
+    """A binary profile whose first stage ran ahead of the estimate (laid out with a legend
+    of classes at 100%, drawn without the class lines) gives the bytes of one drawn at once,
+    by drawing the lines and legend on that picture, and its legend lies inside the figure;
+    a profile of 3-code items is drawn whole either way (the same bytes)."""
+    from src.output.plots import layout, profile
+    from src.output.plots.spec import finish, render, start
+
+    rng = stream(11, "profile-ahead", items, sizes, K)
+    prob = rng.dirichlet(np.ones(sizes), size=(K, items))
+    prob[:, 0] = np.eye(sizes)[0]          # probabilities of exactly 0 and 1
+    cats = [[str(c + 1) for c in range(sizes)] for _ in range(items)]
+    cats[-1] = ["only"]                    # an item with a single code: no line point
+    prob[:, -1] = np.eye(sizes)[0]
+    weight = rng.dirichlet(np.ones(K))
+    spec = profile.profile_spec(prob, weight, [f"item{j}" for j in range(items)], cats)
+    over = []
+    real = layout.finish_over
+    monkeypatch.setattr(layout, "finish_over", lambda *a: over.append(a) or real(*a))
+    at_once = render(spec).png
+    assert not over
+    png = finish(start(spec.kind, *spec.first(), ahead=True), *spec.second())[0]
+    assert png == at_once
+    assert len(over) == (1 if sizes == 2 else 0)
+    if over:
+        fig, legend = over[0][0], over[0][2][-1]
+        box = legend.get_window_extent(fig.canvas.get_renderer())
+        assert box.x1 <= fig.bbox.width and box.x0 >= 0
