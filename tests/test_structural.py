@@ -335,6 +335,30 @@ class TestStepMix:
         psi, A = estimating_functions(free, a.theta, "ml", log_emission(W, D), np.ones(len(yd)))
         assert np.abs(psi.sum(0)).max() < 1e-6 * np.abs(A).max()
 
+    @pytest.mark.parametrize("seed", range(8))
+    def test_ml_newton_converges_from_within_rounding_of_the_maximum(self, seed):
+        """Started a hair (1e-9) from the ML correction's maximum, where no step can raise
+        the log-likelihood beyond its rounding, Newton still converges (full steps while
+        the gradient shrinks) in a few steps to the maximum, instead of taking tiny steps of
+        equal log-likelihood until its iterations run out."""
+        from src.structural.data import StructuralData
+        from src.structural.estimate import maximise_ml
+
+        Y, z, *_ = simulate(600, 9)
+        rng = np.random.default_rng(seed)
+        tau = rng.dirichlet(np.ones(K) * 0.6, size=600)
+        W = assign(tau, "modal")
+        log_a = log_emission(W, classification_error(tau, W))
+        sm = StructuralData.from_frame(pd.DataFrame({"a": z[:, 0], "b": z[:, 1]}),
+                                       "covariates").model(K, "ml")
+        best = step3(sm, W, classification_error(tau, W), "ml")
+        assert best.converged
+        c = np.ones(600)
+        start = best.theta + 1e-9 * rng.standard_normal(best.theta.size)
+        theta, ll, steps, converged = maximise_ml(sm, log_a, start, c)
+        assert converged and steps < 10
+        np.testing.assert_allclose(theta, best.theta, rtol=0, atol=1e-10)
+
 
 # ------------------------------------------------------------------ the pipeline
 BASE = ("--model", "lca", "--components", "3", "--columns", "i0,i1,i2,i3,i4,i5",

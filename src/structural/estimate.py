@@ -96,8 +96,9 @@ def maximise_ml(model: StructuralModel, log_a: np.ndarray, theta0: np.ndarray,
                 ) -> tuple[np.ndarray, float, int, bool]:
     """``(theta, loglik, steps, converged)`` of the ML correction's log-likelihood from
     ``theta0``: Newton steps (the complete-data information's where the observed one is
-    not positive definite), halved until feasible and not lower; converged when the Newton
-    decrement ``g'd / 2 <= tol (1 + |loglik|)``."""
+    not positive definite), halved until feasible and higher (below the log-likelihood's
+    rounding: the full step while it makes the gradient smaller); converged when the Newton
+    decrement ``g'd / 2 <= tol (1 + |loglik|)`` or no step makes the gradient smaller."""
     theta = np.asarray(theta0, dtype=float).copy()
     ll, r = ml_terms(model, log_a, theta, c)
     converged = False
@@ -120,7 +121,11 @@ def maximise_ml(model: StructuralModel, log_a: np.ndarray, theta0: np.ndarray,
             trial = theta + t * d
             if model.feasible(trial):
                 ll_t, r_t = ml_terms(model, log_a, trial, c)
-                if np.isfinite(ll_t) and ll_t >= ll:
+                # a strict rise: a step that leaves the log-likelihood where it is (its
+                # rounding, near the maximum) goes to the gradient test below instead --
+                # accepted, tiny steps of equal log-likelihood stalled Newton short of the
+                # maximum (500 of them, |g| 1e-7, not converged)
+                if np.isfinite(ll_t) and ll_t > ll:
                     accepted = True
                     break
             t *= 0.5
