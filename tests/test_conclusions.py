@@ -261,6 +261,35 @@ class TestLatentClassFit:
             assert row["probs"] == [est[f"prob[{k},{row['item']},{row['category']}]"]
                                     for k in (1, 2)]
 
+    def test_report_shows_each_probability_with_its_standard_error(self, runs):
+        """report.md's response-probability table: each class's cell is the probability and,
+        in brackets, its standard error as estimates.csv gives them (4 decimals), the
+        probability alone where the SE is missing (on the boundary); the caption says so."""
+        out = results_dir(runs["lca"])
+        est = estimates(out)
+        report = (out / "report.md").read_text(encoding="utf-8")
+        section = report.split("## Response probabilities by class", 1)[1].split("\n## ", 1)[0]
+        assert "standard error in brackets" in section
+        cells = {}
+        for line in section.splitlines():
+            parts = [p.strip() for p in line.strip().strip("|").split("|")]
+            if len(parts) == 4 and parts[0] not in ("item", "---", ":---") and \
+                    not set(parts[0]) <= set("-:"):
+                cells[parts[0], parts[1]] = parts[2:]
+        assert len(cells) == 7 * 2
+        both = alone = 0
+        for (item, code), row in cells.items():
+            for k, text in zip((1, 2), row):
+                e = est[f"prob[{k},{item},{code}]"]
+                p, se = float(e["estimate"]), float(e["se"]) if e["se"] else math.nan
+                if math.isfinite(se):
+                    assert text == f"{p:.4f} ({se:.4f})", (item, code, k, text)
+                    both += 1
+                else:
+                    assert text == f"{p:.4f}", (item, code, k, text)
+                    alone += 1
+        assert both > 0
+
 
 def test_gmm_sds_and_correlations_by_the_delta_method(runs):
     """derived holds sd = sqrt(var) and cor = cov / (sd sd) with SEs J C J' from covariance.csv's closed-form gradients and log-scale / Fisher-z intervals."""

@@ -80,6 +80,10 @@ register({
     "concl.profile_caption": {
         "en": "Probability of each answer by class (class weights in the header)",
         "zh": "各类别中每个应答的概率（表头为类别权重）"},
+    "concl.profile_caption_se": {
+        "en": "Probability of each answer by class, its standard error in brackets (none on "
+              "the boundary; class weights in the header)",
+        "zh": "各类别中每个应答的概率，括号内为其标准误（边界上的概率无标准误；表头为类别权重）"},
     "concl.derived": {"en": "Standard deviations and correlations", "zh": "标准差与相关系数"},
     "concl.derived_caption": {
         "en": "Per-class standard deviations and correlations with delta-method standard "
@@ -194,11 +198,18 @@ def _profile(table: Mapping[str, Any], lang: str) -> Section:
     classes, weights = table["classes"], table["weights"]
     header = [tr(lang, "concl.item"), tr(lang, "concl.category")] + [
         f"{tr(lang, 'concl.class')} {k} ({_f(w, 3)})" for k, w in zip(classes, weights)]
-    body = [[str(r["item"]), str(r["category"])] + [_f(p) for p in r["probs"]]
+    with_se = any(s is not None for r in table["rows"] for s in r.get("se") or ())
+
+    def cell(p: Any, s: Any) -> str:
+        return _f(p) if s is None else f"{_f(p)} ({_f(s)})"
+
+    body = [[str(r["item"]), str(r["category"])]
+            + [cell(p, s) for p, s in zip(r["probs"], r.get("se") or [None] * len(r["probs"]))]
             for r in table["rows"]]
+    caption = tr(lang, "concl.profile_caption_se" if with_se else "concl.profile_caption")
     return Section("profile", tr(lang, "concl.profile"),
-                   [Table(header, body, align="ll" + "r" * len(classes),
-                          caption=tr(lang, "concl.profile_caption"))], after="goodness")
+                   [Table(header, body, align="ll" + "r" * len(classes), caption=caption)],
+                   after="goodness")
 
 
 def _derived(d: Mapping[str, Any], lang: str) -> Section:
