@@ -282,7 +282,8 @@ class TestIdColumn:
         assert prepared.row_ids.tolist() == [100, 101, 103, 104, 105, 106, 107, 108, 109, 110, 111]
 
     def test_lca_reads_the_id_as_text_and_repeated_ids_are_noted(self, tmp_path):
-        """An LCA run carries its id column as text and says, once, that ids repeat."""
+        """An LCA run carries its id column as text and says, once, that ids repeat; the
+        note stays in the data's record, which the report lists."""
         frame = pd.read_csv(CARCINOMA, dtype=str)
         frame.insert(0, "case", [f"c{i // 2}" for i in range(len(frame))])
         frame.to_csv(tmp_path / "c.csv", index=False)
@@ -296,9 +297,11 @@ class TestIdColumn:
                 self.said.append(text)
 
         notes = Notes()
-        prepared = phases.materialise(phases.prepare_data(opts, reporter=notes), opts)
+        record = phases.prepare_data(opts, reporter=notes)
+        prepared = phases.materialise(record, opts)
         assert prepared.row_ids.tolist()[:3] == ["c0", "c0", "c1"]
         assert len(notes.said) == 1 and "'case'" in notes.said[0] and "59" in notes.said[0]
+        assert record["notes"] == notes.said   # kept for the report (and a resumed run's)
 
     def test_rows_a_family_drops_by_its_own_rule(self):
         """Positions that cannot be told are None without --id and a DataError naming the model with it."""

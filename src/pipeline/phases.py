@@ -324,7 +324,8 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
     The loader's notes (a detected separator, encoding or decimal comma) go to
     ``reporter`` as soon as the file is read, so they come before an error they may
     explain.  They are shown when this phase runs: a resumed run that skips it does not
-    show them again (they stay in the record, ``record["notes"]``, which the API exposes)."""
+    show them again (they stay in the record, ``record["notes"]``, which the report lists
+    under the data and the API exposes; the note on repeated ids too)."""
     from ..data.rows import id_notes
 
     if options.partitioned:
@@ -335,11 +336,14 @@ def prepare_data(options: RunOptions, reporter: Any = None) -> dict[str, Any]:
         for note in record.get("notes", []):
             reporter.message(note)
     prepared = prepare_frame(frame, options, cls, record)
+    ids = id_notes(prepared.row_ids, prepared.id_column)
     if reporter is not None:
         for note in prepared.record.get("notes", [])[len(record.get("notes", [])):]:
             reporter.message(note)   # the data's own (rows of weight 0 dropped)
-        for note in id_notes(prepared.row_ids, prepared.id_column):
+        for note in ids:
             reporter.message(note)
+    if ids:   # kept with the others: the report shows them, also after a resume
+        prepared.record["notes"] = [*prepared.record.get("notes", []), *ids]
     parsed = _hash_data(prepared.data, prepared.meta)
     _CACHE[parsed] = (prepared.data, prepared.meta, prepared.row_positions,
                       prepared.id_column, prepared.row_ids)
