@@ -459,8 +459,10 @@ def test_figures_show_plain_numbers_for_large_data(monkeypatch, columns):
     from src.output.plots import layout as L
 
     drawn_figures = []
-    finish = L.finish
+    finish, finish_over = L.finish, L.finish_over
     monkeypatch.setattr(L, "finish", lambda fig: drawn_figures.append(fig) or finish(fig))
+    monkeypatch.setattr(L, "finish_over", lambda fig, *a: drawn_figures.append(fig)
+                        or finish_over(fig, *a))   # (the histogram, drawn in two steps)
     rng = stream(3, "test-plots-large-values")
     frame = pd.DataFrame({"a": 1e6 + rng.normal(0, 1, 400) + np.repeat([0.0, 6.0], 200),
                           "b": 2e6 + rng.normal(0, 1, 400), "c": 3e6 + rng.normal(0, 1, 400)})
@@ -543,3 +545,42 @@ def test_profile_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch, i
         fig, legend = over[0][0], over[0][2][-1]
         box = legend.get_window_extent(fig.canvas.get_renderer())
         assert box.x1 <= fig.bbox.width and box.x0 >= 0
+
+
+@pytest.mark.parametrize("K, n", [(1, 50), (2, 100000), (3, 5000), (7, 20000), (2, 3)])
+def test_histogram_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch, K, n):
+    """The posterior histogram laid out in its first stage (x from 1/K to 1, a left margin
+    for the widest count) and drawn there without what the estimate decides gives the bytes
+    of one drawn at once, both in two steps; its count labels lie inside the figure, right
+    of the y label.  A handful of rows (ticks with decimals, wider than the margin held):
+    laid out on its own ticks and drawn whole, the same bytes either way."""
+    from src.output.plots import layout, posterior
+    from src.output.plots.spec import finish, render, start
+
+    rng = stream(5, "histogram-ahead", K, n)
+    tau = rng.dirichlet(np.full(K, 0.5), size=n) if K > 1 else np.ones((n, 1))
+    spec = posterior.posterior_spec(tau)
+    assert spec.meta["K"] == K and spec.stage1 == {"n", "K"}
+    over = []
+    real = layout.finish_over
+    monkeypatch.setattr(layout, "finish_over", lambda *a: over.append(a) or real(*a))
+    at_once = render(spec).png
+    png = finish(start(spec.kind, *spec.first(), ahead=True), *spec.second())[0]
+    assert png == at_once
+    two_steps = n > 10
+    assert len(over) == (2 if two_steps else 0)
+    for fig, _, artists in over:
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        ylabel = ax.yaxis.label.get_window_extent(renderer)
+        for label in ax.get_yticklabels():
+            if label.get_text():
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= ylabel.x1 - 0.5 and box.x0 >= 0
+        # drawn whole, the figure differs only where the x axis's ticks meet the bottom
+        # spine (drawn before it in two steps, after it whole): the order is a whole draw's
+        two = np.asarray(fig.canvas.buffer_rgba()).copy()
+        fig.canvas.draw()
+        rows = np.flatnonzero((two != np.asarray(fig.canvas.buffer_rgba())).any(axis=(1, 2)))
+        edge = fig.bbox.height - ax.bbox.y0
+        assert all(abs(r - edge) <= 2 for r in rows), (rows, edge)

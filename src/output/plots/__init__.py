@@ -233,7 +233,8 @@ def figure_data_specs(model: Any, data: Mapping[str, np.ndarray]) -> dict[str, S
         spec = DATA_SPECS[name](model, data)
         if spec is not None:
             out[f"{name}.png"] = spec
-    out["posterior.png"] = posterior_data(int(next(iter(data.values())).shape[0]))
+    out["posterior.png"] = posterior_data(int(next(iter(data.values())).shape[0]),
+                                          int(model.n_components))
     return out
 
 

@@ -243,10 +243,16 @@ def margins(fig: Any, *, left: float, right: float, bottom: float, top: float,
 
 def single_axes_margins(fig: Any, ax: Any, *, title: str = "", title_size: float = 10,
                         right: float = 0.15, tick_size: float = 10,
-                        x_rotated: bool = False, x_tick_size: float | None = None) -> None:
-    """Margins of a one-panel figure from its tick labels, axis labels and title."""
+                        x_rotated: bool = False, x_tick_size: float | None = None,
+                        y_texts: Sequence[str] | None = None) -> None:
+    """Margins of a one-panel figure from its tick labels, axis labels and title
+    (``y_texts``: room for these y tick labels instead of the axis's own)."""
     x_size = tick_size if x_tick_size is None else x_tick_size
-    left = tick_room(fig, ax.yaxis, tick_size, True) + label_room(fig, ax.get_ylabel(), 10)
+    if y_texts is None:
+        left = tick_room(fig, ax.yaxis, tick_size, True)
+    else:
+        left = text_size(fig, y_texts, tick_size)[0] + (3.5 + 3.5) / PT
+    left += label_room(fig, ax.get_ylabel(), 10)
     if x_rotated:   # labels at 45 degrees, anchored at their right end
         w, h = text_size(fig, tick_texts(ax.xaxis), x_size)
         bottom = math.sqrt(0.5) * (w + h) + 7.0 / PT
