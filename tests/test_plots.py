@@ -584,3 +584,18 @@ def test_histogram_drawn_ahead_gives_the_bytes_of_one_drawn_at_once(monkeypatch,
         rows = np.flatnonzero((two != np.asarray(fig.canvas.buffer_rgba())).any(axis=(1, 2)))
         edge = fig.bbox.height - ax.bbox.y0
         assert all(abs(r - edge) <= 2 for r in rows), (rows, edge)
+
+
+def test_histogram_whose_first_stage_had_another_k_is_drawn_whole():
+    """A second stage with another number of classes than its first stage's (the x range
+    laid out there is not the histogram's) is laid out again and drawn whole: a PNG of the
+    figure's size, no error."""
+    from src.output.plots import posterior
+    from src.output.plots.spec import finish, start
+
+    tau = stream(6, "histogram-other-k").dirichlet(np.full(2, 0.5), size=500)
+    spec = posterior.posterior_spec(tau)
+    first = posterior.posterior_data(500, 3)
+    png, width, height = finish(start("posterior", *first.first(), ahead=True), *spec.second())
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.shape[:2] == (height, width) == (420, 640)

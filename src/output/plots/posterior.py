@@ -124,6 +124,7 @@ def draw_posterior(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
                 picture = L.background(fig, [line, *ax.spines.values(), ax.yaxis])
     yield
     mean, tau = float(meta["mean"]), arrays["tau"]
+    laid_out = laid_out and int(meta["K"]) == tau.shape[1]   # (else the x range differs)
     K = tau.shape[1]
     edges, counts = _histogram(tau, arrays.get("weights"))
     colors = L.colors(K)
