@@ -205,8 +205,8 @@ def draw_scatter(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     the data, as with 1e5 rows it nearly always does) and draws it without the class-dependent
     artists (:func:`~.layout.background`).  When the estimate's ranges are those, the second
     stage draws only the points, ellipses, centres, the diagonal's panels and the legend on
-    that picture (:func:`~.layout.finish_over`; measured, 141 -> ~70 ms for a 5-column
-    matrix); otherwise it lays the figure out again and draws it whole.  The bytes are the
+    that picture (:func:`~.layout.finish_over`; measured, 138-193 -> 93-128 ms for a
+    5-column matrix); otherwise it lays the figure out again and draws it whole.  The bytes are the
     same: inside the data's range nothing drawn later in a whole draw (spines, ticks, labels
     outside the axes, 5% away) touches the points or ellipses (tested)."""
     import matplotlib

@@ -217,10 +217,12 @@ def tick_texts(axis: Any) -> list[str]:
     return [s for s in axis.get_major_formatter().format_ticks(locs)]
 
 
-def tick_room(fig: Any, axis: Any, size: float, across: bool) -> float:
+def tick_room(fig: Any, axis: Any, size: float, across: bool,
+              texts: Sequence[str] | None = None) -> float:
     """Inches the tick marks and labels of ``axis`` take from the axes' edge: label widths
-    (``across``: a y axis) or heights, plus tick length and pad (matplotlib's defaults)."""
-    texts = tick_texts(axis)
+    (``across``: a y axis) or heights, plus tick length and pad (matplotlib's defaults);
+    ``texts``: these labels instead of the axis's own."""
+    texts = tick_texts(axis) if texts is None else texts
     w, h = text_size(fig, texts, size)
     label = (w if across else h) if texts else 0.0
     return label + (3.5 + 3.5) / PT
@@ -248,11 +250,8 @@ def single_axes_margins(fig: Any, ax: Any, *, title: str = "", title_size: float
     """Margins of a one-panel figure from its tick labels, axis labels and title
     (``y_texts``: room for these y tick labels instead of the axis's own)."""
     x_size = tick_size if x_tick_size is None else x_tick_size
-    if y_texts is None:
-        left = tick_room(fig, ax.yaxis, tick_size, True)
-    else:
-        left = text_size(fig, y_texts, tick_size)[0] + (3.5 + 3.5) / PT
-    left += label_room(fig, ax.get_ylabel(), 10)
+    left = (tick_room(fig, ax.yaxis, tick_size, True, y_texts)
+            + label_room(fig, ax.get_ylabel(), 10))
     if x_rotated:   # labels at 45 degrees, anchored at their right end
         w, h = text_size(fig, tick_texts(ax.xaxis), x_size)
         bottom = math.sqrt(0.5) * (w + h) + 7.0 / PT

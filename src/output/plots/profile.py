@@ -78,6 +78,11 @@ def _class_lines(ax: Any, x: np.ndarray, K: int, colors: Sequence[Any],
     return lines
 
 
+def _legend_room(fig: Any, legend: Any) -> float:
+    """The right margin (inches) of a legend placed just right of the axes."""
+    return L.legend_width(fig, legend) + 0.012 * fig.get_size_inches()[0] + 4.0 / L.PT
+
+
 def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
     """The profile's two stages.  Binary items: the whole layout is the data's (the y range
     is 0-1, the right margin holds a legend of classes at 100%, the widest their labels can
@@ -130,9 +135,8 @@ def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
         if binary:
             widest = ax.legend(handles=_class_lines(ax, x, K, colors), fontsize=8,
                                loc="center left", bbox_to_anchor=(1.01, 0.5))
-            width = fig.get_size_inches()[0]
             L.single_axes_margins(fig, ax, title=title, x_rotated=rotate, x_tick_size=8,
-                                  right=L.legend_width(fig, widest) + 0.012 * width + 4.0 / L.PT)
+                                  right=_legend_room(fig, widest))
             widest.remove()
             if ahead():
                 picture = L.background(fig, [])
@@ -169,7 +173,7 @@ def draw_profile(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
                                     title_fontsize=8)
         width = fig.get_size_inches()[0]
         L.single_axes_margins(fig, axes[-1], title=title, x_rotated=rotate, x_tick_size=8,
-                              right=L.legend_width(fig, legend) + 0.012 * width + 4.0 / L.PT)
+                              right=_legend_room(fig, legend))
         if len(axes) > 1:   # the class labels are two lines at 8 points
             left = (L.tick_room(fig, axes[0].yaxis, 10, True)
                     + 2 * L.text_size(fig, ["class"], 8)[1] * 1.2 + 4.0 / L.PT)
